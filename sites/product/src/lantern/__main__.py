@@ -1,0 +1,5 @@
+import sys
+
+from lantern.main import main
+
+sys.exit(main(sys.argv[1:]))
