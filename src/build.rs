@@ -1,0 +1,392 @@
+//! Build stage: the site's generator, then a container image through the Docker Engine API.
+//!
+//! 1. Run the site's build command (`sh -c`) in the exported folder with a clean,
+//!    documented environment; keep its last lines for the failure message.
+//! 2. Write the build context as a tar file on disk: the Dockerfile and the site's
+//!    content, entries sorted, mtimes fixed to the commit time, owner root, modes
+//!    kept; symlinks that leave the site are refused. Its SHA-256 is the context
+//!    digest. The tar is streamed to the Engine from disk, never held in memory.
+//! 3. POST it to the Engine's `/build` (BuildKit) with the build args and the
+//!    image's labels, streaming the Engine's output (shown with `-v`, kept for
+//!    failures); the Engine's errors are shown as the Engine words them.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use bollard::Docker;
+use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::output::Printer;
+
+/// What can go wrong while building.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The generator command exited non-zero.
+    #[error("build command `{command}` failed ({status}); its last lines:\n{tail}")]
+    Command { command: String, status: String, tail: String },
+    /// The generator command could not be started.
+    #[error("cannot run build command `{command}`: {source}")]
+    Spawn { command: String, source: std::io::Error },
+    /// The configured output folder is missing after the build.
+    #[error("the site's content folder `{0}` does not exist (check `output` in pipeline.toml)")]
+    NoOutput(String),
+    /// A symlink in the site points outside it.
+    #[error("symlink `{link}` points outside the site (to `{target}`); refusing to put host files in an image")]
+    SymlinkEscape { link: String, target: String },
+    /// Reading the site or writing the context failed.
+    #[error("cannot write the build context ({path}): {source}")]
+    Context { path: PathBuf, source: std::io::Error },
+    /// The Engine refused or failed the build; its own words.
+    #[error("the Docker Engine failed the build: {message}{}", tail_text(.tail))]
+    Engine { message: String, tail: String },
+    /// The Engine could not be reached.
+    #[error("cannot reach the Docker Engine: {0}")]
+    Unreachable(String),
+}
+
+fn tail_text(tail: &str) -> String {
+    if tail.trim().is_empty() { String::new() } else { format!("\nlast lines of the build:\n{tail}") }
+}
+
+/// Keeps the last `capacity` lines of some output.
+struct Tail {
+    lines: VecDeque<String>,
+    capacity: usize,
+}
+
+impl Tail {
+    fn new(capacity: usize) -> Self {
+        Self { lines: VecDeque::new(), capacity }
+    }
+
+    fn push(&mut self, line: &str) {
+        if self.lines.len() == self.capacity {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line.trim_end().to_string());
+    }
+
+    fn text(&self) -> String {
+        self.lines.iter().map(|line| format!("  | {line}")).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// Runs `command` with `sh -c` in `directory`.
+///
+/// The environment is cleared except `PATH`; berth sets `HOME` (a fresh folder),
+/// `LANG=C.UTF-8`, `TZ=UTC`, `SOURCE_DATE_EPOCH` (the commit time),
+/// `BERTH_COMMIT` and `BERTH_REPO`, so a build depends on the commit, not on
+/// whoever runs it.
+pub async fn run_generator(
+    command: &str,
+    directory: &Path,
+    home: &Path,
+    commit: &str,
+    commit_time: i64,
+    repo: &str,
+    printer: &Printer,
+) -> Result<(), BuildError> {
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(directory)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()))
+        .env("HOME", home)
+        .env("LANG", "C.UTF-8")
+        .env("TZ", "UTC")
+        .env("SOURCE_DATE_EPOCH", commit_time.to_string())
+        .env("BERTH_COMMIT", commit)
+        .env("BERTH_REPO", repo)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| BuildError::Spawn { command: command.to_string(), source })?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut tail = Tail::new(20);
+    let mut out_lines = BufReader::new(stdout).lines();
+    let mut err_lines = BufReader::new(stderr).lines();
+    let (mut out_open, mut err_open) = (true, true);
+    while out_open || err_open {
+        tokio::select! {
+            line = out_lines.next_line(), if out_open => match line {
+                Ok(Some(line)) => { printer.detail(&line); tail.push(&line); }
+                _ => out_open = false,
+            },
+            line = err_lines.next_line(), if err_open => match line {
+                Ok(Some(line)) => { printer.detail(&line); tail.push(&line); }
+                _ => err_open = false,
+            },
+        }
+    }
+    let status = child.wait().await.map_err(|source| BuildError::Spawn { command: command.to_string(), source })?;
+    if status.success() {
+        Ok(())
+    } else {
+        let status = status.code().map_or_else(|| "killed by a signal".to_string(), |code| format!("exit code {code}"));
+        Err(BuildError::Command { command: command.to_string(), status, tail: tail.text() })
+    }
+}
+
+/// A build context written to disk.
+pub struct Context {
+    pub path: PathBuf,
+    /// SHA-256 of the tar, hex.
+    pub digest: String,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// What goes into the context.
+pub enum ContextLayout<'a> {
+    /// A template's Dockerfile at the root and the site's content under `site/`.
+    Template { dockerfile: &'a Path, content: &'a Path },
+    /// The site's own folder as the context, its Dockerfile inside it.
+    Folder { root: &'a Path },
+}
+
+/// Writes the build context tar to `destination` and returns its digest.
+pub fn write_context(layout: &ContextLayout<'_>, mtime: u64, destination: &Path) -> Result<Context, BuildError> {
+    let context_error = |path: &Path, source: std::io::Error| BuildError::Context { path: path.to_path_buf(), source };
+    let file = std::fs::File::create(destination).map_err(|e| context_error(destination, e))?;
+    let mut hashing = HashingWriter { inner: std::io::BufWriter::with_capacity(256 * 1024, file), hasher: Sha256::new(), bytes: 0 };
+    let mut files = 0;
+    {
+        let mut builder = tar::Builder::new(&mut hashing);
+        builder.mode(tar::HeaderMode::Deterministic);
+        match layout {
+            ContextLayout::Template { dockerfile, content } => {
+                let text = std::fs::read(dockerfile).map_err(|e| context_error(dockerfile, e))?;
+                append_bytes(&mut builder, "Dockerfile", &text, 0o644, mtime).map_err(|e| context_error(dockerfile, e))?;
+                files += 1;
+                append_directory(&mut builder, "site", mtime).map_err(|e| context_error(content, e))?;
+                files += append_tree(&mut builder, content, "site/", mtime)?;
+            }
+            ContextLayout::Folder { root } => {
+                files += append_tree(&mut builder, root, "", mtime)?;
+            }
+        }
+        builder.finish().map_err(|e| context_error(destination, e))?;
+    }
+    use std::io::Write;
+    hashing.inner.flush().map_err(|e| context_error(destination, e))?;
+    let digest = hex::encode(hashing.hasher.finalize());
+    Ok(Context { path: destination.to_path_buf(), digest, files, bytes: hashing.bytes })
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buffer)?;
+        self.hasher.update(&buffer[..written]);
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn header(kind: tar::EntryType, mode: u32, mtime: u64, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_mtime(mtime);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_size(size);
+    header
+}
+
+fn append_bytes<W: std::io::Write>(builder: &mut tar::Builder<W>, name: &str, data: &[u8], mode: u32, mtime: u64) -> std::io::Result<()> {
+    let mut header = header(tar::EntryType::Regular, mode, mtime, data.len() as u64);
+    builder.append_data(&mut header, name, data)
+}
+
+fn append_directory<W: std::io::Write>(builder: &mut tar::Builder<W>, name: &str, mtime: u64) -> std::io::Result<()> {
+    let mut header = header(tar::EntryType::Directory, 0o755, mtime, 0);
+    builder.append_data(&mut header, format!("{name}/"), std::io::empty())
+}
+
+/// Appends every entry below `root`, sorted by name, under `prefix`.
+fn append_tree<W: std::io::Write>(builder: &mut tar::Builder<W>, root: &Path, prefix: &str, mtime: u64) -> Result<usize, BuildError> {
+    let context_error = |path: &Path, source: std::io::Error| BuildError::Context { path: path.to_path_buf(), source };
+    let canonical_root = root.canonicalize().map_err(|e| context_error(root, e))?;
+    let mut files = 0;
+    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let entry = entry.map_err(|e| {
+            let path = e.path().map_or_else(|| root.to_path_buf(), Path::to_path_buf);
+            context_error(&path, std::io::Error::other(e.to_string()))
+        })?;
+        let relative = entry.path().strip_prefix(root).expect("below root");
+        let relative_text = relative.to_string_lossy();
+        if relative.components().next().is_some_and(|c| c.as_os_str() == ".git") {
+            continue;
+        }
+        let name = format!("{prefix}{relative_text}");
+        let file_type = entry.file_type();
+        if file_type.is_symlink() {
+            let target = std::fs::read_link(entry.path()).map_err(|e| context_error(entry.path(), e))?;
+            let resolved = if target.is_absolute() { target.clone() } else { entry.path().parent().expect("has parent").join(&target) };
+            let inside = normalise(&resolved).starts_with(normalise(root)) || resolved.canonicalize().is_ok_and(|c| c.starts_with(&canonical_root));
+            if !inside || target.is_absolute() {
+                return Err(BuildError::SymlinkEscape { link: relative_text.into_owned(), target: target.to_string_lossy().into_owned() });
+            }
+            let mut header = header(tar::EntryType::Symlink, 0o777, mtime, 0);
+            builder.append_link(&mut header, &name, &target).map_err(|e| context_error(entry.path(), e))?;
+        } else if file_type.is_dir() {
+            append_directory(builder, &name, mtime).map_err(|e| context_error(entry.path(), e))?;
+        } else if file_type.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            let metadata = entry.metadata().map_err(|e| context_error(entry.path(), std::io::Error::other(e.to_string())))?;
+            let mode = if metadata.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+            let mut header = header(tar::EntryType::Regular, mode, mtime, metadata.len());
+            let file = std::fs::File::open(entry.path()).map_err(|e| context_error(entry.path(), e))?;
+            builder.append_data(&mut header, &name, file).map_err(|e| context_error(entry.path(), e))?;
+            files += 1;
+        }
+    }
+    Ok(files)
+}
+
+/// Resolves `.` and `..` without touching the file system.
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// An image build request.
+pub struct ImageBuild<'a> {
+    pub context: &'a Context,
+    /// Path of the Dockerfile inside the context.
+    pub dockerfile: &'a str,
+    pub tag: &'a str,
+    pub build_args: &'a BTreeMap<String, String>,
+    pub labels: &'a BTreeMap<String, String>,
+    pub credentials: HashMap<String, bollard::auth::DockerCredentials>,
+}
+
+/// Builds the image through the Engine API and returns its id.
+pub async fn build_image(docker: &Docker, request: ImageBuild<'_>, printer: &Printer) -> Result<String, BuildError> {
+    let options = BuildImageOptions {
+        dockerfile: request.dockerfile.to_string(),
+        t: Some(request.tag.to_string()),
+        rm: true,
+        forcerm: true,
+        buildargs: Some(request.build_args.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        labels: Some(request.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        version: BuilderVersion::BuilderBuildKit,
+        ..Default::default()
+    };
+    let file = tokio::fs::File::open(&request.context.path)
+        .await
+        .map_err(|source| BuildError::Context { path: request.context.path.clone(), source })?;
+    let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+    let credentials = if request.credentials.is_empty() { None } else { Some(request.credentials) };
+    let mut stream = docker.build_image(options, credentials, Some(bollard::body_try_stream(body)));
+    let mut tail = Tail::new(30);
+    let mut image_id = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(detail) = info.error_detail {
+                    let message = detail.message.unwrap_or_else(|| "unknown error".into());
+                    return Err(BuildError::Engine { message: message.trim().to_string(), tail: tail.text() });
+                }
+                if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
+                    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+                        printer.detail(line);
+                        tail.push(line);
+                    }
+                }
+                if let Some(aux) = info.aux {
+                    if let Some(id) = aux.id {
+                        image_id = Some(id);
+                    }
+                }
+            }
+            // BuildKit sends its progress as base64 protobuf in `aux`, which this
+            // client does not decode; those records are skipped.
+            Err(bollard::errors::Error::JsonSerdeError { .. } | bollard::errors::Error::JsonDataError { .. }) => {}
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                return Err(BuildError::Engine { message: message.trim().to_string(), tail: tail.text() });
+            }
+            Err(error) => return Err(engine_error(&error, &tail)),
+        }
+    }
+    match image_id {
+        Some(id) => Ok(id),
+        None => {
+            // Some Engines send no id record: ask for the tag instead.
+            let inspect = docker.inspect_image(request.tag).await.map_err(|error| engine_error(&error, &tail))?;
+            inspect.id.ok_or_else(|| BuildError::Engine { message: "the Engine reported no image id".into(), tail: tail.text() })
+        }
+    }
+}
+
+fn engine_error(error: &bollard::errors::Error, tail: &Tail) -> BuildError {
+    use bollard::errors::Error;
+    match error {
+        Error::HyperResponseError { .. } | Error::IOError { .. } | Error::SocketNotFoundError(_) | Error::RequestTimeoutError => {
+            BuildError::Unreachable(error.to_string())
+        }
+        _ => BuildError::Engine { message: error.to_string(), tail: tail.text() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let mut tail = Tail::new(2);
+        for line in ["a", "b", "c"] {
+            tail.push(line);
+        }
+        assert_eq!(tail.text(), "  | b\n  | c");
+    }
+
+    #[test]
+    fn context_is_reproducible_and_refuses_escaping_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = dir.path().join("content");
+        std::fs::create_dir_all(content.join("sub dir")).unwrap();
+        std::fs::write(content.join("index.html"), "hi").unwrap();
+        std::fs::write(content.join("sub dir/ünïcode.html"), "x").unwrap();
+        std::os::unix::fs::symlink("index.html", content.join("alias.html")).unwrap();
+        let dockerfile = dir.path().join("Dockerfile");
+        std::fs::write(&dockerfile, "FROM scratch\n").unwrap();
+        let layout = ContextLayout::Template { dockerfile: &dockerfile, content: &content };
+        let first = write_context(&layout, 1_700_000_000, &dir.path().join("a.tar")).unwrap();
+        let second = write_context(&layout, 1_700_000_000, &dir.path().join("b.tar")).unwrap();
+        assert_eq!(first.digest, second.digest);
+        assert_eq!(first.files, 3);
+
+        std::os::unix::fs::symlink("../../etc/passwd", content.join("escape")).unwrap();
+        let error = write_context(&layout, 1, &dir.path().join("c.tar")).err().unwrap();
+        assert!(matches!(error, BuildError::SymlinkEscape { .. }), "{error}");
+    }
+}

@@ -1,0 +1,60 @@
+//! Command-line interface: clap types only. They are resolved into
+//! [`crate::settings`] before any stage runs; stage code never sees them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Ship static websites to Kubernetes without downtime.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The pipeline file.
+    #[arg(long, short = 'c', global = true, env = "BERTH_CONFIG", default_value = "pipeline.toml")]
+    pub config: PathBuf,
+    /// Where mirrors and the run log live (default: `state_dir` in the pipeline file).
+    #[arg(long, global = true, env = "BERTH_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Say less: only warnings, errors and results.
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Say more: generator and Engine output, rollout progress. Twice: debug logs.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the pipeline file and report every problem with file:line:column.
+    Validate,
+    /// Mirror, build, push and deploy every site (or the named ones), skipping unchanged ones.
+    Run(RunArgs),
+    /// Ship exactly one commit of one site (per-commit CI).
+    Ship(ShipArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Sites to run (default: all).
+    pub sites: Vec<String>,
+    /// How many sites to work on at once.
+    #[arg(long, short = 'j', default_value_t = 2)]
+    pub jobs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ShipArgs {
+    /// The site to ship.
+    pub site: String,
+    /// The commit (full or at least 7 hex digits) or tag to ship.
+    #[arg(long)]
+    pub commit: String,
+}

@@ -1,0 +1,734 @@
+//! `pipeline.toml`: parsing and validation.
+//!
+//! The file is parsed into a spanned document first, then walked by hand, so that
+//! every problem is reported (not just the first) with `file:line:column` and the
+//! key it concerns.
+//!
+//! 1. Parse the TOML into a spanned tree (syntax errors stop here, all of them).
+//! 2. Read each table with a [`TableReader`] that knows its keys and types and
+//!    reports unknown keys, missing keys and wrong types.
+//! 3. Check what crosses tables: names unique, sites naming known repos and
+//!    templates, image references, paths that stay inside the repo, durations.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::reference;
+
+/// The whole pipeline: where images go, which cluster, which repos and sites.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from.
+    pub path: PathBuf,
+    /// Folder that holds mirrors and berth's run log, relative paths resolved.
+    pub state_dir: PathBuf,
+    /// Folder holding one sub-folder (with a `Dockerfile`) per template.
+    pub templates_dir: PathBuf,
+    pub registry: Registry,
+    pub kubernetes: Kubernetes,
+    pub repos: Vec<Repo>,
+    pub sites: Vec<Site>,
+}
+
+/// `[registry]`
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// `host[:port]`, for example `registry.example.com` or `127.0.0.1:5000`.
+    pub address: String,
+    /// Where the credentials come from.
+    pub credentials: CredentialSource,
+}
+
+/// Where registry credentials come from. Secrets are read when needed and never stored here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// Docker's `config.json` (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`):
+    /// `auths` entries and credential helpers, as `docker login` leaves them.
+    DockerConfig,
+    /// A user name and a password, each from an environment variable.
+    Environment { username_env: String, password_env: String },
+    /// A user name from the file, the password from a file (its first line).
+    Files { username: String, password_file: PathBuf },
+    /// No credentials (an open registry).
+    None,
+}
+
+impl fmt::Display for CredentialSource {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::DockerConfig => write!(formatter, "Docker's config.json"),
+            Self::Environment { username_env, password_env } => {
+                write!(formatter, "environment variables {username_env} and {password_env}")
+            }
+            Self::Files { username, password_file } => {
+                write!(formatter, "user {username} with the password in {}", password_file.display())
+            }
+            Self::None => write!(formatter, "no credentials"),
+        }
+    }
+}
+
+/// `[kubernetes]`
+#[derive(Debug, Clone)]
+pub struct Kubernetes {
+    /// Kubeconfig context; `None` means the current context.
+    pub context: Option<String>,
+    /// Namespace for Deployments that name none.
+    pub namespace: String,
+    /// How long berth waits for one rollout before it fails it.
+    pub rollout_timeout: Duration,
+}
+
+/// `[[repo]]`
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub name: String,
+    /// Remote URL: https, http, ssh, git or a local path. Never holds credentials.
+    pub url: String,
+    pub branch: String,
+    /// Environment variable that holds an access token for https remotes.
+    pub token_env: Option<String>,
+}
+
+/// `[[site]]`
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub name: String,
+    pub repo: String,
+    /// Folder of the site inside the repo (`"."` is the root), normalised with `/`.
+    pub path: String,
+    /// Generator command run with `sh -c` in the exported site folder.
+    pub build: Option<String>,
+    /// Folder (relative to `path`) the generator writes; the site's content.
+    pub output: Option<String>,
+    /// How the image is built.
+    pub image_source: ImageSource,
+    pub build_args: BTreeMap<String, String>,
+    /// Repository under the registry, for example `sites/www`.
+    pub image: String,
+    pub deployment: DeploymentTarget,
+}
+
+/// Where the site's Dockerfile comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// `templates/<name>/Dockerfile`.
+    Template(String),
+    /// A Dockerfile inside the site's folder, relative to `path`.
+    Dockerfile(String),
+}
+
+/// `[site.deployment]`
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeploymentTarget {
+    pub namespace: String,
+    pub name: String,
+    pub container: String,
+}
+
+/// One problem found in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: usize,
+    pub column: usize,
+    /// The key the problem concerns, as a path (`site[2].path`), if any.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+/// All problems found in one file, in file order.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The file was read and has problems; each says where.
+    #[error("{}", render(path, diagnostics))]
+    Invalid { path: PathBuf, diagnostics: Vec<Diagnostic> },
+}
+
+fn render(path: &Path, diagnostics: &[Diagnostic]) -> String {
+    let mut text = String::new();
+    for (index, diagnostic) in diagnostics.iter().enumerate() {
+        if index > 0 {
+            text.push('\n');
+        }
+        text.push_str(&format!("{}:{}:{}: ", path.display(), diagnostic.line, diagnostic.column));
+        if let Some(key) = &diagnostic.key {
+            text.push_str(&format!("{key}: "));
+        }
+        text.push_str(&diagnostic.message);
+    }
+    let count = diagnostics.len();
+    text.push_str(&format!("\n{count} problem{} in {}", if count == 1 { "" } else { "s" }, path.display()));
+    text
+}
+
+impl ConfigError {
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            Self::Read { .. } => &[],
+            Self::Invalid { diagnostics, .. } => diagnostics,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `path` (relative paths resolve against its folder).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut checker = Checker { text, diagnostics: Vec::new() };
+        let config = checker.document(path);
+        let mut diagnostics = checker.diagnostics;
+        diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
+        diagnostics.dedup();
+        match config {
+            Some(config) if diagnostics.is_empty() => Ok(config),
+            _ => Err(ConfigError::Invalid { path: path.to_path_buf(), diagnostics }),
+        }
+    }
+
+    pub fn site(&self, name: &str) -> Option<&Site> {
+        self.sites.iter().find(|site| site.name == name)
+    }
+
+    pub fn repo(&self, name: &str) -> Option<&Repo> {
+        self.repos.iter().find(|repo| repo.name == name)
+    }
+
+    /// The full image repository of a site: `<registry>/<image>`.
+    pub fn image_repository(&self, site: &Site) -> String {
+        format!("{}/{}", self.registry.address, site.image)
+    }
+}
+
+struct Checker<'t> {
+    text: &'t str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, span: Range<usize>, key: Option<String>, message: impl Into<String>) {
+        let (line, column) = line_column(self.text, span.start);
+        self.diagnostics.push(Diagnostic { line, column, key, message: message.into() });
+    }
+
+    fn document(&mut self, path: &Path) -> Option<Config> {
+        let (root, errors) = DeTable::parse_recoverable(self.text);
+        if !errors.is_empty() {
+            for error in errors {
+                let span = error.span().unwrap_or(0..0);
+                let message = error.message().trim().to_string();
+                self.report(span, None, format!("invalid TOML: {message}"));
+            }
+            return None;
+        }
+        let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let root_span = root.span();
+        let mut top = TableReader::new(root.get_ref(), root_span.start..root_span.start, String::new());
+
+        let state_dir = top.string(self, "state_dir").map_or_else(|| ".berth".to_string(), |s| s.into_inner());
+        let templates = top.string(self, "templates").map_or_else(|| "templates".to_string(), |s| s.into_inner());
+
+        let registry = top.table(self, "registry", true).and_then(|mut table| {
+            let address = table.required_string(self, "address");
+            if let Some(address) = &address {
+                if let Err(problem) = reference::check_registry(address.get_ref()) {
+                    self.report(address.span(), Some(table.key_path("address")), problem);
+                }
+            }
+            let credentials = self.credentials(&mut table);
+            table.finish(self);
+            Some(Registry { address: address?.into_inner(), credentials: credentials? })
+        });
+
+        let kubernetes = top.table(self, "kubernetes", false).map_or_else(
+            || Some(Kubernetes { context: None, namespace: "default".into(), rollout_timeout: DEFAULT_TIMEOUT }),
+            |mut table| {
+                let context = table.string(self, "context").map(Spanned::into_inner);
+                let namespace = table.string(self, "namespace");
+                if let Some(namespace) = &namespace {
+                    if let Err(problem) = reference::check_dns_label(namespace.get_ref()) {
+                        self.report(namespace.span(), Some(table.key_path("namespace")), problem);
+                    }
+                }
+                let rollout_timeout = table.duration(self, "rollout_timeout").unwrap_or(DEFAULT_TIMEOUT);
+                table.finish(self);
+                Some(Kubernetes {
+                    context,
+                    namespace: namespace.map_or_else(|| "default".into(), Spanned::into_inner),
+                    rollout_timeout,
+                })
+            },
+        );
+        let default_namespace = kubernetes.as_ref().map_or("default", |k| k.namespace.as_str()).to_string();
+
+        let mut repos = Vec::new();
+        let mut repo_names: HashMap<String, ()> = HashMap::new();
+        for (index, mut table) in top.array_of_tables(self, "repo").into_iter().enumerate() {
+            let name = table.required_string(self, "name");
+            let url = table.required_string(self, "url");
+            let branch = table.string(self, "branch");
+            let token_env = table.string(self, "token_env");
+            if let Some(name) = &name {
+                self.check_name(name, &table.key_path("name"), "repo");
+                if repo_names.insert(name.get_ref().clone(), ()).is_some() {
+                    self.report(name.span(), Some(format!("repo[{index}].name")), format!("duplicate repo name `{}`", name.get_ref()));
+                }
+            }
+            if let Some(url) = &url {
+                if let Err(problem) = check_url(url.get_ref()) {
+                    self.report(url.span(), Some(table.key_path("url")), problem);
+                }
+            }
+            if let Some(branch) = &branch {
+                if !git2::Reference::is_valid_name(&format!("refs/heads/{}", branch.get_ref())) {
+                    self.report(branch.span(), Some(table.key_path("branch")), format!("`{}` is not a valid branch name", branch.get_ref()));
+                }
+            }
+            if let Some(token_env) = &token_env {
+                check_env_name(self, token_env, &table.key_path("token_env"));
+            }
+            table.finish(self);
+            if let (Some(name), Some(url)) = (name, url) {
+                repos.push(Repo {
+                    name: name.into_inner(),
+                    url: url.into_inner(),
+                    branch: branch.map_or_else(|| "main".into(), Spanned::into_inner),
+                    token_env: token_env.map(Spanned::into_inner),
+                });
+            }
+        }
+
+        let templates_dir = base.join(&templates);
+        let mut sites = Vec::new();
+        let mut site_names = HashSet::new();
+        let mut targets: HashMap<DeploymentTarget, String> = HashMap::new();
+        for (index, mut table) in top.array_of_tables(self, "site").into_iter().enumerate() {
+            let name = table.required_string(self, "name");
+            if let Some(name) = &name {
+                self.check_name(name, &table.key_path("name"), "site");
+                if !site_names.insert(name.get_ref().clone()) {
+                    self.report(name.span(), Some(format!("site[{index}].name")), format!("duplicate site name `{}`", name.get_ref()));
+                }
+            }
+            let repo = table.required_string(self, "repo");
+            if let Some(repo) = &repo {
+                if !repo_names.contains_key(repo.get_ref()) {
+                    let known: Vec<_> = repos.iter().map(|r| format!("`{}`", r.name)).collect();
+                    self.report(repo.span(), Some(table.key_path("repo")), format!("no [[repo]] is named `{}` (known: {})", repo.get_ref(), if known.is_empty() { "none".into() } else { known.join(", ") }));
+                }
+            }
+            let site_path = table.string(self, "path");
+            if let Some(site_path) = &site_path {
+                if let Err(problem) = check_relative_path(site_path.get_ref()) {
+                    self.report(site_path.span(), Some(table.key_path("path")), problem);
+                }
+            }
+            let build = table.string(self, "build");
+            if let Some(build) = &build {
+                if build.get_ref().trim().is_empty() {
+                    self.report(build.span(), Some(table.key_path("build")), "the build command is empty; leave the key out to ship the folder as it is");
+                }
+            }
+            let output = table.string(self, "output");
+            if let Some(output) = &output {
+                if let Err(problem) = check_relative_path(output.get_ref()) {
+                    self.report(output.span(), Some(table.key_path("output")), problem);
+                }
+            }
+            let template = table.string(self, "template");
+            let dockerfile = table.string(self, "dockerfile");
+            let image_source = match (template, dockerfile) {
+                (Some(template), Some(dockerfile)) => {
+                    self.report(dockerfile.span(), Some(table.key_path("dockerfile")), "give either `template` or `dockerfile`, not both");
+                    let _ = template;
+                    None
+                }
+                (None, Some(dockerfile)) => match check_relative_path(dockerfile.get_ref()) {
+                    Ok(()) => Some(ImageSource::Dockerfile(dockerfile.into_inner())),
+                    Err(problem) => {
+                        self.report(dockerfile.span(), Some(table.key_path("dockerfile")), problem);
+                        None
+                    }
+                },
+                (template, None) => {
+                    let template = template.unwrap_or_else(|| Spanned::new(table.span.clone(), "static".to_string()));
+                    let folder = templates_dir.join(template.get_ref());
+                    if template.get_ref().contains(['/', '\\']) || template.get_ref().starts_with('.') {
+                        self.report(template.span(), Some(table.key_path("template")), format!("`{}` is not a template name (a folder name under {})", template.get_ref(), templates_dir.display()));
+                        None
+                    } else if !folder.join("Dockerfile").is_file() {
+                        let known = list_templates(&templates_dir);
+                        self.report(template.span(), Some(table.key_path("template")), format!("no template `{}`: {} does not exist (known: {})", template.get_ref(), folder.join("Dockerfile").display(), if known.is_empty() { "none".into() } else { known.join(", ") }));
+                        None
+                    } else {
+                        Some(ImageSource::Template(template.into_inner()))
+                    }
+                }
+            };
+            let build_args = table.string_map(self, "build_args");
+            let image = table.required_string(self, "image");
+            if let Some(image) = &image {
+                let full = registry.as_ref().map(|r| format!("{}/{}", r.address, image.get_ref()));
+                if let Err(problem) = reference::check_repository(image.get_ref(), full.as_deref()) {
+                    self.report(image.span(), Some(table.key_path("image")), problem);
+                }
+            }
+            let deployment = table.table(self, "deployment", true).and_then(|mut deployment| {
+                let namespace = deployment.string(self, "namespace");
+                let name = deployment.required_string(self, "name");
+                let container = deployment.required_string(self, "container");
+                for (key, value) in [("namespace", &namespace), ("name", &name), ("container", &container)] {
+                    if let Some(value) = value {
+                        let check = if key == "name" { reference::check_dns_subdomain(value.get_ref()) } else { reference::check_dns_label(value.get_ref()) };
+                        if let Err(problem) = check {
+                            self.report(value.span(), Some(deployment.key_path(key)), problem);
+                        }
+                    }
+                }
+                let span = deployment.span.clone();
+                deployment.finish(self);
+                let target = DeploymentTarget {
+                    namespace: namespace.map_or_else(|| default_namespace.clone(), Spanned::into_inner),
+                    name: name?.into_inner(),
+                    container: container?.into_inner(),
+                };
+                Some((target, span))
+            });
+            if let (Some((target, span)), Some(site_name)) = (&deployment, &name) {
+                if let Some(other) = targets.insert(target.clone(), site_name.get_ref().clone()) {
+                    self.report(span.clone(), Some(format!("site[{index}].deployment")), format!("site `{other}` already ships to container `{}` of Deployment {}/{}", target.container, target.namespace, target.name));
+                }
+            }
+            table.finish(self);
+            if let (Some(name), Some(repo), Some(image_source), Some(image), Some((deployment, _))) = (name, repo, image_source, image, deployment) {
+                sites.push(Site {
+                    name: name.into_inner(),
+                    repo: repo.into_inner(),
+                    path: normalise_path(site_path.as_ref().map_or(".", |p| p.get_ref())),
+                    build: build.map(Spanned::into_inner),
+                    output: output.map(|o| normalise_path(o.get_ref())),
+                    image_source,
+                    build_args: build_args.unwrap_or_default(),
+                    image: image.into_inner(),
+                    deployment,
+                });
+            }
+        }
+        if sites.is_empty() && !self.diagnostics.iter().any(|d| d.key.as_deref().is_some_and(|k| k.starts_with("site"))) {
+            self.report(root_span.start..root_span.start, None, "no [[site]] is declared");
+        }
+        top.finish(self);
+
+        Some(Config {
+            path: path.to_path_buf(),
+            state_dir: base.join(state_dir),
+            templates_dir,
+            registry: registry?,
+            kubernetes: kubernetes?,
+            repos,
+            sites,
+        })
+    }
+
+    fn credentials(&mut self, table: &mut TableReader<'_>) -> Option<CredentialSource> {
+        let kind = table.string(self, "credentials");
+        let username_env = table.string(self, "username_env");
+        let password_env = table.string(self, "password_env");
+        let username = table.string(self, "username");
+        let password_file = table.string(self, "password_file");
+        for env in [&username_env, &password_env].into_iter().flatten() {
+            check_env_name(self, env, &table.key_path("*_env"));
+        }
+        let kind_name = kind.as_ref().map_or("docker-config", |k| k.get_ref().as_str());
+        let kind_span = kind.as_ref().map_or_else(|| table.span.clone(), Spanned::span);
+        match kind_name {
+            "docker-config" | "none" => {
+                for (key, value) in [("username_env", &username_env), ("password_env", &password_env), ("username", &username), ("password_file", &password_file)] {
+                    if let Some(value) = value {
+                        self.report(value.span(), Some(table.key_path(key)), format!("`{key}` is only read with credentials = \"env\" or \"files\""));
+                    }
+                }
+                Some(if kind_name == "none" { CredentialSource::None } else { CredentialSource::DockerConfig })
+            }
+            "env" => match (username_env, password_env) {
+                (Some(username_env), Some(password_env)) => Some(CredentialSource::Environment { username_env: username_env.into_inner(), password_env: password_env.into_inner() }),
+                _ => {
+                    self.report(kind_span, Some(table.key_path("credentials")), "credentials = \"env\" needs `username_env` and `password_env`");
+                    None
+                }
+            },
+            "files" => match (username, password_file) {
+                (Some(username), Some(password_file)) => Some(CredentialSource::Files { username: username.into_inner(), password_file: PathBuf::from(password_file.into_inner()) }),
+                _ => {
+                    self.report(kind_span, Some(table.key_path("credentials")), "credentials = \"files\" needs `username` and `password_file`");
+                    None
+                }
+            },
+            other => {
+                self.report(kind_span, Some(table.key_path("credentials")), format!("unknown credential source `{other}` (expected \"docker-config\", \"env\", \"files\" or \"none\")"));
+                None
+            }
+        }
+    }
+
+    fn check_name(&mut self, name: &Spanned<String>, key: &str, what: &str) {
+        if let Err(problem) = reference::check_dns_label(name.get_ref()) {
+            self.report(name.span(), Some(key.to_string()), format!("{what} name {problem}"));
+        }
+    }
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn check_env_name(checker: &mut Checker<'_>, name: &Spanned<String>, key: &str) {
+    let valid = !name.get_ref().is_empty()
+        && !name.get_ref().starts_with(|c: char| c.is_ascii_digit())
+        && name.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        checker.report(name.span(), Some(key.to_string()), format!("`{}` is not an environment variable name", name.get_ref()));
+    }
+}
+
+fn list_templates(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.path().join("Dockerfile").is_file())
+        .map(|entry| format!("`{}`", entry.file_name().to_string_lossy()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A path inside the repo: relative, without `..`.
+pub fn check_relative_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("the path is empty (use \".\" for the repo's root)".into());
+    }
+    let parsed = Path::new(path);
+    if parsed.is_absolute() || path.starts_with('\\') {
+        return Err(format!("`{path}` is absolute; give a path relative to the repo's root"));
+    }
+    if parsed.components().any(|component| matches!(component, Component::ParentDir)) {
+        return Err(format!("`{path}` leaves the repo (`..`)"));
+    }
+    Ok(())
+}
+
+fn normalise_path(path: &str) -> String {
+    let parts: Vec<_> = Path::new(path)
+        .components()
+        .filter_map(|component| match component {
+            Component::Normal(part) => Some(part.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() { ".".into() } else { parts.join("/") }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    if url.trim().is_empty() {
+        return Err("the URL is empty".into());
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if !matches!(scheme, "http" | "https" | "ssh" | "git" | "file") {
+            return Err(format!("unsupported URL scheme `{scheme}` (use https, http, ssh, git, file or a local path)"));
+        }
+        let authority = rest.split('/').next().unwrap_or_default();
+        if let Some((user_info, _)) = authority.rsplit_once('@') {
+            if user_info.contains(':') {
+                return Err("the URL holds a password or token; put the token in an environment variable and name it in `token_env`".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |index| index + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Reads one table's keys, remembering which were read so the rest can be reported as unknown.
+struct TableReader<'a> {
+    table: &'a DeTable<'a>,
+    span: Range<usize>,
+    path: String,
+    read: HashSet<String>,
+}
+
+fn type_name(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+impl<'a> TableReader<'a> {
+    fn new(table: &'a DeTable<'a>, span: Range<usize>, path: String) -> Self {
+        Self { table, span, path, read: HashSet::new() }
+    }
+
+    fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) }
+    }
+
+    fn get(&mut self, key: &str) -> Option<(&'a Spanned<toml::de::DeString<'a>>, &'a Spanned<DeValue<'a>>)> {
+        self.read.insert(key.to_string());
+        self.table.iter().find(|(name, _)| name.get_ref() == key)
+    }
+
+    fn string(&mut self, checker: &mut Checker<'_>, key: &str) -> Option<Spanned<String>> {
+        let (_, value) = self.get(key)?;
+        if let DeValue::String(text) = value.get_ref() {
+            Some(Spanned::new(value.span(), text.to_string()))
+        } else {
+            checker.report(value.span(), Some(self.key_path(key)), format!("expected a string, found {}", type_name(value.get_ref())));
+            None
+        }
+    }
+
+    fn required_string(&mut self, checker: &mut Checker<'_>, key: &str) -> Option<Spanned<String>> {
+        if self.table.iter().any(|(name, _)| name.get_ref() == key) {
+            self.string(checker, key)
+        } else {
+            self.read.insert(key.to_string());
+            checker.report(self.span.clone(), Some(self.key_path(key)), format!("missing key `{key}`"));
+            None
+        }
+    }
+
+    fn duration(&mut self, checker: &mut Checker<'_>, key: &str) -> Option<Duration> {
+        let text = self.string(checker, key)?;
+        match humantime::parse_duration(text.get_ref()) {
+            Ok(duration) if !duration.is_zero() => Some(duration),
+            Ok(_) => {
+                checker.report(text.span(), Some(self.key_path(key)), "the duration must be longer than zero");
+                None
+            }
+            Err(error) => {
+                checker.report(text.span(), Some(self.key_path(key)), format!("`{}` is not a duration ({error}; write for example \"90s\" or \"5m\")", text.get_ref()));
+                None
+            }
+        }
+    }
+
+    fn string_map(&mut self, checker: &mut Checker<'_>, key: &str) -> Option<BTreeMap<String, String>> {
+        let (_, value) = self.get(key)?;
+        let DeValue::Table(table) = value.get_ref() else {
+            checker.report(value.span(), Some(self.key_path(key)), format!("expected a table of strings, found {}", type_name(value.get_ref())));
+            return None;
+        };
+        let mut map = BTreeMap::new();
+        for (name, item) in table.iter() {
+            match item.get_ref() {
+                DeValue::String(text) => {
+                    map.insert(name.get_ref().to_string(), text.to_string());
+                }
+                other => checker.report(item.span(), Some(format!("{}.{}", self.key_path(key), name.get_ref())), format!("expected a string, found {}", type_name(other))),
+            }
+        }
+        Some(map)
+    }
+
+    fn table(&mut self, checker: &mut Checker<'_>, key: &str, required: bool) -> Option<TableReader<'a>> {
+        let Some((_, value)) = self.get(key) else {
+            if required {
+                checker.report(self.span.clone(), Some(self.key_path(key)), format!("missing table [{}]", self.key_path(key)));
+            }
+            return None;
+        };
+        if let DeValue::Table(table) = value.get_ref() {
+            Some(TableReader::new(table, value.span(), self.key_path(key)))
+        } else {
+            checker.report(value.span(), Some(self.key_path(key)), format!("expected a table, found {}", type_name(value.get_ref())));
+            None
+        }
+    }
+
+    fn array_of_tables(&mut self, checker: &mut Checker<'_>, key: &str) -> Vec<TableReader<'a>> {
+        let Some((_, value)) = self.get(key) else { return Vec::new() };
+        let DeValue::Array(items) = value.get_ref() else {
+            checker.report(value.span(), Some(self.key_path(key)), format!("expected an array of tables ([[{key}]]), found {}", type_name(value.get_ref())));
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(index, item)| {
+                if let DeValue::Table(table) = item.get_ref() {
+                    Some(TableReader::new(table, item.span(), format!("{key}[{index}]")))
+                } else {
+                    checker.report(item.span(), Some(format!("{key}[{index}]")), format!("expected a table, found {}", type_name(item.get_ref())));
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Reports every key of the table that was never read.
+    fn finish(self, checker: &mut Checker<'_>) {
+        for (name, _) in self.table.iter() {
+            if !self.read.contains(name.get_ref().as_ref()) {
+                checker.report(name.span(), Some(self.key_path(name.get_ref())), "unknown key");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column_count_characters() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("é\nx", 3), (2, 1));
+    }
+
+    #[test]
+    fn relative_paths_stay_inside() {
+        assert!(check_relative_path("docs").is_ok());
+        assert!(check_relative_path("./a/b").is_ok());
+        assert!(check_relative_path("../x").is_err());
+        assert!(check_relative_path("a/../../x").is_err());
+        assert!(check_relative_path("/etc").is_err());
+        assert_eq!(normalise_path("./a//b/"), "a/b");
+        assert_eq!(normalise_path("."), ".");
+    }
+
+    #[test]
+    fn urls_never_carry_secrets() {
+        assert!(check_url("https://git.example.com/a.git").is_ok());
+        assert!(check_url("ssh://git@example.com/a.git").is_ok());
+        assert!(check_url("https://user:token@example.com/a.git").is_err());
+        assert!(check_url("ftp://x").is_err());
+        assert!(check_url("/srv/git/a.git").is_ok());
+    }
+}

@@ -1,0 +1,5 @@
+//! The `berth` binary: all work is in the library.
+
+fn main() -> std::process::ExitCode {
+    berth::main()
+}

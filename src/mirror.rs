@@ -1,0 +1,377 @@
+//! Mirror stage: one bare mirror per repo, fetched incrementally.
+//!
+//! Everything here is blocking (git2); the pipeline calls it through
+//! `tokio::task::spawn_blocking`.
+//!
+//! 1. Take the mirror's lock (a file lock with a bounded wait that names the holder).
+//! 2. Open the bare mirror under the state dir, or create it; a mirror that cannot
+//!    be opened or read is moved aside and cloned again, with a warning.
+//! 3. Fetch all branches and tags with pruning, retrying transient failures;
+//!    credentials come from the environment at fetch time and are never stored.
+//! 4. Resolve a branch head or an exact commit.
+//! 5. Export the site's subtree at that commit into a fresh folder (no `.git`),
+//!    and give the subtree's Git tree id for the source digest.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use git2::{AutotagOption, FetchOptions, FetchPrune, ObjectType, Oid, RemoteCallbacks, Repository};
+
+use crate::config::Repo;
+
+/// What can go wrong while mirroring.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    /// Another process holds the mirror's lock for longer than we wait.
+    #[error("mirror of repo `{repo}` is locked by {holder} (waited {waited:?}; lock file {path})")]
+    Locked { repo: String, holder: String, waited: Duration, path: PathBuf },
+    /// The remote could not be reached or refused us, after retries.
+    #[error("cannot fetch repo `{repo}` from {url} (tried {attempts} times): {message}")]
+    Fetch { repo: String, url: String, attempts: u32, message: String },
+    /// The branch does not exist on the remote.
+    #[error("repo `{repo}` has no branch `{branch}`")]
+    NoBranch { repo: String, branch: String },
+    /// The commit given is not in the repo (or not unique).
+    #[error("repo `{repo}` has no commit `{commit}`{detail}")]
+    NoCommit { repo: String, commit: String, detail: String },
+    /// The site's folder does not exist at that commit.
+    #[error("folder `{path}` does not exist in repo `{repo}` at commit {commit}")]
+    NoPath { repo: String, path: String, commit: String },
+    /// A Git operation on the local mirror failed.
+    #[error("mirror of repo `{repo}`: {message}")]
+    Local { repo: String, message: String },
+    /// Writing the exported files failed.
+    #[error("cannot export to {path}: {source}")]
+    Export { path: PathBuf, source: std::io::Error },
+}
+
+/// A resolved commit of a mirrored repo.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// Full 40-hex id.
+    pub id: String,
+    /// Commit time, seconds since the epoch.
+    pub time: i64,
+    pub summary: String,
+}
+
+/// An open, locked mirror. The lock is released when this is dropped.
+pub struct Mirror {
+    repo: Repo,
+    git: Repository,
+    _lock: File,
+}
+
+/// How long a second process waits for a mirror's lock before giving up.
+const LOCK_WAIT: Duration = Duration::from_secs(120);
+const FETCH_ATTEMPTS: u32 = 3;
+
+impl Mirror {
+    /// Opens (or creates) the mirror of `repo` under `mirrors_dir`, locked, and fetches it.
+    pub fn sync(mirrors_dir: &Path, repo: &Repo, on_warning: &dyn Fn(String)) -> Result<Self, MirrorError> {
+        let mut mirror = Self::open(mirrors_dir, repo, on_warning)?;
+        mirror.fetch(on_warning)?;
+        Ok(mirror)
+    }
+
+    /// Opens (or creates) the mirror without fetching.
+    pub fn open(mirrors_dir: &Path, repo: &Repo, on_warning: &dyn Fn(String)) -> Result<Self, MirrorError> {
+        let local = |message: String| MirrorError::Local { repo: repo.name.clone(), message };
+        std::fs::create_dir_all(mirrors_dir).map_err(|error| local(format!("cannot create {}: {error}", mirrors_dir.display())))?;
+        let lock = lock(mirrors_dir, &repo.name)?;
+        let path = mirrors_dir.join(format!("{}.git", repo.name));
+        let git = match open_checked(&path) {
+            Ok(git) => git,
+            Err(problem) => {
+                if path.exists() {
+                    on_warning(format!("mirror of repo `{}` is damaged ({problem}); cloning it again", repo.name));
+                    std::fs::remove_dir_all(&path).map_err(|error| local(format!("cannot remove {}: {error}", path.display())))?;
+                }
+                init(&path).map_err(|error| local(format!("cannot create {}: {}", path.display(), error.message())))?
+            }
+        };
+        // The stored remote URL is the configured one, which never holds credentials.
+        git.remote_set_url("origin", &repo.url).map_err(|error| local(error.message().to_string()))?;
+        Ok(Self { repo: repo.clone(), git, _lock: lock })
+    }
+
+    /// Fetches every branch and tag, pruning deleted ones; retries transient failures.
+    pub fn fetch(&mut self, on_warning: &dyn Fn(String)) -> Result<(), MirrorError> {
+        let mut last_error = String::new();
+        for attempt in 1..=FETCH_ATTEMPTS {
+            match self.fetch_once() {
+                Ok(()) => return Ok(()),
+                Err(error) if is_corruption(&error) => {
+                    on_warning(format!("mirror of repo `{}` is damaged ({}); cloning it again", self.repo.name, error.message()));
+                    let path = self.git.path().to_path_buf();
+                    let local = |message: String| MirrorError::Local { repo: self.repo.name.clone(), message };
+                    std::fs::remove_dir_all(&path).map_err(|e| local(format!("cannot remove {}: {e}", path.display())))?;
+                    self.git = init(&path).map_err(|e| local(e.message().to_string()))?;
+                    self.git.remote_set_url("origin", &self.repo.url).map_err(|e| local(e.message().to_string()))?;
+                }
+                Err(error) => {
+                    last_error = redact(error.message(), &self.repo);
+                    if !is_transient(&error) {
+                        return Err(self.fetch_error(attempt, last_error));
+                    }
+                    if attempt < FETCH_ATTEMPTS {
+                        tracing::debug!(repo = %self.repo.name, attempt, "fetch failed, retrying: {last_error}");
+                        std::thread::sleep(Duration::from_millis(500 * u64::from(attempt * attempt)));
+                    }
+                }
+            }
+        }
+        Err(self.fetch_error(FETCH_ATTEMPTS, last_error))
+    }
+
+    fn fetch_error(&self, attempts: u32, message: String) -> MirrorError {
+        MirrorError::Fetch { repo: self.repo.name.clone(), url: self.repo.url.clone(), attempts, message }
+    }
+
+    fn fetch_once(&self) -> Result<(), git2::Error> {
+        let mut remote = self.git.find_remote("origin")?;
+        let mut callbacks = RemoteCallbacks::new();
+        let token = self.repo.token_env.as_ref().and_then(|name| std::env::var(name).ok());
+        let mut tried_credentials = 0;
+        callbacks.credentials(move |_url, username, allowed| {
+            tried_credentials += 1;
+            if tried_credentials > 3 {
+                return Err(git2::Error::from_str("authentication failed (credentials were rejected)"));
+            }
+            if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+                if let Some(token) = &token {
+                    return git2::Cred::userpass_plaintext(username.unwrap_or("berth"), token);
+                }
+                return Err(git2::Error::from_str("the remote asks for credentials and no token is configured (set token_env in [[repo]])"));
+            }
+            if allowed.contains(git2::CredentialType::SSH_KEY) {
+                return git2::Cred::ssh_key_from_agent(username.unwrap_or("git"));
+            }
+            git2::Cred::default()
+        });
+        let mut options = FetchOptions::new();
+        options.remote_callbacks(callbacks);
+        options.prune(FetchPrune::On);
+        options.download_tags(AutotagOption::All);
+        remote.fetch(&["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], Some(&mut options), None)?;
+        Ok(())
+    }
+
+    /// The head commit of `branch`.
+    pub fn branch_head(&self, branch: &str) -> Result<Commit, MirrorError> {
+        let reference = self
+            .git
+            .find_reference(&format!("refs/heads/{branch}"))
+            .map_err(|_| MirrorError::NoBranch { repo: self.repo.name.clone(), branch: branch.to_string() })?;
+        let commit = reference.peel_to_commit().map_err(|error| self.local(&error))?;
+        Ok(describe(&commit))
+    }
+
+    /// An exact commit, full or abbreviated (at least 7 hex digits), or a tag.
+    pub fn resolve(&self, spec: &str) -> Result<Commit, MirrorError> {
+        let no_commit = |detail: String| MirrorError::NoCommit { repo: self.repo.name.clone(), commit: spec.to_string(), detail };
+        let is_hex = !spec.is_empty() && spec.chars().all(|c| c.is_ascii_hexdigit());
+        let object = if is_hex {
+            if spec.len() < 7 {
+                return Err(no_commit(": give at least 7 hex digits".into()));
+            }
+            self.git.revparse_single(spec).map_err(|error| {
+                if error.code() == git2::ErrorCode::Ambiguous {
+                    no_commit(": the abbreviation is ambiguous, give more digits".into())
+                } else {
+                    no_commit(String::new())
+                }
+            })?
+        } else {
+            self.git
+                .find_reference(&format!("refs/tags/{spec}"))
+                .and_then(|reference| reference.peel(ObjectType::Commit))
+                .map_err(|_| no_commit(" (not a commit id or tag)".into()))?
+        };
+        let commit = object.peel_to_commit().map_err(|_| no_commit(" (it is not a commit)".into()))?;
+        Ok(describe(&commit))
+    }
+
+    /// The Git tree id of `path` at `commit` (`"."` is the root).
+    pub fn tree_id(&self, commit: &str, path: &str) -> Result<String, MirrorError> {
+        Ok(self.subtree(commit, path)?.id().to_string())
+    }
+
+    fn subtree(&self, commit: &str, path: &str) -> Result<git2::Tree<'_>, MirrorError> {
+        let commit_object = self.git.find_commit(Oid::from_str(commit).map_err(|e| self.local(&e))?).map_err(|e| self.local(&e))?;
+        let root = commit_object.tree().map_err(|e| self.local(&e))?;
+        if path == "." {
+            return Ok(root);
+        }
+        let no_path = || MirrorError::NoPath { repo: self.repo.name.clone(), path: path.to_string(), commit: commit.to_string() };
+        let entry = root.get_path(Path::new(path)).map_err(|_| no_path())?;
+        if entry.kind() != Some(ObjectType::Tree) {
+            return Err(no_path());
+        }
+        self.git.find_tree(entry.id()).map_err(|e| self.local(&e))
+    }
+
+    /// Writes the files of `path` at `commit` into `destination` (created; must not exist).
+    /// Returns the number of files written.
+    pub fn export(&self, commit: &str, path: &str, destination: &Path) -> Result<usize, MirrorError> {
+        let tree = self.subtree(commit, path)?;
+        let export_error = |path: &Path, source: std::io::Error| MirrorError::Export { path: path.to_path_buf(), source };
+        std::fs::create_dir_all(destination).map_err(|e| export_error(destination, e))?;
+        let mut count = 0;
+        let mut failure = None;
+        tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+            let Ok(name) = entry.name() else { return git2::TreeWalkResult::Skip };
+            let target = destination.join(parent).join(name);
+            let result = match entry.kind() {
+                Some(ObjectType::Tree) => std::fs::create_dir_all(&target),
+                Some(ObjectType::Blob) => match self.git.find_blob(entry.id()) {
+                    Ok(blob) => write_entry(&target, blob.content(), entry.filemode()),
+                    Err(error) => Err(std::io::Error::other(error.message().to_string())),
+                },
+                // Submodules (commits) are not part of the site's content.
+                _ => Ok(()),
+            };
+            match result {
+                Ok(()) => {
+                    if entry.kind() == Some(ObjectType::Blob) {
+                        count += 1;
+                    }
+                    git2::TreeWalkResult::Ok
+                }
+                Err(error) => {
+                    failure = Some(export_error(&target, error));
+                    git2::TreeWalkResult::Abort
+                }
+            }
+        })
+        .map_err(|error| failure.take().unwrap_or_else(|| self.local(&error)))?;
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        Ok(count)
+    }
+
+    fn local(&self, error: &git2::Error) -> MirrorError {
+        MirrorError::Local { repo: self.repo.name.clone(), message: error.message().to_string() }
+    }
+
+    /// Is `ancestor` an ancestor of (or equal to) `descendant`?
+    pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, MirrorError> {
+        let ancestor = Oid::from_str(ancestor).map_err(|e| self.local(&e))?;
+        let descendant = Oid::from_str(descendant).map_err(|e| self.local(&e))?;
+        if ancestor == descendant {
+            return Ok(true);
+        }
+        self.git.graph_descendant_of(descendant, ancestor).map_err(|e| self.local(&e))
+    }
+}
+
+fn write_entry(target: &Path, content: &[u8], mode: i32) -> std::io::Result<()> {
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if mode == 0o120_000 {
+        let link = std::str::from_utf8(content).map_err(std::io::Error::other)?;
+        return std::os::unix::fs::symlink(link, target);
+    }
+    let mut file = File::create(target)?;
+    file.write_all(content)?;
+    if mode == 0o100_755 {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
+fn describe(commit: &git2::Commit<'_>) -> Commit {
+    Commit {
+        id: commit.id().to_string(),
+        time: commit.time().seconds(),
+        summary: commit.summary().ok().flatten().map(str::to_string).unwrap_or_default(),
+    }
+}
+
+fn init(path: &Path) -> Result<Repository, git2::Error> {
+    let git = Repository::init_bare(path)?;
+    git.remote_with_fetch("origin", "file:///nonexistent", "+refs/heads/*:refs/heads/*")?;
+    git.config()?.set_str("remote.origin.tagopt", "--tags")?;
+    Ok(git)
+}
+
+/// Opens the mirror and checks that its refs point at readable objects.
+fn open_checked(path: &Path) -> Result<Repository, String> {
+    let git = Repository::open_bare(path).map_err(|error| error.message().to_string())?;
+    {
+        let references = git.references().map_err(|error| error.message().to_string())?;
+        for reference in references {
+            let reference = reference.map_err(|error| error.message().to_string())?;
+            if let Some(target) = reference.target() {
+                git.find_object(target, None)
+                    .map_err(|error| format!("{} points at an unreadable object: {}", reference.name().unwrap_or("?"), error.message()))?;
+            }
+        }
+    }
+    Ok(git)
+}
+
+fn is_corruption(error: &git2::Error) -> bool {
+    matches!(error.class(), git2::ErrorClass::Odb | git2::ErrorClass::Zlib | git2::ErrorClass::Indexer | git2::ErrorClass::Object)
+}
+
+fn is_transient(error: &git2::Error) -> bool {
+    matches!(error.class(), git2::ErrorClass::Net | git2::ErrorClass::Os | git2::ErrorClass::Http | git2::ErrorClass::Ssl)
+        && error.code() != git2::ErrorCode::Auth
+        && !error.message().contains("401")
+        && !error.message().contains("403")
+        && !error.message().contains("404")
+}
+
+/// Removes the token (if any) from a message, so no secret reaches an error.
+fn redact(message: &str, repo: &Repo) -> String {
+    let mut message = message.to_string();
+    if let Some(token) = repo.token_env.as_ref().and_then(|name| std::env::var(name).ok()) {
+        if !token.is_empty() {
+            message = message.replace(&token, "***");
+        }
+    }
+    message
+}
+
+/// Takes `<name>.lock` with a bounded wait; the file says who holds it.
+fn lock(dir: &Path, name: &str) -> Result<File, MirrorError> {
+    let path = dir.join(format!("{name}.lock"));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|error| MirrorError::Local { repo: name.to_string(), message: format!("cannot open {}: {error}", path.display()) })?;
+    let started = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if started.elapsed() >= LOCK_WAIT {
+                    let mut holder = String::new();
+                    let _ = File::open(&path).and_then(|mut f| f.read_to_string(&mut holder));
+                    let holder = if holder.trim().is_empty() { "another process".to_string() } else { holder.trim().to_string() };
+                    return Err(MirrorError::Locked { repo: name.to_string(), holder, waited: started.elapsed(), path });
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(std::fs::TryLockError::Error(error)) => {
+                return Err(MirrorError::Local { repo: name.to_string(), message: format!("cannot lock {}: {error}", path.display()) });
+            }
+        }
+    }
+    let _ = file.set_len(0);
+    let _ = writeln!(file, "berth pid {} on {}", std::process::id(), hostname());
+    Ok(file)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "this machine".into(), |name| name.trim().to_string())
+}

@@ -1,0 +1,201 @@
+//! Names: image references (the distribution grammar), Kubernetes names, tags.
+//!
+//! Pure functions, unit-tested:
+//! 1. check a registry address, an image repository and a full reference
+//!    against the grammar of `distribution/reference`;
+//! 2. check Kubernetes DNS labels and subdomains;
+//! 3. form the tag of a commit image.
+
+/// Checks `host[:port]` as the distribution grammar's domain.
+pub fn check_registry(address: &str) -> Result<(), String> {
+    let (host, port) = match address.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            if port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()) || port.parse::<u16>().is_err() {
+                return Err(format!("`{address}` has an invalid port `{port}`"));
+            }
+            (host, Some(port))
+        }
+        _ => (address, None),
+    };
+    let _ = port;
+    if host.is_empty() {
+        return Err("the registry address is empty".into());
+    }
+    if host.contains('/') || address.contains("://") {
+        return Err(format!("`{address}` is not a registry address: give host[:port], without scheme or path"));
+    }
+    if host.starts_with('[') && host.ends_with(']') {
+        return if host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok() {
+            Ok(())
+        } else {
+            Err(format!("`{host}` is not an IPv6 address"))
+        };
+    }
+    for component in host.split('.') {
+        let valid = !component.is_empty()
+            && component.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !component.starts_with('-')
+            && !component.ends_with('-');
+        if !valid {
+            return Err(format!("`{address}` is not a valid registry host"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an image repository path (`sites/www`), without tag or digest, and the
+/// full reference's length.
+pub fn check_repository(repository: &str, full: Option<&str>) -> Result<(), String> {
+    if repository.is_empty() {
+        return Err("the image name is empty".into());
+    }
+    if repository.contains('@') {
+        return Err(format!("`{repository}` holds a digest; give the repository only, berth tags each image by commit"));
+    }
+    if repository.contains(':') {
+        return Err(format!("`{repository}` holds a tag or port; give the repository only (berth tags each image by commit) and put the registry in [registry].address"));
+    }
+    for component in repository.split('/') {
+        if !is_path_component(component) {
+            return Err(format!(
+                "`{repository}` is not a valid image repository: each part between `/` must be lowercase letters and digits, separated by `.`, `_`, `__` or dashes (`{component}` is not)"
+            ));
+        }
+    }
+    if let Some(full) = full {
+        if full.len() > 255 {
+            return Err(format!("the image reference `{full}` is longer than 255 characters"));
+        }
+    }
+    Ok(())
+}
+
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
+fn is_path_component(component: &str) -> bool {
+    let bytes = component.as_bytes();
+    if bytes.is_empty() {
+        return false;
+    }
+    let alphanumeric = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let mut index = 0;
+    let mut expect_alphanumeric = true;
+    while index < bytes.len() {
+        if expect_alphanumeric {
+            if !alphanumeric(bytes[index]) {
+                return false;
+            }
+            while index < bytes.len() && alphanumeric(bytes[index]) {
+                index += 1;
+            }
+            expect_alphanumeric = false;
+        } else {
+            let rest = &component[index..];
+            let separator_length = if rest.starts_with("__") {
+                2
+            } else if rest.starts_with('.') || rest.starts_with('_') {
+                1
+            } else if rest.starts_with('-') {
+                rest.bytes().take_while(|&b| b == b'-').count()
+            } else {
+                return false;
+            };
+            index += separator_length;
+            if index >= bytes.len() {
+                return false;
+            }
+            expect_alphanumeric = true;
+        }
+    }
+    true
+}
+
+/// A DNS-1123 label: what Kubernetes requires of namespaces and container names.
+pub fn check_dns_label(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("`{name}` must be at most 63 lowercase letters, digits and `-`, starting and ending with a letter or digit"))
+    }
+}
+
+/// A DNS-1123 subdomain: what Kubernetes requires of Deployment names.
+pub fn check_dns_subdomain(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|part| check_dns_label(part).is_ok());
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("`{name}` must be at most 253 lowercase letters, digits, `-` and `.`, each dot-separated part starting and ending with a letter or digit"))
+    }
+}
+
+/// The tag of the image built from `commit`: the full 40-hex commit id.
+///
+/// The full id rather than an abbreviation: an abbreviation that is unique today
+/// can become ambiguous as the repo grows, and a tag must name one commit forever.
+/// It is also what `org.opencontainers.image.revision` holds, so tag and label agree.
+pub fn commit_tag(commit: &str) -> String {
+    commit.to_ascii_lowercase()
+}
+
+/// The tag of a developer's local build: never a plain commit id.
+pub fn dirty_tag(commit: &str, content_digest: &str) -> String {
+    format!("{}-dirty-{}", &commit[..commit.len().min(12)], &content_digest[..content_digest.len().min(12)])
+}
+
+/// Short form for people: the first 12 hex digits.
+pub fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_addresses() {
+        assert!(check_registry("127.0.0.1:5000").is_ok());
+        assert!(check_registry("registry.example.com").is_ok());
+        assert!(check_registry("localhost:5001").is_ok());
+        assert!(check_registry("[::1]:5000").is_ok());
+        assert!(check_registry("https://registry.example.com").is_err());
+        assert!(check_registry("registry.example.com/path").is_err());
+        assert!(check_registry("host:99999").is_err());
+        assert!(check_registry("bad_host").is_err());
+        assert!(check_registry("").is_err());
+    }
+
+    #[test]
+    fn repositories_follow_the_distribution_grammar() {
+        for good in ["sites/www", "a", "a.b/c_d/e__f", "a--b", "web-de"] {
+            assert!(check_repository(good, None).is_ok(), "{good}");
+        }
+        for bad in ["Sites/www", "a//b", "a/", "-a", "a_", "a___b", "www:latest", "www@sha256:00", ""] {
+            assert!(check_repository(bad, None).is_err(), "{bad}");
+        }
+        assert!(check_repository("a", Some(&"x".repeat(256))).is_err());
+    }
+
+    #[test]
+    fn kubernetes_names() {
+        assert!(check_dns_label("web").is_ok());
+        assert!(check_dns_label("Web").is_err());
+        assert!(check_dns_label(&"a".repeat(64)).is_err());
+        assert!(check_dns_subdomain("www.example").is_ok());
+        assert!(check_dns_subdomain("www..example").is_err());
+    }
+
+    #[test]
+    fn tags() {
+        let commit = "A801302C5F310C223E5AE1044E7E288592592C38";
+        assert_eq!(commit_tag(commit), commit.to_ascii_lowercase());
+        assert_eq!(dirty_tag("a801302c5f310c223e5ae1044e7e288592592c38", "0123456789abcdef"), "a801302c5f31-dirty-0123456789ab");
+        assert_eq!(short("a801302c5f310c22"), "a801302c5f31");
+    }
+}
