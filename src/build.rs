@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use bollard::Docker;
+use bollard::models::BuildInfoAux;
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -298,6 +299,9 @@ pub async fn build_image(docker: &Docker, request: ImageBuild<'_>, printer: &Pri
         buildargs: Some(request.build_args.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
         labels: Some(request.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
         version: BuilderVersion::BuilderBuildKit,
+        // BuildKit through the Engine needs a session; it also carries the
+        // registry credentials for private base images.
+        session: Some(session_id()),
         ..Default::default()
     };
     let file = tokio::fs::File::open(&request.context.path)
@@ -321,15 +325,30 @@ pub async fn build_image(docker: &Docker, request: ImageBuild<'_>, printer: &Pri
                         tail.push(line);
                     }
                 }
-                if let Some(aux) = info.aux {
-                    if let Some(id) = aux.id {
-                        image_id = Some(id);
+                match info.aux {
+                    Some(BuildInfoAux::Default(image)) => {
+                        if let Some(id) = image.id {
+                            image_id = Some(id);
+                        }
                     }
+                    Some(BuildInfoAux::BuildKit(status)) => {
+                        for vertex in &status.vertexes {
+                            if !vertex.error.is_empty() {
+                                tail.push(&format!("{}: {}", vertex.name, vertex.error));
+                            } else if vertex.completed.is_some() {
+                                printer.detail(&format!("done {}", vertex.name));
+                            }
+                        }
+                        for log in &status.logs {
+                            for line in String::from_utf8_lossy(&log.msg).lines().filter(|l| !l.trim().is_empty()) {
+                                printer.detail(line);
+                                tail.push(line);
+                            }
+                        }
+                    }
+                    None => {}
                 }
             }
-            // BuildKit sends its progress as base64 protobuf in `aux`, which this
-            // client does not decode; those records are skipped.
-            Err(bollard::errors::Error::JsonSerdeError { .. } | bollard::errors::Error::JsonDataError { .. }) => {}
             Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
                 return Err(BuildError::Engine { message: message.trim().to_string(), tail: tail.text() });
             }
@@ -344,6 +363,11 @@ pub async fn build_image(docker: &Docker, request: ImageBuild<'_>, printer: &Pri
             inspect.id.ok_or_else(|| BuildError::Engine { message: "the Engine reported no image id".into(), tail: tail.text() })
         }
     }
+}
+
+fn session_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("berth-{}-{nanos:x}", std::process::id())
 }
 
 fn engine_error(error: &bollard::errors::Error, tail: &Tail) -> BuildError {

@@ -95,7 +95,7 @@ impl RunReport {
                     site.site.clone(),
                     site.commit.as_deref().map_or("-", reference::short).to_string(),
                     format!("{:?}", site.action).to_lowercase().replace("uptodate", "up-to-date"),
-                    site.image.clone().unwrap_or_else(|| "-".into()),
+                    site.image.as_deref().map_or_else(|| "-".into(), short_image),
                     format!("{total:.1}s"),
                 ]
             })
@@ -503,6 +503,22 @@ fn push_failure(error: push::PushError) -> StageFailure {
         push::PushError::Unreachable(_) => environment(error),
         other => other.into(),
     }
+}
+
+/// `registry/repo:<12 hex>@sha256:<12 hex>` for tables; JSON keeps the full reference.
+fn short_image(image: &str) -> String {
+    let (name, digest) = image.split_once('@').unwrap_or((image, ""));
+    let (repository, tag) = name.rsplit_once(':').filter(|(r, _)| !r.ends_with(']')).unwrap_or((name, ""));
+    let mut text = repository.to_string();
+    if !tag.is_empty() {
+        text.push(':');
+        text.push_str(&tag[..tag.len().min(12)]);
+    }
+    if let Some(hex) = digest.strip_prefix("sha256:") {
+        text.push_str("@sha256:");
+        text.push_str(&hex[..hex.len().min(12)]);
+    }
+    text
 }
 
 fn short_id(id: &str) -> &str {
