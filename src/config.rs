@@ -159,14 +159,14 @@ fn render(path: &Path, diagnostics: &[Diagnostic]) -> String {
         if index > 0 {
             text.push('\n');
         }
-        text.push_str(&format!("{}:{}:{}: ", path.display(), diagnostic.line, diagnostic.column));
+        text.push_str(&format!("{}:{}:{}: error: ", path.display(), diagnostic.line, diagnostic.column));
         if let Some(key) = &diagnostic.key {
             text.push_str(&format!("{key}: "));
         }
         text.push_str(&diagnostic.message);
     }
     let count = diagnostics.len();
-    text.push_str(&format!("\n{count} problem{} in {}", if count == 1 { "" } else { "s" }, path.display()));
+    text.push_str(&format!("\n{count} problem{} in {}; nothing was run", if count == 1 { "" } else { "s" }, path.display()));
     text
 }
 
@@ -328,7 +328,8 @@ impl Checker<'_> {
             let repo = table.required_string(self, "repo");
             if let Some(repo) = &repo {
                 if !repo_names.contains_key(repo.get_ref()) {
-                    let known: Vec<_> = repos.iter().map(|r| format!("`{}`", r.name)).collect();
+                    let mut known: Vec<_> = repos.iter().map(|r| format!("`{}`", r.name)).collect();
+                    known.dedup();
                     self.report(repo.span(), Some(table.key_path("repo")), format!("no [[repo]] is named `{}` (known: {})", repo.get_ref(), if known.is_empty() { "none".into() } else { known.join(", ") }));
                 }
             }

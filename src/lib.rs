@@ -74,7 +74,10 @@ pub async fn run(settings: &Settings, printer: &Printer) -> u8 {
     match execute(settings, printer).await {
         Ok(code) => code,
         Err(error) => {
-            printer.error(&error);
+            match error.downcast_ref::<ConfigError>() {
+                Some(invalid @ ConfigError::Invalid { .. }) => printer.diagnostics(&invalid.to_string()),
+                _ => printer.error(&error),
+            }
             exit_code_of(&error)
         }
     }

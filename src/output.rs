@@ -150,6 +150,11 @@ impl Printer {
         self.write_stderr(&text);
     }
 
+    /// Text that already says it is an error (compiler-style diagnostics), to stderr as it is.
+    pub fn diagnostics(&self, text: &str) {
+        self.write_stderr(text);
+    }
+
     /// A result on stdout (tables, JSON): never hidden.
     pub fn result(&self, text: &str) {
         let _guard = self.inner.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

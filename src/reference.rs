@@ -8,6 +8,9 @@
 
 /// Checks `host[:port]` as the distribution grammar's domain.
 pub fn check_registry(address: &str) -> Result<(), String> {
+    if address.contains("://") || address.contains('/') {
+        return Err(format!("`{address}` is not a registry address: give host[:port], without scheme or path"));
+    }
     let (host, port) = match address.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
             if port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()) || port.parse::<u16>().is_err() {

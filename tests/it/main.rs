@@ -1,0 +1,8 @@
+//! berth's integration tests: the real `berth` binary and the real parts of the
+//! local stack (Docker Engine, registries, Git server, Kubernetes control plane
+//! with kwok). Run them with `scripts/test`, which starts the stack first.
+
+mod pipeline;
+mod stack;
+mod support;
+mod validate;

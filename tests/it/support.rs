@@ -1,0 +1,220 @@
+//! Test support: the stack from the environment, a per-test world (temp dir,
+//! namespace, repo copies, image names) and a runner for the real `berth` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+/// The local stack, as `scripts/stack env` describes it.
+pub struct Stack {
+    pub dir: PathBuf,
+    pub registry: String,
+    pub auth_registry: String,
+    pub auth_username: String,
+    pub auth_password: String,
+    pub auth_docker_config: PathBuf,
+    pub git_url: String,
+    pub git_root: PathBuf,
+    pub base_image: String,
+    pub kubectl: PathBuf,
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: these tests need the local stack. Run them with scripts/test, \
+             or `scripts/stack up && eval \"$(scripts/stack env)\"` first."
+        )
+    })
+}
+
+impl Stack {
+    pub fn from_env() -> Self {
+        let read = |name: &str| {
+            let path = env(name);
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}={path}: {e}")).trim().to_string()
+        };
+        Self {
+            dir: env("BERTH_STACK_DIR").into(),
+            registry: env("BERTH_STACK_REGISTRY"),
+            auth_registry: env("BERTH_STACK_AUTH_REGISTRY"),
+            auth_username: read("BERTH_STACK_AUTH_REGISTRY_USERNAME_FILE"),
+            auth_password: read("BERTH_STACK_AUTH_REGISTRY_PASSWORD_FILE"),
+            auth_docker_config: env("BERTH_STACK_AUTH_DOCKER_CONFIG").into(),
+            git_url: env("BERTH_STACK_GIT_URL"),
+            git_root: env("BERTH_STACK_GIT_ROOT").into(),
+            base_image: env("BERTH_STACK_BASE_IMAGE"),
+            kubectl: env("BERTH_STACK_KUBECTL").into(),
+        }
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A name unique to this test process and call: lowercase, DNS-safe.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("{prefix}-{}-{n}", std::process::id() % 100_000)
+}
+
+pub async fn kube_client() -> kube::Client {
+    kube::Client::try_default().await.expect("a kube client from KUBECONFIG")
+}
+
+pub async fn docker() -> bollard::Docker {
+    let docker = bollard::Docker::connect_with_defaults().expect("DOCKER_HOST");
+    docker.ping().await.expect("the stack's Docker Engine answers");
+    docker
+}
+
+/// A test's own world on the stack.
+pub struct World {
+    pub stack: Stack,
+    pub dir: tempfile::TempDir,
+    pub namespace: String,
+    pub prefix: String,
+}
+
+impl World {
+    pub async fn new(name: &str) -> Self {
+        let stack = Stack::from_env();
+        let prefix = unique(name);
+        let namespace = prefix.clone();
+        let client = kube_client().await;
+        let namespaces: Api<Namespace> = Api::all(client);
+        let namespace_object: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+        namespaces.create(&PostParams::default(), &namespace_object).await.expect("create namespace");
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self { stack, dir, namespace, prefix }
+    }
+
+    /// Copies the seeded bare repo `name` to a repo of this test's own; returns its URL.
+    pub fn copy_repo(&self, name: &str) -> String {
+        let copy = format!("{}-{name}.git", self.prefix);
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(self.stack.git_root.join(format!("{name}.git")))
+            .arg(self.stack.git_root.join(&copy))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        format!("{}/{copy}", self.stack.git_url)
+    }
+
+    /// The bare repo behind a URL made by [`World::copy_repo`].
+    pub fn repo_path(&self, url: &str) -> PathBuf {
+        self.stack.git_root.join(url.rsplit('/').next().unwrap())
+    }
+
+    /// Commits `files` (path, content) on `branch` of the bare repo and returns the new commit id.
+    pub fn commit(&self, url: &str, branch: &str, files: &[(&str, &str)], message: &str) -> String {
+        let work = self.dir.path().join(unique("work"));
+        git(self.dir.path(), &["clone", "-q", "--branch", branch, self.repo_path(url).to_str().unwrap(), work.to_str().unwrap()]);
+        for (path, content) in files {
+            let target = work.join(path);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::write(target, content).unwrap();
+        }
+        git(&work, &["add", "-A"]);
+        git(&work, &["-c", "user.name=Test", "-c", "user.email=test@example.test", "commit", "-q", "-m", message]);
+        git(&work, &["push", "-q", "origin", branch]);
+        git(&work, &["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    /// The head commit of `branch` in the bare repo.
+    pub fn head(&self, url: &str, branch: &str) -> String {
+        git(&self.repo_path(url), &["rev-parse", &format!("refs/heads/{branch}")]).trim().to_string()
+    }
+
+    /// Creates a Deployment serving port 8080 with a readiness probe and RollingUpdate.
+    pub async fn create_deployment(&self, name: &str, replicas: i32, image: &str) {
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {
+                "replicas": replicas,
+                "progressDeadlineSeconds": 15,
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{
+                        "name": "web",
+                        "image": image,
+                        "ports": [{"containerPort": 8080, "name": "http"}],
+                        "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 5}
+                    }]}
+                }
+            }
+        }))
+        .unwrap();
+        let api: Api<Deployment> = Api::namespaced(kube_client().await, &self.namespace);
+        api.create(&PostParams::default(), &deployment).await.expect("create deployment");
+    }
+
+    pub async fn deployment(&self, name: &str) -> Deployment {
+        let api: Api<Deployment> = Api::namespaced(kube_client().await, &self.namespace);
+        api.get(name).await.expect("deployment exists")
+    }
+
+    /// Writes `pipeline.toml` into the test's dir and returns its path.
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let path = self.dir.path().join("pipeline.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs the real berth binary in the test's dir.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        berth_in(self.dir.path(), args)
+    }
+}
+
+/// Runs the real berth binary in `dir`, without colour, with plain lines.
+pub fn berth_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env("CI", "true")
+        .env_remove("BERTH_CONFIG")
+        .env_remove("BERTH_STATE_DIR")
+        .output()
+        .expect("run berth")
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git").args(args).current_dir(dir).output().expect("run git");
+    assert!(output.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+pub fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+/// The image of container `web` of a Deployment.
+pub fn image_of(deployment: &Deployment) -> String {
+    deployment.spec.template.spec.as_ref().unwrap().containers[0].image.clone().unwrap()
+}
+
+/// A plain HTTP/1.0 GET on loopback; returns (status code, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+    Ok((status, body))
+}

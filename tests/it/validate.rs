@@ -1,0 +1,75 @@
+//! `berth validate` on broken configs: every problem, with file:line:column and
+//! the key, exit code 2. Snapshots in `snapshots/`.
+
+use std::path::PathBuf;
+
+use crate::support::berth_in;
+
+fn fixtures() -> PathBuf {
+    crate::support::repo_root().join("tests/fixtures/configs")
+}
+
+fn validate(file: &str) -> (Option<i32>, String) {
+    let output = berth_in(&fixtures(), &["validate", "--config", file]);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    // Timestamps of plain (CI) lines.
+    let stderr = regex_lite_replace_times(&stderr);
+    (output.status.code(), stderr)
+}
+
+fn regex_lite_replace_times(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let bytes = line.as_bytes();
+            let is_time = bytes.len() >= 9
+                && bytes[2] == b':'
+                && bytes[5] == b':'
+                && bytes[8] == b' '
+                && [0, 1, 3, 4, 6, 7].iter().all(|&i| bytes[i].is_ascii_digit());
+            if is_time { format!("[TIME] {}", &line[9..]) } else { line.to_string() }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_valid_config_passes() {
+    let (code, output) = validate("valid.toml");
+    assert_eq!(code, Some(0), "{output}");
+    insta::assert_snapshot!(output, @"[TIME] valid.toml: ok (1 repos, 1 sites)");
+}
+
+#[test]
+fn unknown_keys_are_all_reported() {
+    let (code, output) = validate("unknown-keys.toml");
+    assert_eq!(code, Some(2));
+    insta::assert_snapshot!("unknown_keys", output);
+}
+
+#[test]
+fn broken_references_names_paths_and_durations_are_all_reported() {
+    let (code, output) = validate("references.toml");
+    assert_eq!(code, Some(2));
+    insta::assert_snapshot!("references", output);
+}
+
+#[test]
+fn wrong_types_and_missing_keys_are_reported() {
+    let (code, output) = validate("types.toml");
+    assert_eq!(code, Some(2));
+    insta::assert_snapshot!("types", output);
+}
+
+#[test]
+fn toml_syntax_errors_name_the_place() {
+    let (code, output) = validate("syntax.toml");
+    assert_eq!(code, Some(2));
+    insta::assert_snapshot!("syntax", output);
+}
+
+#[test]
+fn a_missing_file_is_a_usage_error() {
+    let (code, output) = validate("does-not-exist.toml");
+    assert_eq!(code, Some(2));
+    assert!(output.contains("cannot read does-not-exist.toml"), "{output}");
+}
