@@ -6,7 +6,7 @@
 //!    content, entries sorted, mtimes fixed to the commit time, owner root, modes
 //!    kept; symlinks that leave the site are refused. Its SHA-256 is the context
 //!    digest. The tar is streamed to the Engine from disk, never held in memory.
-//! 3. POST it to the Engine's `/build` (BuildKit) with the build args and the
+//! 3. POST it to the Engine's `/build` (`BuildKit`) with the build args and the
 //!    image's labels, streaming the Engine's output (shown with `-v`, kept for
 //!    failures); the Engine's errors are shown as the Engine words them.
 
@@ -28,7 +28,11 @@ use crate::output::Printer;
 pub enum BuildError {
     /// The generator command exited non-zero.
     #[error("build command `{command}` failed ({status}); its last lines:\n{tail}")]
-    Command { command: String, status: String, tail: String },
+    Command {
+        command: String,
+        status: String,
+        tail: String,
+    },
     /// The generator command could not be started.
     #[error("cannot run build command `{command}`: {source}")]
     Spawn { command: String, source: std::io::Error },
@@ -36,7 +40,9 @@ pub enum BuildError {
     #[error("the site's content folder `{0}` does not exist (check `output` in pipeline.toml)")]
     NoOutput(String),
     /// A symlink in the site points outside it.
-    #[error("symlink `{link}` points outside the site (to `{target}`); refusing to put host files in an image")]
+    #[error(
+        "symlink `{link}` points outside the site (to `{target}`); refusing to put host files in an image"
+    )]
     SymlinkEscape { link: String, target: String },
     /// Reading the site or writing the context failed.
     #[error("cannot write the build context ({path}): {source}")]
@@ -50,7 +56,11 @@ pub enum BuildError {
 }
 
 fn tail_text(tail: &str) -> String {
-    if tail.trim().is_empty() { String::new() } else { format!("\nlast lines of the build:\n{tail}") }
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\nlast lines of the build:\n{tail}")
+    }
 }
 
 /// Keeps the last `capacity` lines of some output.
@@ -61,7 +71,10 @@ struct Tail {
 
 impl Tail {
     fn new(capacity: usize) -> Self {
-        Self { lines: VecDeque::new(), capacity }
+        Self {
+            lines: VecDeque::new(),
+            capacity,
+        }
     }
 
     fn push(&mut self, line: &str) {
@@ -72,7 +85,11 @@ impl Tail {
     }
 
     fn text(&self) -> String {
-        self.lines.iter().map(|line| format!("  | {line}")).collect::<Vec<_>>().join("\n")
+        self.lines
+            .iter()
+            .map(|line| format!("  | {line}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -96,7 +113,10 @@ pub async fn run_generator(
         .arg(command)
         .current_dir(directory)
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()))
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+        )
         .env("HOME", home)
         .env("LANG", "C.UTF-8")
         .env("TZ", "UTC")
@@ -108,7 +128,10 @@ pub async fn run_generator(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| BuildError::Spawn { command: command.to_string(), source })?;
+        .map_err(|source| BuildError::Spawn {
+            command: command.to_string(),
+            source,
+        })?;
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
     let mut tail = Tail::new(20);
@@ -127,12 +150,22 @@ pub async fn run_generator(
             },
         }
     }
-    let status = child.wait().await.map_err(|source| BuildError::Spawn { command: command.to_string(), source })?;
+    let status = child.wait().await.map_err(|source| BuildError::Spawn {
+        command: command.to_string(),
+        source,
+    })?;
     if status.success() {
         Ok(())
     } else {
-        let status = status.code().map_or_else(|| "killed by a signal".to_string(), |code| format!("exit code {code}"));
-        Err(BuildError::Command { command: command.to_string(), status, tail: tail.text() })
+        let status = status.code().map_or_else(
+            || "killed by a signal".to_string(),
+            |code| format!("exit code {code}"),
+        );
+        Err(BuildError::Command {
+            command: command.to_string(),
+            status,
+            tail: tail.text(),
+        })
     }
 }
 
@@ -154,10 +187,21 @@ pub enum ContextLayout<'a> {
 }
 
 /// Writes the build context tar to `destination` and returns its digest.
-pub fn write_context(layout: &ContextLayout<'_>, mtime: u64, destination: &Path) -> Result<Context, BuildError> {
-    let context_error = |path: &Path, source: std::io::Error| BuildError::Context { path: path.to_path_buf(), source };
+pub fn write_context(
+    layout: &ContextLayout<'_>,
+    mtime: u64,
+    destination: &Path,
+) -> Result<Context, BuildError> {
+    let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = std::fs::File::create(destination).map_err(|e| context_error(destination, e))?;
-    let mut hashing = HashingWriter { inner: std::io::BufWriter::with_capacity(256 * 1024, file), hasher: Sha256::new(), bytes: 0 };
+    let mut hashing = HashingWriter {
+        inner: std::io::BufWriter::with_capacity(256 * 1024, file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
     let mut files = 0;
     {
         let mut builder = tar::Builder::new(&mut hashing);
@@ -165,7 +209,8 @@ pub fn write_context(layout: &ContextLayout<'_>, mtime: u64, destination: &Path)
         match layout {
             ContextLayout::Template { dockerfile, content } => {
                 let text = std::fs::read(dockerfile).map_err(|e| context_error(dockerfile, e))?;
-                append_bytes(&mut builder, "Dockerfile", &text, 0o644, mtime).map_err(|e| context_error(dockerfile, e))?;
+                append_bytes(&mut builder, "Dockerfile", &text, 0o644, mtime)
+                    .map_err(|e| context_error(dockerfile, e))?;
                 files += 1;
                 append_directory(&mut builder, "site", mtime).map_err(|e| context_error(content, e))?;
                 files += append_tree(&mut builder, content, "site/", mtime)?;
@@ -176,10 +221,14 @@ pub fn write_context(layout: &ContextLayout<'_>, mtime: u64, destination: &Path)
         }
         builder.finish().map_err(|e| context_error(destination, e))?;
     }
-    use std::io::Write;
-    hashing.inner.flush().map_err(|e| context_error(destination, e))?;
+    std::io::Write::flush(&mut hashing.inner).map_err(|e| context_error(destination, e))?;
     let digest = hex::encode(hashing.hasher.finalize());
-    Ok(Context { path: destination.to_path_buf(), digest, files, bytes: hashing.bytes })
+    Ok(Context {
+        path: destination.to_path_buf(),
+        digest,
+        files,
+        bytes: hashing.bytes,
+    })
 }
 
 struct HashingWriter<W> {
@@ -212,19 +261,37 @@ fn header(kind: tar::EntryType, mode: u32, mtime: u64, size: u64) -> tar::Header
     header
 }
 
-fn append_bytes<W: std::io::Write>(builder: &mut tar::Builder<W>, name: &str, data: &[u8], mode: u32, mtime: u64) -> std::io::Result<()> {
+fn append_bytes<W: std::io::Write>(
+    builder: &mut tar::Builder<W>,
+    name: &str,
+    data: &[u8],
+    mode: u32,
+    mtime: u64,
+) -> std::io::Result<()> {
     let mut header = header(tar::EntryType::Regular, mode, mtime, data.len() as u64);
     builder.append_data(&mut header, name, data)
 }
 
-fn append_directory<W: std::io::Write>(builder: &mut tar::Builder<W>, name: &str, mtime: u64) -> std::io::Result<()> {
+fn append_directory<W: std::io::Write>(
+    builder: &mut tar::Builder<W>,
+    name: &str,
+    mtime: u64,
+) -> std::io::Result<()> {
     let mut header = header(tar::EntryType::Directory, 0o755, mtime, 0);
     builder.append_data(&mut header, format!("{name}/"), std::io::empty())
 }
 
 /// Appends every entry below `root`, sorted by name, under `prefix`.
-fn append_tree<W: std::io::Write>(builder: &mut tar::Builder<W>, root: &Path, prefix: &str, mtime: u64) -> Result<usize, BuildError> {
-    let context_error = |path: &Path, source: std::io::Error| BuildError::Context { path: path.to_path_buf(), source };
+fn append_tree<W: std::io::Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    prefix: &str,
+    mtime: u64,
+) -> Result<usize, BuildError> {
+    let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
+        path: path.to_path_buf(),
+        source,
+    };
     let canonical_root = root.canonicalize().map_err(|e| context_error(root, e))?;
     let mut files = 0;
     for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
@@ -234,29 +301,53 @@ fn append_tree<W: std::io::Write>(builder: &mut tar::Builder<W>, root: &Path, pr
         })?;
         let relative = entry.path().strip_prefix(root).expect("below root");
         let relative_text = relative.to_string_lossy();
-        if relative.components().next().is_some_and(|c| c.as_os_str() == ".git") {
+        if relative
+            .components()
+            .next()
+            .is_some_and(|c| c.as_os_str() == ".git")
+        {
             continue;
         }
         let name = format!("{prefix}{relative_text}");
         let file_type = entry.file_type();
         if file_type.is_symlink() {
             let target = std::fs::read_link(entry.path()).map_err(|e| context_error(entry.path(), e))?;
-            let resolved = if target.is_absolute() { target.clone() } else { entry.path().parent().expect("has parent").join(&target) };
-            let inside = normalise(&resolved).starts_with(normalise(root)) || resolved.canonicalize().is_ok_and(|c| c.starts_with(&canonical_root));
+            let resolved = if target.is_absolute() {
+                target.clone()
+            } else {
+                entry.path().parent().expect("has parent").join(&target)
+            };
+            let inside = normalise(&resolved).starts_with(normalise(root))
+                || resolved
+                    .canonicalize()
+                    .is_ok_and(|c| c.starts_with(&canonical_root));
             if !inside || target.is_absolute() {
-                return Err(BuildError::SymlinkEscape { link: relative_text.into_owned(), target: target.to_string_lossy().into_owned() });
+                return Err(BuildError::SymlinkEscape {
+                    link: relative_text.into_owned(),
+                    target: target.to_string_lossy().into_owned(),
+                });
             }
             let mut header = header(tar::EntryType::Symlink, 0o777, mtime, 0);
-            builder.append_link(&mut header, &name, &target).map_err(|e| context_error(entry.path(), e))?;
+            builder
+                .append_link(&mut header, &name, &target)
+                .map_err(|e| context_error(entry.path(), e))?;
         } else if file_type.is_dir() {
             append_directory(builder, &name, mtime).map_err(|e| context_error(entry.path(), e))?;
         } else if file_type.is_file() {
             use std::os::unix::fs::PermissionsExt;
-            let metadata = entry.metadata().map_err(|e| context_error(entry.path(), std::io::Error::other(e.to_string())))?;
-            let mode = if metadata.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+            let metadata = entry
+                .metadata()
+                .map_err(|e| context_error(entry.path(), std::io::Error::other(e.to_string())))?;
+            let mode = if metadata.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
             let mut header = header(tar::EntryType::Regular, mode, mtime, metadata.len());
             let file = std::fs::File::open(entry.path()).map_err(|e| context_error(entry.path(), e))?;
-            builder.append_data(&mut header, &name, file).map_err(|e| context_error(entry.path(), e))?;
+            builder
+                .append_data(&mut header, &name, file)
+                .map_err(|e| context_error(entry.path(), e))?;
             files += 1;
         }
     }
@@ -290,14 +381,30 @@ pub struct ImageBuild<'a> {
 }
 
 /// Builds the image through the Engine API and returns its id.
-pub async fn build_image(docker: &Docker, request: ImageBuild<'_>, printer: &Printer) -> Result<String, BuildError> {
+pub async fn build_image(
+    docker: &Docker,
+    request: ImageBuild<'_>,
+    printer: &Printer,
+) -> Result<String, BuildError> {
     let options = BuildImageOptions {
         dockerfile: request.dockerfile.to_string(),
         t: Some(request.tag.to_string()),
         rm: true,
         forcerm: true,
-        buildargs: Some(request.build_args.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-        labels: Some(request.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        buildargs: Some(
+            request
+                .build_args
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        labels: Some(
+            request
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
         version: BuilderVersion::BuilderBuildKit,
         // BuildKit through the Engine needs a session; it also carries the
         // registry credentials for private base images.
@@ -306,9 +413,16 @@ pub async fn build_image(docker: &Docker, request: ImageBuild<'_>, printer: &Pri
     };
     let file = tokio::fs::File::open(&request.context.path)
         .await
-        .map_err(|source| BuildError::Context { path: request.context.path.clone(), source })?;
+        .map_err(|source| BuildError::Context {
+            path: request.context.path.clone(),
+            source,
+        })?;
     let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-    let credentials = if request.credentials.is_empty() { None } else { Some(request.credentials) };
+    let credentials = if request.credentials.is_empty() {
+        None
+    } else {
+        Some(request.credentials)
+    };
     let mut stream = docker.build_image(options, credentials, Some(bollard::body_try_stream(body)));
     let mut tail = Tail::new(30);
     let mut image_id = None;
@@ -317,7 +431,10 @@ pub async fn build_image(docker: &Docker, request: ImageBuild<'_>, printer: &Pri
             Ok(info) => {
                 if let Some(detail) = info.error_detail {
                     let message = detail.message.unwrap_or_else(|| "unknown error".into());
-                    return Err(BuildError::Engine { message: message.trim().to_string(), tail: tail.text() });
+                    return Err(BuildError::Engine {
+                        message: message.trim().to_string(),
+                        tail: tail.text(),
+                    });
                 }
                 if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
                     for line in text.lines().filter(|line| !line.trim().is_empty()) {
@@ -340,7 +457,10 @@ pub async fn build_image(docker: &Docker, request: ImageBuild<'_>, printer: &Pri
                             }
                         }
                         for log in &status.logs {
-                            for line in String::from_utf8_lossy(&log.msg).lines().filter(|l| !l.trim().is_empty()) {
+                            for line in String::from_utf8_lossy(&log.msg)
+                                .lines()
+                                .filter(|l| !l.trim().is_empty())
+                            {
                                 printer.detail(line);
                                 tail.push(line);
                             }
@@ -350,33 +470,48 @@ pub async fn build_image(docker: &Docker, request: ImageBuild<'_>, printer: &Pri
                 }
             }
             Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
-                return Err(BuildError::Engine { message: message.trim().to_string(), tail: tail.text() });
+                return Err(BuildError::Engine {
+                    message: message.trim().to_string(),
+                    tail: tail.text(),
+                });
             }
             Err(error) => return Err(engine_error(&error, &tail)),
         }
     }
-    match image_id {
-        Some(id) => Ok(id),
-        None => {
-            // Some Engines send no id record: ask for the tag instead.
-            let inspect = docker.inspect_image(request.tag).await.map_err(|error| engine_error(&error, &tail))?;
-            inspect.id.ok_or_else(|| BuildError::Engine { message: "the Engine reported no image id".into(), tail: tail.text() })
-        }
+    if let Some(id) = image_id {
+        Ok(id)
+    } else {
+        // Some Engines send no id record: ask for the tag instead.
+        let inspect = docker
+            .inspect_image(request.tag)
+            .await
+            .map_err(|error| engine_error(&error, &tail))?;
+        inspect.id.ok_or_else(|| BuildError::Engine {
+            message: "the Engine reported no image id".into(),
+            tail: tail.text(),
+        })
     }
 }
 
 fn session_id() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     format!("berth-{}-{nanos:x}", std::process::id())
 }
 
 fn engine_error(error: &bollard::errors::Error, tail: &Tail) -> BuildError {
     use bollard::errors::Error;
     match error {
-        Error::HyperResponseError { .. } | Error::IOError { .. } | Error::SocketNotFoundError(_) | Error::RequestTimeoutError => {
-            BuildError::Unreachable(error.to_string())
-        }
-        _ => BuildError::Engine { message: error.to_string(), tail: tail.text() },
+        Error::HyperResponseError { .. }
+        | Error::IOError { .. }
+        | Error::SocketNotFoundError(_)
+        | Error::RequestTimeoutError => BuildError::Unreachable(error.to_string()),
+        _ => BuildError::Engine {
+            message: error.to_string(),
+            tail: tail.text(),
+        },
     }
 }
 
@@ -403,14 +538,19 @@ mod tests {
         std::os::unix::fs::symlink("index.html", content.join("alias.html")).unwrap();
         let dockerfile = dir.path().join("Dockerfile");
         std::fs::write(&dockerfile, "FROM scratch\n").unwrap();
-        let layout = ContextLayout::Template { dockerfile: &dockerfile, content: &content };
+        let layout = ContextLayout::Template {
+            dockerfile: &dockerfile,
+            content: &content,
+        };
         let first = write_context(&layout, 1_700_000_000, &dir.path().join("a.tar")).unwrap();
         let second = write_context(&layout, 1_700_000_000, &dir.path().join("b.tar")).unwrap();
         assert_eq!(first.digest, second.digest);
         assert_eq!(first.files, 3);
 
         std::os::unix::fs::symlink("../../etc/passwd", content.join("escape")).unwrap();
-        let error = write_context(&layout, 1, &dir.path().join("c.tar")).err().unwrap();
+        let error = write_context(&layout, 1, &dir.path().join("c.tar"))
+            .err()
+            .unwrap();
         assert!(matches!(error, BuildError::SymlinkEscape { .. }), "{error}");
     }
 }

@@ -18,7 +18,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// The pipeline file.
-    #[arg(long, short = 'c', global = true, env = "BERTH_CONFIG", default_value = "pipeline.toml")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "BERTH_CONFIG",
+        default_value = "pipeline.toml"
+    )]
     pub config: PathBuf,
     /// Where mirrors and the run log live (default: `state_dir` in the pipeline file).
     #[arg(long, global = true, env = "BERTH_STATE_DIR")]
@@ -33,7 +39,7 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check the pipeline file and report every problem with file:line:column.
+    /// Check the pipeline file and report every problem with <file:line:column>.
     Validate,
     /// Mirror, build, push and deploy every site (or the named ones), skipping unchanged ones.
     Run(RunArgs),

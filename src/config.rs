@@ -52,9 +52,15 @@ pub enum CredentialSource {
     /// `auths` entries and credential helpers, as `docker login` leaves them.
     DockerConfig,
     /// A user name and a password, each from an environment variable.
-    Environment { username_env: String, password_env: String },
+    Environment {
+        username_env: String,
+        password_env: String,
+    },
     /// A user name from the file, the password from a file (its first line).
-    Files { username: String, password_file: PathBuf },
+    Files {
+        username: String,
+        password_file: PathBuf,
+    },
     /// No credentials (an open registry).
     None,
 }
@@ -63,11 +69,24 @@ impl fmt::Display for CredentialSource {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::DockerConfig => write!(formatter, "Docker's config.json"),
-            Self::Environment { username_env, password_env } => {
-                write!(formatter, "environment variables {username_env} and {password_env}")
+            Self::Environment {
+                username_env,
+                password_env,
+            } => {
+                write!(
+                    formatter,
+                    "environment variables {username_env} and {password_env}"
+                )
             }
-            Self::Files { username, password_file } => {
-                write!(formatter, "user {username} with the password in {}", password_file.display())
+            Self::Files {
+                username,
+                password_file,
+            } => {
+                write!(
+                    formatter,
+                    "user {username} with the password in {}",
+                    password_file.display()
+                )
             }
             Self::None => write!(formatter, "no credentials"),
         }
@@ -150,7 +169,10 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     /// The file was read and has problems; each says where.
     #[error("{}", render(path, diagnostics))]
-    Invalid { path: PathBuf, diagnostics: Vec<Diagnostic> },
+    Invalid {
+        path: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
 }
 
 fn render(path: &Path, diagnostics: &[Diagnostic]) -> String {
@@ -159,14 +181,23 @@ fn render(path: &Path, diagnostics: &[Diagnostic]) -> String {
         if index > 0 {
             text.push('\n');
         }
-        text.push_str(&format!("{}:{}:{}: error: ", path.display(), diagnostic.line, diagnostic.column));
+        text.push_str(&format!(
+            "{}:{}:{}: error: ",
+            path.display(),
+            diagnostic.line,
+            diagnostic.column
+        ));
         if let Some(key) = &diagnostic.key {
             text.push_str(&format!("{key}: "));
         }
         text.push_str(&diagnostic.message);
     }
     let count = diagnostics.len();
-    text.push_str(&format!("\n{count} problem{} in {}; nothing was run", if count == 1 { "" } else { "s" }, path.display()));
+    text.push_str(&format!(
+        "\n{count} problem{} in {}; nothing was run",
+        if count == 1 { "" } else { "s" },
+        path.display()
+    ));
     text
 }
 
@@ -182,21 +213,29 @@ impl ConfigError {
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(path, &text)
     }
 
     /// Validates `text` as if read from `path` (relative paths resolve against its folder).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let mut checker = Checker { text, diagnostics: Vec::new() };
+        let mut checker = Checker {
+            text,
+            diagnostics: Vec::new(),
+        };
         let config = checker.document(path);
         let mut diagnostics = checker.diagnostics;
         diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
         diagnostics.dedup();
         match config {
             Some(config) if diagnostics.is_empty() => Ok(config),
-            _ => Err(ConfigError::Invalid { path: path.to_path_buf(), diagnostics }),
+            _ => Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                diagnostics,
+            }),
         }
     }
 
@@ -222,7 +261,12 @@ struct Checker<'t> {
 impl Checker<'_> {
     fn report(&mut self, span: Range<usize>, key: Option<String>, message: impl Into<String>) {
         let (line, column) = line_column(self.text, span.start);
-        self.diagnostics.push(Diagnostic { line, column, key, message: message.into() });
+        self.diagnostics.push(Diagnostic {
+            line,
+            column,
+            key,
+            message: message.into(),
+        });
     }
 
     fn document(&mut self, path: &Path) -> Option<Config> {
@@ -235,35 +279,54 @@ impl Checker<'_> {
             }
             return None;
         }
-        let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
         let root_span = root.span();
         let mut top = TableReader::new(root.get_ref(), root_span.start..root_span.start, String::new());
 
-        let state_dir = top.string(self, "state_dir").map_or_else(|| ".berth".to_string(), |s| s.into_inner());
-        let templates = top.string(self, "templates").map_or_else(|| "templates".to_string(), |s| s.into_inner());
+        let state_dir = top
+            .string(self, "state_dir")
+            .map_or_else(|| ".berth".to_string(), toml::Spanned::into_inner);
+        let templates = top
+            .string(self, "templates")
+            .map_or_else(|| "templates".to_string(), toml::Spanned::into_inner);
 
         let registry = top.table(self, "registry", true).and_then(|mut table| {
             let address = table.required_string(self, "address");
-            if let Some(address) = &address {
-                if let Err(problem) = reference::check_registry(address.get_ref()) {
-                    self.report(address.span(), Some(table.key_path("address")), problem);
-                }
+            if let Some(address) = &address
+                && let Err(problem) = reference::check_registry(address.get_ref())
+            {
+                self.report(address.span(), Some(table.key_path("address")), problem);
             }
             let credentials = self.credentials(&mut table);
             table.finish(self);
-            Some(Registry { address: address?.into_inner(), credentials: credentials? })
+            Some(Registry {
+                address: address?.into_inner(),
+                credentials: credentials?,
+            })
         });
 
         let kubernetes = top.table(self, "kubernetes", false).map_or_else(
-            || Some(Kubernetes { context: None, namespace: "default".into(), rollout_timeout: DEFAULT_TIMEOUT }),
+            || {
+                Some(Kubernetes {
+                    context: None,
+                    namespace: "default".into(),
+                    rollout_timeout: DEFAULT_TIMEOUT,
+                })
+            },
             |mut table| {
                 let context = table.string(self, "context").map(Spanned::into_inner);
                 let namespace = table.string(self, "namespace");
-                if let Some(namespace) = &namespace {
-                    if let Err(problem) = reference::check_dns_label(namespace.get_ref()) {
-                        self.report(namespace.span(), Some(table.key_path("namespace")), problem);
-                    }
+                if let Some(namespace) = &namespace
+                    && let Err(problem) = reference::check_dns_label(namespace.get_ref())
+                {
+                    self.report(namespace.span(), Some(table.key_path("namespace")), problem);
                 }
                 let rollout_timeout = table.duration(self, "rollout_timeout").unwrap_or(DEFAULT_TIMEOUT);
                 table.finish(self);
@@ -274,10 +337,13 @@ impl Checker<'_> {
                 })
             },
         );
-        let default_namespace = kubernetes.as_ref().map_or("default", |k| k.namespace.as_str()).to_string();
+        let default_namespace = kubernetes
+            .as_ref()
+            .map_or("default", |k| k.namespace.as_str())
+            .to_string();
 
         let mut repos = Vec::new();
-        let mut repo_names: HashMap<String, ()> = HashMap::new();
+        let mut repo_names: HashSet<String> = HashSet::new();
         for (index, mut table) in top.array_of_tables(self, "repo").into_iter().enumerate() {
             let name = table.required_string(self, "name");
             let url = table.required_string(self, "url");
@@ -285,19 +351,27 @@ impl Checker<'_> {
             let token_env = table.string(self, "token_env");
             if let Some(name) = &name {
                 self.check_name(name, &table.key_path("name"), "repo");
-                if repo_names.insert(name.get_ref().clone(), ()).is_some() {
-                    self.report(name.span(), Some(format!("repo[{index}].name")), format!("duplicate repo name `{}`", name.get_ref()));
+                if !repo_names.insert(name.get_ref().clone()) {
+                    self.report(
+                        name.span(),
+                        Some(format!("repo[{index}].name")),
+                        format!("duplicate repo name `{}`", name.get_ref()),
+                    );
                 }
             }
-            if let Some(url) = &url {
-                if let Err(problem) = check_url(url.get_ref()) {
-                    self.report(url.span(), Some(table.key_path("url")), problem);
-                }
+            if let Some(url) = &url
+                && let Err(problem) = check_url(url.get_ref())
+            {
+                self.report(url.span(), Some(table.key_path("url")), problem);
             }
-            if let Some(branch) = &branch {
-                if !git2::Reference::is_valid_name(&format!("refs/heads/{}", branch.get_ref())) {
-                    self.report(branch.span(), Some(table.key_path("branch")), format!("`{}` is not a valid branch name", branch.get_ref()));
-                }
+            if let Some(branch) = &branch
+                && !git2::Reference::is_valid_name(&format!("refs/heads/{}", branch.get_ref()))
+            {
+                self.report(
+                    branch.span(),
+                    Some(table.key_path("branch")),
+                    format!("`{}` is not a valid branch name", branch.get_ref()),
+                );
             }
             if let Some(token_env) = &token_env {
                 check_env_name(self, token_env, &table.key_path("token_env"));
@@ -322,40 +396,64 @@ impl Checker<'_> {
             if let Some(name) = &name {
                 self.check_name(name, &table.key_path("name"), "site");
                 if !site_names.insert(name.get_ref().clone()) {
-                    self.report(name.span(), Some(format!("site[{index}].name")), format!("duplicate site name `{}`", name.get_ref()));
+                    self.report(
+                        name.span(),
+                        Some(format!("site[{index}].name")),
+                        format!("duplicate site name `{}`", name.get_ref()),
+                    );
                 }
             }
             let repo = table.required_string(self, "repo");
-            if let Some(repo) = &repo {
-                if !repo_names.contains_key(repo.get_ref()) {
-                    let mut known: Vec<_> = repos.iter().map(|r| format!("`{}`", r.name)).collect();
-                    known.dedup();
-                    self.report(repo.span(), Some(table.key_path("repo")), format!("no [[repo]] is named `{}` (known: {})", repo.get_ref(), if known.is_empty() { "none".into() } else { known.join(", ") }));
-                }
+            if let Some(repo) = &repo
+                && !repo_names.contains(repo.get_ref())
+            {
+                let mut known: Vec<_> = repos.iter().map(|r| format!("`{}`", r.name)).collect();
+                known.dedup();
+                self.report(
+                    repo.span(),
+                    Some(table.key_path("repo")),
+                    format!(
+                        "no [[repo]] is named `{}` (known: {})",
+                        repo.get_ref(),
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
             }
             let site_path = table.string(self, "path");
-            if let Some(site_path) = &site_path {
-                if let Err(problem) = check_relative_path(site_path.get_ref()) {
-                    self.report(site_path.span(), Some(table.key_path("path")), problem);
-                }
+            if let Some(site_path) = &site_path
+                && let Err(problem) = check_relative_path(site_path.get_ref())
+            {
+                self.report(site_path.span(), Some(table.key_path("path")), problem);
             }
             let build = table.string(self, "build");
-            if let Some(build) = &build {
-                if build.get_ref().trim().is_empty() {
-                    self.report(build.span(), Some(table.key_path("build")), "the build command is empty; leave the key out to ship the folder as it is");
-                }
+            if let Some(build) = &build
+                && build.get_ref().trim().is_empty()
+            {
+                self.report(
+                    build.span(),
+                    Some(table.key_path("build")),
+                    "the build command is empty; leave the key out to ship the folder as it is",
+                );
             }
             let output = table.string(self, "output");
-            if let Some(output) = &output {
-                if let Err(problem) = check_relative_path(output.get_ref()) {
-                    self.report(output.span(), Some(table.key_path("output")), problem);
-                }
+            if let Some(output) = &output
+                && let Err(problem) = check_relative_path(output.get_ref())
+            {
+                self.report(output.span(), Some(table.key_path("output")), problem);
             }
             let template = table.string(self, "template");
             let dockerfile = table.string(self, "dockerfile");
             let image_source = match (template, dockerfile) {
                 (Some(template), Some(dockerfile)) => {
-                    self.report(dockerfile.span(), Some(table.key_path("dockerfile")), "give either `template` or `dockerfile`, not both");
+                    self.report(
+                        dockerfile.span(),
+                        Some(table.key_path("dockerfile")),
+                        "give either `template` or `dockerfile`, not both",
+                    );
                     let _ = template;
                     None
                 }
@@ -367,14 +465,36 @@ impl Checker<'_> {
                     }
                 },
                 (template, None) => {
-                    let template = template.unwrap_or_else(|| Spanned::new(table.span.clone(), "static".to_string()));
+                    let template =
+                        template.unwrap_or_else(|| Spanned::new(table.span.clone(), "static".to_string()));
                     let folder = templates_dir.join(template.get_ref());
                     if template.get_ref().contains(['/', '\\']) || template.get_ref().starts_with('.') {
-                        self.report(template.span(), Some(table.key_path("template")), format!("`{}` is not a template name (a folder name under {})", template.get_ref(), templates_dir.display()));
+                        self.report(
+                            template.span(),
+                            Some(table.key_path("template")),
+                            format!(
+                                "`{}` is not a template name (a folder name under {})",
+                                template.get_ref(),
+                                templates_dir.display()
+                            ),
+                        );
                         None
                     } else if !folder.join("Dockerfile").is_file() {
                         let known = list_templates(&templates_dir);
-                        self.report(template.span(), Some(table.key_path("template")), format!("no template `{}`: {} does not exist (known: {})", template.get_ref(), folder.join("Dockerfile").display(), if known.is_empty() { "none".into() } else { known.join(", ") }));
+                        self.report(
+                            template.span(),
+                            Some(table.key_path("template")),
+                            format!(
+                                "no template `{}`: {} does not exist (known: {})",
+                                template.get_ref(),
+                                folder.join("Dockerfile").display(),
+                                if known.is_empty() {
+                                    "none".into()
+                                } else {
+                                    known.join(", ")
+                                }
+                            ),
+                        );
                         None
                     } else {
                         Some(ImageSource::Template(template.into_inner()))
@@ -384,7 +504,9 @@ impl Checker<'_> {
             let build_args = table.string_map(self, "build_args");
             let image = table.required_string(self, "image");
             if let Some(image) = &image {
-                let full = registry.as_ref().map(|r| format!("{}/{}", r.address, image.get_ref()));
+                let full = registry
+                    .as_ref()
+                    .map(|r| format!("{}/{}", r.address, image.get_ref()));
                 if let Err(problem) = reference::check_repository(image.get_ref(), full.as_deref()) {
                     self.report(image.span(), Some(table.key_path("image")), problem);
                 }
@@ -393,9 +515,17 @@ impl Checker<'_> {
                 let namespace = deployment.string(self, "namespace");
                 let name = deployment.required_string(self, "name");
                 let container = deployment.required_string(self, "container");
-                for (key, value) in [("namespace", &namespace), ("name", &name), ("container", &container)] {
+                for (key, value) in [
+                    ("namespace", &namespace),
+                    ("name", &name),
+                    ("container", &container),
+                ] {
                     if let Some(value) = value {
-                        let check = if key == "name" { reference::check_dns_subdomain(value.get_ref()) } else { reference::check_dns_label(value.get_ref()) };
+                        let check = if key == "name" {
+                            reference::check_dns_subdomain(value.get_ref())
+                        } else {
+                            reference::check_dns_label(value.get_ref())
+                        };
                         if let Err(problem) = check {
                             self.report(value.span(), Some(deployment.key_path(key)), problem);
                         }
@@ -410,13 +540,22 @@ impl Checker<'_> {
                 };
                 Some((target, span))
             });
-            if let (Some((target, span)), Some(site_name)) = (&deployment, &name) {
-                if let Some(other) = targets.insert(target.clone(), site_name.get_ref().clone()) {
-                    self.report(span.clone(), Some(format!("site[{index}].deployment")), format!("site `{other}` already ships to container `{}` of Deployment {}/{}", target.container, target.namespace, target.name));
-                }
+            if let (Some((target, span)), Some(site_name)) = (&deployment, &name)
+                && let Some(other) = targets.insert(target.clone(), site_name.get_ref().clone())
+            {
+                self.report(
+                    span.clone(),
+                    Some(format!("site[{index}].deployment")),
+                    format!(
+                        "site `{other}` already ships to container `{}` of Deployment {}/{}",
+                        target.container, target.namespace, target.name
+                    ),
+                );
             }
             table.finish(self);
-            if let (Some(name), Some(repo), Some(image_source), Some(image), Some((deployment, _))) = (name, repo, image_source, image, deployment) {
+            if let (Some(name), Some(repo), Some(image_source), Some(image), Some((deployment, _))) =
+                (name, repo, image_source, image, deployment)
+            {
                 sites.push(Site {
                     name: name.into_inner(),
                     repo: repo.into_inner(),
@@ -430,7 +569,12 @@ impl Checker<'_> {
                 });
             }
         }
-        if sites.is_empty() && !self.diagnostics.iter().any(|d| d.key.as_deref().is_some_and(|k| k.starts_with("site"))) {
+        if sites.is_empty()
+            && !self
+                .diagnostics
+                .iter()
+                .any(|d| d.key.as_deref().is_some_and(|k| k.starts_with("site")))
+        {
             self.report(root_span.start..root_span.start, None, "no [[site]] is declared");
         }
         top.finish(self);
@@ -459,27 +603,56 @@ impl Checker<'_> {
         let kind_span = kind.as_ref().map_or_else(|| table.span.clone(), Spanned::span);
         match kind_name {
             "docker-config" | "none" => {
-                for (key, value) in [("username_env", &username_env), ("password_env", &password_env), ("username", &username), ("password_file", &password_file)] {
+                for (key, value) in [
+                    ("username_env", &username_env),
+                    ("password_env", &password_env),
+                    ("username", &username),
+                    ("password_file", &password_file),
+                ] {
                     if let Some(value) = value {
-                        self.report(value.span(), Some(table.key_path(key)), format!("`{key}` is only read with credentials = \"env\" or \"files\""));
+                        self.report(
+                            value.span(),
+                            Some(table.key_path(key)),
+                            format!("`{key}` is only read with credentials = \"env\" or \"files\""),
+                        );
                     }
                 }
-                Some(if kind_name == "none" { CredentialSource::None } else { CredentialSource::DockerConfig })
+                Some(if kind_name == "none" {
+                    CredentialSource::None
+                } else {
+                    CredentialSource::DockerConfig
+                })
             }
-            "env" => match (username_env, password_env) {
-                (Some(username_env), Some(password_env)) => Some(CredentialSource::Environment { username_env: username_env.into_inner(), password_env: password_env.into_inner() }),
-                _ => {
-                    self.report(kind_span, Some(table.key_path("credentials")), "credentials = \"env\" needs `username_env` and `password_env`");
+            "env" => {
+                if let (Some(username_env), Some(password_env)) = (username_env, password_env) {
+                    Some(CredentialSource::Environment {
+                        username_env: username_env.into_inner(),
+                        password_env: password_env.into_inner(),
+                    })
+                } else {
+                    self.report(
+                        kind_span,
+                        Some(table.key_path("credentials")),
+                        "credentials = \"env\" needs `username_env` and `password_env`",
+                    );
                     None
                 }
-            },
-            "files" => match (username, password_file) {
-                (Some(username), Some(password_file)) => Some(CredentialSource::Files { username: username.into_inner(), password_file: PathBuf::from(password_file.into_inner()) }),
-                _ => {
-                    self.report(kind_span, Some(table.key_path("credentials")), "credentials = \"files\" needs `username` and `password_file`");
+            }
+            "files" => {
+                if let (Some(username), Some(password_file)) = (username, password_file) {
+                    Some(CredentialSource::Files {
+                        username: username.into_inner(),
+                        password_file: PathBuf::from(password_file.into_inner()),
+                    })
+                } else {
+                    self.report(
+                        kind_span,
+                        Some(table.key_path("credentials")),
+                        "credentials = \"files\" needs `username` and `password_file`",
+                    );
                     None
                 }
-            },
+            }
             other => {
                 self.report(kind_span, Some(table.key_path("credentials")), format!("unknown credential source `{other}` (expected \"docker-config\", \"env\", \"files\" or \"none\")"));
                 None
@@ -489,7 +662,11 @@ impl Checker<'_> {
 
     fn check_name(&mut self, name: &Spanned<String>, key: &str, what: &str) {
         if let Err(problem) = reference::check_dns_label(name.get_ref()) {
-            self.report(name.span(), Some(key.to_string()), format!("{what} name {problem}"));
+            self.report(
+                name.span(),
+                Some(key.to_string()),
+                format!("{what} name {problem}"),
+            );
         }
     }
 }
@@ -499,9 +676,16 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 fn check_env_name(checker: &mut Checker<'_>, name: &Spanned<String>, key: &str) {
     let valid = !name.get_ref().is_empty()
         && !name.get_ref().starts_with(|c: char| c.is_ascii_digit())
-        && name.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        && name
+            .get_ref()
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        checker.report(name.span(), Some(key.to_string()), format!("`{}` is not an environment variable name", name.get_ref()));
+        checker.report(
+            name.span(),
+            Some(key.to_string()),
+            format!("`{}` is not an environment variable name", name.get_ref()),
+        );
     }
 }
 
@@ -524,9 +708,14 @@ pub fn check_relative_path(path: &str) -> Result<(), String> {
     }
     let parsed = Path::new(path);
     if parsed.is_absolute() || path.starts_with('\\') {
-        return Err(format!("`{path}` is absolute; give a path relative to the repo's root"));
+        return Err(format!(
+            "`{path}` is absolute; give a path relative to the repo's root"
+        ));
     }
-    if parsed.components().any(|component| matches!(component, Component::ParentDir)) {
+    if parsed
+        .components()
+        .any(|component| matches!(component, Component::ParentDir))
+    {
         return Err(format!("`{path}` leaves the repo (`..`)"));
     }
     Ok(())
@@ -540,7 +729,11 @@ fn normalise_path(path: &str) -> String {
             _ => None,
         })
         .collect();
-    if parts.is_empty() { ".".into() } else { parts.join("/") }
+    if parts.is_empty() {
+        ".".into()
+    } else {
+        parts.join("/")
+    }
 }
 
 fn check_url(url: &str) -> Result<(), String> {
@@ -549,13 +742,15 @@ fn check_url(url: &str) -> Result<(), String> {
     }
     if let Some((scheme, rest)) = url.split_once("://") {
         if !matches!(scheme, "http" | "https" | "ssh" | "git" | "file") {
-            return Err(format!("unsupported URL scheme `{scheme}` (use https, http, ssh, git, file or a local path)"));
+            return Err(format!(
+                "unsupported URL scheme `{scheme}` (use https, http, ssh, git, file or a local path)"
+            ));
         }
         let authority = rest.split('/').next().unwrap_or_default();
-        if let Some((user_info, _)) = authority.rsplit_once('@') {
-            if user_info.contains(':') {
-                return Err("the URL holds a password or token; put the token in an environment variable and name it in `token_env`".into());
-            }
+        if let Some((user_info, _)) = authority.rsplit_once('@')
+            && user_info.contains(':')
+        {
+            return Err("the URL holds a password or token; put the token in an environment variable and name it in `token_env`".into());
         }
     }
     Ok(())
@@ -592,11 +787,20 @@ fn type_name(value: &DeValue<'_>) -> &'static str {
 
 impl<'a> TableReader<'a> {
     fn new(table: &'a DeTable<'a>, span: Range<usize>, path: String) -> Self {
-        Self { table, span, path, read: HashSet::new() }
+        Self {
+            table,
+            span,
+            path,
+            read: HashSet::new(),
+        }
     }
 
     fn key_path(&self, key: &str) -> String {
-        if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) }
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
     }
 
     fn get(&mut self, key: &str) -> Option<(&'a Spanned<toml::de::DeString<'a>>, &'a Spanned<DeValue<'a>>)> {
@@ -609,7 +813,11 @@ impl<'a> TableReader<'a> {
         if let DeValue::String(text) = value.get_ref() {
             Some(Spanned::new(value.span(), text.to_string()))
         } else {
-            checker.report(value.span(), Some(self.key_path(key)), format!("expected a string, found {}", type_name(value.get_ref())));
+            checker.report(
+                value.span(),
+                Some(self.key_path(key)),
+                format!("expected a string, found {}", type_name(value.get_ref())),
+            );
             None
         }
     }
@@ -619,7 +827,11 @@ impl<'a> TableReader<'a> {
             self.string(checker, key)
         } else {
             self.read.insert(key.to_string());
-            checker.report(self.span.clone(), Some(self.key_path(key)), format!("missing key `{key}`"));
+            checker.report(
+                self.span.clone(),
+                Some(self.key_path(key)),
+                format!("missing key `{key}`"),
+            );
             None
         }
     }
@@ -629,11 +841,22 @@ impl<'a> TableReader<'a> {
         match humantime::parse_duration(text.get_ref()) {
             Ok(duration) if !duration.is_zero() => Some(duration),
             Ok(_) => {
-                checker.report(text.span(), Some(self.key_path(key)), "the duration must be longer than zero");
+                checker.report(
+                    text.span(),
+                    Some(self.key_path(key)),
+                    "the duration must be longer than zero",
+                );
                 None
             }
             Err(error) => {
-                checker.report(text.span(), Some(self.key_path(key)), format!("`{}` is not a duration ({error}; write for example \"90s\" or \"5m\")", text.get_ref()));
+                checker.report(
+                    text.span(),
+                    Some(self.key_path(key)),
+                    format!(
+                        "`{}` is not a duration ({error}; write for example \"90s\" or \"5m\")",
+                        text.get_ref()
+                    ),
+                );
                 None
             }
         }
@@ -642,16 +865,27 @@ impl<'a> TableReader<'a> {
     fn string_map(&mut self, checker: &mut Checker<'_>, key: &str) -> Option<BTreeMap<String, String>> {
         let (_, value) = self.get(key)?;
         let DeValue::Table(table) = value.get_ref() else {
-            checker.report(value.span(), Some(self.key_path(key)), format!("expected a table of strings, found {}", type_name(value.get_ref())));
+            checker.report(
+                value.span(),
+                Some(self.key_path(key)),
+                format!(
+                    "expected a table of strings, found {}",
+                    type_name(value.get_ref())
+                ),
+            );
             return None;
         };
         let mut map = BTreeMap::new();
-        for (name, item) in table.iter() {
+        for (name, item) in table {
             match item.get_ref() {
                 DeValue::String(text) => {
                     map.insert(name.get_ref().to_string(), text.to_string());
                 }
-                other => checker.report(item.span(), Some(format!("{}.{}", self.key_path(key), name.get_ref())), format!("expected a string, found {}", type_name(other))),
+                other => checker.report(
+                    item.span(),
+                    Some(format!("{}.{}", self.key_path(key), name.get_ref())),
+                    format!("expected a string, found {}", type_name(other)),
+                ),
             }
         }
         Some(map)
@@ -660,22 +894,39 @@ impl<'a> TableReader<'a> {
     fn table(&mut self, checker: &mut Checker<'_>, key: &str, required: bool) -> Option<TableReader<'a>> {
         let Some((_, value)) = self.get(key) else {
             if required {
-                checker.report(self.span.clone(), Some(self.key_path(key)), format!("missing table [{}]", self.key_path(key)));
+                checker.report(
+                    self.span.clone(),
+                    Some(self.key_path(key)),
+                    format!("missing table [{}]", self.key_path(key)),
+                );
             }
             return None;
         };
         if let DeValue::Table(table) = value.get_ref() {
             Some(TableReader::new(table, value.span(), self.key_path(key)))
         } else {
-            checker.report(value.span(), Some(self.key_path(key)), format!("expected a table, found {}", type_name(value.get_ref())));
+            checker.report(
+                value.span(),
+                Some(self.key_path(key)),
+                format!("expected a table, found {}", type_name(value.get_ref())),
+            );
             None
         }
     }
 
     fn array_of_tables(&mut self, checker: &mut Checker<'_>, key: &str) -> Vec<TableReader<'a>> {
-        let Some((_, value)) = self.get(key) else { return Vec::new() };
+        let Some((_, value)) = self.get(key) else {
+            return Vec::new();
+        };
         let DeValue::Array(items) = value.get_ref() else {
-            checker.report(value.span(), Some(self.key_path(key)), format!("expected an array of tables ([[{key}]]), found {}", type_name(value.get_ref())));
+            checker.report(
+                value.span(),
+                Some(self.key_path(key)),
+                format!(
+                    "expected an array of tables ([[{key}]]), found {}",
+                    type_name(value.get_ref())
+                ),
+            );
             return Vec::new();
         };
         items
@@ -685,7 +936,11 @@ impl<'a> TableReader<'a> {
                 if let DeValue::Table(table) = item.get_ref() {
                     Some(TableReader::new(table, item.span(), format!("{key}[{index}]")))
                 } else {
-                    checker.report(item.span(), Some(format!("{key}[{index}]")), format!("expected a table, found {}", type_name(item.get_ref())));
+                    checker.report(
+                        item.span(),
+                        Some(format!("{key}[{index}]")),
+                        format!("expected a table, found {}", type_name(item.get_ref())),
+                    );
                     None
                 }
             })
@@ -694,7 +949,7 @@ impl<'a> TableReader<'a> {
 
     /// Reports every key of the table that was never read.
     fn finish(self, checker: &mut Checker<'_>) {
-        for (name, _) in self.table.iter() {
+        for (name, _) in self.table {
             if !self.read.contains(name.get_ref().as_ref()) {
                 checker.report(name.span(), Some(self.key_path(name.get_ref())), "unknown key");
             }

@@ -62,7 +62,8 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(debug: bool) {
-    let filter = std::env::var("BERTH_LOG").unwrap_or_else(|_| if debug { "berth=debug".into() } else { "off".into() });
+    let filter = std::env::var("BERTH_LOG")
+        .unwrap_or_else(|_| if debug { "berth=debug".into() } else { "off".into() });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
@@ -120,7 +121,14 @@ async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {
         }
         Action::Ship { site, commit } => {
             let config = settings.load_config()?;
-            let report = pipeline::run(&config, std::slice::from_ref(site), Revision::Exact(commit.clone()), 1, printer).await?;
+            let report = pipeline::run(
+                &config,
+                std::slice::from_ref(site),
+                Revision::Exact(commit.clone()),
+                1,
+                printer,
+            )
+            .await?;
             printer.result(&report.summary());
             Ok(report.exit_code())
         }

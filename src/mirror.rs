@@ -26,19 +26,37 @@ use crate::config::Repo;
 pub enum MirrorError {
     /// Another process holds the mirror's lock for longer than we wait.
     #[error("mirror of repo `{repo}` is locked by {holder} (waited {waited:?}; lock file {path})")]
-    Locked { repo: String, holder: String, waited: Duration, path: PathBuf },
+    Locked {
+        repo: String,
+        holder: String,
+        waited: Duration,
+        path: PathBuf,
+    },
     /// The remote could not be reached or refused us, after retries.
     #[error("cannot fetch repo `{repo}` from {url} (tried {attempts} times): {message}")]
-    Fetch { repo: String, url: String, attempts: u32, message: String },
+    Fetch {
+        repo: String,
+        url: String,
+        attempts: u32,
+        message: String,
+    },
     /// The branch does not exist on the remote.
     #[error("repo `{repo}` has no branch `{branch}`")]
     NoBranch { repo: String, branch: String },
     /// The commit given is not in the repo (or not unique).
     #[error("repo `{repo}` has no commit `{commit}`{detail}")]
-    NoCommit { repo: String, commit: String, detail: String },
+    NoCommit {
+        repo: String,
+        commit: String,
+        detail: String,
+    },
     /// The site's folder does not exist at that commit.
     #[error("folder `{path}` does not exist in repo `{repo}` at commit {commit}")]
-    NoPath { repo: String, path: String, commit: String },
+    NoPath {
+        repo: String,
+        path: String,
+        commit: String,
+    },
     /// A Git operation on the local mirror failed.
     #[error("mirror of repo `{repo}`: {message}")]
     Local { repo: String, message: String },
@@ -78,23 +96,38 @@ impl Mirror {
 
     /// Opens (or creates) the mirror without fetching.
     pub fn open(mirrors_dir: &Path, repo: &Repo, on_warning: &dyn Fn(String)) -> Result<Self, MirrorError> {
-        let local = |message: String| MirrorError::Local { repo: repo.name.clone(), message };
-        std::fs::create_dir_all(mirrors_dir).map_err(|error| local(format!("cannot create {}: {error}", mirrors_dir.display())))?;
+        let local = |message: String| MirrorError::Local {
+            repo: repo.name.clone(),
+            message,
+        };
+        std::fs::create_dir_all(mirrors_dir)
+            .map_err(|error| local(format!("cannot create {}: {error}", mirrors_dir.display())))?;
         let lock = lock(mirrors_dir, &repo.name)?;
         let path = mirrors_dir.join(format!("{}.git", repo.name));
         let git = match open_checked(&path) {
             Ok(git) => git,
             Err(problem) => {
                 if path.exists() {
-                    on_warning(format!("mirror of repo `{}` is damaged ({problem}); cloning it again", repo.name));
-                    std::fs::remove_dir_all(&path).map_err(|error| local(format!("cannot remove {}: {error}", path.display())))?;
+                    on_warning(format!(
+                        "mirror of repo `{}` is damaged ({problem}); cloning it again",
+                        repo.name
+                    ));
+                    std::fs::remove_dir_all(&path)
+                        .map_err(|error| local(format!("cannot remove {}: {error}", path.display())))?;
                 }
-                init(&path).map_err(|error| local(format!("cannot create {}: {}", path.display(), error.message())))?
+                init(&path).map_err(|error| {
+                    local(format!("cannot create {}: {}", path.display(), error.message()))
+                })?
             }
         };
         // The stored remote URL is the configured one, which never holds credentials.
-        git.remote_set_url("origin", &repo.url).map_err(|error| local(error.message().to_string()))?;
-        Ok(Self { repo: repo.clone(), git, _lock: lock })
+        git.remote_set_url("origin", &repo.url)
+            .map_err(|error| local(error.message().to_string()))?;
+        Ok(Self {
+            repo: repo.clone(),
+            git,
+            _lock: lock,
+        })
     }
 
     /// Fetches every branch and tag, pruning deleted ones; retries transient failures.
@@ -104,12 +137,22 @@ impl Mirror {
             match self.fetch_once() {
                 Ok(()) => return Ok(()),
                 Err(error) if is_corruption(&error) => {
-                    on_warning(format!("mirror of repo `{}` is damaged ({}); cloning it again", self.repo.name, error.message()));
+                    on_warning(format!(
+                        "mirror of repo `{}` is damaged ({}); cloning it again",
+                        self.repo.name,
+                        error.message()
+                    ));
                     let path = self.git.path().to_path_buf();
-                    let local = |message: String| MirrorError::Local { repo: self.repo.name.clone(), message };
-                    std::fs::remove_dir_all(&path).map_err(|e| local(format!("cannot remove {}: {e}", path.display())))?;
+                    let local = |message: String| MirrorError::Local {
+                        repo: self.repo.name.clone(),
+                        message,
+                    };
+                    std::fs::remove_dir_all(&path)
+                        .map_err(|e| local(format!("cannot remove {}: {e}", path.display())))?;
                     self.git = init(&path).map_err(|e| local(e.message().to_string()))?;
-                    self.git.remote_set_url("origin", &self.repo.url).map_err(|e| local(e.message().to_string()))?;
+                    self.git
+                        .remote_set_url("origin", &self.repo.url)
+                        .map_err(|e| local(e.message().to_string()))?;
                 }
                 Err(error) => {
                     last_error = redact(error.message(), &self.repo);
@@ -127,24 +170,37 @@ impl Mirror {
     }
 
     fn fetch_error(&self, attempts: u32, message: String) -> MirrorError {
-        MirrorError::Fetch { repo: self.repo.name.clone(), url: self.repo.url.clone(), attempts, message }
+        MirrorError::Fetch {
+            repo: self.repo.name.clone(),
+            url: self.repo.url.clone(),
+            attempts,
+            message,
+        }
     }
 
     fn fetch_once(&self) -> Result<(), git2::Error> {
         let mut remote = self.git.find_remote("origin")?;
         let mut callbacks = RemoteCallbacks::new();
-        let token = self.repo.token_env.as_ref().and_then(|name| std::env::var(name).ok());
+        let token = self
+            .repo
+            .token_env
+            .as_ref()
+            .and_then(|name| std::env::var(name).ok());
         let mut tried_credentials = 0;
         callbacks.credentials(move |_url, username, allowed| {
             tried_credentials += 1;
             if tried_credentials > 3 {
-                return Err(git2::Error::from_str("authentication failed (credentials were rejected)"));
+                return Err(git2::Error::from_str(
+                    "authentication failed (credentials were rejected)",
+                ));
             }
             if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
                 if let Some(token) = &token {
                     return git2::Cred::userpass_plaintext(username.unwrap_or("berth"), token);
                 }
-                return Err(git2::Error::from_str("the remote asks for credentials and no token is configured (set token_env in [[repo]])"));
+                return Err(git2::Error::from_str(
+                    "the remote asks for credentials and no token is configured (set token_env in [[repo]])",
+                ));
             }
             if allowed.contains(git2::CredentialType::SSH_KEY) {
                 return git2::Cred::ssh_key_from_agent(username.unwrap_or("git"));
@@ -155,7 +211,11 @@ impl Mirror {
         options.remote_callbacks(callbacks);
         options.prune(FetchPrune::On);
         options.download_tags(AutotagOption::All);
-        remote.fetch(&["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], Some(&mut options), None)?;
+        remote.fetch(
+            &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+            Some(&mut options),
+            None,
+        )?;
         Ok(())
     }
 
@@ -164,14 +224,21 @@ impl Mirror {
         let reference = self
             .git
             .find_reference(&format!("refs/heads/{branch}"))
-            .map_err(|_| MirrorError::NoBranch { repo: self.repo.name.clone(), branch: branch.to_string() })?;
+            .map_err(|_| MirrorError::NoBranch {
+                repo: self.repo.name.clone(),
+                branch: branch.to_string(),
+            })?;
         let commit = reference.peel_to_commit().map_err(|error| self.local(&error))?;
         Ok(describe(&commit))
     }
 
     /// An exact commit, full or abbreviated (at least 7 hex digits), or a tag.
     pub fn resolve(&self, spec: &str) -> Result<Commit, MirrorError> {
-        let no_commit = |detail: String| MirrorError::NoCommit { repo: self.repo.name.clone(), commit: spec.to_string(), detail };
+        let no_commit = |detail: String| MirrorError::NoCommit {
+            repo: self.repo.name.clone(),
+            commit: spec.to_string(),
+            detail,
+        };
         let is_hex = !spec.is_empty() && spec.chars().all(|c| c.is_ascii_hexdigit());
         let object = if is_hex {
             if spec.len() < 7 {
@@ -190,7 +257,9 @@ impl Mirror {
                 .and_then(|reference| reference.peel(ObjectType::Commit))
                 .map_err(|_| no_commit(" (not a commit id or tag)".into()))?
         };
-        let commit = object.peel_to_commit().map_err(|_| no_commit(" (it is not a commit)".into()))?;
+        let commit = object
+            .peel_to_commit()
+            .map_err(|_| no_commit(" (it is not a commit)".into()))?;
         Ok(describe(&commit))
     }
 
@@ -200,12 +269,19 @@ impl Mirror {
     }
 
     fn subtree(&self, commit: &str, path: &str) -> Result<git2::Tree<'_>, MirrorError> {
-        let commit_object = self.git.find_commit(Oid::from_str(commit).map_err(|e| self.local(&e))?).map_err(|e| self.local(&e))?;
+        let commit_object = self
+            .git
+            .find_commit(Oid::from_str(commit).map_err(|e| self.local(&e))?)
+            .map_err(|e| self.local(&e))?;
         let root = commit_object.tree().map_err(|e| self.local(&e))?;
         if path == "." {
             return Ok(root);
         }
-        let no_path = || MirrorError::NoPath { repo: self.repo.name.clone(), path: path.to_string(), commit: commit.to_string() };
+        let no_path = || MirrorError::NoPath {
+            repo: self.repo.name.clone(),
+            path: path.to_string(),
+            commit: commit.to_string(),
+        };
         let entry = root.get_path(Path::new(path)).map_err(|_| no_path())?;
         if entry.kind() != Some(ObjectType::Tree) {
             return Err(no_path());
@@ -217,12 +293,17 @@ impl Mirror {
     /// Returns the number of files written.
     pub fn export(&self, commit: &str, path: &str, destination: &Path) -> Result<usize, MirrorError> {
         let tree = self.subtree(commit, path)?;
-        let export_error = |path: &Path, source: std::io::Error| MirrorError::Export { path: path.to_path_buf(), source };
+        let export_error = |path: &Path, source: std::io::Error| MirrorError::Export {
+            path: path.to_path_buf(),
+            source,
+        };
         std::fs::create_dir_all(destination).map_err(|e| export_error(destination, e))?;
         let mut count = 0;
         let mut failure = None;
         tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
-            let Ok(name) = entry.name() else { return git2::TreeWalkResult::Skip };
+            let Ok(name) = entry.name() else {
+                return git2::TreeWalkResult::Skip;
+            };
             let target = destination.join(parent).join(name);
             let result = match entry.kind() {
                 Some(ObjectType::Tree) => std::fs::create_dir_all(&target),
@@ -254,7 +335,10 @@ impl Mirror {
     }
 
     fn local(&self, error: &git2::Error) -> MirrorError {
-        MirrorError::Local { repo: self.repo.name.clone(), message: error.message().to_string() }
+        MirrorError::Local {
+            repo: self.repo.name.clone(),
+            message: error.message().to_string(),
+        }
     }
 
     /// Is `ancestor` an ancestor of (or equal to) `descendant`?
@@ -264,7 +348,9 @@ impl Mirror {
         if ancestor == descendant {
             return Ok(true);
         }
-        self.git.graph_descendant_of(descendant, ancestor).map_err(|e| self.local(&e))
+        self.git
+            .graph_descendant_of(descendant, ancestor)
+            .map_err(|e| self.local(&e))
     }
 }
 
@@ -289,7 +375,12 @@ fn describe(commit: &git2::Commit<'_>) -> Commit {
     Commit {
         id: commit.id().to_string(),
         time: commit.time().seconds(),
-        summary: commit.summary().ok().flatten().map(str::to_string).unwrap_or_default(),
+        summary: commit
+            .summary()
+            .ok()
+            .flatten()
+            .map(str::to_string)
+            .unwrap_or_default(),
     }
 }
 
@@ -308,8 +399,13 @@ fn open_checked(path: &Path) -> Result<Repository, String> {
         for reference in references {
             let reference = reference.map_err(|error| error.message().to_string())?;
             if let Some(target) = reference.target() {
-                git.find_object(target, None)
-                    .map_err(|error| format!("{} points at an unreadable object: {}", reference.name().unwrap_or("?"), error.message()))?;
+                git.find_object(target, None).map_err(|error| {
+                    format!(
+                        "{} points at an unreadable object: {}",
+                        reference.name().unwrap_or("?"),
+                        error.message()
+                    )
+                })?;
             }
         }
     }
@@ -317,12 +413,17 @@ fn open_checked(path: &Path) -> Result<Repository, String> {
 }
 
 fn is_corruption(error: &git2::Error) -> bool {
-    matches!(error.class(), git2::ErrorClass::Odb | git2::ErrorClass::Zlib | git2::ErrorClass::Indexer | git2::ErrorClass::Object)
+    matches!(
+        error.class(),
+        git2::ErrorClass::Odb | git2::ErrorClass::Zlib | git2::ErrorClass::Indexer | git2::ErrorClass::Object
+    )
 }
 
 fn is_transient(error: &git2::Error) -> bool {
-    matches!(error.class(), git2::ErrorClass::Net | git2::ErrorClass::Os | git2::ErrorClass::Http | git2::ErrorClass::Ssl)
-        && error.code() != git2::ErrorCode::Auth
+    matches!(
+        error.class(),
+        git2::ErrorClass::Net | git2::ErrorClass::Os | git2::ErrorClass::Http | git2::ErrorClass::Ssl
+    ) && error.code() != git2::ErrorCode::Auth
         && !error.message().contains("401")
         && !error.message().contains("403")
         && !error.message().contains("404")
@@ -331,10 +432,10 @@ fn is_transient(error: &git2::Error) -> bool {
 /// Removes the token (if any) from a message, so no secret reaches an error.
 fn redact(message: &str, repo: &Repo) -> String {
     let mut message = message.to_string();
-    if let Some(token) = repo.token_env.as_ref().and_then(|name| std::env::var(name).ok()) {
-        if !token.is_empty() {
-            message = message.replace(&token, "***");
-        }
+    if let Some(token) = repo.token_env.as_ref().and_then(|name| std::env::var(name).ok())
+        && !token.is_empty()
+    {
+        message = message.replace(&token, "***");
     }
     message
 }
@@ -348,7 +449,10 @@ fn lock(dir: &Path, name: &str) -> Result<File, MirrorError> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|error| MirrorError::Local { repo: name.to_string(), message: format!("cannot open {}: {error}", path.display()) })?;
+        .map_err(|error| MirrorError::Local {
+            repo: name.to_string(),
+            message: format!("cannot open {}: {error}", path.display()),
+        })?;
     let started = Instant::now();
     loop {
         match file.try_lock() {
@@ -357,13 +461,25 @@ fn lock(dir: &Path, name: &str) -> Result<File, MirrorError> {
                 if started.elapsed() >= LOCK_WAIT {
                     let mut holder = String::new();
                     let _ = File::open(&path).and_then(|mut f| f.read_to_string(&mut holder));
-                    let holder = if holder.trim().is_empty() { "another process".to_string() } else { holder.trim().to_string() };
-                    return Err(MirrorError::Locked { repo: name.to_string(), holder, waited: started.elapsed(), path });
+                    let holder = if holder.trim().is_empty() {
+                        "another process".to_string()
+                    } else {
+                        holder.trim().to_string()
+                    };
+                    return Err(MirrorError::Locked {
+                        repo: name.to_string(),
+                        holder,
+                        waited: started.elapsed(),
+                        path,
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
             Err(std::fs::TryLockError::Error(error)) => {
-                return Err(MirrorError::Local { repo: name.to_string(), message: format!("cannot lock {}: {error}", path.display()) });
+                return Err(MirrorError::Local {
+                    repo: name.to_string(),
+                    message: format!("cannot lock {}: {error}", path.display()),
+                });
             }
         }
     }
@@ -373,5 +489,6 @@ fn lock(dir: &Path, name: &str) -> Result<File, MirrorError> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "this machine".into(), |name| name.trim().to_string())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "this machine".into(), |name| name.trim().to_string())
 }

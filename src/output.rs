@@ -77,7 +77,14 @@ impl Printer {
     }
 
     pub fn new(verbosity: Verbosity, colour: bool, timestamps: bool) -> Self {
-        Self { inner: Arc::new(Inner { verbosity, colour, timestamps, lock: Mutex::new(()) }) }
+        Self {
+            inner: Arc::new(Inner {
+                verbosity,
+                colour,
+                timestamps,
+                lock: Mutex::new(()),
+            }),
+        }
     }
 
     pub fn verbosity(&self) -> Verbosity {
@@ -88,18 +95,31 @@ impl Printer {
         if self.inner.timestamps {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
             let seconds = now.as_secs() % 86_400;
-            format!("{:02}:{:02}:{:02} ", seconds / 3600, seconds / 60 % 60, seconds % 60)
+            format!(
+                "{:02}:{:02}:{:02} ",
+                seconds / 3600,
+                seconds / 60 % 60,
+                seconds % 60
+            )
         } else {
             String::new()
         }
     }
 
     fn paint(&self, colour: &str, text: &str) -> String {
-        if self.inner.colour { format!("{colour}{text}\x1b[0m") } else { text.to_string() }
+        if self.inner.colour {
+            format!("{colour}{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
     }
 
     fn write_stderr(&self, line: &str) {
-        let _guard = self.inner.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self
+            .inner
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut stderr = std::io::stderr().lock();
         let _ = writeln!(stderr, "{line}");
     }
@@ -157,7 +177,11 @@ impl Printer {
 
     /// A result on stdout (tables, JSON): never hidden.
     pub fn result(&self, text: &str) {
-        let _guard = self.inner.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self
+            .inner
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut stdout = std::io::stdout().lock();
         let _ = write!(stdout, "{text}");
         if !text.ends_with('\n') {
@@ -203,7 +227,13 @@ mod tests {
 
     #[test]
     fn table_pads_columns() {
-        let text = table(&["SITE", "ACTION"], &[vec!["www-en".into(), "deployed".into()], vec!["a".into(), "unchanged".into()]]);
+        let text = table(
+            &["SITE", "ACTION"],
+            &[
+                vec!["www-en".into(), "deployed".into()],
+                vec!["a".into(), "unchanged".into()],
+            ],
+        );
         assert_eq!(text, "SITE    ACTION\nwww-en  deployed\na       unchanged\n");
     }
 }

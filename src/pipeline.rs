@@ -76,12 +76,14 @@ pub struct RunReport {
 impl RunReport {
     /// 0 all good; 3 when a failure came from an unreachable part; 1 when a site failed.
     pub fn exit_code(&self) -> u8 {
-        if self.sites.iter().any(|s| s.failure == Some(FailureKind::Environment)) {
+        if self
+            .sites
+            .iter()
+            .any(|s| s.failure == Some(FailureKind::Environment))
+        {
             3
-        } else if self.sites.iter().any(|s| s.action == SiteAction::Failed) {
-            1
         } else {
-            0
+            u8::from(self.sites.iter().any(|s| s.action == SiteAction::Failed))
         }
     }
 
@@ -94,7 +96,9 @@ impl RunReport {
                 vec![
                     site.site.clone(),
                     site.commit.as_deref().map_or("-", reference::short).to_string(),
-                    format!("{:?}", site.action).to_lowercase().replace("uptodate", "up-to-date"),
+                    format!("{:?}", site.action)
+                        .to_lowercase()
+                        .replace("uptodate", "up-to-date"),
                     site.image.as_deref().map_or_else(|| "-".into(), short_image),
                     format!("{total:.1}s"),
                 ]
@@ -109,7 +113,11 @@ impl RunReport {
 pub enum SetupError {
     /// A site named on the command line is not in the pipeline file.
     #[error("no site named `{name}` in {config} (sites: {known})")]
-    UnknownSite { name: String, config: String, known: String },
+    UnknownSite {
+        name: String,
+        config: String,
+        known: String,
+    },
     /// The Docker Engine or the cluster cannot be reached.
     #[error("{0}")]
     Environment(String),
@@ -125,12 +133,21 @@ pub enum Revision {
 }
 
 /// Runs the pipeline for `names` (all sites when empty).
-pub async fn run(config: &Config, names: &[String], revision: Revision, jobs: usize, printer: &Printer) -> anyhow::Result<RunReport> {
+pub async fn run(
+    config: &Config,
+    names: &[String],
+    revision: Revision,
+    jobs: usize,
+    printer: &Printer,
+) -> anyhow::Result<RunReport> {
     let sites = select(config, names)?;
     let docker = connect_docker().await?;
-    let deployer = Deployer::connect(config.kubernetes.context.as_deref(), config.kubernetes.rollout_timeout)
-        .await
-        .map_err(|error| SetupError::Environment(error.to_string()))?;
+    let deployer = Deployer::connect(
+        config.kubernetes.context.as_deref(),
+        config.kubernetes.rollout_timeout,
+    )
+    .await
+    .map_err(|error| SetupError::Environment(error.to_string()))?;
     let auth = {
         let registry = config.registry.address.clone();
         let source = config.registry.credentials.clone();
@@ -145,32 +162,50 @@ pub async fn run(config: &Config, names: &[String], revision: Revision, jobs: us
     repo_names.sort_unstable();
     repo_names.dedup();
     let mirrors_dir = config.state_dir.join("mirrors");
-    let mirrored: Vec<(String, Result<Synced, String>)> = futures_util::stream::iter(repo_names.into_iter().map(|name| {
-        let repo = config.repo(name).expect("validated").clone();
-        let mirrors_dir = mirrors_dir.clone();
-        let printer = printer.clone();
-        let revision = revision.clone();
-        let paths: Vec<String> = sites.iter().filter(|s| s.repo == name).map(|s| s.path.clone()).collect();
-        async move {
-            let started = Instant::now();
-            let name = repo.name.clone();
-            let result = tokio::task::spawn_blocking(move || sync_repo(&mirrors_dir, &repo, &revision, &paths, &printer))
+    let mirrored: Vec<(String, Result<Synced, String>)> =
+        futures_util::stream::iter(repo_names.into_iter().map(|name| {
+            let repo = config.repo(name).expect("validated").clone();
+            let mirrors_dir = mirrors_dir.clone();
+            let printer = printer.clone();
+            let revision = revision.clone();
+            let paths: Vec<String> = sites
+                .iter()
+                .filter(|s| s.repo == name)
+                .map(|s| s.path.clone())
+                .collect();
+            async move {
+                let started = Instant::now();
+                let name = repo.name.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    sync_repo(&mirrors_dir, &repo, &revision, &paths, &printer)
+                })
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r);
-            (name, result.map(|mut synced| {
-                synced.duration = started.elapsed();
-                synced
-            }))
-        }
-    }))
-    .buffer_unordered(jobs.max(1))
-    .collect()
-    .await;
+                (
+                    name,
+                    result.map(|mut synced| {
+                        synced.duration = started.elapsed();
+                        synced
+                    }),
+                )
+            }
+        }))
+        .buffer_unordered(jobs.max(1))
+        .collect()
+        .await;
     let mirrored: HashMap<String, Result<Synced, String>> = mirrored.into_iter().collect();
 
     let shared = Arc::new(SharedBuilds::default());
-    let context = RunContext { config, docker: &docker, deployer: &deployer, auth: &auth, printer, work_dir: &work_dir, shared };
+    let context = RunContext {
+        config,
+        docker: &docker,
+        deployer: &deployer,
+        auth: &auth,
+        printer,
+        work_dir: &work_dir,
+        shared,
+    };
     let reports: Vec<SiteReport> = futures_util::stream::iter(sites.iter().map(|site| {
         let synced = mirrored.get(&site.repo).expect("every repo was mirrored");
         let context = &context;
@@ -192,7 +227,12 @@ fn select<'c>(config: &'c Config, names: &[String]) -> Result<Vec<&'c Site>, Set
             config.site(name).ok_or_else(|| SetupError::UnknownSite {
                 name: name.clone(),
                 config: config.path.display().to_string(),
-                known: config.sites.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+                known: config
+                    .sites
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
         })
         .collect()
@@ -200,11 +240,14 @@ fn select<'c>(config: &'c Config, names: &[String]) -> Result<Vec<&'c Site>, Set
 
 /// Connects to the Engine from `DOCKER_HOST` (or the default socket) and pings it.
 pub async fn connect_docker() -> Result<Docker, SetupError> {
-    let docker = Docker::connect_with_defaults().map_err(|error| SetupError::Environment(format!("cannot reach the Docker Engine: {error}")))?;
-    docker
-        .ping()
-        .await
-        .map_err(|error| SetupError::Environment(format!("cannot reach the Docker Engine ({}): {error}", std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into()))))?;
+    let docker = Docker::connect_with_defaults()
+        .map_err(|error| SetupError::Environment(format!("cannot reach the Docker Engine: {error}")))?;
+    docker.ping().await.map_err(|error| {
+        SetupError::Environment(format!(
+            "cannot reach the Docker Engine ({}): {error}",
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+        ))
+    })?;
     Ok(docker)
 }
 
@@ -216,7 +259,13 @@ struct Synced {
     duration: Duration,
 }
 
-fn sync_repo(mirrors_dir: &Path, repo: &crate::config::Repo, revision: &Revision, paths: &[String], printer: &Printer) -> Result<Synced, String> {
+fn sync_repo(
+    mirrors_dir: &Path,
+    repo: &crate::config::Repo,
+    revision: &Revision,
+    paths: &[String],
+    printer: &Printer,
+) -> Result<Synced, String> {
     let warn = |message: String| printer.warning(&message);
     let mirror = Mirror::sync(mirrors_dir, repo, &warn).map_err(|e| e.to_string())?;
     let commit = match revision {
@@ -224,14 +273,30 @@ fn sync_repo(mirrors_dir: &Path, repo: &crate::config::Repo, revision: &Revision
         Revision::Exact(spec) => mirror.resolve(spec),
     }
     .map_err(|e| e.to_string())?;
-    let trees = paths.iter().map(|path| (path.clone(), mirror.tree_id(&commit.id, path).map_err(|e| e.to_string()))).collect();
-    Ok(Synced { mirror: Arc::new(Mutex::new(mirror)), commit, trees, duration: Duration::ZERO })
+    let trees = paths
+        .iter()
+        .map(|path| {
+            (
+                path.clone(),
+                mirror.tree_id(&commit.id, path).map_err(|e| e.to_string()),
+            )
+        })
+        .collect();
+    Ok(Synced {
+        mirror: Arc::new(Mutex::new(mirror)),
+        commit,
+        trees,
+        duration: Duration::ZERO,
+    })
 }
 
 /// Generator runs shared between sites built from one repo, commit, folder and command.
+/// One generator run's output folder, or why it failed.
+type SharedBuild = Arc<tokio::sync::OnceCell<Result<PathBuf, String>>>;
+
 #[derive(Default)]
 struct SharedBuilds {
-    cells: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Result<PathBuf, String>>>>>,
+    cells: Mutex<HashMap<String, SharedBuild>>,
 }
 
 struct RunContext<'a> {
@@ -252,12 +317,18 @@ struct StageFailure {
 
 impl<E: Into<anyhow::Error>> From<E> for StageFailure {
     fn from(error: E) -> Self {
-        Self { kind: FailureKind::Site, error: error.into() }
+        Self {
+            kind: FailureKind::Site,
+            error: error.into(),
+        }
     }
 }
 
 fn environment(error: impl Into<anyhow::Error>) -> StageFailure {
-    StageFailure { kind: FailureKind::Environment, error: error.into() }
+    StageFailure {
+        kind: FailureKind::Environment,
+        error: error.into(),
+    }
 }
 
 impl RunContext<'_> {
@@ -277,7 +348,12 @@ impl RunContext<'_> {
             Ok(action) => report.action = action,
             Err(failure) => {
                 let message = format!("{:#}", failure.error);
-                self.printer.stage(&site.name, "result", Status::Failed, &message.lines().next().unwrap_or_default().to_string());
+                self.printer.stage(
+                    &site.name,
+                    "result",
+                    Status::Failed,
+                    message.lines().next().unwrap_or_default(),
+                );
                 report.error = Some(message);
                 report.failure = Some(failure.kind);
                 report.action = SiteAction::Failed;
@@ -286,7 +362,12 @@ impl RunContext<'_> {
         report
     }
 
-    async fn site_stages(&self, site: &Site, synced: &Result<Synced, String>, report: &mut SiteReport) -> Result<SiteAction, StageFailure> {
+    async fn site_stages(
+        &self,
+        site: &Site,
+        synced: &Result<Synced, String>,
+        report: &mut SiteReport,
+    ) -> Result<SiteAction, StageFailure> {
         let printer = self.printer;
         let synced = match synced {
             Ok(synced) => synced,
@@ -295,11 +376,23 @@ impl RunContext<'_> {
                 return Err(anyhow!("{message}").into());
             }
         };
-        report.durations.insert("mirror".into(), synced.duration.as_secs_f64());
+        report
+            .durations
+            .insert("mirror".into(), synced.duration.as_secs_f64());
         let commit = &synced.commit;
         report.commit = Some(commit.id.clone());
-        let tree = synced.trees.get(&site.path).expect("every path was resolved").clone().map_err(|e| anyhow!(e))?;
-        printer.stage(&site.name, "mirror", Status::Done, &format!("{} {}", reference::short(&commit.id), commit.summary));
+        let tree = synced
+            .trees
+            .get(&site.path)
+            .expect("every path was resolved")
+            .clone()
+            .map_err(|e| anyhow!(e))?;
+        printer.stage(
+            &site.name,
+            "mirror",
+            Status::Done,
+            &format!("{} {}", reference::short(&commit.id), commit.summary),
+        );
 
         let source_digest = source_digest(self.config, site, &tree)?;
         report.source_digest = Some(source_digest.clone());
@@ -308,35 +401,76 @@ impl RunContext<'_> {
 
         // Unchanged: the Deployment runs this very source.
         let started = Instant::now();
-        let deployed = self.deployer.deployed(&site.deployment).await.map_err(deploy_failure)?;
+        let deployed = self
+            .deployer
+            .deployed(&site.deployment)
+            .await
+            .map_err(deploy_failure)?;
         if deployed.source_digest.as_deref() == Some(source_digest.as_str())
-            && deployed.image.as_deref().is_some_and(|image| image.starts_with(&format!("{repository}:")) && image.contains("@sha256:"))
+            && deployed.image.as_deref().is_some_and(|image| {
+                image.starts_with(&format!("{repository}:")) && image.contains("@sha256:")
+            })
         {
             report.image.clone_from(&deployed.image);
-            report.digest = deployed.image.as_deref().and_then(|i| i.split_once('@')).map(|(_, d)| d.to_string());
-            report.durations.insert("check".into(), started.elapsed().as_secs_f64());
-            printer.stage(&site.name, "check", Status::Skipped, &format!("unchanged: {} already runs source {}", site.deployment.name, &source_digest[..12]));
+            report.digest = deployed
+                .image
+                .as_deref()
+                .and_then(|i| i.split_once('@'))
+                .map(|(_, d)| d.to_string());
+            report
+                .durations
+                .insert("check".into(), started.elapsed().as_secs_f64());
+            printer.stage(
+                &site.name,
+                "check",
+                Status::Skipped,
+                &format!(
+                    "unchanged: {} already runs source {}",
+                    site.deployment.name,
+                    &source_digest[..12]
+                ),
+            );
             return Ok(SiteAction::Unchanged);
         }
-        report.durations.insert("check".into(), started.elapsed().as_secs_f64());
+        report
+            .durations
+            .insert("check".into(), started.elapsed().as_secs_f64());
 
         // Build, unless the registry already holds this tag built from this source.
         let reference_with_tag = format!("{repository}:{tag}");
         let started = Instant::now();
-        let digest = match self.existing(&reference_with_tag, &source_digest).await? {
-            Some(digest) => {
-                printer.stage(&site.name, "build", Status::Skipped, &format!("exists: {reference_with_tag}"));
-                digest
-            }
-            None => {
-                let image_id = self.build(site, synced, &source_digest, &reference_with_tag).await?;
-                report.durations.insert("build".into(), started.elapsed().as_secs_f64());
-                let started = Instant::now();
-                let digest = push::push(self.docker, &image_id, &repository, &tag, self.auth).await.map_err(push_failure)?;
-                report.durations.insert("push".into(), started.elapsed().as_secs_f64());
-                printer.stage(&site.name, "push", Status::Done, &format!("{reference_with_tag}@{digest} ({:.1}s)", started.elapsed().as_secs_f64()));
-                digest
-            }
+        let digest = if let Some(digest) = self.existing(&reference_with_tag, &source_digest).await? {
+            printer.stage(
+                &site.name,
+                "build",
+                Status::Skipped,
+                &format!("exists: {reference_with_tag}"),
+            );
+            digest
+        } else {
+            let image_id = self
+                .build(site, synced, &source_digest, &reference_with_tag)
+                .await?;
+            report
+                .durations
+                .insert("build".into(), started.elapsed().as_secs_f64());
+            let started = Instant::now();
+            let digest = push::push(self.docker, &image_id, &repository, &tag, self.auth)
+                .await
+                .map_err(push_failure)?;
+            report
+                .durations
+                .insert("push".into(), started.elapsed().as_secs_f64());
+            printer.stage(
+                &site.name,
+                "push",
+                Status::Done,
+                &format!(
+                    "{reference_with_tag}@{digest} ({:.1}s)",
+                    started.elapsed().as_secs_f64()
+                ),
+            );
+            digest
         };
         let image = format!("{reference_with_tag}@{digest}");
         report.image = Some(image.clone());
@@ -347,18 +481,39 @@ impl RunContext<'_> {
             image: image.clone(),
             commit: commit.id.clone(),
             source_digest,
-            change_cause: format!("berth: {} {} {}", site.name, reference::short(&commit.id), commit.summary),
+            change_cause: format!(
+                "berth: {} {} {}",
+                site.name,
+                reference::short(&commit.id),
+                commit.summary
+            ),
         };
-        let outcome = self.deployer.deploy(&site.name, &site.deployment, &change, printer).await.map_err(deploy_failure)?;
-        report.durations.insert("deploy".into(), started.elapsed().as_secs_f64());
+        let outcome = self
+            .deployer
+            .deploy(&site.name, &site.deployment, &change, printer)
+            .await
+            .map_err(deploy_failure)?;
+        report
+            .durations
+            .insert("deploy".into(), started.elapsed().as_secs_f64());
         let target = format!("{}/{}", site.deployment.namespace, site.deployment.name);
         Ok(match outcome {
             Outcome::UpToDate => {
-                printer.stage(&site.name, "deploy", Status::Skipped, &format!("up to date: {target} already runs {image}"));
+                printer.stage(
+                    &site.name,
+                    "deploy",
+                    Status::Skipped,
+                    &format!("up to date: {target} already runs {image}"),
+                );
                 SiteAction::UpToDate
             }
             Outcome::RolledOut => {
-                printer.stage(&site.name, "deploy", Status::Done, &format!("{target} rolled out ({:.1}s)", started.elapsed().as_secs_f64()));
+                printer.stage(
+                    &site.name,
+                    "deploy",
+                    Status::Done,
+                    &format!("{target} rolled out ({:.1}s)", started.elapsed().as_secs_f64()),
+                );
                 SiteAction::Deployed
             }
         })
@@ -367,15 +522,25 @@ impl RunContext<'_> {
     /// The registry's digest for `reference` when the local Engine knows that image
     /// was built from `source_digest` and the registry holds it.
     async fn existing(&self, reference: &str, source_digest: &str) -> Result<Option<String>, StageFailure> {
-        let Ok(local) = self.docker.inspect_image(reference).await else { return Ok(None) };
+        let Ok(local) = self.docker.inspect_image(reference).await else {
+            return Ok(None);
+        };
         let labels = local.config.and_then(|c| c.labels).unwrap_or_default();
         if labels.get(SOURCE_DIGEST_LABEL).map(String::as_str) != Some(source_digest) {
             return Ok(None);
         }
-        push::registry_digest(self.docker, reference, self.auth).await.map_err(push_failure)
+        push::registry_digest(self.docker, reference, self.auth)
+            .await
+            .map_err(push_failure)
     }
 
-    async fn build(&self, site: &Site, synced: &Synced, source_digest: &str, tag: &str) -> Result<String, StageFailure> {
+    async fn build(
+        &self,
+        site: &Site,
+        synced: &Synced,
+        source_digest: &str,
+        tag: &str,
+    ) -> Result<String, StageFailure> {
         let printer = self.printer;
         let commit = &synced.commit;
         let started = Instant::now();
@@ -385,53 +550,111 @@ impl RunContext<'_> {
             None => generated.clone(),
         };
         if !content.is_dir() {
-            return Err(build::BuildError::NoOutput(site.output.clone().unwrap_or_else(|| ".".into())).into());
+            return Err(
+                build::BuildError::NoOutput(site.output.clone().unwrap_or_else(|| ".".into())).into(),
+            );
         }
-        let work = tempfile::Builder::new().prefix(&format!("{}-context-", site.name)).tempdir_in(self.work_dir)?;
+        let work = tempfile::Builder::new()
+            .prefix(&format!("{}-context-", site.name))
+            .tempdir_in(self.work_dir)?;
         let context_path = work.path().join("context.tar");
         let mtime = u64::try_from(commit.time).unwrap_or(0);
         let (dockerfile_in_context, layout_root) = match &site.image_source {
-            ImageSource::Template(name) => ("Dockerfile".to_string(), Some(self.config.templates_dir.join(name).join("Dockerfile"))),
+            ImageSource::Template(name) => (
+                "Dockerfile".to_string(),
+                Some(self.config.templates_dir.join(name).join("Dockerfile")),
+            ),
             ImageSource::Dockerfile(path) => (path.clone(), None),
         };
-        let context = {
-            let content = content.clone();
+        let build_context = {
+            let site_content = content.clone();
             let generated = generated.clone();
             let context_path = context_path.clone();
             tokio::task::spawn_blocking(move || {
                 let layout = match &layout_root {
-                    Some(dockerfile) => ContextLayout::Template { dockerfile, content: &content },
+                    Some(dockerfile) => ContextLayout::Template {
+                        dockerfile,
+                        content: &site_content,
+                    },
                     None => ContextLayout::Folder { root: &generated },
                 };
                 build::write_context(&layout, mtime, &context_path)
             })
             .await??
         };
-        printer.stage(&site.name, "context", Status::Done, &format!("{} files, {} KiB, sha256:{}", context.files, context.bytes / 1024, &context.digest[..12]));
+        printer.stage(
+            &site.name,
+            "context",
+            Status::Done,
+            &format!(
+                "{} files, {} KiB, sha256:{}",
+                build_context.files,
+                build_context.bytes / 1024,
+                &build_context.digest[..12]
+            ),
+        );
         let mut labels = BTreeMap::new();
         labels.insert("org.opencontainers.image.revision".to_string(), commit.id.clone());
-        labels.insert("org.opencontainers.image.source".to_string(), self.config.repo(&site.repo).expect("validated").url.clone());
-        labels.insert("org.opencontainers.image.created".to_string(), rfc3339(commit.time));
+        labels.insert(
+            "org.opencontainers.image.source".to_string(),
+            self.config.repo(&site.repo).expect("validated").url.clone(),
+        );
+        labels.insert(
+            "org.opencontainers.image.created".to_string(),
+            rfc3339(commit.time),
+        );
         labels.insert(SOURCE_DIGEST_LABEL.to_string(), source_digest.to_string());
-        labels.insert("dev.berth.context-digest".to_string(), context.digest.clone());
+        labels.insert("dev.berth.context-digest".to_string(), build_context.digest.clone());
         labels.insert("dev.berth.site".to_string(), site.name.clone());
         let mut credentials = HashMap::new();
         if let Some(creds) = &self.auth.credentials {
             credentials.insert(self.auth.registry.clone(), creds.clone());
         }
-        let request = ImageBuild { context: &context, dockerfile: &dockerfile_in_context, tag, build_args: &site.build_args, labels: &labels, credentials };
-        let image_id = build::build_image(self.docker, request, printer).await.map_err(|error| match error {
-            build::BuildError::Unreachable(_) => environment(error),
-            other => other.into(),
-        })?;
-        printer.stage(&site.name, "build", Status::Done, &format!("{tag} {} ({:.1}s)", short_id(&image_id), started.elapsed().as_secs_f64()));
+        let request = ImageBuild {
+            context: &build_context,
+            dockerfile: &dockerfile_in_context,
+            tag,
+            build_args: &site.build_args,
+            labels: &labels,
+            credentials,
+        };
+        let image_id =
+            build::build_image(self.docker, request, printer)
+                .await
+                .map_err(|error| match error {
+                    build::BuildError::Unreachable(_) => environment(error),
+                    other => other.into(),
+                })?;
+        printer.stage(
+            &site.name,
+            "build",
+            Status::Done,
+            &format!(
+                "{tag} {} ({:.1}s)",
+                short_id(&image_id),
+                started.elapsed().as_secs_f64()
+            ),
+        );
         Ok(image_id)
     }
 
     /// Exports the site's folder and runs its generator, once per (repo, commit, folder, command).
     async fn generate(&self, site: &Site, synced: &Synced) -> Result<PathBuf, String> {
-        let key = format!("{}\0{}\0{}\0{}", site.repo, synced.commit.id, site.path, site.build.as_deref().unwrap_or(""));
-        let cell = self.shared.cells.lock().expect("not poisoned").entry(key).or_default().clone();
+        let key = format!(
+            "{}\0{}\0{}\0{}",
+            site.repo,
+            synced.commit.id,
+            site.path,
+            site.build.as_deref().unwrap_or("")
+        );
+        let cell = self
+            .shared
+            .cells
+            .lock()
+            .expect("not poisoned")
+            .entry(key)
+            .or_default()
+            .clone();
         cell.get_or_init(|| async {
             let started = Instant::now();
             let directory = tempfile::Builder::new()
@@ -444,19 +667,47 @@ impl RunContext<'_> {
             let commit = synced.commit.id.clone();
             let path = site.path.clone();
             let export_to = source.clone();
-            let files = tokio::task::spawn_blocking(move || mirror.lock().expect("not poisoned").export(&commit, &path, &export_to))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-            self.printer.stage(&site.name, "export", Status::Done, &format!("{files} files of {}:{} ({:.1}s)", site.repo, site.path, started.elapsed().as_secs_f64()));
+            let files = tokio::task::spawn_blocking(move || {
+                mirror
+                    .lock()
+                    .expect("not poisoned")
+                    .export(&commit, &path, &export_to)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            self.printer.stage(
+                &site.name,
+                "export",
+                Status::Done,
+                &format!(
+                    "{files} files of {}:{} ({:.1}s)",
+                    site.repo,
+                    site.path,
+                    started.elapsed().as_secs_f64()
+                ),
+            );
             if let Some(command) = &site.build {
                 let started = Instant::now();
                 let home = directory.join("home");
                 std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
-                build::run_generator(command, &source, &home, &synced.commit.id, synced.commit.time, &site.repo, self.printer)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.printer.stage(&site.name, "generate", Status::Done, &format!("`{command}` ({:.1}s)", started.elapsed().as_secs_f64()));
+                build::run_generator(
+                    command,
+                    &source,
+                    &home,
+                    &synced.commit.id,
+                    synced.commit.time,
+                    &site.repo,
+                    self.printer,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                self.printer.stage(
+                    &site.name,
+                    "generate",
+                    Status::Done,
+                    &format!("`{command}` ({:.1}s)", started.elapsed().as_secs_f64()),
+                );
             }
             Ok(source)
         })
@@ -474,7 +725,11 @@ pub const SOURCE_DIGEST_LABEL: &str = "dev.berth.source-digest";
 pub fn source_digest(config: &Config, site: &Site, tree: &str) -> anyhow::Result<String> {
     let mut hasher = Sha256::new();
     hasher.update(b"berth-source-v1\n");
-    hasher.update(format!("tree {tree}\nbuild {}\noutput {}\n", site.build.as_deref().unwrap_or("-"), site.output.as_deref().unwrap_or("-")));
+    hasher.update(format!(
+        "tree {tree}\nbuild {}\noutput {}\n",
+        site.build.as_deref().unwrap_or("-"),
+        site.output.as_deref().unwrap_or("-")
+    ));
     match &site.image_source {
         ImageSource::Template(name) => {
             let path = config.templates_dir.join(name).join("Dockerfile");
@@ -508,7 +763,10 @@ fn push_failure(error: push::PushError) -> StageFailure {
 /// `registry/repo:<12 hex>@sha256:<12 hex>` for tables; JSON keeps the full reference.
 fn short_image(image: &str) -> String {
     let (name, digest) = image.split_once('@').unwrap_or((image, ""));
-    let (repository, tag) = name.rsplit_once(':').filter(|(r, _)| !r.ends_with(']')).unwrap_or((name, ""));
+    let (repository, tag) = name
+        .rsplit_once(':')
+        .filter(|(r, _)| !r.ends_with(']'))
+        .unwrap_or((name, ""));
     let mut text = repository.to_string();
     if !tag.is_empty() {
         text.push(':');

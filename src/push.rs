@@ -25,13 +25,24 @@ use crate::config::CredentialSource;
 pub enum PushError {
     /// The registry refused our credentials (or we had none). Not retried.
     #[error("registry {registry} refused the push: {message} (credentials from {source_description})")]
-    Auth { registry: String, message: String, source_description: String },
+    Auth {
+        registry: String,
+        message: String,
+        source_description: String,
+    },
     /// Credentials could not be read from their source.
     #[error("cannot read registry credentials from {source_description}: {message}")]
-    Credentials { source_description: String, message: String },
+    Credentials {
+        source_description: String,
+        message: String,
+    },
     /// The push failed after retries.
     #[error("pushing {image} failed after {attempts} attempts: {message}")]
-    Failed { image: String, attempts: u32, message: String },
+    Failed {
+        image: String,
+        attempts: u32,
+        message: String,
+    },
     /// The registry holds no digest for what we pushed.
     #[error("the registry reported no digest for {0}")]
     NoDigest(String),
@@ -60,44 +71,76 @@ impl std::fmt::Debug for RegistryAuth {
 }
 
 /// Reads the credentials for `registry` from `source`.
-pub fn resolve_credentials(registry: &str, source: &CredentialSource, config_dir: &std::path::Path) -> Result<RegistryAuth, PushError> {
+pub fn resolve_credentials(
+    registry: &str,
+    source: &CredentialSource,
+    config_dir: &std::path::Path,
+) -> Result<RegistryAuth, PushError> {
     let source_description = describe_source(source);
-    let error = |message: String| PushError::Credentials { source_description: source_description.clone(), message };
+    let error = |message: String| PushError::Credentials {
+        source_description: source_description.clone(),
+        message,
+    };
     let credentials = match source {
         CredentialSource::None => None,
-        CredentialSource::Environment { username_env, password_env } => {
-            let username = std::env::var(username_env).map_err(|_| error(format!("{username_env} is not set")))?;
-            let password = std::env::var(password_env).map_err(|_| error(format!("{password_env} is not set")))?;
+        CredentialSource::Environment {
+            username_env,
+            password_env,
+        } => {
+            let username =
+                std::env::var(username_env).map_err(|_| error(format!("{username_env} is not set")))?;
+            let password =
+                std::env::var(password_env).map_err(|_| error(format!("{password_env} is not set")))?;
             Some(basic(registry, username, password))
         }
-        CredentialSource::Files { username, password_file } => {
-            let path = if password_file.is_absolute() { password_file.clone() } else { config_dir.join(password_file) };
-            let text = std::fs::read_to_string(&path).map_err(|e| error(format!("{}: {e}", path.display())))?;
+        CredentialSource::Files {
+            username,
+            password_file,
+        } => {
+            let path = if password_file.is_absolute() {
+                password_file.clone()
+            } else {
+                config_dir.join(password_file)
+            };
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| error(format!("{}: {e}", path.display())))?;
             let password = text.lines().next().unwrap_or_default().to_string();
             Some(basic(registry, username.clone(), password))
         }
         CredentialSource::DockerConfig => from_docker_config(registry).map_err(error)?,
     };
-    Ok(RegistryAuth { registry: registry.to_string(), credentials, source_description })
+    Ok(RegistryAuth {
+        registry: registry.to_string(),
+        credentials,
+        source_description,
+    })
 }
 
 fn describe_source(source: &CredentialSource) -> String {
     match source {
-        CredentialSource::DockerConfig => format!("Docker's config.json ({})", docker_config_path().display()),
+        CredentialSource::DockerConfig => {
+            format!("Docker's config.json ({})", docker_config_path().display())
+        }
         other => other.to_string(),
     }
 }
 
 fn basic(registry: &str, username: String, password: String) -> DockerCredentials {
-    DockerCredentials { username: Some(username), password: Some(password), serveraddress: Some(registry.to_string()), ..Default::default() }
+    DockerCredentials {
+        username: Some(username),
+        password: Some(password),
+        serveraddress: Some(registry.to_string()),
+        ..Default::default()
+    }
 }
 
 fn docker_config_path() -> PathBuf {
-    std::env::var_os("DOCKER_CONFIG").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".docker"),
-        PathBuf::from,
-    )
-    .join("config.json")
+    std::env::var_os("DOCKER_CONFIG")
+        .map_or_else(
+            || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".docker"),
+            PathBuf::from,
+        )
+        .join("config.json")
 }
 
 /// Reads `auths`, `credHelpers` and `credsStore` as `docker login` leaves them.
@@ -108,7 +151,8 @@ fn from_docker_config(registry: &str) -> Result<Option<DockerCredentials>, Strin
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(format!("{}: {error}", path.display())),
     };
-    let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let config: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
     let helper = config
         .get("credHelpers")
         .and_then(|helpers| helpers.get(registry))
@@ -118,7 +162,10 @@ fn from_docker_config(registry: &str) -> Result<Option<DockerCredentials>, Strin
         return credential_helper(helper, registry).map(Some);
     }
     let Some(entry) = config.get("auths").and_then(|auths| {
-        auths.get(registry).or_else(|| auths.get(&format!("http://{registry}"))).or_else(|| auths.get(&format!("https://{registry}")))
+        auths
+            .get(registry)
+            .or_else(|| auths.get(format!("http://{registry}")))
+            .or_else(|| auths.get(format!("https://{registry}")))
     }) else {
         return Ok(None);
     };
@@ -126,12 +173,19 @@ fn from_docker_config(registry: &str) -> Result<Option<DockerCredentials>, Strin
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
             .map_err(|_| format!("the `auth` entry for {registry} is not base64"))?;
-        let decoded = String::from_utf8(decoded).map_err(|_| format!("the `auth` entry for {registry} is not UTF-8"))?;
-        let (username, password) = decoded.split_once(':').ok_or_else(|| format!("the `auth` entry for {registry} is not user:password"))?;
+        let decoded = String::from_utf8(decoded)
+            .map_err(|_| format!("the `auth` entry for {registry} is not UTF-8"))?;
+        let (username, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| format!("the `auth` entry for {registry} is not user:password"))?;
         return Ok(Some(basic(registry, username.to_string(), password.to_string())));
     }
     if let Some(token) = entry.get("identitytoken").and_then(serde_json::Value::as_str) {
-        return Ok(Some(DockerCredentials { identitytoken: Some(token.to_string()), serveraddress: Some(registry.to_string()), ..Default::default() }));
+        return Ok(Some(DockerCredentials {
+            identitytoken: Some(token.to_string()),
+            serveraddress: Some(registry.to_string()),
+            ..Default::default()
+        }));
     }
     Ok(None)
 }
@@ -147,29 +201,60 @@ fn credential_helper(helper: &str, registry: &str) -> Result<DockerCredentials, 
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run credential helper {program}: {e}"))?;
-    child.stdin.take().expect("piped").write_all(registry.as_bytes()).map_err(|e| format!("{program}: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(registry.as_bytes())
+        .map_err(|e| format!("{program}: {e}"))?;
     let output = child.wait_with_output().map_err(|e| format!("{program}: {e}"))?;
     if !output.status.success() {
         // The helper's stderr names the problem; it never holds the secret.
         let message = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        return Err(format!("credential helper {program} failed for {registry}: {message}"));
+        return Err(format!(
+            "credential helper {program} failed for {registry}: {message}"
+        ));
     }
-    let reply: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|_| format!("credential helper {program} did not answer JSON"))?;
-    let username = reply.get("Username").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
-    let secret = reply.get("Secret").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+    let reply: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|_| format!("credential helper {program} did not answer JSON"))?;
+    let username = reply
+        .get("Username")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let secret = reply
+        .get("Secret")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if username == "<token>" {
-        return Ok(DockerCredentials { identitytoken: Some(secret), serveraddress: Some(registry.to_string()), ..Default::default() });
+        return Ok(DockerCredentials {
+            identitytoken: Some(secret),
+            serveraddress: Some(registry.to_string()),
+            ..Default::default()
+        });
     }
     Ok(basic(registry, username, secret))
 }
 
 /// The manifest digest the registry holds for `reference`, or `None` when it has none.
-pub async fn registry_digest(docker: &Docker, reference: &str, auth: &RegistryAuth) -> Result<Option<String>, PushError> {
-    match docker.inspect_registry_image(reference, auth.credentials.clone()).await {
+pub async fn registry_digest(
+    docker: &Docker,
+    reference: &str,
+    auth: &RegistryAuth,
+) -> Result<Option<String>, PushError> {
+    match docker
+        .inspect_registry_image(reference, auth.credentials.clone())
+        .await
+    {
         Ok(inspect) => Ok(inspect.descriptor.digest),
         Err(bollard::errors::Error::DockerResponseServerError { status_code, message }) => {
             if is_auth_message(&message) || status_code == 401 {
-                Err(PushError::Auth { registry: auth.registry.clone(), message, source_description: auth.source_description.clone() })
+                Err(PushError::Auth {
+                    registry: auth.registry.clone(),
+                    message,
+                    source_description: auth.source_description.clone(),
+                })
             } else {
                 // 404 and "manifest unknown": the tag does not exist yet.
                 Ok(None)
@@ -181,18 +266,36 @@ pub async fn registry_digest(docker: &Docker, reference: &str, auth: &RegistryAu
 
 fn is_auth_message(message: &str) -> bool {
     let lower = message.to_ascii_lowercase();
-    ["unauthorized", "authentication required", "no basic auth credentials", "denied", "incorrect username or password"]
-        .iter()
-        .any(|needle| lower.contains(needle))
+    [
+        "unauthorized",
+        "authentication required",
+        "no basic auth credentials",
+        "denied",
+        "incorrect username or password",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle))
 }
 
 const PUSH_ATTEMPTS: u32 = 3;
 
 /// Tags `image_id` as `repository:tag`, pushes it and returns the manifest digest.
-pub async fn push(docker: &Docker, image_id: &str, repository: &str, tag: &str, auth: &RegistryAuth) -> Result<String, PushError> {
+pub async fn push(
+    docker: &Docker,
+    image_id: &str,
+    repository: &str,
+    tag: &str,
+    auth: &RegistryAuth,
+) -> Result<String, PushError> {
     let reference = format!("{repository}:{tag}");
     docker
-        .tag_image(image_id, Some(TagImageOptions { repo: Some(repository.to_string()), tag: Some(tag.to_string()) }))
+        .tag_image(
+            image_id,
+            Some(TagImageOptions {
+                repo: Some(repository.to_string()),
+                tag: Some(tag.to_string()),
+            }),
+        )
         .await
         .map_err(|error| PushError::Unreachable(error.to_string()))?;
     let mut last = String::new();
@@ -200,7 +303,11 @@ pub async fn push(docker: &Docker, image_id: &str, repository: &str, tag: &str, 
         match push_once(docker, repository, tag, auth).await {
             Ok(()) => return pushed_digest(docker, repository, &reference).await,
             Err(PushAttempt::Auth(message)) => {
-                return Err(PushError::Auth { registry: auth.registry.clone(), message, source_description: auth.source_description.clone() });
+                return Err(PushError::Auth {
+                    registry: auth.registry.clone(),
+                    message,
+                    source_description: auth.source_description.clone(),
+                });
             }
             Err(PushAttempt::Transient(message)) => {
                 tracing::debug!(%reference, attempt, "push failed: {message}");
@@ -211,7 +318,11 @@ pub async fn push(docker: &Docker, image_id: &str, repository: &str, tag: &str, 
             }
         }
     }
-    Err(PushError::Failed { image: reference, attempts: PUSH_ATTEMPTS, message: last })
+    Err(PushError::Failed {
+        image: reference,
+        attempts: PUSH_ATTEMPTS,
+        message: last,
+    })
 }
 
 enum PushAttempt {
@@ -219,8 +330,16 @@ enum PushAttempt {
     Transient(String),
 }
 
-async fn push_once(docker: &Docker, repository: &str, tag: &str, auth: &RegistryAuth) -> Result<(), PushAttempt> {
-    let options = PushImageOptions { tag: Some(tag.to_string()), ..Default::default() };
+async fn push_once(
+    docker: &Docker,
+    repository: &str,
+    tag: &str,
+    auth: &RegistryAuth,
+) -> Result<(), PushAttempt> {
+    let options = PushImageOptions {
+        tag: Some(tag.to_string()),
+        ..Default::default()
+    };
     let mut stream = docker.push_image(repository, Some(options), auth.credentials.clone());
     while let Some(item) = stream.next().await {
         let message = match item {
@@ -231,7 +350,11 @@ async fn push_once(docker: &Docker, repository: &str, tag: &str, auth: &Registry
             Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => message,
             Err(error) => error.to_string(),
         };
-        return Err(if is_auth_message(&message) { PushAttempt::Auth(message) } else { PushAttempt::Transient(message) });
+        return Err(if is_auth_message(&message) {
+            PushAttempt::Auth(message)
+        } else {
+            PushAttempt::Transient(message)
+        });
     }
     Ok(())
 }
@@ -239,7 +362,10 @@ async fn push_once(docker: &Docker, repository: &str, tag: &str, auth: &Registry
 /// The digest the registry holds, read back from the image's `RepoDigests`
 /// (the push stream does not carry it reliably).
 async fn pushed_digest(docker: &Docker, repository: &str, reference: &str) -> Result<String, PushError> {
-    let inspect = docker.inspect_image(reference).await.map_err(|error| PushError::Unreachable(error.to_string()))?;
+    let inspect = docker
+        .inspect_image(reference)
+        .await
+        .map_err(|error| PushError::Unreachable(error.to_string()))?;
     inspect
         .repo_digests
         .unwrap_or_default()

@@ -9,7 +9,9 @@
 /// Checks `host[:port]` as the distribution grammar's domain.
 pub fn check_registry(address: &str) -> Result<(), String> {
     if address.contains("://") || address.contains('/') {
-        return Err(format!("`{address}` is not a registry address: give host[:port], without scheme or path"));
+        return Err(format!(
+            "`{address}` is not a registry address: give host[:port], without scheme or path"
+        ));
     }
     let (host, port) = match address.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
@@ -25,7 +27,9 @@ pub fn check_registry(address: &str) -> Result<(), String> {
         return Err("the registry address is empty".into());
     }
     if host.contains('/') || address.contains("://") {
-        return Err(format!("`{address}` is not a registry address: give host[:port], without scheme or path"));
+        return Err(format!(
+            "`{address}` is not a registry address: give host[:port], without scheme or path"
+        ));
     }
     if host.starts_with('[') && host.ends_with(']') {
         return if host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok() {
@@ -53,10 +57,14 @@ pub fn check_repository(repository: &str, full: Option<&str>) -> Result<(), Stri
         return Err("the image name is empty".into());
     }
     if repository.contains('@') {
-        return Err(format!("`{repository}` holds a digest; give the repository only, berth tags each image by commit"));
+        return Err(format!(
+            "`{repository}` holds a digest; give the repository only, berth tags each image by commit"
+        ));
     }
     if repository.contains(':') {
-        return Err(format!("`{repository}` holds a tag or port; give the repository only (berth tags each image by commit) and put the registry in [registry].address"));
+        return Err(format!(
+            "`{repository}` holds a tag or port; give the repository only (berth tags each image by commit) and put the registry in [registry].address"
+        ));
     }
     for component in repository.split('/') {
         if !is_path_component(component) {
@@ -65,10 +73,12 @@ pub fn check_repository(repository: &str, full: Option<&str>) -> Result<(), Stri
             ));
         }
     }
-    if let Some(full) = full {
-        if full.len() > 255 {
-            return Err(format!("the image reference `{full}` is longer than 255 characters"));
-        }
+    if let Some(full) = full
+        && full.len() > 255
+    {
+        return Err(format!(
+            "the image reference `{full}` is longer than 255 characters"
+        ));
     }
     Ok(())
 }
@@ -116,25 +126,30 @@ fn is_path_component(component: &str) -> bool {
 pub fn check_dns_label(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if valid {
         Ok(())
     } else {
-        Err(format!("`{name}` must be at most 63 lowercase letters, digits and `-`, starting and ending with a letter or digit"))
+        Err(format!(
+            "`{name}` must be at most 63 lowercase letters, digits and `-`, starting and ending with a letter or digit"
+        ))
     }
 }
 
 /// A DNS-1123 subdomain: what Kubernetes requires of Deployment names.
 pub fn check_dns_subdomain(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|part| check_dns_label(part).is_ok());
+    let valid =
+        !name.is_empty() && name.len() <= 253 && name.split('.').all(|part| check_dns_label(part).is_ok());
     if valid {
         Ok(())
     } else {
-        Err(format!("`{name}` must be at most 253 lowercase letters, digits, `-` and `.`, each dot-separated part starting and ending with a letter or digit"))
+        Err(format!(
+            "`{name}` must be at most 253 lowercase letters, digits, `-` and `.`, each dot-separated part starting and ending with a letter or digit"
+        ))
     }
 }
 
@@ -149,7 +164,11 @@ pub fn commit_tag(commit: &str) -> String {
 
 /// The tag of a developer's local build: never a plain commit id.
 pub fn dirty_tag(commit: &str, content_digest: &str) -> String {
-    format!("{}-dirty-{}", &commit[..commit.len().min(12)], &content_digest[..content_digest.len().min(12)])
+    format!(
+        "{}-dirty-{}",
+        &commit[..commit.len().min(12)],
+        &content_digest[..content_digest.len().min(12)]
+    )
 }
 
 /// Short form for people: the first 12 hex digits.
@@ -179,7 +198,17 @@ mod tests {
         for good in ["sites/www", "a", "a.b/c_d/e__f", "a--b", "web-de"] {
             assert!(check_repository(good, None).is_ok(), "{good}");
         }
-        for bad in ["Sites/www", "a//b", "a/", "-a", "a_", "a___b", "www:latest", "www@sha256:00", ""] {
+        for bad in [
+            "Sites/www",
+            "a//b",
+            "a/",
+            "-a",
+            "a_",
+            "a___b",
+            "www:latest",
+            "www@sha256:00",
+            "",
+        ] {
             assert!(check_repository(bad, None).is_err(), "{bad}");
         }
         assert!(check_repository("a", Some(&"x".repeat(256))).is_err());
@@ -198,7 +227,10 @@ mod tests {
     fn tags() {
         let commit = "A801302C5F310C223E5AE1044E7E288592592C38";
         assert_eq!(commit_tag(commit), commit.to_ascii_lowercase());
-        assert_eq!(dirty_tag("a801302c5f310c223e5ae1044e7e288592592c38", "0123456789abcdef"), "a801302c5f31-dirty-0123456789ab");
+        assert_eq!(
+            dirty_tag("a801302c5f310c223e5ae1044e7e288592592c38", "0123456789abcdef"),
+            "a801302c5f31-dirty-0123456789ab"
+        );
         assert_eq!(short("a801302c5f310c22"), "a801302c5f31");
     }
 }

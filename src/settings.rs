@@ -36,8 +36,14 @@ impl Settings {
         };
         let action = match cli.command {
             Command::Validate => Action::Validate,
-            Command::Run(args) => Action::Run { sites: args.sites, jobs: args.jobs.max(1) },
-            Command::Ship(args) => Action::Ship { site: args.site, commit: args.commit },
+            Command::Run(args) => Action::Run {
+                sites: args.sites,
+                jobs: args.jobs.max(1),
+            },
+            Command::Ship(args) => Action::Ship {
+                site: args.site,
+                commit: args.commit,
+            },
         };
         Self {
             config_path: cli.global.config,

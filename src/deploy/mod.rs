@@ -48,19 +48,34 @@ pub enum DeployError {
     NotFound { namespace: String, name: String },
     /// The Deployment has no container of that name.
     #[error("Deployment {namespace}/{name} has no container `{container}` (it has: {existing})")]
-    NoContainer { namespace: String, name: String, container: String, existing: String },
+    NoContainer {
+        namespace: String,
+        name: String,
+        container: String,
+        existing: String,
+    },
     /// The API server refused a request; the message says which verb on which resource.
     #[error("{verb} {resource} {namespace}/{name} was refused: {message}")]
-    Refused { verb: &'static str, resource: &'static str, namespace: String, name: String, message: String },
+    Refused {
+        verb: &'static str,
+        resource: &'static str,
+        namespace: String,
+        name: String,
+        message: String,
+    },
     /// The API server could not be reached.
     #[error("cannot reach the Kubernetes API server: {0}")]
     Unreachable(String),
     /// The rollout failed; the Deployment was rolled back (or not, as said).
-    #[error("rollout of {image} failed: {reason}{}", rollback_text(.rolled_back))]
-    RolloutFailed { image: String, reason: String, rolled_back: Option<Result<String, String>> },
+    #[error("rollout of {image} failed: {reason}{}", rollback_text(.rolled_back.as_ref()))]
+    RolloutFailed {
+        image: String,
+        reason: String,
+        rolled_back: Option<Result<String, String>>,
+    },
 }
 
-fn rollback_text(rolled_back: &Option<Result<String, String>>) -> String {
+fn rollback_text(rolled_back: Option<&Result<String, String>>) -> String {
     match rolled_back {
         None => String::new(),
         Some(Ok(image)) => format!("\nrolled back: the previous version ({image}) serves again"),
@@ -105,11 +120,15 @@ pub struct Deployer {
 impl Deployer {
     /// Connects with the kubeconfig (`KUBECONFIG` or `~/.kube/config`) and `context`.
     pub async fn connect(context: Option<&str>, timeout: Duration) -> Result<Self, DeployError> {
-        let options = kube::config::KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };
+        let options = kube::config::KubeConfigOptions {
+            context: context.map(str::to_string),
+            ..Default::default()
+        };
         let config = kube::Config::from_kubeconfig(&options)
             .await
             .map_err(|error| DeployError::Unreachable(format!("cannot load the kubeconfig: {error}")))?;
-        let client = kube::Client::try_from(config).map_err(|error| DeployError::Unreachable(error.to_string()))?;
+        let client =
+            kube::Client::try_from(config).map_err(|error| DeployError::Unreachable(error.to_string()))?;
         Ok(Self { client, timeout })
     }
 
@@ -124,16 +143,26 @@ impl Deployer {
     }
 
     async fn read(&self, target: &DeploymentTarget) -> Result<Deployment, DeployError> {
-        self.deployments(&target.namespace).get(&target.name).await.map_err(|error| match &error {
-            kube::Error::Api(response) if response.code == 404 => {
-                DeployError::NotFound { namespace: target.namespace.clone(), name: target.name.clone() }
-            }
-            _ => api_error(error, "get", "deployments", target),
-        })
+        self.deployments(&target.namespace)
+            .get(&target.name)
+            .await
+            .map_err(|error| match &error {
+                kube::Error::Api(response) if response.code == 404 => DeployError::NotFound {
+                    namespace: target.namespace.clone(),
+                    name: target.name.clone(),
+                },
+                _ => api_error(error, "get", "deployments", target),
+            })
     }
 
     /// Sets the image, waits for the rollout, rolls back on failure.
-    pub async fn deploy(&self, site: &str, target: &DeploymentTarget, change: &Change, printer: &Printer) -> Result<Outcome, DeployError> {
+    pub async fn deploy(
+        &self,
+        site: &str,
+        target: &DeploymentTarget,
+        change: &Change,
+        printer: &Printer,
+    ) -> Result<Outcome, DeployError> {
         let mut conflicts = 0;
         let previous = loop {
             let deployment = self.read(target).await?;
@@ -142,14 +171,32 @@ impl Deployer {
                 return Ok(Outcome::UpToDate);
             }
             let resource_version = deployment.metadata.resource_version.clone().unwrap_or_default();
-            match self.patch(target, &change.image, &annotations_of(change), &resource_version).await {
+            match self
+                .patch(target, &change.image, &annotations_of(change), &resource_version)
+                .await
+            {
                 Ok(()) => break previous,
-                Err(DeployError::Refused { message, .. }) if message.contains("409") || message.contains("Conflict") || message.contains("modified") => {
+                Err(DeployError::Refused { message, .. })
+                    if message.contains("409")
+                        || message.contains("Conflict")
+                        || message.contains("modified") =>
+                {
                     conflicts += 1;
                     if conflicts > 5 {
-                        return Err(DeployError::Refused { verb: "patch", resource: "deployments", namespace: target.namespace.clone(), name: target.name.clone(), message });
+                        return Err(DeployError::Refused {
+                            verb: "patch",
+                            resource: "deployments",
+                            namespace: target.namespace.clone(),
+                            name: target.name.clone(),
+                            message,
+                        });
                     }
-                    printer.stage(site, "deploy", Status::Warning, "the Deployment changed while berth read it; reading it again");
+                    printer.stage(
+                        site,
+                        "deploy",
+                        Status::Warning,
+                        "the Deployment changed while berth read it; reading it again",
+                    );
                 }
                 Err(error) => return Err(error),
             }
@@ -159,18 +206,43 @@ impl Deployer {
             Err(reason) => {
                 printer.stage(site, "deploy", Status::Failed, &format!("{reason}; rolling back"));
                 let rolled_back = match &previous.image {
-                    Some(image) => Some(self.roll_back(site, target, image, &previous, printer).await.map(|()| image.clone())),
+                    Some(image) => Some(
+                        self.roll_back(site, target, image, &previous, printer)
+                            .await
+                            .map(|()| image.clone()),
+                    ),
                     None => None,
                 };
-                Err(DeployError::RolloutFailed { image: change.image.clone(), reason, rolled_back })
+                Err(DeployError::RolloutFailed {
+                    image: change.image.clone(),
+                    reason,
+                    rolled_back,
+                })
             }
         }
     }
 
-    async fn roll_back(&self, site: &str, target: &DeploymentTarget, image: &str, previous: &Deployed, printer: &Printer) -> Result<(), String> {
+    async fn roll_back(
+        &self,
+        site: &str,
+        target: &DeploymentTarget,
+        image: &str,
+        previous: &Deployed,
+        printer: &Printer,
+    ) -> Result<(), String> {
         let mut annotations = serde_json::Map::new();
-        for key in [COMMIT_ANNOTATION, SOURCE_DIGEST_ANNOTATION, CHANGE_CAUSE_ANNOTATION] {
-            annotations.insert(key.to_string(), previous.annotations.get(key).map_or(serde_json::Value::Null, |v| json!(v)));
+        for key in [
+            COMMIT_ANNOTATION,
+            SOURCE_DIGEST_ANNOTATION,
+            CHANGE_CAUSE_ANNOTATION,
+        ] {
+            annotations.insert(
+                key.to_string(),
+                previous
+                    .annotations
+                    .get(key)
+                    .map_or(serde_json::Value::Null, |v| json!(v)),
+            );
         }
         for _ in 0..5 {
             let deployment = self.read(target).await.map_err(|e| e.to_string())?;
@@ -184,12 +256,21 @@ impl Deployer {
         Err("the Deployment kept changing while berth rolled it back".into())
     }
 
-    async fn patch(&self, target: &DeploymentTarget, image: &str, annotations: &serde_json::Map<String, serde_json::Value>, resource_version: &str) -> Result<(), DeployError> {
+    async fn patch(
+        &self,
+        target: &DeploymentTarget,
+        image: &str,
+        annotations: &serde_json::Map<String, serde_json::Value>,
+        resource_version: &str,
+    ) -> Result<(), DeployError> {
         let patch = json!({
             "metadata": { "annotations": annotations, "resourceVersion": resource_version },
             "spec": { "template": { "spec": { "containers": [ { "name": target.container, "image": image } ] } } }
         });
-        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
         self.deployments(&target.namespace)
             .patch(&target.name, &params, &Patch::Strategic(&patch))
             .await
@@ -209,8 +290,15 @@ impl Deployer {
         loop {
             let remaining = self.timeout.saturating_sub(started.elapsed());
             if remaining.is_zero() {
-                let detail = self.diagnose(target).await.map(|p| format!("; {}: {} {}", p.pod, p.reason, p.message)).unwrap_or_default();
-                return Err(format!("timed out after {:?} ({last_message}){detail}", self.timeout));
+                let detail = self
+                    .diagnose(target)
+                    .await
+                    .map(|p| format!("; {}: {} {}", p.pod, p.reason, p.message))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "timed out after {:?} ({last_message}){detail}",
+                    self.timeout
+                ));
             }
             tokio::select! {
                 event = stream.next() => match event {
@@ -250,20 +338,44 @@ impl Deployer {
         }
     }
 
-    /// The first problem among the pods of the Deployment's newest ReplicaSet.
+    /// The first problem among the pods of the Deployment's newest `ReplicaSet`.
     async fn diagnose(&self, target: &DeploymentTarget) -> Option<rollout::PodProblem> {
         let deployment = self.read(target).await.ok()?;
-        let revision = deployment.metadata.annotations.as_ref()?.get("deployment.kubernetes.io/revision")?.clone();
+        let revision = deployment
+            .metadata
+            .annotations
+            .as_ref()?
+            .get("deployment.kubernetes.io/revision")?
+            .clone();
         let selector = deployment.spec.selector.match_labels.as_ref()?;
-        let labels = selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let labels = selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let replica_sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &target.namespace);
-        let newest = replica_sets.list(&ListParams::default().labels(&labels)).await.ok()?.items.into_iter().find(|rs| {
-            rs.metadata.annotations.as_ref().and_then(|a| a.get("deployment.kubernetes.io/revision")) == Some(&revision)
-        })?;
+        let newest = replica_sets
+            .list(&ListParams::default().labels(&labels))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|rs| {
+                rs.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+                    == Some(&revision)
+            })?;
         let hash = newest.metadata.labels.as_ref()?.get("pod-template-hash")?.clone();
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
-        let pods = pods.list(&ListParams::default().labels(&format!("{labels},pod-template-hash={hash}"))).await.ok()?;
-        pods.items.iter().find_map(|pod| pod_problem(pod, &target.container))
+        let pods = pods
+            .list(&ListParams::default().labels(&format!("{labels},pod-template-hash={hash}")))
+            .await
+            .ok()?;
+        pods.items
+            .iter()
+            .find_map(|pod| pod_problem(pod, &target.container))
     }
 }
 
@@ -276,13 +388,26 @@ fn annotations_of(change: &Change) -> serde_json::Map<String, serde_json::Value>
 }
 
 fn deployed_of(deployment: &Deployment, target: &DeploymentTarget) -> Result<Deployed, DeployError> {
-    let containers = deployment.spec.template.spec.as_ref().map(|spec| spec.containers.as_slice()).unwrap_or_default();
-    let container = containers.iter().find(|c| c.name == target.container).ok_or_else(|| DeployError::NoContainer {
-        namespace: target.namespace.clone(),
-        name: target.name.clone(),
-        container: target.container.clone(),
-        existing: containers.iter().map(|c| format!("`{}`", c.name)).collect::<Vec<_>>().join(", "),
-    })?;
+    let containers = deployment
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .map(|spec| spec.containers.as_slice())
+        .unwrap_or_default();
+    let container = containers
+        .iter()
+        .find(|c| c.name == target.container)
+        .ok_or_else(|| DeployError::NoContainer {
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+            container: target.container.clone(),
+            existing: containers
+                .iter()
+                .map(|c| format!("`{}`", c.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
     let annotations = deployment.metadata.annotations.clone().unwrap_or_default();
     Ok(Deployed {
         image: container.image.clone(),
@@ -293,7 +418,12 @@ fn deployed_of(deployment: &Deployment, target: &DeploymentTarget) -> Result<Dep
     })
 }
 
-fn api_error(error: kube::Error, verb: &'static str, resource: &'static str, target: &DeploymentTarget) -> DeployError {
+fn api_error(
+    error: kube::Error,
+    verb: &'static str,
+    resource: &'static str,
+    target: &DeploymentTarget,
+) -> DeployError {
     match error {
         kube::Error::Api(response) => DeployError::Refused {
             verb,

@@ -34,7 +34,8 @@ pub fn rollout_state(deployment: &Deployment) -> RolloutState {
         return RolloutState::Progressing("Waiting for deployment spec update to be observed...".into());
     }
     let progress_deadline_exceeded = status.conditions.iter().flatten().any(|condition| {
-        condition.type_.as_deref() == Some("Progressing") && condition.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        condition.type_.as_deref() == Some("Progressing")
+            && condition.reason.as_deref() == Some("ProgressDeadlineExceeded")
     });
     if progress_deadline_exceeded {
         return RolloutState::Failed(format!("deployment {name:?} exceeded its progress deadline"));
@@ -72,8 +73,14 @@ pub struct PodProblem {
     pub fatal: bool,
 }
 
-const FATAL_WAITING_REASONS: [&str; 6] =
-    ["ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff", "CreateContainerConfigError", "ErrImageNeverPull"];
+const FATAL_WAITING_REASONS: [&str; 6] = [
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "ErrImageNeverPull",
+];
 
 /// The first problem of `container` in `pod`, if any: a waiting reason that will
 /// not recover, a scheduling failure, or a running container that is not ready.
@@ -81,7 +88,10 @@ pub fn pod_problem(pod: &Pod, container: &str) -> Option<PodProblem> {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let status = pod.status.as_ref()?;
     for condition in status.conditions.iter().flatten() {
-        if condition.type_ == "PodScheduled" && condition.status == "False" && condition.reason.as_deref() == Some("Unschedulable") {
+        if condition.type_ == "PodScheduled"
+            && condition.status == "False"
+            && condition.reason.as_deref() == Some("Unschedulable")
+        {
             return Some(PodProblem {
                 pod: name,
                 reason: "FailedScheduling".into(),
@@ -90,7 +100,11 @@ pub fn pod_problem(pod: &Pod, container: &str) -> Option<PodProblem> {
             });
         }
     }
-    let container_status = status.container_statuses.iter().flatten().find(|s| s.name == container)?;
+    let container_status = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|s| s.name == container)?;
     let state = container_status.state.as_ref()?;
     if let Some(waiting) = &state.waiting {
         let reason = waiting.reason.clone().unwrap_or_default();
@@ -98,15 +112,29 @@ pub fn pod_problem(pod: &Pod, container: &str) -> Option<PodProblem> {
             let mut message = waiting.message.clone().unwrap_or_default();
             if reason == "CrashLoopBackOff" {
                 message = format!("{message} (restarted {} times)", container_status.restart_count);
-                if let Some(terminated) = container_status.last_state.as_ref().and_then(|s| s.terminated.as_ref()) {
+                if let Some(terminated) = container_status
+                    .last_state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                {
                     message.push_str(&format!("; last exit code {}", terminated.exit_code));
                 }
             }
-            return Some(PodProblem { pod: name, reason, message: message.trim().to_string(), fatal: true });
+            return Some(PodProblem {
+                pod: name,
+                reason,
+                message: message.trim().to_string(),
+                fatal: true,
+            });
         }
     }
     if state.running.is_some() && !container_status.ready {
-        return Some(PodProblem { pod: name, reason: "NotReady".into(), message: "running but not ready (readiness probe failing)".into(), fatal: false });
+        return Some(PodProblem {
+            pod: name,
+            reason: "NotReady".into(),
+            message: "running but not ready (readiness probe failing)".into(),
+            fatal: false,
+        });
     }
     None
 }
@@ -124,7 +152,10 @@ mod tests {
     #[test]
     fn generation_not_observed_waits() {
         let deployment: Deployment = fixture("deployments/not-observed.json");
-        assert_eq!(rollout_state(&deployment), RolloutState::Progressing("Waiting for deployment spec update to be observed...".into()));
+        assert_eq!(
+            rollout_state(&deployment),
+            RolloutState::Progressing("Waiting for deployment spec update to be observed...".into())
+        );
     }
 
     #[test]
@@ -147,7 +178,10 @@ mod tests {
         let deployment: Deployment = fixture("deployments/old-terminating.json");
         assert_eq!(
             rollout_state(&deployment),
-            RolloutState::Progressing("Waiting for deployment \"web\" rollout to finish: 1 old replicas are pending termination...".into())
+            RolloutState::Progressing(
+                "Waiting for deployment \"web\" rollout to finish: 1 old replicas are pending termination..."
+                    .into()
+            )
         );
     }
 
@@ -156,7 +190,10 @@ mod tests {
         let deployment: Deployment = fixture("deployments/not-available.json");
         assert_eq!(
             rollout_state(&deployment),
-            RolloutState::Progressing("Waiting for deployment \"web\" rollout to finish: 2 of 3 updated replicas are available...".into())
+            RolloutState::Progressing(
+                "Waiting for deployment \"web\" rollout to finish: 2 of 3 updated replicas are available..."
+                    .into()
+            )
         );
     }
 
@@ -185,7 +222,11 @@ mod tests {
         let crash: Pod = fixture("pods/crash-loop.json");
         let problem = pod_problem(&crash, "web").unwrap();
         assert_eq!(problem.reason, "CrashLoopBackOff");
-        assert!(problem.message.contains("restarted 4 times"), "{}", problem.message);
+        assert!(
+            problem.message.contains("restarted 4 times"),
+            "{}",
+            problem.message
+        );
 
         let not_ready: Pod = fixture("pods/not-ready.json");
         assert_eq!(pod_problem(&not_ready, "web").unwrap().reason, "NotReady");

@@ -13,7 +13,12 @@ struct Example {
     images: HashMap<&'static str, String>,
 }
 
-const SITES: [(&str, &str); 4] = [("www-en", "website"), ("www-de", "website"), ("docs", "product"), ("landing", "landing")];
+const SITES: [(&str, &str); 4] = [
+    ("www-en", "website"),
+    ("www-de", "website"),
+    ("docs", "product"),
+    ("landing", "landing"),
+];
 
 impl Example {
     async fn new(name: &str) -> Self {
@@ -25,7 +30,9 @@ impl Example {
         let mut images = HashMap::new();
         for (site, _) in SITES {
             images.insert(site, format!("{}/{site}", world.prefix));
-            world.create_deployment(site, 2, &format!("{}/berth/base:busybox", world.stack.registry)).await;
+            world
+                .create_deployment(site, 2, &format!("{}/berth/base:busybox", world.stack.registry))
+                .await;
         }
         let templates = crate::support::repo_root().join("templates");
         let config = format!(
@@ -94,18 +101,34 @@ deployment = {{ name = "landing", container = "web" }}
     async fn generations(&self) -> HashMap<&'static str, i64> {
         let mut generations = HashMap::new();
         for (site, _) in SITES {
-            generations.insert(site, self.world.deployment(site).await.metadata.generation.unwrap());
+            generations.insert(
+                site,
+                self.world.deployment(site).await.metadata.generation.unwrap(),
+            );
         }
         generations
     }
 
     fn registry_tags(&self, site: &str) -> Vec<String> {
         let url = format!("/v2/{}/tags/list", self.images[site]);
-        let port: u16 = self.world.stack.registry.rsplit(':').next().unwrap().parse().unwrap();
+        let port: u16 = self
+            .world
+            .stack
+            .registry
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         let (status, body) = crate::support::http_get(port, &url).unwrap();
         assert_eq!(status, 200, "{url}: {body}");
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        json["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
+        json["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
     }
 }
 
@@ -121,8 +144,14 @@ async fn a_run_ships_every_site_then_changes_nothing_then_ships_only_what_change
         let head = example.head(repo);
         let image = image_of(&world.deployment(site).await);
         let expected = format!("{}/{}:{head}@sha256:", world.stack.registry, example.images[site]);
-        assert!(image.starts_with(&expected), "{site}: {image} does not start with {expected}");
-        assert!(example.registry_tags(site).contains(&head), "{site}: registry lacks tag {head}");
+        assert!(
+            image.starts_with(&expected),
+            "{site}: {image} does not start with {expected}"
+        );
+        assert!(
+            example.registry_tags(site).contains(&head),
+            "{site}: registry lacks tag {head}"
+        );
     }
 
     // 2. A second run with no new commits changes nothing in the cluster.
@@ -135,8 +164,18 @@ async fn a_run_ships_every_site_then_changes_nothing_then_ships_only_what_change
 
     // 3. A new commit to one repo ships only its site; a commit outside docs/ in
     //    the product's monorepo does not ship the docs.
-    let landing = world.commit(&example.urls["landing"], "main", &[("index.html", "<h1>new landing</h1>\n")], "New landing page");
-    world.commit(&example.urls["product"], "main", &[("src/lantern/extra.py", "print('x')\n")], "Code only");
+    let landing = world.commit(
+        &example.urls["landing"],
+        "main",
+        &[("index.html", "<h1>new landing</h1>\n")],
+        "New landing page",
+    );
+    world.commit(
+        &example.urls["product"],
+        "main",
+        &[("src/lantern/extra.py", "print('x')\n")],
+        "Code only",
+    );
     let output = world.berth(&["run"]);
     assert!(output.status.success(), "{}", text(&output));
     let after = example.generations().await;
@@ -160,7 +199,12 @@ async fn a_broken_build_command_ships_nothing_and_the_other_sites_still_ship() {
     let example = Example::new("broken-build").await;
     let world = &example.world;
     // Break the Hugo site's template: hugo fails, both languages fail, nothing pushed.
-    world.commit(&example.urls["website"], "main", &[("layouts/_default/baseof.html", "{{ .Broken ")], "Break the layout");
+    world.commit(
+        &example.urls["website"],
+        "main",
+        &[("layouts/_default/baseof.html", "{{ .Broken ")],
+        "Break the layout",
+    );
     let before_en = image_of(&world.deployment("www-en").await);
     let output = world.berth(&["run"]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
@@ -168,7 +212,8 @@ async fn a_broken_build_command_ships_nothing_and_the_other_sites_still_ship() {
     assert!(all.contains("build command `hugo --minify` failed"), "{all}");
     assert_eq!(image_of(&world.deployment("www-en").await), before_en);
     let port: u16 = world.stack.registry.rsplit(':').next().unwrap().parse().unwrap();
-    let (status, _) = crate::support::http_get(port, &format!("/v2/{}/tags/list", example.images["www-en"])).unwrap();
+    let (status, _) =
+        crate::support::http_get(port, &format!("/v2/{}/tags/list", example.images["www-en"])).unwrap();
     assert_eq!(status, 404, "nothing was pushed for www-en");
     // The others shipped.
     let landing = image_of(&world.deployment("landing").await);

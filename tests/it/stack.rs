@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::auth::DockerCredentials;
-use bollard::query_parameters::{
-    BuildImageOptions, BuilderVersion, CreateContainerOptions, CreateImageOptions, PushImageOptions, RemoveContainerOptions,
-    RemoveImageOptions, TagImageOptions,
-};
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use berth::deploy::rollout::{RolloutState, pod_problem, rollout_state};
+use bollard::auth::DockerCredentials;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    BuildImageOptions, BuilderVersion, CreateContainerOptions, CreateImageOptions, PushImageOptions,
+    RemoveContainerOptions, RemoveImageOptions, TagImageOptions,
+};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -26,7 +26,9 @@ fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
         header.set_size(content.len() as u64);
         header.set_mode(0o644);
         header.set_cksum();
-        builder.append_data(&mut header, name, content.as_bytes()).unwrap();
+        builder
+            .append_data(&mut header, name, content.as_bytes())
+            .unwrap();
     }
     builder.into_inner().unwrap()
 }
@@ -43,12 +45,28 @@ async fn build(docker: &bollard::Docker, tag: &str, files: &[(&str, &str)]) {
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar_of(files).into())));
     while let Some(item) = stream.next().await {
         let info = item.expect("build stream");
-        assert!(info.error_detail.is_none(), "build failed: {:?}", info.error_detail);
+        assert!(
+            info.error_detail.is_none(),
+            "build failed: {:?}",
+            info.error_detail
+        );
     }
 }
 
-async fn push(docker: &bollard::Docker, repository: &str, tag: &str, credentials: Option<DockerCredentials>) -> Result<(), String> {
-    let mut stream = docker.push_image(repository, Some(PushImageOptions { tag: Some(tag.into()), ..Default::default() }), credentials);
+async fn push(
+    docker: &bollard::Docker,
+    repository: &str,
+    tag: &str,
+    credentials: Option<DockerCredentials>,
+) -> Result<(), String> {
+    let mut stream = docker.push_image(
+        repository,
+        Some(PushImageOptions {
+            tag: Some(tag.into()),
+            ..Default::default()
+        }),
+        credentials,
+    );
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
@@ -62,8 +80,17 @@ async fn push(docker: &bollard::Docker, repository: &str, tag: &str, credentials
     Ok(())
 }
 
-async fn pull(docker: &bollard::Docker, image: &str, tag: &str, credentials: Option<DockerCredentials>) -> Result<(), String> {
-    let options = CreateImageOptions { from_image: Some(image.into()), tag: Some(tag.into()), ..Default::default() };
+async fn pull(
+    docker: &bollard::Docker,
+    image: &str,
+    tag: &str,
+    credentials: Option<DockerCredentials>,
+) -> Result<(), String> {
+    let options = CreateImageOptions {
+        from_image: Some(image.into()),
+        tag: Some(tag.into()),
+        ..Default::default()
+    };
     let mut stream = docker.create_image(Some(options), None, credentials);
     while let Some(item) = stream.next().await {
         if let Err(error) = item {
@@ -79,22 +106,51 @@ async fn engine_builds_an_image_from_the_seeded_base_that_serves_its_file() {
     let docker = docker().await;
     let tag = format!("berth-smoke/{}:1", unique("serve"));
     let dockerfile = format!("FROM {}\nCOPY index.html /www/index.html\n", stack.base_image);
-    build(&docker, &tag, &[("Dockerfile", &dockerfile), ("index.html", "<h1>hello from the stack</h1>\n")]).await;
+    build(
+        &docker,
+        &tag,
+        &[
+            ("Dockerfile", &dockerfile),
+            ("index.html", "<h1>hello from the stack</h1>\n"),
+        ],
+    )
+    .await;
 
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
     let mut bindings = HashMap::new();
-    bindings.insert("8080/tcp".to_string(), Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(port.to_string()) }]));
+    bindings.insert(
+        "8080/tcp".to_string(),
+        Some(vec![PortBinding {
+            host_ip: Some("127.0.0.1".into()),
+            host_port: Some(port.to_string()),
+        }]),
+    );
     let body = ContainerCreateBody {
         image: Some(tag.clone()),
-        host_config: Some(HostConfig { port_bindings: Some(bindings), ..Default::default() }),
+        host_config: Some(HostConfig {
+            port_bindings: Some(bindings),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let name = unique("berth-smoke");
-    docker.create_container(Some(CreateContainerOptions { name: Some(name.clone()), ..Default::default() }), body).await.unwrap();
-    docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await.unwrap();
+    docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            }),
+            body,
+        )
+        .await
+        .unwrap();
+    docker
+        .start_container(&name, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
+        .unwrap();
     let mut response = Err(std::io::Error::other("not tried"));
     for _ in 0..50 {
         response = http_get(port, "/index.html");
@@ -103,7 +159,16 @@ async fn engine_builds_an_image_from_the_seeded_base_that_serves_its_file() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    docker.remove_container(&name, Some(RemoveContainerOptions { force: true, ..Default::default() })).await.unwrap();
+    docker
+        .remove_container(
+            &name,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
     let (status, body) = response.expect("the container answers on loopback");
     assert_eq!(status, 200);
     assert!(body.contains("hello from the stack"), "{body}");
@@ -117,30 +182,55 @@ async fn both_registries_take_pushes_and_pulls_and_the_auth_one_refuses_anonymou
     for registry in [&stack.registry, &stack.auth_registry] {
         let repository = format!("{registry}/smoke/{name}");
         docker
-            .tag_image(&stack.base_image, Some(TagImageOptions { repo: Some(repository.clone()), tag: Some("1".into()) }))
+            .tag_image(
+                &stack.base_image,
+                Some(TagImageOptions {
+                    repo: Some(repository.clone()),
+                    tag: Some("1".into()),
+                }),
+            )
             .await
             .unwrap();
     }
 
     // Open registry: push, drop the local tag, pull it back.
     let open = format!("{}/smoke/{name}", stack.registry);
-    push(&docker, &open, "1", None).await.expect("push to the open registry");
-    docker.remove_image(&format!("{open}:1"), None::<RemoveImageOptions>, None).await.unwrap();
-    pull(&docker, &open, "1", None).await.expect("pull from the open registry");
+    push(&docker, &open, "1", None)
+        .await
+        .expect("push to the open registry");
+    docker
+        .remove_image(&format!("{open}:1"), None::<RemoveImageOptions>, None)
+        .await
+        .unwrap();
+    pull(&docker, &open, "1", None)
+        .await
+        .expect("pull from the open registry");
 
     // Auth registry: anonymous push refused, with credentials accepted.
     let auth = format!("{}/smoke/{name}", stack.auth_registry);
-    let refused = push(&docker, &auth, "1", None).await.expect_err("anonymous push must be refused");
-    assert!(refused.contains("no basic auth credentials") || refused.contains("unauthorized"), "{refused}");
+    let refused = push(&docker, &auth, "1", None)
+        .await
+        .expect_err("anonymous push must be refused");
+    assert!(
+        refused.contains("no basic auth credentials") || refused.contains("unauthorized"),
+        "{refused}"
+    );
     let credentials = DockerCredentials {
         username: Some(stack.auth_username.clone()),
         password: Some(stack.auth_password.clone()),
         serveraddress: Some(stack.auth_registry.clone()),
         ..Default::default()
     };
-    push(&docker, &auth, "1", Some(credentials.clone())).await.expect("push with credentials");
-    docker.remove_image(&format!("{auth}:1"), None::<RemoveImageOptions>, None).await.unwrap();
-    pull(&docker, &auth, "1", Some(credentials)).await.expect("pull with credentials");
+    push(&docker, &auth, "1", Some(credentials.clone()))
+        .await
+        .expect("push with credentials");
+    docker
+        .remove_image(&format!("{auth}:1"), None::<RemoveImageOptions>, None)
+        .await
+        .unwrap();
+    pull(&docker, &auth, "1", Some(credentials))
+        .await
+        .expect("pull with credentials");
 }
 
 #[test]
@@ -150,15 +240,27 @@ fn git_server_answers_ls_remote_over_smart_http() {
         .args(["ls-remote", &format!("{}/website.git", stack.git_url)])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let refs = String::from_utf8(output.stdout).unwrap();
     assert!(refs.contains("refs/heads/main"), "{refs}");
     // The seeded history has several commits.
-    let count = crate::support::git(&stack.git_root.join("website.git"), &["rev-list", "--count", "main"]);
+    let count = crate::support::git(
+        &stack.git_root.join("website.git"),
+        &["rev-list", "--count", "main"],
+    );
     assert!(count.trim().parse::<u32>().unwrap() >= 3, "{count}");
 }
 
-async fn wait_for_state(world: &World, name: &str, timeout: Duration, done: impl Fn(&RolloutState) -> bool) -> RolloutState {
+async fn wait_for_state(
+    world: &World,
+    name: &str,
+    timeout: Duration,
+    done: impl Fn(&RolloutState) -> bool,
+) -> RolloutState {
     let api: Api<Deployment> = Api::namespaced(kube_client().await, &world.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut stream = watcher(api, config).applied_objects().boxed();
@@ -178,8 +280,13 @@ async fn wait_for_state(world: &World, name: &str, timeout: Duration, done: impl
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deployment_of_three_replicas_rolls_out_by_kubectls_rule() {
     let world = World::new("smoke-rollout").await;
-    world.create_deployment("web", 3, "127.0.0.1:5000/smoke/web:good").await;
-    let state = wait_for_state(&world, "web", Duration::from_secs(60), |s| !matches!(s, RolloutState::Progressing(_))).await;
+    world
+        .create_deployment("web", 3, "127.0.0.1:5000/smoke/web:good")
+        .await;
+    let state = wait_for_state(&world, "web", Duration::from_secs(60), |s| {
+        !matches!(s, RolloutState::Progressing(_))
+    })
+    .await;
     assert_eq!(state, RolloutState::Complete);
     let deployment = world.deployment("web").await;
     assert_eq!(deployment.status.unwrap().available_replicas, Some(3));
@@ -188,8 +295,13 @@ async fn a_deployment_of_three_replicas_rolls_out_by_kubectls_rule() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_image_sits_in_image_pull_back_off_and_exceeds_the_progress_deadline() {
     let world = World::new("smoke-broken").await;
-    world.create_deployment("web", 2, "127.0.0.1:5000/smoke/web:broken-1").await;
-    let state = wait_for_state(&world, "web", Duration::from_secs(90), |s| !matches!(s, RolloutState::Progressing(_))).await;
+    world
+        .create_deployment("web", 2, "127.0.0.1:5000/smoke/web:broken-1")
+        .await;
+    let state = wait_for_state(&world, "web", Duration::from_secs(90), |s| {
+        !matches!(s, RolloutState::Progressing(_))
+    })
+    .await;
     assert!(matches!(state, RolloutState::Failed(_)), "{state:?}");
     let pods: Api<Pod> = Api::namespaced(kube_client().await, &world.namespace);
     let pods = pods.list(&ListParams::default().labels("app=web")).await.unwrap();

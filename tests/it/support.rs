@@ -12,16 +12,13 @@ use serde_json::json;
 
 /// The local stack, as `scripts/stack env` describes it.
 pub struct Stack {
-    pub dir: PathBuf,
     pub registry: String,
     pub auth_registry: String,
     pub auth_username: String,
     pub auth_password: String,
-    pub auth_docker_config: PathBuf,
     pub git_url: String,
     pub git_root: PathBuf,
     pub base_image: String,
-    pub kubectl: PathBuf,
 }
 
 fn env(name: &str) -> String {
@@ -37,19 +34,19 @@ impl Stack {
     pub fn from_env() -> Self {
         let read = |name: &str| {
             let path = env(name);
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}={path}: {e}")).trim().to_string()
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{name}={path}: {e}"))
+                .trim()
+                .to_string()
         };
         Self {
-            dir: env("BERTH_STACK_DIR").into(),
             registry: env("BERTH_STACK_REGISTRY"),
             auth_registry: env("BERTH_STACK_AUTH_REGISTRY"),
             auth_username: read("BERTH_STACK_AUTH_REGISTRY_USERNAME_FILE"),
             auth_password: read("BERTH_STACK_AUTH_REGISTRY_PASSWORD_FILE"),
-            auth_docker_config: env("BERTH_STACK_AUTH_DOCKER_CONFIG").into(),
             git_url: env("BERTH_STACK_GIT_URL"),
             git_root: env("BERTH_STACK_GIT_ROOT").into(),
             base_image: env("BERTH_STACK_BASE_IMAGE"),
-            kubectl: env("BERTH_STACK_KUBECTL").into(),
         }
     }
 }
@@ -67,7 +64,9 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub async fn kube_client() -> kube::Client {
-    kube::Client::try_default().await.expect("a kube client from KUBECONFIG")
+    kube::Client::try_default()
+        .await
+        .expect("a kube client from KUBECONFIG")
 }
 
 pub async fn docker() -> bollard::Docker {
@@ -91,10 +90,19 @@ impl World {
         let namespace = prefix.clone();
         let client = kube_client().await;
         let namespaces: Api<Namespace> = Api::all(client);
-        let namespace_object: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
-        namespaces.create(&PostParams::default(), &namespace_object).await.expect("create namespace");
+        let namespace_object: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+        namespaces
+            .create(&PostParams::default(), &namespace_object)
+            .await
+            .expect("create namespace");
         let dir = tempfile::tempdir().expect("temp dir");
-        Self { stack, dir, namespace, prefix }
+        Self {
+            stack,
+            dir,
+            namespace,
+            prefix,
+        }
     }
 
     /// Copies the seeded bare repo `name` to a repo of this test's own; returns its URL.
@@ -118,24 +126,51 @@ impl World {
     /// Commits `files` (path, content) on `branch` of the bare repo and returns the new commit id.
     pub fn commit(&self, url: &str, branch: &str, files: &[(&str, &str)], message: &str) -> String {
         let work = self.dir.path().join(unique("work"));
-        git(self.dir.path(), &["clone", "-q", "--branch", branch, self.repo_path(url).to_str().unwrap(), work.to_str().unwrap()]);
+        git(
+            self.dir.path(),
+            &[
+                "clone",
+                "-q",
+                "--branch",
+                branch,
+                self.repo_path(url).to_str().unwrap(),
+                work.to_str().unwrap(),
+            ],
+        );
         for (path, content) in files {
             let target = work.join(path);
             std::fs::create_dir_all(target.parent().unwrap()).unwrap();
             std::fs::write(target, content).unwrap();
         }
         git(&work, &["add", "-A"]);
-        git(&work, &["-c", "user.name=Test", "-c", "user.email=test@example.test", "commit", "-q", "-m", message]);
+        git(
+            &work,
+            &[
+                "-c",
+                "user.name=Test",
+                "-c",
+                "user.email=test@example.test",
+                "commit",
+                "-q",
+                "-m",
+                message,
+            ],
+        );
         git(&work, &["push", "-q", "origin", branch]);
         git(&work, &["rev-parse", "HEAD"]).trim().to_string()
     }
 
     /// The head commit of `branch` in the bare repo.
     pub fn head(&self, url: &str, branch: &str) -> String {
-        git(&self.repo_path(url), &["rev-parse", &format!("refs/heads/{branch}")]).trim().to_string()
+        git(
+            &self.repo_path(url),
+            &["rev-parse", &format!("refs/heads/{branch}")],
+        )
+        .trim()
+        .to_string()
     }
 
-    /// Creates a Deployment serving port 8080 with a readiness probe and RollingUpdate.
+    /// Creates a Deployment serving port 8080 with a readiness probe and `RollingUpdate`.
     pub async fn create_deployment(&self, name: &str, replicas: i32, image: &str) {
         let deployment: Deployment = serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": self.namespace},
@@ -157,7 +192,9 @@ impl World {
         }))
         .unwrap();
         let api: Api<Deployment> = Api::namespaced(kube_client().await, &self.namespace);
-        api.create(&PostParams::default(), &deployment).await.expect("create deployment");
+        api.create(&PostParams::default(), &deployment)
+            .await
+            .expect("create deployment");
     }
 
     pub async fn deployment(&self, name: &str) -> Deployment {
@@ -192,18 +229,33 @@ pub fn berth_in(dir: &Path, args: &[&str]) -> Output {
 }
 
 pub fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git").args(args).current_dir(dir).output().expect("run git");
-    assert!(output.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    assert!(
+        output.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
 pub fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// The image of container `web` of a Deployment.
 pub fn image_of(deployment: &Deployment) -> String {
-    deployment.spec.template.spec.as_ref().unwrap().containers[0].image.clone().unwrap()
+    deployment.spec.template.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap()
 }
 
 /// A plain HTTP/1.0 GET on loopback; returns (status code, body).
@@ -214,7 +266,14 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }

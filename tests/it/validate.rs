@@ -1,4 +1,4 @@
-//! `berth validate` on broken configs: every problem, with file:line:column and
+//! `berth validate` on broken configs: every problem, with <file:line:column> and
 //! the key, exit code 2. Snapshots in `snapshots/`.
 
 use std::path::PathBuf;
@@ -26,7 +26,11 @@ fn regex_lite_replace_times(text: &str) -> String {
                 && bytes[5] == b':'
                 && bytes[8] == b' '
                 && [0, 1, 3, 4, 6, 7].iter().all(|&i| bytes[i].is_ascii_digit());
-            if is_time { format!("[TIME] {}", &line[9..]) } else { line.to_string() }
+            if is_time {
+                format!("[TIME] {}", &line[9..])
+            } else {
+                line.to_string()
+            }
         })
         .collect::<Vec<_>>()
         .join("\n")
