@@ -45,6 +45,37 @@ pub enum Command {
     Run(RunArgs),
     /// Ship exactly one commit of one site (per-commit CI).
     Ship(ShipArgs),
+    /// Roll a site's Deployment back to its previous revision, or to a commit it ran before.
+    Rollback(RollbackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Turn preflight warnings (a rollout that could drop the site) into errors.
+    #[arg(long)]
+    pub strict: bool,
+    /// Deploy a commit that is older than (an ancestor of) the deployed one.
+    #[arg(long)]
+    pub allow_older: bool,
+    /// How long to wait for another caller's lock on a Deployment, for example `2m`.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub lock_wait: std::time::Duration,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not a duration ({error}); write for example 90s or 5m"))
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The site whose Deployment to roll back.
+    pub site: String,
+    /// A commit (or its prefix) the Deployment ran before; default: the previous revision.
+    #[arg(long)]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub deploy: DeployArgs,
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +85,8 @@ pub struct RunArgs {
     /// How many sites to work on at once.
     #[arg(long, short = 'j', default_value_t = 2)]
     pub jobs: usize,
+    #[command(flatten)]
+    pub deploy: DeployArgs,
 }
 
 #[derive(Debug, Args)]
@@ -63,4 +96,6 @@ pub struct ShipArgs {
     /// The commit (full or at least 7 hex digits) or tag to ship.
     #[arg(long)]
     pub commit: String,
+    #[command(flatten)]
+    pub deploy: DeployArgs,
 }

@@ -113,22 +113,29 @@ async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {
             }
             Err(error) => Err(error.into()),
         },
-        Action::Run { sites, jobs } => {
+        Action::Run { sites, jobs, deploy } => {
             let config = settings.load_config()?;
-            let report = pipeline::run(&config, sites, Revision::BranchHead, *jobs, printer).await?;
+            let report = pipeline::run(&config, sites, Revision::BranchHead, *jobs, deploy, printer).await?;
             printer.result(&report.summary());
             Ok(report.exit_code())
         }
-        Action::Ship { site, commit } => {
+        Action::Ship { site, commit, deploy } => {
             let config = settings.load_config()?;
             let report = pipeline::run(
                 &config,
                 std::slice::from_ref(site),
                 Revision::Exact(commit.clone()),
                 1,
+                deploy,
                 printer,
             )
             .await?;
+            printer.result(&report.summary());
+            Ok(report.exit_code())
+        }
+        Action::Rollback { site, to, deploy } => {
+            let config = settings.load_config()?;
+            let report = pipeline::rollback(&config, site, to.as_deref(), deploy, printer).await?;
             printer.result(&report.summary());
             Ok(report.exit_code())
         }

@@ -63,7 +63,10 @@ struct Inner {
     verbosity: Verbosity,
     colour: bool,
     timestamps: bool,
-    lock: Mutex<()>,
+    /// Live progress lines (rewritten in place) only on a terminal.
+    live: bool,
+    /// A progress line is on screen and must be cleared before the next line.
+    lock: Mutex<bool>,
 }
 
 impl Printer {
@@ -73,7 +76,9 @@ impl Printer {
         let terminal = std::io::stderr().is_terminal();
         let ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty() && value != "false");
         let no_colour = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
-        Self::new(verbosity, terminal && !no_colour && !ci, !terminal || ci)
+        let mut printer = Self::new(verbosity, terminal && !no_colour && !ci, !terminal || ci);
+        Arc::get_mut(&mut printer.inner).expect("not shared yet").live = terminal && !ci;
+        printer
     }
 
     pub fn new(verbosity: Verbosity, colour: bool, timestamps: bool) -> Self {
@@ -82,7 +87,8 @@ impl Printer {
                 verbosity,
                 colour,
                 timestamps,
-                lock: Mutex::new(()),
+                live: false,
+                lock: Mutex::new(false),
             }),
         }
     }
@@ -115,13 +121,49 @@ impl Printer {
     }
 
     fn write_stderr(&self, line: &str) {
-        let _guard = self
+        let mut progress_shown = self
             .inner
             .lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut stderr = std::io::stderr().lock();
+        if *progress_shown {
+            let _ = write!(stderr, "\r\x1b[2K");
+            *progress_shown = false;
+        }
         let _ = writeln!(stderr, "{line}");
+    }
+
+    /// Live progress of a stage ("2 of 3 updated replicas are available"): on a
+    /// terminal one line rewritten in place; elsewhere a plain line with `-v`.
+    pub fn progress(&self, site: &str, stage: &str, text: &str) {
+        if self.inner.live && self.inner.verbosity >= Verbosity::Normal {
+            let mut progress_shown = self
+                .inner
+                .lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut stderr = std::io::stderr().lock();
+            let line = format!("{site:<14} {stage:<8} {text}");
+            let _ = write!(stderr, "\r\x1b[2K{}", line.chars().take(160).collect::<String>());
+            let _ = stderr.flush();
+            *progress_shown = true;
+        } else {
+            self.stage(site, stage, Status::Started, text);
+        }
+    }
+
+    /// Removes a live progress line, if one is shown.
+    pub fn clear_progress(&self) {
+        let mut progress_shown = self
+            .inner
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *progress_shown {
+            let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
+            *progress_shown = false;
+        }
     }
 
     /// One line about one stage of one site: `www-en  build  ok  a801302c5f31 (2.1s)`.
@@ -135,8 +177,20 @@ impl Printer {
             return;
         }
         let word = self.paint(status.colour(), &format!("{:<4}", status.word()));
-        let line = format!("{}{site:<14} {stage:<8} {word} {detail}", self.prefix());
-        self.write_stderr(line.trim_end());
+        let mut lines = detail.lines();
+        let first = lines.next().unwrap_or_default();
+        let mut text = format!("{}{site:<14} {stage:<8} {word} {first}", self.prefix())
+            .trim_end()
+            .to_string();
+        // Further lines of a message (causes, a rollback, command output) stay with it, indented.
+        for line in lines {
+            text.push_str(&format!(
+                "\n{:width$}{line}",
+                "",
+                width = self.prefix().len() + 29
+            ));
+        }
+        self.write_stderr(&text);
     }
 
     /// A line of detail, shown with `-v`.

@@ -21,11 +21,12 @@ use sha2::{Digest, Sha256};
 
 use crate::build::{self, ContextLayout, ImageBuild};
 use crate::config::{Config, ImageSource, Site};
-use crate::deploy::{Change, DeployError, Deployer, Outcome};
+use crate::deploy::{self, Change, DeployError, Deployer, Outcome};
 use crate::mirror::{Commit, Mirror};
 use crate::output::{Printer, Status, table};
 use crate::push::{self, RegistryAuth};
 use crate::reference;
+use crate::settings::DeployOptions;
 
 /// What happened to one site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -92,7 +93,7 @@ impl RunReport {
             .sites
             .iter()
             .map(|site| {
-                let total: f64 = site.durations.values().sum();
+                let total = site.durations.values().fold(0.0, |sum, seconds| sum + seconds);
                 vec![
                     site.site.clone(),
                     site.commit.as_deref().map_or("-", reference::short).to_string(),
@@ -138,6 +139,7 @@ pub async fn run(
     names: &[String],
     revision: Revision,
     jobs: usize,
+    options: &DeployOptions,
     printer: &Printer,
 ) -> anyhow::Result<RunReport> {
     let sites = select(config, names)?;
@@ -205,6 +207,7 @@ pub async fn run(
         printer,
         work_dir: &work_dir,
         shared,
+        options,
     };
     let reports: Vec<SiteReport> = futures_util::stream::iter(sites.iter().map(|site| {
         let synced = mirrored.get(&site.repo).expect("every repo was mirrored");
@@ -307,6 +310,7 @@ struct RunContext<'a> {
     printer: &'a Printer,
     work_dir: &'a Path,
     shared: Arc<SharedBuilds>,
+    options: &'a DeployOptions,
 }
 
 /// Turns a stage error into the site's failure, keeping its kind.
@@ -348,12 +352,7 @@ impl RunContext<'_> {
             Ok(action) => report.action = action,
             Err(failure) => {
                 let message = format!("{:#}", failure.error);
-                self.printer.stage(
-                    &site.name,
-                    "result",
-                    Status::Failed,
-                    message.lines().next().unwrap_or_default(),
-                );
+                self.printer.stage(&site.name, "result", Status::Failed, &message);
                 report.error = Some(message);
                 report.failure = Some(failure.kind);
                 report.action = SiteAction::Failed;
@@ -399,18 +398,15 @@ impl RunContext<'_> {
         let repository = self.config.image_repository(site);
         let tag = reference::commit_tag(&commit.id);
 
-        // Unchanged: the Deployment runs this very source.
+        // Check, reading only: unchanged, older than what runs, preflight.
         let started = Instant::now();
-        let deployed = self
+        let deployment = self
             .deployer
-            .deployed(&site.deployment)
+            .read(&site.deployment)
             .await
             .map_err(deploy_failure)?;
-        if deployed.source_digest.as_deref() == Some(source_digest.as_str())
-            && deployed.image.as_deref().is_some_and(|image| {
-                image.starts_with(&format!("{repository}:")) && image.contains("@sha256:")
-            })
-        {
+        let deployed = deploy::deployed_of(&deployment, &site.deployment).map_err(deploy_failure)?;
+        if is_unchanged(&deployed, &repository, &source_digest) {
             report.image.clone_from(&deployed.image);
             report.digest = deployed
                 .image
@@ -431,6 +427,21 @@ impl RunContext<'_> {
                 ),
             );
             return Ok(SiteAction::Unchanged);
+        }
+        self.guard_older(synced, &commit.id, &deployed).await?;
+        let findings = deploy::preflight::preflight(&deployment, &site.deployment.container);
+        if !findings.is_empty() {
+            if self.options.strict {
+                return Err(DeployError::Preflight {
+                    namespace: site.deployment.namespace.clone(),
+                    name: site.deployment.name.clone(),
+                    findings,
+                }
+                .into());
+            }
+            for finding in &findings {
+                printer.stage(&site.name, "preflight", Status::Warning, &finding.to_string());
+            }
         }
         report
             .durations
@@ -476,11 +487,12 @@ impl RunContext<'_> {
         report.image = Some(image.clone());
         report.digest = Some(digest);
 
+        // Deploy, holding the Deployment's lease; decide again under it.
         let started = Instant::now();
         let change = Change {
             image: image.clone(),
             commit: commit.id.clone(),
-            source_digest,
+            source_digest: source_digest.clone(),
             change_cause: format!(
                 "berth: {} {} {}",
                 site.name,
@@ -488,17 +500,40 @@ impl RunContext<'_> {
                 commit.summary
             ),
         };
-        let outcome = self
-            .deployer
-            .deploy(&site.name, &site.deployment, &change, printer)
-            .await
-            .map_err(deploy_failure)?;
+        let target = format!("{}/{}", site.deployment.namespace, site.deployment.name);
+        let lock = self.lock(site).await?;
+        let outcome = async {
+            let deployed = self
+                .deployer
+                .deployed(&site.deployment)
+                .await
+                .map_err(deploy_failure)?;
+            if is_unchanged(&deployed, &repository, &source_digest) {
+                return Ok(None);
+            }
+            self.guard_older(synced, &commit.id, &deployed).await?;
+            self.deployer
+                .apply(&site.name, &site.deployment, &change, printer)
+                .await
+                .map(Some)
+                .map_err(deploy_failure)
+        }
+        .await;
+        lock.release().await;
         report
             .durations
             .insert("deploy".into(), started.elapsed().as_secs_f64());
-        let target = format!("{}/{}", site.deployment.namespace, site.deployment.name);
-        Ok(match outcome {
-            Outcome::UpToDate => {
+        Ok(match outcome? {
+            None => {
+                printer.stage(
+                    &site.name,
+                    "deploy",
+                    Status::Skipped,
+                    &format!("unchanged: {target} was just deployed by another caller"),
+                );
+                SiteAction::Unchanged
+            }
+            Some(Outcome::UpToDate) => {
                 printer.stage(
                     &site.name,
                     "deploy",
@@ -507,7 +542,7 @@ impl RunContext<'_> {
                 );
                 SiteAction::UpToDate
             }
-            Outcome::RolledOut => {
+            Some(Outcome::RolledOut) => {
                 printer.stage(
                     &site.name,
                     "deploy",
@@ -517,6 +552,67 @@ impl RunContext<'_> {
                 SiteAction::Deployed
             }
         })
+    }
+
+    /// Takes the site's Deployment lease, saying whom it waits for.
+    async fn lock(&self, site: &Site) -> Result<deploy::lease::LeaseLock, StageFailure> {
+        let identity = deploy::lease::identity(&format!("deploying {}", site.name));
+        let printer = self.printer;
+        let on_wait = |holder: &deploy::lease::Holder| {
+            printer.stage(
+                &site.name,
+                "lock",
+                Status::Warning,
+                &format!(
+                    "waiting for {} (lease expires in {}s at most)",
+                    holder.identity,
+                    holder.expires_in.as_secs()
+                ),
+            );
+        };
+        self.deployer
+            .lock(&site.deployment, &identity, self.options.lock_wait, &on_wait)
+            .await
+            .map_err(deploy_failure)
+    }
+
+    /// Refuses a commit that is an ancestor of the deployed one, unless allowed.
+    async fn guard_older(
+        &self,
+        synced: &Synced,
+        commit: &str,
+        deployed: &deploy::Deployed,
+    ) -> Result<(), StageFailure> {
+        let Some(deployed_commit) = deployed.commit.clone() else {
+            return Ok(());
+        };
+        if self.options.allow_older || deployed_commit == commit {
+            return Ok(());
+        }
+        let mirror = synced.mirror.clone();
+        let candidate = commit.to_string();
+        let other = deployed_commit.clone();
+        let older = tokio::task::spawn_blocking(move || {
+            mirror
+                .lock()
+                .expect("not poisoned")
+                .is_ancestor(&candidate, &other)
+        })
+        .await
+        .map_err(|e| anyhow!(e))?;
+        match older {
+            Ok(true) => Err(DeployError::Older {
+                commit: commit.to_string(),
+                deployed: deployed_commit,
+            }
+            .into()),
+            Ok(false) => Ok(()),
+            // The deployed commit is not in this repo (another branch or repo): no order to keep.
+            Err(error) => {
+                tracing::debug!("cannot compare {commit} with deployed {deployed_commit}: {error}");
+                Ok(())
+            }
+        }
     }
 
     /// The registry's digest for `reference` when the local Engine knows that image
@@ -604,7 +700,10 @@ impl RunContext<'_> {
             rfc3339(commit.time),
         );
         labels.insert(SOURCE_DIGEST_LABEL.to_string(), source_digest.to_string());
-        labels.insert("dev.berth.context-digest".to_string(), build_context.digest.clone());
+        labels.insert(
+            "dev.berth.context-digest".to_string(),
+            build_context.digest.clone(),
+        );
         labels.insert("dev.berth.site".to_string(), site.name.clone());
         let mut credentials = HashMap::new();
         if let Some(creds) = &self.auth.credentials {
@@ -714,6 +813,127 @@ impl RunContext<'_> {
         .await
         .clone()
     }
+}
+
+/// The Deployment already runs an image of this repository built from this source.
+fn is_unchanged(deployed: &deploy::Deployed, repository: &str, source_digest: &str) -> bool {
+    deployed.source_digest.as_deref() == Some(source_digest)
+        && deployed
+            .image
+            .as_deref()
+            .is_some_and(|image| image.starts_with(&format!("{repository}:")) && image.contains("@sha256:"))
+}
+
+/// Rolls `site`'s Deployment back to its previous revision, or to the newest
+/// earlier revision that ran `to` (a commit or its prefix), and waits for it.
+pub async fn rollback(
+    config: &Config,
+    name: &str,
+    to: Option<&str>,
+    options: &DeployOptions,
+    printer: &Printer,
+) -> anyhow::Result<RunReport> {
+    let site = select(config, &[name.to_string()])?.remove(0);
+    let deployer = Deployer::connect(
+        config.kubernetes.context.as_deref(),
+        config.kubernetes.rollout_timeout,
+    )
+    .await
+    .map_err(|error| SetupError::Environment(error.to_string()))?;
+    let started = Instant::now();
+    let mut report = SiteReport {
+        site: site.name.clone(),
+        commit: None,
+        source_digest: None,
+        image: None,
+        digest: None,
+        action: SiteAction::Failed,
+        durations: BTreeMap::new(),
+        error: None,
+        failure: None,
+    };
+    let identity = deploy::lease::identity(&format!("rolling back {}", site.name));
+    let on_wait = |holder: &deploy::lease::Holder| {
+        printer.stage(
+            &site.name,
+            "lock",
+            Status::Warning,
+            &format!("waiting for {}", holder.identity),
+        );
+    };
+    let result = async {
+        let lock = deployer
+            .lock(&site.deployment, &identity, options.lock_wait, &on_wait)
+            .await?;
+        let outcome = async {
+            let revision = deployer.revision(&site.deployment, to).await?;
+            let image = revision.image.clone().unwrap_or_default();
+            let commit = revision.commit.clone().unwrap_or_default();
+            printer.stage(
+                &site.name,
+                "rollback",
+                Status::Done,
+                &format!("to revision {} ({image})", revision.revision),
+            );
+            let change = Change {
+                image: image.clone(),
+                commit: commit.clone(),
+                source_digest: revision.source_digest.clone().unwrap_or_default(),
+                change_cause: format!(
+                    "berth rollback: {} to {}",
+                    site.name,
+                    if commit.is_empty() {
+                        image.clone()
+                    } else {
+                        reference::short(&commit).to_string()
+                    }
+                ),
+            };
+            deployer
+                .apply(&site.name, &site.deployment, &change, printer)
+                .await
+                .map(|outcome| (outcome, change))
+        }
+        .await;
+        lock.release().await;
+        outcome
+    }
+    .await;
+    report
+        .durations
+        .insert("deploy".into(), started.elapsed().as_secs_f64());
+    match result {
+        Ok((outcome, change)) => {
+            report.commit = Some(change.commit).filter(|c| !c.is_empty());
+            report.source_digest = Some(change.source_digest).filter(|d| !d.is_empty());
+            report.digest = change.image.split_once('@').map(|(_, d)| d.to_string());
+            report.image = Some(change.image);
+            report.action = if outcome == Outcome::UpToDate {
+                SiteAction::UpToDate
+            } else {
+                SiteAction::Deployed
+            };
+            let target = format!("{}/{}", site.deployment.namespace, site.deployment.name);
+            printer.stage(
+                &site.name,
+                "deploy",
+                Status::Done,
+                &format!("{target} rolled back ({:.1}s)", started.elapsed().as_secs_f64()),
+            );
+        }
+        Err(error) => {
+            let failure = deploy_failure(error);
+            printer.stage(
+                &site.name,
+                "result",
+                Status::Failed,
+                &format!("{:#}", failure.error),
+            );
+            report.error = Some(format!("{:#}", failure.error));
+            report.failure = Some(failure.kind);
+        }
+    }
+    Ok(RunReport { sites: vec![report] })
 }
 
 /// Image label holding the source digest.

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{Cli, Command};
+use std::time::Duration;
+
+use crate::cli::{Cli, Command, DeployArgs};
 use crate::config::{Config, ConfigError};
 use crate::output::Verbosity;
 
@@ -11,8 +13,50 @@ use crate::output::Verbosity;
 #[derive(Debug, Clone)]
 pub enum Action {
     Validate,
-    Run { sites: Vec<String>, jobs: usize },
-    Ship { site: String, commit: String },
+    Run {
+        sites: Vec<String>,
+        jobs: usize,
+        deploy: DeployOptions,
+    },
+    Ship {
+        site: String,
+        commit: String,
+        deploy: DeployOptions,
+    },
+    Rollback {
+        site: String,
+        to: Option<String>,
+        deploy: DeployOptions,
+    },
+}
+
+/// How careful the deploy stage is.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// Preflight warnings are errors.
+    pub strict: bool,
+    /// A commit older than the deployed one may be deployed.
+    pub allow_older: bool,
+    /// How long to wait for another caller's lease.
+    pub lock_wait: Duration,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        Self {
+            strict: false,
+            allow_older: false,
+            lock_wait: Duration::from_secs(120),
+        }
+    }
+}
+
+fn deploy_options(args: &DeployArgs) -> DeployOptions {
+    DeployOptions {
+        strict: args.strict,
+        allow_older: args.allow_older,
+        lock_wait: args.lock_wait,
+    }
 }
 
 /// Everything a command needs, resolved.
@@ -39,10 +83,17 @@ impl Settings {
             Command::Run(args) => Action::Run {
                 sites: args.sites,
                 jobs: args.jobs.max(1),
+                deploy: deploy_options(&args.deploy),
             },
             Command::Ship(args) => Action::Ship {
                 site: args.site,
                 commit: args.commit,
+                deploy: deploy_options(&args.deploy),
+            },
+            Command::Rollback(args) => Action::Rollback {
+                site: args.site,
+                to: args.to,
+                deploy: deploy_options(&args.deploy),
             },
         };
         Self {

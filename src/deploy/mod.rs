@@ -1,17 +1,31 @@
 //! Deploy stage: set one container's image, wait for the rollout, roll back on failure.
 //!
-//! 1. Read the Deployment and the named container; if it already runs the image,
-//!    there is nothing to do ("up to date").
-//! 2. Patch only that container's image (a strategic-merge patch, merged by
-//!    container name, with berth's field manager and the read `resourceVersion`
-//!    as a precondition, so a concurrent write gives 409 and is re-read, never
-//!    overwritten), and record commit, source digest and change-cause annotations.
-//! 3. Watch the Deployment and decide as `kubectl rollout status` does
-//!    ([`rollout::rollout_state`]), under berth's own timeout; meanwhile look at the
-//!    new pods and fail fast on states that will not recover.
-//! 4. On failure, patch the previous image and annotations back, wait for that
-//!    rollout, and report both.
+//! 1. Preflight ([`preflight`]): read the Deployment and check it can roll without
+//!    downtime; problems are warnings, or errors with `--strict`.
+//! 2. Lock ([`lease`]): hold the Deployment's Lease so two callers never interleave.
+//! 3. Change: patch only the named container's image, merged by container name
+//!    (a strategic-merge patch with berth's field manager and the read
+//!    `resourceVersion` as a precondition: a concurrent write gives 409, and berth
+//!    reads again and decides again, never overwrites), and record the commit,
+//!    the source digest and `kubernetes.io/change-cause` in annotations.
+//! 4. Wait: watch the Deployment and decide as `kubectl rollout status` does
+//!    ([`rollout::rollout_state`]) under berth's own timeout, showing progress;
+//!    meanwhile look at the new `ReplicaSet`'s pods and fail fast on states that
+//!    will not recover.
+//! 5. Roll back on failure: patch the previous image and annotations back, wait
+//!    for that rollout, report both. [`Deployer::history`] and
+//!    [`Deployer::revision`] serve `berth rollback`.
+//!
+//! Why a strategic-merge patch rather than server-side apply: berth changes one
+//! field of an object that someone else's manifest declares. A merge patch
+//! keyed on the container name touches exactly that field, needs no knowledge of
+//! the rest of the object, and with the `resourceVersion` precondition never
+//! overwrites a concurrent change. Ownership by another server-side-apply manager
+//! is detected in preflight and reported (an error with `--strict`), not taken
+//! over silently.
 
+pub mod lease;
+pub mod preflight;
 pub mod rollout;
 
 use std::collections::BTreeMap;
@@ -20,7 +34,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
@@ -36,6 +50,7 @@ pub const SOURCE_DIGEST_ANNOTATION: &str = "berth.dev/source-digest";
 pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
 /// Field manager of berth's writes.
 pub const FIELD_MANAGER: &str = "berth";
+const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 
 /// How long a pod may sit in a state that will not recover before berth fails the rollout.
 const FATAL_GRACE: Duration = Duration::from_secs(8);
@@ -63,16 +78,66 @@ pub enum DeployError {
         name: String,
         message: String,
     },
+    /// berth's credentials lack a permission (403).
+    #[error(
+        "permission missing: berth may not `{verb}` {resource} in namespace {namespace}; grant it as docs/rbac.yaml does ({message})"
+    )]
+    Forbidden {
+        verb: &'static str,
+        resource: &'static str,
+        namespace: String,
+        message: String,
+    },
+    /// Another caller holds the Deployment's lease for longer than berth waits.
+    #[error(
+        "Deployment {namespace}/{name} is being deployed by {holder} (waited {waited:.0?}); try again later or raise --lock-wait"
+    )]
+    Locked {
+        namespace: String,
+        name: String,
+        holder: String,
+        waited: Duration,
+    },
+    /// Preflight found problems and `--strict` turns them into errors.
+    #[error(
+        "Deployment {namespace}/{name} cannot roll without downtime (--strict):\n{}",
+        list(findings)
+    )]
+    Preflight {
+        namespace: String,
+        name: String,
+        findings: Vec<preflight::Finding>,
+    },
+    /// The commit is an ancestor of the deployed one (an out-of-order CI job).
+    #[error(
+        "commit {commit} is older than the deployed {deployed} (an ancestor of it); refusing to go back (pass --allow-older to deploy it anyway)"
+    )]
+    Older { commit: String, deployed: String },
+    /// No revision to roll back to.
+    #[error("no revision of Deployment {namespace}/{name} to roll back to: {detail}")]
+    NoRevision {
+        namespace: String,
+        name: String,
+        detail: String,
+    },
     /// The API server could not be reached.
     #[error("cannot reach the Kubernetes API server: {0}")]
     Unreachable(String),
     /// The rollout failed; the Deployment was rolled back (or not, as said).
-    #[error("rollout of {image} failed: {reason}{}", rollback_text(.rolled_back.as_ref()))]
+    #[error("rollout of {image} failed: {reason}{}", rollback_text(rolled_back.as_ref()))]
     RolloutFailed {
         image: String,
         reason: String,
         rolled_back: Option<Result<String, String>>,
     },
+}
+
+fn list(findings: &[preflight::Finding]) -> String {
+    findings
+        .iter()
+        .map(|finding| format!("  - {finding}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn rollback_text(rolled_back: Option<&Result<String, String>>) -> String {
@@ -110,6 +175,18 @@ pub enum Outcome {
     RolledOut,
 }
 
+/// One entry of a Deployment's history, from its ReplicaSets.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Revision {
+    pub revision: i64,
+    pub image: Option<String>,
+    pub commit: Option<String>,
+    pub source_digest: Option<String>,
+    pub change_cause: Option<String>,
+    pub created: Option<String>,
+    pub current: bool,
+}
+
 /// Talks to one cluster.
 #[derive(Clone)]
 pub struct Deployer {
@@ -132,6 +209,10 @@ impl Deployer {
         Ok(Self { client, timeout })
     }
 
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
     fn deployments(&self, namespace: &str) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), namespace)
     }
@@ -142,7 +223,8 @@ impl Deployer {
         deployed_of(&deployment, target)
     }
 
-    async fn read(&self, target: &DeploymentTarget) -> Result<Deployment, DeployError> {
+    /// Reads the Deployment.
+    pub async fn read(&self, target: &DeploymentTarget) -> Result<Deployment, DeployError> {
         self.deployments(&target.namespace)
             .get(&target.name)
             .await
@@ -151,55 +233,34 @@ impl Deployer {
                     namespace: target.namespace.clone(),
                     name: target.name.clone(),
                 },
-                _ => api_error(error, "get", "deployments", target),
+                _ => target_error(error, "get", "deployments", target),
             })
     }
 
+    /// Takes the Deployment's lease, waiting at most `wait`.
+    pub async fn lock(
+        &self,
+        target: &DeploymentTarget,
+        identity: &str,
+        wait: Duration,
+        on_wait: &(dyn Fn(&lease::Holder) + Sync),
+    ) -> Result<lease::LeaseLock, DeployError> {
+        lease::acquire(&self.client, target, identity, wait, on_wait).await
+    }
+
     /// Sets the image, waits for the rollout, rolls back on failure.
-    pub async fn deploy(
+    pub async fn apply(
         &self,
         site: &str,
         target: &DeploymentTarget,
         change: &Change,
         printer: &Printer,
     ) -> Result<Outcome, DeployError> {
-        let mut conflicts = 0;
-        let previous = loop {
-            let deployment = self.read(target).await?;
-            let previous = deployed_of(&deployment, target)?;
-            if previous.image.as_deref() == Some(change.image.as_str()) {
-                return Ok(Outcome::UpToDate);
-            }
-            let resource_version = deployment.metadata.resource_version.clone().unwrap_or_default();
-            match self
-                .patch(target, &change.image, &annotations_of(change), &resource_version)
-                .await
-            {
-                Ok(()) => break previous,
-                Err(DeployError::Refused { message, .. })
-                    if message.contains("409")
-                        || message.contains("Conflict")
-                        || message.contains("modified") =>
-                {
-                    conflicts += 1;
-                    if conflicts > 5 {
-                        return Err(DeployError::Refused {
-                            verb: "patch",
-                            resource: "deployments",
-                            namespace: target.namespace.clone(),
-                            name: target.name.clone(),
-                            message,
-                        });
-                    }
-                    printer.stage(
-                        site,
-                        "deploy",
-                        Status::Warning,
-                        "the Deployment changed while berth read it; reading it again",
-                    );
-                }
-                Err(error) => return Err(error),
-            }
+        let Some(previous) = self
+            .set(site, target, &change.image, &annotations_of(change), printer)
+            .await?
+        else {
+            return Ok(Outcome::UpToDate);
         };
         match self.wait(site, target, printer).await {
             Ok(()) => Ok(Outcome::RolledOut),
@@ -220,6 +281,45 @@ impl Deployer {
                 })
             }
         }
+    }
+
+    /// Patches image and annotations with the read `resourceVersion` as precondition,
+    /// re-reading on 409. Returns what ran before, or `None` when the image was already set.
+    async fn set(
+        &self,
+        site: &str,
+        target: &DeploymentTarget,
+        image: &str,
+        annotations: &serde_json::Map<String, serde_json::Value>,
+        printer: &Printer,
+    ) -> Result<Option<Deployed>, DeployError> {
+        for _ in 0..5 {
+            let deployment = self.read(target).await?;
+            let previous = deployed_of(&deployment, target)?;
+            if previous.image.as_deref() == Some(image) {
+                return Ok(None);
+            }
+            let resource_version = deployment.metadata.resource_version.clone().unwrap_or_default();
+            match self.patch(target, image, annotations, &resource_version).await {
+                Ok(()) => return Ok(Some(previous)),
+                Err(DeployError::Refused { message, .. }) if message.contains("409") => {
+                    printer.stage(
+                        site,
+                        "deploy",
+                        Status::Warning,
+                        "the Deployment changed while berth read it; reading it again",
+                    );
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(DeployError::Refused {
+            verb: "patch",
+            resource: "deployments",
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+            message: "the Deployment kept changing (5 conflicts in a row)".into(),
+        })
     }
 
     async fn roll_back(
@@ -244,16 +344,10 @@ impl Deployer {
                     .map_or(serde_json::Value::Null, |v| json!(v)),
             );
         }
-        for _ in 0..5 {
-            let deployment = self.read(target).await.map_err(|e| e.to_string())?;
-            let resource_version = deployment.metadata.resource_version.clone().unwrap_or_default();
-            match self.patch(target, image, &annotations, &resource_version).await {
-                Ok(()) => return self.wait(site, target, printer).await,
-                Err(DeployError::Refused { message, .. }) if message.contains("409") => {}
-                Err(error) => return Err(error.to_string()),
-            }
-        }
-        Err("the Deployment kept changing while berth rolled it back".into())
+        self.set(site, target, image, &annotations, printer)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.wait(site, target, printer).await
     }
 
     async fn patch(
@@ -275,7 +369,7 @@ impl Deployer {
             .patch(&target.name, &params, &Patch::Strategic(&patch))
             .await
             .map(|_| ())
-            .map_err(|error| api_error(error, "patch", "deployments", target))
+            .map_err(|error| target_error(error, "patch", "deployments", target))
     }
 
     /// Waits for the rollout by kubectl's rule; fails fast on pods that will not recover.
@@ -287,15 +381,15 @@ impl Deployer {
         let mut last_message = String::new();
         let mut problem_since: Option<(String, Instant)> = None;
         let mut check = tokio::time::interval(Duration::from_secs(2));
-        loop {
+        let result = loop {
             let remaining = self.timeout.saturating_sub(started.elapsed());
             if remaining.is_zero() {
                 let detail = self
                     .diagnose(target)
                     .await
-                    .map(|p| format!("; {}: {} {}", p.pod, p.reason, p.message))
+                    .map(|p| format!("; {p}"))
                     .unwrap_or_default();
-                return Err(format!(
+                break Err(format!(
                     "timed out after {:?} ({last_message}){detail}",
                     self.timeout
                 ));
@@ -303,30 +397,33 @@ impl Deployer {
             tokio::select! {
                 event = stream.next() => match event {
                     Some(Ok(deployment)) => match rollout_state(&deployment) {
-                        RolloutState::Complete => return Ok(()),
+                        RolloutState::Complete => break Ok(()),
                         RolloutState::Failed(reason) => {
-                            let detail = self.diagnose(target).await.map(|p| format!("; {}: {} {}", p.pod, p.reason, p.message)).unwrap_or_default();
-                            return Err(format!("{reason}{detail}"));
+                            let detail = self.diagnose(target).await.map(|p| format!("; {p}")).unwrap_or_default();
+                            break Err(format!("{reason}{detail}"));
                         }
                         RolloutState::Progressing(message) => {
                             if message != last_message {
-                                printer.stage(site, "deploy", Status::Started, &message);
+                                printer.progress(site, "deploy", &message);
                                 last_message = message;
                             }
                         }
                     },
                     Some(Err(error)) => tracing::debug!("watch error (the watcher retries): {error}"),
-                    None => return Err("the watch on the Deployment ended".into()),
+                    None => break Err("the watch on the Deployment ended".into()),
                 },
                 _ = check.tick() => {
                     if let Some(problem) = self.diagnose(target).await {
                         if problem.fatal {
                             let since = match &problem_since {
                                 Some((reason, since)) if *reason == problem.reason => *since,
-                                _ => { problem_since = Some((problem.reason.clone(), Instant::now())); Instant::now() }
+                                _ => {
+                                    problem_since = Some((problem.reason.clone(), Instant::now()));
+                                    Instant::now()
+                                }
                             };
                             if since.elapsed() >= FATAL_GRACE {
-                                return Err(format!("pod {} is in {}: {}", problem.pod, problem.reason, problem.message));
+                                break Err(problem.to_string());
                             }
                         }
                     } else {
@@ -335,24 +432,21 @@ impl Deployer {
                 },
                 () = tokio::time::sleep(remaining) => {}
             }
-        }
+        };
+        printer.clear_progress();
+        result
     }
 
-    /// The first problem among the pods of the Deployment's newest `ReplicaSet`.
-    async fn diagnose(&self, target: &DeploymentTarget) -> Option<rollout::PodProblem> {
+    /// The pods of the Deployment's newest ReplicaSet (by revision).
+    async fn newest_pods(&self, target: &DeploymentTarget) -> Option<Vec<Pod>> {
         let deployment = self.read(target).await.ok()?;
         let revision = deployment
             .metadata
             .annotations
             .as_ref()?
-            .get("deployment.kubernetes.io/revision")?
+            .get(REVISION_ANNOTATION)?
             .clone();
-        let selector = deployment.spec.selector.match_labels.as_ref()?;
-        let labels = selector
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let labels = selector_of(&deployment)?;
         let replica_sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &target.namespace);
         let newest = replica_sets
             .list(&ListParams::default().labels(&labels))
@@ -364,19 +458,151 @@ impl Deployer {
                 rs.metadata
                     .annotations
                     .as_ref()
-                    .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+                    .and_then(|a| a.get(REVISION_ANNOTATION))
                     == Some(&revision)
             })?;
         let hash = newest.metadata.labels.as_ref()?.get("pod-template-hash")?.clone();
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
-        let pods = pods
-            .list(&ListParams::default().labels(&format!("{labels},pod-template-hash={hash}")))
-            .await
-            .ok()?;
-        pods.items
-            .iter()
-            .find_map(|pod| pod_problem(pod, &target.container))
+        Some(
+            pods.list(&ListParams::default().labels(&format!("{labels},pod-template-hash={hash}")))
+                .await
+                .ok()?
+                .items,
+        )
     }
+
+    /// The first problem among the newest pods, with the last log lines of a
+    /// crash-looping container where the cluster has them.
+    async fn diagnose(&self, target: &DeploymentTarget) -> Option<rollout::PodProblem> {
+        let pods = self.newest_pods(target).await?;
+        let mut problem = pods.iter().find_map(|pod| pod_problem(pod, &target.container))?;
+        if problem.reason == "CrashLoopBackOff" {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
+            let params = LogParams {
+                container: Some(target.container.clone()),
+                previous: true,
+                tail_lines: Some(10),
+                ..Default::default()
+            };
+            if let Ok(logs) = api.logs(&problem.pod, &params).await
+                && !logs.trim().is_empty()
+            {
+                {
+                    problem.message.push_str("; its last log lines:\n");
+                    problem.message.push_str(
+                        &logs
+                            .lines()
+                            .map(|l| format!("  | {l}"))
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                    );
+                }
+            }
+        }
+        Some(problem)
+    }
+
+    /// The Deployment's revisions, newest first, from its ReplicaSets.
+    pub async fn history(&self, target: &DeploymentTarget) -> Result<Vec<Revision>, DeployError> {
+        let deployment = self.read(target).await?;
+        let current = deployment
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION_ANNOTATION))
+            .cloned();
+        let labels = selector_of(&deployment).unwrap_or_default();
+        let replica_sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &target.namespace);
+        let list = replica_sets
+            .list(&ListParams::default().labels(&labels))
+            .await
+            .map_err(|e| target_error(e, "list", "replicasets", target))?;
+        let uid = deployment.metadata.uid.clone();
+        let mut revisions: Vec<Revision> = list
+            .items
+            .iter()
+            .filter(|rs| {
+                rs.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|owner| Some(&owner.uid) == uid.as_ref())
+            })
+            .filter_map(|rs| {
+                let annotations = rs.metadata.annotations.clone().unwrap_or_default();
+                let revision = annotations.get(REVISION_ANNOTATION)?.parse().ok()?;
+                let image = rs
+                    .spec
+                    .template
+                    .as_ref()
+                    .and_then(|template| template.spec.as_ref())
+                    .and_then(|spec| spec.containers.iter().find(|c| c.name == target.container))
+                    .and_then(|c| c.image.clone());
+                Some(Revision {
+                    revision,
+                    image,
+                    commit: annotations.get(COMMIT_ANNOTATION).cloned(),
+                    source_digest: annotations.get(SOURCE_DIGEST_ANNOTATION).cloned(),
+                    change_cause: annotations.get(CHANGE_CAUSE_ANNOTATION).cloned(),
+                    created: rs.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+                    current: current.as_deref() == Some(revision.to_string().as_str()),
+                })
+            })
+            .collect();
+        revisions.sort_by_key(|revision| std::cmp::Reverse(revision.revision));
+        Ok(revisions)
+    }
+
+    /// The revision to roll back to: the newest one before the current, or the
+    /// newest whose commit starts with `to`.
+    pub async fn revision(
+        &self,
+        target: &DeploymentTarget,
+        to: Option<&str>,
+    ) -> Result<Revision, DeployError> {
+        let history = self.history(target).await?;
+        let no_revision = |detail: String| DeployError::NoRevision {
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+            detail,
+        };
+        if let Some(commit) = to {
+            return history
+                .into_iter()
+                .find(|r| !r.current && r.commit.as_deref().is_some_and(|c| c.starts_with(commit)))
+                .ok_or_else(|| {
+                    no_revision(format!(
+                        "no earlier ReplicaSet ran commit {commit} (ship it with `berth ship --commit {commit} --allow-older`)"
+                    ))
+                });
+        }
+        let current = history.iter().find(|r| r.current).and_then(|r| r.image.clone());
+        history
+            .into_iter()
+            .find(|r| !r.current && r.image.is_some() && r.image != current)
+            .ok_or_else(|| no_revision("it has only one revision".into()))
+    }
+}
+
+impl std::fmt::Display for rollout::PodProblem {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "pod {} is in {}: {}",
+            self.pod, self.reason, self.message
+        )
+    }
+}
+
+fn selector_of(deployment: &Deployment) -> Option<String> {
+    let labels = deployment.spec.selector.match_labels.as_ref()?;
+    Some(
+        labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
 }
 
 fn annotations_of(change: &Change) -> serde_json::Map<String, serde_json::Value> {
@@ -387,7 +613,8 @@ fn annotations_of(change: &Change) -> serde_json::Map<String, serde_json::Value>
     annotations
 }
 
-fn deployed_of(deployment: &Deployment, target: &DeploymentTarget) -> Result<Deployed, DeployError> {
+/// What the named container of `deployment` runs.
+pub fn deployed_of(deployment: &Deployment, target: &DeploymentTarget) -> Result<Deployed, DeployError> {
     let containers = deployment
         .spec
         .template
@@ -422,16 +649,32 @@ fn api_error(
     error: kube::Error,
     verb: &'static str,
     resource: &'static str,
-    target: &DeploymentTarget,
+    namespace: &str,
+    name: &str,
 ) -> DeployError {
     match error {
+        kube::Error::Api(response) if response.code == 403 => DeployError::Forbidden {
+            verb,
+            resource,
+            namespace: namespace.to_string(),
+            message: response.message,
+        },
         kube::Error::Api(response) => DeployError::Refused {
             verb,
             resource,
-            namespace: target.namespace.clone(),
-            name: target.name.clone(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
             message: format!("{} ({} {})", response.message, response.code, response.reason),
         },
         other => DeployError::Unreachable(other.to_string()),
     }
+}
+
+fn target_error(
+    error: kube::Error,
+    verb: &'static str,
+    resource: &'static str,
+    target: &DeploymentTarget,
+) -> DeployError {
+    api_error(error, verb, resource, &target.namespace, &target.name)
 }

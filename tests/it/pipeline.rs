@@ -196,7 +196,7 @@ async fn a_run_ships_every_site_then_changes_nothing_then_ships_only_what_change
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_build_command_ships_nothing_and_the_other_sites_still_ship() {
-    let example = Example::new("broken-build").await;
+    let example = Example::new("failing-build").await;
     let world = &example.world;
     // Break the Hugo site's template: hugo fails, both languages fail, nothing pushed.
     world.commit(
@@ -217,5 +217,5 @@ async fn a_broken_build_command_ships_nothing_and_the_other_sites_still_ship() {
     assert_eq!(status, 404, "nothing was pushed for www-en");
     // The others shipped.
     let landing = image_of(&world.deployment("landing").await);
-    assert!(landing.contains(&example.head("landing")), "{landing}");
+    assert!(landing.contains(&example.head("landing")), "{landing}\n{all}");
 }

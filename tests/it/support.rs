@@ -213,19 +213,61 @@ impl World {
     pub fn berth(&self, args: &[&str]) -> Output {
         berth_in(self.dir.path(), args)
     }
+
+    /// The same, with extra environment variables.
+    pub fn berth_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = berth_command(self.dir.path(), args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.output().expect("run berth")
+    }
+
+    /// Starts the real berth binary without waiting for it.
+    pub fn spawn_berth(&self, args: &[&str]) -> std::process::Child {
+        berth_command(self.dir.path(), args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start berth")
+    }
+
+    /// Creates a Deployment from a JSON body (namespace filled in).
+    pub async fn create_deployment_json(&self, mut body: serde_json::Value) {
+        body["metadata"]["namespace"] = json!(self.namespace);
+        let deployment: Deployment = serde_json::from_value(body).unwrap();
+        let api: Api<Deployment> = Api::namespaced(kube_client().await, &self.namespace);
+        api.create(&PostParams::default(), &deployment)
+            .await
+            .expect("create deployment");
+    }
+
+    /// Runs the stack's kubectl in this test's namespace.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(std::env::var("BERTH_STACK_KUBECTL").expect("BERTH_STACK_KUBECTL"))
+            .arg("-n")
+            .arg(&self.namespace)
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
 }
 
 /// Runs the real berth binary in `dir`, without colour, with plain lines.
 pub fn berth_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
+    berth_command(dir, args).output().expect("run berth")
+}
+
+fn berth_command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
         .env("CI", "true")
         .env_remove("BERTH_CONFIG")
-        .env_remove("BERTH_STATE_DIR")
-        .output()
-        .expect("run berth")
+        .env_remove("BERTH_STATE_DIR");
+    command
 }
 
 pub fn git(dir: &Path, args: &[&str]) -> String {

@@ -1,0 +1,372 @@
+//! The deploy stage through the real binary, on the stack's control plane; kwok's
+//! stages make pods fail by image name (`broken-…`, `crash-…`, `notready-…`).
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+use crate::support::{World, image_of, kube_client, text};
+
+/// One plain-HTML site (the `landing` example) shipped to Deployment `web`.
+struct OneSite {
+    world: World,
+    url: String,
+    base: String,
+}
+
+impl OneSite {
+    /// `image_name` is the last path part of the site's image; a name starting
+    /// with `broken`, `crash` or `notready` makes its pods fail that way.
+    async fn new(test: &str, image_name: &str, deployment: Option<serde_json::Value>) -> Self {
+        let world = World::new(test).await;
+        let url = world.copy_repo("landing");
+        let base = format!("{}/berth/base:busybox", world.stack.registry);
+        match deployment {
+            Some(body) => world.create_deployment_json(body).await,
+            None => world.create_deployment("web", 3, &base).await,
+        }
+        let templates = crate::support::repo_root().join("templates");
+        world.write_config(&format!(
+            r#"
+templates = "{templates}"
+[registry]
+address = "{registry}"
+credentials = "none"
+[kubernetes]
+namespace = "{namespace}"
+rollout_timeout = "90s"
+[[repo]]
+name = "landing"
+url = "{url}"
+[[site]]
+name = "landing"
+repo = "landing"
+image = "{prefix}/{image_name}"
+deployment = {{ name = "web", container = "web" }}
+"#,
+            templates = templates.display(),
+            registry = world.stack.registry,
+            namespace = world.namespace,
+            prefix = world.prefix,
+        ));
+        Self { world, url, base }
+    }
+
+    async fn image(&self) -> String {
+        image_of(&self.world.deployment("web").await)
+    }
+
+    async fn generation(&self) -> i64 {
+        self.world.deployment("web").await.metadata.generation.unwrap()
+    }
+}
+
+fn deployment_body(strategy: &serde_json::Value, probe: bool, base: &str) -> serde_json::Value {
+    let mut container =
+        json!({"name": "web", "image": base, "ports": [{"containerPort": 8080, "name": "http"}]});
+    if probe {
+        container["readinessProbe"] = json!({"httpGet": {"path": "/", "port": "http"}});
+    }
+    json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "strategy": strategy.clone(),
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [container]}}
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_roll_out_and_rollback_returns_to_the_previous_image() {
+    let site = OneSite::new("deploy-three", "web", None).await;
+    let output = site.world.berth(&["run"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let head = site.world.head(&site.url, "main");
+    assert!(site.image().await.contains(&format!(":{head}@sha256:")));
+    let status = site.world.deployment("web").await.status.unwrap();
+    assert_eq!(
+        (status.updated_replicas, status.available_replicas),
+        (Some(3), Some(3))
+    );
+
+    let output = site.world.berth(&["rollback", "landing"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(site.image().await, site.base);
+    let output = site.world.berth(&["rollback", "landing", "--to", &head[..10]]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(site.image().await.contains(&head));
+}
+
+async fn assert_fails_and_rolls_back(site: &OneSite, expected: &[&str]) {
+    let before = site.image().await;
+    let started = std::time::Instant::now();
+    let output = site.world.berth(&["run"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    for needle in expected {
+        assert!(all.contains(needle), "output lacks {needle:?}:\n{all}");
+    }
+    assert!(all.contains("rolled back: the previous version"), "{all}");
+    assert_eq!(
+        site.image().await,
+        before,
+        "the Deployment runs its previous image again"
+    );
+    let deployment = site.world.deployment("web").await;
+    assert_eq!(
+        berth::deploy::rollout::rollout_state(&deployment),
+        berth::deploy::rollout::RolloutState::Complete
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(80),
+        "failed fast: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_image_is_diagnosed_and_rolled_back() {
+    let site = OneSite::new("deploy-broken", "broken-web", None).await;
+    let image_prefix = format!("{}/{}/broken-web:", site.world.stack.registry, site.world.prefix);
+    assert_fails_and_rolls_back(&site, &["ImagePullBackOff", &image_prefix]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_loop_is_diagnosed_and_rolled_back() {
+    let site = OneSite::new("deploy-crash", "crash-web", None).await;
+    assert_fails_and_rolls_back(&site, &["CrashLoopBackOff", "restarted"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_that_never_gets_ready_fails_at_the_progress_deadline_and_is_rolled_back() {
+    let site = OneSite::new("deploy-notready", "notready-web", None).await;
+    assert_fails_and_rolls_back(&site, &["exceeded its progress deadline", "NotReady"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_warns_about_recreate_and_missing_probes_and_strict_refuses() {
+    let world_body = |base: &str| deployment_body(&json!({"type": "Recreate"}), false, base);
+    let base = format!(
+        "{}/berth/base:busybox",
+        crate::support::Stack::from_env().registry
+    );
+    let site = OneSite::new("deploy-preflight", "web", Some(world_body(&base))).await;
+
+    let generation = site.generation().await;
+    let output = site.world.berth(&["run", "--strict"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("strategy Recreate") && all.contains("set spec.strategy.type: RollingUpdate"),
+        "{all}"
+    );
+    assert!(
+        all.contains("no readiness probe") && all.contains("add a readinessProbe"),
+        "{all}"
+    );
+    assert_eq!(site.generation().await, generation, "--strict touched nothing");
+
+    let output = site.world.berth(&["run"]);
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(
+        all.contains("preflight warn") && all.contains("strategy Recreate"),
+        "{all}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_strategy_that_drops_every_pod_is_flagged() {
+    let base = format!(
+        "{}/berth/base:busybox",
+        crate::support::Stack::from_env().registry
+    );
+    let body = deployment_body(
+        &json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%", "maxSurge": 0}}),
+        true,
+        &base,
+    );
+    let site = OneSite::new("deploy-drop", "web", Some(body)).await;
+    let output = site.world.berth(&["run", "--strict"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("may take every ready pod away") && all.contains("maxUnavailable: 0"),
+        "{all}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_commit_is_refused_unless_allowed() {
+    let site = OneSite::new("deploy-older", "web", None).await;
+    let older = site.world.head(&site.url, "main");
+    let newer = site.world.commit(
+        &site.url,
+        "main",
+        &[("index.html", "<h1>newer</h1>\n")],
+        "Newer page",
+    );
+    let output = site.world.berth(&["ship", "landing", "--commit", &newer]);
+    assert!(output.status.success(), "{}", text(&output));
+
+    let output = site.world.berth(&["ship", "landing", "--commit", &older[..9]]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("is older than the deployed") && all.contains("--allow-older"),
+        "{all}"
+    );
+    assert!(site.image().await.contains(&newer));
+
+    let output = site
+        .world
+        .berth(&["ship", "landing", "--commit", &older, "--allow-older"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(site.image().await.contains(&older));
+}
+
+async fn hold_lease(world: &World, holder: &str, renewed_seconds_ago: i64) {
+    let renew = k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::from_secs(renewed_seconds_ago);
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "berth-web"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 30, "acquireTime": renew.to_string(), "renewTime": renew.to_string()}
+    }))
+    .unwrap();
+    let api: Api<Lease> = Api::namespaced(kube_client().await, &world.namespace);
+    match api.get_opt("berth-web").await.unwrap() {
+        Some(existing) => {
+            let mut lease = lease;
+            lease.metadata.resource_version = existing.metadata.resource_version;
+            api.replace("berth-web", &PostParams::default(), &lease)
+                .await
+                .unwrap();
+        }
+        None => {
+            api.create(&PostParams::default(), &lease).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_lease_makes_berth_wait_then_fail_naming_the_holder_and_an_expired_one_is_taken() {
+    let site = OneSite::new("deploy-lease", "web", None).await;
+    hold_lease(&site.world, "nightly-runner on build-host", 0).await;
+    let generation = site.generation().await;
+    let output = site.world.berth(&["run", "--lock-wait", "3s"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("is being deployed by nightly-runner on build-host"),
+        "{all}"
+    );
+    assert_eq!(site.generation().await, generation);
+
+    // A crashed holder: its lease was last renewed long ago and has expired.
+    hold_lease(&site.world, "crashed-runner", 3600).await;
+    let output = site.world.berth(&["run", "--lock-wait", "3s"]);
+    assert!(output.status.success(), "{}", text(&output));
+    // Released afterwards: no holder left.
+    let api: Api<Lease> = Api::namespaced(kube_client().await, &site.world.namespace);
+    let lease = api.get("berth-web").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_concurrent_ships_never_interleave_and_the_newer_commit_wins() {
+    let site = OneSite::new("deploy-concurrent", "web", None).await;
+    let older = site
+        .world
+        .commit(&site.url, "main", &[("index.html", "<h1>one</h1>\n")], "One");
+    let newer = site
+        .world
+        .commit(&site.url, "main", &[("index.html", "<h1>two</h1>\n")], "Two");
+    let first = site.world.spawn_berth(&["ship", "landing", "--commit", &newer]);
+    let second = site.world.spawn_berth(&["ship", "landing", "--commit", &older]);
+    let first = first.wait_with_output().unwrap();
+    let second = second.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", text(&first));
+    // The older one either deployed before the newer (then the newer followed) or was refused.
+    let second_text = text(&second);
+    assert!(
+        second.status.success() || second_text.contains("is older than the deployed"),
+        "{second_text}"
+    );
+    assert!(
+        site.image().await.contains(&newer),
+        "the newer commit runs at the end"
+    );
+}
+
+fn token_kubeconfig(world: &World, account: &str) -> std::path::PathBuf {
+    let token = world.kubectl(&["create", "token", account, "--duration", "10m"]);
+    assert!(token.status.success(), "{}", text(&token));
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let admin = std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap();
+    let server = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string();
+    let ca = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
+        .unwrap()
+        .to_string();
+    let path = world.dir.path().join(format!("{account}.kubeconfig"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documented_rbac_suffices_and_a_missing_verb_is_named() {
+    let site = OneSite::new("deploy-rbac", "web", None).await;
+    let rbac = crate::support::repo_root().join("docs/rbac.yaml");
+    let applied = site.world.kubectl(&["apply", "-f", rbac.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied));
+    let kubeconfig = token_kubeconfig(&site.world, "berth");
+    let output = site
+        .world
+        .berth_with_env(&["run"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    assert!(
+        output.status.success(),
+        "the documented RBAC suffices: {}",
+        text(&output)
+    );
+
+    // The same role without `patch` on deployments.
+    let without_patch = std::fs::read_to_string(&rbac)
+        .unwrap()
+        .replace(
+            "verbs: [\"get\", \"list\", \"watch\", \"patch\"]",
+            "verbs: [\"get\", \"list\", \"watch\"]",
+        )
+        .replace("name: berth\n", "name: berth-no-patch\n");
+    let path = site.world.dir.path().join("rbac-no-patch.yaml");
+    std::fs::write(&path, without_patch).unwrap();
+    let applied = site.world.kubectl(&["apply", "-f", path.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied));
+    site.world
+        .commit(&site.url, "main", &[("index.html", "<h1>again</h1>\n")], "Again");
+    let kubeconfig = token_kubeconfig(&site.world, "berth-no-patch");
+    let output = site
+        .world
+        .berth_with_env(&["run"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("permission missing: berth may not `patch` deployments in namespace"),
+        "{all}"
+    );
+    assert!(all.contains("docs/rbac.yaml"), "{all}");
+}
