@@ -118,8 +118,28 @@ pub fn preflight(deployment: &Deployment, container: &str) -> Vec<Finding> {
     findings
 }
 
-/// A field manager other than berth that applied (server-side) this container's image.
+/// A field manager other than berth that applied this container's image: a
+/// server-side-apply manager, or `kubectl apply` (its last-applied annotation).
 fn image_owner(deployment: &Deployment, container: &str) -> Option<String> {
+    let last_applied = deployment
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("kubectl.kubernetes.io/last-applied-configuration"))
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok());
+    if let Some(applied) = last_applied {
+        let declares_image = applied
+            .pointer("/spec/template/spec/containers")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|containers| {
+                containers
+                    .iter()
+                    .any(|c| c["name"] == container && c.get("image").is_some())
+            });
+        if declares_image {
+            return Some("kubectl apply (client-side)".into());
+        }
+    }
     let key = format!("k:{{\"name\":\"{container}\"}}");
     deployment
         .metadata
@@ -167,6 +187,15 @@ mod tests {
             }
             (base, patch) => *base = patch,
         }
+    }
+
+    #[test]
+    fn an_image_in_the_last_applied_manifest_is_flagged() {
+        let applied = r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:1"}]}}}}"#;
+        let spec = serde_json::json!({"metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": applied}}});
+        let findings = preflight(&deployment(spec), "web");
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(findings[0].problem.contains("kubectl apply"));
     }
 
     #[test]
