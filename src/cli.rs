@@ -35,6 +35,9 @@ pub struct GlobalArgs {
     /// Say more: generator and Engine output, rollout progress. Twice: debug logs.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Print one JSON document on stdout instead of tables (run, ship, rollback, plan, status, history).
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +50,58 @@ pub enum Command {
     Ship(ShipArgs),
     /// Roll a site's Deployment back to its previous revision, or to a commit it ran before.
     Rollback(RollbackArgs),
+    /// Show what `run` would do for each site, changing nothing.
+    Plan(PlanArgs),
+    /// Show each site's branch head, deployed commit and image, rollout state.
+    Status(StatusArgs),
+    /// Show a site's past deployments (ReplicaSet revisions and berth's run log).
+    History(HistoryArgs),
+    /// Build a site from a working tree (uncommitted changes included) into the local Engine.
+    Build(BuildArgs),
+    /// Build a site from a working tree and serve it on a loopback port until Ctrl-C.
+    Preview(PreviewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Sites to plan (default: all).
+    pub sites: Vec<String>,
+    /// Only this shard of the sites, `I/N` (1-based).
+    #[arg(long)]
+    pub shard: Option<crate::views::Shard>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Sites to show (default: all).
+    pub sites: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The site.
+    pub site: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The site to build.
+    pub site: String,
+    /// A working tree of the site's repo (default: the current folder).
+    #[arg(long, default_value = ".")]
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// The site to preview.
+    pub site: String,
+    /// A working tree of the site's repo (default: the current folder).
+    #[arg(long, default_value = ".")]
+    pub source: PathBuf,
+    /// Loopback port to serve on (default: a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +140,9 @@ pub struct RunArgs {
     /// How many sites to work on at once.
     #[arg(long, short = 'j', default_value_t = 2)]
     pub jobs: usize,
+    /// Only this shard of the sites, `I/N` (1-based); shards split sites deterministically.
+    #[arg(long)]
+    pub shard: Option<crate::views::Shard>,
     #[command(flatten)]
     pub deploy: DeployArgs,
 }

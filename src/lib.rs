@@ -9,12 +9,14 @@ pub mod build;
 pub mod cli;
 pub mod config;
 pub mod deploy;
+pub mod local;
 pub mod mirror;
 pub mod output;
 pub mod pipeline;
 pub mod push;
 pub mod reference;
 pub mod settings;
+pub mod views;
 
 use std::process::ExitCode;
 
@@ -100,44 +102,139 @@ fn exit_code_of(error: &anyhow::Error) -> u8 {
 }
 
 async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {
+    let started = std::time::SystemTime::now();
     match &settings.action {
-        Action::Validate => match settings.load_config() {
-            Ok(config) => {
-                printer.note(&format!(
-                    "{}: ok ({} repos, {} sites)",
-                    settings.config_path.display(),
-                    config.repos.len(),
-                    config.sites.len()
-                ));
-                Ok(exit::OK)
-            }
-            Err(error) => Err(error.into()),
-        },
-        Action::Run { sites, jobs, deploy } => {
+        Action::Validate => {
             let config = settings.load_config()?;
-            let report = pipeline::run(&config, sites, Revision::BranchHead, *jobs, deploy, printer).await?;
-            printer.result(&report.summary());
-            Ok(report.exit_code())
+            printer.note(&format!(
+                "{}: ok ({} repos, {} sites)",
+                settings.config_path.display(),
+                config.repos.len(),
+                config.sites.len()
+            ));
+            Ok(exit::OK)
+        }
+        Action::Run {
+            sites,
+            jobs,
+            shard,
+            deploy,
+        } => {
+            let config = settings.load_config()?;
+            let selected = views::select(&config, sites, *shard)?;
+            let report =
+                pipeline::run(&config, &selected, Revision::BranchHead, *jobs, deploy, printer).await?;
+            finish(settings, printer, &config, "run", &report, started)
         }
         Action::Ship { site, commit, deploy } => {
             let config = settings.load_config()?;
+            let selected = views::select(&config, std::slice::from_ref(site), None)?;
             let report = pipeline::run(
                 &config,
-                std::slice::from_ref(site),
+                &selected,
                 Revision::Exact(commit.clone()),
                 1,
                 deploy,
                 printer,
             )
             .await?;
-            printer.result(&report.summary());
-            Ok(report.exit_code())
+            finish(settings, printer, &config, "ship", &report, started)
         }
         Action::Rollback { site, to, deploy } => {
             let config = settings.load_config()?;
             let report = pipeline::rollback(&config, site, to.as_deref(), deploy, printer).await?;
-            printer.result(&report.summary());
-            Ok(report.exit_code())
+            finish(settings, printer, &config, "rollback", &report, started)
+        }
+        Action::Plan { sites, shard } => {
+            let config = settings.load_config()?;
+            let selected = views::select(&config, sites, *shard)?;
+            let entries = views::plan(&config, &selected, printer).await?;
+            if settings.json {
+                printer.result(&json_document("berth.plan/v1", "plan", started, &entries)?);
+            } else {
+                printer.result(&views::plan_table(&entries));
+            }
+            Ok(if entries.iter().any(|e| e.action == views::PlanAction::Error) {
+                exit::SITE_FAILED
+            } else {
+                exit::OK
+            })
+        }
+        Action::Status { sites } => {
+            let config = settings.load_config()?;
+            let selected = views::select(&config, sites, None)?;
+            let entries = views::status(&config, &selected, printer).await?;
+            if settings.json {
+                printer.result(&json_document("berth.status/v1", "status", started, &entries)?);
+            } else {
+                printer.result(&views::status_table(&entries));
+            }
+            Ok(exit::OK)
+        }
+        Action::History { site } => {
+            let config = settings.load_config()?;
+            let selected = views::select(&config, std::slice::from_ref(site), None)?;
+            let history = views::history(&config, selected[0]).await?;
+            if settings.json {
+                printer.result(&serde_json::to_string_pretty(&history)?);
+            } else {
+                printer.result(&views::history_text(&history));
+            }
+            Ok(exit::OK)
+        }
+        Action::Build { site, source } => {
+            let config = settings.load_config()?;
+            let selected = views::select(&config, std::slice::from_ref(site), None)?;
+            let built = local::build(&config, selected[0], source, printer).await?;
+            printer.result(&built.tag);
+            Ok(exit::OK)
+        }
+        Action::Preview { site, source, port } => {
+            let config = settings.load_config()?;
+            let selected = views::select(&config, std::slice::from_ref(site), None)?;
+            let built = local::build(&config, selected[0], source, printer).await?;
+            local::preview(&built, *port, printer).await?;
+            Ok(exit::OK)
         }
     }
+}
+
+/// Prints a run's result (table or JSON), logs it, notifies, and gives the exit code.
+fn finish(
+    settings: &Settings,
+    printer: &Printer,
+    config: &config::Config,
+    command: &str,
+    report: &pipeline::RunReport,
+    started: std::time::SystemTime,
+) -> anyhow::Result<u8> {
+    let code = report.exit_code();
+    if settings.json {
+        printer.result(&serde_json::to_string_pretty(
+            &report.document(command, started, code),
+        )?);
+    } else {
+        printer.result(&report.summary());
+    }
+    if let Err(error) = views::append_log(config, command, report) {
+        printer.warning(&format!(
+            "cannot write the run log in {}: {error}",
+            config.state_dir.display()
+        ));
+    }
+    Ok(code)
+}
+
+fn json_document<T: serde::Serialize>(
+    schema: &str,
+    command: &str,
+    started: std::time::SystemTime,
+    sites: &T,
+) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(&serde_json::json!({
+        "schema": schema,
+        "command": command,
+        "started_at": humantime::format_rfc3339_seconds(started).to_string(),
+        "sites": sites,
+    }))?)
 }

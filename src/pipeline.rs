@@ -64,7 +64,7 @@ pub struct SiteReport {
     /// Seconds per stage.
     pub durations: BTreeMap<String, f64>,
     pub error: Option<String>,
-    #[serde(skip)]
+    /// Why it failed: `site` or `environment`.
     pub failure: Option<FailureKind>,
 }
 
@@ -75,6 +75,23 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The `--json` document of run, ship and rollback (schema: docs/schema/report.schema.json).
+    pub fn document(
+        &self,
+        command: &str,
+        started: std::time::SystemTime,
+        exit_code: u8,
+    ) -> serde_json::Value {
+        serde_json::json!({
+            "schema": "berth.report/v1",
+            "command": command,
+            "started_at": humantime::format_rfc3339_seconds(started).to_string(),
+            "duration_seconds": started.elapsed().unwrap_or_default().as_secs_f64(),
+            "exit_code": exit_code,
+            "sites": self.sites,
+        })
+    }
+
     /// 0 all good; 3 when a failure came from an unreachable part; 1 when a site failed.
     pub fn exit_code(&self) -> u8 {
         if self
@@ -136,13 +153,12 @@ pub enum Revision {
 /// Runs the pipeline for `names` (all sites when empty).
 pub async fn run(
     config: &Config,
-    names: &[String],
+    sites: &[&Site],
     revision: Revision,
     jobs: usize,
     options: &DeployOptions,
     printer: &Printer,
 ) -> anyhow::Result<RunReport> {
-    let sites = select(config, names)?;
     let docker = connect_docker().await?;
     let deployer = Deployer::connect(
         config.kubernetes.context.as_deref(),
@@ -159,7 +175,61 @@ pub async fn run(
     let work_dir = config.state_dir.join("work");
     std::fs::create_dir_all(&work_dir).with_context(|| format!("cannot create {}", work_dir.display()))?;
 
-    // Mirror each repo once.
+    let mirrored = mirror_all(config, sites, &revision, jobs, printer).await;
+
+    let shared = Arc::new(SharedBuilds::default());
+    let context = RunContext {
+        config,
+        docker: &docker,
+        deployer: &deployer,
+        auth: &auth,
+        printer,
+        work_dir: &work_dir,
+        shared,
+        options,
+    };
+    let reports: Vec<SiteReport> = futures_util::stream::iter(sites.iter().map(|site| {
+        let synced = mirrored.get(&site.repo).expect("every repo was mirrored");
+        let context = &context;
+        async move { context.site(site, synced).await }
+    }))
+    .buffered(jobs.max(1))
+    .collect()
+    .await;
+    Ok(RunReport { sites: reports })
+}
+
+/// The sites named (all when none), or a usage error naming the unknown one.
+pub(crate) fn select<'c>(config: &'c Config, names: &[String]) -> Result<Vec<&'c Site>, SetupError> {
+    if names.is_empty() {
+        return Ok(config.sites.iter().collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            config.site(name).ok_or_else(|| SetupError::UnknownSite {
+                name: name.clone(),
+                config: config.path.display().to_string(),
+                known: config
+                    .sites
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        })
+        .collect()
+}
+
+/// Mirrors each repo of `sites` once (blocking work off the runtime), resolving
+/// the commit to ship and each site folder's tree id.
+pub(crate) async fn mirror_all(
+    config: &Config,
+    sites: &[&Site],
+    revision: &Revision,
+    jobs: usize,
+    printer: &Printer,
+) -> HashMap<String, Result<Synced, String>> {
     let mut repo_names: Vec<&str> = sites.iter().map(|s| s.repo.as_str()).collect();
     repo_names.sort_unstable();
     repo_names.dedup();
@@ -196,55 +266,16 @@ pub async fn run(
         .buffer_unordered(jobs.max(1))
         .collect()
         .await;
-    let mirrored: HashMap<String, Result<Synced, String>> = mirrored.into_iter().collect();
-
-    let shared = Arc::new(SharedBuilds::default());
-    let context = RunContext {
-        config,
-        docker: &docker,
-        deployer: &deployer,
-        auth: &auth,
-        printer,
-        work_dir: &work_dir,
-        shared,
-        options,
-    };
-    let reports: Vec<SiteReport> = futures_util::stream::iter(sites.iter().map(|site| {
-        let synced = mirrored.get(&site.repo).expect("every repo was mirrored");
-        let context = &context;
-        async move { context.site(site, synced).await }
-    }))
-    .buffered(jobs.max(1))
-    .collect()
-    .await;
-    Ok(RunReport { sites: reports })
-}
-
-fn select<'c>(config: &'c Config, names: &[String]) -> Result<Vec<&'c Site>, SetupError> {
-    if names.is_empty() {
-        return Ok(config.sites.iter().collect());
-    }
-    names
-        .iter()
-        .map(|name| {
-            config.site(name).ok_or_else(|| SetupError::UnknownSite {
-                name: name.clone(),
-                config: config.path.display().to_string(),
-                known: config
-                    .sites
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
-        })
-        .collect()
+    mirrored.into_iter().collect()
 }
 
 /// Connects to the Engine from `DOCKER_HOST` (or the default socket) and pings it.
 pub async fn connect_docker() -> Result<Docker, SetupError> {
+    // DOCKER_HOST may be unix://, tcp:// (with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
+    // for TLS) or https://. Builds of large sites can take long: one hour per request.
     let docker = Docker::connect_with_defaults()
-        .map_err(|error| SetupError::Environment(format!("cannot reach the Docker Engine: {error}")))?;
+        .map_err(|error| SetupError::Environment(format!("cannot reach the Docker Engine: {error}")))?
+        .with_timeout(Duration::from_secs(3600));
     docker.ping().await.map_err(|error| {
         SetupError::Environment(format!(
             "cannot reach the Docker Engine ({}): {error}",
@@ -255,11 +286,11 @@ pub async fn connect_docker() -> Result<Docker, SetupError> {
 }
 
 /// A mirrored repo: the commit to ship and each path's tree id.
-struct Synced {
-    mirror: Arc<Mutex<Mirror>>,
-    commit: Commit,
-    trees: HashMap<String, Result<String, String>>,
-    duration: Duration,
+pub(crate) struct Synced {
+    pub(crate) mirror: Arc<Mutex<Mirror>>,
+    pub(crate) commit: Commit,
+    pub(crate) trees: HashMap<String, Result<String, String>>,
+    pub(crate) duration: Duration,
 }
 
 fn sync_repo(

@@ -2,12 +2,12 @@
 //! stages need. Nothing below this module sees clap types.
 
 use std::path::PathBuf;
-
 use std::time::Duration;
 
 use crate::cli::{Cli, Command, DeployArgs};
 use crate::config::{Config, ConfigError};
 use crate::output::Verbosity;
+use crate::views::Shard;
 
 /// What to do.
 #[derive(Debug, Clone)]
@@ -16,6 +16,7 @@ pub enum Action {
     Run {
         sites: Vec<String>,
         jobs: usize,
+        shard: Option<Shard>,
         deploy: DeployOptions,
     },
     Ship {
@@ -27,6 +28,25 @@ pub enum Action {
         site: String,
         to: Option<String>,
         deploy: DeployOptions,
+    },
+    Plan {
+        sites: Vec<String>,
+        shard: Option<Shard>,
+    },
+    Status {
+        sites: Vec<String>,
+    },
+    History {
+        site: String,
+    },
+    Build {
+        site: String,
+        source: PathBuf,
+    },
+    Preview {
+        site: String,
+        source: PathBuf,
+        port: u16,
     },
 }
 
@@ -66,6 +86,8 @@ pub struct Settings {
     pub state_dir_override: Option<PathBuf>,
     pub verbosity: Verbosity,
     pub debug_logs: bool,
+    /// Results as one JSON document on stdout.
+    pub json: bool,
     pub action: Action,
 }
 
@@ -83,6 +105,7 @@ impl Settings {
             Command::Run(args) => Action::Run {
                 sites: args.sites,
                 jobs: args.jobs.max(1),
+                shard: args.shard,
                 deploy: deploy_options(&args.deploy),
             },
             Command::Ship(args) => Action::Ship {
@@ -95,12 +118,28 @@ impl Settings {
                 to: args.to,
                 deploy: deploy_options(&args.deploy),
             },
+            Command::Plan(args) => Action::Plan {
+                sites: args.sites,
+                shard: args.shard,
+            },
+            Command::Status(args) => Action::Status { sites: args.sites },
+            Command::History(args) => Action::History { site: args.site },
+            Command::Build(args) => Action::Build {
+                site: args.site,
+                source: args.source,
+            },
+            Command::Preview(args) => Action::Preview {
+                site: args.site,
+                source: args.source,
+                port: args.port,
+            },
         };
         Self {
             config_path: cli.global.config,
             state_dir_override: cli.global.state_dir,
             verbosity,
             debug_logs: cli.global.verbose > 1,
+            json: cli.global.json,
             action,
         }
     }
