@@ -34,6 +34,24 @@ pub struct Config {
     pub kubernetes: Kubernetes,
     pub repos: Vec<Repo>,
     pub sites: Vec<Site>,
+    /// `[notify]`: a webhook told about results.
+    pub notify: Option<Notify>,
+}
+
+/// `[notify]`
+#[derive(Debug, Clone)]
+pub struct Notify {
+    /// Environment variable holding the webhook URL (a secret: never in the file).
+    pub webhook_env: String,
+    pub on: NotifyOn,
+}
+
+/// Which results are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyOn {
+    Failure,
+    Success,
+    Always,
 }
 
 /// `[registry]`
@@ -577,6 +595,33 @@ impl Checker<'_> {
         {
             self.report(root_span.start..root_span.start, None, "no [[site]] is declared");
         }
+        let notify = top.table(self, "notify", false).and_then(|mut table| {
+            let webhook_env = table.required_string(self, "webhook_env");
+            if let Some(env) = &webhook_env {
+                check_env_name(self, env, &table.key_path("webhook_env"));
+            }
+            let on = match table.string(self, "on") {
+                None => Some(NotifyOn::Failure),
+                Some(on) => match on.get_ref().as_str() {
+                    "failure" => Some(NotifyOn::Failure),
+                    "success" => Some(NotifyOn::Success),
+                    "always" => Some(NotifyOn::Always),
+                    other => {
+                        self.report(
+                            on.span(),
+                            Some(table.key_path("on")),
+                            format!("`{other}` is not one of \"failure\", \"success\", \"always\""),
+                        );
+                        None
+                    }
+                },
+            };
+            table.finish(self);
+            Some(Notify {
+                webhook_env: webhook_env?.into_inner(),
+                on: on?,
+            })
+        });
         top.finish(self);
 
         Some(Config {
@@ -587,6 +632,7 @@ impl Checker<'_> {
             kubernetes: kubernetes?,
             repos,
             sites,
+            notify,
         })
     }
 

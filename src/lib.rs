@@ -11,6 +11,7 @@ pub mod config;
 pub mod deploy;
 pub mod local;
 pub mod mirror;
+pub mod notify;
 pub mod output;
 pub mod pipeline;
 pub mod push;
@@ -124,6 +125,7 @@ async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {
             let selected = views::select(&config, sites, *shard)?;
             let report =
                 pipeline::run(&config, &selected, Revision::BranchHead, *jobs, deploy, printer).await?;
+            notify(&config, "run", &report, started, printer).await;
             finish(settings, printer, &config, "run", &report, started)
         }
         Action::Ship { site, commit, deploy } => {
@@ -138,11 +140,13 @@ async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {
                 printer,
             )
             .await?;
+            notify(&config, "ship", &report, started, printer).await;
             finish(settings, printer, &config, "ship", &report, started)
         }
         Action::Rollback { site, to, deploy } => {
             let config = settings.load_config()?;
             let report = pipeline::rollback(&config, site, to.as_deref(), deploy, printer).await?;
+            notify(&config, "rollback", &report, started, printer).await;
             finish(settings, printer, &config, "rollback", &report, started)
         }
         Action::Plan { sites, shard } => {
@@ -223,6 +227,20 @@ fn finish(
         ));
     }
     Ok(code)
+}
+
+/// Sends the `[notify]` webhook, if configured; never fails the command.
+async fn notify(
+    config: &config::Config,
+    command: &str,
+    report: &pipeline::RunReport,
+    started: std::time::SystemTime,
+    printer: &Printer,
+) {
+    if let Some(settings) = &config.notify {
+        let document = report.document(command, started, report.exit_code());
+        notify::send(settings, command, report, document, printer).await;
+    }
 }
 
 fn json_document<T: serde::Serialize>(

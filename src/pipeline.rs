@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -40,6 +41,8 @@ pub enum SiteAction {
     UpToDate,
     /// Something failed; `error` says what.
     Failed,
+    /// berth was interrupted before this site's next stage; its Deployment was not touched.
+    Interrupted,
 }
 
 /// Why a site failed, for the exit code.
@@ -50,6 +53,8 @@ pub enum FailureKind {
     Site,
     /// Docker Engine, registry or cluster unreachable.
     Environment,
+    /// berth was interrupted (Ctrl-C, SIGTERM) before the site's next stage.
+    Interrupted,
 }
 
 /// The result of one site.
@@ -101,7 +106,11 @@ impl RunReport {
         {
             3
         } else {
-            u8::from(self.sites.iter().any(|s| s.action == SiteAction::Failed))
+            u8::from(
+                self.sites
+                    .iter()
+                    .any(|s| matches!(s.action, SiteAction::Failed | SiteAction::Interrupted)),
+            )
         }
     }
 
@@ -175,6 +184,8 @@ pub async fn run(
     let work_dir = config.state_dir.join("work");
     std::fs::create_dir_all(&work_dir).with_context(|| format!("cannot create {}", work_dir.display()))?;
 
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let signals = tokio::spawn(watch_signals(interrupted.clone(), printer.clone()));
     let mirrored = mirror_all(config, sites, &revision, jobs, printer).await;
 
     let shared = Arc::new(SharedBuilds::default());
@@ -187,6 +198,7 @@ pub async fn run(
         work_dir: &work_dir,
         shared,
         options,
+        interrupted: interrupted.clone(),
     };
     let reports: Vec<SiteReport> = futures_util::stream::iter(sites.iter().map(|site| {
         let synced = mirrored.get(&site.repo).expect("every repo was mirrored");
@@ -196,7 +208,32 @@ pub async fn run(
     .buffered(jobs.max(1))
     .collect()
     .await;
+    signals.abort();
     Ok(RunReport { sites: reports })
+}
+
+/// First Ctrl-C (or SIGTERM): no new stage starts; in-flight rollouts finish or
+/// roll back and release their locks. Second: exit at once (leases then expire).
+async fn watch_signals(interrupted: Arc<AtomicBool>, printer: Printer) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        return;
+    };
+    for count in 0.. {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        if count == 0 {
+            interrupted.store(true, Ordering::SeqCst);
+            printer.warning("interrupted: no new work starts; rollouts in flight finish or roll back, then berth stops (again to abort now)");
+        } else {
+            printer.warning("aborted: Deployment leases held now expire within 30s");
+            std::process::exit(130);
+        }
+    }
 }
 
 /// The sites named (all when none), or a usage error naming the unknown one.
@@ -342,6 +379,8 @@ struct RunContext<'a> {
     work_dir: &'a Path,
     shared: Arc<SharedBuilds>,
     options: &'a DeployOptions,
+    /// Set by Ctrl-C or SIGTERM: start no new stage.
+    interrupted: Arc<AtomicBool>,
 }
 
 /// Turns a stage error into the site's failure, keeping its kind.
@@ -368,6 +407,25 @@ fn environment(error: impl Into<anyhow::Error>) -> StageFailure {
 
 impl RunContext<'_> {
     async fn site(&self, site: &Site, synced: &Result<Synced, String>) -> SiteReport {
+        if self.interrupted.load(Ordering::SeqCst) {
+            self.printer.stage(
+                &site.name,
+                "result",
+                Status::Skipped,
+                "not started: berth was interrupted; the Deployment was not touched",
+            );
+            return SiteReport {
+                site: site.name.clone(),
+                commit: None,
+                source_digest: None,
+                image: None,
+                digest: None,
+                action: SiteAction::Interrupted,
+                durations: BTreeMap::new(),
+                error: Some("interrupted before this site started".into()),
+                failure: Some(FailureKind::Interrupted),
+            };
+        }
         let mut report = SiteReport {
             site: site.name.clone(),
             commit: None,
@@ -386,7 +444,11 @@ impl RunContext<'_> {
                 self.printer.stage(&site.name, "result", Status::Failed, &message);
                 report.error = Some(message);
                 report.failure = Some(failure.kind);
-                report.action = SiteAction::Failed;
+                report.action = if failure.kind == FailureKind::Interrupted {
+                    SiteAction::Interrupted
+                } else {
+                    SiteAction::Failed
+                };
             }
         }
         report
@@ -478,6 +540,7 @@ impl RunContext<'_> {
             .durations
             .insert("check".into(), started.elapsed().as_secs_f64());
 
+        self.check_interrupted("build")?;
         // Build, unless the registry already holds this tag built from this source.
         let reference_with_tag = format!("{repository}:{tag}");
         let started = Instant::now();
@@ -532,6 +595,7 @@ impl RunContext<'_> {
             ),
         };
         let target = format!("{}/{}", site.deployment.namespace, site.deployment.name);
+        self.check_interrupted("deploy")?;
         let lock = self.lock(site).await?;
         let outcome = async {
             let deployed = self
@@ -583,6 +647,16 @@ impl RunContext<'_> {
                 SiteAction::Deployed
             }
         })
+    }
+
+    fn check_interrupted(&self, stage: &str) -> Result<(), StageFailure> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            return Err(StageFailure {
+                kind: FailureKind::Interrupted,
+                error: anyhow!("interrupted before {stage}; the Deployment was not touched"),
+            });
+        }
+        Ok(())
     }
 
     /// Takes the site's Deployment lease, saying whom it waits for.
@@ -649,16 +723,32 @@ impl RunContext<'_> {
     /// The registry's digest for `reference` when the local Engine knows that image
     /// was built from `source_digest` and the registry holds it.
     async fn existing(&self, reference: &str, source_digest: &str) -> Result<Option<String>, StageFailure> {
-        let Ok(local) = self.docker.inspect_image(reference).await else {
+        let Some(digest) = push::registry_digest(self.docker, reference, self.auth)
+            .await
+            .map_err(push_failure)?
+        else {
             return Ok(None);
         };
-        let labels = local.config.and_then(|c| c.labels).unwrap_or_default();
-        if labels.get(SOURCE_DIGEST_LABEL).map(String::as_str) != Some(source_digest) {
-            return Ok(None);
+        // The registry holds the tag: was it built from this source? Ask the local
+        // Engine's copy, pulling it when this machine has none (a fresh CronJob pod).
+        let pinned = format!(
+            "{}@{digest}",
+            reference.rsplit_once(':').map_or(reference, |(name, _)| name)
+        );
+        if self.docker.inspect_image(&pinned).await.is_err() {
+            push::pull(self.docker, &pinned, self.auth)
+                .await
+                .map_err(push_failure)?;
         }
-        push::registry_digest(self.docker, reference, self.auth)
+        let labels = self
+            .docker
+            .inspect_image(&pinned)
             .await
-            .map_err(push_failure)
+            .ok()
+            .and_then(|image| image.config)
+            .and_then(|c| c.labels)
+            .unwrap_or_default();
+        Ok((labels.get(SOURCE_DIGEST_LABEL).map(String::as_str) == Some(source_digest)).then_some(digest))
     }
 
     async fn build(

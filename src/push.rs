@@ -359,6 +359,39 @@ async fn push_once(
     Ok(())
 }
 
+/// Pulls `reference` (by digest) into the local Engine.
+pub async fn pull(docker: &Docker, reference: &str, auth: &RegistryAuth) -> Result<(), PushError> {
+    let options = bollard::query_parameters::CreateImageOptions {
+        from_image: Some(reference.to_string()),
+        ..Default::default()
+    };
+    let mut stream = docker.create_image(Some(options), None, auth.credentials.clone());
+    while let Some(item) = stream.next().await {
+        let message = match item {
+            Ok(info) => match info.error_detail.and_then(|detail| detail.message) {
+                Some(message) => message,
+                None => continue,
+            },
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => message,
+            Err(error) => return Err(PushError::Unreachable(error.to_string())),
+        };
+        return Err(if is_auth_message(&message) {
+            PushError::Auth {
+                registry: auth.registry.clone(),
+                message,
+                source_description: auth.source_description.clone(),
+            }
+        } else {
+            PushError::Failed {
+                image: reference.to_string(),
+                attempts: 1,
+                message,
+            }
+        });
+    }
+    Ok(())
+}
+
 /// The digest the registry holds, read back from the image's `RepoDigests`
 /// (the push stream does not carry it reliably).
 async fn pushed_digest(docker: &Docker, repository: &str, reference: &str) -> Result<String, PushError> {

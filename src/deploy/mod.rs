@@ -197,13 +197,23 @@ pub struct Deployer {
 impl Deployer {
     /// Connects with the kubeconfig (`KUBECONFIG` or `~/.kube/config`) and `context`.
     pub async fn connect(context: Option<&str>, timeout: Duration) -> Result<Self, DeployError> {
-        let options = kube::config::KubeConfigOptions {
-            context: context.map(str::to_string),
-            ..Default::default()
+        // A named context needs a kubeconfig; without one, berth infers the
+        // configuration as kubectl does: KUBECONFIG, ~/.kube/config, or the
+        // in-cluster service account (the nightly CronJob).
+        let config = match context {
+            Some(context) => {
+                let options = kube::config::KubeConfigOptions {
+                    context: Some(context.to_string()),
+                    ..Default::default()
+                };
+                kube::Config::from_kubeconfig(&options).await.map_err(|error| {
+                    DeployError::Unreachable(format!("cannot load the kubeconfig: {error}"))
+                })?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|error| DeployError::Unreachable(format!("no cluster configuration: {error}")))?,
         };
-        let config = kube::Config::from_kubeconfig(&options)
-            .await
-            .map_err(|error| DeployError::Unreachable(format!("cannot load the kubeconfig: {error}")))?;
         let client =
             kube::Client::try_from(config).map_err(|error| DeployError::Unreachable(error.to_string()))?;
         Ok(Self { client, timeout })

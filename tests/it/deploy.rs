@@ -25,6 +25,10 @@ impl OneSite {
         let base = format!("{}/berth/base:busybox", world.stack.registry);
         match deployment {
             Some(body) => world.create_deployment_json(body).await,
+            // A short progress deadline for the image that never gets ready.
+            None if image_name.starts_with("notready") => {
+                world.create_deployment_with_deadline("web", 3, &base, 20).await;
+            }
             None => world.create_deployment("web", 3, &base).await,
         }
         let templates = crate::support::repo_root().join("templates");

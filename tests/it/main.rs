@@ -2,6 +2,7 @@
 //! local stack (Docker Engine, registries, Git server, Kubernetes control plane
 //! with kwok). Run them with `scripts/test`, which starts the stack first.
 
+mod callers;
 mod deploy;
 mod pipeline;
 mod stack;

@@ -7,13 +7,13 @@ use crate::support::{World, image_of, text};
 
 /// The four example sites of the bundled pipeline, on this test's own repo copies,
 /// namespace and image names.
-struct Example {
-    world: World,
-    urls: HashMap<&'static str, String>,
-    images: HashMap<&'static str, String>,
+pub(crate) struct Example {
+    pub(crate) world: World,
+    pub(crate) urls: HashMap<&'static str, String>,
+    pub(crate) images: HashMap<&'static str, String>,
 }
 
-const SITES: [(&str, &str); 4] = [
+pub(crate) const SITES: [(&str, &str); 4] = [
     ("www-en", "website"),
     ("www-de", "website"),
     ("docs", "product"),
@@ -21,7 +21,12 @@ const SITES: [(&str, &str); 4] = [
 ];
 
 impl Example {
-    async fn new(name: &str) -> Self {
+    pub(crate) async fn new(name: &str) -> Self {
+        Self::with_extra(name, "").await
+    }
+
+    /// The example pipeline with `extra` TOML appended.
+    pub(crate) async fn with_extra(name: &str, extra: &str) -> Self {
         let world = World::new(name).await;
         let mut urls = HashMap::new();
         for repo in ["website", "product", "landing"] {
@@ -90,15 +95,15 @@ deployment = {{ name = "landing", container = "web" }}
             docs = images["docs"],
             landing_image = images["landing"],
         );
-        world.write_config(&config);
+        world.write_config(&format!("{config}\n{extra}\n"));
         Self { world, urls, images }
     }
 
-    fn head(&self, repo: &str) -> String {
+    pub(crate) fn head(&self, repo: &str) -> String {
         self.world.head(&self.urls[repo], "main")
     }
 
-    async fn generations(&self) -> HashMap<&'static str, i64> {
+    pub(crate) async fn generations(&self) -> HashMap<&'static str, i64> {
         let mut generations = HashMap::new();
         for (site, _) in SITES {
             generations.insert(

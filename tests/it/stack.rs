@@ -296,7 +296,7 @@ async fn a_deployment_of_three_replicas_rolls_out_by_kubectls_rule() {
 async fn a_broken_image_sits_in_image_pull_back_off_and_exceeds_the_progress_deadline() {
     let world = World::new("smoke-broken").await;
     world
-        .create_deployment("web", 2, "127.0.0.1:5000/smoke/web:broken-1")
+        .create_deployment_with_deadline("web", 2, "127.0.0.1:5000/smoke/web:broken-1", 15)
         .await;
     let state = wait_for_state(&world, "web", Duration::from_secs(90), |s| {
         !matches!(s, RolloutState::Progressing(_))

@@ -90,8 +90,10 @@ impl World {
         let namespace = prefix.clone();
         let client = kube_client().await;
         let namespaces: Api<Namespace> = Api::all(client);
-        let namespace_object: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+        let namespace_object: Namespace = serde_json::from_value(
+            json!({"metadata": {"name": namespace, "labels": {"berth.dev/test": "true"}}}),
+        )
+        .unwrap();
         namespaces
             .create(&PostParams::default(), &namespace_object)
             .await
@@ -170,13 +172,26 @@ impl World {
         .to_string()
     }
 
-    /// Creates a Deployment serving port 8080 with a readiness probe and `RollingUpdate`.
+    /// Creates a Deployment serving port 8080 with a readiness probe and `RollingUpdate`,
+    /// with a progress deadline of 120 s (a loaded 2-core machine needs slack).
     pub async fn create_deployment(&self, name: &str, replicas: i32, image: &str) {
+        self.create_deployment_with_deadline(name, replicas, image, 120)
+            .await;
+    }
+
+    /// The same with the progress deadline given.
+    pub async fn create_deployment_with_deadline(
+        &self,
+        name: &str,
+        replicas: i32,
+        image: &str,
+        deadline_seconds: i32,
+    ) {
         let deployment: Deployment = serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": self.namespace},
             "spec": {
                 "replicas": replicas,
-                "progressDeadlineSeconds": 15,
+                "progressDeadlineSeconds": deadline_seconds,
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "selector": {"matchLabels": {"app": name}},
                 "template": {
@@ -250,6 +265,17 @@ impl World {
             .args(args)
             .output()
             .expect("run kubectl")
+    }
+}
+
+impl Drop for World {
+    /// Deletes the test's namespace (in the background), so pods do not pile up.
+    fn drop(&mut self) {
+        if let Ok(kubectl) = std::env::var("BERTH_STACK_KUBECTL") {
+            let _ = Command::new(kubectl)
+                .args(["delete", "namespace", &self.namespace, "--wait=false"])
+                .output();
+        }
     }
 }
 

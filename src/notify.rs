@@ -1,0 +1,123 @@
+//! Notifications: an optional webhook told about a run's result.
+//!
+//! 1. Decide from `[notify].on` whether this result is worth a message.
+//! 2. POST one JSON body, Slack-compatible (`text`) with the whole report under
+//!    `berth`, to the URL read from the environment variable the pipeline names
+//!    (webhook URLs are secrets: never in the file, never printed).
+//! 3. Retry transient failures with backoff; a webhook that stays down is a
+//!    warning, never a failed run.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{Notify, NotifyOn};
+use crate::output::Printer;
+use crate::pipeline::{RunReport, SiteAction};
+
+const ATTEMPTS: u32 = 3;
+
+/// The Slack-compatible one-line summary of a run.
+pub fn summary_text(command: &str, report: &RunReport) -> String {
+    let count = |action: SiteAction| report.sites.iter().filter(|s| s.action == action).count();
+    let failed: Vec<&str> = report
+        .sites
+        .iter()
+        .filter(|s| s.action == SiteAction::Failed)
+        .map(|s| s.site.as_str())
+        .collect();
+    let mut text = format!(
+        "berth {command}: {} deployed, {} unchanged, {} up to date, {} failed",
+        count(SiteAction::Deployed),
+        count(SiteAction::Unchanged),
+        count(SiteAction::UpToDate),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        text.push_str(&format!(" ({})", failed.join(", ")));
+    }
+    text
+}
+
+/// Sends the notification if the configuration asks for it. Never fails the run.
+pub async fn send(
+    notify: &Notify,
+    command: &str,
+    report: &RunReport,
+    document: serde_json::Value,
+    printer: &Printer,
+) {
+    let failed = report.sites.iter().any(|s| s.action == SiteAction::Failed);
+    let wanted = match notify.on {
+        NotifyOn::Always => true,
+        NotifyOn::Failure => failed,
+        NotifyOn::Success => !failed,
+    };
+    if !wanted {
+        return;
+    }
+    let Ok(url) = std::env::var(&notify.webhook_env) else {
+        printer.warning(&format!(
+            "no notification sent: {} is not set",
+            notify.webhook_env
+        ));
+        return;
+    };
+    let body = serde_json::json!({ "text": summary_text(command, report), "berth": document }).to_string();
+    let mut last = String::new();
+    for attempt in 1..=ATTEMPTS {
+        match post(&url, &body).await {
+            Ok(()) => return,
+            Err(error) => {
+                last = error;
+                if attempt < ATTEMPTS {
+                    tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt * attempt))).await;
+                }
+            }
+        }
+    }
+    // The URL itself may hold a token: name the variable, not the URL.
+    printer.warning(&format!(
+        "the webhook in {} did not take the notification after {ATTEMPTS} attempts: {last}",
+        notify.webhook_env
+    ));
+}
+
+async fn post(url: &str, body: &str) -> Result<(), String> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("no TLS roots: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let request = hyper::Request::post(url)
+        .header("content-type", "application/json")
+        .header("user-agent", concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .map_err(|_| "the webhook URL is not a valid URL".to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .map_err(|_| "no answer within 10s".to_string())?
+        .map_err(|e| connection_error(&e))?;
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}"))
+    }
+}
+
+/// The error without the URL (which may hold a token).
+fn connection_error(error: &hyper_util::client::legacy::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    let mut text = "connection failed".to_string();
+    while let Some(cause) = source {
+        text = cause.to_string();
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,480 @@
+//! The three callers through the real binary: nightly runs, per-commit ships,
+//! a developer's local build; plan, status, history; JSON reports; shards;
+//! notifications; signals; the CronJob manifests and berth's own image.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, ListParams};
+
+use crate::pipeline::{Example, SITES};
+use crate::support::{World, git, http_get, image_of, kube_client, text};
+
+fn validate_against(schema_file: &str, document: &serde_json::Value) {
+    let path = crate::support::repo_root().join("docs/schema").join(schema_file);
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(document)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{schema_file}: {errors:#?}\n{document:#}");
+}
+
+fn json_of(output: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", text(output)))
+}
+
+async fn leases_held(world: &World) -> usize {
+    let api: Api<Lease> = Api::namespaced(kube_client().await, &world.namespace);
+    let leases = api.list(&ListParams::default()).await.unwrap();
+    leases
+        .items
+        .iter()
+        .filter(|l| l.spec.as_ref().and_then(|s| s.holder_identity.as_ref()).is_some())
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nightly_run_twice_reports_json_and_the_second_run_writes_nothing() {
+    let example = Example::new("nightly").await;
+    let world = &example.world;
+    let output = world.berth(&["run", "--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let first = json_of(&output);
+    validate_against("report.schema.json", &first);
+    assert!(
+        first["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["action"] == "deployed"),
+        "{first:#}"
+    );
+
+    let versions_before = resource_versions(world).await;
+    let output = world.berth(&["run", "--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let second = json_of(&output);
+    validate_against("report.schema.json", &second);
+    assert!(
+        second["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["action"] == "unchanged"),
+        "{second:#}"
+    );
+    assert_eq!(
+        resource_versions(world).await,
+        versions_before,
+        "no write to any Deployment"
+    );
+    let api: Api<Lease> = Api::namespaced(kube_client().await, &world.namespace);
+    assert!(
+        api.list(&ListParams::default()).await.unwrap().items.len() <= 4,
+        "no new lease"
+    );
+
+    // plan and status agree, as JSON documents valid against their schemas.
+    let output = world.berth(&["plan", "--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let plan = json_of(&output);
+    validate_against("plan.schema.json", &plan);
+    assert!(
+        plan["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["action"] == "unchanged" && s["image_present"] == true)
+    );
+    let output = world.berth(&["status", "--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let status = json_of(&output);
+    validate_against("status.schema.json", &status);
+    assert!(
+        status["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["rollout"] == "complete" && s["up_to_date"] == true)
+    );
+}
+
+async fn resource_versions(world: &World) -> Vec<String> {
+    let mut versions = Vec::new();
+    for (site, _) in SITES {
+        versions.push(world.deployment(site).await.metadata.resource_version.unwrap());
+    }
+    versions
+}
+
+/// Replaces what changes between runs (commits, digests, times, names) by placeholders.
+fn filtered(text: &str, world: &World) -> String {
+    let mut out = text
+        .replace(&world.prefix, "[TEST]")
+        .replace(&world.stack.registry, "[REGISTRY]");
+    for (pattern, replacement) in [
+        (r"[0-9a-f]{64}", "[DIGEST]"),
+        (r"[0-9a-f]{40}", "[COMMIT]"),
+        (r"\b[0-9a-f]{12}\b", "[SHORT]"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]"),
+    ] {
+        out = regex_replace(&out, pattern, replacement);
+    }
+    // Column widths depend on the replaced lengths: squeeze runs of spaces.
+    out.lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn regex_replace(text: &str, pattern: &str, replacement: &str) -> String {
+    // A tiny matcher for the four patterns above, to keep regex out of the dependencies.
+    let mut out = String::new();
+    let bytes = text.as_bytes();
+    let mut index = 0;
+    while index < bytes.len() {
+        let matched = match pattern {
+            r"[0-9a-f]{64}" => hex_run(bytes, index, 64),
+            r"[0-9a-f]{40}" => hex_run(bytes, index, 40),
+            r"\b[0-9a-f]{12}\b" => {
+                hex_run(bytes, index, 12).filter(|_| index == 0 || !bytes[index - 1].is_ascii_alphanumeric())
+            }
+            _ => time_run(bytes, index),
+        };
+        if let Some(length) = matched {
+            out.push_str(replacement);
+            index += length;
+        } else {
+            out.push(bytes[index] as char);
+            index += 1;
+        }
+    }
+    out
+}
+
+fn hex_run(bytes: &[u8], start: usize, length: usize) -> Option<usize> {
+    let end = start + length;
+    let run = bytes.get(start..end)?;
+    let is_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+    (run.iter().all(is_hex) && bytes.get(end).is_none_or(|b| !b.is_ascii_alphanumeric())).then_some(length)
+}
+
+fn time_run(bytes: &[u8], start: usize) -> Option<usize> {
+    let run = bytes.get(start..start + 20)?;
+    let shape = b"dddd-dd-ddTdd:dd:ddZ";
+    run.iter()
+        .zip(shape)
+        .all(|(b, s)| if *s == b'd' { b.is_ascii_digit() } else { b == s })
+        .then_some(20)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_status_and_history_print_what_they_should() {
+    let example = Example::new("views").await;
+    let world = &example.world;
+    let output = world.berth(&["plan"]);
+    assert!(output.status.success(), "{}", text(&output));
+    insta::assert_snapshot!(
+        "plan_before",
+        filtered(&String::from_utf8_lossy(&output.stdout), world)
+    );
+
+    let output = world.berth(&["run", "landing"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let output = world.berth(&["status"]);
+    assert!(output.status.success(), "{}", text(&output));
+    insta::assert_snapshot!(
+        "status_after_one",
+        filtered(&String::from_utf8_lossy(&output.stdout), world)
+    );
+    let output = world.berth(&["history", "landing"]);
+    assert!(output.status.success(), "{}", text(&output));
+    insta::assert_snapshot!(
+        "history_landing",
+        filtered(&String::from_utf8_lossy(&output.stdout), world)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shards_cover_every_site_exactly_once() {
+    let example = Example::new("shards").await;
+    let world = &example.world;
+    for count in [1, 2, 3, 5] {
+        let mut seen = Vec::new();
+        for index in 1..=count {
+            let output = world.berth(&["plan", "--json", "--shard", &format!("{index}/{count}")]);
+            assert!(output.status.success(), "{}", text(&output));
+            for site in json_of(&output)["sites"].as_array().unwrap() {
+                seen.push(site["site"].as_str().unwrap().to_string());
+            }
+        }
+        let unique: BTreeSet<_> = seen.iter().cloned().collect();
+        assert_eq!(seen.len(), 4, "{count} shards: {seen:?}");
+        assert_eq!(unique.len(), 4, "{count} shards: {seen:?}");
+    }
+    // Sites built by one generator run stay together.
+    for count in 2..=5 {
+        let mut together = false;
+        for index in 1..=count {
+            let output = world.berth(&["plan", "--json", "--shard", &format!("{index}/{count}")]);
+            let sites: Vec<String> = json_of(&output)["sites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["site"].as_str().unwrap().to_string())
+                .collect();
+            together |= sites.contains(&"www-en".to_string()) && sites.contains(&"www-de".to_string());
+        }
+        assert!(together, "www-en and www-de share a shard of {count}");
+    }
+    let output = world.berth(&["plan", "--shard", "4/3"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_build_of_a_dirty_tree_is_tagged_dirty_and_preview_serves_it() {
+    let world = World::new("local").await;
+    let url = world.copy_repo("landing");
+    let checkout = world.dir.path().join("checkout");
+    git(
+        world.dir.path(),
+        &[
+            "clone",
+            "-q",
+            world.repo_path(&url).to_str().unwrap(),
+            checkout.to_str().unwrap(),
+        ],
+    );
+    std::fs::write(checkout.join("index.html"), "<h1>work in progress</h1>\n").unwrap();
+    std::fs::write(checkout.join("draft.html"), "untracked draft\n").unwrap();
+    std::fs::write(checkout.join(".gitignore"), "secret.txt\n").unwrap();
+    std::fs::write(checkout.join("secret.txt"), "must not ship\n").unwrap();
+    let templates = crate::support::repo_root().join("templates");
+    world.write_config(&format!(
+        "templates = \"{}\"\n[registry]\naddress = \"{}\"\ncredentials = \"none\"\n[[repo]]\nname = \"landing\"\nurl = \"{url}\"\n[[site]]\nname = \"landing\"\nrepo = \"landing\"\nimage = \"{}/landing\"\ndeployment = {{ name = \"web\", container = \"web\" }}\n",
+        templates.display(),
+        world.stack.registry,
+        world.prefix
+    ));
+    let output = world.berth(&["build", "landing", "--source", checkout.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    let tag = String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .trim()
+        .to_string();
+    let head = world.head(&url, "main");
+    assert!(tag.contains(&format!(":{}-dirty-", &head[..12])), "{tag}");
+    let docker = crate::support::docker().await;
+    let image = docker
+        .inspect_image(&tag)
+        .await
+        .expect("the image is in the local Engine");
+    assert_eq!(image.config.unwrap().labels.unwrap()["dev.berth.dirty"], "true");
+    // Not pushed.
+    let port: u16 = world.stack.registry.rsplit(':').next().unwrap().parse().unwrap();
+    let (status, _) = http_get(port, &format!("/v2/{}/landing/tags/list", world.prefix)).unwrap();
+    assert_eq!(status, 404);
+
+    let mut child = world.spawn_berth(&["preview", "landing", "--source", checkout.to_str().unwrap()]);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let preview_port: u16 = line
+        .trim()
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|_| panic!("{line}"));
+    let mut page = None;
+    for _ in 0..50 {
+        if let Ok((200, body)) = http_get(preview_port, "/") {
+            page = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = page.expect("the preview answers");
+    assert!(page.contains("work in progress"), "{page}");
+    assert_eq!(
+        http_get(preview_port, "/draft.html").unwrap().0,
+        200,
+        "untracked files are included"
+    );
+    assert_eq!(
+        http_get(preview_port, "/secret.txt").unwrap().0,
+        404,
+        "ignored files are left out"
+    );
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert!(http_get(preview_port, "/").is_err(), "the container is gone");
+}
+
+/// A one-shot HTTP receiver on loopback: returns its port and the bodies it got.
+fn webhook_receiver(answers: usize) -> (u16, std::sync::mpsc::Receiver<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(answers) {
+            let mut stream = stream.unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header.trim().is_empty() {
+                    break;
+                }
+                if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .unwrap();
+            sender.send(String::from_utf8(body).unwrap()).unwrap();
+        }
+    });
+    (port, receiver)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_hears_about_the_run_and_one_that_is_down_does_not_fail_it() {
+    let example = Example::with_extra(
+        "webhook",
+        "[notify]\nwebhook_env = \"TEST_WEBHOOK\"\non = \"always\"\n",
+    )
+    .await;
+    let world = &example.world;
+    let (port, bodies) = webhook_receiver(1);
+    let output = world.berth_with_env(
+        &["run", "landing"],
+        &[("TEST_WEBHOOK", &format!("http://127.0.0.1:{port}/hook"))],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let body: serde_json::Value =
+        serde_json::from_str(&bodies.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap();
+    assert_eq!(
+        body["text"],
+        "berth run: 1 deployed, 0 unchanged, 0 up to date, 0 failed"
+    );
+    validate_against("report.schema.json", &body["berth"]);
+
+    // Nothing listens on this port: retried, then a warning; the run still succeeds.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = world.berth_with_env(
+        &["run", "landing"],
+        &[(
+            "TEST_WEBHOOK",
+            &format!("http://127.0.0.1:{closed}/hook?token=s3cret"),
+        )],
+    );
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(
+        all.contains("the webhook in TEST_WEBHOOK did not take the notification"),
+        "{all}"
+    );
+    assert!(!all.contains("s3cret"), "the webhook URL never shows: {all}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_mid_run_leaves_every_deployment_whole_and_no_lease_held() {
+    let example = Example::new("sigint").await;
+    let world = &example.world;
+    let before: Vec<String> = {
+        let mut images = Vec::new();
+        for (site, _) in SITES {
+            images.push(image_of(&world.deployment(site).await));
+        }
+        images
+    };
+    let mut child = world.spawn_berth(&["run", "--jobs", "1"]);
+    // Interrupt once the first site starts deploying.
+    let stderr = child.stderr.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut collected = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if line.contains(" push ") {
+                let _ = sender.send(());
+            }
+            collected.push_str(&line);
+            collected.push('\n');
+        }
+        collected
+    });
+    receiver
+        .recv_timeout(Duration::from_secs(120))
+        .expect("a site reached push");
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "interrupted runs exit 1");
+    for (index, (site, repo)) in SITES.iter().enumerate() {
+        let deployment = world.deployment(site).await;
+        let image = image_of(&deployment);
+        let new = image.contains(&example.head(repo));
+        assert!(image == before[index] || new, "{site} runs {image}");
+        assert_eq!(
+            berth::deploy::rollout::rollout_state(&deployment),
+            berth::deploy::rollout::RolloutState::Complete,
+            "{site}"
+        );
+    }
+    assert_eq!(leases_held(world).await, 0, "no lease held");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cronjob_manifests_pass_a_server_side_dry_run_and_berths_image_runs() {
+    let world = World::new("cronjob").await;
+    let root = crate::support::repo_root();
+    let output = world.kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-f",
+        root.join("docs/rbac.yaml").to_str().unwrap(),
+        "-f",
+        root.join("docs/cronjob/berth.yaml").to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let all = text(&output);
+    assert!(
+        all.contains("cronjob.batch/berth-nightly created (server dry run)"),
+        "{all}"
+    );
+
+    let tag = format!("berth-test/{}:1", world.prefix);
+    let output = std::process::Command::new(root.join("scripts/berth-image"))
+        .arg(&tag)
+        .env("BERTH_BINARY", env!("CARGO_BIN_EXE_berth"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let output = std::process::Command::new("docker")
+        .args(["run", "--rm", &tag, "--version"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("berth "));
+}
