@@ -478,3 +478,20 @@ async fn the_cronjob_manifests_pass_a_server_side_dry_run_and_berths_image_runs(
     assert!(output.status.success(), "{}", text(&output));
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("berth "));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_engine_over_tcp_with_tls_builds_and_pushes() {
+    let example = Example::new("remote-engine").await;
+    let world = &example.world;
+    let host = std::env::var("BERTH_STACK_DOCKER_TLS_HOST").expect("the stack's TLS endpoint");
+    let certs = std::env::var("BERTH_STACK_DOCKER_CERT_PATH").expect("the stack's client certificates");
+    let output = world.berth_with_env(
+        &["run", "landing"],
+        &[("DOCKER_HOST", &host), ("DOCKER_TLS_VERIFY", "1"), ("DOCKER_CERT_PATH", &certs)],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(image_of(&world.deployment("landing").await).contains(&example.head("landing")));
+    // Without the client certificate the Engine is not reachable: an environment error.
+    let output = world.berth_with_env(&["run", "docs"], &[("DOCKER_HOST", &host), ("DOCKER_TLS_VERIFY", "")]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+}
