@@ -65,8 +65,8 @@ struct Inner {
     timestamps: bool,
     /// Live progress lines (rewritten in place) only on a terminal.
     live: bool,
-    /// A progress line is on screen and must be cleared before the next line.
-    lock: Mutex<bool>,
+    /// The live board: one line per site with a stage in progress (terminal only).
+    lock: Mutex<Board>,
 }
 
 impl Printer {
@@ -88,7 +88,7 @@ impl Printer {
                 colour,
                 timestamps,
                 live: false,
-                lock: Mutex::new(false),
+                lock: Mutex::new(Board::default()),
             }),
         }
     }
@@ -121,53 +121,64 @@ impl Printer {
     }
 
     fn write_stderr(&self, line: &str) {
-        let mut progress_shown = self
+        let mut board = self
             .inner
             .lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut stderr = std::io::stderr().lock();
-        if *progress_shown {
-            let _ = write!(stderr, "\r\x1b[2K");
-            *progress_shown = false;
-        }
+        board.erase(&mut stderr);
         let _ = writeln!(stderr, "{line}");
+        board.draw(&mut stderr);
+        let _ = stderr.flush();
     }
 
-    /// Live progress of a stage ("2 of 3 updated replicas are available"): on a
-    /// terminal one line rewritten in place; elsewhere a plain line with `-v`.
+    /// Live progress of one site's stage ("2 of 3 updated replicas are available"):
+    /// on a terminal a board of one line per busy site, redrawn in place under the
+    /// log; elsewhere a plain line with `-v`.
     pub fn progress(&self, site: &str, stage: &str, text: &str) {
         if self.inner.live && self.inner.verbosity >= Verbosity::Normal {
-            let mut progress_shown = self
+            let mut board = self
                 .inner
                 .lock
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut stderr = std::io::stderr().lock();
-            let line = format!("{site:<14} {stage:<8} {text}");
-            let _ = write!(stderr, "\r\x1b[2K{}", line.chars().take(160).collect::<String>());
+            board.erase(&mut stderr);
+            let line: String = format!("{site:<14} {stage:<8} {text}")
+                .chars()
+                .take(150)
+                .collect();
+            board.lines.insert(site.to_string(), self.paint("\x1b[2m", &line));
+            board.draw(&mut stderr);
             let _ = stderr.flush();
-            *progress_shown = true;
         } else {
             self.stage(site, stage, Status::Started, text);
         }
     }
 
-    /// Removes a live progress line, if one is shown.
-    pub fn clear_progress(&self) {
-        let mut progress_shown = self
+    /// Removes a site's line from the live board.
+    pub fn clear_progress(&self, site: &str) {
+        let mut board = self
             .inner
             .lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *progress_shown {
-            let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
-            *progress_shown = false;
+        if board.lines.contains_key(site) {
+            let mut stderr = std::io::stderr().lock();
+            board.erase(&mut stderr);
+            board.lines.remove(site);
+            board.draw(&mut stderr);
+            let _ = stderr.flush();
         }
     }
 
     /// One line about one stage of one site: `www-en  build  ok  a801302c5f31 (2.1s)`.
     pub fn stage(&self, site: &str, stage: &str, status: Status, detail: &str) {
+        if status != Status::Started {
+            // The stage is over: its live line goes.
+            self.clear_progress(site);
+        }
         let shown = match status {
             Status::Warning | Status::Failed => true,
             Status::Started => self.inner.verbosity >= Verbosity::Verbose,
@@ -242,6 +253,29 @@ impl Printer {
             let _ = writeln!(stdout);
         }
         let _ = stdout.flush();
+    }
+}
+
+/// The lines of the live board and how many are on screen.
+#[derive(Default)]
+struct Board {
+    lines: std::collections::BTreeMap<String, String>,
+    drawn: usize,
+}
+
+impl Board {
+    fn erase(&mut self, out: &mut impl Write) {
+        if self.drawn > 0 {
+            let _ = write!(out, "\x1b[{}A\r\x1b[J", self.drawn);
+            self.drawn = 0;
+        }
+    }
+
+    fn draw(&mut self, out: &mut impl Write) {
+        for line in self.lines.values() {
+            let _ = writeln!(out, "{line}");
+        }
+        self.drawn = self.lines.len();
     }
 }
 

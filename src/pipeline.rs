@@ -560,6 +560,7 @@ impl RunContext<'_> {
                 .durations
                 .insert("build".into(), started.elapsed().as_secs_f64());
             let started = Instant::now();
+            printer.progress(&site.name, "push", &format!("pushing {reference_with_tag}"));
             let digest = push::push(self.docker, &image_id, &repository, &tag, self.auth)
                 .await
                 .map_err(push_failure)?;
@@ -838,6 +839,11 @@ impl RunContext<'_> {
             labels: &labels,
             credentials,
         };
+        printer.progress(
+            &site.name,
+            "build",
+            "building the image through the Docker Engine",
+        );
         let image_id =
             build::build_image(self.docker, request, printer)
                 .await
@@ -911,6 +917,8 @@ impl RunContext<'_> {
                 let started = Instant::now();
                 let home = directory.join("home");
                 std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
+                self.printer
+                    .progress(&site.name, "generate", &format!("running `{command}`"));
                 build::run_generator(
                     command,
                     &source,

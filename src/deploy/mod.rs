@@ -443,7 +443,7 @@ impl Deployer {
                 () = tokio::time::sleep(remaining) => {}
             }
         };
-        printer.clear_progress();
+        printer.clear_progress(site);
         result
     }
 

@@ -487,11 +487,18 @@ async fn a_remote_engine_over_tcp_with_tls_builds_and_pushes() {
     let certs = std::env::var("BERTH_STACK_DOCKER_CERT_PATH").expect("the stack's client certificates");
     let output = world.berth_with_env(
         &["run", "landing"],
-        &[("DOCKER_HOST", &host), ("DOCKER_TLS_VERIFY", "1"), ("DOCKER_CERT_PATH", &certs)],
+        &[
+            ("DOCKER_HOST", &host),
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("DOCKER_CERT_PATH", &certs),
+        ],
     );
     assert!(output.status.success(), "{}", text(&output));
     assert!(image_of(&world.deployment("landing").await).contains(&example.head("landing")));
     // Without the client certificate the Engine is not reachable: an environment error.
-    let output = world.berth_with_env(&["run", "docs"], &[("DOCKER_HOST", &host), ("DOCKER_TLS_VERIFY", "")]);
+    let output = world.berth_with_env(
+        &["run", "docs"],
+        &[("DOCKER_HOST", &host), ("DOCKER_TLS_VERIFY", "")],
+    );
     assert_eq!(output.status.code(), Some(3), "{}", text(&output));
 }
