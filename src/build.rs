@@ -180,8 +180,16 @@ pub struct Context {
 
 /// What goes into the context.
 pub enum ContextLayout<'a> {
-    /// A template's Dockerfile at the root and the site's content under `site/`.
-    Template { dockerfile: &'a Path, content: &'a Path },
+    /// A template's Dockerfile at the root, and the site's content in two tars
+    /// for `ADD … /`: `assets.tar` (everything but pages) and `pages.tar` (HTML,
+    /// XML, JSON, text), each holding the files under `web_root` with fixed times
+    /// and owner. `ADD` of a local tar keeps those, so one commit gives the same
+    /// layers; and a changed page changes only the small pages layer.
+    Template {
+        dockerfile: &'a Path,
+        content: &'a Path,
+        web_root: &'a str,
+    },
     /// The site's own folder as the context, its Dockerfile inside it.
     Folder { root: &'a Path },
 }
@@ -207,16 +215,36 @@ pub fn write_context(
         let mut builder = tar::Builder::new(&mut hashing);
         builder.mode(tar::HeaderMode::Deterministic);
         match layout {
-            ContextLayout::Template { dockerfile, content } => {
+            ContextLayout::Template {
+                dockerfile,
+                content,
+                web_root,
+            } => {
                 let text = std::fs::read(dockerfile).map_err(|e| context_error(dockerfile, e))?;
                 append_bytes(&mut builder, "Dockerfile", &text, 0o644, mtime)
                     .map_err(|e| context_error(dockerfile, e))?;
                 files += 1;
-                append_directory(&mut builder, "site", mtime).map_err(|e| context_error(content, e))?;
-                files += append_tree(&mut builder, content, "site/", mtime)?;
+                for (name, pages) in [("assets.tar", false), ("pages.tar", true)] {
+                    let layer = destination.with_file_name(format!(
+                        "{}.{name}",
+                        destination
+                            .file_name()
+                            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+                    ));
+                    files += write_layer_tar(content, web_root, mtime, pages, &layer)?;
+                    let size = std::fs::metadata(&layer)
+                        .map_err(|e| context_error(&layer, e))?
+                        .len();
+                    let mut header = header(tar::EntryType::Regular, 0o644, mtime, size);
+                    let reader = std::fs::File::open(&layer).map_err(|e| context_error(&layer, e))?;
+                    builder
+                        .append_data(&mut header, name, reader)
+                        .map_err(|e| context_error(&layer, e))?;
+                    let _ = std::fs::remove_file(&layer);
+                }
             }
             ContextLayout::Folder { root } => {
-                files += append_tree(&mut builder, root, "", mtime)?;
+                files += append_tree(&mut builder, root, "", mtime, &|_, _| true)?;
             }
         }
         builder.finish().map_err(|e| context_error(destination, e))?;
@@ -229,6 +257,59 @@ pub fn write_context(
         files,
         bytes: hashing.bytes,
     })
+}
+
+/// The folder the image serves: the `WEB_ROOT` build arg, `/www` by default.
+pub fn web_root(build_args: &BTreeMap<String, String>) -> String {
+    build_args
+        .get("WEB_ROOT")
+        .cloned()
+        .unwrap_or_else(|| "/www".to_string())
+}
+
+/// Files that are pages (change often, small) rather than assets.
+fn is_page(relative: &str) -> bool {
+    let extension = relative
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    matches!(
+        extension.as_str(),
+        "html" | "htm" | "xml" | "json" | "txt" | "rss" | "atom" | "webmanifest"
+    )
+}
+
+/// Writes one of the two layer tars: every folder, and the pages or the other files,
+/// under `web_root`. Returns the number of files.
+fn write_layer_tar(
+    content: &Path,
+    web_root: &str,
+    mtime: u64,
+    pages: bool,
+    destination: &Path,
+) -> Result<usize, BuildError> {
+    let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::create(destination).map_err(|e| context_error(destination, e))?;
+    let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(256 * 1024, file));
+    builder.mode(tar::HeaderMode::Deterministic);
+    let root = web_root.trim_matches('/');
+    let mut prefix = String::new();
+    for part in root.split('/').filter(|p| !p.is_empty()) {
+        prefix.push_str(part);
+        append_directory(&mut builder, &prefix, mtime).map_err(|e| context_error(destination, e))?;
+        prefix.push('/');
+    }
+    let files = append_tree(&mut builder, content, &prefix, mtime, &|relative, is_dir| {
+        is_dir || is_page(relative) == pages
+    })?;
+    builder
+        .into_inner()
+        .and_then(|mut writer| std::io::Write::flush(&mut writer))
+        .map_err(|e| context_error(destination, e))?;
+    Ok(files)
 }
 
 struct HashingWriter<W> {
@@ -287,14 +368,30 @@ fn append_tree<W: std::io::Write>(
     root: &Path,
     prefix: &str,
     mtime: u64,
+    keep: &dyn Fn(&str, bool) -> bool,
 ) -> Result<usize, BuildError> {
     let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
         path: path.to_path_buf(),
         source,
     };
     let canonical_root = root.canonicalize().map_err(|e| context_error(root, e))?;
+    let ignore = Ignore::read(&root.join(".dockerignore"))
+        .map_err(|e| context_error(&root.join(".dockerignore"), e))?;
     let mut files = 0;
-    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+    let walker = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|entry| {
+            let relative = entry
+                .path()
+                .strip_prefix(root)
+                .unwrap_or(entry.path())
+                .to_string_lossy()
+                .into_owned();
+            relative != ".dockerignore" && !ignore.excludes(&relative)
+        });
+    for entry in walker {
         let entry = entry.map_err(|e| {
             let path = e.path().map_or_else(|| root.to_path_buf(), Path::to_path_buf);
             context_error(&path, std::io::Error::other(e.to_string()))
@@ -310,6 +407,9 @@ fn append_tree<W: std::io::Write>(
         }
         let name = format!("{prefix}{relative_text}");
         let file_type = entry.file_type();
+        if !keep(&relative_text, file_type.is_dir()) {
+            continue;
+        }
         if file_type.is_symlink() {
             let target = std::fs::read_link(entry.path()).map_err(|e| context_error(entry.path(), e))?;
             let resolved = if target.is_absolute() {
@@ -352,6 +452,87 @@ fn append_tree<W: std::io::Write>(
         }
     }
     Ok(files)
+}
+
+/// The patterns of a `.dockerignore` file, as Docker reads them: one per line,
+/// `#` comments, `*` and `?` within a path part, `**` across parts, `!` to take
+/// an exclusion back; the last matching line wins; a matched folder excludes all
+/// below it.
+#[derive(Debug, Default)]
+pub struct Ignore {
+    rules: Vec<(bool, Vec<String>)>,
+}
+
+impl Ignore {
+    /// Reads `path`; a missing file ignores nothing.
+    pub fn read(path: &Path) -> std::io::Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Self::parse(&text)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(error) => Err(error),
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        let rules = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| {
+                let (keep, pattern) = line
+                    .strip_prefix('!')
+                    .map_or((false, line), |rest| (true, rest.trim()));
+                let parts = pattern
+                    .trim_start_matches("./")
+                    .trim_matches('/')
+                    .split('/')
+                    .filter(|p| !p.is_empty() && *p != ".")
+                    .map(str::to_string)
+                    .collect();
+                (keep, parts)
+            })
+            .collect();
+        Self { rules }
+    }
+
+    /// Whether `relative` (with `/` separators) is left out of the context.
+    pub fn excludes(&self, relative: &str) -> bool {
+        let parts: Vec<&str> = relative.split('/').collect();
+        let mut excluded = false;
+        for (keep, pattern) in &self.rules {
+            // A pattern matches the path or any folder above it.
+            let matched = (1..=parts.len()).any(|length| match_parts(pattern, &parts[..length]));
+            if matched {
+                excluded = !keep;
+            }
+        }
+        excluded
+    }
+}
+
+fn match_parts(pattern: &[String], parts: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => parts.is_empty(),
+        Some((first, rest)) if first == "**" => {
+            (0..=parts.len()).any(|skip| match_parts(rest, &parts[skip..]))
+        }
+        Some((first, rest)) => parts.split_first().is_some_and(|(part, others)| {
+            glob(first.as_bytes(), part.as_bytes()) && match_parts(rest, others)
+        }),
+    }
+}
+
+/// `*` and `?` within one path part.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.split_first(), text.split_first()) {
+        (None, None) => true,
+        (Some((b'*', rest)), _) => {
+            glob(rest, text) || text.split_first().is_some_and(|(_, tail)| glob(pattern, tail))
+        }
+        (Some((b'?', rest)), Some((_, tail))) => glob(rest, tail),
+        (Some((expected, rest)), Some((actual, tail))) => expected == actual && glob(rest, tail),
+        _ => false,
+    }
 }
 
 /// Resolves `.` and `..` without touching the file system.
@@ -520,6 +701,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn dockerignore_patterns() {
+        let ignore = Ignore::parse("# drafts\ndrafts\n*.psd\n**/*.map\n!keep.psd\n/tmp/\nsecret?.txt\n");
+        assert!(ignore.excludes("drafts"));
+        assert!(ignore.excludes("drafts/a.html"));
+        assert!(ignore.excludes("logo.psd"));
+        assert!(!ignore.excludes("keep.psd"));
+        assert!(!ignore.excludes("img/logo.psd"), "* does not cross folders");
+        assert!(ignore.excludes("js/deep/app.js.map"));
+        assert!(ignore.excludes("app.js.map"));
+        assert!(ignore.excludes("tmp/x"));
+        assert!(ignore.excludes("secret1.txt"));
+        assert!(!ignore.excludes("secret12.txt"));
+        assert!(!ignore.excludes("index.html"));
+    }
+
+    #[test]
     fn tail_keeps_the_last_lines() {
         let mut tail = Tail::new(2);
         for line in ["a", "b", "c"] {
@@ -541,6 +738,7 @@ mod tests {
         let layout = ContextLayout::Template {
             dockerfile: &dockerfile,
             content: &content,
+            web_root: "/www",
         };
         let first = write_context(&layout, 1_700_000_000, &dir.path().join("a.tar")).unwrap();
         let second = write_context(&layout, 1_700_000_000, &dir.path().join("b.tar")).unwrap();

@@ -56,6 +56,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Show a site's past deployments (ReplicaSet revisions and berth's run log).
     History(HistoryArgs),
+    /// Fetch the mirrors of the named repos (default: all) and print each branch head.
+    Mirror(MirrorArgs),
     /// Build a site from a working tree (uncommitted changes included) into the local Engine.
     Build(BuildArgs),
     /// Build a site from a working tree and serve it on a loopback port until Ctrl-C.
@@ -75,6 +77,12 @@ pub struct PlanArgs {
 pub struct StatusArgs {
     /// Sites to show (default: all).
     pub sites: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// Repos to fetch (default: all).
+    pub repos: Vec<String>,
 }
 
 #[derive(Debug, Args)]

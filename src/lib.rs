@@ -186,6 +186,12 @@ async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
+        Action::Mirror { repos } => {
+            let config = settings.load_config()?;
+            let heads = pipeline::mirror_repos(&config, repos, printer).await?;
+            printer.result(&output::table(&["REPO", "BRANCH", "HEAD"], &heads));
+            Ok(exit::OK)
+        }
         Action::Build { site, source } => {
             let config = settings.load_config()?;
             let selected = views::select(&config, std::slice::from_ref(site), None)?;

@@ -144,11 +144,13 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
     let context_path = work.path().join("context.tar");
     let context = {
         let (content, tree, context_path) = (content.clone(), tree.clone(), context_path.clone());
+        let web_root = build::web_root(&site.build_args);
         tokio::task::spawn_blocking(move || {
             let layout = match &template {
                 Some(dockerfile) => ContextLayout::Template {
                     dockerfile,
                     content: &content,
+                    web_root: &web_root,
                 },
                 None => ContextLayout::Folder { root: &tree },
             };

@@ -306,6 +306,54 @@ pub(crate) async fn mirror_all(
     mirrored.into_iter().collect()
 }
 
+/// Fetches the mirrors of `names` (all repos when empty); rows of repo, branch, head.
+pub async fn mirror_repos(
+    config: &Config,
+    names: &[String],
+    printer: &Printer,
+) -> anyhow::Result<Vec<Vec<String>>> {
+    if let Some(unknown) = names.iter().find(|name| config.repo(name).is_none()) {
+        return Err(SetupError::UnknownSite {
+            name: unknown.clone(),
+            config: config.path.display().to_string(),
+            known: config
+                .repos
+                .iter()
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+        .into());
+    }
+    let mut rows = Vec::new();
+    for repo in &config.repos {
+        if !names.is_empty() && !names.contains(&repo.name) {
+            continue;
+        }
+        let (mirrors_dir, repo_copy, printer_copy) =
+            (config.state_dir.join("mirrors"), repo.clone(), printer.clone());
+        let started = Instant::now();
+        let head = tokio::task::spawn_blocking(move || {
+            let warn = |message: String| printer_copy.warning(&message);
+            let mirror = Mirror::sync(&mirrors_dir, &repo_copy, &warn)?;
+            mirror.branch_head(&repo_copy.branch)
+        })
+        .await??;
+        printer.stage(
+            &repo.name,
+            "mirror",
+            Status::Done,
+            &format!(
+                "{} ({:.2}s)",
+                reference::short(&head.id),
+                started.elapsed().as_secs_f64()
+            ),
+        );
+        rows.push(vec![repo.name.clone(), repo.branch.clone(), head.id]);
+    }
+    Ok(rows)
+}
+
 /// Connects to the Engine from `DOCKER_HOST` (or the default socket) and pings it.
 pub async fn connect_docker() -> Result<Docker, SetupError> {
     // DOCKER_HOST may be unix://, tcp:// (with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
@@ -786,6 +834,7 @@ impl RunContext<'_> {
         };
         let build_context = {
             let site_content = content.clone();
+            let web_root = build::web_root(&site.build_args);
             let generated = generated.clone();
             let context_path = context_path.clone();
             tokio::task::spawn_blocking(move || {
@@ -793,6 +842,7 @@ impl RunContext<'_> {
                     Some(dockerfile) => ContextLayout::Template {
                         dockerfile,
                         content: &site_content,
+                        web_root: &web_root,
                     },
                     None => ContextLayout::Folder { root: &generated },
                 };

@@ -39,6 +39,9 @@ pub enum Action {
     History {
         site: String,
     },
+    Mirror {
+        repos: Vec<String>,
+    },
     Build {
         site: String,
         source: PathBuf,
@@ -124,6 +127,7 @@ impl Settings {
             },
             Command::Status(args) => Action::Status { sites: args.sites },
             Command::History(args) => Action::History { site: args.site },
+            Command::Mirror(args) => Action::Mirror { repos: args.repos },
             Command::Build(args) => Action::Build {
                 site: args.site,
                 source: args.source,

@@ -4,6 +4,7 @@
 
 mod callers;
 mod deploy;
+mod images;
 mod pipeline;
 mod stack;
 mod support;

@@ -1,0 +1,406 @@
+//! Build and push through the real Engine and registries: what the image holds
+//! and serves, reproducibility, refusals, credentials, a registry that goes away.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions, StartContainerOptions};
+
+use crate::support::{World, http_get, image_of, text, unique};
+
+/// One plain-HTML site (a copy of `landing`) in a world, with the registry part of
+/// the config given.
+struct Site {
+    world: World,
+    url: String,
+}
+
+impl Site {
+    async fn new(test: &str) -> Self {
+        let world = World::new(test).await;
+        let url = world.copy_repo("landing");
+        world
+            .create_deployment("web", 2, &format!("{}/berth/base:busybox", world.stack.registry))
+            .await;
+        Self { world, url }
+    }
+
+    fn config(&self, registry: &str, extra_sites: &[&str]) {
+        let templates = crate::support::repo_root().join("templates");
+        let mut text = format!(
+            "templates = \"{}\"\n{registry}\n[kubernetes]\nnamespace = \"{}\"\nrollout_timeout = \"2m\"\n[[repo]]\nname = \"landing\"\nurl = \"{}\"\n\
+             [[site]]\nname = \"landing\"\nrepo = \"landing\"\nimage = \"{}/landing\"\ndeployment = {{ name = \"web\", container = \"web\" }}\n",
+            templates.display(),
+            self.world.namespace,
+            self.url,
+            self.world.prefix
+        );
+        for (index, name) in extra_sites.iter().enumerate() {
+            text.push_str(&format!(
+                "[[site]]\nname = \"{name}\"\nrepo = \"landing\"\nimage = \"{}/{name}\"\ndeployment = {{ name = \"web\", container = \"extra{index}\" }}\n",
+                self.world.prefix
+            ));
+        }
+        self.world.write_config(&text);
+    }
+}
+
+async fn serve(docker: &bollard::Docker, image: &str) -> (String, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut bindings = HashMap::new();
+    bindings.insert(
+        "8080/tcp".to_string(),
+        Some(vec![PortBinding {
+            host_ip: Some("127.0.0.1".into()),
+            host_port: Some(port.to_string()),
+        }]),
+    );
+    let name = unique("berth-serve");
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        host_config: Some(HostConfig {
+            port_bindings: Some(bindings),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            }),
+            body,
+        )
+        .await
+        .unwrap();
+    docker
+        .start_container(&name, None::<StartContainerOptions>)
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        if http_get(port, "/").is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (name, port)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_same_layers() {
+    let site = Site::new("image-serve").await;
+    site.world.commit(
+        &site.url,
+        "main",
+        &[
+            (".dockerignore", "drafts\n*.psd\n"),
+            ("drafts/next.html", "not yet\n"),
+            ("art.psd", "layers\n"),
+            ("über uns.html", "<p>unicode</p>\n"),
+        ],
+        "Drafts stay out",
+    );
+    site.config(
+        &format!(
+            "[registry]\naddress = \"{}\"\ncredentials = \"none\"",
+            site.world.stack.registry
+        ),
+        &[],
+    );
+    let output = site.world.berth(&["run"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let image = image_of(&site.world.deployment("web").await);
+
+    let docker = crate::support::docker().await;
+    let (container, port) = serve(&docker, &image).await;
+    let (status, page) = http_get(port, "/").unwrap();
+    let (draft, _) = http_get(port, "/drafts/next.html").unwrap();
+    let (psd, _) = http_get(port, "/art.psd").unwrap();
+    let (unicode, _) = http_get(port, "/%C3%BCber%20uns.html").unwrap();
+    docker
+        .remove_container(
+            &container,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("generator-check"), "{page}");
+    assert_eq!((draft, psd), (404, 404), ".dockerignore keeps drafts out");
+    assert_eq!(unicode, 200, "unusual names are kept");
+
+    // Labels say where the image came from.
+    let inspect = docker.inspect_image(&image).await.unwrap();
+    let labels = inspect.config.unwrap().labels.unwrap();
+    let head = site.world.head(&site.url, "main");
+    assert_eq!(labels["org.opencontainers.image.revision"], head);
+    assert_eq!(labels["org.opencontainers.image.source"], site.url);
+    assert!(labels["org.opencontainers.image.created"].ends_with('Z'));
+
+    // The same commit built again, without the build cache, gives the same context
+    // digest and the same layers.
+    let output = std::process::Command::new("docker")
+        .args(["builder", "prune", "-af"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    site.config(
+        &format!(
+            "[registry]\naddress = \"{}\"\ncredentials = \"none\"",
+            site.world.stack.registry
+        ),
+        &["again"],
+    );
+    site.world.create_deployment_json(serde_json::json!({
+        "metadata": {"name": "web2"},
+        "spec": {"selector": {"matchLabels": {"app": "web2"}}, "template": {"metadata": {"labels": {"app": "web2"}},
+            "spec": {"containers": [{"name": "extra0", "image": "x", "readinessProbe": {"httpGet": {"path": "/", "port": 8080}}}]}}}
+    }))
+    .await;
+    let config = std::fs::read_to_string(site.world.dir.path().join("pipeline.toml"))
+        .unwrap()
+        .replace(
+            "name = \"web\", container = \"extra0\"",
+            "name = \"web2\", container = \"extra0\"",
+        );
+    site.world.write_config(&config);
+    let output = site.world.berth(&["run", "again"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let again = docker
+        .inspect_image(&image_of(&site.world.deployment("web2").await))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.config.unwrap().labels.unwrap()["dev.berth.context-digest"],
+        labels["dev.berth.context-digest"]
+    );
+    assert_eq!(
+        again.root_fs.unwrap().layers,
+        inspect.root_fs.unwrap().layers,
+        "same layers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlink_out_of_the_site_is_refused_and_nothing_is_pushed() {
+    let site = Site::new("image-symlink").await;
+    let work = site.world.dir.path().join("symlink-work");
+    crate::support::git(
+        site.world.dir.path(),
+        &[
+            "clone",
+            "-q",
+            site.world.repo_path(&site.url).to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    std::os::unix::fs::symlink("../../../../../../etc/passwd", work.join("passwd.html")).unwrap();
+    crate::support::git(&work, &["add", "-A"]);
+    crate::support::git(
+        &work,
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.test",
+            "commit",
+            "-q",
+            "-m",
+            "Sneaky link",
+        ],
+    );
+    crate::support::git(&work, &["push", "-q", "origin", "main"]);
+    site.config(
+        &format!(
+            "[registry]\naddress = \"{}\"\ncredentials = \"none\"",
+            site.world.stack.registry
+        ),
+        &[],
+    );
+    let output = site.world.berth(&["run"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("symlink `passwd.html` points outside the site"),
+        "{all}"
+    );
+    let port: u16 = site
+        .world
+        .stack
+        .registry
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        http_get(port, &format!("/v2/{}/landing/tags/list", site.world.prefix))
+            .unwrap()
+            .0,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_auth_registry_takes_docker_config_and_helper_credentials_and_names_a_wrong_password() {
+    let site = Site::new("image-auth").await;
+    let stack = &site.world.stack;
+    let registry = format!(
+        "[registry]\naddress = \"{}\"\ncredentials = \"docker-config\"",
+        stack.auth_registry
+    );
+    site.config(&registry, &[]);
+    let docker_config = std::env::var("BERTH_STACK_AUTH_DOCKER_CONFIG").unwrap();
+    let output = site
+        .world
+        .berth_with_env(&["run"], &[("DOCKER_CONFIG", &docker_config)]);
+    assert!(output.status.success(), "config.json auths: {}", text(&output));
+    assert!(image_of(&site.world.deployment("web").await).starts_with(&stack.auth_registry));
+
+    // A credential helper, as `credHelpers` in config.json names it.
+    let helper_dir = site.world.dir.path().join("helper");
+    std::fs::create_dir_all(helper_dir.join("bin")).unwrap();
+    let helper = helper_dir.join("bin/docker-credential-berthtest");
+    std::fs::write(
+        &helper,
+        format!("#!/bin/sh\nread server\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{}\",\"Secret\":\"{}\"}}' \"$server\"\n", stack.auth_username, stack.auth_password),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", helper.to_str().unwrap()])
+        .status()
+        .unwrap();
+    std::fs::write(
+        helper_dir.join("config.json"),
+        format!(
+            "{{\"credHelpers\":{{\"{}\":\"berthtest\"}}}}",
+            stack.auth_registry
+        ),
+    )
+    .unwrap();
+    site.world.commit(
+        &site.url,
+        "main",
+        &[("index.html", "<h1>helper</h1>\n")],
+        "Helper round",
+    );
+    let path = format!(
+        "{}:{}",
+        helper_dir.join("bin").display(),
+        std::env::var("PATH").unwrap()
+    );
+    let output = site.world.berth_with_env(
+        &["run"],
+        &[("DOCKER_CONFIG", helper_dir.to_str().unwrap()), ("PATH", &path)],
+    );
+    assert!(output.status.success(), "credential helper: {}", text(&output));
+
+    // A wrong password: refused at once, naming the registry and the source, never the secret.
+    site.config(&format!("[registry]\naddress = \"{}\"\ncredentials = \"env\"\nusername_env = \"REG_USER\"\npassword_env = \"REG_PASSWORD\"", stack.auth_registry), &[]);
+    site.world.commit(
+        &site.url,
+        "main",
+        &[("index.html", "<h1>wrong</h1>\n")],
+        "Wrong password round",
+    );
+    let started = std::time::Instant::now();
+    let output = site.world.berth_with_env(
+        &["run"],
+        &[
+            ("REG_USER", &stack.auth_username),
+            ("REG_PASSWORD", "not-the-password-42"),
+        ],
+    );
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains(&format!("registry {} refused the push", stack.auth_registry)),
+        "{all}"
+    );
+    assert!(
+        all.contains("environment variables REG_USER and REG_PASSWORD"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("not-the-password-42"),
+        "the secret never shows: {all}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "not retried: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_that_goes_away_before_the_push_fails_cleanly_and_the_deployment_stays() {
+    let site = Site::new("image-gone").await;
+    // A registry of this test's own, to stop.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let root = site.world.dir.path().join("registry");
+    std::fs::create_dir_all(&root).unwrap();
+    let config = root.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            root.join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut registry = std::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..50 {
+        if http_get(port, "/v2/").is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    site.config(
+        &format!("[registry]\naddress = \"127.0.0.1:{port}\"\ncredentials = \"none\""),
+        &[],
+    );
+    let before = image_of(&site.world.deployment("web").await);
+    let mut child = site.world.spawn_berth(&["run"]);
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut collected = String::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if line.contains(" build ") && line.contains(" ok ") {
+            registry.kill().unwrap();
+            let _ = registry.wait();
+        }
+        collected.push_str(&line);
+        collected.push('\n');
+    }
+    let status = child.wait().unwrap();
+    let _ = registry.kill();
+    assert_eq!(status.code(), Some(1), "{collected}");
+    assert!(
+        collected.contains("failed after 3 attempts") || collected.contains("cannot reach"),
+        "{collected}"
+    );
+    assert_eq!(
+        image_of(&site.world.deployment("web").await),
+        before,
+        "the Deployment was not touched"
+    );
+}
