@@ -901,6 +901,10 @@ impl RunContext<'_> {
                     build::BuildError::Unreachable(_) => environment(error),
                     other => other.into(),
                 })?;
+        // For scripts/bench: keep the context, to measure the Engine's own cost on it.
+        if let Some(keep) = std::env::var_os("BERTH_KEEP_CONTEXT") {
+            let _ = std::fs::copy(&build_context.path, std::path::Path::new(&keep).join(format!("{}.tar", site.name)));
+        }
         printer.stage(
             &site.name,
             "build",

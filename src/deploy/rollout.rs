@@ -231,6 +231,12 @@ mod tests {
         let not_ready: Pod = fixture("pods/not-ready.json");
         assert_eq!(pod_problem(&not_ready, "web").unwrap().reason, "NotReady");
 
+        let unschedulable: Pod = fixture("pods/unschedulable.json");
+        let problem = pod_problem(&unschedulable, "web").unwrap();
+        assert_eq!(problem.reason, "FailedScheduling");
+        assert!(problem.message.contains("didn't match"), "{}", problem.message);
+        assert!(!problem.fatal);
+
         let ready: Pod = fixture("pods/ready.json");
         assert_eq!(pod_problem(&ready, "web"), None);
     }

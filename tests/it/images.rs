@@ -305,6 +305,25 @@ async fn the_auth_registry_takes_docker_config_and_helper_credentials_and_names_
     );
     assert!(output.status.success(), "credential helper: {}", text(&output));
 
+    // A private base image: the build pulls it from the auth registry with the same credentials.
+    let private_base = format!("{}/{}/base", stack.auth_registry, site.world.prefix);
+    let push = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker tag {base} {private_base}:1 && DOCKER_CONFIG={config} docker push -q {private_base}:1 && docker rmi {private_base}:1",
+            base = stack.base_image,
+            config = docker_config,
+        ))
+        .output()
+        .unwrap();
+    assert!(push.status.success(), "{}", text(&push));
+    let mut with_base = std::fs::read_to_string(site.world.dir.path().join("pipeline.toml")).unwrap();
+    with_base.push_str(&format!("build_args = {{ BASE_IMAGE = \"{private_base}:1\" }}\n"));
+    site.world.write_config(&with_base);
+    site.world.commit(&site.url, "main", &[("index.html", "<h1>private base</h1>\n")], "Private base round");
+    let output = site.world.berth_with_env(&["run"], &[("DOCKER_CONFIG", &docker_config)]);
+    assert!(output.status.success(), "private base image: {}", text(&output));
+
     // A wrong password: refused at once, naming the registry and the source, never the secret.
     site.config(&format!("[registry]\naddress = \"{}\"\ncredentials = \"env\"\nusername_env = \"REG_USER\"\npassword_env = \"REG_PASSWORD\"", stack.auth_registry), &[]);
     site.world.commit(
@@ -393,6 +412,7 @@ async fn a_registry_that_goes_away_before_the_push_fails_cleanly_and_the_deploym
     }
     let status = child.wait().unwrap();
     let _ = registry.kill();
+    let _ = registry.wait();
     assert_eq!(status.code(), Some(1), "{collected}");
     assert!(
         collected.contains("failed after 3 attempts") || collected.contains("cannot reach"),
@@ -403,4 +423,44 @@ async fn a_registry_that_goes_away_before_the_push_fails_cleanly_and_the_deploym
         before,
         "the Deployment was not touched"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_with_its_own_dockerfile_ships_and_an_existing_image_is_not_built_again() {
+    let site = Site::new("image-own").await;
+    site.world.commit(
+        &site.url,
+        "main",
+        &[("Dockerfile", &format!("FROM {}\nCOPY . /www/\n", site.world.stack.base_image)), (".dockerignore", "Dockerfile\n")],
+        "Own Dockerfile",
+    );
+    let templates = crate::support::repo_root().join("templates");
+    site.world.write_config(&format!(
+        "templates = \"{}\"\n[registry]\naddress = \"{}\"\ncredentials = \"none\"\n[kubernetes]\nnamespace = \"{}\"\n[[repo]]\nname = \"landing\"\nurl = \"{}\"\n\
+         [[site]]\nname = \"landing\"\nrepo = \"landing\"\ndockerfile = \"Dockerfile\"\nimage = \"{}/landing\"\ndeployment = {{ name = \"web\", container = \"web\" }}\n",
+        templates.display(),
+        site.world.stack.registry,
+        site.world.namespace,
+        site.url,
+        site.world.prefix
+    ));
+    let output = site.world.berth(&["run"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let image = image_of(&site.world.deployment("web").await);
+    let docker = crate::support::docker().await;
+    let (container, port) = serve(&docker, &image).await;
+    let (status, page) = http_get(port, "/index.html").unwrap();
+    docker.remove_container(&container, Some(RemoveContainerOptions { force: true, ..Default::default() })).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("generator-check"), "{page}");
+
+    // Rolled back and run again: the registry holds the image built from this source.
+    let output = site.world.berth(&["rollback", "landing"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let output = site.world.berth(&["run"]);
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(all.contains("build    skip exists:"), "{all}");
+    assert!(!all.contains("context  ok"), "no context was written: {all}");
+    assert_eq!(image_of(&site.world.deployment("web").await), image);
 }
