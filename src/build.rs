@@ -191,7 +191,7 @@ pub enum ContextLayout<'a> {
         web_root: &'a str,
     },
     /// The site's own folder as the context, its Dockerfile inside it.
-    Folder { root: &'a Path },
+    Folder { root: &'a Path, dockerfile: &'a str },
 }
 
 /// Writes the build context tar to `destination` and returns its digest.
@@ -243,8 +243,15 @@ pub fn write_context(
                     let _ = std::fs::remove_file(&layer);
                 }
             }
-            ContextLayout::Folder { root } => {
-                files += append_tree(&mut builder, root, "", mtime, &|_, _| true)?;
+            ContextLayout::Folder { root, dockerfile } => {
+                files += append_tree(
+                    &mut builder,
+                    root,
+                    "",
+                    mtime,
+                    &|_, _| true,
+                    &[dockerfile, ".dockerignore"],
+                )?;
             }
         }
         builder.finish().map_err(|e| context_error(destination, e))?;
@@ -302,9 +309,14 @@ fn write_layer_tar(
         append_directory(&mut builder, &prefix, mtime).map_err(|e| context_error(destination, e))?;
         prefix.push('/');
     }
-    let files = append_tree(&mut builder, content, &prefix, mtime, &|relative, is_dir| {
-        is_dir || is_page(relative) == pages
-    })?;
+    let files = append_tree(
+        &mut builder,
+        content,
+        &prefix,
+        mtime,
+        &|relative, is_dir| is_dir || is_page(relative) == pages,
+        &[],
+    )?;
     builder
         .into_inner()
         .and_then(|mut writer| std::io::Write::flush(&mut writer))
@@ -369,6 +381,7 @@ fn append_tree<W: std::io::Write>(
     prefix: &str,
     mtime: u64,
     keep: &dyn Fn(&str, bool) -> bool,
+    always: &[&str],
 ) -> Result<usize, BuildError> {
     let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
         path: path.to_path_buf(),
@@ -389,6 +402,11 @@ fn append_tree<W: std::io::Write>(
                 .unwrap_or(entry.path())
                 .to_string_lossy()
                 .into_owned();
+            // The Dockerfile and .dockerignore of a site's own context always go to
+            // the Engine (as docker sends them), which applies .dockerignore to COPY.
+            if always.contains(&relative.as_str()) {
+                return true;
+            }
             relative != ".dockerignore" && !ignore.excludes(&relative)
         });
     for entry in walker {

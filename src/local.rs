@@ -145,6 +145,7 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
     let context = {
         let (content, tree, context_path) = (content.clone(), tree.clone(), context_path.clone());
         let web_root = build::web_root(&site.build_args);
+        let folder_dockerfile = dockerfile.clone();
         tokio::task::spawn_blocking(move || {
             let layout = match &template {
                 Some(dockerfile) => ContextLayout::Template {
@@ -152,7 +153,10 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
                     content: &content,
                     web_root: &web_root,
                 },
-                None => ContextLayout::Folder { root: &tree },
+                None => ContextLayout::Folder {
+                    root: &tree,
+                    dockerfile: &folder_dockerfile,
+                },
             };
             build::write_context(&layout, 0, &context_path)
         })

@@ -835,6 +835,7 @@ impl RunContext<'_> {
         let build_context = {
             let site_content = content.clone();
             let web_root = build::web_root(&site.build_args);
+            let folder_dockerfile = dockerfile_in_context.clone();
             let generated = generated.clone();
             let context_path = context_path.clone();
             tokio::task::spawn_blocking(move || {
@@ -844,7 +845,10 @@ impl RunContext<'_> {
                         content: &site_content,
                         web_root: &web_root,
                     },
-                    None => ContextLayout::Folder { root: &generated },
+                    None => ContextLayout::Folder {
+                        root: &generated,
+                        dockerfile: &folder_dockerfile,
+                    },
                 };
                 build::write_context(&layout, mtime, &context_path)
             })
@@ -903,7 +907,10 @@ impl RunContext<'_> {
                 })?;
         // For scripts/bench: keep the context, to measure the Engine's own cost on it.
         if let Some(keep) = std::env::var_os("BERTH_KEEP_CONTEXT") {
-            let _ = std::fs::copy(&build_context.path, std::path::Path::new(&keep).join(format!("{}.tar", site.name)));
+            let _ = std::fs::copy(
+                &build_context.path,
+                std::path::Path::new(&keep).join(format!("{}.tar", site.name)),
+            );
         }
         printer.stage(
             &site.name,

@@ -320,8 +320,15 @@ async fn the_auth_registry_takes_docker_config_and_helper_credentials_and_names_
     let mut with_base = std::fs::read_to_string(site.world.dir.path().join("pipeline.toml")).unwrap();
     with_base.push_str(&format!("build_args = {{ BASE_IMAGE = \"{private_base}:1\" }}\n"));
     site.world.write_config(&with_base);
-    site.world.commit(&site.url, "main", &[("index.html", "<h1>private base</h1>\n")], "Private base round");
-    let output = site.world.berth_with_env(&["run"], &[("DOCKER_CONFIG", &docker_config)]);
+    site.world.commit(
+        &site.url,
+        "main",
+        &[("index.html", "<h1>private base</h1>\n")],
+        "Private base round",
+    );
+    let output = site
+        .world
+        .berth_with_env(&["run"], &[("DOCKER_CONFIG", &docker_config)]);
     assert!(output.status.success(), "private base image: {}", text(&output));
 
     // A wrong password: refused at once, naming the registry and the source, never the secret.
@@ -431,7 +438,13 @@ async fn a_site_with_its_own_dockerfile_ships_and_an_existing_image_is_not_built
     site.world.commit(
         &site.url,
         "main",
-        &[("Dockerfile", &format!("FROM {}\nCOPY . /www/\n", site.world.stack.base_image)), (".dockerignore", "Dockerfile\n")],
+        &[
+            (
+                "Dockerfile",
+                &format!("FROM {}\nCOPY . /www/\n", site.world.stack.base_image),
+            ),
+            (".dockerignore", "Dockerfile\n"),
+        ],
         "Own Dockerfile",
     );
     let templates = crate::support::repo_root().join("templates");
@@ -450,7 +463,16 @@ async fn a_site_with_its_own_dockerfile_ships_and_an_existing_image_is_not_built
     let docker = crate::support::docker().await;
     let (container, port) = serve(&docker, &image).await;
     let (status, page) = http_get(port, "/index.html").unwrap();
-    docker.remove_container(&container, Some(RemoveContainerOptions { force: true, ..Default::default() })).await.unwrap();
+    docker
+        .remove_container(
+            &container,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 200);
     assert!(page.contains("generator-check"), "{page}");
 
