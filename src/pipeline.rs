@@ -73,6 +73,23 @@ pub struct SiteReport {
     pub failure: Option<FailureKind>,
 }
 
+impl SiteReport {
+    /// A report that says "failed" until a stage says otherwise.
+    fn new(site: &str) -> Self {
+        Self {
+            site: site.to_string(),
+            commit: None,
+            source_digest: None,
+            image: None,
+            digest: None,
+            action: SiteAction::Failed,
+            durations: BTreeMap::new(),
+            error: None,
+            failure: None,
+        }
+    }
+}
+
 /// The result of a run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunReport {
@@ -463,28 +480,13 @@ impl RunContext<'_> {
                 "not started: berth was interrupted; the Deployment was not touched",
             );
             return SiteReport {
-                site: site.name.clone(),
-                commit: None,
-                source_digest: None,
-                image: None,
-                digest: None,
                 action: SiteAction::Interrupted,
-                durations: BTreeMap::new(),
                 error: Some("interrupted before this site started".into()),
                 failure: Some(FailureKind::Interrupted),
+                ..SiteReport::new(&site.name)
             };
         }
-        let mut report = SiteReport {
-            site: site.name.clone(),
-            commit: None,
-            source_digest: None,
-            image: None,
-            digest: None,
-            action: SiteAction::Failed,
-            durations: BTreeMap::new(),
-            error: None,
-            failure: None,
-        };
+        let mut report = SiteReport::new(&site.name);
         match self.site_stages(site, synced, &mut report).await {
             Ok(action) => report.action = action,
             Err(failure) => {
@@ -1031,17 +1033,7 @@ pub async fn rollback(
     .await
     .map_err(|error| SetupError::Environment(error.to_string()))?;
     let started = Instant::now();
-    let mut report = SiteReport {
-        site: site.name.clone(),
-        commit: None,
-        source_digest: None,
-        image: None,
-        digest: None,
-        action: SiteAction::Failed,
-        durations: BTreeMap::new(),
-        error: None,
-        failure: None,
-    };
+    let mut report = SiteReport::new(&site.name);
     let identity = deploy::lease::identity(&format!("rolling back {}", site.name));
     let on_wait = |holder: &deploy::lease::Holder| {
         printer.stage(
