@@ -426,6 +426,14 @@ fn sync_repo(
     })
 }
 
+/// What the registry holds under a tag.
+enum Existing {
+    /// An image built from this source digest, with its manifest digest.
+    Same(String),
+    /// An image built from other inputs.
+    Different,
+}
+
 /// Generator runs shared between sites built from one repo, commit, folder and command.
 /// One generator run's output folder, or why it failed.
 type SharedBuild = Arc<tokio::sync::OnceCell<Result<PathBuf, String>>>;
@@ -592,9 +600,24 @@ impl RunContext<'_> {
 
         self.check_interrupted("build")?;
         // Build, unless the registry already holds this tag built from this source.
-        let reference_with_tag = format!("{repository}:{tag}");
+        let mut tag = tag;
+        let mut reference_with_tag = format!("{repository}:{tag}");
         let started = Instant::now();
-        let digest = if let Some(digest) = self.existing(&reference_with_tag, &source_digest).await? {
+        let mut existing = self.existing(&reference_with_tag, &source_digest).await?;
+        if matches!(existing, Some(Existing::Different)) {
+            // The commit's tag holds an image built from other inputs (a changed
+            // template or build args): tags never move, so this one gets its own.
+            tag = reference::variant_tag(&tag, &source_digest);
+            reference_with_tag = format!("{repository}:{tag}");
+            printer.stage(
+                &site.name,
+                "build",
+                Status::Warning,
+                &format!("the commit's tag holds an image of other build inputs; using {tag}"),
+            );
+            existing = self.existing(&reference_with_tag, &source_digest).await?;
+        }
+        let digest = if let Some(Existing::Same(digest)) = existing {
             printer.stage(
                 &site.name,
                 "build",
@@ -773,7 +796,7 @@ impl RunContext<'_> {
 
     /// The registry's digest for `reference` when the local Engine knows that image
     /// was built from `source_digest` and the registry holds it.
-    async fn existing(&self, reference: &str, source_digest: &str) -> Result<Option<String>, StageFailure> {
+    async fn existing(&self, reference: &str, source_digest: &str) -> Result<Option<Existing>, StageFailure> {
         let Some(digest) = push::registry_digest(self.docker, reference, self.auth)
             .await
             .map_err(push_failure)?
@@ -799,7 +822,13 @@ impl RunContext<'_> {
             .and_then(|image| image.config)
             .and_then(|c| c.labels)
             .unwrap_or_default();
-        Ok((labels.get(SOURCE_DIGEST_LABEL).map(String::as_str) == Some(source_digest)).then_some(digest))
+        Ok(Some(
+            if labels.get(SOURCE_DIGEST_LABEL).map(String::as_str) == Some(source_digest) {
+                Existing::Same(digest)
+            } else {
+                Existing::Different
+            },
+        ))
     }
 
     async fn build(

@@ -162,6 +162,13 @@ pub fn commit_tag(commit: &str) -> String {
     commit.to_ascii_lowercase()
 }
 
+/// The tag of a commit's image when the commit's own tag already holds an image
+/// built from other inputs (template, build args): `<commit>-<source digest, 12>`.
+/// Tags never move; the Deployment is pinned by digest either way.
+pub fn variant_tag(commit_tag: &str, source_digest: &str) -> String {
+    format!("{commit_tag}-{}", &source_digest[..source_digest.len().min(12)])
+}
+
 /// The tag of a developer's local build: never a plain commit id.
 pub fn dirty_tag(commit: &str, content_digest: &str) -> String {
     format!(

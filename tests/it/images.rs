@@ -486,3 +486,42 @@ async fn a_site_with_its_own_dockerfile_ships_and_an_existing_image_is_not_built
     assert!(!all.contains("context  ok"), "no context was written: {all}");
     assert_eq!(image_of(&site.world.deployment("web").await), image);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changed_build_inputs_never_move_a_commit_tag() {
+    let site = Site::new("image-variant").await;
+    site.config(
+        &format!(
+            "[registry]\naddress = \"{}\"\ncredentials = \"none\"",
+            site.world.stack.registry
+        ),
+        &[],
+    );
+    let output = site.world.berth(&["run"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let first = image_of(&site.world.deployment("web").await);
+
+    // Same commit, other build inputs: a build arg the template does not even use.
+    let mut config = std::fs::read_to_string(site.world.dir.path().join("pipeline.toml")).unwrap();
+    config.push_str("build_args = { UNUSED = \"1\" }\n");
+    site.world.write_config(&config);
+    let output = site.world.berth(&["run"]);
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(
+        all.contains("the commit's tag holds an image of other build inputs"),
+        "{all}"
+    );
+    let second = image_of(&site.world.deployment("web").await);
+    let head = site.world.head(&site.url, "main");
+    assert!(second.contains(&format!(":{head}-")), "{second}");
+
+    // The commit's own tag still names the first image.
+    let docker = crate::support::docker().await;
+    let tag = first.split('@').next().unwrap();
+    let inspect = docker.inspect_registry_image(tag, None).await.unwrap();
+    assert_eq!(
+        Some(first.split('@').nth(1).unwrap().to_string()),
+        inspect.descriptor.digest
+    );
+}
