@@ -5,6 +5,7 @@
 mod callers;
 mod deploy;
 mod images;
+mod mirror;
 mod pipeline;
 mod stack;
 mod support;
