@@ -147,6 +147,8 @@ pub struct Site {
     /// How the image is built.
     pub image_source: ImageSource,
     pub build_args: BTreeMap<String, String>,
+    /// The generator runs in a Git checkout with history (Hugo's `enableGitInfo`).
+    pub git_history: bool,
     /// Repository under the registry, for example `sites/www`.
     pub image: String,
     pub deployment: DeploymentTarget,
@@ -447,6 +449,7 @@ impl Checker<'_> {
             {
                 self.report(site_path.span(), Some(table.key_path("path")), problem);
             }
+            let git_history = table.boolean(self, "git_history").unwrap_or(false);
             let build = table.string(self, "build");
             if let Some(build) = &build
                 && build.get_ref().trim().is_empty()
@@ -582,6 +585,7 @@ impl Checker<'_> {
                     output: output.map(|o| normalise_path(o.get_ref())),
                     image_source,
                     build_args: build_args.unwrap_or_default(),
+                    git_history,
                     image: image.into_inner(),
                     deployment,
                 });
@@ -877,6 +881,20 @@ impl<'a> TableReader<'a> {
                 self.span.clone(),
                 Some(self.key_path(key)),
                 format!("missing key `{key}`"),
+            );
+            None
+        }
+    }
+
+    fn boolean(&mut self, checker: &mut Checker<'_>, key: &str) -> Option<bool> {
+        let (_, value) = self.get(key)?;
+        if let DeValue::Boolean(flag) = value.get_ref() {
+            Some(*flag)
+        } else {
+            checker.report(
+                value.span(),
+                Some(self.key_path(key)),
+                format!("expected true or false, found {}", type_name(value.get_ref())),
             );
             None
         }

@@ -88,9 +88,14 @@ const FETCH_ATTEMPTS: u32 = 3;
 
 impl Mirror {
     /// Opens (or creates) the mirror of `repo` under `mirrors_dir`, locked, and fetches it.
-    pub fn sync(mirrors_dir: &Path, repo: &Repo, on_warning: &dyn Fn(String)) -> Result<Self, MirrorError> {
+    pub fn sync(
+        mirrors_dir: &Path,
+        repo: &Repo,
+        on_warning: &dyn Fn(String),
+        on_progress: &dyn Fn(String),
+    ) -> Result<Self, MirrorError> {
         let mut mirror = Self::open(mirrors_dir, repo, on_warning)?;
-        mirror.fetch(on_warning)?;
+        mirror.fetch(on_warning, on_progress)?;
         Ok(mirror)
     }
 
@@ -131,10 +136,14 @@ impl Mirror {
     }
 
     /// Fetches every branch and tag, pruning deleted ones; retries transient failures.
-    pub fn fetch(&mut self, on_warning: &dyn Fn(String)) -> Result<(), MirrorError> {
+    pub fn fetch(
+        &mut self,
+        on_warning: &dyn Fn(String),
+        on_progress: &dyn Fn(String),
+    ) -> Result<(), MirrorError> {
         let mut last_error = String::new();
         for attempt in 1..=FETCH_ATTEMPTS {
-            match self.fetch_once() {
+            match self.fetch_once(on_progress) {
                 Ok(()) => return Ok(()),
                 Err(error) if is_corruption(&error) => {
                     on_warning(format!(
@@ -178,7 +187,7 @@ impl Mirror {
         }
     }
 
-    fn fetch_once(&self) -> Result<(), git2::Error> {
+    fn fetch_once(&self, on_progress: &dyn Fn(String)) -> Result<(), git2::Error> {
         let mut remote = self.git.find_remote("origin")?;
         let mut callbacks = RemoteCallbacks::new();
         let token = self
@@ -208,6 +217,22 @@ impl Mirror {
             git2::Cred::default()
         });
         let mut options = FetchOptions::new();
+        // Objects and bytes while they arrive, a few times a second (a terminal shows
+        // them live; elsewhere only `-v` prints them).
+        let mut last = std::time::Instant::now();
+        callbacks.transfer_progress(move |progress| {
+            if last.elapsed() >= Duration::from_millis(250) {
+                last = std::time::Instant::now();
+                on_progress(format!(
+                    "receiving objects {}/{}, {:.1} MiB; indexed {}",
+                    progress.received_objects(),
+                    progress.total_objects(),
+                    progress.received_bytes() as f64 / 1_048_576.0,
+                    progress.indexed_objects()
+                ));
+            }
+            true
+        });
         options.remote_callbacks(callbacks);
         options.prune(FetchPrune::On);
         options.download_tags(AutotagOption::All);
@@ -332,6 +357,28 @@ impl Mirror {
             return Err(failure);
         }
         Ok(count)
+    }
+
+    /// A working checkout of `commit` with its history (a local clone of the
+    /// mirror), for generators that read Git history. Returns the number of files.
+    pub fn checkout(&self, commit: &str, destination: &Path) -> Result<usize, MirrorError> {
+        let source = format!("file://{}", self.git.path().display());
+        let clone = git2::build::RepoBuilder::new()
+            .bare(false)
+            .clone(&source, destination)
+            .map_err(|e| self.local(&e))?;
+        let oid = Oid::from_str(commit).map_err(|e| self.local(&e))?;
+        clone.set_head_detached(oid).map_err(|e| self.local(&e))?;
+        clone
+            .checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+            .map_err(|e| self.local(&e))?;
+        let files = walkdir::WalkDir::new(destination)
+            .into_iter()
+            .filter_entry(|e| e.file_name() != ".git")
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .count();
+        Ok(files)
     }
 
     fn local(&self, error: &git2::Error) -> MirrorError {

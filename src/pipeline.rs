@@ -352,7 +352,9 @@ pub async fn mirror_repos(
         let started = Instant::now();
         let head = tokio::task::spawn_blocking(move || {
             let warn = |message: String| printer_copy.warning(&message);
-            let mirror = Mirror::sync(&mirrors_dir, &repo_copy, &warn)?;
+            let name = repo_copy.name.clone();
+            let progress = |text: String| printer_copy.progress(&name, "mirror", &text);
+            let mirror = Mirror::sync(&mirrors_dir, &repo_copy, &warn, &progress)?;
             mirror.branch_head(&repo_copy.branch)
         })
         .await??;
@@ -403,7 +405,9 @@ fn sync_repo(
     printer: &Printer,
 ) -> Result<Synced, String> {
     let warn = |message: String| printer.warning(&message);
-    let mirror = Mirror::sync(mirrors_dir, repo, &warn).map_err(|e| e.to_string())?;
+    let progress = |text: String| printer.progress(&repo.name, "mirror", &text);
+    let mirror = Mirror::sync(mirrors_dir, repo, &warn, &progress).map_err(|e| e.to_string())?;
+    printer.clear_progress(&repo.name);
     let commit = match revision {
         Revision::BranchHead => mirror.branch_head(&repo.branch),
         Revision::Exact(spec) => mirror.resolve(spec),
@@ -441,6 +445,16 @@ type SharedBuild = Arc<tokio::sync::OnceCell<Result<PathBuf, String>>>;
 #[derive(Default)]
 struct SharedBuilds {
     cells: Mutex<HashMap<String, SharedBuild>>,
+    /// Work folders to remove when the run ends.
+    dirs: Mutex<Vec<PathBuf>>,
+}
+
+impl Drop for SharedBuilds {
+    fn drop(&mut self) {
+        for dir in self.dirs.get_mut().map(std::mem::take).unwrap_or_default() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 struct RunContext<'a> {
@@ -959,11 +973,12 @@ impl RunContext<'_> {
     /// Exports the site's folder and runs its generator, once per (repo, commit, folder, command).
     async fn generate(&self, site: &Site, synced: &Synced) -> Result<PathBuf, String> {
         let key = format!(
-            "{}\0{}\0{}\0{}",
+            "{}\0{}\0{}\0{}\0{}",
             site.repo,
             synced.commit.id,
             site.path,
-            site.build.as_deref().unwrap_or("")
+            site.build.as_deref().unwrap_or(""),
+            site.git_history
         );
         let cell = self
             .shared
@@ -980,16 +995,37 @@ impl RunContext<'_> {
                 .tempdir_in(self.work_dir)
                 .map_err(|e| format!("cannot create a work folder in {}: {e}", self.work_dir.display()))?
                 .keep();
-            let source = directory.join("source");
+            self.shared
+                .dirs
+                .lock()
+                .expect("not poisoned")
+                .push(directory.clone());
             let mirror = synced.mirror.clone();
             let commit = synced.commit.id.clone();
             let path = site.path.clone();
-            let export_to = source.clone();
+            // With `git_history`, a checkout the generator can run `git log` in
+            // (Hugo's enableGitInfo); its `.git` never reaches the image.
+            let (source, export_to) = if site.git_history {
+                let root = directory.join("checkout");
+                (
+                    if path == "." {
+                        root.clone()
+                    } else {
+                        root.join(&path)
+                    },
+                    root,
+                )
+            } else {
+                (directory.join("source"), directory.join("source"))
+            };
+            let git_history = site.git_history;
             let files = tokio::task::spawn_blocking(move || {
-                mirror
-                    .lock()
-                    .expect("not poisoned")
-                    .export(&commit, &path, &export_to)
+                let mirror = mirror.lock().expect("not poisoned");
+                if git_history {
+                    mirror.checkout(&commit, &export_to)
+                } else {
+                    mirror.export(&commit, &path, &export_to)
+                }
             })
             .await
             .map_err(|e| e.to_string())?

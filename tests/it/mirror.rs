@@ -196,3 +196,51 @@ async fn two_processes_on_one_mirror_take_turns() {
         .unwrap();
     assert!(fsck.status.success(), "the mirror is whole: {}", text(&fsck));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_generator_that_reads_git_history_gets_a_checkout_and_no_git_reaches_the_image() {
+    let example = crate::pipeline::Example::new("git-history").await;
+    let world = &example.world;
+    let url = &example.urls["website"];
+    let config =
+        std::fs::read_to_string(crate::support::repo_root().join("sites/website/config.toml")).unwrap();
+    world.commit(
+        url,
+        "main",
+        &[("config.toml", &format!("enableGitInfo = true\n{config}"))],
+        "Dates from Git",
+    );
+
+    let output = world.berth(&["run", "www-en", "www-de"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "Hugo needs Git history: {all}");
+
+    let pipeline = world.dir.path().join("pipeline.toml");
+    let text_before = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(
+        &pipeline,
+        text_before.replace("repo = \"website\"\n", "repo = \"website\"\ngit_history = true\n"),
+    )
+    .unwrap();
+    let output = world.berth(&["run", "www-en", "www-de"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let image = crate::support::image_of(&world.deployment("www-en").await);
+    let listing = std::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "find",
+            &image,
+            "/",
+            "-name",
+            ".git",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listing.stdout).trim().is_empty(),
+        "no .git in the image: {}",
+        text(&listing)
+    );
+}
