@@ -224,10 +224,10 @@ impl Mirror {
             if last.elapsed() >= Duration::from_millis(250) {
                 last = std::time::Instant::now();
                 on_progress(format!(
-                    "receiving objects {}/{}, {:.1} MiB; indexed {}",
+                    "receiving objects {}/{}, {} MiB; indexed {}",
                     progress.received_objects(),
                     progress.total_objects(),
-                    progress.received_bytes() as f64 / 1_048_576.0,
+                    progress.received_bytes() / 1_048_576,
                     progress.indexed_objects()
                 ));
             }
