@@ -51,6 +51,10 @@ pub fn main() -> ExitCode {
         }
     };
     let settings = Settings::from_cli(cli);
+    // libgit2's object cache helps nothing berth does (each object is read once);
+    // the field notes measured fetches into a large mirror faster without it.
+    // On docs/benchmarks.md's generated repo it made no measurable difference.
+    git2::opts::enable_caching(false);
     init_logging(settings.debug_logs);
     let printer = Printer::from_environment(settings.verbosity);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
