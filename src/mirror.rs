@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use git2::{AutotagOption, FetchOptions, FetchPrune, ObjectType, Oid, RemoteCallbacks, Repository};
+use sha2::Digest as _;
 
 use crate::config::Repo;
 
@@ -79,6 +80,8 @@ pub struct Commit {
 pub struct Mirror {
     repo: Repo,
     git: Repository,
+    /// Where this and the submodules' mirrors live.
+    mirrors_dir: PathBuf,
     _lock: File,
 }
 
@@ -129,6 +132,7 @@ impl Mirror {
         git.remote_set_url("origin", &repo.url)
             .map_err(|error| local(error.message().to_string()))?;
         Ok(Self {
+            mirrors_dir: mirrors_dir.to_path_buf(),
             repo: repo.clone(),
             git,
             _lock: lock,
@@ -325,6 +329,7 @@ impl Mirror {
         std::fs::create_dir_all(destination).map_err(|e| export_error(destination, e))?;
         let mut count = 0;
         let mut failure = None;
+        let mut submodules = Vec::new();
         tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
             let Ok(name) = entry.name() else {
                 return git2::TreeWalkResult::Skip;
@@ -336,7 +341,11 @@ impl Mirror {
                     Ok(blob) => write_entry(&target, blob.content(), entry.filemode()),
                     Err(error) => Err(std::io::Error::other(error.message().to_string())),
                 },
-                // Submodules (commits) are not part of the site's content.
+                // Submodules (commits): exported from their own mirrors below.
+                Some(ObjectType::Commit) => {
+                    submodules.push((format!("{parent}{name}"), entry.id()));
+                    Ok(())
+                }
                 _ => Ok(()),
             };
             match result {
@@ -356,7 +365,52 @@ impl Mirror {
         if let Some(failure) = failure {
             return Err(failure);
         }
+        for (relative, oid) in submodules {
+            count += self.export_submodule(commit, path, &relative, oid, destination)?;
+        }
         Ok(count)
+    }
+
+    /// Exports a submodule (a theme, say) at the commit the parent records, from a
+    /// mirror of its own; its URL comes from the parent's `.gitmodules`.
+    fn export_submodule(
+        &self,
+        commit: &str,
+        site_path: &str,
+        relative: &str,
+        oid: Oid,
+        destination: &Path,
+    ) -> Result<usize, MirrorError> {
+        let full_path = if site_path == "." {
+            relative.to_string()
+        } else {
+            format!("{site_path}/{relative}")
+        };
+        let missing = |detail: String| MirrorError::Local {
+            repo: self.repo.name.clone(),
+            message: format!("submodule `{full_path}`: {detail}"),
+        };
+        let root = self.subtree(commit, ".")?;
+        let entry = root
+            .get_path(Path::new(".gitmodules"))
+            .map_err(|_| missing("no .gitmodules names it".into()))?;
+        let blob = self.git.find_blob(entry.id()).map_err(|e| self.local(&e))?;
+        let modules = parse_gitmodules(&String::from_utf8_lossy(blob.content()));
+        let url = modules
+            .iter()
+            .find(|(path, _)| path == &full_path)
+            .map(|(_, url)| resolve_url(&self.repo.url, url))
+            .ok_or_else(|| missing(".gitmodules has no url for it".into()))?;
+        let digest = sha2::Sha256::digest(url.as_bytes());
+        let repo = Repo {
+            name: format!("submodule-{}", hex::encode(&digest[..6])),
+            url,
+            branch: "main".into(),
+            token_env: self.repo.token_env.clone(),
+        };
+        let warn = |message: String| tracing::warn!("{message}");
+        let sub = Mirror::sync(&self.mirrors_dir, &repo, &warn, &|_| {})?;
+        sub.export(&oid.to_string(), ".", &destination.join(relative))
     }
 
     /// A working checkout of `commit` with its history (a local clone of the
@@ -399,6 +453,50 @@ impl Mirror {
             .graph_descendant_of(descendant, ancestor)
             .map_err(|e| self.local(&e))
     }
+}
+
+/// (path, url) of each submodule in a `.gitmodules` file.
+pub fn parse_gitmodules(text: &str) -> Vec<(String, String)> {
+    let mut modules = Vec::new();
+    let (mut path, mut url) = (None::<String>, None::<String>);
+    for line in text.lines().map(str::trim).chain(std::iter::once("[end]")) {
+        if line.starts_with('[') {
+            if let (Some(p), Some(u)) = (path.take(), url.take()) {
+                modules.push((p.trim_matches('/').to_string(), u));
+            }
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=') {
+            match key.trim() {
+                "path" => path = Some(value.trim().to_string()),
+                "url" => url = Some(value.trim().to_string()),
+                _ => {}
+            }
+        }
+    }
+    modules
+}
+
+/// A submodule URL, relative ones (`../theme.git`) resolved against the parent's.
+pub fn resolve_url(parent: &str, url: &str) -> String {
+    if !(url.starts_with("./") || url.starts_with("../")) {
+        return url.to_string();
+    }
+    let mut base = parent.trim_end_matches('/').to_string();
+    let mut rest = url;
+    loop {
+        if let Some(tail) = rest.strip_prefix("../") {
+            if let Some(index) = base.rfind('/') {
+                base.truncate(index);
+            }
+            rest = tail;
+        } else if let Some(tail) = rest.strip_prefix("./") {
+            rest = tail;
+        } else {
+            break;
+        }
+    }
+    format!("{base}/{rest}")
 }
 
 fn write_entry(target: &Path, content: &[u8], mode: i32) -> std::io::Result<()> {
@@ -538,4 +636,33 @@ fn lock(dir: &Path, name: &str) -> Result<File, MirrorError> {
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map_or_else(|_| "this machine".into(), |name| name.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gitmodules_and_relative_urls() {
+        let text = "[submodule \"themes/ananke\"]\n\tpath = themes/ananke\n\turl = ../ananke.git\n[submodule \"x\"]\n\tpath = x\n\turl = https://example.com/x.git\n";
+        assert_eq!(
+            parse_gitmodules(text),
+            vec![
+                ("themes/ananke".to_string(), "../ananke.git".to_string()),
+                ("x".to_string(), "https://example.com/x.git".to_string())
+            ]
+        );
+        assert_eq!(
+            resolve_url("http://127.0.0.1:8480/git/site.git", "../ananke.git"),
+            "http://127.0.0.1:8480/git/ananke.git"
+        );
+        assert_eq!(
+            resolve_url("http://h/git/site.git/", "./sub.git"),
+            "http://h/git/site.git/sub.git"
+        );
+        assert_eq!(
+            resolve_url("http://h/a.git", "https://x/y.git"),
+            "https://x/y.git"
+        );
+    }
 }

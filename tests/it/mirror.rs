@@ -244,3 +244,116 @@ async fn a_generator_that_reads_git_history_gets_a_checkout_and_no_git_reaches_t
         text(&listing)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_theme_in_a_submodule_is_exported_from_its_own_mirror() {
+    let world = World::new("submodule").await;
+    let root = &world.stack.git_root;
+    let theme = format!("{}-theme", world.prefix);
+    let site = format!("{}-site", world.prefix);
+    // The theme's repo.
+    let theme_work = world.dir.path().join("theme-work");
+    std::fs::create_dir_all(&theme_work).unwrap();
+    git(&theme_work, &["init", "-q", "-b", "main"]);
+    std::fs::write(theme_work.join("theme.css"), "body { color: teal }\n").unwrap();
+    git(&theme_work, &["add", "-A"]);
+    git(
+        &theme_work,
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.test",
+            "commit",
+            "-q",
+            "-m",
+            "Theme",
+        ],
+    );
+    git(
+        world.dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            theme_work.to_str().unwrap(),
+            root.join(format!("{theme}.git")).to_str().unwrap(),
+        ],
+    );
+    // The site's repo, with the theme as a submodule at a relative URL.
+    let site_work = world.dir.path().join("site-work");
+    std::fs::create_dir_all(&site_work).unwrap();
+    git(&site_work, &["init", "-q", "-b", "main"]);
+    std::fs::write(site_work.join("index.html"), "<h1>with a theme</h1>\n").unwrap();
+    git(
+        &site_work,
+        &[
+            "submodule",
+            "add",
+            "-q",
+            &format!("{}/{theme}.git", world.stack.git_url),
+            "vendor/theme",
+        ],
+    );
+    std::fs::write(
+        site_work.join(".gitmodules"),
+        format!("[submodule \"vendor/theme\"]\n\tpath = vendor/theme\n\turl = ../{theme}.git\n"),
+    )
+    .unwrap();
+    git(&site_work, &["add", "-A"]);
+    git(
+        &site_work,
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.test",
+            "commit",
+            "-q",
+            "-m",
+            "Site with theme",
+        ],
+    );
+    git(
+        world.dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            site_work.to_str().unwrap(),
+            root.join(format!("{site}.git")).to_str().unwrap(),
+        ],
+    );
+    let url = format!("{}/{site}.git", world.stack.git_url);
+    world
+        .create_deployment("web", 2, &format!("{}/berth/base:busybox", world.stack.registry))
+        .await;
+    let templates = crate::support::repo_root().join("templates");
+    world.write_config(&format!(
+        "templates = \"{}\"\n[registry]\naddress = \"{}\"\ncredentials = \"none\"\n[kubernetes]\nnamespace = \"{}\"\n[[repo]]\nname = \"site\"\nurl = \"{url}\"\n\
+         [[site]]\nname = \"site\"\nrepo = \"site\"\nimage = \"{}/site\"\ndeployment = {{ name = \"web\", container = \"web\" }}\n",
+        templates.display(),
+        world.stack.registry,
+        world.namespace,
+        world.prefix
+    ));
+    let output = world.berth(&["run"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let image = crate::support::image_of(&world.deployment("web").await);
+    let css = std::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "cat",
+            &image,
+            "/www/vendor/theme/theme.css",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&css.stdout).contains("teal"),
+        "the theme is in the image: {}",
+        text(&css)
+    );
+}
