@@ -1221,10 +1221,26 @@ fn deploy_failure(error: DeployError) -> StageFailure {
 }
 
 fn push_failure(error: push::PushError) -> StageFailure {
-    match error {
+    match &error {
         push::PushError::Unreachable(_) => environment(error),
-        other => other.into(),
+        // The registry itself cannot be reached (down, wrong address): an
+        // environment error, exit 3, like an unreachable Engine or cluster.
+        push::PushError::Failed { message, .. } if is_network_error(message) => environment(error),
+        _ => error.into(),
     }
+}
+
+fn is_network_error(message: &str) -> bool {
+    [
+        "connection refused",
+        "no such host",
+        "i/o timeout",
+        "connection reset",
+        "dial tcp",
+        "EOF",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
 }
 
 /// `registry/repo:<12 hex>@sha256:<12 hex>` for tables; JSON keeps the full reference.
