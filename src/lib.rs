@@ -55,6 +55,7 @@ pub fn main() -> ExitCode {
     // the field notes measured fetches into a large mirror faster without it.
     // On docs/benchmarks.md's generated repo it made no measurable difference.
     git2::opts::enable_caching(false);
+    bound_git_memory();
     init_logging(settings.debug_logs);
     let printer = Printer::from_environment(settings.verbosity);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -66,6 +67,21 @@ pub fn main() -> ExitCode {
     };
     let code = runtime.block_on(run(&settings, &printer));
     ExitCode::from(code)
+}
+
+/// libgit2 maps pack files in windows of up to 1 GiB and keeps up to 8 GiB mapped;
+/// reading a large site's blobs then counts the whole pack as resident memory.
+/// Small windows and a small mapped limit keep berth's memory flat in site size.
+#[expect(
+    unsafe_code,
+    reason = "libgit2's global options are set through unsafe functions"
+)]
+fn bound_git_memory() {
+    // SAFETY: called once at start, before any thread uses libgit2.
+    unsafe {
+        let _ = git2::opts::set_mwindow_size(8 << 20);
+        let _ = git2::opts::set_mwindow_mapped_limit(32 << 20);
+    }
 }
 
 fn init_logging(debug: bool) {
