@@ -114,7 +114,7 @@ fn exit_code_of(error: &anyhow::Error) -> u8 {
         }
         if let Some(setup) = cause.downcast_ref::<SetupError>() {
             return match setup {
-                SetupError::UnknownSite { .. } => exit::USAGE,
+                SetupError::UnknownSite { .. } | SetupError::UnknownRepo { .. } => exit::USAGE,
                 SetupError::Environment(_) => exit::ENVIRONMENT,
             };
         }

@@ -162,6 +162,13 @@ pub enum SetupError {
         config: String,
         known: String,
     },
+    /// A repo named on the command line is not in the pipeline file.
+    #[error("no repo named `{name}` in {config} (repos: {known})")]
+    UnknownRepo {
+        name: String,
+        config: String,
+        known: String,
+    },
     /// The Docker Engine or the cluster cannot be reached.
     #[error("{0}")]
     Environment(String),
@@ -186,18 +193,8 @@ pub async fn run(
     printer: &Printer,
 ) -> anyhow::Result<RunReport> {
     let docker = connect_docker().await?;
-    let deployer = Deployer::connect(
-        config.kubernetes.context.as_deref(),
-        config.kubernetes.rollout_timeout,
-    )
-    .await
-    .map_err(|error| SetupError::Environment(error.to_string()))?;
-    let auth = {
-        let registry = config.registry.address.clone();
-        let source = config.registry.credentials.clone();
-        let base = config.path.parent().map(Path::to_path_buf).unwrap_or_default();
-        tokio::task::spawn_blocking(move || push::resolve_credentials(&registry, &source, &base)).await??
-    };
+    let deployer = connect_cluster(config).await?;
+    let auth = registry_auth(config).await?;
     let work_dir = config.state_dir.join("work");
     std::fs::create_dir_all(&work_dir).with_context(|| format!("cannot create {}", work_dir.display()))?;
 
@@ -330,7 +327,7 @@ pub async fn mirror_repos(
     printer: &Printer,
 ) -> anyhow::Result<Vec<Vec<String>>> {
     if let Some(unknown) = names.iter().find(|name| config.repo(name).is_none()) {
-        return Err(SetupError::UnknownSite {
+        return Err(SetupError::UnknownRepo {
             name: unknown.clone(),
             config: config.path.display().to_string(),
             known: config
@@ -371,6 +368,25 @@ pub async fn mirror_repos(
         rows.push(vec![repo.name.clone(), repo.branch.clone(), head.id]);
     }
     Ok(rows)
+}
+
+/// Connects to the cluster of the pipeline's `[kubernetes]` section.
+pub(crate) async fn connect_cluster(config: &Config) -> Result<Deployer, SetupError> {
+    Deployer::connect(
+        config.kubernetes.context.as_deref(),
+        config.kubernetes.rollout_timeout,
+    )
+    .await
+    .map_err(|error| SetupError::Environment(error.to_string()))
+}
+
+/// The registry's credentials from their source, read off the runtime (a
+/// credential helper is a process).
+pub(crate) async fn registry_auth(config: &Config) -> anyhow::Result<RegistryAuth> {
+    let registry = config.registry.address.clone();
+    let source = config.registry.credentials.clone();
+    let base = config.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(tokio::task::spawn_blocking(move || push::resolve_credentials(&registry, &source, &base)).await??)
 }
 
 /// Connects to the Engine from `DOCKER_HOST` (or the default socket) and pings it.
@@ -1091,12 +1107,7 @@ pub async fn rollback(
     printer: &Printer,
 ) -> anyhow::Result<RunReport> {
     let site = select(config, &[name.to_string()])?.remove(0);
-    let deployer = Deployer::connect(
-        config.kubernetes.context.as_deref(),
-        config.kubernetes.rollout_timeout,
-    )
-    .await
-    .map_err(|error| SetupError::Environment(error.to_string()))?;
+    let deployer = connect_cluster(config).await?;
     let started = Instant::now();
     let mut report = SiteReport::new(&site.name);
     let identity = deploy::lease::identity(&format!("rolling back {}", site.name));

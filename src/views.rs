@@ -10,7 +10,6 @@
 //!    by one generator run together.
 
 use std::io::Write as _;
-use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -112,7 +111,7 @@ pub struct PlanEntry {
 
 /// What `run` would do for `sites`, without changing anything.
 pub async fn plan(config: &Config, sites: &[&Site], printer: &Printer) -> anyhow::Result<Vec<PlanEntry>> {
-    let deployer = connect(config).await?;
+    let deployer = pipeline::connect_cluster(config).await?;
     let docker = match pipeline::connect_docker().await {
         Ok(docker) => Some(docker),
         Err(error) => {
@@ -120,12 +119,13 @@ pub async fn plan(config: &Config, sites: &[&Site], printer: &Printer) -> anyhow
             None
         }
     };
-    let auth = push::resolve_credentials(
-        &config.registry.address,
-        &config.registry.credentials,
-        config.path.parent().unwrap_or(Path::new(".")),
-    )
-    .ok();
+    let auth = match pipeline::registry_auth(config).await {
+        Ok(auth) => Some(auth),
+        Err(error) => {
+            printer.warning(&format!("{error:#}; registry presence is unknown"));
+            None
+        }
+    };
     let mirrored = pipeline::mirror_all(config, sites, &Revision::BranchHead, 2, printer).await;
     let mut entries = Vec::new();
     for site in sites {
@@ -279,7 +279,7 @@ pub struct StatusEntry {
 
 /// Per site: branch head, what the Deployment runs, its rollout state.
 pub async fn status(config: &Config, sites: &[&Site], printer: &Printer) -> anyhow::Result<Vec<StatusEntry>> {
-    let deployer = connect(config).await?;
+    let deployer = pipeline::connect_cluster(config).await?;
     let mirrored = pipeline::mirror_all(config, sites, &Revision::BranchHead, 2, printer).await;
     let mut entries = Vec::new();
     for site in sites {
@@ -407,7 +407,7 @@ pub struct History {
 }
 
 pub async fn history(config: &Config, site: &Site) -> anyhow::Result<History> {
-    let deployer = connect(config).await?;
+    let deployer = pipeline::connect_cluster(config).await?;
     let revisions = deployer.history(&site.deployment).await?;
     Ok(History {
         site: site.name.clone(),
@@ -449,15 +449,6 @@ pub fn history_text(history: &History) -> String {
         text.push_str(&table(&["RUN", "COMMAND", "COMMIT", "RESULT", "ERROR"], &rows));
     }
     text
-}
-
-async fn connect(config: &Config) -> Result<Deployer, SetupError> {
-    Deployer::connect(
-        config.kubernetes.context.as_deref(),
-        config.kubernetes.rollout_timeout,
-    )
-    .await
-    .map_err(|error| SetupError::Environment(error.to_string()))
 }
 
 #[cfg(test)]
