@@ -391,14 +391,20 @@ impl Deployer {
         let mut last_message = String::new();
         let mut problem_since: Option<(String, Instant)> = None;
         let mut check = tokio::time::interval(Duration::from_secs(2));
+        // The newest Deployment the watch delivered: diagnostics start from it
+        // rather than reading it again every tick.
+        let mut latest: Option<Deployment> = None;
         let result = loop {
             let remaining = self.timeout.saturating_sub(started.elapsed());
             if remaining.is_zero() {
-                let detail = self
-                    .diagnose(target)
-                    .await
-                    .map(|p| format!("; {p}"))
-                    .unwrap_or_default();
+                let detail = match &latest {
+                    Some(deployment) => self
+                        .diagnose(target, deployment)
+                        .await
+                        .map(|p| format!("; {p}"))
+                        .unwrap_or_default(),
+                    None => String::new(),
+                };
                 break Err(format!(
                     "timed out after {:?} ({last_message}){detail}",
                     self.timeout
@@ -406,24 +412,28 @@ impl Deployer {
             }
             tokio::select! {
                 event = stream.next() => match event {
-                    Some(Ok(deployment)) => match rollout_state(&deployment) {
-                        RolloutState::Complete => break Ok(()),
-                        RolloutState::Failed(reason) => {
-                            let detail = self.diagnose(target).await.map(|p| format!("; {p}")).unwrap_or_default();
-                            break Err(format!("{reason}{detail}"));
-                        }
-                        RolloutState::Progressing(message) => {
-                            if message != last_message {
-                                printer.progress(site, "deploy", &message);
-                                last_message = message;
+                    Some(Ok(deployment)) => {
+                        match rollout_state(&deployment) {
+                            RolloutState::Complete => break Ok(()),
+                            RolloutState::Failed(reason) => {
+                                let detail = self.diagnose(target, &deployment).await.map(|p| format!("; {p}")).unwrap_or_default();
+                                break Err(format!("{reason}{detail}"));
+                            }
+                            RolloutState::Progressing(message) => {
+                                if message != last_message {
+                                    printer.progress(site, "deploy", &message);
+                                    last_message = message;
+                                }
                             }
                         }
-                    },
+                        latest = Some(deployment);
+                    }
                     Some(Err(error)) => tracing::debug!("watch error (the watcher retries): {error}"),
                     None => break Err("the watch on the Deployment ended".into()),
                 },
                 _ = check.tick() => {
-                    if let Some(problem) = self.diagnose(target).await {
+                    let Some(deployment) = &latest else { continue };
+                    if let Some(problem) = self.diagnose(target, deployment).await {
                         if problem.fatal {
                             let since = match &problem_since {
                                 Some((reason, since)) if *reason == problem.reason => *since,
@@ -448,15 +458,14 @@ impl Deployer {
     }
 
     /// The pods of the Deployment's newest ReplicaSet (by revision).
-    async fn newest_pods(&self, target: &DeploymentTarget) -> Option<Vec<Pod>> {
-        let deployment = self.read(target).await.ok()?;
+    async fn newest_pods(&self, target: &DeploymentTarget, deployment: &Deployment) -> Option<Vec<Pod>> {
         let revision = deployment
             .metadata
             .annotations
             .as_ref()?
             .get(REVISION_ANNOTATION)?
             .clone();
-        let labels = selector_of(&deployment)?;
+        let labels = selector_of(deployment)?;
         let replica_sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &target.namespace);
         let newest = replica_sets
             .list(&ListParams::default().labels(&labels))
@@ -483,8 +492,12 @@ impl Deployer {
 
     /// The first problem among the newest pods, with the last log lines of a
     /// crash-looping container where the cluster has them.
-    async fn diagnose(&self, target: &DeploymentTarget) -> Option<rollout::PodProblem> {
-        let pods = self.newest_pods(target).await?;
+    async fn diagnose(
+        &self,
+        target: &DeploymentTarget,
+        deployment: &Deployment,
+    ) -> Option<rollout::PodProblem> {
+        let pods = self.newest_pods(target, deployment).await?;
         let mut problem = pods.iter().find_map(|pod| pod_problem(pod, &target.container))?;
         if problem.reason == "CrashLoopBackOff" {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
@@ -497,16 +510,14 @@ impl Deployer {
             if let Ok(logs) = api.logs(&problem.pod, &params).await
                 && !logs.trim().is_empty()
             {
-                {
-                    problem.message.push_str("; its last log lines:\n");
-                    problem.message.push_str(
-                        &logs
-                            .lines()
-                            .map(|l| format!("  | {l}"))
-                            .collect::<Vec<_>>()
-                            .join("\n"),
-                    );
-                }
+                problem.message.push_str("; its last log lines:\n");
+                problem.message.push_str(
+                    &logs
+                        .lines()
+                        .map(|l| format!("  | {l}"))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                );
             }
         }
         Some(problem)

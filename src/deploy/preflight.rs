@@ -96,12 +96,14 @@ pub fn preflight(deployment: &Deployment, container: &str) -> Vec<Finding> {
     if let Some(found) = containers.iter().find(|c| c.name == container)
         && found.readiness_probe.is_none()
     {
-        {
-            findings.push(Finding {
-                problem: format!("container `{container}` has no readiness probe, so a pod counts as ready before it serves"),
-                fix: format!("add a readinessProbe (for example httpGet on the served port) to container `{container}`"),
-            });
-        }
+        findings.push(Finding {
+            problem: format!(
+                "container `{container}` has no readiness probe, so a pod counts as ready before it serves"
+            ),
+            fix: format!(
+                "add a readinessProbe (for example httpGet on the served port) to container `{container}`"
+            ),
+        });
     }
     if spec.paused == Some(true) {
         findings.push(Finding {
