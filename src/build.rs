@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::config::{ImageSource, Site};
 use crate::output::Printer;
 
 /// What can go wrong while building.
@@ -192,6 +193,57 @@ pub enum ContextLayout<'a> {
     },
     /// The site's own folder as the context, its Dockerfile inside it.
     Folder { root: &'a Path, dockerfile: &'a str },
+}
+
+/// The build context of `site` from `root` (its exported or checked-out folder,
+/// after the generator ran): the template with the `output` folder's content, or
+/// the folder itself with the site's own Dockerfile. Written off the runtime.
+/// Returns the context and the Dockerfile's path inside it.
+pub async fn site_context(
+    site: &Site,
+    templates_dir: &Path,
+    root: &Path,
+    mtime: u64,
+    destination: &Path,
+) -> Result<(Context, String), BuildError> {
+    let content = site
+        .output
+        .as_ref()
+        .map_or_else(|| root.to_path_buf(), |output| root.join(output));
+    if !content.is_dir() {
+        return Err(BuildError::NoOutput(
+            site.output.clone().unwrap_or_else(|| ".".into()),
+        ));
+    }
+    let (dockerfile, template) = match &site.image_source {
+        ImageSource::Template(name) => (
+            "Dockerfile".to_string(),
+            Some(templates_dir.join(name).join("Dockerfile")),
+        ),
+        ImageSource::Dockerfile(path) => (path.clone(), None),
+    };
+    let web_root = web_root(&site.build_args);
+    let (root, destination, in_context) = (root.to_path_buf(), destination.to_path_buf(), dockerfile.clone());
+    let context = tokio::task::spawn_blocking(move || {
+        let layout = match &template {
+            Some(dockerfile) => ContextLayout::Template {
+                dockerfile,
+                content: &content,
+                web_root: &web_root,
+            },
+            None => ContextLayout::Folder {
+                root: &root,
+                dockerfile: &in_context,
+            },
+        };
+        write_context(&layout, mtime, &destination)
+    })
+    .await
+    .map_err(|error| BuildError::Context {
+        path: PathBuf::from("(context writer)"),
+        source: std::io::Error::other(error),
+    })??;
+    Ok((context, dockerfile))
 }
 
 /// Writes the build context tar to `destination` and returns its digest.

@@ -10,14 +10,14 @@
 //!    the container on Ctrl-C.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions, StartContainerOptions};
 
-use crate::build::{self, ContextLayout, ImageBuild};
-use crate::config::{Config, ImageSource, Site};
+use crate::build::{self, ImageBuild};
+use crate::config::{Config, Site};
 use crate::output::{Printer, Status};
 use crate::pipeline;
 use crate::reference;
@@ -127,41 +127,14 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
         .await?;
         printer.stage(&site.name, "generate", Status::Done, &format!("`{command}`"));
     }
-    let content = site
-        .output
-        .as_ref()
-        .map_or_else(|| tree.clone(), |output| tree.join(output));
-    if !content.is_dir() {
-        return Err(build::BuildError::NoOutput(site.output.clone().unwrap_or_else(|| ".".into())).into());
-    }
-    let (dockerfile, template): (String, Option<PathBuf>) = match &site.image_source {
-        ImageSource::Template(name) => (
-            "Dockerfile".into(),
-            Some(config.templates_dir.join(name).join("Dockerfile")),
-        ),
-        ImageSource::Dockerfile(path) => (path.clone(), None),
-    };
-    let context_path = work.path().join("context.tar");
-    let context = {
-        let (content, tree, context_path) = (content.clone(), tree.clone(), context_path.clone());
-        let web_root = build::web_root(&site.build_args);
-        let folder_dockerfile = dockerfile.clone();
-        tokio::task::spawn_blocking(move || {
-            let layout = match &template {
-                Some(dockerfile) => ContextLayout::Template {
-                    dockerfile,
-                    content: &content,
-                    web_root: &web_root,
-                },
-                None => ContextLayout::Folder {
-                    root: &tree,
-                    dockerfile: &folder_dockerfile,
-                },
-            };
-            build::write_context(&layout, 0, &context_path)
-        })
-        .await??
-    };
+    let (context, dockerfile) = build::site_context(
+        site,
+        &config.templates_dir,
+        &tree,
+        0,
+        &work.path().join("context.tar"),
+    )
+    .await?;
     let tag = format!(
         "{}:{}",
         config.image_repository(site),

@@ -20,7 +20,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::build::{self, ContextLayout, ImageBuild};
+use crate::build::{self, ImageBuild};
 use crate::config::{Config, ImageSource, Site};
 use crate::deploy::{self, Change, DeployError, Deployer, Outcome};
 use crate::mirror::{Commit, Mirror};
@@ -763,26 +763,16 @@ impl RunContext<'_> {
         Ok(())
     }
 
-    /// Takes the site's Deployment lease, saying whom it waits for.
     async fn lock(&self, site: &Site) -> Result<deploy::lease::LeaseLock, StageFailure> {
-        let identity = deploy::lease::identity(&format!("deploying {}", site.name));
-        let printer = self.printer;
-        let on_wait = |holder: &deploy::lease::Holder| {
-            printer.stage(
-                &site.name,
-                "lock",
-                Status::Warning,
-                &format!(
-                    "waiting for {} (lease expires in {}s at most)",
-                    holder.identity,
-                    holder.expires_in.as_secs()
-                ),
-            );
-        };
-        self.deployer
-            .lock(&site.deployment, &identity, self.options.lock_wait, &on_wait)
-            .await
-            .map_err(deploy_failure)
+        lock_site(
+            self.deployer,
+            site,
+            "deploying",
+            self.options.lock_wait,
+            self.printer,
+        )
+        .await
+        .map_err(deploy_failure)
     }
 
     /// Refuses a commit that is an ancestor of the deployed one, unless allowed.
@@ -872,49 +862,18 @@ impl RunContext<'_> {
         let commit = &synced.commit;
         let started = Instant::now();
         let generated = self.generate(site, synced).await.map_err(|e| anyhow!(e))?;
-        let content = match &site.output {
-            Some(output) => generated.join(output),
-            None => generated.clone(),
-        };
-        if !content.is_dir() {
-            return Err(
-                build::BuildError::NoOutput(site.output.clone().unwrap_or_else(|| ".".into())).into(),
-            );
-        }
         let work = tempfile::Builder::new()
             .prefix(&format!("{}-context-", site.name))
             .tempdir_in(self.work_dir)?;
-        let context_path = work.path().join("context.tar");
         let mtime = u64::try_from(commit.time).unwrap_or(0);
-        let (dockerfile_in_context, layout_root) = match &site.image_source {
-            ImageSource::Template(name) => (
-                "Dockerfile".to_string(),
-                Some(self.config.templates_dir.join(name).join("Dockerfile")),
-            ),
-            ImageSource::Dockerfile(path) => (path.clone(), None),
-        };
-        let build_context = {
-            let site_content = content.clone();
-            let web_root = build::web_root(&site.build_args);
-            let folder_dockerfile = dockerfile_in_context.clone();
-            let generated = generated.clone();
-            let context_path = context_path.clone();
-            tokio::task::spawn_blocking(move || {
-                let layout = match &layout_root {
-                    Some(dockerfile) => ContextLayout::Template {
-                        dockerfile,
-                        content: &site_content,
-                        web_root: &web_root,
-                    },
-                    None => ContextLayout::Folder {
-                        root: &generated,
-                        dockerfile: &folder_dockerfile,
-                    },
-                };
-                build::write_context(&layout, mtime, &context_path)
-            })
-            .await??
-        };
+        let (build_context, dockerfile_in_context) = build::site_context(
+            site,
+            &self.config.templates_dir,
+            &generated,
+            mtime,
+            &work.path().join("context.tar"),
+        )
+        .await?;
         printer.stage(
             &site.name,
             "context",
@@ -1110,19 +1069,8 @@ pub async fn rollback(
     let deployer = connect_cluster(config).await?;
     let started = Instant::now();
     let mut report = SiteReport::new(&site.name);
-    let identity = deploy::lease::identity(&format!("rolling back {}", site.name));
-    let on_wait = |holder: &deploy::lease::Holder| {
-        printer.stage(
-            &site.name,
-            "lock",
-            Status::Warning,
-            &format!("waiting for {}", holder.identity),
-        );
-    };
     let result = async {
-        let lock = deployer
-            .lock(&site.deployment, &identity, options.lock_wait, &on_wait)
-            .await?;
+        let lock = lock_site(&deployer, site, "rolling back", options.lock_wait, printer).await?;
         let outcome = async {
             let revision = deployer.revision(&site.deployment, to).await?;
             let image = revision.image.clone().unwrap_or_default();
@@ -1192,6 +1140,30 @@ pub async fn rollback(
         }
     }
     Ok(RunReport { sites: vec![report] })
+}
+
+/// Takes `site`'s Deployment lease for `purpose`, saying whom it waits for.
+async fn lock_site(
+    deployer: &Deployer,
+    site: &Site,
+    purpose: &str,
+    wait: Duration,
+    printer: &Printer,
+) -> Result<deploy::lease::LeaseLock, DeployError> {
+    let identity = deploy::lease::identity(&format!("{purpose} {}", site.name));
+    let on_wait = |holder: &deploy::lease::Holder| {
+        printer.stage(
+            &site.name,
+            "lock",
+            Status::Warning,
+            &format!(
+                "waiting for {} (lease expires in {}s at most)",
+                holder.identity,
+                holder.expires_in.as_secs()
+            ),
+        );
+    };
+    deployer.lock(&site.deployment, &identity, wait, &on_wait).await
 }
 
 /// Image label holding the source digest.
