@@ -59,6 +59,17 @@ pub struct RegistryAuth {
     pub source_description: String,
 }
 
+impl RegistryAuth {
+    /// The registry refused these credentials (or their absence).
+    fn refused(&self, message: String) -> PushError {
+        PushError::Auth {
+            registry: self.registry.clone(),
+            message,
+            source_description: self.source_description.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for RegistryAuth {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
@@ -250,11 +261,7 @@ pub async fn registry_digest(
         Ok(inspect) => Ok(inspect.descriptor.digest),
         Err(bollard::errors::Error::DockerResponseServerError { status_code, message }) => {
             if is_auth_message(&message) || status_code == 401 {
-                Err(PushError::Auth {
-                    registry: auth.registry.clone(),
-                    message,
-                    source_description: auth.source_description.clone(),
-                })
+                Err(auth.refused(message))
             } else {
                 // 404 and "manifest unknown": the tag does not exist yet.
                 Ok(None)
@@ -303,11 +310,7 @@ pub async fn push(
         match push_once(docker, repository, tag, auth).await {
             Ok(()) => return pushed_digest(docker, repository, &reference).await,
             Err(PushAttempt::Auth(message)) => {
-                return Err(PushError::Auth {
-                    registry: auth.registry.clone(),
-                    message,
-                    source_description: auth.source_description.clone(),
-                });
+                return Err(auth.refused(message));
             }
             Err(PushAttempt::Transient(message)) => {
                 tracing::debug!(%reference, attempt, "push failed: {message}");
@@ -340,23 +343,47 @@ async fn push_once(
         tag: Some(tag.to_string()),
         ..Default::default()
     };
-    let mut stream = docker.push_image(repository, Some(options), auth.credentials.clone());
+    let stream = docker.push_image(repository, Some(options), auth.credentials.clone());
+    let message = match first_error(stream, |info| info.error_detail.and_then(|detail| detail.message)).await
+    {
+        None => return Ok(()),
+        Some(EngineError::Said(message) | EngineError::Transport(message)) => message,
+    };
+    Err(if is_auth_message(&message) {
+        PushAttempt::Auth(message)
+    } else {
+        PushAttempt::Transient(message)
+    })
+}
+
+/// An error from an Engine progress stream (push, pull).
+enum EngineError {
+    /// The Engine's (or the registry's) own words.
+    Said(String),
+    /// The connection to the Engine failed.
+    Transport(String),
+}
+
+/// Drains `stream` and returns its first error, if any.
+async fn first_error<T>(
+    stream: impl futures_util::Stream<Item = Result<T, bollard::errors::Error>>,
+    detail: impl Fn(T) -> Option<String>,
+) -> Option<EngineError> {
+    let mut stream = std::pin::pin!(stream);
     while let Some(item) = stream.next().await {
-        let message = match item {
-            Ok(info) => match info.error_detail.and_then(|detail| detail.message) {
-                Some(message) => message,
-                None => continue,
-            },
-            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => message,
-            Err(error) => error.to_string(),
-        };
-        return Err(if is_auth_message(&message) {
-            PushAttempt::Auth(message)
-        } else {
-            PushAttempt::Transient(message)
-        });
+        match item {
+            Ok(info) => {
+                if let Some(message) = detail(info) {
+                    return Some(EngineError::Said(message));
+                }
+            }
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                return Some(EngineError::Said(message));
+            }
+            Err(error) => return Some(EngineError::Transport(error.to_string())),
+        }
     }
-    Ok(())
+    None
 }
 
 /// Pulls `reference` (by digest) into the local Engine.
@@ -365,31 +392,22 @@ pub async fn pull(docker: &Docker, reference: &str, auth: &RegistryAuth) -> Resu
         from_image: Some(reference.to_string()),
         ..Default::default()
     };
-    let mut stream = docker.create_image(Some(options), None, auth.credentials.clone());
-    while let Some(item) = stream.next().await {
-        let message = match item {
-            Ok(info) => match info.error_detail.and_then(|detail| detail.message) {
-                Some(message) => message,
-                None => continue,
-            },
-            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => message,
-            Err(error) => return Err(PushError::Unreachable(error.to_string())),
-        };
-        return Err(if is_auth_message(&message) {
-            PushError::Auth {
-                registry: auth.registry.clone(),
-                message,
-                source_description: auth.source_description.clone(),
-            }
-        } else {
-            PushError::Failed {
-                image: reference.to_string(),
-                attempts: 1,
-                message,
-            }
-        });
-    }
-    Ok(())
+    let stream = docker.create_image(Some(options), None, auth.credentials.clone());
+    let message = match first_error(stream, |info| info.error_detail.and_then(|detail| detail.message)).await
+    {
+        None => return Ok(()),
+        Some(EngineError::Transport(message)) => return Err(PushError::Unreachable(message)),
+        Some(EngineError::Said(message)) => message,
+    };
+    Err(if is_auth_message(&message) {
+        auth.refused(message)
+    } else {
+        PushError::Failed {
+            image: reference.to_string(),
+            attempts: 1,
+            message,
+        }
+    })
 }
 
 /// The digest the registry holds, read back from the image's `RepoDigests`
