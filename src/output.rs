@@ -120,7 +120,8 @@ impl Printer {
         }
     }
 
-    fn write_stderr(&self, line: &str) {
+    /// Takes the board off the screen, lets `change` write and edit it, puts it back.
+    fn redraw(&self, change: impl FnOnce(&mut Board, &mut std::io::StderrLock<'_>)) {
         let mut board = self
             .inner
             .lock
@@ -128,9 +129,15 @@ impl Printer {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut stderr = std::io::stderr().lock();
         board.erase(&mut stderr);
-        let _ = writeln!(stderr, "{line}");
+        change(&mut board, &mut stderr);
         board.draw(&mut stderr);
         let _ = stderr.flush();
+    }
+
+    fn write_stderr(&self, line: &str) {
+        self.redraw(|_, stderr| {
+            let _ = writeln!(stderr, "{line}");
+        });
     }
 
     /// Live progress of one site's stage ("2 of 3 updated replicas are available"):
@@ -138,20 +145,14 @@ impl Printer {
     /// log; elsewhere a plain line with `-v`.
     pub fn progress(&self, site: &str, stage: &str, text: &str) {
         if self.inner.live && self.inner.verbosity >= Verbosity::Normal {
-            let mut board = self
-                .inner
-                .lock
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut stderr = std::io::stderr().lock();
-            board.erase(&mut stderr);
             let line: String = format!("{site:<14} {stage:<8} {text}")
                 .chars()
                 .take(150)
                 .collect();
-            board.lines.insert(site.to_string(), self.paint("\x1b[2m", &line));
-            board.draw(&mut stderr);
-            let _ = stderr.flush();
+            let line = self.paint("\x1b[2m", &line);
+            self.redraw(|board, _| {
+                board.lines.insert(site.to_string(), line);
+            });
         } else {
             self.stage(site, stage, Status::Started, text);
         }
@@ -159,18 +160,12 @@ impl Printer {
 
     /// Removes a site's line from the live board.
     pub fn clear_progress(&self, site: &str) {
-        let mut board = self
-            .inner
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if board.lines.contains_key(site) {
-            let mut stderr = std::io::stderr().lock();
-            board.erase(&mut stderr);
-            board.lines.remove(site);
-            board.draw(&mut stderr);
-            let _ = stderr.flush();
+        if !self.inner.live {
+            return;
         }
+        self.redraw(|board, _| {
+            board.lines.remove(site);
+        });
     }
 
     /// One line about one stage of one site: `www-en  build  ok  a801302c5f31 (2.1s)`.
