@@ -56,6 +56,12 @@ async fn a_nightly_run_twice_reports_json_and_the_second_run_writes_nothing() {
     );
 
     let versions_before = resource_versions(world).await;
+    let leases_before = leases(world).await;
+    assert_eq!(
+        leases_before.len(),
+        4,
+        "the first run took one lease per Deployment: {leases_before:?}"
+    );
     let output = world.berth(&["run", "--json"]);
     assert!(output.status.success(), "{}", text(&output));
     let second = json_of(&output);
@@ -73,10 +79,10 @@ async fn a_nightly_run_twice_reports_json_and_the_second_run_writes_nothing() {
         versions_before,
         "no write to any Deployment"
     );
-    let api: Api<Lease> = Api::namespaced(kube_client().await, &world.namespace);
-    assert!(
-        api.list(&ListParams::default()).await.unwrap().items.len() <= 4,
-        "no new lease"
+    assert_eq!(
+        leases(world).await,
+        leases_before,
+        "no new lease, no lease taken or renewed"
     );
 
     // plan and status agree, as JSON documents valid against their schemas.
@@ -102,6 +108,26 @@ async fn a_nightly_run_twice_reports_json_and_the_second_run_writes_nothing() {
             .iter()
             .all(|s| s["rollout"] == "complete" && s["up_to_date"] == true)
     );
+}
+
+/// Each Lease of the test's namespace with its resourceVersion: any write changes it.
+async fn leases(world: &World) -> Vec<(String, String)> {
+    let api: Api<Lease> = Api::namespaced(kube_client().await, &world.namespace);
+    let mut leases: Vec<(String, String)> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|lease| {
+            (
+                lease.metadata.name.unwrap(),
+                lease.metadata.resource_version.unwrap(),
+            )
+        })
+        .collect();
+    leases.sort();
+    leases
 }
 
 async fn resource_versions(world: &World) -> Vec<String> {
@@ -276,7 +302,7 @@ async fn a_local_build_of_a_dirty_tree_is_tagged_dirty_and_preview_serves_it() {
         .expect("the image is in the local Engine");
     assert_eq!(image.config.unwrap().labels.unwrap()["dev.berth.dirty"], "true");
     // Not pushed.
-    let port: u16 = world.stack.registry.rsplit(':').next().unwrap().parse().unwrap();
+    let port: u16 = world.stack.registry_port();
     let (status, _) = http_get(port, &format!("/v2/{}/landing/tags/list", world.prefix)).unwrap();
     assert_eq!(status, 404);
 

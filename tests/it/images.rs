@@ -1,14 +1,10 @@
 //! Build and push through the real Engine and registries: what the image holds
 //! and serves, reproducibility, refusals, credentials, a registry that goes away.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions, StartContainerOptions};
-
-use crate::support::{World, http_get, image_of, text, unique};
+use crate::support::{World, http_get, image_of, text};
 
 /// One plain-HTML site (a copy of `landing`) in a world, with the registry part of
 /// the config given.
@@ -47,52 +43,6 @@ impl Site {
     }
 }
 
-async fn serve(docker: &bollard::Docker, image: &str) -> (String, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut bindings = HashMap::new();
-    bindings.insert(
-        "8080/tcp".to_string(),
-        Some(vec![PortBinding {
-            host_ip: Some("127.0.0.1".into()),
-            host_port: Some(port.to_string()),
-        }]),
-    );
-    let name = unique("berth-serve");
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        host_config: Some(HostConfig {
-            port_bindings: Some(bindings),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-            body,
-        )
-        .await
-        .unwrap();
-    docker
-        .start_container(&name, None::<StartContainerOptions>)
-        .await
-        .unwrap();
-    for _ in 0..50 {
-        if http_get(port, "/").is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (name, port)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_same_layers() {
     let site = Site::new("image-serve").await;
@@ -119,21 +69,12 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
     let image = image_of(&site.world.deployment("web").await);
 
     let docker = crate::support::docker().await;
-    let (container, port) = serve(&docker, &image).await;
+    let (container, port) = crate::support::serve(&docker, &image).await;
     let (status, page) = http_get(port, "/").unwrap();
     let (draft, _) = http_get(port, "/drafts/next.html").unwrap();
     let (psd, _) = http_get(port, "/art.psd").unwrap();
     let (unicode, _) = http_get(port, "/%C3%BCber%20uns.html").unwrap();
-    docker
-        .remove_container(
-            &container,
-            Some(RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    crate::support::remove_container(&docker, &container).await;
     assert_eq!(status, 200);
     assert!(page.contains("generator-check"), "{page}");
     assert_eq!((draft, psd), (404, 404), ".dockerignore keeps drafts out");
@@ -234,15 +175,7 @@ async fn a_symlink_out_of_the_site_is_refused_and_nothing_is_pushed() {
         all.contains("symlink `passwd.html` points outside the site"),
         "{all}"
     );
-    let port: u16 = site
-        .world
-        .stack
-        .registry
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = site.world.stack.registry_port();
     assert_eq!(
         http_get(port, &format!("/v2/{}/landing/tags/list", site.world.prefix))
             .unwrap()
@@ -465,18 +398,9 @@ async fn a_site_with_its_own_dockerfile_ships_and_an_existing_image_is_not_built
     assert!(output.status.success(), "{}", text(&output));
     let image = image_of(&site.world.deployment("web").await);
     let docker = crate::support::docker().await;
-    let (container, port) = serve(&docker, &image).await;
+    let (container, port) = crate::support::serve(&docker, &image).await;
     let (status, page) = http_get(port, "/index.html").unwrap();
-    docker
-        .remove_container(
-            &container,
-            Some(RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    crate::support::remove_container(&docker, &container).await;
     assert_eq!(status, 200);
     assert!(page.contains("generator-check"), "{page}");
 

@@ -116,15 +116,7 @@ deployment = {{ name = "landing", container = "web" }}
 
     fn registry_tags(&self, site: &str) -> Vec<String> {
         let url = format!("/v2/{}/tags/list", self.images[site]);
-        let port: u16 = self
-            .world
-            .stack
-            .registry
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let port = self.world.stack.registry_port();
         let (status, body) = crate::support::http_get(port, &url).unwrap();
         assert_eq!(status, 200, "{url}: {body}");
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -216,7 +208,7 @@ async fn a_broken_build_command_ships_nothing_and_the_other_sites_still_ship() {
     let all = text(&output);
     assert!(all.contains("build command `hugo --minify` failed"), "{all}");
     assert_eq!(image_of(&world.deployment("www-en").await), before_en);
-    let port: u16 = world.stack.registry.rsplit(':').next().unwrap().parse().unwrap();
+    let port: u16 = world.stack.registry_port();
     let (status, _) =
         crate::support::http_get(port, &format!("/v2/{}/tags/list", example.images["www-en"])).unwrap();
     assert_eq!(status, 404, "nothing was pushed for www-en");

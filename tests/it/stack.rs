@@ -1,15 +1,13 @@
 //! Smoke tests of the local stack itself: each part answers and behaves as the
 //! real thing does.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use berth::deploy::rollout::{RolloutState, pod_problem, rollout_state};
 use bollard::auth::DockerCredentials;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    BuildImageOptions, BuilderVersion, CreateContainerOptions, CreateImageOptions, PushImageOptions,
-    RemoveContainerOptions, RemoveImageOptions, TagImageOptions,
+    BuildImageOptions, BuilderVersion, CreateImageOptions, PushImageOptions, RemoveImageOptions,
+    TagImageOptions,
 };
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -116,59 +114,9 @@ async fn engine_builds_an_image_from_the_seeded_base_that_serves_its_file() {
     )
     .await;
 
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let mut bindings = HashMap::new();
-    bindings.insert(
-        "8080/tcp".to_string(),
-        Some(vec![PortBinding {
-            host_ip: Some("127.0.0.1".into()),
-            host_port: Some(port.to_string()),
-        }]),
-    );
-    let body = ContainerCreateBody {
-        image: Some(tag.clone()),
-        host_config: Some(HostConfig {
-            port_bindings: Some(bindings),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let name = unique("berth-smoke");
-    docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-            body,
-        )
-        .await
-        .unwrap();
-    docker
-        .start_container(&name, None::<bollard::query_parameters::StartContainerOptions>)
-        .await
-        .unwrap();
-    let mut response = Err(std::io::Error::other("not tried"));
-    for _ in 0..50 {
-        response = http_get(port, "/index.html");
-        if matches!(response, Ok((200, _))) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    docker
-        .remove_container(
-            &name,
-            Some(RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    let (name, port) = crate::support::serve(&docker, &tag).await;
+    let response = http_get(port, "/index.html");
+    crate::support::remove_container(&docker, &name).await;
     let (status, body) = response.expect("the container answers on loopback");
     assert_eq!(status, 200);
     assert!(body.contains("hello from the stack"), "{body}");

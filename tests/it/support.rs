@@ -31,6 +31,15 @@ fn env(name: &str) -> String {
 }
 
 impl Stack {
+    /// The open registry's port.
+    pub fn registry_port(&self) -> u16 {
+        self.registry
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("the registry address has a port")
+    }
+
     pub fn from_env() -> Self {
         let read = |name: &str| {
             let path = env(name);
@@ -344,4 +353,60 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .map(|(_, body)| body.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// Runs `image` with its port 8080 on a free loopback port; returns the container's
+/// name and the port once something answers there.
+pub async fn serve(docker: &bollard::Docker, image: &str) -> (String, u16) {
+    use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+    use bollard::query_parameters::{CreateContainerOptions, StartContainerOptions};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let binding = PortBinding {
+        host_ip: Some("127.0.0.1".into()),
+        host_port: Some(port.to_string()),
+    };
+    let bindings = std::collections::HashMap::from([("8080/tcp".to_string(), Some(vec![binding]))]);
+    let name = unique("berth-serve");
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        host_config: Some(HostConfig {
+            port_bindings: Some(bindings),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            }),
+            body,
+        )
+        .await
+        .unwrap();
+    docker
+        .start_container(&name, None::<StartContainerOptions>)
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        if http_get(port, "/").is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    (name, port)
+}
+
+/// Removes a container made by [`serve`].
+pub async fn remove_container(docker: &bollard::Docker, name: &str) {
+    let options = bollard::query_parameters::RemoveContainerOptions {
+        force: true,
+        ..Default::default()
+    };
+    docker.remove_container(name, Some(options)).await.unwrap();
 }
