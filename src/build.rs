@@ -3,9 +3,10 @@
 //! 1. Run the site's build command (`sh -c`) in the exported folder with a clean,
 //!    documented environment; keep its last lines for the failure message.
 //! 2. Write the build context as a tar file on disk: the Dockerfile and the site's
-//!    content, entries sorted, mtimes fixed to the commit time, owner root, modes
-//!    kept; symlinks that leave the site are refused. Its SHA-256 is the context
-//!    digest. The tar is streamed to the Engine from disk, never held in memory.
+//!    content, entries sorted, owner root, modes kept, each file's mtime the time
+//!    of the commit that wrote its content (`FileTimes`); symlinks that leave the
+//!    site are refused. Its SHA-256 is the context digest. The tar is streamed
+//!    to the Engine from disk, never held in memory.
 //! 3. POST it to the Engine's `/build` (`BuildKit`) with the build args and the
 //!    image's labels, streaming the Engine's output (shown with `-v`, kept for
 //!    failures); the Engine's errors are shown as the Engine words them.
@@ -203,7 +204,7 @@ pub async fn site_context(
     site: &Site,
     templates_dir: &Path,
     root: &Path,
-    mtime: u64,
+    times: std::sync::Arc<FileTimes>,
     destination: &Path,
 ) -> Result<(Context, String), BuildError> {
     let content = site
@@ -236,7 +237,7 @@ pub async fn site_context(
                 dockerfile: &in_context,
             },
         };
-        write_context(&layout, mtime, &destination)
+        write_context(&layout, &times, &destination)
     })
     .await
     .map_err(|error| BuildError::Context {
@@ -247,9 +248,13 @@ pub async fn site_context(
 }
 
 /// Writes the build context tar to `destination` and returns its digest.
+///
+/// Every file gets its time from `times`; a folder gets the newest time of the
+/// files it is written with, so a layer whose files did not change is the same
+/// tar, byte for byte, from one commit to the next.
 pub fn write_context(
     layout: &ContextLayout<'_>,
-    mtime: u64,
+    times: &FileTimes,
     destination: &Path,
 ) -> Result<Context, BuildError> {
     let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
@@ -272,8 +277,9 @@ pub fn write_context(
                 content,
                 web_root,
             } => {
+                let items = collect(content, &[], times)?;
                 let text = std::fs::read(dockerfile).map_err(|e| context_error(dockerfile, e))?;
-                append_bytes(&mut builder, "Dockerfile", &text, 0o644, mtime)
+                append_bytes(&mut builder, "Dockerfile", &text, 0o644, newest(items.iter()))
                     .map_err(|e| context_error(dockerfile, e))?;
                 files += 1;
                 for (name, pages) in [("assets.tar", false), ("pages.tar", true)] {
@@ -283,11 +289,17 @@ pub fn write_context(
                             .file_name()
                             .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
                     ));
-                    files += write_layer_tar(content, web_root, mtime, pages, &layer)?;
+                    let chosen = || {
+                        items
+                            .iter()
+                            .filter(move |item| item.is_dir() || is_page(&item.relative) == pages)
+                    };
+                    let time = newest(chosen());
+                    files += write_layer_tar(chosen(), web_root, time, &layer)?;
                     let size = std::fs::metadata(&layer)
                         .map_err(|e| context_error(&layer, e))?
                         .len();
-                    let mut header = header(tar::EntryType::Regular, 0o644, mtime, size);
+                    let mut header = header(tar::EntryType::Regular, 0o644, time, size);
                     let reader = std::fs::File::open(&layer).map_err(|e| context_error(&layer, e))?;
                     builder
                         .append_data(&mut header, name, reader)
@@ -296,14 +308,8 @@ pub fn write_context(
                 }
             }
             ContextLayout::Folder { root, dockerfile } => {
-                files += append_tree(
-                    &mut builder,
-                    root,
-                    "",
-                    mtime,
-                    &|_, _| true,
-                    &[dockerfile, ".dockerignore"],
-                )?;
+                let items = collect(root, &[dockerfile, ".dockerignore"], times)?;
+                files += append_items(&mut builder, items.iter(), "", newest(items.iter()))?;
             }
         }
         builder.finish().map_err(|e| context_error(destination, e))?;
@@ -316,6 +322,104 @@ pub fn write_context(
         files,
         bytes: hashing.bytes,
     })
+}
+
+/// The time each file of a site gets in its image.
+///
+/// A file whose content is a blob of the site's folder at the commit gets the time
+/// of the commit that wrote that content (see `Mirror::content_times`), also when a
+/// generator copied it to its output; anything else (generated pages) gets the
+/// commit time. So `Last-Modified` moves only for files that changed.
+#[derive(Debug, Default)]
+pub struct FileTimes {
+    default: u64,
+    /// Git blob id (SHA-1 of `blob <length>\0<content>`) to time.
+    by_content: HashMap<[u8; 20], u64>,
+}
+
+impl FileTimes {
+    /// Every file gets `time`.
+    pub fn uniform(time: u64) -> Self {
+        Self {
+            default: time,
+            by_content: HashMap::new(),
+        }
+    }
+
+    /// Files with a known blob id get its time, others `default`.
+    pub fn new(default: u64, by_content: HashMap<[u8; 20], u64>) -> Self {
+        Self { default, by_content }
+    }
+
+    /// The time of a file of `length` bytes read from `path`.
+    fn of_file(&self, path: &Path, length: u64) -> std::io::Result<u64> {
+        if self.by_content.is_empty() {
+            return Ok(self.default);
+        }
+        let mut hasher = sha1::Sha1::new();
+        hasher.update(format!("blob {length}\0").as_bytes());
+        let mut file = std::fs::File::open(path)?;
+        std::io::copy(&mut file, &mut DigestWriter(&mut hasher))?;
+        Ok(self.of_blob(&hasher.finalize().into()))
+    }
+
+    fn of_blob(&self, id: &[u8; 20]) -> u64 {
+        self.by_content.get(id).copied().unwrap_or(self.default)
+    }
+
+    /// The time of a symlink to `target` (Git stores the target as a blob).
+    fn of_link(&self, target: &[u8]) -> u64 {
+        if self.by_content.is_empty() {
+            return self.default;
+        }
+        let mut hasher = sha1::Sha1::new();
+        hasher.update(format!("blob {}\0", target.len()).as_bytes());
+        hasher.update(target);
+        self.of_blob(&hasher.finalize().into())
+    }
+}
+
+struct DigestWriter<'a, D>(&'a mut D);
+
+impl<D: Digest> std::io::Write for DigestWriter<'_, D> {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buffer);
+        Ok(buffer.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One entry of a site's content, in the order it goes into a tar.
+struct Item {
+    path: PathBuf,
+    /// Below the content root, `/`-separated.
+    relative: String,
+    kind: ItemKind,
+    time: u64,
+}
+
+enum ItemKind {
+    Directory,
+    File { executable: bool, length: u64 },
+    Symlink(PathBuf),
+}
+
+impl Item {
+    fn is_dir(&self) -> bool {
+        matches!(self.kind, ItemKind::Directory)
+    }
+}
+
+/// The newest time of the files and links among `items`, 0 when there are none.
+fn newest<'a>(items: impl Iterator<Item = &'a Item>) -> u64 {
+    items
+        .filter(|item| !item.is_dir())
+        .map(|item| item.time)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The folder the image serves: the `WEB_ROOT` build arg, `/www` by default.
@@ -338,13 +442,12 @@ fn is_page(relative: &str) -> bool {
     )
 }
 
-/// Writes one of the two layer tars: every folder, and the pages or the other files,
-/// under `web_root`. Returns the number of files.
-fn write_layer_tar(
-    content: &Path,
+/// Writes one layer tar: the folders of `web_root`, then `items` under it, folders
+/// stamped with `folder_time`. Returns the number of files.
+fn write_layer_tar<'a>(
+    items: impl Iterator<Item = &'a Item>,
     web_root: &str,
-    mtime: u64,
-    pages: bool,
+    folder_time: u64,
     destination: &Path,
 ) -> Result<usize, BuildError> {
     let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
@@ -358,17 +461,10 @@ fn write_layer_tar(
     let mut prefix = String::new();
     for part in root.split('/').filter(|p| !p.is_empty()) {
         prefix.push_str(part);
-        append_directory(&mut builder, &prefix, mtime).map_err(|e| context_error(destination, e))?;
+        append_directory(&mut builder, &prefix, folder_time).map_err(|e| context_error(destination, e))?;
         prefix.push('/');
     }
-    let files = append_tree(
-        &mut builder,
-        content,
-        &prefix,
-        mtime,
-        &|relative, is_dir| is_dir || is_page(relative) == pages,
-        &[],
-    )?;
+    let files = append_items(&mut builder, items, &prefix, folder_time)?;
     builder
         .into_inner()
         .and_then(|mut writer| std::io::Write::flush(&mut writer))
@@ -426,15 +522,9 @@ fn append_directory<W: std::io::Write>(
     builder.append_data(&mut header, format!("{name}/"), std::io::empty())
 }
 
-/// Appends every entry below `root`, sorted by name, under `prefix`.
-fn append_tree<W: std::io::Write>(
-    builder: &mut tar::Builder<W>,
-    root: &Path,
-    prefix: &str,
-    mtime: u64,
-    keep: &dyn Fn(&str, bool) -> bool,
-    always: &[&str],
-) -> Result<usize, BuildError> {
+/// Every entry below `root`, sorted by name, with its time: `.dockerignore` and
+/// `.git` left out (except the names in `always`), symlinks that leave `root` refused.
+fn collect(root: &Path, always: &[&str], times: &FileTimes) -> Result<Vec<Item>, BuildError> {
     let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
         path: path.to_path_buf(),
         source,
@@ -442,7 +532,6 @@ fn append_tree<W: std::io::Write>(
     let canonical_root = root.canonicalize().map_err(|e| context_error(root, e))?;
     let ignore = Ignore::read(&root.join(".dockerignore"))
         .map_err(|e| context_error(&root.join(".dockerignore"), e))?;
-    let mut files = 0;
     let walker = walkdir::WalkDir::new(root)
         .min_depth(1)
         .sort_by_file_name()
@@ -459,28 +548,22 @@ fn append_tree<W: std::io::Write>(
             if always.contains(&relative.as_str()) {
                 return true;
             }
-            relative != ".dockerignore" && !ignore.excludes(&relative)
+            relative != ".dockerignore" && relative != ".git" && !ignore.excludes(&relative)
         });
+    let mut items = Vec::new();
     for entry in walker {
         let entry = entry.map_err(|e| {
             let path = e.path().map_or_else(|| root.to_path_buf(), Path::to_path_buf);
             context_error(&path, std::io::Error::other(e.to_string()))
         })?;
-        let relative = entry.path().strip_prefix(root).expect("below root");
-        let relative_text = relative.to_string_lossy();
-        if relative
-            .components()
-            .next()
-            .is_some_and(|c| c.as_os_str() == ".git")
-        {
-            continue;
-        }
-        let name = format!("{prefix}{relative_text}");
+        let relative = entry
+            .path()
+            .strip_prefix(root)
+            .expect("below root")
+            .to_string_lossy()
+            .into_owned();
         let file_type = entry.file_type();
-        if !keep(&relative_text, file_type.is_dir()) {
-            continue;
-        }
-        if file_type.is_symlink() {
+        let (kind, time) = if file_type.is_symlink() {
             let target = std::fs::read_link(entry.path()).map_err(|e| context_error(entry.path(), e))?;
             let resolved = if target.is_absolute() {
                 target.clone()
@@ -493,32 +576,75 @@ fn append_tree<W: std::io::Write>(
                     .is_ok_and(|c| c.starts_with(&canonical_root));
             if !inside || target.is_absolute() {
                 return Err(BuildError::SymlinkEscape {
-                    link: relative_text.into_owned(),
+                    link: relative,
                     target: target.to_string_lossy().into_owned(),
                 });
             }
-            let mut header = header(tar::EntryType::Symlink, 0o777, mtime, 0);
-            builder
-                .append_link(&mut header, &name, &target)
-                .map_err(|e| context_error(entry.path(), e))?;
+            let time = times.of_link(target.as_os_str().as_encoded_bytes());
+            (ItemKind::Symlink(target), time)
         } else if file_type.is_dir() {
-            append_directory(builder, &name, mtime).map_err(|e| context_error(entry.path(), e))?;
+            (ItemKind::Directory, 0)
         } else if file_type.is_file() {
             use std::os::unix::fs::PermissionsExt;
             let metadata = entry
                 .metadata()
                 .map_err(|e| context_error(entry.path(), std::io::Error::other(e.to_string())))?;
-            let mode = if metadata.permissions().mode() & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
-            };
-            let mut header = header(tar::EntryType::Regular, mode, mtime, metadata.len());
-            let file = std::fs::File::open(entry.path()).map_err(|e| context_error(entry.path(), e))?;
-            builder
-                .append_data(&mut header, &name, file)
+            let time = times
+                .of_file(entry.path(), metadata.len())
                 .map_err(|e| context_error(entry.path(), e))?;
-            files += 1;
+            let kind = ItemKind::File {
+                executable: metadata.permissions().mode() & 0o111 != 0,
+                length: metadata.len(),
+            };
+            (kind, time)
+        } else {
+            continue;
+        };
+        items.push(Item {
+            path: entry.into_path(),
+            relative,
+            kind,
+            time,
+        });
+    }
+    Ok(items)
+}
+
+/// Appends `items` under `prefix`, folders stamped with `folder_time`. Returns the
+/// number of files.
+fn append_items<'a, W: std::io::Write>(
+    builder: &mut tar::Builder<W>,
+    items: impl Iterator<Item = &'a Item>,
+    prefix: &str,
+    folder_time: u64,
+) -> Result<usize, BuildError> {
+    let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut files = 0;
+    for item in items {
+        let name = format!("{prefix}{}", item.relative);
+        match &item.kind {
+            ItemKind::Directory => {
+                append_directory(builder, &name, folder_time).map_err(|e| context_error(&item.path, e))?;
+            }
+            ItemKind::Symlink(target) => {
+                let mut header = header(tar::EntryType::Symlink, 0o777, item.time, 0);
+                builder
+                    .append_link(&mut header, &name, target)
+                    .map_err(|e| context_error(&item.path, e))?;
+            }
+            ItemKind::File { executable, length } => {
+                let mode = if *executable { 0o755 } else { 0o644 };
+                let mut header = header(tar::EntryType::Regular, mode, item.time, *length);
+                let file = std::fs::File::open(&item.path).map_err(|e| context_error(&item.path, e))?;
+                // A file that changed size since it was listed would make a broken tar.
+                builder
+                    .append_data(&mut header, &name, std::io::Read::take(file, *length))
+                    .map_err(|e| context_error(&item.path, e))?;
+                files += 1;
+            }
         }
     }
     Ok(files)
@@ -810,15 +936,65 @@ mod tests {
             content: &content,
             web_root: "/www",
         };
-        let first = write_context(&layout, 1_700_000_000, &dir.path().join("a.tar")).unwrap();
-        let second = write_context(&layout, 1_700_000_000, &dir.path().join("b.tar")).unwrap();
+        let times = FileTimes::uniform(1_700_000_000);
+        let first = write_context(&layout, &times, &dir.path().join("a.tar")).unwrap();
+        let second = write_context(&layout, &times, &dir.path().join("b.tar")).unwrap();
         assert_eq!(first.digest, second.digest);
         assert_eq!(first.files, 3);
 
         std::os::unix::fs::symlink("../../etc/passwd", content.join("escape")).unwrap();
-        let error = write_context(&layout, 1, &dir.path().join("c.tar"))
+        let error = write_context(&layout, &times, &dir.path().join("c.tar"))
             .err()
             .unwrap();
         assert!(matches!(error, BuildError::SymlinkEscape { .. }), "{error}");
+    }
+
+    #[test]
+    fn files_get_the_time_of_their_content_and_folders_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("site");
+        std::fs::create_dir_all(root.join("css")).unwrap();
+        std::fs::write(root.join("css/old.css"), "kept").unwrap();
+        std::fs::write(root.join("index.html"), "generated").unwrap();
+        std::fs::write(root.join("Dockerfile"), "FROM scratch\n").unwrap();
+        let blob = |content: &str| {
+            let mut id = [0; 20];
+            id.copy_from_slice(
+                git2::Oid::hash_object(git2::ObjectType::Blob, content.as_bytes())
+                    .unwrap()
+                    .as_bytes(),
+            );
+            id
+        };
+        let times = FileTimes::new(
+            3000,
+            HashMap::from([(blob("kept"), 1000), (blob("FROM scratch\n"), 2000)]),
+        );
+        let layout = ContextLayout::Folder {
+            root: &root,
+            dockerfile: "Dockerfile",
+        };
+        let context = write_context(&layout, &times, &dir.path().join("c.tar")).unwrap();
+        let mut archive = tar::Archive::new(std::fs::File::open(&context.path).unwrap());
+        let found: Vec<(String, u64)> = archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                (
+                    entry.path().unwrap().to_string_lossy().into_owned(),
+                    entry.header().mtime().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("Dockerfile".to_string(), 2000),
+                ("css/".to_string(), 3000),
+                ("css/old.css".to_string(), 1000),
+                ("index.html".to_string(), 3000),
+            ]
+        );
     }
 }

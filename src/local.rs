@@ -131,7 +131,7 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
         site,
         &config.templates_dir,
         &tree,
-        0,
+        std::sync::Arc::new(build::FileTimes::uniform(0)),
         &work.path().join("context.tar"),
     )
     .await?;

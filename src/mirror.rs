@@ -12,6 +12,7 @@
 //! 5. Export the site's subtree at that commit into a fresh folder (no `.git`),
 //!    and give the subtree's Git tree id for the source digest.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -318,6 +319,19 @@ impl Mirror {
         self.git.find_tree(entry.id()).map_err(|e| self.local(&e))
     }
 
+    /// When each file of `path` at `commit` got its current content: for every blob
+    /// of that folder, the time of the newest commit on the first-parent line that
+    /// wrote it at its path (the commit that brought it in, for a merge).
+    ///
+    /// The build gives files these times, so a file that did not change keeps its
+    /// `Last-Modified` and its image layer from one commit to the next. The walk
+    /// stops as soon as every file is placed; a commit that leaves the folder's
+    /// tree unchanged costs one tree lookup and no diff.
+    pub fn content_times(&self, commit: &str, path: &str) -> Result<HashMap<Oid, i64>, MirrorError> {
+        let start = Oid::from_str(commit).map_err(|e| self.local(&e))?;
+        content_times(&self.git, start, path).map_err(|e| self.local(&e))
+    }
+
     /// Writes the files of `path` at `commit` into `destination` (created; must not exist).
     /// Returns the number of files written.
     pub fn export(&self, commit: &str, path: &str, destination: &Path) -> Result<usize, MirrorError> {
@@ -499,6 +513,60 @@ pub fn resolve_url(parent: &str, url: &str) -> String {
     format!("{base}/{rest}")
 }
 
+/// See [`Mirror::content_times`].
+fn content_times(git: &Repository, start: Oid, path: &str) -> Result<HashMap<Oid, i64>, git2::Error> {
+    let mut current = git.find_commit(start)?;
+    let mut current_tree = folder_at(git, &current, path);
+    let mut pending: HashMap<Vec<u8>, Oid> = HashMap::new();
+    if let Some(tree) = &current_tree {
+        tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+            if entry.kind() == Some(ObjectType::Blob) {
+                let mut full = parent.as_bytes().to_vec();
+                full.extend_from_slice(entry.name_bytes());
+                pending.insert(full, entry.id());
+            }
+            git2::TreeWalkResult::Ok
+        })?;
+    }
+    let mut times = HashMap::new();
+    while !pending.is_empty() {
+        let parent = current.parent(0).ok();
+        let parent_tree = parent.as_ref().and_then(|p| folder_at(git, p, path));
+        if current_tree.as_ref().map(git2::Tree::id) != parent_tree.as_ref().map(git2::Tree::id) {
+            let diff = git.diff_tree_to_tree(parent_tree.as_ref(), current_tree.as_ref(), None)?;
+            let time = current.time().seconds();
+            for delta in diff.deltas() {
+                let new_file = delta.new_file();
+                let Some(file_path) = new_file.path_bytes() else {
+                    continue;
+                };
+                if pending.remove(file_path).is_some() {
+                    let entry = times.entry(new_file.id()).or_insert(time);
+                    *entry = (*entry).max(time);
+                }
+            }
+        }
+        let Some(parent) = parent else { break };
+        current = parent;
+        current_tree = parent_tree;
+    }
+    Ok(times)
+}
+
+/// The tree of `path` (`"."` for the root) at `commit`, if it has one.
+fn folder_at<'repo>(
+    git: &'repo Repository,
+    commit: &git2::Commit<'repo>,
+    path: &str,
+) -> Option<git2::Tree<'repo>> {
+    let root = commit.tree().ok()?;
+    if path == "." {
+        return Some(root);
+    }
+    let entry = root.get_path(Path::new(path)).ok()?;
+    git.find_tree(entry.id()).ok()
+}
+
 fn write_entry(target: &Path, content: &[u8], mode: i32) -> std::io::Result<()> {
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)?;
@@ -664,5 +732,47 @@ mod tests {
             resolve_url("http://h/a.git", "https://x/y.git"),
             "https://x/y.git"
         );
+    }
+
+    /// Commits `files` in the working tree of `repo` at `time`.
+    fn commit_files(repo: &Repository, files: &[(&str, &str)], time: i64) -> Oid {
+        let root = repo.workdir().unwrap();
+        for (path, content) in files {
+            let target = root.join(path);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::write(target, content).unwrap();
+        }
+        let mut index = repo.index().unwrap();
+        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let signature = git2::Signature::new("T", "t@example.test", &git2::Time::new(time, 0)).unwrap();
+        let parent = repo.head().ok().map(|head| head.peel_to_commit().unwrap());
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        repo.commit(Some("HEAD"), &signature, &signature, "m", &tree, &parents)
+            .unwrap()
+    }
+
+    #[test]
+    fn content_times_give_each_blob_the_commit_that_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let blob = |content: &str| Oid::hash_object(ObjectType::Blob, content.as_bytes()).unwrap();
+        commit_files(
+            &repo,
+            &[("site/a.css", "a"), ("site/b.html", "b1"), ("other/x", "x")],
+            1000,
+        );
+        commit_files(&repo, &[("site/b.html", "b2")], 2000);
+        let third = commit_files(&repo, &[("other/x", "y")], 3000);
+        let times = content_times(&repo, third, "site").unwrap();
+        assert_eq!(times, HashMap::from([(blob("a"), 1000), (blob("b2"), 2000)]));
+
+        // The same content at a new path: its newest writing counts.
+        let fourth = commit_files(&repo, &[("site/copy/c.css", "a")], 4000);
+        let times = content_times(&repo, fourth, "site").unwrap();
+        assert_eq!(times, HashMap::from([(blob("a"), 4000), (blob("b2"), 2000)]));
+        // The whole repo, too.
+        assert_eq!(content_times(&repo, fourth, ".").unwrap()[&blob("y")], 3000);
     }
 }

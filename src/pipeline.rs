@@ -456,7 +456,9 @@ enum Existing {
 
 /// Generator runs shared between sites built from one repo, commit, folder and command.
 /// One generator run's output folder, or why it failed.
-type SharedBuild = Arc<tokio::sync::OnceCell<Result<PathBuf, String>>>;
+/// A site's exported (and generated) folder, and the times its files get.
+type Generated = (PathBuf, Arc<build::FileTimes>);
+type SharedBuild = Arc<tokio::sync::OnceCell<Result<Generated, String>>>;
 
 #[derive(Default)]
 struct SharedBuilds {
@@ -861,16 +863,15 @@ impl RunContext<'_> {
         let printer = self.printer;
         let commit = &synced.commit;
         let started = Instant::now();
-        let generated = self.generate(site, synced).await.map_err(|e| anyhow!(e))?;
+        let (generated, times) = self.generate(site, synced).await.map_err(|e| anyhow!(e))?;
         let work = tempfile::Builder::new()
             .prefix(&format!("{}-context-", site.name))
             .tempdir_in(self.work_dir)?;
-        let mtime = u64::try_from(commit.time).unwrap_or(0);
         let (build_context, dockerfile_in_context) = build::site_context(
             site,
             &self.config.templates_dir,
             &generated,
-            mtime,
+            times,
             &work.path().join("context.tar"),
         )
         .await?;
@@ -946,7 +947,7 @@ impl RunContext<'_> {
     }
 
     /// Exports the site's folder and runs its generator, once per (repo, commit, folder, command).
-    async fn generate(&self, site: &Site, synced: &Synced) -> Result<PathBuf, String> {
+    async fn generate(&self, site: &Site, synced: &Synced) -> Result<Generated, String> {
         let key = format!(
             "{}\0{}\0{}\0{}\0{}",
             site.repo,
@@ -994,13 +995,24 @@ impl RunContext<'_> {
                 (directory.join("source"), directory.join("source"))
             };
             let git_history = site.git_history;
-            let files = tokio::task::spawn_blocking(move || {
+            let commit_time = u64::try_from(synced.commit.time).unwrap_or(0);
+            let (files, times) = tokio::task::spawn_blocking(move || {
                 let mirror = mirror.lock().expect("not poisoned");
-                if git_history {
+                let files = if git_history {
                     mirror.checkout(&commit, &export_to)
                 } else {
                     mirror.export(&commit, &path, &export_to)
-                }
+                }?;
+                let by_content = mirror
+                    .content_times(&commit, &path)?
+                    .into_iter()
+                    .map(|(blob, time)| {
+                        let mut id = [0; 20];
+                        id.copy_from_slice(blob.as_bytes());
+                        (id, u64::try_from(time).unwrap_or(0))
+                    })
+                    .collect();
+                Ok::<_, crate::mirror::MirrorError>((files, build::FileTimes::new(commit_time, by_content)))
             })
             .await
             .map_err(|e| e.to_string())?
@@ -1040,7 +1052,7 @@ impl RunContext<'_> {
                     &format!("`{command}` ({:.1}s)", started.elapsed().as_secs_f64()),
                 );
             }
-            Ok(source)
+            Ok((source, Arc::new(times)))
         })
         .await
         .clone()

@@ -23,6 +23,17 @@ impl Site {
         Self { world, url }
     }
 
+    /// The config with the stack's open registry.
+    fn open_registry(&self, extra_sites: &[&str]) {
+        self.config(
+            &format!(
+                "[registry]\naddress = \"{}\"\ncredentials = \"none\"",
+                self.world.stack.registry
+            ),
+            extra_sites,
+        );
+    }
+
     fn config(&self, registry: &str, extra_sites: &[&str]) {
         let templates = crate::support::repo_root().join("templates");
         let mut text = format!(
@@ -57,13 +68,7 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
         ],
         "Drafts stay out",
     );
-    site.config(
-        &format!(
-            "[registry]\naddress = \"{}\"\ncredentials = \"none\"",
-            site.world.stack.registry
-        ),
-        &[],
-    );
+    site.open_registry(&[]);
     let output = site.world.berth(&["run"]);
     assert!(output.status.success(), "{}", text(&output));
     let image = image_of(&site.world.deployment("web").await);
@@ -95,13 +100,7 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
-    site.config(
-        &format!(
-            "[registry]\naddress = \"{}\"\ncredentials = \"none\"",
-            site.world.stack.registry
-        ),
-        &["again"],
-    );
+    site.open_registry(&["again"]);
     site.world.create_deployment_json(serde_json::json!({
         "metadata": {"name": "web2"},
         "spec": {"selector": {"matchLabels": {"app": "web2"}}, "template": {"metadata": {"labels": {"app": "web2"}},
@@ -161,13 +160,7 @@ async fn a_symlink_out_of_the_site_is_refused_and_nothing_is_pushed() {
         ],
     );
     crate::support::git(&work, &["push", "-q", "origin", "main"]);
-    site.config(
-        &format!(
-            "[registry]\naddress = \"{}\"\ncredentials = \"none\"",
-            site.world.stack.registry
-        ),
-        &[],
-    );
+    site.open_registry(&[]);
     let output = site.world.berth(&["run"]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
@@ -418,13 +411,7 @@ async fn a_site_with_its_own_dockerfile_ships_and_an_existing_image_is_not_built
 #[tokio::test(flavor = "multi_thread")]
 async fn changed_build_inputs_never_move_a_commit_tag() {
     let site = Site::new("image-variant").await;
-    site.config(
-        &format!(
-            "[registry]\naddress = \"{}\"\ncredentials = \"none\"",
-            site.world.stack.registry
-        ),
-        &[],
-    );
+    site.open_registry(&[]);
     let output = site.world.berth(&["run"]);
     assert!(output.status.success(), "{}", text(&output));
     let first = image_of(&site.world.deployment("web").await);
@@ -452,4 +439,66 @@ async fn changed_build_inputs_never_move_a_commit_tag() {
         Some(first.split('@').nth(1).unwrap().to_string()),
         inspect.descriptor.digest
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_page_change_keeps_the_assets_layer_and_the_other_files_times() {
+    let site = Site::new("image-times").await;
+    site.open_registry(&[]);
+    let output = site.world.berth(&["run"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let before = image_of(&site.world.deployment("web").await);
+    // A second later, so the new commit's time differs from the seeded ones.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let change = site.world.commit(
+        &site.url,
+        "main",
+        &[("index.html", "<h1>New front page</h1>\n")],
+        "One page",
+    );
+    let output = site.world.berth(&["run"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let after = image_of(&site.world.deployment("web").await);
+    assert_ne!(before, after);
+
+    let docker = crate::support::docker().await;
+    let layers = |image: bollard::models::ImageInspect| image.root_fs.unwrap().layers.unwrap();
+    let before_layers = layers(docker.inspect_image(&before).await.unwrap());
+    let after_layers = layers(docker.inspect_image(&after).await.unwrap());
+    let (last, shared) = after_layers.split_last().unwrap();
+    assert_eq!(
+        shared,
+        &before_layers[..before_layers.len() - 1],
+        "everything below the pages layer is unchanged, so the push sends only that"
+    );
+    assert_ne!(last, before_layers.last().unwrap());
+
+    // Each file carries the time of the commit that wrote it.
+    let bare = site.world.repo_path(&site.url);
+    let commit_time = |args: &[&str]| {
+        let mut all = vec!["log", "-1", "--format=%ct"];
+        all.extend_from_slice(args);
+        crate::support::git(&bare, &all).trim().to_string()
+    };
+    let stat = |path: &str| {
+        let output = std::process::Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--entrypoint",
+                "/bin/busybox",
+                &after,
+                "stat",
+                "-c",
+                "%Y",
+                path,
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    assert_eq!(stat("/www/index.html"), commit_time(&[&change]));
+    assert_eq!(stat("/www/style.css"), commit_time(&["main", "--", "style.css"]));
+    assert_ne!(stat("/www/style.css"), stat("/www/index.html"));
 }
