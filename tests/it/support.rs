@@ -18,6 +18,14 @@ pub struct Stack {
     pub auth_password: String,
     pub git_url: String,
     pub git_root: PathBuf,
+    /// The same repos over ssh (`ssh://user@127.0.0.1:port/<git_root>`).
+    pub git_ssh_url: String,
+    /// The client key the stack's sshd accepts (git-shell only).
+    pub ssh_key: PathBuf,
+    /// A known_hosts file listing the stack's sshd.
+    pub ssh_known_hosts: PathBuf,
+    /// The same repos over git:// (`git://127.0.0.1:port`).
+    pub git_daemon_url: String,
     pub base_image: String,
 }
 
@@ -55,6 +63,10 @@ impl Stack {
             auth_password: read("BERTH_STACK_AUTH_REGISTRY_PASSWORD_FILE"),
             git_url: env("BERTH_STACK_GIT_URL"),
             git_root: env("BERTH_STACK_GIT_ROOT").into(),
+            git_ssh_url: env("BERTH_STACK_GIT_SSH_URL"),
+            ssh_key: env("BERTH_STACK_SSH_KEY").into(),
+            ssh_known_hosts: env("BERTH_STACK_SSH_KNOWN_HOSTS").into(),
+            git_daemon_url: env("BERTH_STACK_GIT_DAEMON_URL"),
             base_image: env("BERTH_STACK_BASE_IMAGE"),
         }
     }
