@@ -131,6 +131,13 @@ pub struct Repo {
     pub branch: String,
     /// Environment variable that holds an access token for https remotes.
     pub token_env: Option<String>,
+    /// ssh remotes: the private key file (path resolved); `None` means the ssh-agent.
+    pub ssh_key: Option<PathBuf>,
+    /// Environment variable that holds the passphrase of `ssh_key`.
+    pub ssh_key_passphrase_env: Option<String>,
+    /// ssh remotes: the `known_hosts` file host keys are checked against (path
+    /// resolved); `None` means `~/.ssh/known_hosts` and `/etc/ssh/ssh_known_hosts`.
+    pub known_hosts: Option<PathBuf>,
 }
 
 /// `[[site]]`
@@ -396,13 +403,17 @@ impl Checker<'_> {
             if let Some(token_env) = &token_env {
                 check_env_name(self, token_env, &table.key_path("token_env"));
             }
+            let ssh = self.repo_ssh(&mut table, url.as_ref(), &base);
             table.finish(self);
-            if let (Some(name), Some(url)) = (name, url) {
+            if let (Some(name), Some(url), Some(ssh)) = (name, url, ssh) {
                 repos.push(Repo {
                     name: name.into_inner(),
                     url: url.into_inner(),
                     branch: branch.map_or_else(|| "main".into(), Spanned::into_inner),
                     token_env: token_env.map(Spanned::into_inner),
+                    ssh_key: ssh.key,
+                    ssh_key_passphrase_env: ssh.passphrase_env,
+                    known_hosts: ssh.known_hosts,
                 });
             }
         }
@@ -710,6 +721,76 @@ impl Checker<'_> {
         }
     }
 
+    /// A repo's `ssh_key`, `ssh_key_passphrase_env` and `known_hosts`: only for ssh
+    /// URLs, the files present (a key file that is a private key). `None` when
+    /// something is wrong (reported).
+    fn repo_ssh(
+        &mut self,
+        table: &mut TableReader<'_>,
+        url: Option<&Spanned<String>>,
+        base: &Path,
+    ) -> Option<RepoSsh> {
+        let key = table.string(self, "ssh_key");
+        let passphrase_env = table.string(self, "ssh_key_passphrase_env");
+        let known_hosts = table.string(self, "known_hosts");
+        let mut valid = true;
+        let keys = [
+            ("ssh_key", &key),
+            ("ssh_key_passphrase_env", &passphrase_env),
+            ("known_hosts", &known_hosts),
+        ];
+        if let Some(url) = url
+            && !crate::ssh::is_ssh_url(url.get_ref())
+        {
+            for (name, value) in keys {
+                if let Some(value) = value {
+                    self.report(
+                        value.span(),
+                        Some(table.key_path(name)),
+                        format!(
+                            "`{name}` is only read for ssh remotes (ssh://… or user@host:path), and `url` is `{}`",
+                            url.get_ref()
+                        ),
+                    );
+                    valid = false;
+                }
+            }
+        }
+        if let Some(env) = &passphrase_env {
+            check_env_name(self, env, &table.key_path("ssh_key_passphrase_env"));
+            if key.is_none() {
+                self.report(
+                    env.span(),
+                    Some(table.key_path("ssh_key_passphrase_env")),
+                    "`ssh_key_passphrase_env` needs `ssh_key` (keys in an ssh-agent are unlocked there)",
+                );
+                valid = false;
+            }
+        }
+        let key = key.map(|key| {
+            let path = local_path(base, key.get_ref());
+            let problem = check_file(&path).err().or_else(|| check_private_key(&path).err());
+            if let Some(problem) = problem {
+                self.report(key.span(), Some(table.key_path("ssh_key")), problem);
+                valid = false;
+            }
+            path
+        });
+        let known_hosts = known_hosts.map(|file| {
+            let path = local_path(base, file.get_ref());
+            if let Err(problem) = check_file(&path) {
+                self.report(file.span(), Some(table.key_path("known_hosts")), problem);
+                valid = false;
+            }
+            path
+        });
+        valid.then(|| RepoSsh {
+            key,
+            passphrase_env: passphrase_env.map(Spanned::into_inner),
+            known_hosts,
+        })
+    }
+
     fn check_name(&mut self, name: &Spanned<String>, key: &str, what: &str) {
         if let Err(problem) = reference::check_dns_label(name.get_ref()) {
             self.report(
@@ -722,6 +803,60 @@ impl Checker<'_> {
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The ssh keys of one `[[repo]]`, checked.
+struct RepoSsh {
+    key: Option<PathBuf>,
+    passphrase_env: Option<String>,
+    known_hosts: Option<PathBuf>,
+}
+
+/// A path from the file: `~/…` under `$HOME`, others relative to the file's folder.
+fn local_path(base: &Path, path: &str) -> PathBuf {
+    if let Some(rest) = path.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return Path::new(&home).join(rest);
+    }
+    base.join(path)
+}
+
+/// The path names an existing file.
+fn check_file(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_file() => Ok(()),
+        Ok(_) => Err(format!("{} is not a file", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("no such file: {}", path.display()))
+        }
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+    }
+}
+
+/// The file starts as a private key does (PEM or OpenSSH format). Its content is
+/// never part of a message.
+fn check_private_key(path: &Path) -> Result<(), String> {
+    use std::io::Read as _;
+    let mut head = [0; 64];
+    let read = std::fs::File::open(path)
+        .and_then(|mut file| file.read(&mut head))
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let head = String::from_utf8_lossy(&head[..read]);
+    let first_line = head.lines().next().unwrap_or_default();
+    if first_line.starts_with("-----BEGIN ") && first_line.contains("PRIVATE KEY") {
+        Ok(())
+    } else if first_line.starts_with("ssh-") || first_line.starts_with("ecdsa-") {
+        Err(format!(
+            "{} is a public key; give the private key file (the one without .pub)",
+            path.display()
+        ))
+    } else {
+        Err(format!(
+            "{} is not a private key file (expected PEM or OpenSSH format, as ssh-keygen writes)",
+            path.display()
+        ))
+    }
+}
 
 fn check_env_name(checker: &mut Checker<'_>, name: &Spanned<String>, key: &str) {
     let valid = !name.get_ref().is_empty()

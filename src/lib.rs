@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod push;
 pub mod reference;
 pub mod settings;
+pub mod ssh;
 pub mod views;
 
 use std::process::ExitCode;

@@ -7,7 +7,10 @@
 //! 2. Open the bare mirror under the state dir, or create it; a mirror that cannot
 //!    be opened or read is moved aside and cloned again, with a warning.
 //! 3. Fetch all branches and tags with pruning, retrying transient failures;
-//!    credentials come from the environment at fetch time and are never stored.
+//!    credentials come from the environment at fetch time and are never stored:
+//!    a token for https, a key file or the ssh-agent for ssh. An ssh server's host
+//!    key must be in `known_hosts` ([`crate::ssh`]); an unknown or changed one is
+//!    refused, never retried.
 //! 4. Resolve a branch head or an exact commit.
 //! 5. Export the site's subtree at that commit into a fresh folder (no `.git`),
 //!    and give the subtree's Git tree id for the source digest.
@@ -18,10 +21,14 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use git2::{AutotagOption, FetchOptions, FetchPrune, ObjectType, Oid, RemoteCallbacks, Repository};
+use git2::{
+    AutotagOption, CertificateCheckStatus, FetchOptions, FetchPrune, ObjectType, Oid, RemoteCallbacks,
+    Repository,
+};
 use sha2::Digest as _;
 
 use crate::config::Repo;
+use crate::ssh;
 
 /// What can go wrong while mirroring.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +42,7 @@ pub enum MirrorError {
         path: PathBuf,
     },
     /// The remote could not be reached or refused us, after retries.
-    #[error("cannot fetch repo `{repo}` from {url} (tried {attempts} times): {message}")]
+    #[error("cannot fetch repo `{repo}` from {url} (tried {}): {message}", times(*attempts))]
     Fetch {
         repo: String,
         url: String,
@@ -169,7 +176,7 @@ impl Mirror {
                         .map_err(|e| local(e.message().to_string()))?;
                 }
                 Err(error) => {
-                    last_error = redact(error.message(), &self.repo);
+                    last_error = redact(&with_hint(error.message(), &self.repo), &self.repo);
                     if !is_transient(&error) {
                         return Err(self.fetch_error(attempt, last_error));
                     }
@@ -194,32 +201,27 @@ impl Mirror {
 
     fn fetch_once(&self, on_progress: &dyn Fn(String)) -> Result<(), git2::Error> {
         let mut remote = self.git.find_remote("origin")?;
+        // libgit2 replaces a refused host key's message by its own; ours is kept here.
+        let host_key_refusal = std::cell::RefCell::new(None::<String>);
         let mut callbacks = RemoteCallbacks::new();
-        let token = self
-            .repo
-            .token_env
-            .as_ref()
-            .and_then(|name| std::env::var(name).ok());
-        let mut tried_credentials = 0;
-        callbacks.credentials(move |_url, username, allowed| {
-            tried_credentials += 1;
-            if tried_credentials > 3 {
-                return Err(git2::Error::from_str(
-                    "authentication failed (credentials were rejected)",
-                ));
-            }
-            if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
-                if let Some(token) = &token {
-                    return git2::Cred::userpass_plaintext(username.unwrap_or("berth"), token);
+        let mut credentials = Credentials::new(&self.repo);
+        callbacks.credentials(move |_url, username, allowed| credentials.next(username, allowed));
+        callbacks.certificate_check(|certificate, host| {
+            // X.509 (https) is checked by libgit2 and OpenSSL as usual.
+            let Some(host_key) = certificate.as_hostkey() else {
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
+            match check_host_key(&self.repo, host_key, host) {
+                Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
+                Err(message) => {
+                    *host_key_refusal.borrow_mut() = Some(message.clone());
+                    Err(git2::Error::new(
+                        git2::ErrorCode::Certificate,
+                        git2::ErrorClass::Ssh,
+                        message,
+                    ))
                 }
-                return Err(git2::Error::from_str(
-                    "the remote asks for credentials and no token is configured (set token_env in [[repo]])",
-                ));
             }
-            if allowed.contains(git2::CredentialType::SSH_KEY) {
-                return git2::Cred::ssh_key_from_agent(username.unwrap_or("git"));
-            }
-            git2::Cred::default()
         });
         let mut options = FetchOptions::new();
         // Objects and bytes while they arrive, a few times a second (a terminal shows
@@ -241,12 +243,20 @@ impl Mirror {
         options.remote_callbacks(callbacks);
         options.prune(FetchPrune::On);
         options.download_tags(AutotagOption::All);
-        remote.fetch(
+        let fetched = remote.fetch(
             &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
             Some(&mut options),
             None,
-        )?;
-        Ok(())
+        );
+        drop(options);
+        match (fetched, host_key_refusal.into_inner()) {
+            (Err(_), Some(refusal)) => Err(git2::Error::new(
+                git2::ErrorCode::Certificate,
+                git2::ErrorClass::Ssh,
+                refusal,
+            )),
+            (fetched, _) => fetched,
+        }
     }
 
     /// The head commit of `branch`.
@@ -421,6 +431,9 @@ impl Mirror {
             url,
             branch: "main".into(),
             token_env: self.repo.token_env.clone(),
+            ssh_key: self.repo.ssh_key.clone(),
+            ssh_key_passphrase_env: self.repo.ssh_key_passphrase_env.clone(),
+            known_hosts: self.repo.known_hosts.clone(),
         };
         let warn = |message: String| tracing::warn!("{message}");
         let sub = Mirror::sync(&self.mirrors_dir, &repo, &warn, &|_| {})?;
@@ -466,6 +479,141 @@ impl Mirror {
         self.git
             .graph_descendant_of(descendant, ancestor)
             .map_err(|e| self.local(&e))
+    }
+}
+
+/// Answers libgit2's credential requests for one fetch: a token for https, a key
+/// file or the ssh-agent for ssh. A request repeated after a refusal fails with
+/// what was refused (libgit2 would ask forever).
+struct Credentials<'r> {
+    repo: &'r Repo,
+    attempts: u32,
+}
+
+impl<'r> Credentials<'r> {
+    fn new(repo: &'r Repo) -> Self {
+        Self { repo, attempts: 0 }
+    }
+
+    fn next(
+        &mut self,
+        username: Option<&str>,
+        allowed: git2::CredentialType,
+    ) -> Result<git2::Cred, git2::Error> {
+        use git2::CredentialType;
+        // An ssh URL without a user: libgit2 asks for the name first.
+        if allowed == CredentialType::USERNAME {
+            return git2::Cred::username(username.unwrap_or("git"));
+        }
+        self.attempts += 1;
+        let refused = |message: String| git2::Error::from_str(&message);
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            let token = self
+                .repo
+                .token_env
+                .as_ref()
+                .and_then(|name| std::env::var(name).ok());
+            let Some(token) = token else {
+                return Err(refused(
+                    "the remote asks for credentials and no token is configured (set token_env in [[repo]])"
+                        .into(),
+                ));
+            };
+            if self.attempts > 3 {
+                return Err(refused(
+                    "authentication failed (credentials were rejected)".into(),
+                ));
+            }
+            return git2::Cred::userpass_plaintext(username.unwrap_or("berth"), &token);
+        }
+        if allowed.contains(CredentialType::SSH_KEY) {
+            let user = username.unwrap_or("git");
+            if let Some(key) = &self.repo.ssh_key {
+                if self.attempts > 1 {
+                    return Err(refused(format!(
+                        "ssh authentication as `{user}` failed: the server refused the key in {}",
+                        key.display()
+                    )));
+                }
+                let passphrase = match &self.repo.ssh_key_passphrase_env {
+                    Some(name) => Some(std::env::var(name).map_err(|_| {
+                        refused(format!("ssh_key_passphrase_env names `{name}`, which is not set"))
+                    })?),
+                    None => None,
+                };
+                // The public key beside it, as OpenSSH reads it; libssh2 derives it otherwise.
+                let mut public = key.as_os_str().to_owned();
+                public.push(".pub");
+                let public = Some(PathBuf::from(public)).filter(|public| public.is_file());
+                return git2::Cred::ssh_key(user, public.as_deref(), key, passphrase.as_deref());
+            }
+            if std::env::var_os("SSH_AUTH_SOCK").is_none_or(|socket| socket.is_empty()) {
+                return Err(refused(
+                    "the ssh remote needs a key: set ssh_key in [[repo]], or run an ssh-agent with the key (SSH_AUTH_SOCK is not set)"
+                        .into(),
+                ));
+            }
+            if self.attempts > 1 {
+                return Err(refused(format!(
+                    "ssh authentication as `{user}` failed: the server refused every key of the ssh-agent (SSH_AUTH_SOCK)"
+                )));
+            }
+            return git2::Cred::ssh_key_from_agent(user);
+        }
+        git2::Cred::default()
+    }
+}
+
+/// Looks the server's host key up in the repo's `known_hosts` file, or in the
+/// user's and the system's; `Err` says why it is refused.
+fn check_host_key(repo: &Repo, host_key: &git2::cert::CertHostkey<'_>, host: &str) -> Result<(), String> {
+    let Some(key) = host_key.hostkey() else {
+        return Err(format!("the ssh server {host} sent no host key berth can check"));
+    };
+    let port = ssh::port_of(&repo.url);
+    let files = repo
+        .known_hosts
+        .clone()
+        .map_or_else(ssh::default_known_hosts, |file| vec![file]);
+    let name = ssh::known_hosts_name(host, port);
+    let presented = format!(
+        "{} {}",
+        ssh::key_type(key).unwrap_or("unknown type"),
+        ssh::fingerprint(key)
+    );
+    let listed = files
+        .iter()
+        .map(|file| file.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    match ssh::check(&files, host, port, key).map_err(|error| error.to_string())? {
+        ssh::Verdict::Known => Ok(()),
+        ssh::Verdict::Revoked { file, line } => Err(format!(
+            "the host key of {name} ({presented}) is revoked ({}:{line}); refusing to connect",
+            file.display()
+        )),
+        ssh::Verdict::Changed { file, line } => Err(format!(
+            "the host key of {name} has CHANGED: the server presents {presented}, but {}:{line} lists another key; \
+             the key was replaced or someone is in between, so berth refuses to connect (if the change is expected, replace that line)",
+            file.display()
+        )),
+        ssh::Verdict::Unknown { other_types } => {
+            let others = if other_types.is_empty() {
+                String::new()
+            } else {
+                format!(" (it lists only {} keys for that host)", other_types.join(", "))
+            };
+            Err(format!(
+                "unknown ssh host {name}: its key {presented} is not in {listed}{others}; berth refuses unknown hosts. \
+                 Check the fingerprint with the server's owner, then add the host's line to the file \
+                 (`ssh-keyscan{} {host}` prints it), or name a file with known_hosts in [[repo]]",
+                if port == 22 {
+                    String::new()
+                } else {
+                    format!(" -p {port}")
+                }
+            ))
+        }
     }
 }
 
@@ -640,15 +788,36 @@ fn is_transient(error: &git2::Error) -> bool {
         && !error.message().contains("401")
         && !error.message().contains("403")
         && !error.message().contains("404")
+        // The server answered (git daemon: no such repository, access denied).
+        && !error.message().starts_with("remote error:")
 }
 
-/// Removes the token (if any) from a message, so no secret reaches an error.
+/// libssh2 says "Unsupported private key format" for a wrong passphrase too.
+fn with_hint(message: &str, repo: &Repo) -> String {
+    if repo.ssh_key.is_none() || !message.contains("private key") {
+        return message.to_string();
+    }
+    match &repo.ssh_key_passphrase_env {
+        Some(name) => format!("{message} (is the passphrase in {name} the key's?)"),
+        None => {
+            format!("{message} (if the key has a passphrase, name its variable in ssh_key_passphrase_env)")
+        }
+    }
+}
+
+/// Removes the token and the key's passphrase (if any) from a message, so no
+/// secret reaches an error.
 fn redact(message: &str, repo: &Repo) -> String {
     let mut message = message.to_string();
-    if let Some(token) = repo.token_env.as_ref().and_then(|name| std::env::var(name).ok())
-        && !token.is_empty()
+    for name in [&repo.token_env, &repo.ssh_key_passphrase_env]
+        .into_iter()
+        .flatten()
     {
-        message = message.replace(&token, "***");
+        if let Ok(secret) = std::env::var(name)
+            && !secret.is_empty()
+        {
+            message = message.replace(&secret, "***");
+        }
     }
     message
 }
@@ -699,6 +868,15 @@ fn lock(dir: &Path, name: &str) -> Result<File, MirrorError> {
     let _ = file.set_len(0);
     let _ = writeln!(file, "berth pid {} on {}", std::process::id(), hostname());
     Ok(file)
+}
+
+/// "1 time", "3 times".
+fn times(count: u32) -> String {
+    if count == 1 {
+        "1 time".into()
+    } else {
+        format!("{count} times")
+    }
 }
 
 fn hostname() -> String {

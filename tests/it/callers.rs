@@ -3,14 +3,14 @@
 //! notifications; signals; the CronJob manifests and berth's own image.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 
 use crate::pipeline::{Example, SITES};
-use crate::support::{World, git, http_get, image_of, kube_client, text};
+use crate::support::{World, free_port, git, http_get, http_receiver, image_of, kube_client, text};
 
 fn validate_against(schema_file: &str, document: &serde_json::Value) {
     let path = crate::support::repo_root().join("docs/schema").join(schema_file);
@@ -345,38 +345,6 @@ async fn a_local_build_of_a_dirty_tree_is_tagged_dirty_and_preview_serves_it() {
     assert!(http_get(preview_port, "/").is_err(), "the container is gone");
 }
 
-/// A one-shot HTTP receiver on loopback: returns its port and the bodies it got.
-fn webhook_receiver(answers: usize) -> (u16, std::sync::mpsc::Receiver<String>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(answers) {
-            let mut stream = stream.unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut header = String::new();
-                reader.read_line(&mut header).unwrap();
-                if header.trim().is_empty() {
-                    break;
-                }
-                if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .unwrap();
-            sender.send(String::from_utf8(body).unwrap()).unwrap();
-        }
-    });
-    (port, receiver)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_webhook_hears_about_the_run_and_one_that_is_down_does_not_fail_it() {
     let example = Example::with_extra(
@@ -385,14 +353,14 @@ async fn a_webhook_hears_about_the_run_and_one_that_is_down_does_not_fail_it() {
     )
     .await;
     let world = &example.world;
-    let (port, bodies) = webhook_receiver(1);
+    let (port, requests) = http_receiver(1, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
     let output = world.berth_with_env(
         &["run", "landing"],
         &[("TEST_WEBHOOK", &format!("http://127.0.0.1:{port}/hook"))],
     );
     assert!(output.status.success(), "{}", text(&output));
     let body: serde_json::Value =
-        serde_json::from_str(&bodies.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap();
+        serde_json::from_str(&requests.recv_timeout(Duration::from_secs(10)).unwrap().body).unwrap();
     assert_eq!(
         body["text"],
         "berth run: 1 deployed, 0 unchanged, 0 up to date, 0 failed"
@@ -400,11 +368,7 @@ async fn a_webhook_hears_about_the_run_and_one_that_is_down_does_not_fail_it() {
     validate_against("report.schema.json", &body["berth"]);
 
     // Nothing listens on this port: retried, then a warning; the run still succeeds.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = free_port();
     let output = world.berth_with_env(
         &["run", "landing"],
         &[(

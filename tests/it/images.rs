@@ -298,11 +298,7 @@ async fn the_auth_registry_takes_docker_config_and_helper_credentials_and_names_
 async fn a_registry_that_goes_away_before_the_push_fails_cleanly_and_the_deployment_stays() {
     let site = Site::new("image-gone").await;
     // A registry of this test's own, to stop.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let root = site.world.dir.path().join("registry");
     std::fs::create_dir_all(&root).unwrap();
     let config = root.join("config.yml");

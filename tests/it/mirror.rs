@@ -1,16 +1,18 @@
-//! The mirror stage against the stack's Git server over smart HTTP: tokens,
-//! force-pushes, deleted branches, tags, damaged mirrors, concurrent processes.
+//! The mirror stage against the stack's Git servers: over smart HTTP (tokens,
+//! force-pushes, deleted branches, tags, damaged mirrors, concurrent processes),
+//! over ssh (a key file with a passphrase, an ssh-agent, host keys checked), over
+//! git://, and remotes that are down.
 
-use crate::support::{World, git, text};
+use std::path::Path;
+use std::process::{Command, Output};
 
-/// A world with a copy of `landing`, and a config mirroring it from `url`.
-fn configure(world: &World, url: &str, token_env: Option<&str>) {
+use crate::support::{Background, World, free_port, git, http_receiver, text, wait_for_port};
+
+/// A config mirroring repo `landing` from `url`, with `repo_keys` (lines) in its `[[repo]]`.
+fn configure(world: &World, url: &str, repo_keys: &str) {
     let templates = crate::support::repo_root().join("templates");
-    let token = token_env
-        .map(|name| format!("token_env = \"{name}\"\n"))
-        .unwrap_or_default();
     world.write_config(&format!(
-        "templates = \"{}\"\n[registry]\naddress = \"{}\"\ncredentials = \"none\"\n[[repo]]\nname = \"landing\"\nurl = \"{url}\"\n{token}\
+        "templates = \"{}\"\n[registry]\naddress = \"{}\"\ncredentials = \"none\"\n[[repo]]\nname = \"landing\"\nurl = \"{url}\"\n{repo_keys}\
          [[site]]\nname = \"landing\"\nrepo = \"landing\"\nimage = \"{}/landing\"\ndeployment = {{ name = \"web\", container = \"web\" }}\n",
         templates.display(),
         world.stack.registry,
@@ -36,6 +38,358 @@ fn mirror_path(world: &World) -> std::path::PathBuf {
     world.dir.path().join(".berth/mirrors/landing.git")
 }
 
+/// Neither the outputs nor any file berth wrote under `.berth` hold `secret`.
+fn assert_no_secret(world: &World, outputs: &[&Output], secret: &str) {
+    assert!(!secret.is_empty());
+    for output in outputs {
+        assert!(!text(output).contains(secret), "an output holds a secret");
+    }
+    for entry in walkdir::WalkDir::new(world.dir.path().join(".berth"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+    {
+        let bytes = std::fs::read(entry.path()).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} holds a secret",
+            entry.path().display()
+        );
+    }
+}
+
+/// Every line of a private key file's body: none may show anywhere.
+fn key_lines(key: &Path) -> Vec<String> {
+    std::fs::read_to_string(key)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.starts_with("-----") && line.len() >= 16)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The URL of the same bare repo on another of the stack's servers.
+fn on_server(base: &str, url: &str) -> String {
+    format!("{base}/{}", url.rsplit('/').next().unwrap())
+}
+
+/// The ssh remote of a copy of `landing`, with the stack's known_hosts; returns its URL.
+fn ssh_world_repo(world: &World) -> String {
+    on_server(&world.stack.git_ssh_url, &world.copy_repo("landing"))
+}
+
+fn known_hosts_line(world: &World) -> String {
+    format!("known_hosts = \"{}\"\n", world.stack.ssh_known_hosts.display())
+}
+
+/// A copy of the stack's client key at `path` (mode 600), with `passphrase` if not empty.
+fn copy_key(world: &World, path: &Path, passphrase: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::copy(&world.stack.ssh_key, path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if !passphrase.is_empty() {
+        let locked = Command::new("ssh-keygen")
+            .args(["-q", "-p", "-P", "", "-N", passphrase, "-f"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(locked.status.success(), "{}", text(&locked));
+    }
+}
+
+/// The fingerprint ssh-keygen gives the stack's sshd (from its known_hosts file).
+fn stack_host_fingerprint(world: &World) -> String {
+    let listing = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&world.stack.ssh_known_hosts)
+        .output()
+        .unwrap();
+    String::from_utf8(listing.stdout)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .expect("ssh-keygen -l prints a fingerprint")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ssh_remote_is_mirrored_with_a_key_file_and_its_passphrase_from_the_environment() {
+    let world = World::new("mirror-ssh-key").await;
+    let url = ssh_world_repo(&world);
+    // No agent: the key file alone.
+    let no_agent = ("SSH_AUTH_SOCK", "");
+
+    // The stack's key as it is (its .pub beside it), by absolute path.
+    configure(
+        &world,
+        &url,
+        &format!(
+            "ssh_key = \"{}\"\n{}",
+            world.stack.ssh_key.display(),
+            known_hosts_line(&world)
+        ),
+    );
+    let output = world.berth_with_env(&["mirror"], &[no_agent]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(&world.head(&url, "main")),
+        "{}",
+        text(&output)
+    );
+
+    // A copy locked with a passphrase, no .pub beside it, by a path relative to pipeline.toml.
+    let passphrase = "correct horse battery staple";
+    copy_key(&world, &world.dir.path().join("keys/deploy"), passphrase);
+    configure(
+        &world,
+        &url,
+        &format!(
+            "ssh_key = \"keys/deploy\"\nssh_key_passphrase_env = \"TEST_SSH_PASSPHRASE\"\n{}",
+            known_hosts_line(&world)
+        ),
+    );
+    let unset = world.berth_with_env(&["mirror"], &[no_agent]);
+    let all = text(&unset);
+    assert_eq!(unset.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("repo `landing`") && all.contains("`TEST_SSH_PASSPHRASE`, which is not set"),
+        "{all}"
+    );
+    let wrong = world.berth_with_env(
+        &["mirror"],
+        &[no_agent, ("TEST_SSH_PASSPHRASE", "wrong passphrase 42")],
+    );
+    let all = text(&wrong);
+    assert_eq!(wrong.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("repo `landing`") && all.contains("is the passphrase in TEST_SSH_PASSPHRASE the key's?"),
+        "{all}"
+    );
+    assert!(!all.contains("wrong passphrase 42"), "{all}");
+
+    let second = world.commit(&url, "main", &[("index.html", "<h1>over ssh</h1>\n")], "Over ssh");
+    let output = world.berth_with_env(&["mirror"], &[no_agent, ("TEST_SSH_PASSPHRASE", passphrase)]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(&second),
+        "{}",
+        text(&output)
+    );
+
+    let outputs = [&unset, &wrong, &output];
+    assert_no_secret(&world, &outputs, passphrase);
+    for line in key_lines(&world.dir.path().join("keys/deploy"))
+        .into_iter()
+        .chain(key_lines(&world.stack.ssh_key))
+    {
+        assert_no_secret(&world, &outputs, &line);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ssh_remote_is_mirrored_with_the_key_in_an_ssh_agent() {
+    let world = World::new("mirror-ssh-agent").await;
+    let url = ssh_world_repo(&world);
+    configure(&world, &url, &known_hosts_line(&world));
+
+    let output = world.berth_with_env(&["mirror"], &[("SSH_AUTH_SOCK", "")]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("set ssh_key in [[repo]], or run an ssh-agent"),
+        "{all}"
+    );
+
+    let socket = world.dir.path().join("agent.sock");
+    let _agent = Background::start(Command::new("ssh-agent").arg("-D").arg("-a").arg(&socket));
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let agent = socket.to_str().unwrap();
+    let output = world.berth_with_env(&["mirror"], &[("SSH_AUTH_SOCK", agent)]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("refused every key of the ssh-agent"),
+        "an empty agent: {all}"
+    );
+
+    let added = Command::new("ssh-add")
+        .arg(&world.stack.ssh_key)
+        .env("SSH_AUTH_SOCK", agent)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", text(&added));
+    let output = world.berth_with_env(&["mirror"], &[("SSH_AUTH_SOCK", agent)]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(&world.head(&url, "main")),
+        "{}",
+        text(&output)
+    );
+    for line in key_lines(&world.stack.ssh_key) {
+        assert_no_secret(&world, &[&output], &line);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_and_changed_host_keys_are_refused_at_once_and_hashed_known_hosts_are_read() {
+    let world = World::new("mirror-host-key").await;
+    let url = ssh_world_repo(&world);
+    let key = format!("ssh_key = \"{}\"\n", world.stack.ssh_key.display());
+    let fingerprint = stack_host_fingerprint(&world);
+    let home = world.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let home_env = ("HOME", home.to_str().unwrap());
+
+    // No known_hosts key: ~/.ssh/known_hosts (here empty HOME) and the system's.
+    configure(&world, &url, &key);
+    let started = std::time::Instant::now();
+    let output = world.berth_with_env(&["mirror"], &[home_env]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("repo `landing`")
+            && all.contains("unknown ssh host [127.0.0.1]:")
+            && all.contains(&format!("ssh-ed25519 {fingerprint}"))
+            && all.contains(&format!("{}/.ssh/known_hosts", home.display()))
+            && all.contains("tried 1 time)"),
+        "{all}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "not retried"
+    );
+    let refs = git(&mirror_path(&world), &["for-each-ref"]);
+    assert!(refs.trim().is_empty(), "nothing fetched: {refs}");
+
+    // The host listed with another ed25519 key: changed, refused.
+    let other = world.dir.path().join("other-host-key");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let listed = std::fs::read_to_string(&world.stack.ssh_known_hosts).unwrap();
+    let host = listed.split_whitespace().next().unwrap();
+    let other_public = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let changed = world.dir.path().join("changed_known_hosts");
+    std::fs::write(&changed, format!("{host} {other_public}")).unwrap();
+    configure(
+        &world,
+        &url,
+        &format!("{key}known_hosts = \"changed_known_hosts\"\n"),
+    );
+    let output = world.berth(&["mirror"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("has CHANGED")
+            && all.contains(&fingerprint)
+            && all.contains("changed_known_hosts:1 lists another key"),
+        "{all}"
+    );
+
+    // The right key in ~/.ssh/known_hosts, hashed as Debian's ssh does by default.
+    let ssh_dir = home.join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    std::fs::write(ssh_dir.join("known_hosts"), &listed).unwrap();
+    let hashed = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(ssh_dir.join("known_hosts"))
+        .output()
+        .unwrap();
+    assert!(hashed.status.success(), "{}", text(&hashed));
+    let hashed_text = std::fs::read_to_string(ssh_dir.join("known_hosts")).unwrap();
+    assert!(hashed_text.starts_with("|1|"), "{hashed_text}");
+    configure(&world, &url, &key);
+    let output = world.berth_with_env(&["mirror"], &[home_env]);
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_git_daemon_remote_is_mirrored_and_followed() {
+    let world = World::new("mirror-git-daemon").await;
+    let url = on_server(&world.stack.git_daemon_url, &world.copy_repo("landing"));
+    configure(&world, &url, "");
+    assert_eq!(mirror_head(&world), world.head(&url, "main"));
+    let second = world.commit(&url, "main", &[("index.html", "<h1>git://</h1>\n")], "Over git");
+    assert_eq!(mirror_head(&world), second);
+}
+
+/// A git daemon of the test's own on `port`, serving the stack's repos.
+fn own_git_daemon(world: &World, port: u16) -> Background {
+    let exec_path = git(world.dir.path(), &["--exec-path"]);
+    let daemon = Background::start(
+        Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+            .arg("--listen=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg("--reuseaddr")
+            .arg("--export-all")
+            .arg(format!("--base-path={}", world.stack.git_root.display()))
+            .arg(&world.stack.git_root),
+    );
+    wait_for_port(port);
+    daemon
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_that_is_down_fails_after_retries_and_leaves_the_mirror_as_it_was() {
+    let world = World::new("mirror-down").await;
+    let port = free_port();
+    let url = format!("git://127.0.0.1:{port}/{}", {
+        let http = world.copy_repo("landing");
+        http.rsplit('/').next().unwrap().to_string()
+    });
+    configure(&world, &url, "");
+    let daemon = own_git_daemon(&world, port);
+    let first = mirror_head(&world);
+    drop(daemon);
+
+    // The server is gone and the repo moves on meanwhile.
+    let second = world.commit(&url, "main", &[("index.html", "<h1>later</h1>\n")], "Later");
+    let output = world.berth(&["mirror"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains(&format!("cannot fetch repo `landing` from {url} (tried 3 times)")),
+        "{all}"
+    );
+    let mirrored = git(&mirror_path(&world), &["rev-parse", "refs/heads/main"]);
+    assert_eq!(mirrored.trim(), first, "the mirror is as it was");
+    git(&mirror_path(&world), &["fsck", "--no-progress"]);
+
+    // An HTTP server that answers 503 to everything: three requests, then the error.
+    let (http_port, requests) = http_receiver(
+        10,
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    );
+    let failing = format!("http://127.0.0.1:{http_port}/git/landing.git");
+    configure(&world, &failing, "");
+    let output = world.berth(&["mirror"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("cannot fetch repo `landing`") && all.contains("(tried 3 times)") && all.contains("503"),
+        "{all}"
+    );
+    let asked: Vec<_> = requests.try_iter().map(|request| request.line).collect();
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    let mirrored = git(&mirror_path(&world), &["rev-parse", "refs/heads/main"]);
+    assert_eq!(mirrored.trim(), first, "the mirror is as it was");
+
+    // The server is back: the next run fetches what happened meanwhile.
+    configure(&world, &url, "");
+    let _daemon = own_git_daemon(&world, port);
+    assert_eq!(mirror_head(&world), second);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_protected_remote_works_with_the_token_in_the_environment_only() {
     let world = World::new("mirror-token").await;
@@ -44,7 +398,7 @@ async fn a_token_protected_remote_works_with_the_token_in_the_environment_only()
         .trim()
         .to_string();
     let url = std::env::var("BERTH_STACK_GIT_PRIVATE_URL").unwrap() + "/landing.git";
-    configure(&world, &url, Some("TEST_GIT_TOKEN"));
+    configure(&world, &url, "token_env = \"TEST_GIT_TOKEN\"\n");
 
     let output = world.berth(&["mirror"]);
     let all = text(&output);
@@ -55,22 +409,8 @@ async fn a_token_protected_remote_works_with_the_token_in_the_environment_only()
     );
 
     let output = world.berth_with_env(&["mirror"], &[("TEST_GIT_TOKEN", &token)]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(!all.contains(&token), "the token never shows");
-    // No file berth wrote holds the token.
-    for entry in walkdir::WalkDir::new(world.dir.path().join(".berth"))
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-    {
-        let bytes = std::fs::read(entry.path()).unwrap();
-        assert!(
-            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
-            "{} holds the token",
-            entry.path().display()
-        );
-    }
+    assert!(output.status.success(), "{}", text(&output));
+    assert_no_secret(&world, &[&output], &token);
     let wrong = world.berth_with_env(&["mirror"], &[("TEST_GIT_TOKEN", "wrong-token-123")]);
     let all = text(&wrong);
     assert_eq!(wrong.status.code(), Some(1), "{all}");
@@ -81,7 +421,7 @@ async fn a_token_protected_remote_works_with_the_token_in_the_environment_only()
 async fn new_commits_force_pushes_deleted_branches_and_tags_are_followed() {
     let world = World::new("mirror-follow").await;
     let url = world.copy_repo("landing");
-    configure(&world, &url, None);
+    configure(&world, &url, "");
     let first = mirror_head(&world);
     assert_eq!(first, world.head(&url, "main"));
 
@@ -151,7 +491,7 @@ async fn new_commits_force_pushes_deleted_branches_and_tags_are_followed() {
 async fn a_damaged_mirror_is_cloned_again_with_a_warning() {
     let world = World::new("mirror-damage").await;
     let url = world.copy_repo("landing");
-    configure(&world, &url, None);
+    configure(&world, &url, "");
     let head = mirror_head(&world);
 
     // Truncate every pack: objects are gone, refs still point at them.
@@ -183,7 +523,7 @@ async fn a_damaged_mirror_is_cloned_again_with_a_warning() {
 async fn two_processes_on_one_mirror_take_turns() {
     let world = World::new("mirror-two").await;
     let url = world.copy_repo("landing");
-    configure(&world, &url, None);
+    configure(&world, &url, "");
     let children: Vec<_> = (0..4).map(|_| world.spawn_berth(&["mirror"])).collect();
     for child in children {
         let output = child.wait_with_output().unwrap();

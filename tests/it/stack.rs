@@ -181,26 +181,58 @@ async fn both_registries_take_pushes_and_pulls_and_the_auth_one_refuses_anonymou
         .expect("pull with credentials");
 }
 
+/// An ssh command that trusts the stack's sshd only and offers the stack's key only.
+fn stack_ssh_command(stack: &Stack) -> String {
+    format!(
+        "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",
+        stack.ssh_key.display(),
+        stack.ssh_known_hosts.display()
+    )
+}
+
 #[test]
-fn git_server_answers_ls_remote_over_smart_http() {
+fn git_server_answers_ls_remote_over_smart_http_ssh_and_git_daemon() {
     let stack = Stack::from_env();
-    let output = std::process::Command::new("git")
-        .args(["ls-remote", &format!("{}/website.git", stack.git_url)])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let refs = String::from_utf8(output.stdout).unwrap();
-    assert!(refs.contains("refs/heads/main"), "{refs}");
+    for base in [&stack.git_url, &stack.git_ssh_url, &stack.git_daemon_url] {
+        let output = std::process::Command::new("git")
+            .args(["ls-remote", &format!("{base}/website.git")])
+            .env("GIT_SSH_COMMAND", stack_ssh_command(&stack))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{base}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let refs = String::from_utf8(output.stdout).unwrap();
+        assert!(refs.contains("refs/heads/main"), "{base}: {refs}");
+    }
     // The seeded history has several commits.
     let count = crate::support::git(
         &stack.git_root.join("website.git"),
         &["rev-list", "--count", "main"],
     );
     assert!(count.trim().parse::<u32>().unwrap() >= 3, "{count}");
+}
+
+#[test]
+fn the_stack_ssh_key_runs_git_shell_only() {
+    let stack = Stack::from_env();
+    let ssh = stack_ssh_command(&stack);
+    // The key runs git-shell: no shell, no other command. `ssh://user@host:port`
+    // is the URL up to its path.
+    let path_start = "ssh://".len() + stack.git_ssh_url["ssh://".len()..].find('/').unwrap();
+    let destination = &stack.git_ssh_url[..path_start];
+    let shell = std::process::Command::new("sh")
+        .args(["-c", &format!("{ssh} {destination} id")])
+        .output()
+        .unwrap();
+    assert!(!shell.status.success());
+    assert!(
+        String::from_utf8_lossy(&shell.stderr).contains("unrecognized command"),
+        "{}",
+        String::from_utf8_lossy(&shell.stderr)
+    );
 }
 
 async fn wait_for_state(

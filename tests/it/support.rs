@@ -18,6 +18,14 @@ pub struct Stack {
     pub auth_password: String,
     pub git_url: String,
     pub git_root: PathBuf,
+    /// The same repos over ssh (`ssh://user@127.0.0.1:port/<git_root>`).
+    pub git_ssh_url: String,
+    /// The client key the stack's sshd accepts (git-shell only).
+    pub ssh_key: PathBuf,
+    /// A known_hosts file listing the stack's sshd.
+    pub ssh_known_hosts: PathBuf,
+    /// The same repos over git:// (`git://127.0.0.1:port`).
+    pub git_daemon_url: String,
     pub base_image: String,
 }
 
@@ -55,6 +63,10 @@ impl Stack {
             auth_password: read("BERTH_STACK_AUTH_REGISTRY_PASSWORD_FILE"),
             git_url: env("BERTH_STACK_GIT_URL"),
             git_root: env("BERTH_STACK_GIT_ROOT").into(),
+            git_ssh_url: env("BERTH_STACK_GIT_SSH_URL"),
+            ssh_key: env("BERTH_STACK_SSH_KEY").into(),
+            ssh_known_hosts: env("BERTH_STACK_SSH_KNOWN_HOSTS").into(),
+            git_daemon_url: env("BERTH_STACK_GIT_DAEMON_URL"),
             base_image: env("BERTH_STACK_BASE_IMAGE"),
         }
     }
@@ -360,11 +372,7 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 pub async fn serve(docker: &bollard::Docker, image: &str) -> (String, u16) {
     use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
     use bollard::query_parameters::{CreateContainerOptions, StartContainerOptions};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let binding = PortBinding {
         host_ip: Some("127.0.0.1".into()),
         host_port: Some(port.to_string()),
@@ -400,6 +408,99 @@ pub async fn serve(docker: &bollard::Docker, image: &str) -> (String, u16) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     (name, port)
+}
+
+/// A loopback port nothing listens on (now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One request an [`http_receiver`] got.
+pub struct Request {
+    /// `GET /path HTTP/1.1`
+    pub line: String,
+    pub body: String,
+}
+
+/// An HTTP server on loopback for `answers` requests, each answered with
+/// `response` (a whole HTTP response); returns its port and the requests it got.
+pub fn http_receiver(answers: usize, response: &'static [u8]) -> (u16, std::sync::mpsc::Receiver<Request>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(answers) {
+            let mut stream = stream.unwrap();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header.trim().is_empty() {
+                    break;
+                }
+                if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            stream.write_all(response).unwrap();
+            let request = Request {
+                line: line.trim().to_string(),
+                body: String::from_utf8(body).unwrap(),
+            };
+            if sender.send(request).is_err() {
+                break;
+            }
+        }
+    });
+    (port, receiver)
+}
+
+/// Waits up to 10 s until something accepts connections on a loopback port.
+pub fn wait_for_port(port: u16) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("nothing answers on 127.0.0.1:{port}");
+}
+
+/// A process a test started (an ssh-agent, a git daemon); killed when dropped,
+/// so a failing test leaves nothing running.
+pub struct Background(pub std::process::Child);
+
+impl Background {
+    pub fn start(command: &mut Command) -> Self {
+        Self(
+            command
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {command:?}: {e}")),
+        )
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Removes a container made by [`serve`].

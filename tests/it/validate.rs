@@ -65,6 +65,13 @@ fn wrong_types_and_missing_keys_are_reported() {
 }
 
 #[test]
+fn ssh_keys_are_for_ssh_remotes_and_name_files_that_exist() {
+    let (code, output) = validate("ssh.toml");
+    assert_eq!(code, Some(2));
+    insta::assert_snapshot!("ssh", output);
+}
+
+#[test]
 fn toml_syntax_errors_name_the_place() {
     let (code, output) = validate("syntax.toml");
     assert_eq!(code, Some(2));
