@@ -3,7 +3,8 @@
 //! 1. Run the site's build command (`sh -c`) in the exported folder with a clean,
 //!    documented environment; keep its last lines for the failure message.
 //! 2. Write the build context as a tar file on disk: the Dockerfile and the site's
-//!    content, entries sorted, owner root, modes kept, each file's mtime the time
+//!    content (from a folder, or for a site without a generator straight from the
+//!    mirror's blobs), entries sorted, owner root, modes kept, each file's mtime the time
 //!    of the commit that wrote its content (`FileTimes`); symlinks that leave the
 //!    site are refused. Its SHA-256 is the context digest. The tar is streamed
 //!    to the Engine from disk, never held in memory.
@@ -23,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::config::{ImageSource, Site};
+use crate::mirror::{TreeFile, TreeFileKind};
 use crate::output::Printer;
 
 /// What can go wrong while building.
@@ -189,11 +191,51 @@ pub enum ContextLayout<'a> {
     /// layers; and a changed page changes only the small pages layer.
     Template {
         dockerfile: &'a Path,
-        content: &'a Path,
+        content: Content<'a>,
         web_root: &'a str,
     },
     /// The site's own folder as the context, its Dockerfile inside it.
-    Folder { root: &'a Path, dockerfile: &'a str },
+    Folder { root: Content<'a>, dockerfile: &'a str },
+}
+
+/// Reads a blob of the site's mirror.
+pub type ReadBlob = dyn Fn(git2::Oid) -> std::io::Result<Vec<u8>> + Send + Sync;
+
+/// Where the site's files are read from.
+#[derive(Clone, Copy)]
+pub enum Content<'a> {
+    /// A folder on disk (exported, generated, or a working tree).
+    Folder(&'a Path),
+    /// The entries of the site's folder at the commit, read straight from the
+    /// mirror: no file is written to disk before the context.
+    Tree {
+        files: &'a [TreeFile],
+        read: &'a ReadBlob,
+    },
+}
+
+/// A site's files, after export and generator.
+#[derive(Clone)]
+pub enum SiteFiles {
+    /// A folder on disk.
+    Folder(PathBuf),
+    /// The site's folder at the commit, in its mirror (see [`Content::Tree`]).
+    Tree {
+        files: std::sync::Arc<Vec<TreeFile>>,
+        read: std::sync::Arc<ReadBlob>,
+    },
+}
+
+impl SiteFiles {
+    fn content(&self) -> Content<'_> {
+        match self {
+            Self::Folder(path) => Content::Folder(path),
+            Self::Tree { files, read } => Content::Tree {
+                files,
+                read: read.as_ref(),
+            },
+        }
+    }
 }
 
 /// The build context of `site` from `root` (its exported or checked-out folder,
@@ -203,19 +245,51 @@ pub enum ContextLayout<'a> {
 pub async fn site_context(
     site: &Site,
     templates_dir: &Path,
-    root: &Path,
+    source: SiteFiles,
     times: std::sync::Arc<FileTimes>,
     destination: &Path,
 ) -> Result<(Context, String), BuildError> {
-    let content = site
-        .output
-        .as_ref()
-        .map_or_else(|| root.to_path_buf(), |output| root.join(output));
-    if !content.is_dir() {
-        return Err(BuildError::NoOutput(
-            site.output.clone().unwrap_or_else(|| ".".into()),
-        ));
-    }
+    let no_output = || BuildError::NoOutput(site.output.clone().unwrap_or_else(|| ".".into()));
+    // The content (the `output` folder, or the site's folder) and the root.
+    let (content, root) = match &source {
+        SiteFiles::Folder(root) => {
+            let content = site
+                .output
+                .as_ref()
+                .map_or_else(|| root.clone(), |output| root.join(output));
+            if !content.is_dir() {
+                return Err(no_output());
+            }
+            (SiteFiles::Folder(content), source)
+        }
+        SiteFiles::Tree { files, read } => match &site.output {
+            None => (source.clone(), source),
+            Some(output) => {
+                let output = output.trim_matches('/');
+                let prefix = format!("{output}/");
+                if !files
+                    .iter()
+                    .any(|file| file.relative == output && matches!(file.kind, TreeFileKind::Folder))
+                {
+                    return Err(no_output());
+                }
+                let below = files
+                    .iter()
+                    .filter_map(|file| {
+                        Some(TreeFile {
+                            relative: file.relative.strip_prefix(&prefix)?.to_string(),
+                            kind: file.kind.clone(),
+                        })
+                    })
+                    .collect();
+                let content = SiteFiles::Tree {
+                    files: std::sync::Arc::new(below),
+                    read: read.clone(),
+                };
+                (content, source)
+            }
+        },
+    };
     let (dockerfile, template) = match &site.image_source {
         ImageSource::Template(name) => (
             "Dockerfile".to_string(),
@@ -224,16 +298,16 @@ pub async fn site_context(
         ImageSource::Dockerfile(path) => (path.clone(), None),
     };
     let web_root = web_root(&site.build_args);
-    let (root, destination, in_context) = (root.to_path_buf(), destination.to_path_buf(), dockerfile.clone());
+    let (destination, in_context) = (destination.to_path_buf(), dockerfile.clone());
     let context = tokio::task::spawn_blocking(move || {
         let layout = match &template {
             Some(dockerfile) => ContextLayout::Template {
                 dockerfile,
-                content: &content,
+                content: content.content(),
                 web_root: &web_root,
             },
             None => ContextLayout::Folder {
-                root: &root,
+                root: root.content(),
                 dockerfile: &in_context,
             },
         };
@@ -277,7 +351,7 @@ pub fn write_context(
                 content,
                 web_root,
             } => {
-                let items = collect(content, &[], times)?;
+                let items = collect(*content, &[], times)?;
                 let text = std::fs::read(dockerfile).map_err(|e| context_error(dockerfile, e))?;
                 append_bytes(&mut builder, "Dockerfile", &text, 0o644, newest(items.iter()))
                     .map_err(|e| context_error(dockerfile, e))?;
@@ -295,7 +369,7 @@ pub fn write_context(
                             .filter(move |item| item.is_dir() || is_page(&item.relative) == pages)
                     };
                     let time = newest(chosen());
-                    files += write_layer_tar(chosen(), web_root, time, &layer)?;
+                    files += write_layer_tar(chosen(), *content, web_root, time, &layer)?;
                     let size = std::fs::metadata(&layer)
                         .map_err(|e| context_error(&layer, e))?
                         .len();
@@ -308,8 +382,8 @@ pub fn write_context(
                 }
             }
             ContextLayout::Folder { root, dockerfile } => {
-                let items = collect(root, &[dockerfile, ".dockerignore"], times)?;
-                files += append_items(&mut builder, items.iter(), "", newest(items.iter()))?;
+                let items = collect(*root, &[dockerfile, ".dockerignore"], times)?;
+                files += append_items(&mut builder, items.iter(), *root, "", newest(items.iter()))?;
             }
         }
         builder.finish().map_err(|e| context_error(destination, e))?;
@@ -346,8 +420,12 @@ impl FileTimes {
         }
     }
 
-    /// Files with a known blob id get its time, others `default`.
-    pub fn new(default: u64, by_content: HashMap<[u8; 20], u64>) -> Self {
+    /// Files whose blob is in `by_content` get its time (seconds), others `default`.
+    pub fn new(default: u64, by_content: HashMap<git2::Oid, i64>) -> Self {
+        let by_content = by_content
+            .into_iter()
+            .map(|(blob, time)| (blob_key(blob), u64::try_from(time).unwrap_or(0)))
+            .collect();
         Self { default, by_content }
     }
 
@@ -394,7 +472,10 @@ impl<D: Digest> std::io::Write for DigestWriter<'_, D> {
 
 /// One entry of a site's content, in the order it goes into a tar.
 struct Item {
+    /// The file on disk, or (for [`Content::Tree`]) its relative path.
     path: PathBuf,
+    /// Its blob, for [`Content::Tree`].
+    blob: Option<git2::Oid>,
     /// Below the content root, `/`-separated.
     relative: String,
     kind: ItemKind,
@@ -446,6 +527,7 @@ fn is_page(relative: &str) -> bool {
 /// stamped with `folder_time`. Returns the number of files.
 fn write_layer_tar<'a>(
     items: impl Iterator<Item = &'a Item>,
+    content: Content<'_>,
     web_root: &str,
     folder_time: u64,
     destination: &Path,
@@ -464,7 +546,7 @@ fn write_layer_tar<'a>(
         append_directory(&mut builder, &prefix, folder_time).map_err(|e| context_error(destination, e))?;
         prefix.push('/');
     }
-    let files = append_items(&mut builder, items, &prefix, folder_time)?;
+    let files = append_items(&mut builder, items, content, &prefix, folder_time)?;
     builder
         .into_inner()
         .and_then(|mut writer| std::io::Write::flush(&mut writer))
@@ -524,7 +606,97 @@ fn append_directory<W: std::io::Write>(
 
 /// Every entry below `root`, sorted by name, with its time: `.dockerignore` and
 /// `.git` left out (except the names in `always`), symlinks that leave `root` refused.
-fn collect(root: &Path, always: &[&str], times: &FileTimes) -> Result<Vec<Item>, BuildError> {
+fn collect(content: Content<'_>, always: &[&str], times: &FileTimes) -> Result<Vec<Item>, BuildError> {
+    match content {
+        Content::Folder(root) => collect_folder(root, always, times),
+        Content::Tree { files, read } => collect_tree(files, read, always, times),
+    }
+}
+
+/// [`collect`] for a folder read from the mirror, with the same rules.
+fn collect_tree(
+    files: &[TreeFile],
+    read: &ReadBlob,
+    always: &[&str],
+    times: &FileTimes,
+) -> Result<Vec<Item>, BuildError> {
+    let ignore = match files.iter().find(|file| file.relative == ".dockerignore") {
+        Some(TreeFile {
+            kind: TreeFileKind::File { blob, .. },
+            ..
+        }) => Ignore::parse(&String::from_utf8_lossy(&read(*blob).map_err(|source| {
+            BuildError::Context {
+                path: PathBuf::from(".dockerignore"),
+                source,
+            }
+        })?)),
+        _ => Ignore::default(),
+    };
+    let mut left_out: Vec<String> = Vec::new();
+    let mut items = Vec::new();
+    for file in files {
+        let relative = file.relative.as_str();
+        if left_out
+            .iter()
+            .any(|folder| relative.starts_with(folder.as_str()))
+        {
+            continue;
+        }
+        let kept = always.contains(&relative)
+            || (relative != ".dockerignore" && relative != ".git" && !ignore.excludes(relative));
+        if !kept {
+            if matches!(file.kind, TreeFileKind::Folder) {
+                left_out.push(format!("{relative}/"));
+            }
+            continue;
+        }
+        let (kind, time, blob) = match &file.kind {
+            TreeFileKind::Folder => (ItemKind::Directory, 0, None),
+            TreeFileKind::File {
+                blob,
+                executable,
+                size,
+            } => (
+                ItemKind::File {
+                    executable: *executable,
+                    length: *size,
+                },
+                times.of_blob(&blob_key(*blob)),
+                Some(*blob),
+            ),
+            TreeFileKind::Symlink { blob, target } => {
+                let target = PathBuf::from(String::from_utf8_lossy(target).into_owned());
+                let parent = Path::new(relative).parent().unwrap_or(Path::new(""));
+                let root = Path::new("/site");
+                if target.is_absolute() || !normalise(&root.join(parent).join(&target)).starts_with(root) {
+                    return Err(BuildError::SymlinkEscape {
+                        link: relative.to_string(),
+                        target: target.to_string_lossy().into_owned(),
+                    });
+                }
+                (ItemKind::Symlink(target), times.of_blob(&blob_key(*blob)), None)
+            }
+        };
+        items.push(Item {
+            path: PathBuf::from(relative),
+            blob,
+            relative: relative.to_string(),
+            kind,
+            time,
+        });
+    }
+    Ok(items)
+}
+
+/// A blob id as [`FileTimes`] keys it.
+fn blob_key(blob: git2::Oid) -> [u8; 20] {
+    let mut key = [0; 20];
+    key.copy_from_slice(blob.as_bytes());
+    key
+}
+
+/// [`collect`] for a folder on disk.
+fn collect_folder(root: &Path, always: &[&str], times: &FileTimes) -> Result<Vec<Item>, BuildError> {
     let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
         path: path.to_path_buf(),
         source,
@@ -602,6 +774,7 @@ fn collect(root: &Path, always: &[&str], times: &FileTimes) -> Result<Vec<Item>,
         };
         items.push(Item {
             path: entry.into_path(),
+            blob: None,
             relative,
             kind,
             time,
@@ -615,6 +788,7 @@ fn collect(root: &Path, always: &[&str], times: &FileTimes) -> Result<Vec<Item>,
 fn append_items<'a, W: std::io::Write>(
     builder: &mut tar::Builder<W>,
     items: impl Iterator<Item = &'a Item>,
+    content: Content<'_>,
     prefix: &str,
     folder_time: u64,
 ) -> Result<usize, BuildError> {
@@ -638,11 +812,18 @@ fn append_items<'a, W: std::io::Write>(
             ItemKind::File { executable, length } => {
                 let mode = if *executable { 0o755 } else { 0o644 };
                 let mut header = header(tar::EntryType::Regular, mode, item.time, *length);
-                let file = std::fs::File::open(&item.path).map_err(|e| context_error(&item.path, e))?;
-                // A file that changed size since it was listed would make a broken tar.
-                builder
-                    .append_data(&mut header, &name, std::io::Read::take(file, *length))
-                    .map_err(|e| context_error(&item.path, e))?;
+                if let (Content::Tree { read, .. }, Some(blob)) = (content, item.blob) {
+                    let data = read(blob).map_err(|e| context_error(&item.path, e))?;
+                    builder
+                        .append_data(&mut header, &name, data.as_slice())
+                        .map_err(|e| context_error(&item.path, e))?;
+                } else {
+                    let file = std::fs::File::open(&item.path).map_err(|e| context_error(&item.path, e))?;
+                    // A file that changed size since it was listed would make a broken tar.
+                    builder
+                        .append_data(&mut header, &name, std::io::Read::take(file, *length))
+                        .map_err(|e| context_error(&item.path, e))?;
+                }
                 files += 1;
             }
         }
@@ -933,7 +1114,7 @@ mod tests {
         std::fs::write(&dockerfile, "FROM scratch\n").unwrap();
         let layout = ContextLayout::Template {
             dockerfile: &dockerfile,
-            content: &content,
+            content: Content::Folder(&content),
             web_root: "/www",
         };
         let times = FileTimes::uniform(1_700_000_000);
@@ -957,21 +1138,14 @@ mod tests {
         std::fs::write(root.join("css/old.css"), "kept").unwrap();
         std::fs::write(root.join("index.html"), "generated").unwrap();
         std::fs::write(root.join("Dockerfile"), "FROM scratch\n").unwrap();
-        let blob = |content: &str| {
-            let mut id = [0; 20];
-            id.copy_from_slice(
-                git2::Oid::hash_object(git2::ObjectType::Blob, content.as_bytes())
-                    .unwrap()
-                    .as_bytes(),
-            );
-            id
-        };
+        let blob =
+            |content: &str| git2::Oid::hash_object(git2::ObjectType::Blob, content.as_bytes()).unwrap();
         let times = FileTimes::new(
             3000,
             HashMap::from([(blob("kept"), 1000), (blob("FROM scratch\n"), 2000)]),
         );
         let layout = ContextLayout::Folder {
-            root: &root,
+            root: Content::Folder(&root),
             dockerfile: "Dockerfile",
         };
         let context = write_context(&layout, &times, &dir.path().join("c.tar")).unwrap();
@@ -996,5 +1170,61 @@ mod tests {
                 ("index.html".to_string(), 3000),
             ]
         );
+    }
+
+    #[test]
+    fn a_context_from_the_mirror_follows_the_same_rules() {
+        use crate::mirror::{TreeFile, TreeFileKind};
+        let contents: HashMap<git2::Oid, &str> = ["drafts\n", "page", "index.html", "../../etc/passwd"]
+            .into_iter()
+            .map(|text| {
+                (
+                    git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes()).unwrap(),
+                    text,
+                )
+            })
+            .collect();
+        let blob = |text: &str| *contents.iter().find(|(_, t)| **t == text).unwrap().0;
+        let file = |relative: &str, text: &str| TreeFile {
+            relative: relative.to_string(),
+            kind: TreeFileKind::File {
+                blob: blob(text),
+                executable: false,
+                size: text.len() as u64,
+            },
+        };
+        let link = |relative: &str, target: &str| TreeFile {
+            relative: relative.to_string(),
+            kind: TreeFileKind::Symlink {
+                blob: blob(target),
+                target: target.as_bytes().to_vec(),
+            },
+        };
+        let folder = |relative: &str| TreeFile {
+            relative: relative.to_string(),
+            kind: TreeFileKind::Folder,
+        };
+        let read = {
+            let contents = contents.clone();
+            move |id: git2::Oid| Ok(contents[&id].as_bytes().to_vec())
+        };
+        let mut files = vec![
+            file(".dockerignore", "drafts\n"),
+            folder("drafts"),
+            file("drafts/next.html", "page"),
+            link("alias.html", "index.html"),
+            file("index.html", "page"),
+        ];
+        let times = FileTimes::new(9, HashMap::from([(blob("page"), 5)]));
+        let items = collect_tree(&files, &read, &[], &times).unwrap();
+        let found: Vec<(&str, u64)> = items
+            .iter()
+            .map(|item| (item.relative.as_str(), item.time))
+            .collect();
+        assert_eq!(found, [("alias.html", 9), ("index.html", 5)]);
+
+        files.push(link("escape", "../../etc/passwd"));
+        let error = collect_tree(&files, &read, &[], &times).err().unwrap();
+        assert!(matches!(error, BuildError::SymlinkEscape { .. }), "{error}");
     }
 }

@@ -130,7 +130,7 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
     let (context, dockerfile) = build::site_context(
         site,
         &config.templates_dir,
-        &tree,
+        build::SiteFiles::Folder(tree.clone()),
         std::sync::Arc::new(build::FileTimes::uniform(0)),
         &work.path().join("context.tar"),
     )

@@ -342,6 +342,74 @@ impl Mirror {
         content_times(&self.git, start, path).map_err(|e| self.local(&e))
     }
 
+    /// The entries of `path` at `commit` in Git's order, for a build context written
+    /// straight from the mirror, or `None` when the folder holds a submodule or a
+    /// file too large to read into memory (then `export` writes it to disk).
+    pub fn files(&self, commit: &str, path: &str) -> Result<Option<Vec<TreeFile>>, MirrorError> {
+        let tree = self.subtree(commit, path)?;
+        let odb = self.git.odb().map_err(|e| self.local(&e))?;
+        let mut files = Vec::new();
+        let mut usable = true;
+        let mut failure = None;
+        let walked = tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+            let Ok(name) = entry.name() else {
+                return git2::TreeWalkResult::Skip;
+            };
+            let relative = format!("{parent}{name}");
+            let kind = match entry.kind() {
+                Some(ObjectType::Tree) => TreeFileKind::Folder,
+                Some(ObjectType::Blob) if entry.filemode() == 0o120_000 => {
+                    match self.git.find_blob(entry.id()) {
+                        Ok(blob) => TreeFileKind::Symlink {
+                            blob: entry.id(),
+                            target: blob.content().to_vec(),
+                        },
+                        Err(error) => {
+                            failure = Some(error);
+                            return git2::TreeWalkResult::Abort;
+                        }
+                    }
+                }
+                Some(ObjectType::Blob) => match odb.read_header(entry.id()) {
+                    Ok((size, _)) if size as u64 <= LARGEST_IN_MEMORY => TreeFileKind::File {
+                        blob: entry.id(),
+                        executable: entry.filemode() == 0o100_755,
+                        size: size as u64,
+                    },
+                    Ok(_) => {
+                        usable = false;
+                        return git2::TreeWalkResult::Abort;
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        return git2::TreeWalkResult::Abort;
+                    }
+                },
+                Some(ObjectType::Commit) => {
+                    usable = false;
+                    return git2::TreeWalkResult::Abort;
+                }
+                _ => return git2::TreeWalkResult::Ok,
+            };
+            files.push(TreeFile { relative, kind });
+            git2::TreeWalkResult::Ok
+        });
+        if let Some(error) = failure {
+            return Err(self.local(&error));
+        }
+        if !usable {
+            return Ok(None);
+        }
+        walked.map_err(|e| self.local(&e))?;
+        Ok(Some(files))
+    }
+
+    /// The content of a blob.
+    pub fn blob(&self, id: Oid) -> Result<Vec<u8>, MirrorError> {
+        let blob = self.git.find_blob(id).map_err(|e| self.local(&e))?;
+        Ok(blob.content().to_vec())
+    }
+
     /// Writes the files of `path` at `commit` into `destination` (created; must not exist).
     /// Returns the number of files written.
     pub fn export(&self, commit: &str, path: &str, destination: &Path) -> Result<usize, MirrorError> {
@@ -659,6 +727,32 @@ pub fn resolve_url(parent: &str, url: &str) -> String {
         }
     }
     format!("{base}/{rest}")
+}
+
+/// Blobs up to this size are read into memory for a context written from the mirror.
+const LARGEST_IN_MEMORY: u64 = 32 * 1024 * 1024;
+
+/// One entry of a folder at a commit (see [`Mirror::files`]).
+#[derive(Debug, Clone)]
+pub struct TreeFile {
+    /// Below the folder, `/`-separated.
+    pub relative: String,
+    pub kind: TreeFileKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum TreeFileKind {
+    Folder,
+    File {
+        blob: Oid,
+        executable: bool,
+        size: u64,
+    },
+    /// Git stores a symlink's target as a blob.
+    Symlink {
+        blob: Oid,
+        target: Vec<u8>,
+    },
 }
 
 /// See [`Mirror::content_times`].

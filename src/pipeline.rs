@@ -456,8 +456,9 @@ enum Existing {
 
 /// Generator runs shared between sites built from one repo, commit, folder and command.
 /// One generator run's output folder, or why it failed.
-/// A site's exported (and generated) folder, and the times its files get.
-type Generated = (PathBuf, Arc<build::FileTimes>);
+/// A site's files (exported and generated, or read from the mirror), and the
+/// times they get.
+type Generated = (build::SiteFiles, Arc<build::FileTimes>);
 type SharedBuild = Arc<tokio::sync::OnceCell<Result<Generated, String>>>;
 
 #[derive(Default)]
@@ -870,7 +871,7 @@ impl RunContext<'_> {
         let (build_context, dockerfile_in_context) = build::site_context(
             site,
             &self.config.templates_dir,
-            &generated,
+            generated,
             times,
             &work.path().join("context.tar"),
         )
@@ -995,24 +996,50 @@ impl RunContext<'_> {
                 (directory.join("source"), directory.join("source"))
             };
             let git_history = site.git_history;
+            // Without a generator the context is written straight from the mirror.
+            let in_place = site.build.is_none() && !site.git_history;
             let commit_time = u64::try_from(synced.commit.time).unwrap_or(0);
-            let (files, times) = tokio::task::spawn_blocking(move || {
-                let mirror = mirror.lock().expect("not poisoned");
-                let files = if git_history {
-                    mirror.checkout(&commit, &export_to)
+            let shared_mirror = mirror.clone();
+            let exported = source.clone();
+            let ((files, site_files), times) = tokio::task::spawn_blocking(move || {
+                let locked = mirror.lock().expect("not poisoned");
+                let tree = if in_place {
+                    locked.files(&commit, &path)?
                 } else {
-                    mirror.export(&commit, &path, &export_to)
-                }?;
-                let by_content = mirror
-                    .content_times(&commit, &path)?
-                    .into_iter()
-                    .map(|(blob, time)| {
-                        let mut id = [0; 20];
-                        id.copy_from_slice(blob.as_bytes());
-                        (id, u64::try_from(time).unwrap_or(0))
-                    })
-                    .collect();
-                Ok::<_, crate::mirror::MirrorError>((files, build::FileTimes::new(commit_time, by_content)))
+                    None
+                };
+                let files = match tree {
+                    Some(files) => {
+                        let count = files
+                            .iter()
+                            .filter(|file| !matches!(file.kind, crate::mirror::TreeFileKind::Folder))
+                            .count();
+                        let read: Arc<build::ReadBlob> = Arc::new(move |blob| {
+                            shared_mirror
+                                .lock()
+                                .expect("not poisoned")
+                                .blob(blob)
+                                .map_err(std::io::Error::other)
+                        });
+                        (
+                            count,
+                            build::SiteFiles::Tree {
+                                files: Arc::new(files),
+                                read,
+                            },
+                        )
+                    }
+                    None if git_history => (
+                        locked.checkout(&commit, &export_to)?,
+                        build::SiteFiles::Folder(exported),
+                    ),
+                    None => (
+                        locked.export(&commit, &path, &export_to)?,
+                        build::SiteFiles::Folder(exported),
+                    ),
+                };
+                let times = build::FileTimes::new(commit_time, locked.content_times(&commit, &path)?);
+                Ok::<_, crate::mirror::MirrorError>((files, times))
             })
             .await
             .map_err(|e| e.to_string())?
@@ -1022,9 +1049,14 @@ impl RunContext<'_> {
                 "export",
                 Status::Done,
                 &format!(
-                    "{files} files of {}:{} ({:.1}s)",
+                    "{files} files of {}:{}{} ({:.1}s)",
                     site.repo,
                     site.path,
+                    if matches!(site_files, build::SiteFiles::Tree { .. }) {
+                        ", read from the mirror"
+                    } else {
+                        ""
+                    },
                     started.elapsed().as_secs_f64()
                 ),
             );
@@ -1052,7 +1084,7 @@ impl RunContext<'_> {
                     &format!("`{command}` ({:.1}s)", started.elapsed().as_secs_f64()),
                 );
             }
-            Ok((source, Arc::new(times)))
+            Ok((site_files, Arc::new(times)))
         })
         .await
         .clone()
