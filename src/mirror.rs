@@ -774,25 +774,58 @@ fn content_times(git: &Repository, start: Oid, path: &str) -> Result<HashMap<Oid
     while !pending.is_empty() {
         let parent = current.parent(0).ok();
         let parent_tree = parent.as_ref().and_then(|p| folder_at(git, p, path));
-        if current_tree.as_ref().map(git2::Tree::id) != parent_tree.as_ref().map(git2::Tree::id) {
-            let diff = git.diff_tree_to_tree(parent_tree.as_ref(), current_tree.as_ref(), None)?;
+        if let Some(tree) = &current_tree
+            && Some(tree.id()) != parent_tree.as_ref().map(git2::Tree::id)
+        {
             let time = current.time().seconds();
-            for delta in diff.deltas() {
-                let new_file = delta.new_file();
-                let Some(file_path) = new_file.path_bytes() else {
-                    continue;
-                };
-                if pending.remove(file_path).is_some() {
-                    let entry = times.entry(new_file.id()).or_insert(time);
+            let mut written = |path: &[u8], blob: Oid| {
+                if pending.remove(path).is_some() {
+                    let entry = times.entry(blob).or_insert(time);
                     *entry = (*entry).max(time);
                 }
-            }
+            };
+            changed_blobs(git, parent_tree.as_ref(), tree, &mut Vec::new(), &mut written)?;
         }
         let Some(parent) = parent else { break };
         current = parent;
         current_tree = parent_tree;
     }
     Ok(times)
+}
+
+/// Calls `written` with the path and blob of every blob in `new` that `old` does
+/// not hold at the same path. Subtrees with the same id are skipped without
+/// being read, so a commit costs what it changed, not the size of the folder.
+fn changed_blobs(
+    git: &Repository,
+    old: Option<&git2::Tree<'_>>,
+    new: &git2::Tree<'_>,
+    prefix: &mut Vec<u8>,
+    written: &mut dyn FnMut(&[u8], Oid),
+) -> Result<(), git2::Error> {
+    for entry in new {
+        let before = old.and_then(|old| old.get_name_bytes(entry.name_bytes()));
+        if before.as_ref().is_some_and(|before| before.id() == entry.id()) {
+            continue;
+        }
+        let length = prefix.len();
+        prefix.extend_from_slice(entry.name_bytes());
+        match entry.kind() {
+            Some(ObjectType::Blob) => written(prefix, entry.id()),
+            Some(ObjectType::Tree) => {
+                let subtree = git.find_tree(entry.id())?;
+                let old_subtree = before
+                    .filter(|before| before.kind() == Some(ObjectType::Tree))
+                    .map(|before| git.find_tree(before.id()))
+                    .transpose()?;
+                prefix.push(b'/');
+                changed_blobs(git, old_subtree.as_ref(), &subtree, prefix, written)?;
+            }
+            _ => {}
+        }
+        prefix.truncate(length);
+    }
+    Ok(())
 }
 
 /// The tree of `path` (`"."` for the root) at `commit`, if it has one.
