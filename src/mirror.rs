@@ -128,12 +128,8 @@ impl Mirror {
                         "mirror of repo `{}` is damaged ({problem}); cloning it again",
                         repo.name
                     ));
-                    std::fs::remove_dir_all(&path)
-                        .map_err(|error| local(format!("cannot remove {}: {error}", path.display())))?;
                 }
-                init(&path).map_err(|error| {
-                    local(format!("cannot create {}: {}", path.display(), error.message()))
-                })?
+                recreate(&path, &repo.url).map_err(local)?
             }
         };
         // The stored remote URL is the configured one, which never holds credentials.
@@ -163,17 +159,11 @@ impl Mirror {
                         self.repo.name,
                         error.message()
                     ));
-                    let path = self.git.path().to_path_buf();
-                    let local = |message: String| MirrorError::Local {
-                        repo: self.repo.name.clone(),
-                        message,
-                    };
-                    std::fs::remove_dir_all(&path)
-                        .map_err(|e| local(format!("cannot remove {}: {e}", path.display())))?;
-                    self.git = init(&path).map_err(|e| local(e.message().to_string()))?;
-                    self.git
-                        .remote_set_url("origin", &self.repo.url)
-                        .map_err(|e| local(e.message().to_string()))?;
+                    self.git =
+                        recreate(self.git.path(), &self.repo.url).map_err(|message| MirrorError::Local {
+                            repo: self.repo.name.clone(),
+                            message,
+                        })?;
                 }
                 Err(error) => {
                     last_error = redact(&with_hint(error.message(), &self.repo), &self.repo);
@@ -313,20 +303,13 @@ impl Mirror {
             .git
             .find_commit(Oid::from_str(commit).map_err(|e| self.local(&e))?)
             .map_err(|e| self.local(&e))?;
-        let root = commit_object.tree().map_err(|e| self.local(&e))?;
-        if path == "." {
-            return Ok(root);
-        }
-        let no_path = || MirrorError::NoPath {
-            repo: self.repo.name.clone(),
-            path: path.to_string(),
-            commit: commit.to_string(),
-        };
-        let entry = root.get_path(Path::new(path)).map_err(|_| no_path())?;
-        if entry.kind() != Some(ObjectType::Tree) {
-            return Err(no_path());
-        }
-        self.git.find_tree(entry.id()).map_err(|e| self.local(&e))
+        folder_at(&self.git, &commit_object, path)
+            .map_err(|e| self.local(&e))?
+            .ok_or_else(|| MirrorError::NoPath {
+                repo: self.repo.name.clone(),
+                path: path.to_string(),
+                commit: commit.to_string(),
+            })
     }
 
     /// When each file of `path` at `commit` got its current content: for every blob
@@ -758,7 +741,7 @@ pub enum TreeFileKind {
 /// See [`Mirror::content_times`].
 fn content_times(git: &Repository, start: Oid, path: &str) -> Result<HashMap<Oid, i64>, git2::Error> {
     let mut current = git.find_commit(start)?;
-    let mut current_tree = folder_at(git, &current, path);
+    let mut current_tree = folder_at(git, &current, path)?;
     let mut pending: HashMap<Vec<u8>, Oid> = HashMap::new();
     if let Some(tree) = &current_tree {
         tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
@@ -773,7 +756,10 @@ fn content_times(git: &Repository, start: Oid, path: &str) -> Result<HashMap<Oid
     let mut times = HashMap::new();
     while !pending.is_empty() {
         let parent = current.parent(0).ok();
-        let parent_tree = parent.as_ref().and_then(|p| folder_at(git, p, path));
+        let parent_tree = match &parent {
+            Some(parent) => folder_at(git, parent, path)?,
+            None => None,
+        };
         if let Some(tree) = &current_tree
             && Some(tree.id()) != parent_tree.as_ref().map(git2::Tree::id)
         {
@@ -828,18 +814,23 @@ fn changed_blobs(
     Ok(())
 }
 
-/// The tree of `path` (`"."` for the root) at `commit`, if it has one.
+/// The tree of `path` (`"."` for the root) at `commit`, or `None` when the commit
+/// has no folder there.
 fn folder_at<'repo>(
     git: &'repo Repository,
     commit: &git2::Commit<'repo>,
     path: &str,
-) -> Option<git2::Tree<'repo>> {
-    let root = commit.tree().ok()?;
+) -> Result<Option<git2::Tree<'repo>>, git2::Error> {
+    let root = commit.tree()?;
     if path == "." {
-        return Some(root);
+        return Ok(Some(root));
     }
-    let entry = root.get_path(Path::new(path)).ok()?;
-    git.find_tree(entry.id()).ok()
+    match root.get_path(Path::new(path)) {
+        Ok(entry) if entry.kind() == Some(ObjectType::Tree) => git.find_tree(entry.id()).map(Some),
+        Ok(_) => Ok(None),
+        Err(error) if error.code() == git2::ErrorCode::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 fn write_entry(target: &Path, content: &[u8], mode: i32) -> std::io::Result<()> {
@@ -872,11 +863,19 @@ fn describe(commit: &git2::Commit<'_>) -> Commit {
     }
 }
 
-fn init(path: &Path) -> Result<Repository, git2::Error> {
-    let git = Repository::init_bare(path)?;
-    git.remote_with_fetch("origin", "file:///nonexistent", "+refs/heads/*:refs/heads/*")?;
-    git.config()?.set_str("remote.origin.tagopt", "--tags")?;
-    Ok(git)
+/// Removes whatever is at `path` and creates an empty mirror of `url` there.
+fn recreate(path: &Path, url: &str) -> Result<Repository, String> {
+    if path.exists() {
+        std::fs::remove_dir_all(path)
+            .map_err(|error| format!("cannot remove {}: {error}", path.display()))?;
+    }
+    let create = || -> Result<Repository, git2::Error> {
+        let git = Repository::init_bare(path)?;
+        git.remote_with_fetch("origin", url, "+refs/heads/*:refs/heads/*")?;
+        git.config()?.set_str("remote.origin.tagopt", "--tags")?;
+        Ok(git)
+    };
+    create().map_err(|error| format!("cannot create {}: {}", path.display(), error.message()))
 }
 
 /// Opens the mirror and checks that its refs point at readable objects.
