@@ -705,17 +705,18 @@ impl RunContext<'_> {
         self.check_interrupted("deploy")?;
         let lock = self.lock(site).await?;
         let outcome = async {
-            let deployed = self
+            let deployment = self
                 .deployer
-                .deployed(&site.deployment)
+                .read(&site.deployment)
                 .await
                 .map_err(deploy_failure)?;
+            let deployed = deploy::deployed_of(&deployment, &site.deployment).map_err(deploy_failure)?;
             if is_unchanged(&deployed, &repository, &source_digest) {
                 return Ok(None);
             }
             self.guard_older(synced, &commit.id, &deployed).await?;
             self.deployer
-                .apply(&site.name, &site.deployment, &change, printer)
+                .apply(&site.name, &site.deployment, &change, Some(deployment), printer)
                 .await
                 .map(Some)
                 .map_err(deploy_failure)
@@ -1142,7 +1143,7 @@ pub async fn rollback(
                 ),
             };
             deployer
-                .apply(&site.name, &site.deployment, &change, printer)
+                .apply(&site.name, &site.deployment, &change, None, printer)
                 .await
                 .map(|outcome| (outcome, change))
         }

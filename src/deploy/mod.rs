@@ -264,10 +264,18 @@ impl Deployer {
         site: &str,
         target: &DeploymentTarget,
         change: &Change,
+        current: Option<Deployment>,
         printer: &Printer,
     ) -> Result<Outcome, DeployError> {
         let Some(previous) = self
-            .set(site, target, &change.image, &annotations_of(change), printer)
+            .set(
+                site,
+                target,
+                &change.image,
+                &annotations_of(change),
+                current,
+                printer,
+            )
             .await?
         else {
             return Ok(Outcome::UpToDate);
@@ -295,16 +303,21 @@ impl Deployer {
 
     /// Patches image and annotations with the read `resourceVersion` as precondition,
     /// re-reading on 409. Returns what ran before, or `None` when the image was already set.
+    /// `current` is the Deployment as the caller has just read it, if it has.
     async fn set(
         &self,
         site: &str,
         target: &DeploymentTarget,
         image: &str,
         annotations: &serde_json::Map<String, serde_json::Value>,
+        mut current: Option<Deployment>,
         printer: &Printer,
     ) -> Result<Option<Deployed>, DeployError> {
         for _ in 0..5 {
-            let deployment = self.read(target).await?;
+            let deployment = match current.take() {
+                Some(deployment) => deployment,
+                None => self.read(target).await?,
+            };
             let previous = deployed_of(&deployment, target)?;
             if previous.image.as_deref() == Some(image) {
                 return Ok(None);
@@ -354,7 +367,7 @@ impl Deployer {
                     .map_or(serde_json::Value::Null, |v| json!(v)),
             );
         }
-        self.set(site, target, image, &annotations, printer)
+        self.set(site, target, image, &annotations, None, printer)
             .await
             .map_err(|e| e.to_string())?;
         self.wait(site, target, printer).await
