@@ -19,6 +19,7 @@ pub mod reference;
 pub mod settings;
 pub mod ssh;
 pub mod views;
+pub mod wildcard;
 
 use std::process::ExitCode;
 
