@@ -146,19 +146,7 @@ async fn a_symlink_out_of_the_site_is_refused_and_nothing_is_pushed() {
     );
     std::os::unix::fs::symlink("../../../../../../etc/passwd", work.join("passwd.html")).unwrap();
     crate::support::git(&work, &["add", "-A"]);
-    crate::support::git(
-        &work,
-        &[
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@example.test",
-            "commit",
-            "-q",
-            "-m",
-            "Sneaky link",
-        ],
-    );
+    crate::support::git_commit(&work, &["-q", "-m", "Sneaky link"]);
     crate::support::git(&work, &["push", "-q", "origin", "main"]);
     site.open_registry(&[]);
     let output = site.world.berth(&["run"]);

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::{Background, World, free_port, git, http_receiver, text, wait_for_port};
+use crate::support::{Background, World, free_port, git, git_commit, http_receiver, text, wait_for_port};
 
 /// A config mirroring repo `landing` from `url`, with `repo_keys` (lines) in its `[[repo]]`.
 fn configure(world: &World, url: &str, repo_keys: &str) {
@@ -438,19 +438,7 @@ async fn new_commits_force_pushes_deleted_branches_and_tags_are_followed() {
     );
     git(&work, &["reset", "-q", "--hard", &first]);
     std::fs::write(work.join("index.html"), "<h1>rewritten</h1>\n").unwrap();
-    git(
-        &work,
-        &[
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@example.test",
-            "commit",
-            "-q",
-            "-am",
-            "Rewritten",
-        ],
-    );
+    git_commit(&work, &["-q", "-am", "Rewritten"]);
     git(&work, &["push", "-q", "--force", "origin", "HEAD:main"]);
     let rewritten = world.head(&url, "main");
     assert_eq!(
@@ -597,19 +585,7 @@ async fn a_theme_in_a_submodule_is_exported_from_its_own_mirror() {
     git(&theme_work, &["init", "-q", "-b", "main"]);
     std::fs::write(theme_work.join("theme.css"), "body { color: teal }\n").unwrap();
     git(&theme_work, &["add", "-A"]);
-    git(
-        &theme_work,
-        &[
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@example.test",
-            "commit",
-            "-q",
-            "-m",
-            "Theme",
-        ],
-    );
+    git_commit(&theme_work, &["-q", "-m", "Theme"]);
     git(
         world.dir.path(),
         &[
@@ -641,19 +617,7 @@ async fn a_theme_in_a_submodule_is_exported_from_its_own_mirror() {
     )
     .unwrap();
     git(&site_work, &["add", "-A"]);
-    git(
-        &site_work,
-        &[
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@example.test",
-            "commit",
-            "-q",
-            "-m",
-            "Site with theme",
-        ],
-    );
+    git_commit(&site_work, &["-q", "-m", "Site with theme"]);
     git(
         world.dir.path(),
         &[

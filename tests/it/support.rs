@@ -166,19 +166,7 @@ impl World {
             std::fs::write(target, content).unwrap();
         }
         git(&work, &["add", "-A"]);
-        git(
-            &work,
-            &[
-                "-c",
-                "user.name=Test",
-                "-c",
-                "user.email=test@example.test",
-                "commit",
-                "-q",
-                "-m",
-                message,
-            ],
-        );
+        git_commit(&work, &["-q", "-m", message]);
         git(&work, &["push", "-q", "origin", branch]);
         git(&work, &["rev-parse", "HEAD"]).trim().to_string()
     }
@@ -315,6 +303,19 @@ fn berth_command(dir: &Path, args: &[&str]) -> Command {
         .env_remove("BERTH_CONFIG")
         .env_remove("BERTH_STATE_DIR");
     command
+}
+
+/// `git commit` in `work` as the tests' author, with `args` (`-q`, `-m MESSAGE`...).
+pub fn git_commit(work: &Path, args: &[&str]) -> String {
+    let mut all = vec![
+        "-c",
+        "user.name=Test",
+        "-c",
+        "user.email=test@example.test",
+        "commit",
+    ];
+    all.extend_from_slice(args);
+    git(work, &all)
 }
 
 pub fn git(dir: &Path, args: &[&str]) -> String {
