@@ -2,15 +2,21 @@
 //!
 //! 1. Run the site's build command (`sh -c`) in the exported folder with a clean,
 //!    documented environment; keep its last lines for the failure message.
-//! 2. Write the build context as a tar file on disk: the Dockerfile and the site's
-//!    content (from a folder, or for a site without a generator straight from the
-//!    mirror's blobs), entries sorted, owner root, modes kept, each file's mtime the time
-//!    of the commit that wrote its content (`FileTimes`); symlinks that leave the
-//!    site are refused. Its SHA-256 is the context digest. The tar is streamed
-//!    to the Engine from disk, never held in memory.
-//! 3. POST it to the Engine's `/build` (`BuildKit`) with the build args and the
-//!    image's labels, streaming the Engine's output (shown with `-v`, kept for
-//!    failures); the Engine's errors are shown as the Engine words them.
+//! 2. Collect the build context's entries: the Dockerfile and the site's content
+//!    (from a folder, or for a site without a generator straight from the mirror's
+//!    blobs), sorted, owner root, modes kept, each file's mtime the time of the
+//!    commit that wrote its content (`FileTimes`); symlinks that leave the site are
+//!    refused here, before a byte goes out.
+//! 3. Write the context tar straight into the request body of the Engine's
+//!    `/build` (`BuildKit`), in 256 KiB chunks, while the Engine reads it: no copy
+//!    on disk, never the whole site in memory. Layer tars nested in it get their
+//!    size from a first pass that reads no content. Its SHA-256 is the context
+//!    digest, known when the last byte went out. A failure half-way ends the body
+//!    with an error, so the Engine builds nothing. (`berth build` writes the tar
+//!    to a file first: its tag needs the digest.)
+//! 4. Stream the Engine's output (shown with `-v`, kept for failures; each
+//!    `BuildKit` step's times with `BERTH_LOG=debug`); the Engine's errors are
+//!    shown as the Engine words them.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -173,9 +179,8 @@ pub async fn run_generator(
     }
 }
 
-/// A build context written to disk.
+/// A build context, as written.
 pub struct Context {
-    pub path: PathBuf,
     /// SHA-256 of the tar, hex.
     pub digest: String,
     pub files: usize,
@@ -271,10 +276,61 @@ impl SiteFiles {
     }
 }
 
+/// The Dockerfile and content of a site's context, decided before a byte is written.
+struct Plan {
+    /// The Dockerfile's path inside the context.
+    dockerfile: String,
+    /// The template's Dockerfile, for a template site.
+    template: Option<PathBuf>,
+    web_root: String,
+    /// The site's files (the `output` folder, for a template site).
+    content: SiteFiles,
+}
+
+impl Plan {
+    fn new(site: &Site, templates_dir: &Path, root: SiteFiles) -> Result<Self, BuildError> {
+        let (dockerfile, template, content) = match &site.image_source {
+            ImageSource::Template(name) => {
+                let output = site.output.as_deref().unwrap_or(".");
+                let content = root
+                    .below(output)
+                    .ok_or_else(|| BuildError::NoOutput(output.to_string()))?;
+                (
+                    "Dockerfile".to_string(),
+                    Some(templates_dir.join(name).join("Dockerfile")),
+                    content,
+                )
+            }
+            ImageSource::Dockerfile(path) => (path.clone(), None, root),
+        };
+        Ok(Self {
+            dockerfile,
+            template,
+            web_root: web_root(&site.build_args),
+            content,
+        })
+    }
+
+    fn layout(&self) -> ContextLayout<'_> {
+        match &self.template {
+            Some(dockerfile) => ContextLayout::Template {
+                dockerfile,
+                content: self.content.content(),
+                web_root: &self.web_root,
+            },
+            None => ContextLayout::Folder {
+                root: self.content.content(),
+                dockerfile: &self.dockerfile,
+            },
+        }
+    }
+}
+
 /// The build context of `site` from `root` (its exported or checked-out folder,
-/// after the generator ran): the template with the `output` folder's content, or
-/// the folder itself with the site's own Dockerfile. Written off the runtime.
-/// Returns the context and the Dockerfile's path inside it.
+/// after the generator ran), written to the file `destination`: the template with
+/// the `output` folder's content, or the folder itself with the site's own
+/// Dockerfile. Written off the runtime. Returns the context and the Dockerfile's
+/// path inside it.
 pub async fn site_context(
     site: &Site,
     templates_dir: &Path,
@@ -282,32 +338,20 @@ pub async fn site_context(
     times: std::sync::Arc<FileTimes>,
     destination: &Path,
 ) -> Result<(Context, String), BuildError> {
-    let output = site.output.as_deref().unwrap_or(".");
-    let content = root
-        .below(output)
-        .ok_or_else(|| BuildError::NoOutput(output.to_string()))?;
-    let (dockerfile, template) = match &site.image_source {
-        ImageSource::Template(name) => (
-            "Dockerfile".to_string(),
-            Some(templates_dir.join(name).join("Dockerfile")),
-        ),
-        ImageSource::Dockerfile(path) => (path.clone(), None),
-    };
-    let web_root = web_root(&site.build_args);
-    let (destination, in_context) = (destination.to_path_buf(), dockerfile.clone());
+    let plan = Plan::new(site, templates_dir, root)?;
+    let destination = destination.to_path_buf();
+    let dockerfile = plan.dockerfile.clone();
     let context = tokio::task::spawn_blocking(move || {
-        let layout = match &template {
-            Some(dockerfile) => ContextLayout::Template {
-                dockerfile,
-                content: content.content(),
-                web_root: &web_root,
-            },
-            None => ContextLayout::Folder {
-                root: root.content(),
-                dockerfile: &in_context,
-            },
-        };
-        write_context(&layout, &times, &destination)
+        let file = std::fs::File::create(&destination).map_err(|source| BuildError::Context {
+            path: destination.clone(),
+            source,
+        })?;
+        write_context(
+            &plan.layout(),
+            &times,
+            std::io::BufWriter::with_capacity(CHUNK, file),
+            || {},
+        )
     })
     .await
     .map_err(|error| BuildError::Context {
@@ -317,23 +361,153 @@ pub async fn site_context(
     Ok((context, dockerfile))
 }
 
-/// Writes the build context tar to `destination` and returns its digest.
+/// A build context on its way to the Engine: the tar arrives in `body` while it
+/// is written; `written` gives its digest once the last byte went out.
+pub struct ContextStream {
+    pub body: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    pub written: tokio::task::JoinHandle<Result<Context, BuildError>>,
+    /// The Dockerfile's path inside the context.
+    pub dockerfile: String,
+}
+
+/// Like [`site_context`], but the tar is streamed to the Engine as it is written,
+/// with no copy on disk: the Engine reads the context while berth is still
+/// writing it. Returns once the entries are collected and checked (an escaping
+/// symlink is refused before the Engine sees a byte). A failure while writing
+/// ends `body` with an error, so the Engine never builds a truncated context.
+/// `copy`, when given, gets a copy of the tar (for the benchmark script).
+pub async fn stream_site_context(
+    site: &Site,
+    templates_dir: &Path,
+    root: SiteFiles,
+    times: std::sync::Arc<FileTimes>,
+    copy: Option<PathBuf>,
+) -> Result<ContextStream, BuildError> {
+    let plan = Plan::new(site, templates_dir, root)?;
+    let dockerfile = plan.dockerfile.clone();
+    let (sender, body) = tokio::sync::mpsc::channel(4);
+    let (checked_sender, checked) = tokio::sync::oneshot::channel();
+    let written = tokio::task::spawn_blocking(move || {
+        let failure = sender.clone();
+        let copy = copy
+            .map(|path| {
+                std::fs::File::create(&path).map(|file| std::io::BufWriter::with_capacity(CHUNK, file))
+            })
+            .transpose()
+            .map_err(|source| BuildError::Context {
+                path: PathBuf::from("(copy of the context)"),
+                source,
+            })?;
+        let sink = ChannelWriter {
+            sender,
+            buffer: Vec::with_capacity(CHUNK),
+            copy,
+        };
+        let written = write_context(&plan.layout(), &times, sink, || {
+            let _ = checked_sender.send(());
+        });
+        if let Err(error) = &written {
+            // Ends the request body with an error: the Engine drops the build.
+            let _ = failure.blocking_send(Err(std::io::Error::other(error.to_string())));
+        }
+        written
+    });
+    if checked.await.is_err() {
+        // The writer stopped before its checks passed: its error says why.
+        return Err(match written.await {
+            Ok(Err(error)) => error,
+            Ok(Ok(_)) => unreachable!("the writer signals before it writes"),
+            Err(error) => BuildError::Context {
+                path: PathBuf::from("(context writer)"),
+                source: std::io::Error::other(error),
+            },
+        });
+    }
+    Ok(ContextStream {
+        body,
+        written,
+        dockerfile,
+    })
+}
+
+/// Size of the chunks the context is written and sent in.
+const CHUNK: usize = 256 * 1024;
+
+/// Sends what is written to it in chunks of [`CHUNK`] bytes (waiting while the
+/// Engine has not read the chunks before), and to `copy` if there is one.
+struct ChannelWriter {
+    sender: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    buffer: Vec<u8>,
+    copy: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
+        if let Some(copy) = &mut self.copy {
+            std::io::Write::write_all(copy, &chunk)?;
+        }
+        self.sender
+            .blocking_send(Ok(bytes::Bytes::from(chunk)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, ContextNotRead))
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buffer);
+        if self.buffer.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(buffer.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()?;
+        match &mut self.copy {
+            Some(copy) => copy.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The Engine closed the request before it read the whole context (it failed the
+/// build, and says why in its answer).
+#[derive(Debug, thiserror::Error)]
+#[error("the Docker Engine stopped reading the build context")]
+pub struct ContextNotRead;
+
+impl BuildError {
+    /// Whether this is the writer's side of the Engine giving up on the build:
+    /// the Engine's own answer is the error to show.
+    pub fn is_context_not_read(&self) -> bool {
+        matches!(self, Self::Context { source, .. }
+            if source.get_ref().and_then(|inner| inner.downcast_ref::<ContextNotRead>()).is_some())
+    }
+}
+
+/// Writes the build context tar to `sink` and returns its digest. `checked` is
+/// called once every entry is collected and checked, before the first byte.
 ///
 /// Every file gets its time from `times`; a folder gets the newest time of the
 /// files it is written with, so a layer whose files did not change is the same
 /// tar, byte for byte, from one commit to the next.
-pub fn write_context(
+pub fn write_context<W: std::io::Write>(
     layout: &ContextLayout<'_>,
     times: &FileTimes,
-    destination: &Path,
+    sink: W,
+    checked: impl FnOnce(),
 ) -> Result<Context, BuildError> {
     let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::create(destination).map_err(|e| context_error(destination, e))?;
+    let sink_error = |source| context_error(Path::new("(build context)"), source);
     let mut hashing = HashingWriter {
-        inner: std::io::BufWriter::with_capacity(256 * 1024, file),
+        inner: sink,
         hasher: Sha256::new(),
         bytes: 0,
     };
@@ -349,45 +523,50 @@ pub fn write_context(
             } => {
                 let items = collect(*content, &[], times)?;
                 let text = std::fs::read(dockerfile).map_err(|e| context_error(dockerfile, e))?;
+                checked();
                 append_bytes(&mut builder, "Dockerfile", &text, 0o644, newest(items.iter()))
-                    .map_err(|e| context_error(dockerfile, e))?;
+                    .map_err(sink_error)?;
                 files += 1;
                 for (name, pages) in [("assets.tar", false), ("pages.tar", true)] {
-                    let layer = destination.with_file_name(format!(
-                        "{}.{name}",
-                        destination
-                            .file_name()
-                            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-                    ));
                     let chosen = || {
                         items
                             .iter()
                             .filter(move |item| item.is_dir() || is_page(&item.relative) == pages)
                     };
                     let time = newest(chosen());
-                    files += write_layer_tar(chosen(), *content, web_root, time, &layer)?;
-                    let size = std::fs::metadata(&layer)
-                        .map_err(|e| context_error(&layer, e))?
-                        .len();
+                    // The layer tar goes straight into the context: its size comes
+                    // first, from a pass that writes no content.
+                    let (_, size) =
+                        write_layer_tar(chosen(), *content, web_root, time, std::io::sink(), true)?;
                     let mut header = header(tar::EntryType::Regular, 0o644, time, size);
-                    let reader = std::fs::File::open(&layer).map_err(|e| context_error(&layer, e))?;
-                    builder
-                        .append_data(&mut header, name, reader)
-                        .map_err(|e| context_error(&layer, e))?;
-                    let _ = std::fs::remove_file(&layer);
+                    header.set_path(name).map_err(sink_error)?;
+                    header.set_cksum();
+                    let outer = builder.get_mut();
+                    std::io::Write::write_all(outer, header.as_bytes()).map_err(sink_error)?;
+                    let (layer_files, written) =
+                        write_layer_tar(chosen(), *content, web_root, time, &mut *outer, false)?;
+                    if written != size {
+                        return Err(sink_error(std::io::Error::other(format!(
+                            "{name} came out {written} bytes long, not {size}: a file changed while it was read"
+                        ))));
+                    }
+                    files += layer_files;
+                    let padding = (512 - size % 512) % 512;
+                    std::io::Write::write_all(outer, &[0; 512][..usize::try_from(padding).expect("< 512")])
+                        .map_err(sink_error)?;
                 }
             }
             ContextLayout::Folder { root, dockerfile } => {
                 let items = collect(*root, &[dockerfile, ".dockerignore"], times)?;
-                files += append_items(&mut builder, items.iter(), *root, "", newest(items.iter()))?;
+                checked();
+                files += append_items(&mut builder, items.iter(), *root, "", newest(items.iter()), false)?;
             }
         }
-        builder.finish().map_err(|e| context_error(destination, e))?;
+        builder.finish().map_err(sink_error)?;
     }
-    std::io::Write::flush(&mut hashing.inner).map_err(|e| context_error(destination, e))?;
+    std::io::Write::flush(&mut hashing.inner).map_err(sink_error)?;
     let digest = hex::encode(hashing.hasher.finalize());
     Ok(Context {
-        path: destination.to_path_buf(),
         digest,
         files,
         bytes: hashing.bytes,
@@ -513,35 +692,56 @@ fn is_page(relative: &str) -> bool {
     )
 }
 
-/// Writes one layer tar: the folders of `web_root`, then `items` under it, folders
-/// stamped with `folder_time`. Returns the number of files.
-fn write_layer_tar<'a>(
+/// Writes one layer tar to `sink`: the folders of `web_root`, then `items` under
+/// it, folders stamped with `folder_time`. Returns the number of files and of
+/// bytes. A `dry` pass writes zeros for the files' content without reading it, to
+/// learn the size.
+fn write_layer_tar<'a, W: std::io::Write>(
     items: impl Iterator<Item = &'a Item>,
     content: Content<'_>,
     web_root: &str,
     folder_time: u64,
-    destination: &Path,
-) -> Result<usize, BuildError> {
-    let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
-        path: path.to_path_buf(),
+    sink: W,
+    dry: bool,
+) -> Result<(usize, u64), BuildError> {
+    let sink_error = |source| BuildError::Context {
+        path: PathBuf::from("(build context)"),
         source,
     };
-    let file = std::fs::File::create(destination).map_err(|e| context_error(destination, e))?;
-    let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(256 * 1024, file));
+    let mut counting = CountingWriter {
+        inner: sink,
+        bytes: 0,
+    };
+    let mut builder = tar::Builder::new(&mut counting);
     builder.mode(tar::HeaderMode::Deterministic);
     let root = web_root.trim_matches('/');
     let mut prefix = String::new();
     for part in root.split('/').filter(|p| !p.is_empty()) {
         prefix.push_str(part);
-        append_directory(&mut builder, &prefix, folder_time).map_err(|e| context_error(destination, e))?;
+        append_directory(&mut builder, &prefix, folder_time).map_err(sink_error)?;
         prefix.push('/');
     }
-    let files = append_items(&mut builder, items, content, &prefix, folder_time)?;
-    builder
-        .into_inner()
-        .and_then(|mut writer| std::io::Write::flush(&mut writer))
-        .map_err(|e| context_error(destination, e))?;
-    Ok(files)
+    let files = append_items(&mut builder, items, content, &prefix, folder_time, dry)?;
+    builder.finish().map_err(sink_error)?;
+    drop(builder);
+    Ok((files, counting.bytes))
+}
+
+struct CountingWriter<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for CountingWriter<W> {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buffer)?;
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 struct HashingWriter<W> {
@@ -779,13 +979,14 @@ fn collect_folder(root: &Path, always: &[&str], times: &FileTimes) -> Result<Vec
 }
 
 /// Appends `items` under `prefix`, folders stamped with `folder_time`. Returns the
-/// number of files.
+/// number of files. A `dry` pass writes zeros instead of the files' content.
 fn append_items<'a, W: std::io::Write>(
     builder: &mut tar::Builder<W>,
     items: impl Iterator<Item = &'a Item>,
     content: Content<'_>,
     prefix: &str,
     folder_time: u64,
+    dry: bool,
 ) -> Result<usize, BuildError> {
     let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
         path: path.to_path_buf(),
@@ -807,15 +1008,17 @@ fn append_items<'a, W: std::io::Write>(
             ItemKind::File { executable, length } => {
                 let mode = if *executable { 0o755 } else { 0o644 };
                 let mut header = header(tar::EntryType::Regular, mode, item.time, *length);
-                let data: Box<dyn std::io::Read> = match (content, item.blob) {
-                    (Content::Tree { read, .. }, Some(blob)) => Box::new(std::io::Cursor::new(
+                let data: Box<dyn std::io::Read> = match (dry, content, item.blob) {
+                    (true, ..) => Box::new(std::io::Read::take(std::io::repeat(0), *length)),
+                    (false, Content::Tree { read, .. }, Some(blob)) => Box::new(std::io::Cursor::new(
                         read(blob).map_err(|e| context_error(&item.path, e))?,
                     )),
-                    // A file that changed size since it was listed would make a broken tar.
-                    _ => Box::new(std::io::Read::take(
-                        std::fs::File::open(&item.path).map_err(|e| context_error(&item.path, e))?,
-                        *length,
-                    )),
+                    _ => Box::new(std::fs::File::open(&item.path).map_err(|e| context_error(&item.path, e))?),
+                };
+                // A file whose size changed since it was listed would make a broken tar.
+                let data = Exact {
+                    inner: data,
+                    remaining: *length,
                 };
                 builder
                     .append_data(&mut header, &name, data)
@@ -825,6 +1028,35 @@ fn append_items<'a, W: std::io::Write>(
         }
     }
     Ok(files)
+}
+
+/// Reads exactly `remaining` bytes from `inner`: fewer is an error, more are left.
+struct Exact<R> {
+    inner: R,
+    remaining: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Exact<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let limit = usize::try_from(self.remaining)
+            .unwrap_or(usize::MAX)
+            .min(buffer.len());
+        let read = self.inner.read(&mut buffer[..limit])?;
+        if read == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the file became {} bytes shorter while it was read",
+                    self.remaining
+                ),
+            ));
+        }
+        self.remaining -= read as u64;
+        Ok(read)
+    }
 }
 
 /// The patterns of a `.dockerignore` file, as Docker reads them: one per line,
@@ -910,9 +1142,17 @@ fn normalise(path: &Path) -> PathBuf {
     out
 }
 
+/// Where the Engine reads a build context from.
+pub enum ContextBody {
+    /// A tar file on disk.
+    File(PathBuf),
+    /// A tar being written (see [`stream_site_context`]).
+    Stream(tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>),
+}
+
 /// An image build request.
 pub struct ImageBuild<'a> {
-    pub context: &'a Context,
+    pub context: ContextBody,
     /// Path of the Dockerfile inside the context.
     pub dockerfile: &'a str,
     pub tag: &'a str,
@@ -952,19 +1192,24 @@ pub async fn build_image(
         session: Some(session_id()),
         ..Default::default()
     };
-    let file = tokio::fs::File::open(&request.context.path)
-        .await
-        .map_err(|source| BuildError::Context {
-            path: request.context.path.clone(),
-            source,
-        })?;
-    let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+    let body = match request.context {
+        ContextBody::File(path) => {
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|source| BuildError::Context { path, source })?;
+            bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(file, CHUNK))
+        }
+        ContextBody::Stream(receiver) => bollard::body_try_stream(futures_util::stream::unfold(
+            receiver,
+            |mut receiver| async move { receiver.recv().await.map(|chunk| (chunk, receiver)) },
+        )),
+    };
     let credentials = if request.credentials.is_empty() {
         None
     } else {
         Some(request.credentials)
     };
-    let mut stream = docker.build_image(options, credentials, Some(bollard::body_try_stream(body)));
+    let mut stream = docker.build_image(options, credentials, Some(body));
     let mut tail = Tail::new(30);
     let mut image_id = None;
     while let Some(item) = stream.next().await {
@@ -993,7 +1238,16 @@ pub async fn build_image(
                         for vertex in &status.vertexes {
                             if !vertex.error.is_empty() {
                                 tail.push(&format!("{}: {}", vertex.name, vertex.error));
-                            } else if vertex.completed.is_some() {
+                            } else if let Some(completed) = &vertex.completed {
+                                if let Some(started) = &vertex.started {
+                                    tracing::debug!(
+                                        vertex = %vertex.name,
+                                        cached = vertex.cached,
+                                        started = format!("{}.{:09}", started.seconds, started.nanos),
+                                        completed = format!("{}.{:09}", completed.seconds, completed.nanos),
+                                        "build step done"
+                                    );
+                                }
                                 printer.detail(&format!("done {}", vertex.name));
                             }
                         }
@@ -1101,16 +1355,99 @@ mod tests {
             web_root: "/www",
         };
         let times = FileTimes::uniform(1_700_000_000);
-        let first = write_context(&layout, &times, &dir.path().join("a.tar")).unwrap();
-        let second = write_context(&layout, &times, &dir.path().join("b.tar")).unwrap();
+        let first = write_context(&layout, &times, Vec::new(), || {}).unwrap();
+        let second = write_context(&layout, &times, Vec::new(), || {}).unwrap();
         assert_eq!(first.digest, second.digest);
         assert_eq!(first.files, 3);
 
         std::os::unix::fs::symlink("../../etc/passwd", content.join("escape")).unwrap();
-        let error = write_context(&layout, &times, &dir.path().join("c.tar"))
+        let mut checked = false;
+        let error = write_context(&layout, &times, Vec::new(), || checked = true)
             .err()
             .unwrap();
         assert!(matches!(error, BuildError::SymlinkEscape { .. }), "{error}");
+        assert!(!checked, "refused before a byte is written");
+    }
+
+    /// Names of a tar's entries with their sizes, and the content of the nested tars.
+    fn entries(tar: &[u8]) -> Vec<(String, u64)> {
+        let mut archive = tar::Archive::new(tar);
+        let mut found = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            found.push((name.clone(), entry.header().size().unwrap()));
+            if Path::new(&name)
+                .extension()
+                .is_some_and(|extension| extension == "tar")
+            {
+                let mut inner = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut inner).unwrap();
+                found.extend(
+                    entries(&inner)
+                        .into_iter()
+                        .map(|(n, size)| (format!("{name}:{n}"), size)),
+                );
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn layer_tars_are_written_into_the_context_with_their_exact_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = dir.path().join("content");
+        let long = format!(
+            "{}/{}",
+            "folder-".repeat(20),
+            "page-with-a-rather-long-name-".repeat(4)
+        );
+        std::fs::create_dir_all(content.join(&long).parent().unwrap()).unwrap();
+        std::fs::write(content.join(format!("{long}.html")), "x".repeat(1000)).unwrap();
+        std::fs::write(content.join("image.bin"), vec![7; 70_000]).unwrap();
+        std::os::unix::fs::symlink(format!("{long}.html"), content.join("alias.html")).unwrap();
+        let dockerfile = dir.path().join("Dockerfile");
+        std::fs::write(&dockerfile, "FROM scratch\n").unwrap();
+        let layout = ContextLayout::Template {
+            dockerfile: &dockerfile,
+            content: Content::Folder(&content),
+            web_root: "/usr/share/nginx/html",
+        };
+        let mut tar = Vec::new();
+        let context = write_context(&layout, &FileTimes::uniform(7), &mut tar, || {}).unwrap();
+        assert_eq!(context.bytes, tar.len() as u64);
+        assert_eq!(context.files, 3);
+        let found = entries(&tar);
+        let names: Vec<&str> = found.iter().map(|(name, _)| name.as_str()).collect();
+        assert!(
+            names.contains(&"assets.tar:usr/share/nginx/html/image.bin"),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&format!("pages.tar:usr/share/nginx/html/{long}.html").as_str()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"pages.tar:usr/share/nginx/html/alias.html"),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_shrinks_while_it_is_read_fails_the_context() {
+        let mut exact = Exact {
+            inner: &b"short"[..],
+            remaining: 10,
+        };
+        let error = std::io::copy(&mut exact, &mut std::io::sink()).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
+        let mut exact = Exact {
+            inner: &b"longer than listed"[..],
+            remaining: 6,
+        };
+        let mut read = Vec::new();
+        std::io::copy(&mut exact, &mut read).unwrap();
+        assert_eq!(read, b"longer");
     }
 
     #[test]
@@ -1131,8 +1468,9 @@ mod tests {
             root: Content::Folder(&root),
             dockerfile: "Dockerfile",
         };
-        let context = write_context(&layout, &times, &dir.path().join("c.tar")).unwrap();
-        let mut archive = tar::Archive::new(std::fs::File::open(&context.path).unwrap());
+        let mut tar = Vec::new();
+        write_context(&layout, &times, &mut tar, || {}).unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
         let found: Vec<(String, u64)> = archive
             .entries()
             .unwrap()

@@ -146,7 +146,7 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
     labels.insert("dev.berth.dirty".to_string(), "true".to_string());
     labels.insert("dev.berth.context-digest".to_string(), context.digest.clone());
     let request = ImageBuild {
-        context: &context,
+        context: build::ContextBody::File(work.path().join("context.tar")),
         dockerfile: &dockerfile,
         tag: &tag,
         build_args: &site.build_args,

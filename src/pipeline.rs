@@ -63,6 +63,8 @@ pub struct SiteReport {
     pub site: String,
     pub commit: Option<String>,
     pub source_digest: Option<String>,
+    /// SHA-256 of the build context berth sent to the Engine (when it built).
+    pub context_digest: Option<String>,
     pub image: Option<String>,
     pub digest: Option<String>,
     pub action: SiteAction,
@@ -80,6 +82,7 @@ impl SiteReport {
             site: site.to_string(),
             commit: None,
             source_digest: None,
+            context_digest: None,
             image: None,
             digest: None,
             action: SiteAction::Failed,
@@ -659,9 +662,10 @@ impl RunContext<'_> {
             );
             digest
         } else {
-            let image_id = self
+            let (image_id, context_digest) = self
                 .build(site, synced, &source_digest, &reference_with_tag)
                 .await?;
+            report.context_digest = Some(context_digest);
             report
                 .durations
                 .insert("build".into(), started.elapsed().as_secs_f64());
@@ -861,33 +865,16 @@ impl RunContext<'_> {
         synced: &Synced,
         source_digest: &str,
         tag: &str,
-    ) -> Result<String, StageFailure> {
+    ) -> Result<(String, String), StageFailure> {
         let printer = self.printer;
         let commit = &synced.commit;
         let started = Instant::now();
         let (generated, times) = self.generate(site, synced).await.map_err(|e| anyhow!(e))?;
-        let work = tempfile::Builder::new()
-            .prefix(&format!("{}-context-", site.name))
-            .tempdir_in(self.work_dir)?;
-        let (build_context, dockerfile_in_context) = build::site_context(
-            site,
-            &self.config.templates_dir,
-            generated,
-            times,
-            &work.path().join("context.tar"),
-        )
-        .await?;
-        printer.stage(
-            &site.name,
-            "context",
-            Status::Done,
-            &format!(
-                "{} files, {} KiB, sha256:{}",
-                build_context.files,
-                build_context.bytes / 1024,
-                &build_context.digest[..12]
-            ),
-        );
+        // For scripts/bench: a copy of the context, to measure the Engine's own cost on it.
+        let copy = std::env::var_os("BERTH_KEEP_CONTEXT")
+            .map(|keep| std::path::Path::new(&keep).join(format!("{}.tar", site.name)));
+        let context =
+            build::stream_site_context(site, &self.config.templates_dir, generated, times, copy).await?;
         let mut labels = BTreeMap::new();
         labels.insert("org.opencontainers.image.revision".to_string(), commit.id.clone());
         labels.insert(
@@ -899,18 +886,14 @@ impl RunContext<'_> {
             rfc3339(commit.time),
         );
         labels.insert(SOURCE_DIGEST_LABEL.to_string(), source_digest.to_string());
-        labels.insert(
-            "dev.berth.context-digest".to_string(),
-            build_context.digest.clone(),
-        );
         labels.insert("dev.berth.site".to_string(), site.name.clone());
         let mut credentials = HashMap::new();
         if let Some(creds) = &self.auth.credentials {
             credentials.insert(self.auth.registry.clone(), creds.clone());
         }
         let request = ImageBuild {
-            context: &build_context,
-            dockerfile: &dockerfile_in_context,
+            context: build::ContextBody::Stream(context.body),
+            dockerfile: &context.dockerfile,
             tag,
             build_args: &site.build_args,
             labels: &labels,
@@ -921,22 +904,42 @@ impl RunContext<'_> {
             "build",
             "building the image through the Docker Engine",
         );
-        let image_id =
-            build::build_image(self.docker, request, printer)
+        // The Engine reads the context while it is written.
+        let written = async {
+            let written = context
+                .written
                 .await
-                .map_err(|error| match error {
-                    build::BuildError::Unreachable(_) => environment(error),
-                    other => other.into(),
+                .map_err(|error| build::BuildError::Context {
+                    path: "(context writer)".into(),
+                    source: std::io::Error::other(error),
                 })?;
-        // For scripts/bench: keep the context, to measure the Engine's own cost on it.
-        // A hard link, so that keeping it costs the timed stage nothing.
-        if let Some(keep) = std::env::var_os("BERTH_KEEP_CONTEXT") {
-            let kept = std::path::Path::new(&keep).join(format!("{}.tar", site.name));
-            let _ = std::fs::remove_file(&kept);
-            if std::fs::hard_link(&build_context.path, &kept).is_err() {
-                let _ = std::fs::copy(&build_context.path, &kept);
+            if let Ok(context) = &written {
+                printer.stage(
+                    &site.name,
+                    "context",
+                    Status::Done,
+                    &format!(
+                        "{} files, {} KiB, sha256:{}",
+                        context.files,
+                        context.bytes / 1024,
+                        &context.digest[..12]
+                    ),
+                );
             }
-        }
+            written
+        };
+        let (built, written) = tokio::join!(build::build_image(self.docker, request, printer), written);
+        let build_failure = |error| match error {
+            build::BuildError::Unreachable(_) => environment(error),
+            other => other.into(),
+        };
+        // A writer that stopped because the Engine gave up defers to the Engine's words.
+        let (image_id, build_context) = match (built, written) {
+            (_, Err(error)) if !error.is_context_not_read() => return Err(error.into()),
+            (Err(error), _) => return Err(build_failure(error)),
+            (Ok(_), Err(error)) => return Err(error.into()),
+            (Ok(image_id), Ok(context)) => (image_id, context),
+        };
         printer.stage(
             &site.name,
             "build",
@@ -947,7 +950,7 @@ impl RunContext<'_> {
                 started.elapsed().as_secs_f64()
             ),
         );
-        Ok(image_id)
+        Ok((image_id, build_context.digest))
     }
 
     /// Exports the site's folder and runs its generator, once per (repo, commit, folder, command).

@@ -69,8 +69,14 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
         "Drafts stay out",
     );
     site.open_registry(&[]);
-    let output = site.world.berth(&["run"]);
+    let output = site.world.berth(&["run", "--json"]);
     assert!(output.status.success(), "{}", text(&output));
+    let context_digest = |output: &std::process::Output| {
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        report["sites"][0]["context_digest"].as_str().unwrap().to_string()
+    };
+    let first_context = context_digest(&output);
+    assert_eq!(first_context.len(), 64, "{first_context}");
     let image = image_of(&site.world.deployment("web").await);
 
     let docker = crate::support::docker().await;
@@ -94,9 +100,26 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
     assert!(labels["org.opencontainers.image.created"].ends_with('Z'));
 
     // The same commit built again, without the build cache, gives the same context
-    // digest and the same layers.
+    // digest and the same site layers. The second build stands on a copy of the
+    // base with one more layer: BuildKit keys each step's cache on the layers below
+    // it, so nothing is reused. (`docker builder prune` while other tests build
+    // crashed the 20.10 Engine's BuildKit once.)
+    let variant = format!("berth-base:variant-{}", site.world.namespace);
+    let base_context = site.world.dir.path().join("variant-base");
+    std::fs::create_dir_all(&base_context).unwrap();
+    std::fs::write(base_context.join("variant"), "variant\n").unwrap();
+    std::fs::write(
+        base_context.join("Dockerfile"),
+        format!(
+            "FROM {}\nCOPY variant /etc/berth-variant\n",
+            site.world.stack.base_image
+        ),
+    )
+    .unwrap();
     let output = std::process::Command::new("docker")
-        .args(["builder", "prune", "-af"])
+        .args(["build", "-q", "-t", &variant])
+        .arg(&base_context)
+        .env("DOCKER_BUILDKIT", "0")
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
@@ -110,25 +133,38 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
     let config = std::fs::read_to_string(site.world.dir.path().join("pipeline.toml"))
         .unwrap()
         .replace(
-            "name = \"web\", container = \"extra0\"",
-            "name = \"web2\", container = \"extra0\"",
+            "name = \"web\", container = \"extra0\" }",
+            &format!(
+                "name = \"web2\", container = \"extra0\" }}\nbuild_args = {{ BASE_IMAGE = \"{variant}\" }}"
+            ),
         );
     site.world.write_config(&config);
-    let output = site.world.berth(&["run", "again"]);
+    let output = site.world.berth(&["run", "again", "--json"]);
     assert!(output.status.success(), "{}", text(&output));
     let again = docker
         .inspect_image(&image_of(&site.world.deployment("web2").await))
         .await
         .unwrap();
-    assert_eq!(
-        again.config.unwrap().labels.unwrap()["dev.berth.context-digest"],
-        labels["dev.berth.context-digest"]
+    assert_eq!(context_digest(&output), first_context);
+    let (again, first) = (
+        again.root_fs.unwrap().layers.unwrap(),
+        inspect.root_fs.unwrap().layers.unwrap(),
     );
     assert_eq!(
-        again.root_fs.unwrap().layers,
-        inspect.root_fs.unwrap().layers,
-        "same layers"
+        again.len(),
+        first.len() + 1,
+        "the variant base has one more layer"
     );
+    assert_eq!(
+        again[again.len() - 2..],
+        first[first.len() - 2..],
+        "same site layers"
+    );
+    let output = std::process::Command::new("docker")
+        .args(["image", "rm", "-f", &variant])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -485,4 +521,63 @@ async fn a_one_page_change_keeps_the_assets_layer_and_the_other_files_times() {
     assert_eq!(stat("/www/index.html"), commit_time(&[&change]));
     assert_eq!(stat("/www/style.css"), commit_time(&["main", "--", "style.css"]));
     assert_ne!(stat("/www/style.css"), stat("/www/index.html"));
+}
+
+/// The context is streamed to the Engine while berth writes it; a failure half-way
+/// (a blob that cannot be read) ends the request body with an error. The Engine
+/// must then build nothing: no image, no tag, from the first half of a context.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_context_that_fails_half_way_leaves_no_image() {
+    let stack = crate::support::Stack::from_env();
+    let docker = crate::support::docker().await;
+    let mut tar = tar::Builder::new(Vec::new());
+    let dockerfile = format!("FROM {}\nADD big.bin /\n", stack.base_image);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    tar.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
+        .unwrap();
+    let mut start = tar.into_inner().unwrap();
+    // The header of a 4 MiB file, then only its first MiB.
+    let mut header = tar::Header::new_gnu();
+    header.set_path("big.bin").unwrap();
+    header.set_size(4 << 20);
+    header.set_mode(0o644);
+    header.set_cksum();
+    start.extend_from_slice(header.as_bytes());
+    start.extend(std::iter::repeat_n(7u8, 1 << 20));
+
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender.send(Ok(bytes::Bytes::from(start))).await.unwrap();
+    sender
+        .send(Err(std::io::Error::other("blob 1234 cannot be read")))
+        .await
+        .unwrap();
+    drop(sender);
+    let tag = format!(
+        "berth-test/half-context:{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let printer = berth::output::Printer::new(berth::output::Verbosity::Quiet, false, false);
+    let request = berth::build::ImageBuild {
+        context: berth::build::ContextBody::Stream(receiver),
+        dockerfile: "Dockerfile",
+        tag: &tag,
+        build_args: &std::collections::BTreeMap::new(),
+        labels: &std::collections::BTreeMap::new(),
+        credentials: std::collections::HashMap::new(),
+    };
+    let result = berth::build::build_image(&docker, request, &printer).await;
+    assert!(result.is_err(), "a build from half a context must fail");
+    let inspect = docker.inspect_image(&tag).await;
+    assert!(
+        matches!(
+            inspect,
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+        ),
+        "no image may be tagged: {inspect:?}"
+    );
 }
