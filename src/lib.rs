@@ -57,6 +57,12 @@ pub fn main() -> ExitCode {
     // the field notes measured fetches into a large mirror faster without it.
     // On docs/benchmarks.md's generated repo it made no measurable difference.
     git2::opts::enable_caching(false);
+    // libgit2 re-hashes every object it reads (SHA-1 with collision detection,
+    // not SHA-NI): for a site read from the mirror that was 37 % of berth's CPU in
+    // a 50 MB build. git itself does not; zlib's checksum still guards each
+    // object, the pack's index its place, and objects received by a fetch are
+    // hashed by the indexer as before.
+    git2::opts::strict_hash_verification(false);
     bound_git_memory();
     init_logging(settings.debug_logs);
     let printer = Printer::from_environment(settings.verbosity);
