@@ -581,3 +581,47 @@ async fn a_context_that_fails_half_way_leaves_no_image() {
         "no image may be tagged: {inspect:?}"
     );
 }
+
+/// An Engine that refuses a build before it read the whole context closes the
+/// request; the context writer must then stop (not wait forever on a full
+/// channel), and the Engine's own words are the error.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_engine_that_refuses_early_stops_the_context_writer() {
+    let docker = crate::support::docker().await;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    let printer = berth::output::Printer::new(berth::output::Verbosity::Quiet, false, false);
+    let request = berth::build::ImageBuild {
+        context: berth::build::ContextBody::Stream(receiver),
+        dockerfile: "Dockerfile",
+        tag: "Not::A-Tag",
+        build_args: &std::collections::BTreeMap::new(),
+        labels: &std::collections::BTreeMap::new(),
+        credentials: std::collections::HashMap::new(),
+    };
+    // A writer with more to send than any Engine would buffer (1 GiB).
+    let writer = tokio::spawn(async move {
+        let mut chunks = 0;
+        while chunks < 4096
+            && sender
+                .send(Ok(bytes::Bytes::from(vec![0u8; 256 * 1024])))
+                .await
+                .is_ok()
+        {
+            chunks += 1;
+        }
+        chunks
+    });
+    let built = tokio::time::timeout(
+        Duration::from_secs(60),
+        berth::build::build_image(&docker, request, &printer),
+    )
+    .await
+    .expect("the build answers");
+    let error = built.expect_err("the Engine refuses the tag").to_string();
+    assert!(error.contains("invalid reference format"), "{error}");
+    let chunks = tokio::time::timeout(Duration::from_secs(30), writer)
+        .await
+        .expect("the writer stops once the Engine closed the request")
+        .unwrap();
+    assert!(chunks < 4096, "the writer stopped early ({chunks} chunks sent)");
+}
