@@ -1044,7 +1044,12 @@ impl RunContext<'_> {
                         build::SiteFiles::Folder(exported),
                     ),
                 };
+                let walk = Instant::now();
                 let times = build::FileTimes::new(commit_time, locked.content_times(&commit, &path)?);
+                tracing::debug!(
+                    seconds = walk.elapsed().as_secs_f64(),
+                    "file times of {path} at {commit}"
+                );
                 Ok::<_, crate::mirror::MirrorError>((files, times))
             })
             .await
