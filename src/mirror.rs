@@ -149,6 +149,9 @@ impl Mirror {
         on_warning: &dyn Fn(String),
         on_progress: &dyn Fn(String),
     ) -> Result<(), MirrorError> {
+        if self.repo.url.starts_with("https://") {
+            load_ca_bundle();
+        }
         let mut last_error = String::new();
         for attempt in 1..=FETCH_ATTEMPTS {
             match self.fetch_once(on_progress) {
@@ -233,11 +236,13 @@ impl Mirror {
         options.remote_callbacks(callbacks);
         options.prune(FetchPrune::On);
         options.download_tags(AutotagOption::All);
-        let fetched = remote.fetch(
-            &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
-            Some(&mut options),
-            None,
-        );
+        let fetched = crate::smart_http::with_token_env(self.repo.token_env.as_deref(), || {
+            remote.fetch(
+                &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+                Some(&mut options),
+                None,
+            )
+        });
         drop(options);
         match (fetched, host_key_refusal.into_inner()) {
             (Err(_), Some(refusal)) => Err(git2::Error::new(
@@ -559,17 +564,7 @@ impl<'r> Credentials<'r> {
         self.attempts += 1;
         let refused = |message: String| git2::Error::from_str(&message);
         if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-            let token = self
-                .repo
-                .token_env
-                .as_ref()
-                .and_then(|name| std::env::var(name).ok());
-            let Some(token) = token else {
-                return Err(refused(
-                    "the remote asks for credentials and no token is configured (set token_env in [[repo]])"
-                        .into(),
-                ));
-            };
+            let token = token(self.repo.token_env.as_deref())?;
             if self.attempts > 3 {
                 return Err(refused(
                     "authentication failed (credentials were rejected)".into(),
@@ -613,6 +608,18 @@ impl<'r> Credentials<'r> {
         }
         git2::Cred::default()
     }
+}
+
+/// The token for an http(s) remote that asks for credentials, from the variable
+/// `token_env` names.
+pub(crate) fn token(token_env: Option<&str>) -> Result<String, git2::Error> {
+    token_env
+        .and_then(|name| std::env::var(name).ok())
+        .ok_or_else(|| {
+            git2::Error::from_str(
+                "the remote asks for credentials and no token is configured (set token_env in [[repo]])",
+            )
+        })
 }
 
 /// Looks the server's host key up in the repo's `known_hosts` file, or in the
@@ -861,6 +868,29 @@ fn describe(commit: &git2::Commit<'_>) -> Commit {
             .map(str::to_string)
             .unwrap_or_default(),
     }
+}
+
+/// Loads the system's CA bundle into libgit2 for https remotes, once: berth
+/// starts libgit2 without it (see `start_git` in `lib.rs`). `SSL_CERT_FILE`
+/// names it, or it is where OpenSSL keeps it on this system.
+#[expect(
+    unsafe_code,
+    reason = "libgit2's certificate locations are set through an unsafe function"
+)]
+fn load_ca_bundle() {
+    static LOADED: std::sync::Once = std::sync::Once::new();
+    LOADED.call_once(|| {
+        let file = std::env::var_os("SSL_CERT_FILE")
+            .map(PathBuf::from)
+            .or_else(|| openssl_probe::probe().cert_file);
+        if let Some(file) = file {
+            // SAFETY: every https fetch waits here first, so no TLS connection uses
+            // the certificate store while it is filled; OpenSSL locks the store.
+            if let Err(error) = unsafe { git2::opts::set_ssl_cert_file(&file) } {
+                tracing::warn!("cannot load the CA bundle {}: {error}", file.display());
+            }
+        }
+    });
 }
 
 /// Removes whatever is at `path` and creates an empty mirror of `url` there.
