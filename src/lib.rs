@@ -241,9 +241,15 @@ async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {
         }
         Action::Mirror { repos } => {
             let config = settings.load_config()?;
-            let heads = pipeline::mirror_repos(&config, repos, printer).await?;
-            printer.result(&output::table(&["REPO", "BRANCH", "HEAD"], &heads));
-            Ok(exit::OK)
+            let report = pipeline::mirror_repos(&config, repos, printer).await?;
+            if !report.rows.is_empty() {
+                printer.result(&output::table(&["REPO", "BRANCH", "HEAD"], &report.rows));
+            }
+            Ok(if report.failed > 0 {
+                exit::SITE_FAILED
+            } else {
+                exit::OK
+            })
         }
         Action::Build { site, source } => {
             let config = settings.load_config()?;

@@ -320,12 +320,20 @@ pub(crate) async fn mirror_all(
     mirrored.into_iter().collect()
 }
 
-/// Fetches the mirrors of `names` (all repos when empty); rows of repo, branch, head.
+/// What `berth mirror` did: a row of repo, branch and head per mirrored repo,
+/// and how many repos failed (each reported as it failed).
+pub struct MirrorReport {
+    pub rows: Vec<Vec<String>>,
+    pub failed: usize,
+}
+
+/// Fetches the mirrors of `names` (all repos when empty), one after the other.
+/// A repo that fails is reported and the next one is tried.
 pub async fn mirror_repos(
     config: &Config,
     names: &[String],
     printer: &Printer,
-) -> anyhow::Result<Vec<Vec<String>>> {
+) -> anyhow::Result<MirrorReport> {
     if let Some(unknown) = names.iter().find(|name| config.repo(name).is_none()) {
         return Err(SetupError::UnknownRepo {
             name: unknown.clone(),
@@ -339,7 +347,10 @@ pub async fn mirror_repos(
         }
         .into());
     }
-    let mut rows = Vec::new();
+    let mut report = MirrorReport {
+        rows: Vec::new(),
+        failed: 0,
+    };
     for repo in &config.repos {
         if !names.is_empty() && !names.contains(&repo.name) {
             continue;
@@ -354,20 +365,30 @@ pub async fn mirror_repos(
             let mirror = Mirror::sync(&mirrors_dir, &repo_copy, &warn, &progress)?;
             mirror.branch_head(&repo_copy.branch)
         })
-        .await??;
-        printer.stage(
-            &repo.name,
-            "mirror",
-            Status::Done,
-            &format!(
-                "{} ({:.2}s)",
-                reference::short(&head.id),
-                started.elapsed().as_secs_f64()
-            ),
-        );
-        rows.push(vec![repo.name.clone(), repo.branch.clone(), head.id]);
+        .await?;
+        match head {
+            Ok(head) => {
+                printer.stage(
+                    &repo.name,
+                    "mirror",
+                    Status::Done,
+                    &format!(
+                        "{} ({:.2}s)",
+                        reference::short(&head.id),
+                        started.elapsed().as_secs_f64()
+                    ),
+                );
+                report
+                    .rows
+                    .push(vec![repo.name.clone(), repo.branch.clone(), head.id]);
+            }
+            Err(error) => {
+                printer.stage(&repo.name, "mirror", Status::Failed, &error.to_string());
+                report.failed += 1;
+            }
+        }
     }
-    Ok(rows)
+    Ok(report)
 }
 
 /// Connects to the cluster of the pipeline's `[kubernetes]` section.

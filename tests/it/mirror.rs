@@ -661,3 +661,33 @@ async fn a_theme_in_a_submodule_is_exported_from_its_own_mirror() {
         text(&css)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repo_that_fails_does_not_stop_the_others() {
+    let world = World::new("mirror-each").await;
+    let url = world.copy_repo("landing");
+    let missing = on_server(&world.stack.git_url, "no-such-repo-for-berth.git");
+    configure(&world, &url, "");
+    let config = std::fs::read_to_string(world.dir.path().join("pipeline.toml")).unwrap();
+    // A repo that fails, named before the good one, and one more after it.
+    let config = config.replacen(
+        "[[repo]]",
+        &format!("[[repo]]\nname = \"gone\"\nurl = \"{missing}\"\n[[repo]]"),
+        1,
+    ) + &format!("[[repo]]\nname = \"gone-too\"\nurl = \"{missing}\"\n");
+    world.write_config(&config);
+
+    let output = world.berth(&["mirror"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains(&format!("landing  main    {}", world.head(&url, "main"))),
+        "the good repo is mirrored and listed: {all}"
+    );
+    assert!(
+        all.contains("cannot fetch repo `gone`") && all.contains("cannot fetch repo `gone-too`"),
+        "each failure is reported: {all}"
+    );
+    assert!(all.contains("404"), "{all}");
+}
