@@ -147,7 +147,9 @@ fn exit_code_of(error: &anyhow::Error) -> u8 {
         }
         if let Some(setup) = cause.downcast_ref::<SetupError>() {
             return match setup {
-                SetupError::UnknownSite { .. } | SetupError::UnknownRepo { .. } => exit::USAGE,
+                SetupError::UnknownSite { .. }
+                | SetupError::UnknownRepo { .. }
+                | SetupError::NotEmpty { .. } => exit::USAGE,
                 SetupError::Environment(_) => exit::ENVIRONMENT,
             };
         }
@@ -250,6 +252,20 @@ async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {
             } else {
                 exit::OK
             })
+        }
+        Action::Export {
+            site,
+            directory,
+            commit,
+            offline,
+        } => {
+            let config = settings.load_config()?;
+            let selected = views::select(&config, std::slice::from_ref(site), None)?;
+            let revision = commit.clone().map_or(Revision::BranchHead, Revision::Exact);
+            let exported =
+                pipeline::export_site(&config, selected[0], revision, *offline, directory, printer).await?;
+            printer.result(&exported.commit.id);
+            Ok(exit::OK)
         }
         Action::Build { site, source } => {
             let config = settings.load_config()?;

@@ -66,6 +66,9 @@ pub enum MirrorError {
         path: String,
         commit: String,
     },
+    /// `--offline` was asked for and the repo has no mirror yet.
+    #[error("repo `{repo}` has no mirror yet (no {path}); run without --offline to fetch it")]
+    NoMirror { repo: String, path: PathBuf },
     /// A Git operation on the local mirror failed.
     #[error("mirror of repo `{repo}`: {message}")]
     Local { repo: String, message: String },
@@ -119,7 +122,7 @@ impl Mirror {
         std::fs::create_dir_all(mirrors_dir)
             .map_err(|error| local(format!("cannot create {}: {error}", mirrors_dir.display())))?;
         let lock = lock(mirrors_dir, &repo.name)?;
-        let path = mirrors_dir.join(format!("{}.git", repo.name));
+        let path = mirror_path(mirrors_dir, &repo.name);
         let git = match open_checked(&path) {
             Ok(git) => git,
             Err(problem) => {
@@ -141,6 +144,22 @@ impl Mirror {
             git,
             _lock: lock,
         })
+    }
+
+    /// Opens the mirror without fetching; unlike [`Mirror::open`], it must exist.
+    pub fn open_existing(
+        mirrors_dir: &Path,
+        repo: &Repo,
+        on_warning: &dyn Fn(String),
+    ) -> Result<Self, MirrorError> {
+        let path = mirror_path(mirrors_dir, &repo.name);
+        if !path.is_dir() {
+            return Err(MirrorError::NoMirror {
+                repo: repo.name.clone(),
+                path,
+            });
+        }
+        Self::open(mirrors_dir, repo, on_warning)
     }
 
     /// Fetches every branch and tag, pruning deleted ones; retries transient failures.
@@ -891,6 +910,11 @@ fn load_ca_bundle() {
             }
         }
     });
+}
+
+/// Where the mirror of repo `name` lives.
+fn mirror_path(mirrors_dir: &Path, name: &str) -> PathBuf {
+    mirrors_dir.join(format!("{name}.git"))
 }
 
 /// Removes whatever is at `path` and creates an empty mirror of `url` there.
