@@ -421,49 +421,70 @@ impl Mirror {
     /// Returns the number of files written.
     pub fn export(&self, commit: &str, path: &str, destination: &Path) -> Result<usize, MirrorError> {
         let tree = self.subtree(commit, path)?;
-        let export_error = |path: &Path, source: std::io::Error| MirrorError::Export {
-            path: path.to_path_buf(),
-            source,
-        };
         std::fs::create_dir_all(destination).map_err(|e| export_error(destination, e))?;
         let mut count = 0;
         let mut failure = None;
         let mut submodules = Vec::new();
-        tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
-            let Ok(name) = entry.name() else {
-                return git2::TreeWalkResult::Skip;
-            };
-            let target = destination.join(parent).join(name);
-            let result = match entry.kind() {
-                Some(ObjectType::Tree) => std::fs::create_dir_all(&target),
-                Some(ObjectType::Blob) => match self.git.find_blob(entry.id()) {
-                    Ok(blob) => write_entry(&target, blob.content(), entry.filemode()),
-                    Err(error) => Err(std::io::Error::other(error.message().to_string())),
-                },
-                // Submodules (commits): exported from their own mirrors below.
-                Some(ObjectType::Commit) => {
-                    submodules.push((format!("{parent}{name}"), entry.id()));
-                    Ok(())
+        // This thread reads the blobs (inflating, applying deltas) while a second
+        // one writes them, as `git archive | tar -x` overlaps the two. Blobs over
+        // HANDED_OVER are written here, so the queue holds at most 64 small ones.
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<(PathBuf, Vec<u8>, i32)>(64);
+        let (walked, writer) = std::thread::scope(|scope| {
+            let writer = scope.spawn(move || {
+                for (target, content, mode) in receiver {
+                    write_entry(&target, &content, mode).map_err(|error| export_error(&target, error))?;
                 }
-                _ => Ok(()),
-            };
-            match result {
-                Ok(()) => {
-                    if entry.kind() == Some(ObjectType::Blob) {
-                        count += 1;
+                Ok::<(), MirrorError>(())
+            });
+            let walked = tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+                let Ok(name) = entry.name() else {
+                    return git2::TreeWalkResult::Skip;
+                };
+                let target = destination.join(parent).join(name);
+                let result = match entry.kind() {
+                    // The walk visits a folder before what it holds.
+                    Some(ObjectType::Tree) => std::fs::create_dir_all(&target),
+                    Some(ObjectType::Blob) => match self.git.find_blob(entry.id()) {
+                        Ok(blob) if blob.size() <= HANDED_OVER => {
+                            let handed =
+                                sender.send((target.clone(), blob.content().to_vec(), entry.filemode()));
+                            if handed.is_err() {
+                                // The writer stopped: its error is the one to report.
+                                return git2::TreeWalkResult::Abort;
+                            }
+                            Ok(())
+                        }
+                        Ok(blob) => write_entry(&target, blob.content(), entry.filemode()),
+                        Err(error) => Err(std::io::Error::other(error.message().to_string())),
+                    },
+                    // Submodules (commits): exported from their own mirrors below.
+                    Some(ObjectType::Commit) => {
+                        submodules.push((format!("{parent}{name}"), entry.id()));
+                        Ok(())
                     }
-                    git2::TreeWalkResult::Ok
+                    _ => Ok(()),
+                };
+                match result {
+                    Ok(()) => {
+                        if entry.kind() == Some(ObjectType::Blob) {
+                            count += 1;
+                        }
+                        git2::TreeWalkResult::Ok
+                    }
+                    Err(error) => {
+                        failure = Some(export_error(&target, error));
+                        git2::TreeWalkResult::Abort
+                    }
                 }
-                Err(error) => {
-                    failure = Some(export_error(&target, error));
-                    git2::TreeWalkResult::Abort
-                }
-            }
-        })
-        .map_err(|error| failure.take().unwrap_or_else(|| self.local(&error)))?;
+            });
+            drop(sender);
+            (walked, writer.join().expect("the writer thread does not panic"))
+        });
+        writer?;
         if let Some(failure) = failure {
             return Err(failure);
         }
+        walked.map_err(|error| self.local(&error))?;
         for (relative, oid) in submodules {
             count += self.export_submodule(commit, path, &relative, oid, destination)?;
         }
@@ -859,10 +880,18 @@ fn folder_at<'repo>(
     }
 }
 
-fn write_entry(target: &Path, content: &[u8], mode: i32) -> std::io::Result<()> {
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)?;
+/// Blobs up to this size are handed to the export's writer thread.
+const HANDED_OVER: usize = 1024 * 1024;
+
+fn export_error(path: &Path, source: std::io::Error) -> MirrorError {
+    MirrorError::Export {
+        path: path.to_path_buf(),
+        source,
     }
+}
+
+/// Writes one file or symlink; its folder exists (the walk made it first).
+fn write_entry(target: &Path, content: &[u8], mode: i32) -> std::io::Result<()> {
     if mode == 0o120_000 {
         let link = std::str::from_utf8(content).map_err(std::io::Error::other)?;
         return std::os::unix::fs::symlink(link, target);
