@@ -130,6 +130,10 @@ impl Client {
                         "the server redirected to {next}, not a Git repository"
                     )));
                 }
+                if authority(&next) != authority(&target) {
+                    // Credentials given to one server never go to another.
+                    lock(&self.state).authorization = None;
+                }
                 target = next;
                 continue;
             }
@@ -218,6 +222,13 @@ fn expect_type(response: &Response, expected: &str, url: &str) -> Result<(), Err
     )))
 }
 
+/// The `host[:port]` of an http URL.
+fn authority(url: &str) -> Option<String> {
+    url.parse::<hyper::Uri>()
+        .ok()
+        .and_then(|uri| uri.authority().map(|authority| authority.as_str().to_string()))
+}
+
 /// A `Location` header resolved against the URL that answered with it.
 fn resolve_location(from: &str, location: &str) -> Result<String, Error> {
     if location.starts_with("http://") {
@@ -228,9 +239,9 @@ fn resolve_location(from: &str, location: &str) -> Result<String, Error> {
             "the server redirects to {location}: write the https:// URL in [[repo]]"
         )));
     }
-    let uri: hyper::Uri = from.parse().map_err(|_| http_error(format!("bad URL {from}")))?;
-    let authority = uri.authority().map(ToString::to_string).unwrap_or_default();
-    if location.starts_with('/') {
+    if location.starts_with('/')
+        && let Some(authority) = authority(from)
+    {
         return Ok(format!("http://{authority}{location}"));
     }
     Err(http_error(format!(
