@@ -58,6 +58,8 @@ pub enum Command {
     History(HistoryArgs),
     /// Fetch the mirrors of the named repos (default: all) and print each branch head.
     Mirror(MirrorArgs),
+    /// Write a site's folder at a commit, from its repo's mirror, into an empty folder.
+    Export(ExportArgs),
     /// Build a site from a working tree (uncommitted changes included) into the local Engine.
     Build(BuildArgs),
     /// Build a site from a working tree and serve it on a loopback port until Ctrl-C.
@@ -83,6 +85,20 @@ pub struct StatusArgs {
 pub struct MirrorArgs {
     /// Repos to fetch (default: all).
     pub repos: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The site whose folder to export.
+    pub site: String,
+    /// Where to write the files: a new or empty folder.
+    pub directory: PathBuf,
+    /// A commit (full or at least 7 hex digits) or tag (default: the head of the site's branch).
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// Read the mirror as it is, without fetching (it must exist).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Debug, Args)]

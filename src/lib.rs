@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod push;
 pub mod reference;
 pub mod settings;
+pub mod smart_http;
 pub mod ssh;
 pub mod views;
 pub mod wildcard;
@@ -53,10 +54,7 @@ pub fn main() -> ExitCode {
         }
     };
     let settings = Settings::from_cli(cli);
-    // libgit2's object cache helps nothing berth does (each object is read once);
-    // the field notes measured fetches into a large mirror faster without it.
-    // On docs/benchmarks.md's generated repo it made no measurable difference.
-    git2::opts::enable_caching(false);
+    start_git();
     // libgit2 re-hashes every object it reads (SHA-1 with collision detection,
     // not SHA-NI): for a site read from the mirror that was 37 % of berth's CPU in
     // a 50 MB build. git itself does not; zlib's checksum still guards each
@@ -65,6 +63,7 @@ pub fn main() -> ExitCode {
     git2::opts::strict_hash_verification(false);
     bound_git_memory();
     init_logging(settings.debug_logs);
+    register_smart_http();
     let printer = Printer::from_environment(settings.verbosity);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -75,6 +74,31 @@ pub fn main() -> ExitCode {
     };
     let code = runtime.block_on(run(&settings, &printer));
     ExitCode::from(code)
+}
+
+/// Starts libgit2 without OpenSSL's CA bundle: libgit2 loads the whole bundle
+/// as it starts (30–40 ms, more than the rest of a no-change `berth mirror`),
+/// though only https remotes need it. [`mirror`] loads it before the first
+/// https fetch.
+#[expect(
+    unsafe_code,
+    reason = "the environment is changed while berth has a single thread"
+)]
+fn start_git() {
+    let configured = std::env::var_os("SSL_CERT_FILE");
+    // SAFETY: at start, before any other thread exists.
+    unsafe { std::env::set_var("SSL_CERT_FILE", "/dev/null") };
+    // Starts libgit2. Its object cache helps nothing berth does (each object is
+    // read once); the field notes measured fetches into a large mirror faster
+    // without it. On docs/benchmarks.md's generated repo it made no difference.
+    git2::opts::enable_caching(false);
+    // SAFETY: as above; berth's children see the variable as it was.
+    unsafe {
+        match configured {
+            Some(file) => std::env::set_var("SSL_CERT_FILE", file),
+            None => std::env::remove_var("SSL_CERT_FILE"),
+        }
+    }
 }
 
 /// libgit2 maps pack files in windows of up to 1 GiB and keeps up to 8 GiB mapped;
@@ -89,6 +113,13 @@ fn bound_git_memory() {
     unsafe {
         let _ = git2::opts::set_mwindow_size(8 << 20);
         let _ = git2::opts::set_mwindow_mapped_limit(32 << 20);
+    }
+}
+
+/// berth's own smart-HTTP client takes `http://` remotes ([`smart_http`]).
+fn register_smart_http() {
+    if let Err(error) = smart_http::register() {
+        tracing::warn!("cannot register berth's http client, libgit2's is used: {error}");
     }
 }
 
@@ -122,7 +153,9 @@ fn exit_code_of(error: &anyhow::Error) -> u8 {
         }
         if let Some(setup) = cause.downcast_ref::<SetupError>() {
             return match setup {
-                SetupError::UnknownSite { .. } | SetupError::UnknownRepo { .. } => exit::USAGE,
+                SetupError::UnknownSite { .. }
+                | SetupError::UnknownRepo { .. }
+                | SetupError::NotEmpty { .. } => exit::USAGE,
                 SetupError::Environment(_) => exit::ENVIRONMENT,
             };
         }
@@ -216,8 +249,28 @@ async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {
         }
         Action::Mirror { repos } => {
             let config = settings.load_config()?;
-            let heads = pipeline::mirror_repos(&config, repos, printer).await?;
-            printer.result(&output::table(&["REPO", "BRANCH", "HEAD"], &heads));
+            let report = pipeline::mirror_repos(&config, repos, printer).await?;
+            if !report.rows.is_empty() {
+                printer.result(&output::table(&["REPO", "BRANCH", "HEAD"], &report.rows));
+            }
+            Ok(if report.failed > 0 {
+                exit::SITE_FAILED
+            } else {
+                exit::OK
+            })
+        }
+        Action::Export {
+            site,
+            directory,
+            commit,
+            offline,
+        } => {
+            let config = settings.load_config()?;
+            let selected = views::select(&config, std::slice::from_ref(site), None)?;
+            let revision = commit.clone().map_or(Revision::BranchHead, Revision::Exact);
+            let exported =
+                pipeline::export_site(&config, selected[0], revision, *offline, directory, printer).await?;
+            printer.result(&exported.commit.id);
             Ok(exit::OK)
         }
         Action::Build { site, source } => {

@@ -66,6 +66,9 @@ pub enum MirrorError {
         path: String,
         commit: String,
     },
+    /// `--offline` was asked for and the repo has no mirror yet.
+    #[error("repo `{repo}` has no mirror yet (no {path}); run without --offline to fetch it")]
+    NoMirror { repo: String, path: PathBuf },
     /// A Git operation on the local mirror failed.
     #[error("mirror of repo `{repo}`: {message}")]
     Local { repo: String, message: String },
@@ -119,7 +122,7 @@ impl Mirror {
         std::fs::create_dir_all(mirrors_dir)
             .map_err(|error| local(format!("cannot create {}: {error}", mirrors_dir.display())))?;
         let lock = lock(mirrors_dir, &repo.name)?;
-        let path = mirrors_dir.join(format!("{}.git", repo.name));
+        let path = mirror_path(mirrors_dir, &repo.name);
         let git = match open_checked(&path) {
             Ok(git) => git,
             Err(problem) => {
@@ -143,12 +146,31 @@ impl Mirror {
         })
     }
 
+    /// Opens the mirror without fetching; unlike [`Mirror::open`], it must exist.
+    pub fn open_existing(
+        mirrors_dir: &Path,
+        repo: &Repo,
+        on_warning: &dyn Fn(String),
+    ) -> Result<Self, MirrorError> {
+        let path = mirror_path(mirrors_dir, &repo.name);
+        if !path.is_dir() {
+            return Err(MirrorError::NoMirror {
+                repo: repo.name.clone(),
+                path,
+            });
+        }
+        Self::open(mirrors_dir, repo, on_warning)
+    }
+
     /// Fetches every branch and tag, pruning deleted ones; retries transient failures.
     pub fn fetch(
         &mut self,
         on_warning: &dyn Fn(String),
         on_progress: &dyn Fn(String),
     ) -> Result<(), MirrorError> {
+        if self.repo.url.starts_with("https://") {
+            load_ca_bundle();
+        }
         let mut last_error = String::new();
         for attempt in 1..=FETCH_ATTEMPTS {
             match self.fetch_once(on_progress) {
@@ -233,11 +255,13 @@ impl Mirror {
         options.remote_callbacks(callbacks);
         options.prune(FetchPrune::On);
         options.download_tags(AutotagOption::All);
-        let fetched = remote.fetch(
-            &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
-            Some(&mut options),
-            None,
-        );
+        let fetched = crate::smart_http::with_token_env(self.repo.token_env.as_deref(), || {
+            remote.fetch(
+                &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+                Some(&mut options),
+                None,
+            )
+        });
         drop(options);
         match (fetched, host_key_refusal.into_inner()) {
             (Err(_), Some(refusal)) => Err(git2::Error::new(
@@ -422,49 +446,70 @@ impl Mirror {
     /// Returns the number of files written.
     pub fn export(&self, commit: &str, path: &str, destination: &Path) -> Result<usize, MirrorError> {
         let tree = self.subtree(commit, path)?;
-        let export_error = |path: &Path, source: std::io::Error| MirrorError::Export {
-            path: path.to_path_buf(),
-            source,
-        };
         std::fs::create_dir_all(destination).map_err(|e| export_error(destination, e))?;
         let mut count = 0;
         let mut failure = None;
         let mut submodules = Vec::new();
-        tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
-            let Ok(name) = entry.name() else {
-                return git2::TreeWalkResult::Skip;
-            };
-            let target = destination.join(parent).join(name);
-            let result = match entry.kind() {
-                Some(ObjectType::Tree) => std::fs::create_dir_all(&target),
-                Some(ObjectType::Blob) => match self.git.find_blob(entry.id()) {
-                    Ok(blob) => write_entry(&target, blob.content(), entry.filemode()),
-                    Err(error) => Err(std::io::Error::other(error.message().to_string())),
-                },
-                // Submodules (commits): exported from their own mirrors below.
-                Some(ObjectType::Commit) => {
-                    submodules.push((format!("{parent}{name}"), entry.id()));
-                    Ok(())
+        // This thread reads the blobs (inflating, applying deltas) while a second
+        // one writes them, as `git archive | tar -x` overlaps the two. Blobs over
+        // HANDED_OVER are written here, so the queue holds at most 64 small ones.
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<(PathBuf, Vec<u8>, i32)>(64);
+        let (walked, writer) = std::thread::scope(|scope| {
+            let writer = scope.spawn(move || {
+                for (target, content, mode) in receiver {
+                    write_entry(&target, &content, mode).map_err(|error| export_error(&target, error))?;
                 }
-                _ => Ok(()),
-            };
-            match result {
-                Ok(()) => {
-                    if entry.kind() == Some(ObjectType::Blob) {
-                        count += 1;
+                Ok::<(), MirrorError>(())
+            });
+            let walked = tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+                let Ok(name) = entry.name() else {
+                    return git2::TreeWalkResult::Skip;
+                };
+                let target = destination.join(parent).join(name);
+                let result = match entry.kind() {
+                    // The walk visits a folder before what it holds.
+                    Some(ObjectType::Tree) => std::fs::create_dir_all(&target),
+                    Some(ObjectType::Blob) => match self.git.find_blob(entry.id()) {
+                        Ok(blob) if blob.size() <= HANDED_OVER => {
+                            let handed =
+                                sender.send((target.clone(), blob.content().to_vec(), entry.filemode()));
+                            if handed.is_err() {
+                                // The writer stopped: its error is the one to report.
+                                return git2::TreeWalkResult::Abort;
+                            }
+                            Ok(())
+                        }
+                        Ok(blob) => write_entry(&target, blob.content(), entry.filemode()),
+                        Err(error) => Err(std::io::Error::other(error.message().to_string())),
+                    },
+                    // Submodules (commits): exported from their own mirrors below.
+                    Some(ObjectType::Commit) => {
+                        submodules.push((format!("{parent}{name}"), entry.id()));
+                        Ok(())
                     }
-                    git2::TreeWalkResult::Ok
+                    _ => Ok(()),
+                };
+                match result {
+                    Ok(()) => {
+                        if entry.kind() == Some(ObjectType::Blob) {
+                            count += 1;
+                        }
+                        git2::TreeWalkResult::Ok
+                    }
+                    Err(error) => {
+                        failure = Some(export_error(&target, error));
+                        git2::TreeWalkResult::Abort
+                    }
                 }
-                Err(error) => {
-                    failure = Some(export_error(&target, error));
-                    git2::TreeWalkResult::Abort
-                }
-            }
-        })
-        .map_err(|error| failure.take().unwrap_or_else(|| self.local(&error)))?;
+            });
+            drop(sender);
+            (walked, writer.join().expect("the writer thread does not panic"))
+        });
+        writer?;
         if let Some(failure) = failure {
             return Err(failure);
         }
+        walked.map_err(|error| self.local(&error))?;
         for (relative, oid) in submodules {
             count += self.export_submodule(commit, path, &relative, oid, destination)?;
         }
@@ -584,17 +629,7 @@ impl<'r> Credentials<'r> {
         self.attempts += 1;
         let refused = |message: String| git2::Error::from_str(&message);
         if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-            let token = self
-                .repo
-                .token_env
-                .as_ref()
-                .and_then(|name| std::env::var(name).ok());
-            let Some(token) = token else {
-                return Err(refused(
-                    "the remote asks for credentials and no token is configured (set token_env in [[repo]])"
-                        .into(),
-                ));
-            };
+            let token = token(self.repo.token_env.as_deref())?;
             if self.attempts > 3 {
                 return Err(refused(
                     "authentication failed (credentials were rejected)".into(),
@@ -638,6 +673,18 @@ impl<'r> Credentials<'r> {
         }
         git2::Cred::default()
     }
+}
+
+/// The token for an http(s) remote that asks for credentials, from the variable
+/// `token_env` names.
+pub(crate) fn token(token_env: Option<&str>) -> Result<String, git2::Error> {
+    token_env
+        .and_then(|name| std::env::var(name).ok())
+        .ok_or_else(|| {
+            git2::Error::from_str(
+                "the remote asks for credentials and no token is configured (set token_env in [[repo]])",
+            )
+        })
 }
 
 /// Looks the server's host key up in the repo's `known_hosts` file, or in the
@@ -912,10 +959,18 @@ fn folder_at<'repo>(
     }
 }
 
-fn write_entry(target: &Path, content: &[u8], mode: i32) -> std::io::Result<()> {
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)?;
+/// Blobs up to this size are handed to the export's writer thread.
+const HANDED_OVER: usize = 1024 * 1024;
+
+fn export_error(path: &Path, source: std::io::Error) -> MirrorError {
+    MirrorError::Export {
+        path: path.to_path_buf(),
+        source,
     }
+}
+
+/// Writes one file or symlink; its folder exists (the walk made it first).
+fn write_entry(target: &Path, content: &[u8], mode: i32) -> std::io::Result<()> {
     if mode == 0o120_000 {
         let link = std::str::from_utf8(content).map_err(std::io::Error::other)?;
         return std::os::unix::fs::symlink(link, target);
@@ -940,6 +995,34 @@ fn describe(commit: &git2::Commit<'_>) -> Commit {
             .map(str::to_string)
             .unwrap_or_default(),
     }
+}
+
+/// Loads the system's CA bundle into libgit2 for https remotes, once: berth
+/// starts libgit2 without it (see `start_git` in `lib.rs`). `SSL_CERT_FILE`
+/// names it, or it is where OpenSSL keeps it on this system.
+#[expect(
+    unsafe_code,
+    reason = "libgit2's certificate locations are set through an unsafe function"
+)]
+fn load_ca_bundle() {
+    static LOADED: std::sync::Once = std::sync::Once::new();
+    LOADED.call_once(|| {
+        let file = std::env::var_os("SSL_CERT_FILE")
+            .map(PathBuf::from)
+            .or_else(|| openssl_probe::probe().cert_file);
+        if let Some(file) = file {
+            // SAFETY: every https fetch waits here first, so no TLS connection uses
+            // the certificate store while it is filled; OpenSSL locks the store.
+            if let Err(error) = unsafe { git2::opts::set_ssl_cert_file(&file) } {
+                tracing::warn!("cannot load the CA bundle {}: {error}", file.display());
+            }
+        }
+    });
+}
+
+/// Where the mirror of repo `name` lives.
+fn mirror_path(mirrors_dir: &Path, name: &str) -> PathBuf {
+    mirrors_dir.join(format!("{name}.git"))
 }
 
 /// Removes whatever is at `path` and creates an empty mirror of `url` there.

@@ -175,6 +175,9 @@ pub enum SetupError {
     /// The Docker Engine or the cluster cannot be reached.
     #[error("{0}")]
     Environment(String),
+    /// `berth export` was given a folder that holds something (or is no folder).
+    #[error("{path} is not an empty folder; export writes only into a new or empty one")]
+    NotEmpty { path: String },
 }
 
 /// Which commit of each site to take.
@@ -184,6 +187,16 @@ pub enum Revision {
     BranchHead,
     /// Exactly this commit (or tag).
     Exact(String),
+}
+
+impl Revision {
+    /// The commit this revision names in `mirror`, whose branch is `branch`.
+    fn resolve(&self, mirror: &Mirror, branch: &str) -> Result<Commit, crate::mirror::MirrorError> {
+        match self {
+            Self::BranchHead => mirror.branch_head(branch),
+            Self::Exact(spec) => mirror.resolve(spec),
+        }
+    }
 }
 
 /// Runs the pipeline for `names` (all sites when empty).
@@ -323,12 +336,20 @@ pub(crate) async fn mirror_all(
     mirrored.into_iter().collect()
 }
 
-/// Fetches the mirrors of `names` (all repos when empty); rows of repo, branch, head.
+/// What `berth mirror` did: a row of repo, branch and head per mirrored repo,
+/// and how many repos failed (each reported as it failed).
+pub struct MirrorReport {
+    pub rows: Vec<Vec<String>>,
+    pub failed: usize,
+}
+
+/// Fetches the mirrors of `names` (all repos when empty), one after the other.
+/// A repo that fails is reported and the next one is tried.
 pub async fn mirror_repos(
     config: &Config,
     names: &[String],
     printer: &Printer,
-) -> anyhow::Result<Vec<Vec<String>>> {
+) -> anyhow::Result<MirrorReport> {
     if let Some(unknown) = names.iter().find(|name| config.repo(name).is_none()) {
         return Err(SetupError::UnknownRepo {
             name: unknown.clone(),
@@ -342,7 +363,10 @@ pub async fn mirror_repos(
         }
         .into());
     }
-    let mut rows = Vec::new();
+    let mut report = MirrorReport {
+        rows: Vec::new(),
+        failed: 0,
+    };
     for repo in &config.repos {
         if !names.is_empty() && !names.contains(&repo.name) {
             continue;
@@ -357,20 +381,96 @@ pub async fn mirror_repos(
             let mirror = Mirror::sync(&mirrors_dir, &repo_copy, &warn, &progress)?;
             mirror.branch_head(&repo_copy.branch)
         })
-        .await??;
-        printer.stage(
-            &repo.name,
-            "mirror",
-            Status::Done,
-            &format!(
-                "{} ({:.2}s)",
-                reference::short(&head.id),
-                started.elapsed().as_secs_f64()
-            ),
-        );
-        rows.push(vec![repo.name.clone(), repo.branch.clone(), head.id]);
+        .await?;
+        match head {
+            Ok(head) => {
+                printer.stage(
+                    &repo.name,
+                    "mirror",
+                    Status::Done,
+                    &format!(
+                        "{} ({:.2}s)",
+                        reference::short(&head.id),
+                        started.elapsed().as_secs_f64()
+                    ),
+                );
+                report
+                    .rows
+                    .push(vec![repo.name.clone(), repo.branch.clone(), head.id]);
+            }
+            Err(error) => {
+                printer.stage(&repo.name, "mirror", Status::Failed, &error.to_string());
+                report.failed += 1;
+            }
+        }
     }
-    Ok(rows)
+    Ok(report)
+}
+
+/// What `berth export` wrote.
+pub struct Exported {
+    pub commit: Commit,
+    /// Files written (symlinks included).
+    pub files: usize,
+}
+
+/// Writes `site`'s folder at `revision`, from its repo's mirror, into `directory`
+/// (created when missing; refused unless empty). The mirror is fetched first
+/// unless `offline`.
+pub async fn export_site(
+    config: &Config,
+    site: &Site,
+    revision: Revision,
+    offline: bool,
+    directory: &Path,
+    printer: &Printer,
+) -> anyhow::Result<Exported> {
+    let empty = match std::fs::read_dir(directory) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(error) => error.kind() == std::io::ErrorKind::NotFound,
+    };
+    if !empty {
+        return Err(SetupError::NotEmpty {
+            path: directory.display().to_string(),
+        }
+        .into());
+    }
+    let repo = config.repo(&site.repo).expect("validated").clone();
+    let (mirrors_dir, path, destination, printer_copy) = (
+        config.state_dir.join("mirrors"),
+        site.path.clone(),
+        directory.to_path_buf(),
+        printer.clone(),
+    );
+    let started = Instant::now();
+    let exported = tokio::task::spawn_blocking(move || {
+        let warn = |message: String| printer_copy.warning(&message);
+        let progress = |text: String| printer_copy.progress(&repo.name, "mirror", &text);
+        let mirror = if offline {
+            Mirror::open_existing(&mirrors_dir, &repo, &warn)?
+        } else {
+            Mirror::sync(&mirrors_dir, &repo, &warn, &progress)?
+        };
+        printer_copy.clear_progress(&repo.name);
+        let commit = revision.resolve(&mirror, &repo.branch)?;
+        let files = mirror.export(&commit.id, &path, &destination)?;
+        Ok::<_, crate::mirror::MirrorError>(Exported { commit, files })
+    })
+    .await?
+    .with_context(|| format!("cannot export site `{}`", site.name))?;
+    printer.stage(
+        &site.name,
+        "export",
+        Status::Done,
+        &format!(
+            "{} files at {} into {} ({:.2}s)",
+            exported.files,
+            reference::short(&exported.commit.id),
+            directory.display(),
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(exported)
 }
 
 /// Connects to the cluster of the pipeline's `[kubernetes]` section.
@@ -427,11 +527,9 @@ fn sync_repo(
     let progress = |text: String| printer.progress(&repo.name, "mirror", &text);
     let mirror = Mirror::sync(mirrors_dir, repo, &warn, &progress).map_err(|e| e.to_string())?;
     printer.clear_progress(&repo.name);
-    let commit = match revision {
-        Revision::BranchHead => mirror.branch_head(&repo.branch),
-        Revision::Exact(spec) => mirror.resolve(spec),
-    }
-    .map_err(|e| e.to_string())?;
+    let commit = revision
+        .resolve(&mirror, &repo.branch)
+        .map_err(|e| e.to_string())?;
     let trees = paths
         .iter()
         .map(|path| {

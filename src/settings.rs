@@ -42,6 +42,14 @@ pub enum Action {
     Mirror {
         repos: Vec<String>,
     },
+    Export {
+        site: String,
+        directory: PathBuf,
+        /// `None`: the head of the site's branch.
+        commit: Option<String>,
+        /// Use the mirror without fetching.
+        offline: bool,
+    },
     Build {
         site: String,
         source: PathBuf,
@@ -128,6 +136,12 @@ impl Settings {
             Command::Status(args) => Action::Status { sites: args.sites },
             Command::History(args) => Action::History { site: args.site },
             Command::Mirror(args) => Action::Mirror { repos: args.repos },
+            Command::Export(args) => Action::Export {
+                site: args.site,
+                directory: args.directory,
+                commit: args.commit,
+                offline: args.offline,
+            },
             Command::Build(args) => Action::Build {
                 site: args.site,
                 source: args.source,

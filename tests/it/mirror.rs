@@ -661,3 +661,109 @@ async fn a_theme_in_a_submodule_is_exported_from_its_own_mirror() {
         text(&css)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repo_that_fails_does_not_stop_the_others() {
+    let world = World::new("mirror-each").await;
+    let url = world.copy_repo("landing");
+    let missing = on_server(&world.stack.git_url, "no-such-repo-for-berth.git");
+    configure(&world, &url, "");
+    let config = std::fs::read_to_string(world.dir.path().join("pipeline.toml")).unwrap();
+    // A repo that fails, named before the good one, and one more after it.
+    let config = config.replacen(
+        "[[repo]]",
+        &format!("[[repo]]\nname = \"gone\"\nurl = \"{missing}\"\n[[repo]]"),
+        1,
+    ) + &format!("[[repo]]\nname = \"gone-too\"\nurl = \"{missing}\"\n");
+    world.write_config(&config);
+
+    let output = world.berth(&["mirror"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains(&format!("landing  main    {}", world.head(&url, "main"))),
+        "the good repo is mirrored and listed: {all}"
+    );
+    assert!(
+        all.contains("cannot fetch repo `gone`") && all.contains("cannot fetch repo `gone-too`"),
+        "each failure is reported: {all}"
+    );
+    assert!(all.contains("404"), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_writes_a_sites_folder_at_a_commit_into_an_empty_folder() {
+    let world = World::new("mirror-export").await;
+    let url = world.copy_repo("landing");
+    configure(&world, &url, "");
+    let first = world.head(&url, "main");
+    let out = world.dir.path().join("out");
+
+    // Offline before any fetch: there is no mirror to read.
+    let output = world.berth(&["export", "landing", out.to_str().unwrap(), "--offline"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("repo `landing` has no mirror yet"), "{all}");
+
+    // The branch head, fetched first; the commit goes to stdout.
+    let output = world.berth(&["export", "landing", out.to_str().unwrap()]);
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert_eq!(String::from_utf8(output.stdout).unwrap().trim(), first);
+    let bare = world.repo_path(&url);
+    let listed = git(&bare, &["ls-tree", "-r", "--name-only", &first]);
+    let mut exported: Vec<String> = walkdir::WalkDir::new(&out)
+        .into_iter()
+        .flatten()
+        .filter(|entry| !entry.file_type().is_dir())
+        .map(|entry| entry.path().strip_prefix(&out).unwrap().display().to_string())
+        .collect();
+    exported.sort();
+    let mut expected: Vec<String> = listed.lines().map(str::to_string).collect();
+    expected.sort();
+    assert_eq!(
+        exported, expected,
+        "every file of the commit, and nothing else (no .git)"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("index.html")).unwrap(),
+        git(&bare, &["show", &format!("{first}:index.html")])
+    );
+
+    // A folder that holds something is refused (usage error), and left as it was.
+    let output = world.berth(&["export", "landing", out.to_str().unwrap()]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{all}");
+    assert!(all.contains("is not an empty folder"), "{all}");
+
+    // An older commit, from the mirror as it is (the new commit is not fetched).
+    let second = world.commit(&url, "main", &[("index.html", "<h1>two</h1>\n")], "Two");
+    let older = world.dir.path().join("older");
+    std::fs::create_dir(&older).unwrap();
+    let output = world.berth(&[
+        "export",
+        "landing",
+        older.to_str().unwrap(),
+        "--offline",
+        "--commit",
+        &first[..10],
+    ]);
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert_eq!(String::from_utf8(output.stdout).unwrap().trim(), first);
+    let output = world.berth(&[
+        "export",
+        "landing",
+        world.dir.path().join("unknown").to_str().unwrap(),
+        "--offline",
+        "--commit",
+        &second,
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "not fetched yet: {}",
+        text(&output)
+    );
+}
