@@ -1073,6 +1073,10 @@ fn is_transient(error: &git2::Error) -> bool {
         error.class(),
         git2::ErrorClass::Net | git2::ErrorClass::Os | git2::ErrorClass::Http | git2::ErrorClass::Ssl
     ) && error.code() != git2::ErrorCode::Auth
+        // A certificate no CA bundle trusts stays untrusted (libgit2 does not
+        // always pass GIT_ECERTIFICATE up from its TLS stream).
+        && error.code() != git2::ErrorCode::Certificate
+        && !(error.class() == git2::ErrorClass::Ssl && error.message().contains("certificate"))
         && !error.message().contains("401")
         && !error.message().contains("403")
         && !error.message().contains("404")

@@ -20,6 +20,14 @@ fn configure(world: &World, url: &str, repo_keys: &str) {
     ));
 }
 
+/// The token of the stack's private Git endpoint.
+fn git_token() -> String {
+    std::fs::read_to_string(std::env::var("BERTH_STACK_GIT_TOKEN_FILE").unwrap())
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 fn mirror_head(world: &World) -> String {
     let output = world.berth(&["mirror"]);
     assert!(output.status.success(), "{}", text(&output));
@@ -393,10 +401,7 @@ async fn a_remote_that_is_down_fails_after_retries_and_leaves_the_mirror_as_it_w
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_protected_remote_works_with_the_token_in_the_environment_only() {
     let world = World::new("mirror-token").await;
-    let token = std::fs::read_to_string(std::env::var("BERTH_STACK_GIT_TOKEN_FILE").unwrap())
-        .unwrap()
-        .trim()
-        .to_string();
+    let token = git_token();
     let url = std::env::var("BERTH_STACK_GIT_PRIVATE_URL").unwrap() + "/landing.git";
     configure(&world, &url, "token_env = \"TEST_GIT_TOKEN\"\n");
 
@@ -766,4 +771,41 @@ async fn export_writes_a_sites_folder_at_a_commit_into_an_empty_folder() {
         "not fetched yet: {}",
         text(&output)
     );
+}
+
+/// An https remote (the stack's Git server behind TLS, with a certificate of the
+/// stack's own CA): the server's certificate is checked against the CA bundle
+/// (`SSL_CERT_FILE`), which berth loads only when an https remote is fetched; a
+/// certificate no bundle trusts is refused at once, not retried; the token works
+/// over TLS and appears nowhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_remote_is_checked_against_the_ca_bundle_and_takes_a_token() {
+    let world = World::new("mirror-https").await;
+    let ca = std::env::var("BERTH_STACK_GIT_CA_FILE").unwrap();
+    let token = git_token();
+    let url = std::env::var("BERTH_STACK_GIT_HTTPS_PRIVATE_URL").unwrap() + "/landing.git";
+    configure(&world, &url, "token_env = \"TEST_GIT_TOKEN\"\n");
+
+    let started = std::time::Instant::now();
+    let refused = world.berth_with_env(&["mirror"], &[("TEST_GIT_TOKEN", &token)]);
+    let all = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("repo `landing`") && all.contains("certificate"),
+        "{all}"
+    );
+    assert!(
+        all.contains("tried 1 time"),
+        "a certificate refusal is not retried: {all}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "{all}");
+
+    let output = world.berth_with_env(&["mirror"], &[("TEST_GIT_TOKEN", &token), ("SSL_CERT_FILE", &ca)]);
+    assert!(output.status.success(), "{}", text(&output));
+    let head = world.head(
+        &(std::env::var("BERTH_STACK_GIT_URL").unwrap() + "/landing.git"),
+        "main",
+    );
+    assert!(text(&output).contains(&head[..12]), "{}", text(&output));
+    assert_no_secret(&world, &[&refused, &output], &token);
 }
