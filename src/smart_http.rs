@@ -63,6 +63,19 @@ pub(crate) fn register() -> Result<(), Error> {
 const REDIRECTS: usize = 5;
 const USER_AGENT: &str = "git/2.0 (berth)";
 
+/// How long a connection may take to open, and a server may stay silent, before
+/// the request fails (and the fetch is retried): 60 s, or `BERTH_GIT_TIMEOUT`
+/// seconds. Without it, a server that accepts and never answers would hold a
+/// nightly run forever.
+fn timeout() -> std::time::Duration {
+    let seconds = std::env::var("BERTH_GIT_TIMEOUT")
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .filter(|seconds| *seconds > 0)
+        .unwrap_or(60);
+    std::time::Duration::from_secs(seconds)
+}
+
 struct Client {
     token_env: Option<String>,
     state: Arc<Mutex<State>>,
@@ -330,11 +343,14 @@ fn exchange(state: &Mutex<State>, address: &str, message: &[u8]) -> Result<Respo
     {
         return Ok(response);
     }
-    let stream = TcpStream::connect(address)
+    let timeout = timeout();
+    let stream = connect(address, timeout)
         .map_err(|error| net_error(format!("cannot connect to {address}: {error}")))?;
     stream
         .set_nodelay(true)
-        .map_err(|error| net_error(format!("cannot set TCP_NODELAY: {error}")))?;
+        .and_then(|()| stream.set_read_timeout(Some(timeout)))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|error| net_error(format!("cannot set up the connection to {address}: {error}")))?;
     let connection = Connection {
         reader: BufReader::with_capacity(
             64 * 1024,
@@ -345,6 +361,18 @@ fn exchange(state: &Mutex<State>, address: &str, message: &[u8]) -> Result<Respo
     connection
         .request(message, address)
         .map_err(|error| net_error(format!("request to {address} failed: {error}")))
+}
+
+/// Connects to the first of `address`'s addresses that answers within `timeout`.
+fn connect(address: &str, timeout: std::time::Duration) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address");
+    for resolved in std::net::ToSocketAddrs::to_socket_addrs(address)? {
+        match TcpStream::connect_timeout(&resolved, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
 }
 
 /// A TCP connection to the server.

@@ -809,3 +809,33 @@ async fn an_https_remote_is_checked_against_the_ca_bundle_and_takes_a_token() {
     assert!(text(&output).contains(&head[..12]), "{}", text(&output));
     assert_no_secret(&world, &[&refused, &output], &token);
 }
+
+/// A server that accepts connections and never answers: each attempt gives up
+/// after the timeout, the fetch is tried 3 times, and the run ends instead of
+/// hanging.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_never_answers_fails_the_fetch_after_the_timeout() {
+    let world = World::new("mirror-silent").await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                held.lock().unwrap().push(stream);
+            }
+        });
+    }
+    configure(&world, &format!("http://127.0.0.1:{port}/git/landing.git"), "");
+    let started = std::time::Instant::now();
+    let output = world.berth_with_env(&["mirror"], &[("BERTH_GIT_TIMEOUT", "1")]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("repo `landing`") && all.contains("tried 3 times"),
+        "{all}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{all}");
+    assert!(held.lock().unwrap().len() >= 3, "one connection per attempt");
+}
