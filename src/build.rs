@@ -354,20 +354,35 @@ pub async fn site_context(
         )
     })
     .await
-    .map_err(|error| BuildError::Context {
+    .map_err(writer_stopped)??;
+    Ok((context, dockerfile))
+}
+
+/// The context writer's thread ended without an answer (it panicked).
+fn writer_stopped(error: tokio::task::JoinError) -> BuildError {
+    BuildError::Context {
         path: PathBuf::from("(context writer)"),
         source: std::io::Error::other(error),
-    })??;
-    Ok((context, dockerfile))
+    }
 }
 
 /// A build context on its way to the Engine: the tar arrives in `body` while it
 /// is written; `written` gives its digest once the last byte went out.
 pub struct ContextStream {
     pub body: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
-    pub written: tokio::task::JoinHandle<Result<Context, BuildError>>,
+    pub written: ContextWriter,
     /// The Dockerfile's path inside the context.
     pub dockerfile: String,
+}
+
+/// The thread writing a streamed context.
+pub struct ContextWriter(tokio::task::JoinHandle<Result<Context, BuildError>>);
+
+impl ContextWriter {
+    /// The context once its last byte went out, or why it was not written.
+    pub async fn finished(self) -> Result<Context, BuildError> {
+        self.0.await.map_err(writer_stopped)?
+    }
 }
 
 /// Like [`site_context`], but the tar is streamed to the Engine as it is written,
@@ -412,15 +427,12 @@ pub async fn stream_site_context(
         }
         written
     });
+    let written = ContextWriter(written);
     if checked.await.is_err() {
         // The writer stopped before its checks passed: its error says why.
-        return Err(match written.await {
-            Ok(Err(error)) => error,
-            Ok(Ok(_)) => unreachable!("the writer signals before it writes"),
-            Err(error) => BuildError::Context {
-                path: PathBuf::from("(context writer)"),
-                source: std::io::Error::other(error),
-            },
+        return Err(match written.finished().await {
+            Err(error) => error,
+            Ok(_) => unreachable!("the writer signals before it writes"),
         });
     }
     Ok(ContextStream {
@@ -545,9 +557,12 @@ pub fn write_context<W: std::io::Write>(
                     std::io::Write::write_all(outer, header.as_bytes()).map_err(sink_error)?;
                     let (layer_files, written) =
                         write_layer_tar(chosen(), *content, web_root, time, &mut *outer, false)?;
+                    // Both passes write the same headers and, through `Exact`, the
+                    // listed length of every file (a file that changed fails there);
+                    // were they ever to differ, the context must not go out broken.
                     if written != size {
                         return Err(sink_error(std::io::Error::other(format!(
-                            "{name} came out {written} bytes long, not {size}: a file changed while it was read"
+                            "{name}: the sizing pass counted {size} bytes and the writing pass {written}"
                         ))));
                     }
                     files += layer_files;

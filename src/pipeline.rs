@@ -555,11 +555,11 @@ enum Existing {
     Different,
 }
 
-/// Generator runs shared between sites built from one repo, commit, folder and command.
-/// One generator run's output folder, or why it failed.
 /// A site's files (exported and generated, or read from the mirror), and the
 /// times they get.
 type Generated = (build::SiteFiles, Arc<build::FileTimes>);
+/// Generator runs shared between sites built from one repo, commit, folder and
+/// command: one run's files, or why it failed.
 type SharedBuild = Arc<tokio::sync::OnceCell<Result<Generated, String>>>;
 
 #[derive(Default)]
@@ -1004,13 +1004,7 @@ impl RunContext<'_> {
         );
         // The Engine reads the context while it is written.
         let written = async {
-            let written = context
-                .written
-                .await
-                .map_err(|error| build::BuildError::Context {
-                    path: "(context writer)".into(),
-                    source: std::io::Error::other(error),
-                })?;
+            let written = context.written.finished().await;
             if let Ok(context) = &written {
                 printer.stage(
                     &site.name,
