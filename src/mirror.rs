@@ -363,7 +363,11 @@ impl Mirror {
             .and_then(|bytes| serde_json::from_slice::<TimesCache>(&bytes).ok())
             .filter(|known| known.path == path);
         let by_path = content_times(&self.git, start, path, known.as_ref()).map_err(|e| self.local(&e))?;
-        if let Err(error) = write_times_cache(&cache, commit, path, &by_path) {
+        // A rebuild of the kept commit, answered from what was kept, has nothing new to keep.
+        let unchanged = known
+            .as_ref()
+            .is_some_and(|known| known.commit == commit && known.times.len() == by_path.len());
+        if !unchanged && let Err(error) = write_times_cache(&cache, commit, path, &by_path) {
             tracing::debug!("cannot keep the file times in {}: {error}", cache.display());
         }
         let mut times = HashMap::new();
