@@ -127,12 +127,13 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
         .await?;
         printer.stage(&site.name, "generate", Status::Done, &format!("`{command}`"));
     }
+    let context_file = work.path().join("context.tar");
     let (context, dockerfile) = build::site_context(
         site,
         &config.templates_dir,
         build::SiteFiles::Folder(tree.clone()),
         std::sync::Arc::new(build::FileTimes::uniform(0)),
-        &work.path().join("context.tar"),
+        &context_file,
     )
     .await?;
     let tag = format!(
@@ -146,7 +147,7 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
     labels.insert("dev.berth.dirty".to_string(), "true".to_string());
     labels.insert("dev.berth.context-digest".to_string(), context.digest.clone());
     let request = ImageBuild {
-        context: build::ContextBody::File(work.path().join("context.tar")),
+        context: build::ContextBody::File(context_file),
         dockerfile: &dockerfile,
         tag: &tag,
         build_args: &site.build_args,
@@ -177,37 +178,9 @@ pub async fn preview(built: &Built, port: u16, printer: &Printer) -> anyhow::Res
     } else {
         port
     };
-    let mut bindings = HashMap::new();
-    bindings.insert(
-        container_port.clone(),
-        Some(vec![PortBinding {
-            host_ip: Some("127.0.0.1".into()),
-            host_port: Some(port.to_string()),
-        }]),
-    );
-    let body = ContainerCreateBody {
-        image: Some(built.image_id.clone()),
-        host_config: Some(HostConfig {
-            port_bindings: Some(bindings),
-            auto_remove: Some(false),
-            ..Default::default()
-        }),
-        labels: Some(HashMap::from([(
-            "dev.berth.preview".to_string(),
-            built.tag.clone(),
-        )])),
-        ..Default::default()
-    };
     let name = format!("berth-preview-{}-{port}", std::process::id());
-    docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-            body,
-        )
-        .await?;
+    let labels = [("dev.berth.preview", built.tag.as_str())];
+    create_published(&docker, &built.image_id, &name, &container_port, port, &labels).await?;
     let result = async {
         docker
             .start_container(&name, None::<StartContainerOptions>)
@@ -232,6 +205,47 @@ pub async fn preview(built: &Built, port: u16, printer: &Printer) -> anyhow::Res
         .await?;
     printer.note("preview stopped; container removed");
     result
+}
+
+/// Creates (does not start) a container of `image` named `name`, its
+/// `container_port` (say `8080/tcp`) published on 127.0.0.1:`host_port` only.
+pub async fn create_published(
+    docker: &bollard::Docker,
+    image: &str,
+    name: &str,
+    container_port: &str,
+    host_port: u16,
+    labels: &[(&str, &str)],
+) -> Result<(), bollard::errors::Error> {
+    let binding = PortBinding {
+        host_ip: Some("127.0.0.1".into()),
+        host_port: Some(host_port.to_string()),
+    };
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        host_config: Some(HostConfig {
+            port_bindings: Some(HashMap::from([(container_port.to_string(), Some(vec![binding]))])),
+            auto_remove: Some(false),
+            ..Default::default()
+        }),
+        labels: Some(
+            labels
+                .iter()
+                .map(|(key, value)| ((*key).to_string(), (*value).to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.to_string()),
+                ..Default::default()
+            }),
+            body,
+        )
+        .await?;
+    Ok(())
 }
 
 async fn wait_for_stop() {

@@ -523,6 +523,25 @@ async fn a_one_page_change_keeps_the_assets_layer_and_the_other_files_times() {
     assert_ne!(stat("/www/style.css"), stat("/www/index.html"));
 }
 
+/// Builds `tag` through berth's Engine client from the context that arrives in
+/// `body`, as the pipeline streams it.
+async fn build_streamed(
+    docker: &bollard::Docker,
+    body: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    tag: &str,
+) -> Result<String, berth::build::BuildError> {
+    let printer = berth::output::Printer::new(berth::output::Verbosity::Quiet, false, false);
+    let request = berth::build::ImageBuild {
+        context: berth::build::ContextBody::Stream(body),
+        dockerfile: "Dockerfile",
+        tag,
+        build_args: &std::collections::BTreeMap::new(),
+        labels: &std::collections::BTreeMap::new(),
+        credentials: std::collections::HashMap::new(),
+    };
+    berth::build::build_image(docker, request, &printer).await
+}
+
 /// The context is streamed to the Engine while berth writes it; a failure half-way
 /// (a blob that cannot be read) ends the request body with an error. The Engine
 /// must then build nothing: no image, no tag, from the first half of a context.
@@ -554,23 +573,8 @@ async fn a_context_that_fails_half_way_leaves_no_image() {
         .await
         .unwrap();
     drop(sender);
-    let tag = format!(
-        "berth-test/half-context:{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let printer = berth::output::Printer::new(berth::output::Verbosity::Quiet, false, false);
-    let request = berth::build::ImageBuild {
-        context: berth::build::ContextBody::Stream(receiver),
-        dockerfile: "Dockerfile",
-        tag: &tag,
-        build_args: &std::collections::BTreeMap::new(),
-        labels: &std::collections::BTreeMap::new(),
-        credentials: std::collections::HashMap::new(),
-    };
-    let result = berth::build::build_image(&docker, request, &printer).await;
+    let tag = format!("berth-test/{}", crate::support::unique("half-context"));
+    let result = build_streamed(&docker, receiver, &tag).await;
     assert!(result.is_err(), "a build from half a context must fail");
     let inspect = docker.inspect_image(&tag).await;
     assert!(
@@ -589,15 +593,6 @@ async fn a_context_that_fails_half_way_leaves_no_image() {
 async fn an_engine_that_refuses_early_stops_the_context_writer() {
     let docker = crate::support::docker().await;
     let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
-    let printer = berth::output::Printer::new(berth::output::Verbosity::Quiet, false, false);
-    let request = berth::build::ImageBuild {
-        context: berth::build::ContextBody::Stream(receiver),
-        dockerfile: "Dockerfile",
-        tag: "Not::A-Tag",
-        build_args: &std::collections::BTreeMap::new(),
-        labels: &std::collections::BTreeMap::new(),
-        credentials: std::collections::HashMap::new(),
-    };
     // A writer with more to send than any Engine would buffer (1 GiB).
     let writer = tokio::spawn(async move {
         let mut chunks = 0;
@@ -613,7 +608,7 @@ async fn an_engine_that_refuses_early_stops_the_context_writer() {
     });
     let built = tokio::time::timeout(
         Duration::from_secs(60),
-        berth::build::build_image(&docker, request, &printer),
+        build_streamed(&docker, receiver, "Not::A-Tag"),
     )
     .await
     .expect("the build answers");

@@ -371,31 +371,10 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 /// Runs `image` with its port 8080 on a free loopback port; returns the container's
 /// name and the port once something answers there.
 pub async fn serve(docker: &bollard::Docker, image: &str) -> (String, u16) {
-    use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-    use bollard::query_parameters::{CreateContainerOptions, StartContainerOptions};
+    use bollard::query_parameters::StartContainerOptions;
     let port = free_port();
-    let binding = PortBinding {
-        host_ip: Some("127.0.0.1".into()),
-        host_port: Some(port.to_string()),
-    };
-    let bindings = std::collections::HashMap::from([("8080/tcp".to_string(), Some(vec![binding]))]);
     let name = unique("berth-serve");
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        host_config: Some(HostConfig {
-            port_bindings: Some(bindings),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-            body,
-        )
+    berth::local::create_published(docker, image, &name, "8080/tcp", port, &[])
         .await
         .unwrap();
     docker
