@@ -1081,11 +1081,22 @@ fn is_transient(error: &git2::Error) -> bool {
         // always pass GIT_ECERTIFICATE up from its TLS stream).
         && error.code() != git2::ErrorCode::Certificate
         && !(error.class() == git2::ErrorClass::Ssl && error.message().contains("certificate"))
-        && !error.message().contains("401")
-        && !error.message().contains("403")
-        && !error.message().contains("404")
+        && !refused_by_server(error.message())
         // The server answered (git daemon: no such repository, access denied).
         && !error.message().starts_with("remote error:")
+}
+
+/// Whether an HTTP error says the server refused us (401, 403, 404), which no
+/// retry changes. Only the status code counts, not a port or path in the message
+/// that happens to hold the same digits.
+fn refused_by_server(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    lower.match_indices("status code: ").any(|(at, found)| {
+        let code = &lower[at + found.len()..];
+        ["401", "403", "404"]
+            .iter()
+            .any(|refused| code.starts_with(refused) && !code[3..].starts_with(|c: char| c.is_ascii_digit()))
+    })
 }
 
 /// libssh2 says "Unsupported private key format" for a wrong passphrase too.
@@ -1183,6 +1194,19 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_refusing_status_code_stops_the_retries() {
+        // A 503 from a server whose port holds "401" was taken for a refusal.
+        assert!(!refused_by_server(
+            "unexpected http status code: 503 (from GET http://127.0.0.1:40155/git/x.git/info/refs)"
+        ));
+        assert!(refused_by_server("unexpected http status code: 404 (from GET http://h/x)"));
+        assert!(refused_by_server("Unexpected HTTP status code: 403"));
+        assert!(refused_by_server("request failed with status code: 401"));
+        assert!(!refused_by_server("unexpected http status code: 4040"));
+        assert!(!refused_by_server("cannot connect to 127.0.0.1:4011: Connection refused"));
+    }
 
     #[test]
     fn gitmodules_and_relative_urls() {
