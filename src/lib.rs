@@ -13,6 +13,7 @@ pub mod local;
 pub mod mirror;
 pub mod notify;
 pub mod output;
+mod pack_index;
 pub mod pipeline;
 pub mod push;
 pub mod reference;

@@ -1037,6 +1037,7 @@ fn recreate(path: &Path, url: &str) -> Result<Repository, String> {
     }
     let create = || -> Result<Repository, git2::Error> {
         let git = Repository::init_bare(path)?;
+        crate::pack_index::install(&git)?;
         git.remote_with_fetch("origin", url, "+refs/heads/*:refs/heads/*")?;
         git.config()?.set_str("remote.origin.tagopt", "--tags")?;
         Ok(git)
@@ -1047,6 +1048,8 @@ fn recreate(path: &Path, url: &str) -> Result<Repository, String> {
 /// Opens the mirror and checks that its refs point at readable objects.
 fn open_checked(path: &Path) -> Result<Repository, String> {
     let git = Repository::open_bare(path).map_err(|error| error.message().to_string())?;
+    // A mirror whose first fetch failed is still empty: its next fetch is a first one too.
+    crate::pack_index::install(&git).map_err(|error| error.message().to_string())?;
     {
         let references = git.references().map_err(|error| error.message().to_string())?;
         for reference in references {

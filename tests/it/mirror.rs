@@ -839,3 +839,98 @@ async fn a_server_that_never_answers_fails_the_fetch_after_the_timeout() {
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "{all}");
     assert!(held.lock().unwrap().len() >= 3, "one connection per attempt");
 }
+
+/// A proxy to the stack's Git server that cuts every `git-upload-pack` answer
+/// (the pack) in half and closes the connection. Returns its port.
+fn pack_cutting_proxy() -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let upstream = std::env::var("BERTH_STACK_GIT_URL").unwrap();
+    let upstream = upstream
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut client = stream;
+            let mut reader = BufReader::new(client.try_clone().unwrap());
+            let mut request = Vec::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(value) = lower.strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                if lower.starts_with("connection:") {
+                    continue;
+                }
+                if line == "\r\n" {
+                    request.extend_from_slice(b"Connection: close\r\n\r\n");
+                    break;
+                }
+                request.extend_from_slice(line.as_bytes());
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            request.extend_from_slice(&body);
+            let mut server = std::net::TcpStream::connect(&upstream).unwrap();
+            server.write_all(&request).unwrap();
+            let mut response = Vec::new();
+            server.read_to_end(&mut response).unwrap();
+            let body_start = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let keep = if request.starts_with(b"POST") {
+                body_start + (response.len() - body_start) / 2
+            } else {
+                response.len()
+            };
+            let _ = client.write_all(&response[..keep]);
+        }
+    });
+    port
+}
+
+/// The first fetch of a mirror goes to the parallel indexer (src/pack_index.rs).
+/// A pack cut off half-way fails the fetch, naming the repo, and leaves no
+/// partial pack or temporary file behind; the next whole fetch gives one pack
+/// and its index that git reads and checks in full.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_pack_cut_off_half_way_leaves_nothing_and_a_whole_one_is_complete() {
+    let world = World::new("mirror-cut").await;
+    let url = world.copy_repo("landing");
+    let port = pack_cutting_proxy();
+    let path = url.split("/git/").nth(1).unwrap();
+    configure(&world, &format!("http://127.0.0.1:{port}/git/{path}"), "");
+    let output = world.berth(&["mirror"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("cannot fetch repo `landing`"), "{all}");
+    let packs = mirror_path(&world).join("objects/pack");
+    let left: Vec<_> = std::fs::read_dir(&packs).unwrap().flatten().map(|entry| entry.path()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    configure(&world, &url, "");
+    let head = mirror_head(&world);
+    let mut names: Vec<_> = std::fs::read_dir(&packs)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path().extension().unwrap().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["idx", "pack"]);
+    git(&mirror_path(&world), &["fsck", "--full", "--no-progress", "--no-dangling"]);
+    assert_eq!(git(&mirror_path(&world), &["rev-parse", "refs/heads/main"]).trim(), head);
+
+    // A later fetch (a thin pack, on top of the first) goes to libgit2's indexer.
+    let next = world.commit(&url, "main", &[("index.html", "<h1>next</h1>\n")], "Next");
+    assert_eq!(mirror_head(&world), next);
+    git(&mirror_path(&world), &["fsck", "--full", "--no-progress", "--no-dangling"]);
+}

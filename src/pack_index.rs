@@ -1,0 +1,366 @@
+//! A mirror's first pack, indexed on every core.
+//!
+//! libgit2 indexes a received pack on one thread: it inflates every object,
+//! resolves every delta and hashes every result (SHA-1 with collision
+//! detection) one after the other. `git index-pack` spreads the delta work over
+//! all cores, so on a large repo `git clone --mirror` finished well ahead of
+//! berth's first fetch (docs/benchmarks.md, workload 4a). gix-pack indexes a
+//! pack the way git does, with the same collision-detecting SHA-1
+//! (`sha1-checked`); on the benchmark's 4 MB, 59,000-object pack it took
+//! 0.47 s where libgit2's indexer took 0.95 s and `git index-pack` 0.52 s.
+//!
+//! 1. [`install`] adds a backend to each opened mirror's object database, ahead
+//!    of libgit2's own; it offers nothing but writing a fetched pack.
+//! 2. When libgit2 asks to write the pack of a fetch (over any transport: http,
+//!    https, ssh, git:// or a local path), the backend takes it only while the
+//!    mirror holds no objects at all. A later fetch may send a thin pack, whose
+//!    delta bases only the mirror has; that one passes to libgit2's indexer.
+//! 3. The pack's bytes go through a bounded channel to a thread running
+//!    gix-pack, which checks each object's CRC and the pack's checksum, hashes
+//!    every object and writes `pack-<checksum>.pack` and `.idx` into
+//!    `objects/pack`. libgit2 then writes the refs, as it would after its own
+//!    indexer.
+//! 4. A fetch that fails half-way (the connection drops, the pack is corrupt)
+//!    leaves no pack behind: gix-pack writes to temporary files and only renames
+//!    them once the index is complete.
+
+use std::ffi::{CString, c_int, c_void};
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use git2::Binding as _;
+use libgit2_sys as raw;
+
+/// Above libgit2's own backends (loose objects 1, packs 2), so it is asked first.
+const PRIORITY: c_int = 10;
+/// Chunks of the pack (up to 64 KiB each, as side-band packets come) waiting for
+/// the indexing thread: bounded, so a slow disk holds the download back instead
+/// of filling memory.
+const CHANNEL_DEPTH: usize = 64;
+/// A pack starts with `PACK`, a version and its number of objects.
+const HEADER_LENGTH: usize = 12;
+
+/// Adds the backend to `git`'s object database, which owns it from then on.
+/// It only ever takes a fetch's pack while the mirror holds no objects: on a
+/// mirror just created, or one whose first fetch failed.
+#[expect(unsafe_code, reason = "libgit2's object database takes a backend only through its C interface")]
+pub fn install(git: &git2::Repository) -> Result<(), git2::Error> {
+    let odb = git.odb()?;
+    let backend = Box::new(Backend {
+        parent: raw::git_odb_backend {
+            version: raw::GIT_ODB_BACKEND_VERSION,
+            odb: std::ptr::null_mut(),
+            read: None,
+            read_prefix: None,
+            read_header: None,
+            write: None,
+            writestream: None,
+            readstream: None,
+            exists: None,
+            exists_prefix: None,
+            refresh: None,
+            foreach: None,
+            writepack: Some(start_pack),
+            writemidx: None,
+            freshen: None,
+            free: Some(free_backend),
+        },
+        objects: git.path().join("objects"),
+    });
+    let backend = Box::into_raw(backend);
+    // SAFETY: `odb` is alive for the call; `backend` is a valid, unowned backend
+    // whose first field is the C struct. On success libgit2 owns it and calls
+    // `free_backend` when the database goes; on failure it is still ours.
+    let code = unsafe { raw::git_odb_add_backend(odb.raw(), backend.cast(), PRIORITY) };
+    if code < 0 {
+        // SAFETY: libgit2 refused it, so nothing else holds the pointer.
+        drop(unsafe { Box::from_raw(backend) });
+        return Err(git2::Error::last_error(code));
+    }
+    Ok(())
+}
+
+/// The backend: libgit2's struct first, so a pointer to one is a pointer to the other.
+#[repr(C)]
+struct Backend {
+    parent: raw::git_odb_backend,
+    /// The mirror's `objects` folder.
+    objects: PathBuf,
+}
+
+/// One pack being written: libgit2's struct first, as for [`Backend`].
+#[repr(C)]
+struct PackWriter {
+    parent: raw::git_odb_writepack,
+    /// Closed to tell the indexing thread the pack is complete.
+    chunks: Option<SyncSender<Vec<u8>>>,
+    /// Gives the number of objects indexed, or what went wrong.
+    worker: Option<JoinHandle<Result<u32, String>>>,
+    /// Set when libgit2 abandons the pack (the fetch failed), so the thread stops.
+    abandoned: Arc<AtomicBool>,
+    /// The first bytes of the pack, until its object count is known.
+    header: Vec<u8>,
+}
+
+impl PackWriter {
+    /// Closes the channel and waits for the indexing thread's answer.
+    fn finish(&mut self) -> Result<u32, String> {
+        self.chunks = None;
+        match self.worker.take() {
+            Some(worker) => worker
+                .join()
+                .unwrap_or_else(|_| Err("the pack indexing thread panicked".to_string())),
+            None => Err("the pack was already finished".to_string()),
+        }
+    }
+}
+
+/// Whether `objects` holds no object yet: no pack and no loose object folder.
+fn holds_no_objects(objects: &Path) -> bool {
+    let has_pack = std::fs::read_dir(objects.join("pack")).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|entry| entry.path().extension().is_some_and(|extension| extension == "pack"))
+    });
+    let has_loose = std::fs::read_dir(objects).is_ok_and(|entries| {
+        entries.flatten().any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.len() == 2 && name.bytes().all(|byte| byte.is_ascii_hexdigit())
+        })
+    });
+    !has_pack && !has_loose
+}
+
+/// libgit2 asks for a pack writer (it holds the database's lock meanwhile, so
+/// nothing here may call back into the database).
+#[expect(unsafe_code, reason = "called by libgit2 with pointers it owns")]
+extern "C" fn start_pack(
+    out: *mut *mut raw::git_odb_writepack,
+    backend: *mut raw::git_odb_backend,
+    _odb: *mut raw::git_odb,
+    _progress: raw::git_indexer_progress_cb,
+    _payload: *mut c_void,
+) -> c_int {
+    // SAFETY: libgit2 passes back the backend `install` gave it, a `Backend`.
+    let objects = unsafe { &(*backend.cast::<Backend>()).objects };
+    if !holds_no_objects(objects) {
+        return raw::GIT_PASSTHROUGH;
+    }
+    let (sender, receiver) = sync_channel(CHANNEL_DEPTH);
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let pack_folder = objects.join("pack");
+    let worker = std::thread::Builder::new().name("index-pack".to_string()).spawn({
+        let abandoned = abandoned.clone();
+        move || index(receiver, &pack_folder, &abandoned)
+    });
+    let Ok(worker) = worker else {
+        // No thread to spare: libgit2's own indexer takes the pack.
+        return raw::GIT_PASSTHROUGH;
+    };
+    let writer = Box::new(PackWriter {
+        parent: raw::git_odb_writepack {
+            backend,
+            append: Some(append),
+            commit: Some(commit),
+            free: Some(free_pack),
+        },
+        chunks: Some(sender),
+        worker: Some(worker),
+        abandoned,
+        header: Vec::with_capacity(HEADER_LENGTH),
+    });
+    // SAFETY: `out` is libgit2's slot for the writer; it calls `free_pack` on it.
+    unsafe { *out = Box::into_raw(writer).cast() };
+    0
+}
+
+/// The next bytes of the pack.
+#[expect(unsafe_code, reason = "called by libgit2 with pointers it owns")]
+extern "C" fn append(
+    writer: *mut raw::git_odb_writepack,
+    data: *const c_void,
+    size: usize,
+    stats: *mut raw::git_indexer_progress,
+) -> c_int {
+    // SAFETY: the writer is the `PackWriter` `start_pack` made; `data` holds
+    // `size` bytes for the call; `stats` is libgit2's progress record.
+    let (writer, bytes, stats) = unsafe {
+        (
+            &mut *writer.cast::<PackWriter>(),
+            std::slice::from_raw_parts(data.cast::<u8>(), size),
+            &mut *stats,
+        )
+    };
+    if writer.header.len() < HEADER_LENGTH {
+        let wanted = (HEADER_LENGTH - writer.header.len()).min(bytes.len());
+        writer.header.extend_from_slice(&bytes[..wanted]);
+        if let Some(count) = object_count(&writer.header) {
+            // The transport reports the bytes received; the objects are ours to report.
+            stats.total_objects = count;
+        }
+    }
+    let sent = writer.chunks.as_ref().is_some_and(|chunks| chunks.send(bytes.to_vec()).is_ok());
+    if sent {
+        return 0;
+    }
+    // The thread stopped reading: it found the pack broken, or complete before its end.
+    let message = match writer.finish() {
+        Ok(_) => "the pack goes on after its checksum".to_string(),
+        Err(message) => message,
+    };
+    fail(&message)
+}
+
+/// The pack is complete: wait for its index.
+#[expect(unsafe_code, reason = "called by libgit2 with pointers it owns")]
+unsafe extern "C" fn commit(writer: *mut raw::git_odb_writepack, stats: *mut raw::git_indexer_progress) -> c_int {
+    // SAFETY: as in `append`.
+    let (writer, stats) = unsafe { (&mut *writer.cast::<PackWriter>(), &mut *stats) };
+    match writer.finish() {
+        Ok(count) => {
+            stats.total_objects = count;
+            stats.received_objects = count;
+            stats.indexed_objects = count;
+            0
+        }
+        Err(message) => fail(&message),
+    }
+}
+
+/// libgit2 is done with the writer, committed or not.
+#[expect(unsafe_code, reason = "called by libgit2 with pointers it owns")]
+unsafe extern "C" fn free_pack(writer: *mut raw::git_odb_writepack) {
+    if writer.is_null() {
+        return;
+    }
+    // SAFETY: made by `Box::into_raw` in `start_pack`; libgit2 frees it once.
+    let mut writer = unsafe { Box::from_raw(writer.cast::<PackWriter>()) };
+    if writer.worker.is_some() {
+        // Abandoned half-way: stop the thread, which removes its temporary files.
+        writer.abandoned.store(true, Ordering::Relaxed);
+        let _ = writer.finish();
+    }
+}
+
+#[expect(unsafe_code, reason = "called by libgit2 with pointers it owns")]
+extern "C" fn free_backend(backend: *mut raw::git_odb_backend) {
+    // SAFETY: made by `Box::into_raw` in `install`; libgit2 frees it once.
+    drop(unsafe { Box::from_raw(backend.cast::<Backend>()) });
+}
+
+/// Hands `message` to libgit2 as the error of the failing call.
+#[expect(unsafe_code, reason = "libgit2 keeps its error message through its C interface")]
+fn fail(message: &str) -> c_int {
+    let message = CString::new(message.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: a valid C string, copied by libgit2.
+    unsafe {
+        raw::git_error_set_str(raw::GIT_ERROR_INDEXER.cast_signed(), message.as_ptr());
+    }
+    -1
+}
+
+/// The object count in a pack's header, once its 12 bytes are there.
+fn object_count(header: &[u8]) -> Option<u32> {
+    let count = header.get(8..HEADER_LENGTH)?;
+    (header.starts_with(b"PACK")).then(|| u32::from_be_bytes([count[0], count[1], count[2], count[3]]))
+}
+
+/// The indexing thread: reads the pack from `chunks` and writes it, with its
+/// index, into `pack_folder`. Returns the number of objects.
+fn index(chunks: Receiver<Vec<u8>>, pack_folder: &Path, abandoned: &AtomicBool) -> Result<u32, String> {
+    let mut pack = BufReader::with_capacity(
+        64 * 1024,
+        ChannelReader {
+            chunks,
+            current: Vec::new(),
+            position: 0,
+        },
+    );
+    let outcome = gix_pack::Bundle::write_to_directory(
+        &mut pack,
+        Some(pack_folder),
+        &mut gix_features::progress::Discard,
+        abandoned,
+        None::<gix_object::find::Never>,
+        gix_pack::bundle::write::Options {
+            thread_limit: None,
+            iteration_mode: gix_pack::data::input::Mode::Verify,
+            index_version: gix_pack::index::Version::V2,
+            object_hash: gix_hash::Kind::Sha1,
+        },
+    )
+    .map_err(|error| format!("indexing the received pack: {}", chain(&error)))?;
+    // The `.keep` file guards the pack against a concurrent `git gc` until refs
+    // point into it; the mirror's lock already does that.
+    if let Some(keep) = outcome.keep_path {
+        let _ = std::fs::remove_file(keep);
+    }
+    // Read-only, as git and libgit2 leave their packs (gix-pack leaves them 0600).
+    for path in [outcome.data_path, outcome.index_path].into_iter().flatten() {
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+            .map_err(|error| format!("cannot make {} read-only: {error}", path.display()))?;
+    }
+    Ok(outcome.index.num_objects)
+}
+
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The receiving end of the channel as a byte stream; it ends when the sender is dropped.
+struct ChannelReader {
+    chunks: Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    position: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        while self.position == self.current.len() {
+            match self.chunks.recv() {
+                Ok(chunk) => {
+                    self.current = chunk;
+                    self.position = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let count = buffer.len().min(self.current.len() - self.position);
+        buffer[..count].copy_from_slice(&self.current[self.position..self.position + count]);
+        self.position += count;
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_object_count_comes_from_a_complete_pack_header() {
+        assert_eq!(object_count(b"PACK\0\0\0\x02\0\0\x01\x02"), Some(258));
+        assert_eq!(object_count(b"PACK\0\0\0\x02\0\0"), None);
+        assert_eq!(object_count(b"KCAP\0\0\0\x02\0\0\x01\x02"), None);
+    }
+
+    #[test]
+    fn a_fresh_repository_holds_no_objects_and_one_with_a_commit_does() {
+        let folder = tempfile::tempdir().unwrap();
+        let git = git2::Repository::init_bare(folder.path()).unwrap();
+        assert!(holds_no_objects(&git.path().join("objects")));
+        git.blob(b"content").unwrap();
+        assert!(!holds_no_objects(&git.path().join("objects")));
+    }
+}
