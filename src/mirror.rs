@@ -242,12 +242,11 @@ impl Mirror {
         callbacks.transfer_progress(move |progress| {
             if last.elapsed() >= Duration::from_millis(250) {
                 last = std::time::Instant::now();
-                on_progress(format!(
-                    "receiving objects {}/{}, {} MiB; indexed {}",
-                    progress.received_objects(),
+                on_progress(transfer_line(
                     progress.total_objects(),
-                    progress.received_bytes() / 1_048_576,
-                    progress.indexed_objects()
+                    progress.received_objects(),
+                    progress.indexed_objects(),
+                    progress.received_bytes(),
                 ));
             }
             true
@@ -1089,6 +1088,18 @@ fn is_transient(error: &git2::Error) -> bool {
         && !error.message().starts_with("remote error:")
 }
 
+/// The progress line of a fetch. libgit2's indexer counts objects as they
+/// arrive; a new mirror's first pack goes to [`crate::pack_index`], which knows
+/// only the total until the pack is complete, so its line counts bytes.
+fn transfer_line(total: usize, received: usize, indexed: usize, bytes: usize) -> String {
+    let mebibytes = bytes / 1_048_576;
+    match (total, received) {
+        (0, _) => format!("receiving, {mebibytes} MiB"),
+        (total, 0) => format!("receiving {total} objects, {mebibytes} MiB"),
+        (total, received) => format!("receiving objects {received}/{total}, {mebibytes} MiB; indexed {indexed}"),
+    }
+}
+
 /// Whether an HTTP error says the server refused us (401, 403, 404), which no
 /// retry changes. Only the status code counts, not a port or path in the message
 /// that happens to hold the same digits.
@@ -1197,6 +1208,16 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_progress_line_counts_objects_when_they_are_counted_and_bytes_always() {
+        assert_eq!(transfer_line(0, 0, 0, 10), "receiving, 0 MiB");
+        assert_eq!(transfer_line(59_379, 0, 0, 3 * 1_048_576), "receiving 59379 objects, 3 MiB");
+        assert_eq!(
+            transfer_line(100, 40, 30, 2_097_152),
+            "receiving objects 40/100, 2 MiB; indexed 30"
+        );
+    }
 
     #[test]
     fn only_a_refusing_status_code_stops_the_retries() {
