@@ -63,17 +63,39 @@ pub(crate) fn register() -> Result<(), Error> {
 const REDIRECTS: usize = 5;
 const USER_AGENT: &str = "git/2.0 (berth)";
 
-/// How long a connection may take to open, and a server may stay silent, before
-/// the request fails (and the fetch is retried): 60 s, or `BERTH_GIT_TIMEOUT`
-/// seconds. Without it, a server that accepts and never answers would hold a
-/// nightly run forever.
-fn timeout() -> std::time::Duration {
+/// How long a server may stay silent before the request fails (and the fetch is
+/// retried): 600 s, or `BERTH_GIT_TIMEOUT` seconds. Without a limit, a server
+/// that accepts and never answers would hold a nightly run forever; git itself
+/// has none. The limit is long because a server may say nothing while it packs
+/// a large repo: behind a proxy that buffers whole responses (lighttpd's
+/// default), the stack's server sent a 1 GB repo's first byte after 2 minutes.
+fn silence() -> std::time::Duration {
     let seconds = std::env::var("BERTH_GIT_TIMEOUT")
         .ok()
         .and_then(|text| text.parse::<u64>().ok())
         .filter(|seconds| *seconds > 0)
-        .unwrap_or(60);
+        .unwrap_or(600);
     std::time::Duration::from_secs(seconds)
+}
+
+/// How long a connection may take to open: 60 s, or less if the silence allowed is.
+fn connect_timeout() -> std::time::Duration {
+    silence().min(std::time::Duration::from_secs(60))
+}
+
+/// Says what a socket's read timeout means, in place of "Resource temporarily
+/// unavailable".
+fn name_silence(error: std::io::Error) -> std::io::Error {
+    match error.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the server sent nothing for {} s (BERTH_GIT_TIMEOUT sets how long to wait)",
+                silence().as_secs()
+            ),
+        ),
+        _ => error,
+    }
 }
 
 struct Client {
@@ -343,13 +365,12 @@ fn exchange(state: &Mutex<State>, address: &str, message: &[u8]) -> Result<Respo
     {
         return Ok(response);
     }
-    let timeout = timeout();
-    let stream = connect(address, timeout)
+    let stream = connect(address, connect_timeout())
         .map_err(|error| net_error(format!("cannot connect to {address}: {error}")))?;
     stream
         .set_nodelay(true)
-        .and_then(|()| stream.set_read_timeout(Some(timeout)))
-        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .and_then(|()| stream.set_read_timeout(Some(silence())))
+        .and_then(|()| stream.set_write_timeout(Some(silence())))
         .map_err(|error| net_error(format!("cannot set up the connection to {address}: {error}")))?;
     let connection = Connection {
         reader: BufReader::with_capacity(
@@ -382,7 +403,11 @@ struct Connection {
 }
 
 impl Connection {
-    fn request(mut self, message: &[u8], address: &str) -> std::io::Result<Response> {
+    fn request(self, message: &[u8], address: &str) -> std::io::Result<Response> {
+        self.send_request(message, address).map_err(name_silence)
+    }
+
+    fn send_request(mut self, message: &[u8], address: &str) -> std::io::Result<Response> {
         self.writer.write_all(message)?;
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
@@ -490,6 +515,12 @@ impl Response {
 
 impl Read for Response {
     fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        self.read_body(buffer).map_err(name_silence)
+    }
+}
+
+impl Response {
+    fn read_body(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
         let Some(connection) = self.connection.as_mut() else {
             return Ok(0);
         };

@@ -833,7 +833,9 @@ async fn a_server_that_never_answers_fails_the_fetch_after_the_timeout() {
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(
-        all.contains("repo `landing`") && all.contains("tried 3 times"),
+        all.contains("repo `landing`")
+            && all.contains("tried 3 times")
+            && all.contains("the server sent nothing for 1 s (BERTH_GIT_TIMEOUT"),
         "{all}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "{all}");
