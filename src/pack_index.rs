@@ -20,12 +20,17 @@
 //!    every object and writes `pack-<checksum>.pack` and `.idx` into
 //!    `objects/pack`. libgit2 then writes the refs, as it would after its own
 //!    indexer.
-//! 4. A fetch that fails half-way (the connection drops, the pack is corrupt)
-//!    leaves no pack behind: gix-pack writes to temporary files and only renames
-//!    them once the index is complete.
+//! 4. gix-pack maps the whole pack into memory while it resolves deltas, so a
+//!    1 GB pack took the process to 1 GB resident. While a pack is below
+//!    [`PARALLEL_LIMIT`], a copy of its bytes goes to an unnamed temporary
+//!    file; a pack that grows past it is handed over, copy first, to libgit2's
+//!    indexer, which reads through small windows (see `bound_git_memory`).
+//! 5. A fetch that fails half-way (the connection drops, the pack is corrupt)
+//!    leaves no pack behind: both indexers write to temporary files and only
+//!    rename them once the index is complete.
 
 use std::ffi::{CString, c_int, c_void};
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +48,10 @@ const PRIORITY: c_int = 10;
 const CHANNEL_DEPTH: usize = 64;
 /// A pack starts with `PACK`, a version and its number of objects.
 const HEADER_LENGTH: usize = 12;
+/// The largest pack gix-pack indexes; larger ones go to libgit2's indexer, so
+/// that a first mirror stays within berth's memory target (100 MB for a 1 GB
+/// site, docs/benchmarks.md) with the rest of the process (about 30 MB).
+const PARALLEL_LIMIT: u64 = 48 * 1024 * 1024;
 
 /// Adds the backend to `git`'s object database, which owns it from then on.
 /// It only ever takes a fetch's pack while the mirror holds no objects: on a
@@ -104,6 +113,14 @@ struct PackWriter {
     abandoned: Arc<AtomicBool>,
     /// The first bytes of the pack, until its object count is known.
     header: Vec<u8>,
+    /// Bytes received so far.
+    received: u64,
+    /// A copy of the bytes received, while the pack may still be handed over.
+    copy: Option<std::fs::File>,
+    /// libgit2's indexer, once the pack has grown past [`PARALLEL_LIMIT`].
+    fallback: Option<git2::Indexer<'static>>,
+    /// The mirror's `objects/pack` folder.
+    pack_folder: PathBuf,
 }
 
 impl PackWriter {
@@ -115,6 +132,64 @@ impl PackWriter {
                 .join()
                 .unwrap_or_else(|_| Err("the pack indexing thread panicked".to_string())),
             None => Err("the pack was already finished".to_string()),
+        }
+    }
+
+    /// Stops gix-pack (its temporary files go) and gives libgit2's indexer the
+    /// bytes received so far, from the copy.
+    fn hand_over(&mut self) -> Result<(), String> {
+        tracing::debug!(
+            received = self.received,
+            "the first pack is larger than {} MiB; libgit2's indexer takes it",
+            PARALLEL_LIMIT / 1_048_576
+        );
+        self.abandoned.store(true, Ordering::Relaxed);
+        let _ = self.finish();
+        let mut copy = self.copy.take().ok_or("the copy of the pack is missing")?;
+        let mut indexer = git2::Indexer::new(None, &self.pack_folder, 0, false)
+            .map_err(|error| format!("indexing the received pack: {}", error.message()))?;
+        copy.seek(SeekFrom::Start(0))
+            .and_then(|_| std::io::copy(&mut copy, &mut indexer))
+            .map_err(|error| format!("indexing the received pack: {error}"))?;
+        self.fallback = Some(indexer);
+        Ok(())
+    }
+
+    /// Takes the next bytes of the pack.
+    fn take(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.received += bytes.len() as u64;
+        if self.fallback.is_none() && self.received > PARALLEL_LIMIT {
+            self.hand_over()?;
+        }
+        if let Some(indexer) = self.fallback.as_mut() {
+            return indexer
+                .write_all(bytes)
+                .map_err(|error| format!("indexing the received pack: {error}"));
+        }
+        if let Some(copy) = self.copy.as_mut() {
+            copy.write_all(bytes)
+                .map_err(|error| format!("cannot keep a copy of the received pack: {error}"))?;
+        }
+        let sent = self.chunks.as_ref().is_some_and(|chunks| chunks.send(bytes.to_vec()).is_ok());
+        if sent {
+            return Ok(());
+        }
+        // The thread stopped reading: it found the pack broken, or complete before its end.
+        Err(match self.finish() {
+            Ok(_) => "the pack goes on after its checksum".to_string(),
+            Err(message) => message,
+        })
+    }
+
+    /// The pack is complete: waits for its index. Returns the number of objects,
+    /// if known.
+    fn complete(&mut self) -> Result<Option<u32>, String> {
+        match self.fallback.take() {
+            Some(indexer) => indexer
+                .commit()
+                .map(|_| None)
+                .map_err(|error| format!("indexing the received pack: {}", error.message())),
+            None => self.finish().map(Some),
         }
     }
 }
@@ -162,6 +237,10 @@ extern "C" fn start_pack(
         // No thread to spare: libgit2's own indexer takes the pack.
         return raw::GIT_PASSTHROUGH;
     };
+    // Unnamed: nothing of it stays behind, even if berth is killed.
+    let Ok(copy) = tempfile::tempfile_in(objects) else {
+        return raw::GIT_PASSTHROUGH;
+    };
     let writer = Box::new(PackWriter {
         parent: raw::git_odb_writepack {
             backend,
@@ -173,6 +252,10 @@ extern "C" fn start_pack(
         worker: Some(worker),
         abandoned,
         header: Vec::with_capacity(HEADER_LENGTH),
+        received: 0,
+        copy: Some(copy),
+        fallback: None,
+        pack_folder: objects.join("pack"),
     });
     // SAFETY: `out` is libgit2's slot for the writer; it calls `free_pack` on it.
     unsafe { *out = Box::into_raw(writer).cast() };
@@ -204,16 +287,10 @@ extern "C" fn append(
             stats.total_objects = count;
         }
     }
-    let sent = writer.chunks.as_ref().is_some_and(|chunks| chunks.send(bytes.to_vec()).is_ok());
-    if sent {
-        return 0;
+    match writer.take(bytes) {
+        Ok(()) => 0,
+        Err(message) => fail(&message),
     }
-    // The thread stopped reading: it found the pack broken, or complete before its end.
-    let message = match writer.finish() {
-        Ok(_) => "the pack goes on after its checksum".to_string(),
-        Err(message) => message,
-    };
-    fail(&message)
 }
 
 /// The pack is complete: wait for its index.
@@ -221,8 +298,9 @@ extern "C" fn append(
 unsafe extern "C" fn commit(writer: *mut raw::git_odb_writepack, stats: *mut raw::git_indexer_progress) -> c_int {
     // SAFETY: as in `append`.
     let (writer, stats) = unsafe { (&mut *writer.cast::<PackWriter>(), &mut *stats) };
-    match writer.finish() {
+    match writer.complete() {
         Ok(count) => {
+            let count = count.unwrap_or(stats.total_objects);
             stats.total_objects = count;
             stats.received_objects = count;
             stats.indexed_objects = count;
@@ -240,6 +318,7 @@ unsafe extern "C" fn free_pack(writer: *mut raw::git_odb_writepack) {
     }
     // SAFETY: made by `Box::into_raw` in `start_pack`; libgit2 frees it once.
     let mut writer = unsafe { Box::from_raw(writer.cast::<PackWriter>()) };
+    // An uncommitted `fallback` removes its temporary files when dropped.
     if writer.worker.is_some() {
         // Abandoned half-way: stop the thread, which removes its temporary files.
         writer.abandoned.store(true, Ordering::Relaxed);

@@ -936,3 +936,49 @@ async fn a_first_pack_cut_off_half_way_leaves_nothing_and_a_whole_one_is_complet
     assert_eq!(mirror_head(&world), next);
     git(&mirror_path(&world), &["fsck", "--full", "--no-progress", "--no-dangling"]);
 }
+
+/// A first pack larger than gix-pack may take (it maps the whole pack while it
+/// resolves deltas) is handed over to libgit2's indexer half-way, from the copy
+/// kept of its first bytes: the mirror is complete and git reads and checks it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_pack_past_the_parallel_limit_is_handed_over_to_libgit2_whole() {
+    let world = World::new("mirror-large").await;
+    let url = world.copy_repo("landing");
+    let work = world.dir.path().join("large-work");
+    git(
+        world.dir.path(),
+        &["clone", "-q", world.repo_path(&url).to_str().unwrap(), work.to_str().unwrap()],
+    );
+    // 56 MiB that does not compress: xorshift bytes, 1 MiB per file.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for index in 0..56 {
+        let mut content = Vec::with_capacity(1 << 20);
+        while content.len() < 1 << 20 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            content.extend_from_slice(&state.to_le_bytes());
+        }
+        std::fs::create_dir_all(work.join("media")).unwrap();
+        std::fs::write(work.join(format!("media/{index}.bin")), content).unwrap();
+    }
+    git(&work, &["add", "-A"]);
+    git_commit(&work, &["-q", "-m", "Media"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    let head = git(&work, &["rev-parse", "HEAD"]).trim().to_string();
+    git(&world.repo_path(&url), &["repack", "-adq"]);
+    configure(&world, &url, "");
+
+    let output = world.berth_with_env(&["mirror"], &[("BERTH_LOG", "berth=debug")]);
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(all.contains("libgit2's indexer takes it"), "{all}");
+    let packs: Vec<_> = std::fs::read_dir(mirror_path(&world).join("objects/pack"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path().extension().unwrap().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(packs.len(), 2, "one pack and its index: {packs:?}");
+    git(&mirror_path(&world), &["fsck", "--full", "--no-progress", "--no-dangling"]);
+    assert_eq!(git(&mirror_path(&world), &["rev-parse", "refs/heads/main"]).trim(), head);
+}
