@@ -161,7 +161,7 @@ impl Client {
             if let Some(location) = response.redirect.clone() {
                 let next = resolve_location(&target, &location)?;
                 if !next.ends_with(SUFFIX) {
-                    return Err(http_error(format!(
+                    return Err(unfollowed(format!(
                         "the server redirected to {next}, not a Git repository"
                     )));
                 }
@@ -176,7 +176,7 @@ impl Client {
             lock(&self.state).base = Some(target.trim_end_matches(SUFFIX).to_string());
             return Ok(response);
         }
-        Err(http_error(format!("too many redirects from {url}")))
+        Err(unfollowed(format!("too many redirects from {url}")))
     }
 }
 
@@ -243,6 +243,12 @@ fn http_error(message: String) -> Error {
     Error::new(ErrorCode::GenericError, ErrorClass::Http, message)
 }
 
+/// A redirect berth does not follow: the URL in `[[repo]]` is to change, and a
+/// retry would only meet the same answer (so not `Http`, which is retried).
+fn unfollowed(message: String) -> Error {
+    Error::new(ErrorCode::GenericError, ErrorClass::Invalid, message)
+}
+
 fn net_error(message: String) -> Error {
     Error::new(ErrorCode::GenericError, ErrorClass::Net, message)
 }
@@ -270,7 +276,7 @@ fn resolve_location(from: &str, location: &str) -> Result<String, Error> {
         return Ok(location.to_string());
     }
     if location.starts_with("https://") {
-        return Err(http_error(format!(
+        return Err(unfollowed(format!(
             "the server redirects to {location}: write the https:// URL in [[repo]]"
         )));
     }
@@ -279,7 +285,7 @@ fn resolve_location(from: &str, location: &str) -> Result<String, Error> {
     {
         return Ok(format!("http://{authority}{location}"));
     }
-    Err(http_error(format!(
+    Err(unfollowed(format!(
         "the server redirects to {location}, which berth cannot follow"
     )))
 }

@@ -982,3 +982,25 @@ async fn a_first_pack_past_the_parallel_limit_is_handed_over_to_libgit2_whole() 
     git(&mirror_path(&world), &["fsck", "--full", "--no-progress", "--no-dangling"]);
     assert_eq!(git(&mirror_path(&world), &["rev-parse", "refs/heads/main"]).trim(), head);
 }
+
+/// An `http://` remote that redirects to `https://` is refused at once, asking
+/// for the https URL: a retry would only meet the same redirect.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_to_https_is_refused_at_once_with_the_url_to_write() {
+    let world = World::new("mirror-redirect").await;
+    let (port, requests) = http_receiver(
+        5,
+        b"HTTP/1.1 301 Moved Permanently\r\nlocation: https://127.0.0.1:8443/git/landing.git/info/refs?service=git-upload-pack\r\ncontent-length: 0\r\n\r\n",
+    );
+    configure(&world, &format!("http://127.0.0.1:{port}/git/landing.git"), "");
+    let output = world.berth(&["mirror"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("(tried 1 time)")
+            && all.contains("the server redirects to https://127.0.0.1:8443/git/landing.git/info/refs")
+            && all.contains("write the https:// URL in [[repo]]"),
+        "{all}"
+    );
+    assert_eq!(requests.try_iter().count(), 1);
+}
