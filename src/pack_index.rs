@@ -270,6 +270,10 @@ extern "C" fn append(
     size: usize,
     stats: *mut raw::git_indexer_progress,
 ) -> c_int {
+    if size == 0 {
+        // `data` may then be null, which no slice may be made from.
+        return 0;
+    }
     // SAFETY: the writer is the `PackWriter` `start_pack` made; `data` holds
     // `size` bytes for the call; `stats` is libgit2's progress record.
     let (writer, bytes, stats) = unsafe {
