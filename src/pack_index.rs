@@ -20,11 +20,15 @@
 //!    every object and writes `pack-<checksum>.pack` and `.idx` into
 //!    `objects/pack`. libgit2 then writes the refs, as it would after its own
 //!    indexer.
-//! 4. gix-pack maps the whole pack into memory while it resolves deltas, so a
-//!    1 GB pack took the process to 1 GB resident. While a pack is below
-//!    [`PARALLEL_LIMIT`], a copy of its bytes goes to an unnamed temporary
-//!    file; a pack that grows past it is handed over, copy first, to libgit2's
-//!    indexer, which reads through small windows (see `bound_git_memory`).
+//! 4. A copy of the pack's bytes goes to an unnamed temporary file, and libgit2's
+//!    indexer takes the pack over, copy first, in two cases. gix-pack maps the
+//!    whole pack into memory while it resolves deltas (a 1 GB pack took the
+//!    process to 1 GB resident), so a pack that grows past [`PARALLEL_LIMIT`]
+//!    goes to libgit2, which reads through small windows (see
+//!    `bound_git_memory`). And gix-pack refuses deltas whose base is named by
+//!    id rather than by offset, which libgit2's own pack builder writes (a local
+//!    path remote; servers built on libgit2); it refuses a broken pack too, and
+//!    libgit2 then gives the error.
 //! 5. A fetch that fails half-way (the connection drops, the pack is corrupt)
 //!    leaves no pack behind: both indexers write to temporary files and only
 //!    rename them once the index is complete.
@@ -32,8 +36,7 @@
 use std::ffi::{CString, c_int, c_void};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -101,16 +104,21 @@ struct Backend {
     objects: PathBuf,
 }
 
+/// A pack and index written by gix-pack.
+struct Indexed {
+    objects: u32,
+    /// The `.pack` and `.idx` files.
+    files: Vec<PathBuf>,
+}
+
 /// One pack being written: libgit2's struct first, as for [`Backend`].
 #[repr(C)]
 struct PackWriter {
     parent: raw::git_odb_writepack,
     /// Closed to tell the indexing thread the pack is complete.
     chunks: Option<SyncSender<Vec<u8>>>,
-    /// Gives the number of objects indexed, or what went wrong.
-    worker: Option<JoinHandle<Result<u32, String>>>,
-    /// Set when libgit2 abandons the pack (the fetch failed), so the thread stops.
-    abandoned: Arc<AtomicBool>,
+    /// Gives the pack written, or what went wrong.
+    worker: Option<JoinHandle<Result<Indexed, String>>>,
     /// The first bytes of the pack, until its object count is known.
     header: Vec<u8>,
     /// Bytes received so far.
@@ -124,8 +132,11 @@ struct PackWriter {
 }
 
 impl PackWriter {
-    /// Closes the channel and waits for the indexing thread's answer.
-    fn finish(&mut self) -> Result<u32, String> {
+    /// Closes the channel and waits for the indexing thread's answer. The
+    /// thread is never interrupted otherwise: gix-pack panics on a read that
+    /// fails half-way through its buffer, and takes the channel's end for the
+    /// end of the pack (an error if the pack is not complete).
+    fn finish(&mut self) -> Result<Indexed, String> {
         self.chunks = None;
         match self.worker.take() {
             Some(worker) => worker
@@ -136,15 +147,12 @@ impl PackWriter {
     }
 
     /// Stops gix-pack (its temporary files go) and gives libgit2's indexer the
-    /// bytes received so far, from the copy.
-    fn hand_over(&mut self) -> Result<(), String> {
-        tracing::debug!(
-            received = self.received,
-            "the first pack is larger than {} MiB; libgit2's indexer takes it",
-            PARALLEL_LIMIT / 1_048_576
-        );
-        self.abandoned.store(true, Ordering::Relaxed);
-        let _ = self.finish();
+    /// bytes received so far, from the copy; `reason` says why, in the debug log.
+    fn hand_over(&mut self, reason: &str) -> Result<(), String> {
+        tracing::debug!(received = self.received, "libgit2's indexer takes the first pack: {reason}");
+        if self.worker.is_some() {
+            let _ = self.finish();
+        }
         let mut copy = self.copy.take().ok_or("the copy of the pack is missing")?;
         let mut indexer = git2::Indexer::new(None, &self.pack_folder, 0, false)
             .map_err(|error| format!("indexing the received pack: {}", error.message()))?;
@@ -157,40 +165,50 @@ impl PackWriter {
 
     /// Takes the next bytes of the pack.
     fn take(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.received += bytes.len() as u64;
-        if self.fallback.is_none() && self.received > PARALLEL_LIMIT {
-            self.hand_over()?;
+        if self.fallback.is_none() {
+            if self.received + bytes.len() as u64 > PARALLEL_LIMIT {
+                self.hand_over(&format!("it is larger than {} MiB", PARALLEL_LIMIT / 1_048_576))?;
+            } else {
+                self.received += bytes.len() as u64;
+                if let Some(copy) = self.copy.as_mut() {
+                    copy.write_all(bytes)
+                        .map_err(|error| format!("cannot keep a copy of the received pack: {error}"))?;
+                }
+                let sent = self.chunks.as_ref().is_some_and(|chunks| chunks.send(bytes.to_vec()).is_ok());
+                if sent {
+                    return Ok(());
+                }
+                // gix-pack stopped reading: the pack holds what it does not take
+                // (deltas whose base is named by id, as libgit2's own pack builder
+                // writes them), is broken, or goes on after its checksum. libgit2
+                // has the last word; the copy already holds these bytes.
+                let reason = match self.finish() {
+                    Ok(_) => "the pack goes on after its checksum".to_string(),
+                    Err(message) => message,
+                };
+                return self.hand_over(&reason);
+            }
         }
-        if let Some(indexer) = self.fallback.as_mut() {
-            return indexer
-                .write_all(bytes)
-                .map_err(|error| format!("indexing the received pack: {error}"));
-        }
-        if let Some(copy) = self.copy.as_mut() {
-            copy.write_all(bytes)
-                .map_err(|error| format!("cannot keep a copy of the received pack: {error}"))?;
-        }
-        let sent = self.chunks.as_ref().is_some_and(|chunks| chunks.send(bytes.to_vec()).is_ok());
-        if sent {
-            return Ok(());
-        }
-        // The thread stopped reading: it found the pack broken, or complete before its end.
-        Err(match self.finish() {
-            Ok(_) => "the pack goes on after its checksum".to_string(),
-            Err(message) => message,
-        })
+        let indexer = self.fallback.as_mut().ok_or("the pack has no indexer")?;
+        indexer
+            .write_all(bytes)
+            .map_err(|error| format!("indexing the received pack: {error}"))
     }
 
     /// The pack is complete: waits for its index. Returns the number of objects,
     /// if known.
     fn complete(&mut self) -> Result<Option<u32>, String> {
-        match self.fallback.take() {
-            Some(indexer) => indexer
-                .commit()
-                .map(|_| None)
-                .map_err(|error| format!("indexing the received pack: {}", error.message())),
-            None => self.finish().map(Some),
+        if self.fallback.is_none() {
+            match self.finish() {
+                Ok(indexed) => return Ok(Some(indexed.objects)),
+                Err(reason) => self.hand_over(&reason)?,
+            }
         }
+        let indexer = self.fallback.take().ok_or("the pack has no indexer")?;
+        indexer
+            .commit()
+            .map(|_| None)
+            .map_err(|error| format!("indexing the received pack: {}", error.message()))
     }
 }
 
@@ -227,12 +245,10 @@ extern "C" fn start_pack(
         return raw::GIT_PASSTHROUGH;
     }
     let (sender, receiver) = sync_channel(CHANNEL_DEPTH);
-    let abandoned = Arc::new(AtomicBool::new(false));
     let pack_folder = objects.join("pack");
-    let worker = std::thread::Builder::new().name("index-pack".to_string()).spawn({
-        let abandoned = abandoned.clone();
-        move || index(receiver, &pack_folder, &abandoned)
-    });
+    let worker = std::thread::Builder::new()
+        .name("index-pack".to_string())
+        .spawn(move || index(receiver, &pack_folder));
     let Ok(worker) = worker else {
         // No thread to spare: libgit2's own indexer takes the pack.
         return raw::GIT_PASSTHROUGH;
@@ -250,7 +266,6 @@ extern "C" fn start_pack(
         },
         chunks: Some(sender),
         worker: Some(worker),
-        abandoned,
         header: Vec::with_capacity(HEADER_LENGTH),
         received: 0,
         copy: Some(copy),
@@ -324,9 +339,14 @@ unsafe extern "C" fn free_pack(writer: *mut raw::git_odb_writepack) {
     let mut writer = unsafe { Box::from_raw(writer.cast::<PackWriter>()) };
     // An uncommitted `fallback` removes its temporary files when dropped.
     if writer.worker.is_some() {
-        // Abandoned half-way: stop the thread, which removes its temporary files.
-        writer.abandoned.store(true, Ordering::Relaxed);
-        let _ = writer.finish();
+        // Abandoned (the fetch failed): the thread stops at the channel's end and
+        // removes its temporary files; a pack it completed meanwhile goes too,
+        // as no ref will point into it.
+        if let Ok(indexed) = writer.finish() {
+            for file in indexed.files {
+                let _ = std::fs::remove_file(file);
+            }
+        }
     }
 }
 
@@ -355,7 +375,7 @@ fn object_count(header: &[u8]) -> Option<u32> {
 
 /// The indexing thread: reads the pack from `chunks` and writes it, with its
 /// index, into `pack_folder`. Returns the number of objects.
-fn index(chunks: Receiver<Vec<u8>>, pack_folder: &Path, abandoned: &AtomicBool) -> Result<u32, String> {
+fn index(chunks: Receiver<Vec<u8>>, pack_folder: &Path) -> Result<Indexed, String> {
     let mut pack = BufReader::with_capacity(
         64 * 1024,
         ChannelReader {
@@ -368,7 +388,7 @@ fn index(chunks: Receiver<Vec<u8>>, pack_folder: &Path, abandoned: &AtomicBool) 
         &mut pack,
         Some(pack_folder),
         &mut gix_features::progress::Discard,
-        abandoned,
+        &AtomicBool::new(false),
         None::<gix_object::find::Never>,
         gix_pack::bundle::write::Options {
             thread_limit: None,
@@ -384,11 +404,15 @@ fn index(chunks: Receiver<Vec<u8>>, pack_folder: &Path, abandoned: &AtomicBool) 
         let _ = std::fs::remove_file(keep);
     }
     // Read-only, as git and libgit2 leave their packs (gix-pack leaves them 0600).
-    for path in [outcome.data_path, outcome.index_path].into_iter().flatten() {
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+    let files: Vec<PathBuf> = [outcome.data_path, outcome.index_path].into_iter().flatten().collect();
+    for path in &files {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o444))
             .map_err(|error| format!("cannot make {} read-only: {error}", path.display()))?;
     }
-    Ok(outcome.index.num_objects)
+    Ok(Indexed {
+        objects: outcome.index.num_objects,
+        files,
+    })
 }
 
 fn chain(error: &dyn std::error::Error) -> String {

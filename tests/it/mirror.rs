@@ -972,7 +972,11 @@ async fn a_first_pack_past_the_parallel_limit_is_handed_over_to_libgit2_whole() 
     let output = world.berth_with_env(&["mirror"], &[("BERTH_LOG", "berth=debug")]);
     let all = text(&output);
     assert!(output.status.success(), "{all}");
-    assert!(all.contains("libgit2's indexer takes it"), "{all}");
+    assert!(
+        all.contains("libgit2's indexer takes the first pack: it is larger than 48 MiB"),
+        "{all}"
+    );
+    assert!(!all.contains("panicked"), "{all}");
     let packs: Vec<_> = std::fs::read_dir(mirror_path(&world).join("objects/pack"))
         .unwrap()
         .flatten()
@@ -1003,4 +1007,44 @@ async fn a_redirect_to_https_is_refused_at_once_with_the_url_to_write() {
         "{all}"
     );
     assert_eq!(requests.try_iter().count(), 1);
+}
+
+/// A local path remote: libgit2 builds the pack itself, with deltas that name
+/// their base by id, which gix-pack refuses; libgit2's indexer takes the pack
+/// over from the copy, and the mirror is complete, with every ref.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_path_remote_with_deltas_is_mirrored_whole() {
+    let world = World::new("mirror-local").await;
+    let url = world.copy_repo("landing");
+    let work = world.dir.path().join("local-work");
+    let source = world.repo_path(&url);
+    git(
+        world.dir.path(),
+        &["clone", "-q", source.to_str().unwrap(), work.to_str().unwrap()],
+    );
+    // Versions of a long page, each a line longer: deltas of one another.
+    let mut page = String::new();
+    for line in 0..2000 {
+        page.push_str(&format!("<p>line {line} of the page</p>\n"));
+    }
+    for version in 0..5 {
+        page.push_str(&format!("<p>version {version}</p>\n"));
+        std::fs::write(work.join("long.html"), &page).unwrap();
+        git(&work, &["add", "-A"]);
+        git_commit(&work, &["-q", "-m", &format!("Version {version}")]);
+    }
+    git(&work, &["tag", "-a", "v1", "-m", "Version one"]);
+    git(&work, &["push", "-q", "--tags", "origin", "main"]);
+    configure(&world, source.to_str().unwrap(), "");
+
+    let output = world.berth_with_env(&["mirror"], &[("BERTH_LOG", "berth=debug")]);
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(all.contains("libgit2's indexer takes the first pack"), "{all}");
+    assert!(!all.contains("damaged") && !all.contains("panicked"), "{all}");
+    git(&mirror_path(&world), &["fsck", "--full", "--no-progress", "--no-dangling"]);
+    assert_eq!(
+        git(&mirror_path(&world), &["for-each-ref"]),
+        git(&source, &["for-each-ref", "refs/heads", "refs/tags"])
+    );
 }
