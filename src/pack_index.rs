@@ -125,7 +125,7 @@ struct PackWriter {
     received: u64,
     /// A copy of the bytes received, while the pack may still be handed over.
     copy: Option<std::fs::File>,
-    /// libgit2's indexer, once the pack has grown past [`PARALLEL_LIMIT`].
+    /// libgit2's indexer, once the pack is handed over to it.
     fallback: Option<git2::Indexer<'static>>,
     /// The mirror's `objects/pack` folder.
     pack_folder: PathBuf,
@@ -146,12 +146,27 @@ impl PackWriter {
         }
     }
 
+    /// Stops gix-pack and says why it stopped. Its temporary files go; a pack it
+    /// completed anyway (bytes came after its checksum, or the fetch failed
+    /// after the last byte) is removed too, as no ref will point into it.
+    fn stop_parallel(&mut self) -> String {
+        match self.finish() {
+            Ok(indexed) => {
+                for file in indexed.files {
+                    let _ = std::fs::remove_file(file);
+                }
+                "the pack goes on after its checksum".to_string()
+            }
+            Err(message) => message,
+        }
+    }
+
     /// Stops gix-pack (its temporary files go) and gives libgit2's indexer the
     /// bytes received so far, from the copy; `reason` says why, in the debug log.
     fn hand_over(&mut self, reason: &str) -> Result<(), String> {
         tracing::debug!(received = self.received, "libgit2's indexer takes the first pack: {reason}");
         if self.worker.is_some() {
-            let _ = self.finish();
+            self.stop_parallel();
         }
         let mut copy = self.copy.take().ok_or("the copy of the pack is missing")?;
         let mut indexer = git2::Indexer::new(None, &self.pack_folder, 0, false)
@@ -182,10 +197,7 @@ impl PackWriter {
                 // (deltas whose base is named by id, as libgit2's own pack builder
                 // writes them), is broken, or goes on after its checksum. libgit2
                 // has the last word; the copy already holds these bytes.
-                let reason = match self.finish() {
-                    Ok(_) => "the pack goes on after its checksum".to_string(),
-                    Err(message) => message,
-                };
+                let reason = self.stop_parallel();
                 return self.hand_over(&reason);
             }
         }
@@ -339,14 +351,8 @@ unsafe extern "C" fn free_pack(writer: *mut raw::git_odb_writepack) {
     let mut writer = unsafe { Box::from_raw(writer.cast::<PackWriter>()) };
     // An uncommitted `fallback` removes its temporary files when dropped.
     if writer.worker.is_some() {
-        // Abandoned (the fetch failed): the thread stops at the channel's end and
-        // removes its temporary files; a pack it completed meanwhile goes too,
-        // as no ref will point into it.
-        if let Ok(indexed) = writer.finish() {
-            for file in indexed.files {
-                let _ = std::fs::remove_file(file);
-            }
-        }
+        // Abandoned: the fetch failed.
+        writer.stop_parallel();
     }
 }
 
