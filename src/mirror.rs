@@ -172,8 +172,24 @@ impl Mirror {
             load_ca_bundle();
         }
         let mut last_error = String::new();
+        // An http:// remote that sends berth to https:// on the same host.
+        let mut redirected: Option<String> = None;
+        crate::smart_http::take_https_redirect();
         for attempt in 1..=FETCH_ATTEMPTS {
-            match self.fetch_once(on_progress) {
+            let mut fetched = self.fetch_once(redirected.as_deref(), on_progress);
+            if fetched.is_err()
+                && redirected.is_none()
+                && let Some(https) = crate::smart_http::take_https_redirect()
+            {
+                on_warning(format!(
+                    "repo `{}`: {} redirects to {https}; fetching from there (write that URL in [[repo]] to save the redirect)",
+                    self.repo.name, self.repo.url
+                ));
+                load_ca_bundle();
+                fetched = self.fetch_once(Some(&https), on_progress);
+                redirected = Some(https);
+            }
+            match fetched {
                 Ok(()) => return Ok(()),
                 Err(error) if is_corruption(&error) => {
                     on_warning(format!(
@@ -211,8 +227,12 @@ impl Mirror {
         }
     }
 
-    fn fetch_once(&self, on_progress: &dyn Fn(String)) -> Result<(), git2::Error> {
-        let mut remote = self.git.find_remote("origin")?;
+    /// One fetch from the repo's URL, or from `redirected` (never stored in the mirror).
+    fn fetch_once(&self, redirected: Option<&str>, on_progress: &dyn Fn(String)) -> Result<(), git2::Error> {
+        let mut remote = match redirected {
+            Some(url) => self.git.remote_anonymous(url)?,
+            None => self.git.find_remote("origin")?,
+        };
         // libgit2 replaces a refused host key's message by its own; ours is kept here.
         let host_key_refusal = std::cell::RefCell::new(None::<String>);
         let mut callbacks = RemoteCallbacks::new();

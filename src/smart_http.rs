@@ -11,7 +11,9 @@
 //! stateless RPC, redirects followed on the first request only, the token of the
 //! repo (see [`crate::mirror`]) when the server asks for credentials.
 //!
-//! `https://` remotes keep libgit2's own transport (OpenSSL).
+//! `https://` remotes keep libgit2's own transport (OpenSSL); an `http://`
+//! remote that redirects to `https://` on the same host is fetched from there
+//! (see [`take_https_redirect`]).
 
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -25,6 +27,18 @@ use git2::{Error, ErrorClass, ErrorCode};
 thread_local! {
     /// Where the token comes from, for the fetch running on this thread.
     static TOKEN_ENV: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// The `https://` repository URL the last fetch on this thread was
+    /// redirected to, by the same host.
+    static HTTPS_REDIRECT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The `https://` repository URL that an `http://` remote redirected the last
+/// fetch on this thread to, if it did. This client speaks plain HTTP only, so
+/// the fetch failed; the caller fetches again from the URL given, through
+/// libgit2's https transport. Only a redirect to the same host counts, so the
+/// repo's token goes nowhere it would not have gone.
+pub fn take_https_redirect() -> Option<String> {
+    HTTPS_REDIRECT.with(|slot| slot.borrow_mut().take())
 }
 
 /// Runs `fetch` with `token_env` as the source of credentials for any `http://`
@@ -159,6 +173,13 @@ impl Client {
         for _ in 0..=REDIRECTS {
             let response = send(&self.state, self.token_env.as_deref(), "GET", &target, None)?;
             if let Some(location) = response.redirect.clone() {
+                if let Some(repository) = location.strip_suffix(SUFFIX)
+                    && location.starts_with("https://")
+                    && host(&location) == host(&target)
+                {
+                    HTTPS_REDIRECT.with(|slot| *slot.borrow_mut() = Some(repository.to_string()));
+                    return Err(unfollowed(format!("the server redirects to {repository}")));
+                }
                 let next = resolve_location(&target, &location)?;
                 if !next.ends_with(SUFFIX) {
                     return Err(unfollowed(format!(
@@ -268,6 +289,11 @@ fn authority(url: &str) -> Option<String> {
     url.parse::<hyper::Uri>()
         .ok()
         .and_then(|uri| uri.authority().map(|authority| authority.as_str().to_string()))
+}
+
+/// The host of a URL, without its port.
+fn host(url: &str) -> Option<String> {
+    url.parse::<hyper::Uri>().ok().and_then(|uri| uri.host().map(str::to_string))
 }
 
 /// A `Location` header resolved against the URL that answered with it.

@@ -987,14 +987,43 @@ async fn a_first_pack_past_the_parallel_limit_is_handed_over_to_libgit2_whole() 
     assert_eq!(git(&mirror_path(&world), &["rev-parse", "refs/heads/main"]).trim(), head);
 }
 
-/// An `http://` remote that redirects to `https://` is refused at once, asking
-/// for the https URL: a retry would only meet the same redirect.
+/// An `http://` remote that redirects to `https://` on the same host is fetched
+/// from there, as git does, with a warning naming the URL to write; the mirror
+/// keeps the configured URL. A redirect to another host is refused at once (the
+/// repo's token is not for it), asking for the https URL.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_redirect_to_https_is_refused_at_once_with_the_url_to_write() {
+async fn a_redirect_to_https_is_followed_on_the_same_host_and_refused_to_another() {
     let world = World::new("mirror-redirect").await;
+    let ca = std::env::var("BERTH_STACK_GIT_CA_FILE").unwrap();
+    let url = world.copy_repo("landing");
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let https = format!("{}/{name}", std::env::var("BERTH_STACK_GIT_HTTPS_URL").unwrap());
+    let answer = format!(
+        "HTTP/1.1 301 Moved Permanently\r\nlocation: {https}/info/refs?service=git-upload-pack\r\ncontent-length: 0\r\n\r\n"
+    );
+    let (port, requests) = http_receiver(5, Box::leak(answer.into_bytes().into_boxed_slice()));
+    let redirecting = format!("http://127.0.0.1:{port}/git/{name}");
+    configure(&world, &redirecting, "");
+    let output = world.berth_with_env(&["mirror"], &[("SSL_CERT_FILE", &ca)]);
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(
+        all.contains(&format!("{redirecting} redirects to {https}; fetching from there")),
+        "{all}"
+    );
+    assert_eq!(requests.try_iter().count(), 1);
+    assert_eq!(
+        git(&mirror_path(&world), &["rev-parse", "refs/heads/main"]).trim(),
+        world.head(&url, "main")
+    );
+    assert_eq!(
+        git(&mirror_path(&world), &["config", "remote.origin.url"]).trim(),
+        redirecting
+    );
+
     let (port, requests) = http_receiver(
         5,
-        b"HTTP/1.1 301 Moved Permanently\r\nlocation: https://127.0.0.1:8443/git/landing.git/info/refs?service=git-upload-pack\r\ncontent-length: 0\r\n\r\n",
+        b"HTTP/1.1 301 Moved Permanently\r\nlocation: https://localhost:8443/git/landing.git/info/refs?service=git-upload-pack\r\ncontent-length: 0\r\n\r\n",
     );
     configure(&world, &format!("http://127.0.0.1:{port}/git/landing.git"), "");
     let output = world.berth(&["mirror"]);
@@ -1002,7 +1031,7 @@ async fn a_redirect_to_https_is_refused_at_once_with_the_url_to_write() {
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(
         all.contains("(tried 1 time)")
-            && all.contains("the server redirects to https://127.0.0.1:8443/git/landing.git/info/refs")
+            && all.contains("the server redirects to https://localhost:8443/git/landing.git/info/refs")
             && all.contains("write the https:// URL in [[repo]]"),
         "{all}"
     );
