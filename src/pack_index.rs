@@ -13,8 +13,10 @@
 //!    of libgit2's own; it offers nothing but writing a fetched pack.
 //! 2. When libgit2 asks to write the pack of a fetch (over any transport: http,
 //!    https, ssh, git:// or a local path), the backend takes it only while the
-//!    mirror holds no objects at all. A later fetch may send a thin pack, whose
-//!    delta bases only the mirror has; that one passes to libgit2's indexer.
+//!    mirror holds no objects at all (and then first clears what a first fetch
+//!    killed half-way left in `objects/pack`). A later fetch may send a thin
+//!    pack, whose delta bases only the mirror has; that one passes to libgit2's
+//!    indexer.
 //! 3. The pack's bytes go through a bounded channel to a thread running
 //!    gix-pack, which checks each object's CRC and the pack's checksum, hashes
 //!    every object and writes `pack-<checksum>.pack` and `.idx` into
@@ -241,6 +243,22 @@ fn holds_no_objects(objects: &Path) -> bool {
     !has_pack && !has_loose
 }
 
+/// Removes what a first fetch killed half-way left in the pack folder of a
+/// mirror that holds no objects: temporary files (gix-pack's `.tmp*`,
+/// libgit2's `pack_git2_*`), `.keep` files. With no `.pack` there, nothing in
+/// it is of use, and the mirror's lock keeps any other berth out.
+fn remove_leftovers(pack_folder: &Path) {
+    let Ok(entries) = std::fs::read_dir(pack_folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|kind| kind.is_file()) {
+            tracing::debug!(file = %entry.path().display(), "removing a leftover of an earlier first fetch");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// libgit2 asks for a pack writer (it holds the database's lock meanwhile, so
 /// nothing here may call back into the database).
 #[expect(unsafe_code, reason = "called by libgit2 with pointers it owns")]
@@ -256,8 +274,9 @@ extern "C" fn start_pack(
     if !holds_no_objects(objects) {
         return raw::GIT_PASSTHROUGH;
     }
-    let (sender, receiver) = sync_channel(CHANNEL_DEPTH);
     let pack_folder = objects.join("pack");
+    remove_leftovers(&pack_folder);
+    let (sender, receiver) = sync_channel(CHANNEL_DEPTH);
     let worker = std::thread::Builder::new()
         .name("index-pack".to_string())
         .spawn(move || index(receiver, &pack_folder));
