@@ -1116,7 +1116,9 @@ fn transfer_line(total: usize, received: usize, indexed: usize, bytes: usize) ->
     match (total, received) {
         (0, _) => format!("receiving, {mebibytes} MiB"),
         (total, 0) => format!("receiving {total} objects, {mebibytes} MiB"),
-        (total, received) => format!("receiving objects {received}/{total}, {mebibytes} MiB; indexed {indexed}"),
+        (total, received) => {
+            format!("receiving objects {received}/{total}, {mebibytes} MiB; indexed {indexed}")
+        }
     }
 }
 
@@ -1232,7 +1234,10 @@ mod tests {
     #[test]
     fn the_progress_line_counts_objects_when_they_are_counted_and_bytes_always() {
         assert_eq!(transfer_line(0, 0, 0, 10), "receiving, 0 MiB");
-        assert_eq!(transfer_line(59_379, 0, 0, 3 * 1_048_576), "receiving 59379 objects, 3 MiB");
+        assert_eq!(
+            transfer_line(59_379, 0, 0, 3 * 1_048_576),
+            "receiving 59379 objects, 3 MiB"
+        );
         assert_eq!(
             transfer_line(100, 40, 30, 2_097_152),
             "receiving objects 40/100, 2 MiB; indexed 30"
@@ -1245,11 +1250,15 @@ mod tests {
         assert!(!refused_by_server(
             "unexpected http status code: 503 (from GET http://127.0.0.1:40155/git/x.git/info/refs)"
         ));
-        assert!(refused_by_server("unexpected http status code: 404 (from GET http://h/x)"));
+        assert!(refused_by_server(
+            "unexpected http status code: 404 (from GET http://h/x)"
+        ));
         assert!(refused_by_server("Unexpected HTTP status code: 403"));
         assert!(refused_by_server("request failed with status code: 401"));
         assert!(!refused_by_server("unexpected http status code: 4040"));
-        assert!(!refused_by_server("cannot connect to 127.0.0.1:4011: Connection refused"));
+        assert!(!refused_by_server(
+            "cannot connect to 127.0.0.1:4011: Connection refused"
+        ));
     }
 
     #[test]

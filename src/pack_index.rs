@@ -61,7 +61,10 @@ const PARALLEL_LIMIT: u64 = 48 * 1024 * 1024;
 /// Adds the backend to `git`'s object database, which owns it from then on.
 /// It only ever takes a fetch's pack while the mirror holds no objects: on a
 /// mirror just created, or one whose first fetch failed.
-#[expect(unsafe_code, reason = "libgit2's object database takes a backend only through its C interface")]
+#[expect(
+    unsafe_code,
+    reason = "libgit2's object database takes a backend only through its C interface"
+)]
 pub fn install(git: &git2::Repository) -> Result<(), git2::Error> {
     let odb = git.odb()?;
     let backend = Box::new(Backend {
@@ -166,7 +169,10 @@ impl PackWriter {
     /// Stops gix-pack (its temporary files go) and gives libgit2's indexer the
     /// bytes received so far, from the copy; `reason` says why, in the debug log.
     fn hand_over(&mut self, reason: &str) -> Result<(), String> {
-        tracing::debug!(received = self.received, "libgit2's indexer takes the first pack: {reason}");
+        tracing::debug!(
+            received = self.received,
+            "libgit2's indexer takes the first pack: {reason}"
+        );
         if self.worker.is_some() {
             self.stop_parallel();
         }
@@ -191,7 +197,10 @@ impl PackWriter {
                     copy.write_all(bytes)
                         .map_err(|error| format!("cannot keep a copy of the received pack: {error}"))?;
                 }
-                let sent = self.chunks.as_ref().is_some_and(|chunks| chunks.send(bytes.to_vec()).is_ok());
+                let sent = self
+                    .chunks
+                    .as_ref()
+                    .is_some_and(|chunks| chunks.send(bytes.to_vec()).is_ok());
                 if sent {
                     return Ok(());
                 }
@@ -229,9 +238,12 @@ impl PackWriter {
 /// Whether `objects` holds no object yet: no pack and no loose object folder.
 fn holds_no_objects(objects: &Path) -> bool {
     let has_pack = std::fs::read_dir(objects.join("pack")).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|entry| entry.path().extension().is_some_and(|extension| extension == "pack"))
+        entries.flatten().any(|entry| {
+            entry
+                .path()
+                .extension()
+                .is_some_and(|extension| extension == "pack")
+        })
     });
     let has_loose = std::fs::read_dir(objects).is_ok_and(|entries| {
         entries.flatten().any(|entry| {
@@ -345,7 +357,10 @@ extern "C" fn append(
 
 /// The pack is complete: wait for its index.
 #[expect(unsafe_code, reason = "called by libgit2 with pointers it owns")]
-unsafe extern "C" fn commit(writer: *mut raw::git_odb_writepack, stats: *mut raw::git_indexer_progress) -> c_int {
+unsafe extern "C" fn commit(
+    writer: *mut raw::git_odb_writepack,
+    stats: *mut raw::git_indexer_progress,
+) -> c_int {
     // SAFETY: as in `append`.
     let (writer, stats) = unsafe { (&mut *writer.cast::<PackWriter>(), &mut *stats) };
     match writer.complete() {
@@ -382,7 +397,10 @@ extern "C" fn free_backend(backend: *mut raw::git_odb_backend) {
 }
 
 /// Hands `message` to libgit2 as the error of the failing call.
-#[expect(unsafe_code, reason = "libgit2 keeps its error message through its C interface")]
+#[expect(
+    unsafe_code,
+    reason = "libgit2 keeps its error message through its C interface"
+)]
 fn fail(message: &str) -> c_int {
     let message = CString::new(message.replace('\0', " ")).unwrap_or_default();
     // SAFETY: a valid C string, copied by libgit2.
@@ -429,7 +447,10 @@ fn index(chunks: Receiver<Vec<u8>>, pack_folder: &Path) -> Result<Indexed, Strin
         let _ = std::fs::remove_file(keep);
     }
     // Read-only, as git and libgit2 leave their packs (gix-pack leaves them 0600).
-    let files: Vec<PathBuf> = [outcome.data_path, outcome.index_path].into_iter().flatten().collect();
+    let files: Vec<PathBuf> = [outcome.data_path, outcome.index_path]
+        .into_iter()
+        .flatten()
+        .collect();
     for path in &files {
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o444))
             .map_err(|error| format!("cannot make {} read-only: {error}", path.display()))?;

@@ -293,7 +293,9 @@ fn authority(url: &str) -> Option<String> {
 
 /// The host of a URL, without its port.
 fn host(url: &str) -> Option<String> {
-    url.parse::<hyper::Uri>().ok().and_then(|uri| uri.host().map(str::to_string))
+    url.parse::<hyper::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(str::to_string))
 }
 
 /// A `Location` header resolved against the URL that answered with it.

@@ -916,7 +916,11 @@ async fn a_first_pack_cut_off_half_way_leaves_nothing_and_a_whole_one_is_complet
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(all.contains("cannot fetch repo `landing`"), "{all}");
     let packs = mirror_path(&world).join("objects/pack");
-    let left: Vec<_> = std::fs::read_dir(&packs).unwrap().flatten().map(|entry| entry.path()).collect();
+    let left: Vec<_> = std::fs::read_dir(&packs)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
     // What a first fetch killed half-way leaves (gix-pack's temporary file):
     // the next first fetch clears it.
@@ -931,13 +935,22 @@ async fn a_first_pack_cut_off_half_way_leaves_nothing_and_a_whole_one_is_complet
         .collect();
     names.sort();
     assert_eq!(names, ["idx", "pack"]);
-    git(&mirror_path(&world), &["fsck", "--full", "--no-progress", "--no-dangling"]);
-    assert_eq!(git(&mirror_path(&world), &["rev-parse", "refs/heads/main"]).trim(), head);
+    git(
+        &mirror_path(&world),
+        &["fsck", "--full", "--no-progress", "--no-dangling"],
+    );
+    assert_eq!(
+        git(&mirror_path(&world), &["rev-parse", "refs/heads/main"]).trim(),
+        head
+    );
 
     // A later fetch (a thin pack, on top of the first) goes to libgit2's indexer.
     let next = world.commit(&url, "main", &[("index.html", "<h1>next</h1>\n")], "Next");
     assert_eq!(mirror_head(&world), next);
-    git(&mirror_path(&world), &["fsck", "--full", "--no-progress", "--no-dangling"]);
+    git(
+        &mirror_path(&world),
+        &["fsck", "--full", "--no-progress", "--no-dangling"],
+    );
 }
 
 /// A first pack larger than gix-pack may take (it maps the whole pack while it
@@ -950,7 +963,12 @@ async fn a_first_pack_past_the_parallel_limit_is_handed_over_to_libgit2_whole() 
     let work = world.dir.path().join("large-work");
     git(
         world.dir.path(),
-        &["clone", "-q", world.repo_path(&url).to_str().unwrap(), work.to_str().unwrap()],
+        &[
+            "clone",
+            "-q",
+            world.repo_path(&url).to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
     );
     // 56 MiB that does not compress: xorshift bytes, 1 MiB per file.
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -986,8 +1004,14 @@ async fn a_first_pack_past_the_parallel_limit_is_handed_over_to_libgit2_whole() 
         .map(|entry| entry.path().extension().unwrap().to_string_lossy().to_string())
         .collect();
     assert_eq!(packs.len(), 2, "one pack and its index: {packs:?}");
-    git(&mirror_path(&world), &["fsck", "--full", "--no-progress", "--no-dangling"]);
-    assert_eq!(git(&mirror_path(&world), &["rev-parse", "refs/heads/main"]).trim(), head);
+    git(
+        &mirror_path(&world),
+        &["fsck", "--full", "--no-progress", "--no-dangling"],
+    );
+    assert_eq!(
+        git(&mirror_path(&world), &["rev-parse", "refs/heads/main"]).trim(),
+        head
+    );
 }
 
 /// An `http://` remote that redirects to `https://` on the same host is fetched
@@ -1011,7 +1035,9 @@ async fn a_redirect_to_https_is_followed_on_the_same_host_and_refused_to_another
     let all = text(&output);
     assert!(output.status.success(), "{all}");
     assert!(
-        all.contains(&format!("{redirecting} redirects to {https}; fetching from there")),
+        all.contains(&format!(
+            "{redirecting} redirects to {https}; fetching from there"
+        )),
         "{all}"
     );
     assert_eq!(requests.try_iter().count(), 1);
@@ -1074,7 +1100,10 @@ async fn a_local_path_remote_with_deltas_is_mirrored_whole() {
     assert!(output.status.success(), "{all}");
     assert!(all.contains("libgit2's indexer takes the first pack"), "{all}");
     assert!(!all.contains("damaged") && !all.contains("panicked"), "{all}");
-    git(&mirror_path(&world), &["fsck", "--full", "--no-progress", "--no-dangling"]);
+    git(
+        &mirror_path(&world),
+        &["fsck", "--full", "--no-progress", "--no-dangling"],
+    );
     assert_eq!(
         git(&mirror_path(&world), &["for-each-ref"]),
         git(&source, &["for-each-ref", "refs/heads", "refs/tags"])
