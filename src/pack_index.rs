@@ -188,34 +188,32 @@ impl PackWriter {
 
     /// Takes the next bytes of the pack.
     fn take(&mut self, bytes: &[u8]) -> Result<(), String> {
-        if self.fallback.is_none() {
-            if self.received + bytes.len() as u64 > PARALLEL_LIMIT {
-                self.hand_over(&format!("it is larger than {} MiB", PARALLEL_LIMIT / 1_048_576))?;
-            } else {
-                self.received += bytes.len() as u64;
-                if let Some(copy) = self.copy.as_mut() {
-                    copy.write_all(bytes)
-                        .map_err(|error| format!("cannot keep a copy of the received pack: {error}"))?;
-                }
-                let sent = self
-                    .chunks
-                    .as_ref()
-                    .is_some_and(|chunks| chunks.send(bytes.to_vec()).is_ok());
-                if sent {
-                    return Ok(());
-                }
-                // gix-pack stopped reading: the pack holds what it does not take
-                // (deltas whose base is named by id, as libgit2's own pack builder
-                // writes them), is broken, or goes on after its checksum. libgit2
-                // has the last word; the copy already holds these bytes.
-                let reason = self.stop_parallel();
-                return self.hand_over(&reason);
-            }
+        if self.fallback.is_none() && self.received + bytes.len() as u64 > PARALLEL_LIMIT {
+            self.hand_over(&format!("it is larger than {} MiB", PARALLEL_LIMIT / 1_048_576))?;
         }
-        let indexer = self.fallback.as_mut().ok_or("the pack has no indexer")?;
-        indexer
-            .write_all(bytes)
-            .map_err(|error| format!("indexing the received pack: {error}"))
+        if let Some(indexer) = self.fallback.as_mut() {
+            return indexer
+                .write_all(bytes)
+                .map_err(|error| format!("indexing the received pack: {error}"));
+        }
+        self.received += bytes.len() as u64;
+        if let Some(copy) = self.copy.as_mut() {
+            copy.write_all(bytes)
+                .map_err(|error| format!("cannot keep a copy of the received pack: {error}"))?;
+        }
+        let sent = self
+            .chunks
+            .as_ref()
+            .is_some_and(|chunks| chunks.send(bytes.to_vec()).is_ok());
+        if sent {
+            return Ok(());
+        }
+        // gix-pack stopped reading: the pack holds what it does not take (deltas
+        // whose base is named by id, as libgit2's own pack builder writes them),
+        // is broken, or goes on after its checksum. libgit2 has the last word; the
+        // copy already holds these bytes.
+        let reason = self.stop_parallel();
+        self.hand_over(&reason)
     }
 
     /// The pack is complete: waits for its index. Returns the number of objects,
@@ -288,16 +286,17 @@ extern "C" fn start_pack(
     }
     let pack_folder = objects.join("pack");
     remove_leftovers(&pack_folder);
-    let (sender, receiver) = sync_channel(CHANNEL_DEPTH);
-    let worker = std::thread::Builder::new()
-        .name("index-pack".to_string())
-        .spawn(move || index(receiver, &pack_folder));
-    let Ok(worker) = worker else {
-        // No thread to spare: libgit2's own indexer takes the pack.
-        return raw::GIT_PASSTHROUGH;
-    };
     // Unnamed: nothing of it stays behind, even if berth is killed.
     let Ok(copy) = tempfile::tempfile_in(objects) else {
+        return raw::GIT_PASSTHROUGH;
+    };
+    let (sender, receiver) = sync_channel(CHANNEL_DEPTH);
+    let worker = std::thread::Builder::new().name("index-pack".to_string()).spawn({
+        let pack_folder = pack_folder.clone();
+        move || index(receiver, &pack_folder)
+    });
+    let Ok(worker) = worker else {
+        // No thread to spare: libgit2's own indexer takes the pack.
         return raw::GIT_PASSTHROUGH;
     };
     let writer = Box::new(PackWriter {
@@ -313,7 +312,7 @@ extern "C" fn start_pack(
         received: 0,
         copy: Some(copy),
         fallback: None,
-        pack_folder: objects.join("pack"),
+        pack_folder,
     });
     // SAFETY: `out` is libgit2's slot for the writer; it calls `free_pack` on it.
     unsafe { *out = Box::into_raw(writer).cast() };
