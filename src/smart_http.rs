@@ -92,10 +92,8 @@ fn silence() -> std::time::Duration {
     std::time::Duration::from_secs(seconds)
 }
 
-/// How long a connection may take to open: 60 s, or less if the silence allowed is.
-fn connect_timeout() -> std::time::Duration {
-    silence().min(std::time::Duration::from_secs(60))
-}
+/// How long a connection may take to open (or less, if the silence allowed is).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Says what a socket's read timeout means, in place of "Resource temporarily
 /// unavailable".
@@ -168,18 +166,10 @@ impl Client {
     /// `GET <url>/info/refs?service=git-upload-pack`, following redirects and
     /// answering a request for credentials.
     fn advertisement(&self, url: &str) -> Result<Response, Error> {
-        const SUFFIX: &str = "/info/refs?service=git-upload-pack";
         let mut target = format!("{}{SUFFIX}", url.trim_end_matches('/'));
         for _ in 0..=REDIRECTS {
             let response = send(&self.state, self.token_env.as_deref(), "GET", &target, None)?;
             if let Some(location) = response.redirect.clone() {
-                if let Some(repository) = location.strip_suffix(SUFFIX)
-                    && location.starts_with("https://")
-                    && host(&location) == host(&target)
-                {
-                    HTTPS_REDIRECT.with(|slot| *slot.borrow_mut() = Some(repository.to_string()));
-                    return Err(unfollowed(format!("the server redirects to {repository}")));
-                }
                 let next = resolve_location(&target, &location)?;
                 if !next.ends_with(SUFFIX) {
                     return Err(unfollowed(format!(
@@ -298,12 +288,24 @@ fn host(url: &str) -> Option<String> {
         .and_then(|uri| uri.host().map(str::to_string))
 }
 
-/// A `Location` header resolved against the URL that answered with it.
+/// What follows a repository's URL in the first request.
+const SUFFIX: &str = "/info/refs?service=git-upload-pack";
+
+/// A `Location` header resolved against the URL that answered with it. A
+/// redirect to a repository over `https://` on the same host is left for the
+/// caller to fetch again from (see [`take_https_redirect`]); to another host,
+/// it is refused, as the repo's token is not for it.
 fn resolve_location(from: &str, location: &str) -> Result<String, Error> {
     if location.starts_with("http://") {
         return Ok(location.to_string());
     }
     if location.starts_with("https://") {
+        if let Some(repository) = location.strip_suffix(SUFFIX)
+            && host(location) == host(from)
+        {
+            HTTPS_REDIRECT.with(|slot| *slot.borrow_mut() = Some(repository.to_string()));
+            return Err(unfollowed(format!("the server redirects to {repository}")));
+        }
         return Err(unfollowed(format!(
             "the server redirects to {location}: write the https:// URL in [[repo]]"
         )));
@@ -399,12 +401,13 @@ fn exchange(state: &Mutex<State>, address: &str, message: &[u8]) -> Result<Respo
     {
         return Ok(response);
     }
-    let stream = connect(address, connect_timeout())
+    let silence = silence();
+    let stream = connect(address, silence.min(CONNECT_TIMEOUT))
         .map_err(|error| net_error(format!("cannot connect to {address}: {error}")))?;
     stream
         .set_nodelay(true)
-        .and_then(|()| stream.set_read_timeout(Some(silence())))
-        .and_then(|()| stream.set_write_timeout(Some(silence())))
+        .and_then(|()| stream.set_read_timeout(Some(silence)))
+        .and_then(|()| stream.set_write_timeout(Some(silence)))
         .map_err(|error| net_error(format!("cannot set up the connection to {address}: {error}")))?;
     let connection = Connection {
         reader: BufReader::with_capacity(
@@ -545,15 +548,8 @@ impl Response {
             .take()
             .map(|connection| (self.address.clone(), connection))
     }
-}
 
-impl Read for Response {
-    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
-        self.read_body(buffer).map_err(name_silence)
-    }
-}
-
-impl Response {
+    /// Reads the body as its head said it ends.
     fn read_body(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
         let Some(connection) = self.connection.as_mut() else {
             return Ok(0);
@@ -605,6 +601,12 @@ impl Response {
                 }
             }
         }
+    }
+}
+
+impl Read for Response {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        self.read_body(buffer).map_err(name_silence)
     }
 }
 
