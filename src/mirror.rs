@@ -389,12 +389,7 @@ impl Mirror {
         if !unchanged && let Err(error) = write_times_cache(&cache, commit, path, &by_path) {
             tracing::debug!("cannot keep the file times in {}: {error}", cache.display());
         }
-        let mut times = HashMap::new();
-        for (blob, time) in by_path.into_values() {
-            let entry = times.entry(blob).or_insert(time);
-            *entry = (*entry).max(time);
-        }
-        Ok(times)
+        Ok(newest_by_blob(by_path))
     }
 
     /// The entries of `path` at `commit` in Git's order, for a build context written
@@ -840,6 +835,16 @@ struct TimesCache {
     path: String,
     /// Path below the folder to the time of the commit that wrote its content.
     times: HashMap<String, i64>,
+}
+
+/// Each blob's time: the newest of the files that hold its content.
+fn newest_by_blob(by_path: HashMap<Vec<u8>, (Oid, i64)>) -> HashMap<Oid, i64> {
+    let mut times = HashMap::new();
+    for (blob, time) in by_path.into_values() {
+        let entry = times.entry(blob).or_insert(time);
+        *entry = (*entry).max(time);
+    }
+    times
 }
 
 /// Writes the cache (through a temporary file, so a crash leaves the old one or
@@ -1306,12 +1311,7 @@ mod tests {
 
     /// The walk's result by blob, as the build uses it.
     fn by_blob(repo: &Repository, start: Oid, path: &str, known: Option<&TimesCache>) -> HashMap<Oid, i64> {
-        let mut times = HashMap::new();
-        for (blob, time) in content_times(repo, start, path, known).unwrap().into_values() {
-            let entry = times.entry(blob).or_insert(time);
-            *entry = (*entry).max(time);
-        }
-        times
+        newest_by_blob(content_times(repo, start, path, known).unwrap())
     }
 
     #[test]
