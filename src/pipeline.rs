@@ -375,11 +375,7 @@ pub async fn mirror_repos(
             (config.state_dir.join("mirrors"), repo.clone(), printer.clone());
         let started = Instant::now();
         let head = tokio::task::spawn_blocking(move || {
-            let warn = |message: String| printer_copy.warning(&message);
-            let name = repo_copy.name.clone();
-            let progress = |text: String| printer_copy.progress(&name, "mirror", &text);
-            let mirror = Mirror::sync(&mirrors_dir, &repo_copy, &warn, &progress)?;
-            mirror.branch_head(&repo_copy.branch)
+            sync_mirror(&mirrors_dir, &repo_copy, &printer_copy)?.branch_head(&repo_copy.branch)
         })
         .await?;
         match head {
@@ -444,14 +440,11 @@ pub async fn export_site(
     );
     let started = Instant::now();
     let exported = tokio::task::spawn_blocking(move || {
-        let warn = |message: String| printer_copy.warning(&message);
-        let progress = |text: String| printer_copy.progress(&repo.name, "mirror", &text);
         let mirror = if offline {
-            Mirror::open_existing(&mirrors_dir, &repo, &warn)?
+            Mirror::open_existing(&mirrors_dir, &repo, &|message| printer_copy.warning(&message))?
         } else {
-            Mirror::sync(&mirrors_dir, &repo, &warn, &progress)?
+            sync_mirror(&mirrors_dir, &repo, &printer_copy)?
         };
-        printer_copy.clear_progress(&repo.name);
         let commit = revision.resolve(&mirror, &repo.branch)?;
         let files = mirror.export(&commit.id, &path, &destination)?;
         Ok::<_, crate::mirror::MirrorError>(Exported { commit, files })
@@ -516,6 +509,19 @@ pub(crate) struct Synced {
     pub(crate) duration: Duration,
 }
 
+/// Opens and fetches `repo`'s mirror (blocking), its warnings and progress on `printer`.
+fn sync_mirror(
+    mirrors_dir: &Path,
+    repo: &crate::config::Repo,
+    printer: &Printer,
+) -> Result<Mirror, crate::mirror::MirrorError> {
+    let warn = |message: String| printer.warning(&message);
+    let progress = |text: String| printer.progress(&repo.name, "mirror", &text);
+    let mirror = Mirror::sync(mirrors_dir, repo, &warn, &progress);
+    printer.clear_progress(&repo.name);
+    mirror
+}
+
 fn sync_repo(
     mirrors_dir: &Path,
     repo: &crate::config::Repo,
@@ -523,10 +529,7 @@ fn sync_repo(
     paths: &[String],
     printer: &Printer,
 ) -> Result<Synced, String> {
-    let warn = |message: String| printer.warning(&message);
-    let progress = |text: String| printer.progress(&repo.name, "mirror", &text);
-    let mirror = Mirror::sync(mirrors_dir, repo, &warn, &progress).map_err(|e| e.to_string())?;
-    printer.clear_progress(&repo.name);
+    let mirror = sync_mirror(mirrors_dir, repo, printer).map_err(|e| e.to_string())?;
     let commit = revision
         .resolve(&mirror, &repo.branch)
         .map_err(|e| e.to_string())?;
