@@ -519,9 +519,11 @@ pub fn write_context<W: std::io::Write>(
     };
     let sink_error = |source| context_error(Path::new("(build context)"), source);
     let mut hashing = HashingWriter {
-        inner: sink,
+        inner: CountingWriter {
+            inner: sink,
+            bytes: 0,
+        },
         hasher: Sha256::new(),
-        bytes: 0,
     };
     let mut files = 0;
     {
@@ -584,7 +586,7 @@ pub fn write_context<W: std::io::Write>(
     Ok(Context {
         digest,
         files,
-        bytes: hashing.bytes,
+        bytes: hashing.inner.bytes,
     })
 }
 
@@ -742,6 +744,7 @@ fn write_layer_tar<'a, W: std::io::Write>(
     Ok((files, counting.bytes))
 }
 
+/// Counts the bytes that go through it.
 struct CountingWriter<W> {
     inner: W,
     bytes: u64,
@@ -759,17 +762,16 @@ impl<W: std::io::Write> std::io::Write for CountingWriter<W> {
     }
 }
 
+/// Hashes what goes through it; `inner` counts it.
 struct HashingWriter<W> {
-    inner: W,
+    inner: CountingWriter<W>,
     hasher: Sha256,
-    bytes: u64,
 }
 
 impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
     fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
         let written = self.inner.write(buffer)?;
         self.hasher.update(&buffer[..written]);
-        self.bytes += written as u64;
         Ok(written)
     }
 
