@@ -10,7 +10,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 
 use crate::pipeline::{Example, SITES};
-use crate::support::{World, free_port, git, http_get, http_receiver, image_of, kube_client, text};
+use crate::support::{World, free_port, http_get, http_receiver, image_of, kube_client, text};
 
 fn validate_against(schema_file: &str, document: &serde_json::Value) {
     let path = crate::support::repo_root().join("docs/schema").join(schema_file);
@@ -266,16 +266,7 @@ async fn shards_cover_every_site_exactly_once() {
 async fn a_local_build_of_a_dirty_tree_is_tagged_dirty_and_preview_serves_it() {
     let world = World::new("local").await;
     let url = world.copy_repo("landing");
-    let checkout = world.dir.path().join("checkout");
-    git(
-        world.dir.path(),
-        &[
-            "clone",
-            "-q",
-            world.repo_path(&url).to_str().unwrap(),
-            checkout.to_str().unwrap(),
-        ],
-    );
+    let checkout = world.clone_of(&url);
     std::fs::write(checkout.join("index.html"), "<h1>work in progress</h1>\n").unwrap();
     std::fs::write(checkout.join("draft.html"), "untracked draft\n").unwrap();
     std::fs::write(checkout.join(".gitignore"), "secret.txt\n").unwrap();

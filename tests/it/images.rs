@@ -170,16 +170,7 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_symlink_out_of_the_site_is_refused_and_nothing_is_pushed() {
     let site = Site::new("image-symlink").await;
-    let work = site.world.dir.path().join("symlink-work");
-    crate::support::git(
-        site.world.dir.path(),
-        &[
-            "clone",
-            "-q",
-            site.world.repo_path(&site.url).to_str().unwrap(),
-            work.to_str().unwrap(),
-        ],
-    );
+    let work = site.world.clone_of(&site.url);
     std::os::unix::fs::symlink("../../../../../../etc/passwd", work.join("passwd.html")).unwrap();
     crate::support::git(&work, &["add", "-A"]);
     crate::support::git_commit(&work, &["-q", "-m", "Sneaky link"]);

@@ -435,12 +435,7 @@ async fn new_commits_force_pushes_deleted_branches_and_tags_are_followed() {
     assert_eq!(mirror_head(&world), second);
 
     // A force-push back to an older history with a new commit on top.
-    let bare = world.repo_path(&url);
-    let work = world.dir.path().join("force");
-    git(
-        world.dir.path(),
-        &["clone", "-q", bare.to_str().unwrap(), work.to_str().unwrap()],
-    );
+    let work = world.clone_of(&url);
     git(&work, &["reset", "-q", "--hard", &first]);
     std::fs::write(work.join("index.html"), "<h1>rewritten</h1>\n").unwrap();
     git_commit(&work, &["-q", "-am", "Rewritten"]);
@@ -960,16 +955,7 @@ async fn a_first_pack_cut_off_half_way_leaves_nothing_and_a_whole_one_is_complet
 async fn a_first_pack_past_the_parallel_limit_is_handed_over_to_libgit2_whole() {
     let world = World::new("mirror-large").await;
     let url = world.copy_repo("landing");
-    let work = world.dir.path().join("large-work");
-    git(
-        world.dir.path(),
-        &[
-            "clone",
-            "-q",
-            world.repo_path(&url).to_str().unwrap(),
-            work.to_str().unwrap(),
-        ],
-    );
+    let work = world.clone_of(&url);
     // 56 MiB that does not compress: xorshift bytes, 1 MiB per file.
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     for index in 0..56 {
@@ -1074,12 +1060,8 @@ async fn a_redirect_to_https_is_followed_on_the_same_host_and_refused_to_another
 async fn a_local_path_remote_with_deltas_is_mirrored_whole() {
     let world = World::new("mirror-local").await;
     let url = world.copy_repo("landing");
-    let work = world.dir.path().join("local-work");
+    let work = world.clone_of(&url);
     let source = world.repo_path(&url);
-    git(
-        world.dir.path(),
-        &["clone", "-q", source.to_str().unwrap(), work.to_str().unwrap()],
-    );
     // Versions of a long page, each a line longer: deltas of one another.
     let mut page = String::new();
     for line in 0..2000 {

@@ -146,6 +146,22 @@ impl World {
         self.stack.git_root.join(url.rsplit('/').next().unwrap())
     }
 
+    /// A working copy of the bare repo behind a URL made by [`World::copy_repo`],
+    /// in a fresh folder of this world.
+    pub fn clone_of(&self, url: &str) -> PathBuf {
+        let work = self.dir.path().join(unique("work"));
+        git(
+            self.dir.path(),
+            &[
+                "clone",
+                "-q",
+                self.repo_path(url).to_str().unwrap(),
+                work.to_str().unwrap(),
+            ],
+        );
+        work
+    }
+
     /// Commits `files` (path, content) on `branch` of the bare repo and returns the new commit id.
     pub fn commit(&self, url: &str, branch: &str, files: &[(&str, &str)], message: &str) -> String {
         let work = self.dir.path().join(unique("work"));
