@@ -73,6 +73,9 @@ pub struct SiteReport {
     pub error: Option<String>,
     /// Why it failed: `site` or `environment`.
     pub failure: Option<FailureKind>,
+    /// What berth checked after a rollout Kubernetes called complete: the
+    /// digest each ready pod runs, and a request through each Service.
+    pub verification: Option<deploy::verify::Verification>,
 }
 
 impl SiteReport {
@@ -89,6 +92,7 @@ impl SiteReport {
             durations: BTreeMap::new(),
             error: None,
             failure: None,
+            verification: None,
         }
     }
 }
@@ -824,7 +828,10 @@ impl RunContext<'_> {
                 .apply(&site.name, &site.deployment, &change, Some(deployment), printer)
                 .await
                 .map(Some)
-                .map_err(deploy_failure)
+                .map_err(|error| {
+                    report.verification = verification_of(&error);
+                    deploy_failure(error)
+                })
         }
         .await;
         lock.release().await;
@@ -850,7 +857,8 @@ impl RunContext<'_> {
                 );
                 SiteAction::UpToDate
             }
-            Some(Outcome::RolledOut) => {
+            Some(Outcome::RolledOut(verification)) => {
+                report.verification = Some(verification);
                 printer.stage(
                     &site.name,
                     "deploy",
@@ -1249,6 +1257,7 @@ pub async fn rollback(
                 .apply(&site.name, &site.deployment, &change, None, printer)
                 .await
                 .map(|outcome| (outcome, change))
+                .inspect_err(|error| report.verification = verification_of(error))
         }
         .await;
         lock.release().await;
@@ -1264,10 +1273,12 @@ pub async fn rollback(
             report.source_digest = Some(change.source_digest).filter(|d| !d.is_empty());
             report.digest = change.image.split_once('@').map(|(_, d)| d.to_string());
             report.image = Some(change.image);
-            report.action = if outcome == Outcome::UpToDate {
-                SiteAction::UpToDate
-            } else {
-                SiteAction::Deployed
+            report.action = match outcome {
+                Outcome::UpToDate => SiteAction::UpToDate,
+                Outcome::RolledOut(verification) => {
+                    report.verification = Some(verification);
+                    SiteAction::Deployed
+                }
             };
             let target = format!("{}/{}", site.deployment.namespace, site.deployment.name);
             printer.stage(
@@ -1344,6 +1355,14 @@ pub fn source_digest(config: &Config, site: &Site, tree: &str) -> anyhow::Result
         hasher.update(format!("arg {key}={value}\n"));
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// What berth checked before a rollout failed, if Kubernetes had called it complete.
+fn verification_of(error: &DeployError) -> Option<deploy::verify::Verification> {
+    match error {
+        DeployError::RolloutFailed { verification, .. } => verification.as_deref().cloned(),
+        _ => None,
+    }
 }
 
 fn deploy_failure(error: DeployError) -> StageFailure {

@@ -12,8 +12,12 @@
 //!    ([`rollout::rollout_state`]) under berth's own timeout, showing progress;
 //!    meanwhile look at the new `ReplicaSet`'s pods and fail fast on states that
 //!    will not recover.
-//! 5. Roll back on failure: patch the previous image and annotations back, wait
-//!    for that rollout, report both. [`Deployer::history`] and
+//! 5. Check what is served ([`verify`]): every ready pod of the new ReplicaSet
+//!    runs the pushed digest, and a request through each Service that selects
+//!    the pods (the API server's Service proxy) answers 2xx from the new
+//!    revision. A failed check fails the rollout like a failed wait.
+//! 6. Roll back on failure: patch the previous image and annotations back, wait
+//!    for that rollout, check it, report both. [`Deployer::history`] and
 //!    [`Deployer::revision`] serve `berth rollback`.
 //!
 //! Why a strategic-merge patch rather than server-side apply: berth changes one
@@ -27,13 +31,15 @@
 pub mod lease;
 pub mod preflight;
 pub mod rollout;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
@@ -41,6 +47,7 @@ use serde_json::json;
 use crate::config::DeploymentTarget;
 use crate::output::{Printer, Status};
 use rollout::{RolloutState, pod_problem, rollout_state};
+use verify::{CheckOutcome, ServiceCheck, Verification};
 
 /// Annotation holding the full commit id of what the Deployment runs.
 pub const COMMIT_ANNOTATION: &str = "berth.dev/commit";
@@ -54,6 +61,11 @@ const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 
 /// How long a pod may sit in a state that will not recover before berth fails the rollout.
 const FATAL_GRACE: Duration = Duration::from_secs(8);
+/// How long a Service's endpoints may take to hold only the new revision's pods
+/// (the EndpointSlice controller's and the proxies' lag) before berth gives up.
+const ENDPOINTS_SETTLE: Duration = Duration::from_secs(30);
+/// How long one request through the Service proxy may take.
+const SERVICE_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What can go wrong while deploying.
 #[derive(Debug, thiserror::Error)]
@@ -123,12 +135,15 @@ pub enum DeployError {
     /// The API server could not be reached.
     #[error("cannot reach the Kubernetes API server: {0}")]
     Unreachable(String),
-    /// The rollout failed; the Deployment was rolled back (or not, as said).
+    /// The rollout failed, or what it serves failed berth's check; the
+    /// Deployment was rolled back (or not, as said).
     #[error("rollout of {image} failed: {reason}{}", rollback_text(rolled_back.as_ref()))]
     RolloutFailed {
         image: String,
         reason: String,
-        rolled_back: Option<Result<String, String>>,
+        rolled_back: Option<Result<RolledBack, String>>,
+        /// What berth checked, when Kubernetes called the rollout complete.
+        verification: Option<Box<Verification>>,
     },
 }
 
@@ -140,10 +155,28 @@ fn list(findings: &[preflight::Finding]) -> String {
         .join("\n")
 }
 
-fn rollback_text(rolled_back: Option<&Result<String, String>>) -> String {
+/// The previous image runs again after a failed rollout.
+#[derive(Debug, Clone)]
+pub struct RolledBack {
+    pub image: String,
+    /// Why berth's check of the previous version failed too, if it did (a
+    /// Service that answers nothing answers nothing for either version).
+    pub check_failure: Option<String>,
+}
+
+fn rollback_text(rolled_back: Option<&Result<RolledBack, String>>) -> String {
     match rolled_back {
         None => String::new(),
-        Some(Ok(image)) => format!("\nrolled back: the previous version ({image}) serves again"),
+        Some(Ok(RolledBack {
+            image,
+            check_failure: None,
+        })) => format!("\nrolled back: the previous version ({image}) serves again"),
+        Some(Ok(RolledBack {
+            image,
+            check_failure: Some(failure),
+        })) => format!(
+            "\nrolled back: the previous version ({image}) runs again, but berth's check of it failed too: {failure}"
+        ),
         Some(Err(error)) => format!("\nrolling back failed too: {error}"),
     }
 }
@@ -172,7 +205,8 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     UpToDate,
-    RolledOut,
+    /// Rolled out, and what is served passed berth's check.
+    RolledOut(Verification),
 }
 
 /// One entry of a Deployment's history, from its ReplicaSets.
@@ -280,25 +314,39 @@ impl Deployer {
         else {
             return Ok(Outcome::UpToDate);
         };
-        match self.wait(site, target, printer).await {
-            Ok(()) => Ok(Outcome::RolledOut),
-            Err(reason) => {
-                printer.stage(site, "deploy", Status::Failed, &format!("{reason}; rolling back"));
-                let rolled_back = match &previous.image {
-                    Some(image) => Some(
-                        self.roll_back(site, target, image, &previous, printer)
-                            .await
-                            .map(|()| image.clone()),
+        let digest = verify::digest_of(&change.image);
+        let (reason, verification) = match self.wait(site, target, printer).await {
+            Ok(deployment) => {
+                let verification = self.verify(target, &deployment, digest).await;
+                match verification.failure() {
+                    None => {
+                        printer.stage(site, "verify", Status::Done, &verification.summary());
+                        return Ok(Outcome::RolledOut(verification));
+                    }
+                    Some(failure) => (
+                        format!("Kubernetes calls it complete, but berth's check failed: {failure}"),
+                        Some(Box::new(verification)),
                     ),
-                    None => None,
-                };
-                Err(DeployError::RolloutFailed {
-                    image: change.image.clone(),
-                    reason,
-                    rolled_back,
-                })
+                }
             }
-        }
+            Err(reason) => (reason, None),
+        };
+        printer.stage(site, "deploy", Status::Failed, &format!("{reason}; rolling back"));
+        let rolled_back = match &previous.image {
+            Some(image) => Some(self.roll_back(site, target, image, &previous, printer).await.map(
+                |check_failure| RolledBack {
+                    image: image.clone(),
+                    check_failure,
+                },
+            )),
+            None => None,
+        };
+        Err(DeployError::RolloutFailed {
+            image: change.image.clone(),
+            reason,
+            rolled_back,
+            verification,
+        })
     }
 
     /// Patches image and annotations with the read `resourceVersion` as precondition,
@@ -345,6 +393,8 @@ impl Deployer {
         })
     }
 
+    /// Sets the previous image and annotations back and waits for that rollout;
+    /// returns why berth's check of it failed, if it did.
     async fn roll_back(
         &self,
         site: &str,
@@ -352,7 +402,7 @@ impl Deployer {
         image: &str,
         previous: &Deployed,
         printer: &Printer,
-    ) -> Result<(), String> {
+    ) -> Result<Option<String>, String> {
         let mut annotations = serde_json::Map::new();
         for key in [
             COMMIT_ANNOTATION,
@@ -370,7 +420,9 @@ impl Deployer {
         self.set(site, target, image, &annotations, None, printer)
             .await
             .map_err(|e| e.to_string())?;
-        self.wait(site, target, printer).await
+        let deployment = self.wait(site, target, printer).await?;
+        let verification = self.verify(target, &deployment, verify::digest_of(image)).await;
+        Ok(verification.failure())
     }
 
     async fn patch(
@@ -395,8 +447,14 @@ impl Deployer {
             .map_err(|error| target_error(error, "patch", "deployments", target))
     }
 
-    /// Waits for the rollout by kubectl's rule; fails fast on pods that will not recover.
-    async fn wait(&self, site: &str, target: &DeploymentTarget, printer: &Printer) -> Result<(), String> {
+    /// Waits for the rollout by kubectl's rule; fails fast on pods that will not
+    /// recover. Returns the Deployment as it was when complete.
+    async fn wait(
+        &self,
+        site: &str,
+        target: &DeploymentTarget,
+        printer: &Printer,
+    ) -> Result<Deployment, String> {
         let started = Instant::now();
         let api = self.deployments(&target.namespace);
         let config = watcher::Config::default().fields(&format!("metadata.name={}", target.name));
@@ -427,7 +485,7 @@ impl Deployer {
                 event = stream.next() => match event {
                     Some(Ok(deployment)) => {
                         match rollout_state(&deployment) {
-                            RolloutState::Complete => break Ok(()),
+                            RolloutState::Complete => break Ok(deployment),
                             RolloutState::Failed(reason) => {
                                 let detail = self.diagnose(target, &deployment).await.map(|p| format!("; {p}")).unwrap_or_default();
                                 break Err(format!("{reason}{detail}"));
@@ -512,6 +570,11 @@ impl Deployer {
     ) -> Option<rollout::PodProblem> {
         let pods = self.newest_pods(target, deployment).await?;
         let mut problem = pods.iter().find_map(|pod| pod_problem(pod, &target.container))?;
+        if problem.reason == "NotReady"
+            && let Some(message) = self.last_probe_failure(&target.namespace, &problem.pod).await
+        {
+            problem.message = format!("running but not ready: {message}");
+        }
         if problem.reason == "CrashLoopBackOff" {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
             let params = LogParams {
@@ -534,6 +597,212 @@ impl Deployer {
             }
         }
         Some(problem)
+    }
+
+    /// Checks what the completed rollout serves (see [`verify`]): the ready pods
+    /// of the newest ReplicaSet run `digest`, and each Service that selects the
+    /// pods answers 2xx through the API server's Service proxy once its ready
+    /// endpoints are all of the new revision.
+    async fn verify(
+        &self,
+        target: &DeploymentTarget,
+        deployment: &Deployment,
+        digest: Option<&str>,
+    ) -> Verification {
+        let mut verification = Verification {
+            digest: digest.map(str::to_string),
+            ..Verification::default()
+        };
+        let pods = self.newest_pods(target, deployment).await.unwrap_or_default();
+        verification.pods = verify::pod_images(&pods, &target.container, digest);
+        if verification.failure().is_some() {
+            return verification;
+        }
+        let template = &deployment.spec.template;
+        let labels = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        let Some(container) = template
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.containers.iter().find(|c| c.name == target.container))
+        else {
+            return verification;
+        };
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &target.namespace);
+        let list = match services.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(error) => {
+                verification
+                    .services
+                    .push(skipped("*", &not_read(&error, "list services")));
+                return verification;
+            }
+        };
+        let new_pods = verification.pods.iter().map(|p| p.pod.clone()).collect();
+        for service in verify::selecting_services(&list, &labels) {
+            let check = self
+                .check_service(target, deployment, service, container, &new_pods)
+                .await;
+            verification.services.push(check);
+        }
+        verification
+    }
+
+    /// One request through `service`, once its ready endpoints among the
+    /// Deployment's pods are all in `new_pods`.
+    async fn check_service(
+        &self,
+        target: &DeploymentTarget,
+        deployment: &Deployment,
+        service: &Service,
+        container: &k8s_openapi::api::core::v1::Container,
+        new_pods: &std::collections::BTreeSet<String>,
+    ) -> ServiceCheck {
+        let name = service.metadata.name.clone().unwrap_or_default();
+        let Some((port, path)) = verify::service_target(service, container) else {
+            return skipped(
+                &name,
+                &format!(
+                    "no port of it targets a port that container `{}` declares",
+                    target.container
+                ),
+            );
+        };
+        let mut check = ServiceCheck {
+            service: name.clone(),
+            port: port.clone(),
+            path: path.clone(),
+            status: None,
+            endpoints: Vec::new(),
+            outcome: CheckOutcome::Failed,
+            detail: String::new(),
+        };
+        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &target.namespace);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
+        let selector = selector_of(deployment).unwrap_or_default();
+        let started = Instant::now();
+        let revisions = loop {
+            let listed = slices
+                .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={name}")))
+                .await;
+            let slices = match listed {
+                Ok(list) => list.items,
+                Err(error) => return skipped(&name, &not_read(&error, "list endpointslices")),
+            };
+            let deployment_pods = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map(|list| {
+                    list.items
+                        .into_iter()
+                        .filter_map(|pod| pod.metadata.name)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let revisions = verify::endpoint_revisions(&slices, new_pods, &deployment_pods);
+            if revisions.settled() {
+                break revisions;
+            }
+            if started.elapsed() >= ENDPOINTS_SETTLE {
+                check.detail = if revisions.old.is_empty() {
+                    format!("has no ready endpoint of the new revision after {ENDPOINTS_SETTLE:?}")
+                } else {
+                    format!(
+                        "still sends traffic to pods of an older revision after {ENDPOINTS_SETTLE:?}: {}",
+                        revisions.old.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                };
+                return check;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        check.endpoints = revisions.new.into_iter().collect();
+        // The proxy may answer 503 for a moment after the endpoints settle; a
+        // few tries, a second apart.
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            match self.proxy_get(&target.namespace, &name, &port, &path).await {
+                Ok((status, _)) if (200..300).contains(&status) => {
+                    check.status = Some(status);
+                    check.outcome = CheckOutcome::Passed;
+                    check.detail = format!("answered {status}");
+                    return check;
+                }
+                Ok((status, body)) => {
+                    check.status = Some(status);
+                    check.detail = format!("answered {status}{body}");
+                }
+                Err(error) => {
+                    check.status = None;
+                    check.detail = format!("got no answer: {error}");
+                }
+            }
+        }
+        check
+    }
+
+    /// GET `path` through the API server's proxy to Service `name` on `port`;
+    /// returns the status and, for an error, the start of the body.
+    async fn proxy_get(
+        &self,
+        namespace: &str,
+        name: &str,
+        port: &str,
+        path: &str,
+    ) -> Result<(u16, String), String> {
+        let uri = format!("/api/v1/namespaces/{namespace}/services/{name}:{port}/proxy{path}");
+        let request = http::Request::get(uri)
+            .body(kube::client::Body::empty())
+            .map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(SERVICE_REQUEST_TIMEOUT, self.client.send(request))
+            .await
+            .map_err(|_| format!("no answer within {SERVICE_REQUEST_TIMEOUT:?}"))?
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok((status, String::new()));
+        }
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
+        let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+        let excerpt: String = first.chars().take(200).collect();
+        Ok((
+            status,
+            if excerpt.is_empty() {
+                String::new()
+            } else {
+                format!(": {excerpt}")
+            },
+        ))
+    }
+
+    /// The newest `Unhealthy` event of `pod` (the kubelet's "Readiness probe
+    /// failed: ..."), where the cluster keeps events.
+    async fn last_probe_failure(&self, namespace: &str, pod: &str) -> Option<String> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        let params =
+            ListParams::default().fields(&format!("involvedObject.kind=Pod,involvedObject.name={pod}"));
+        let list = events.list(&params).await.ok()?;
+        list.items
+            .into_iter()
+            .filter(|event| event.reason.as_deref() == Some("Unhealthy"))
+            .max_by_key(|event| {
+                event
+                    .last_timestamp
+                    .as_ref()
+                    .map(|t| t.0)
+                    .or_else(|| event.event_time.as_ref().map(|t| t.0))
+            })
+            .and_then(|event| event.message)
+            .map(|message| message.trim().to_string())
     }
 
     /// The Deployment's revisions, newest first, from its ReplicaSets.
@@ -625,6 +894,29 @@ impl std::fmt::Display for rollout::PodProblem {
             "pod {} is in {}: {}",
             self.pod, self.reason, self.message
         )
+    }
+}
+
+/// A Service check that was not made, and why.
+fn skipped(service: &str, detail: &str) -> ServiceCheck {
+    ServiceCheck {
+        service: service.to_string(),
+        port: String::new(),
+        path: String::new(),
+        status: None,
+        endpoints: Vec::new(),
+        outcome: CheckOutcome::Skipped,
+        detail: detail.to_string(),
+    }
+}
+
+/// Why berth could not read what a Service check needs.
+fn not_read(error: &kube::Error, what: &str) -> String {
+    match error {
+        kube::Error::Api(response) if response.code == 403 => {
+            format!("berth may not {what} (grant it as docs/rbac.yaml does)")
+        }
+        other => format!("cannot {what}: {other}"),
     }
 }
 

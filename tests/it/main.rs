@@ -1,12 +1,13 @@
 //! berth's integration tests: the real `berth` binary and the real parts of the
 //! local stack (Docker Engine, registries, Git server, Kubernetes control plane
-//! with kwok). Run them with `scripts/test`, which starts the stack first.
+//! with kwok and a real node). Run them with `scripts/test`, which starts the stack first.
 
 mod callers;
 mod deploy;
 mod images;
 mod mirror;
 mod pipeline;
+mod real_node;
 mod stack;
 mod support;
 mod validate;

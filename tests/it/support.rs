@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
@@ -27,6 +27,14 @@ pub struct Stack {
     /// The same repos over git:// (`git://127.0.0.1:port`).
     pub git_daemon_url: String,
     pub base_image: String,
+    /// The real node (kubelet, containerd): pods there pull, run, probe and serve.
+    pub real_node: String,
+    /// `key=value` of the label that selects the real node.
+    pub real_node_label: String,
+    /// `key=value:effect` of the taint that keeps pods off the real node unless they tolerate it.
+    pub real_node_taint: String,
+    /// An image in the open registry that serves a page on 8080 (its probe on / passes).
+    pub placeholder_image: String,
 }
 
 fn env(name: &str) -> String {
@@ -68,6 +76,10 @@ impl Stack {
             ssh_known_hosts: env("BERTH_STACK_SSH_KNOWN_HOSTS").into(),
             git_daemon_url: env("BERTH_STACK_GIT_DAEMON_URL"),
             base_image: env("BERTH_STACK_BASE_IMAGE"),
+            real_node: env("BERTH_STACK_REAL_NODE"),
+            real_node_label: env("BERTH_STACK_REAL_NODE_LABEL"),
+            real_node_taint: env("BERTH_STACK_REAL_NODE_TAINT"),
+            placeholder_image: env("BERTH_STACK_PLACEHOLDER_IMAGE"),
         }
     }
 }
@@ -235,6 +247,53 @@ impl World {
         api.create(&PostParams::default(), &deployment)
             .await
             .expect("create deployment");
+    }
+
+    /// The body of a Deployment `name` meant for the real node (its nodeSelector
+    /// and toleration), serving port 8080 (`http`) with a readiness probe on /
+    /// every second, RollingUpdate with maxUnavailable 0. Tests change it and
+    /// create it with [`World::create_deployment_json`].
+    pub fn real_node_deployment(&self, name: &str, replicas: i32, image: &str) -> serde_json::Value {
+        let (label_key, label_value) = self.stack.real_node_label.split_once('=').unwrap();
+        let (taint_key, rest) = self.stack.real_node_taint.split_once('=').unwrap();
+        let (taint_value, effect) = rest.split_once(':').unwrap();
+        json!({
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "progressDeadlineSeconds": 120,
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {
+                        "nodeSelector": {label_key: label_value},
+                        "tolerations": [{"key": taint_key, "value": taint_value, "effect": effect}],
+                        "terminationGracePeriodSeconds": 5,
+                        "containers": [{
+                            "name": "web",
+                            "image": image,
+                            "ports": [{"containerPort": 8080, "name": "http"}],
+                            "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}
+                        }]
+                    }
+                }
+            }
+        })
+    }
+
+    /// Creates a ClusterIP Service `name` selecting `app=<app>`, port 80 (`web`)
+    /// to `target_port` (a port name or number).
+    pub async fn create_service(&self, name: &str, app: &str, target_port: serde_json::Value) -> Service {
+        let service: Service = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {"selector": {"app": app}, "ports": [{"name": "web", "port": 80, "targetPort": target_port}]}
+        }))
+        .unwrap();
+        let api: Api<Service> = Api::namespaced(kube_client().await, &self.namespace);
+        api.create(&PostParams::default(), &service)
+            .await
+            .expect("create service")
     }
 
     pub async fn deployment(&self, name: &str) -> Deployment {

@@ -1,0 +1,413 @@
+//! The deploy stage on the stack's real node (kubelet, containerd): pods pull
+//! berth's images, run them, probe them and serve. Failures here are the real
+//! ones kwok only fakes, and berth's check of what is served runs against real
+//! Services through the API server's Service proxy.
+
+use std::process::Output;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use serde_json::{Value, json};
+
+use crate::support::{World, image_of, kube_client, text};
+
+/// The `landing` example site shipped to Deployment `web` on the real node,
+/// which starts on the stack's placeholder image.
+struct RealSite {
+    world: World,
+    url: String,
+}
+
+/// How the site's image is made: the static template, or a Dockerfile the
+/// test commits to the site's repo.
+enum Image<'a> {
+    Template,
+    Dockerfile(&'a str),
+}
+
+impl RealSite {
+    /// `change` edits the Deployment's body before it is created.
+    async fn new(test: &str, image: &Image<'_>, change: impl FnOnce(&mut Value)) -> Self {
+        let world = World::new(test).await;
+        let url = world.copy_repo("landing");
+        let mut body = world.real_node_deployment("web", 2, &world.stack.placeholder_image);
+        body["spec"]["progressDeadlineSeconds"] = json!(20);
+        change(&mut body);
+        world.create_deployment_json(body).await;
+        let image_source = match image {
+            Image::Template => String::from(r#"template = "static""#),
+            Image::Dockerfile(text) => {
+                world.commit(&url, "main", &[("Dockerfile", text)], "Serve it our own way");
+                String::from(r#"dockerfile = "Dockerfile""#)
+            }
+        };
+        let templates = crate::support::repo_root().join("templates");
+        world.write_config(&format!(
+            r#"
+templates = "{templates}"
+[registry]
+address = "{registry}"
+credentials = "none"
+[kubernetes]
+namespace = "{namespace}"
+rollout_timeout = "90s"
+[[repo]]
+name = "landing"
+url = "{url}"
+[[site]]
+name = "landing"
+repo = "landing"
+{image_source}
+image = "{prefix}/landing"
+deployment = {{ name = "web", container = "web" }}
+"#,
+            templates = templates.display(),
+            registry = world.stack.registry,
+            namespace = world.namespace,
+            prefix = world.prefix,
+        ));
+        Self { world, url }
+    }
+
+    async fn image(&self) -> String {
+        image_of(&self.world.deployment("web").await)
+    }
+
+    /// `kubectl rollout status`, as a user would ask it afterwards.
+    fn kubectl_agrees(&self) {
+        let output = self
+            .world
+            .kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+        assert!(
+            output.status.success(),
+            "kubectl rollout status: {}",
+            text(&output)
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("successfully rolled out"),
+            "{}",
+            text(&output)
+        );
+    }
+
+    /// The pods of Deployment `web` that are not being deleted.
+    async fn pods(&self) -> Vec<Pod> {
+        let api: Api<Pod> = Api::namespaced(kube_client().await, &self.world.namespace);
+        api.list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+            .collect()
+    }
+}
+
+fn json_of(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", text(output)))
+}
+
+/// A GET of `path` on a ClusterIP from the host, through kube-proxy's rules.
+fn get_cluster_ip(ip: &str, path: &str) -> (u16, String) {
+    let output = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-m",
+            "5",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://{ip}{path}"),
+        ])
+        .output()
+        .expect("run curl");
+    let all = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, code) = all.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_runs_on_the_real_node_and_berth_checks_it_is_served_through_its_service() {
+    let site = RealSite::new("real-served", &Image::Template, |_| {}).await;
+    let service = site.world.create_service("web", "web", json!("http")).await;
+
+    let output = site.world.berth(&["run", "--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let report = json_of(&output);
+    let landing = &report["sites"][0];
+    assert_eq!(landing["action"], "deployed", "{report:#}");
+    let digest = landing["digest"].as_str().unwrap().to_string();
+    let head = site.world.head(&site.url, "main");
+    assert!(site.image().await.contains(&format!(":{head}@{digest}")));
+
+    // What berth says it checked...
+    let verification = &landing["verification"];
+    assert_eq!(verification["digest"], digest.as_str(), "{verification:#}");
+    let pods = verification["pods"].as_array().unwrap();
+    assert_eq!(pods.len(), 2, "{verification:#}");
+    assert!(pods.iter().all(|pod| pod["matches"] == true), "{verification:#}");
+    let check = &verification["services"][0];
+    assert_eq!(
+        (
+            check["service"].as_str(),
+            check["outcome"].as_str(),
+            check["status"].as_u64()
+        ),
+        (Some("web"), Some("passed"), Some(200)),
+        "{verification:#}"
+    );
+    assert_eq!(
+        check["endpoints"].as_array().unwrap().len(),
+        2,
+        "{verification:#}"
+    );
+
+    // ...is what the cluster says: the node runs the pushed digest...
+    for pod in site.pods().await {
+        let status = &pod.status.unwrap().container_statuses.unwrap()[0];
+        assert!(
+            status.image_id.ends_with(&format!("@{digest}")),
+            "{}",
+            status.image_id
+        );
+        let name = pod.metadata.name.unwrap();
+        assert!(
+            pods.iter().any(|p| p["pod"] == name.as_str()),
+            "berth checked pod {name}: {verification:#}"
+        );
+    }
+    // ...and the Service serves the shipped page, from the host through
+    // kube-proxy. Its rules follow the EndpointSlices a moment later than the
+    // API server's proxy that berth asked (at most a second or two here), so the
+    // old page may still answer right after berth returns.
+    let cluster_ip = service.spec.unwrap().cluster_ip.unwrap();
+    let shipped =
+        std::fs::read_to_string(crate::support::repo_root().join("sites/landing/index.html")).unwrap();
+    let returned = Instant::now();
+    let mut answer = get_cluster_ip(&cluster_ip, "/");
+    while answer.1.trim() != shipped.trim() && returned.elapsed().as_secs() < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        answer = get_cluster_ip(&cluster_ip, "/");
+    }
+    assert_eq!((answer.0, answer.1.trim()), (200, shipped.trim()));
+    eprintln!(
+        "{}: the ClusterIP served the new page {:.1}s after berth returned",
+        site.world.prefix,
+        returned.elapsed().as_secs_f64()
+    );
+    site.kubectl_agrees();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_that_reaches_no_server_fails_the_check_and_the_site_is_rolled_back() {
+    // The container declares a metrics port nothing listens on; the Service sends there.
+    let site = RealSite::new("real-noserver", &Image::Template, |body| {
+        body["spec"]["template"]["spec"]["containers"][0]["ports"] =
+            json!([{"containerPort": 8080, "name": "http"}, {"containerPort": 9090, "name": "metrics"}]);
+    })
+    .await;
+    site.world.create_service("web", "web", json!("metrics")).await;
+    let before = site.image().await;
+
+    let output = site.world.berth(&["run", "--json"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("Kubernetes calls it complete, but berth's check failed")
+            && all.contains("a request through Service web (port web, /)"),
+        "{all}"
+    );
+    assert!(all.contains("rolled back: the previous version"), "{all}");
+    let report = json_of(&output);
+    let check = &report["sites"][0]["verification"]["services"][0];
+    assert_eq!(check["outcome"], "failed", "{report:#}");
+    assert_ne!(check["status"], 200, "{report:#}");
+    assert_eq!(site.image().await, before, "the previous image runs again");
+    site.kubectl_agrees();
+}
+
+/// Runs berth, expects the site to fail, be rolled back to what ran before,
+/// and kubectl to agree; returns the JSON report and the output's text.
+async fn fails_and_rolls_back(site: &RealSite, args: &[&str], expected: &[&str]) -> (Value, String) {
+    let before = site.image().await;
+    let started = Instant::now();
+    let output = site.world.berth(args);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    for needle in expected {
+        assert!(all.contains(needle), "output lacks {needle:?}:\n{all}");
+    }
+    assert!(all.contains("rolled back: the previous version"), "{all}");
+    assert_eq!(
+        site.image().await,
+        before,
+        "the Deployment runs its previous image again"
+    );
+    site.kubectl_agrees();
+    let report = json_of(&output);
+    let landing = &report["sites"][0];
+    assert_eq!(landing["action"], "failed");
+    assert_eq!(landing["verification"], Value::Null, "{report:#}");
+    eprintln!(
+        "{}: berth took {:.1}s from the patch to the end of the rollback ({:.1}s in all)",
+        site.world.prefix,
+        landing["durations"]["deploy"].as_f64().unwrap_or(0.0),
+        started.elapsed().as_secs_f64()
+    );
+    (report, all)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_the_registry_lost_is_a_real_pull_failure_and_is_rolled_back() {
+    // Pulled on every start, as a cluster with `imagePullPolicy: Always` does.
+    let site = RealSite::new("real-pull", &Image::Template, |body| {
+        body["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = json!("Always");
+    })
+    .await;
+    let first = site.world.head(&site.url, "main");
+    let first_output = site.world.berth(&["run"]);
+    assert!(first_output.status.success(), "{}", text(&first_output));
+    let first_image = site.image().await;
+    let second = site
+        .world
+        .commit(&site.url, "main", &[("news.html", "<p>News</p>\n")], "Add news");
+    let second_output = site.world.berth(&["ship", "landing", "--commit", &second]);
+    assert!(second_output.status.success(), "{}", text(&second_output));
+
+    // The registry loses the first image (a retention policy, a clean-up by hand).
+    let digest = first_image.rsplit_once('@').unwrap().1;
+    let repository = format!("{}/landing", site.world.prefix);
+    let deleted = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE"])
+        .arg(format!(
+            "http://{}/v2/{repository}/manifests/{digest}",
+            site.world.stack.registry
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&deleted.stdout),
+        "202",
+        "{}",
+        text(&deleted)
+    );
+
+    let (report, _) = fails_and_rolls_back(
+        &site,
+        &["rollback", "landing", "--json"],
+        &["ErrImagePull", &format!("{repository}:{first}"), "not found"],
+    )
+    .await;
+    assert!(
+        report["sites"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not found"),
+        "{report:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_that_exits_at_start_is_a_real_crash_loop_with_its_last_log_lines() {
+    let dockerfile = r#"FROM berth-base:busybox
+COPY . /www/
+ENTRYPOINT ["/bin/sh", "-c", "echo 'landing: reading /etc/landing.conf'; echo 'landing: /etc/landing.conf: no such file' >&2; exit 3"]
+"#;
+    let site = RealSite::new("real-crash", &Image::Dockerfile(dockerfile), |_| {}).await;
+    let (report, _) = fails_and_rolls_back(
+        &site,
+        &["run", "--json"],
+        &[
+            "CrashLoopBackOff",
+            "last exit code 3",
+            "landing: /etc/landing.conf: no such file",
+        ],
+    )
+    .await;
+    let error = report["sites"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("its last log lines") && error.contains("landing: reading /etc/landing.conf"),
+        "the JSON report carries the log lines: {error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_readiness_probe_that_gets_404_is_named_and_rolled_back() {
+    // The placeholder serves /healthz; the site has no such page.
+    let site = RealSite::new("real-404", &Image::Template, |body| {
+        body["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] =
+            json!("/healthz");
+    })
+    .await;
+    fails_and_rolls_back(
+        &site,
+        &["run", "--json"],
+        &[
+            "exceeded its progress deadline",
+            "NotReady",
+            "HTTP probe failed with statuscode: 404",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_readiness_probe_on_a_port_nothing_listens_on_is_named_and_rolled_back() {
+    // The new image serves on 8081; the probe still asks 8080.
+    let dockerfile = r#"FROM berth-base:busybox
+COPY . /www/
+ENTRYPOINT ["/bin/busybox", "httpd", "-f", "-p", "8081", "-h", "/www"]
+"#;
+    let site = RealSite::new("real-port", &Image::Dockerfile(dockerfile), |_| {}).await;
+    fails_and_rolls_back(
+        &site,
+        &["run", "--json"],
+        &[
+            "exceeded its progress deadline",
+            "NotReady",
+            ":8080: connect: connection refused",
+        ],
+    )
+    .await;
+}
+
+/// Which node a pod lands on is explicit: kwok's, unless it asks for the real one.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_node_is_apart_from_kwok_by_its_taint_and_label() {
+    let world = World::new("real-apart").await;
+    let node: k8s_openapi::api::core::v1::Node = Api::all(kube_client().await)
+        .get(&world.stack.real_node)
+        .await
+        .expect("the real node is registered");
+    let (key, value) = world.stack.real_node_label.split_once('=').unwrap();
+    assert_eq!(
+        node.metadata.labels.unwrap().get(key).map(String::as_str),
+        Some(value)
+    );
+    let taints = node.spec.unwrap().taints.unwrap_or_default();
+    assert!(
+        taints.iter().any(|t| t.key == key && t.effect == "NoSchedule"),
+        "{taints:?}"
+    );
+    // A Deployment that does not ask for the real node lands on kwok's.
+    world
+        .create_deployment("plain", 1, &world.stack.placeholder_image)
+        .await;
+    let pods: Api<Pod> = Api::namespaced(kube_client().await, &world.namespace);
+    let mut node_name = None;
+    for _ in 0..60 {
+        node_name = pods
+            .list(&ListParams::default().labels("app=plain"))
+            .await
+            .unwrap()
+            .items
+            .first()
+            .and_then(|pod| pod.spec.as_ref()?.node_name.clone());
+        if node_name.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(node_name.as_deref(), Some("kwok-node-0"));
+}
