@@ -411,3 +411,210 @@ async fn the_real_node_is_apart_from_kwok_by_its_taint_and_label() {
     }
     assert_eq!(node_name.as_deref(), Some("kwok-node-0"));
 }
+
+/// The documented nightly CronJob (`docs/cronjob/berth.yaml` with
+/// `docs/rbac.yaml`), as a Job made from its template, twice: berth's own image
+/// runs as a pod on the real node, reaches the stack's Git server, registry
+/// and Engine (hostNetwork: the node's loopback) and the API server (the
+/// kubernetes Service, with the service account's token), and ships the site.
+/// Its state folder is the claim `berth-state`, here on a hostPath volume, so
+/// the second night finds the first night's mirror.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documented_cronjob_runs_on_the_real_node_and_ships_the_site_two_nights() {
+    let site = RealSite::new("real-cronjob", &Image::Template, |_| {}).await;
+    let world = &site.world;
+    world.create_service("web", "web", json!("http")).await;
+    let root = crate::support::repo_root();
+    let kubectl = |args: &[&str]| {
+        let output = world.kubectl(args);
+        assert!(output.status.success(), "kubectl {args:?}: {}", text(&output));
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+
+    // berth's image, in the registry the node pulls from.
+    let image = format!("{}/{}/berth:1", world.stack.registry, world.prefix);
+    let built = std::process::Command::new(root.join("scripts/berth-image"))
+        .arg(&image)
+        .env("BERTH_BINARY", env!("CARGO_BIN_EXE_berth"))
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built));
+    let pushed = std::process::Command::new("docker")
+        .args(["push", "-q", &image])
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "{}", text(&pushed));
+
+    // What the manifests expect to find: the Role, the Engine's client
+    // certificates, the secrets named in env (unused by this pipeline).
+    kubectl(&["apply", "-f", root.join("docs/rbac.yaml").to_str().unwrap()]);
+    let certs = std::path::PathBuf::from(std::env::var("BERTH_STACK_DOCKER_CERT_PATH").unwrap());
+    let from_file = |name: &str| format!("--from-file={name}={}", certs.join(name).display());
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "berth-docker-tls",
+        &from_file("ca.pem"),
+        &from_file("cert.pem"),
+        &from_file("key.pem"),
+    ]);
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "berth-secrets",
+        "--from-literal=registry-username=unused",
+        "--from-literal=registry-password=unused",
+        "--from-literal=git-token=unused",
+    ]);
+
+    // A volume for the claim: a folder of this test's on the node.
+    let state = world.dir.path().join("node-state");
+    let volume = format!("{}-state", world.prefix);
+    let persistent_volume = json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": volume, "labels": {"berth.dev/test": "true"}},
+        "spec": {
+            "capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteOnce"],
+            "storageClassName": volume, "persistentVolumeReclaimPolicy": "Delete",
+            "hostPath": {"path": state.to_str().unwrap(), "type": "DirectoryOrCreate"}
+        }
+    });
+
+    // The documented manifests, with what differs in the stack.
+    let listed = kubectl(&[
+        "create",
+        "--dry-run=client",
+        "-o",
+        "json",
+        "-f",
+        root.join("docs/cronjob/berth.yaml").to_str().unwrap(),
+    ]);
+    // One JSON document per object; the test writes them back as one List.
+    let items: Vec<Value> = serde_json::Deserializer::from_str(&listed)
+        .into_iter::<Value>()
+        .map(Result::unwrap)
+        .collect();
+    let mut manifests = json!({"apiVersion": "v1", "kind": "List", "items": items});
+    let (label_key, label_value) = world.stack.real_node_label.split_once('=').unwrap();
+    let tolerations =
+        world.real_node_deployment("-", 1, "-")["spec"]["template"]["spec"]["tolerations"].clone();
+    for item in manifests["items"].as_array_mut().unwrap() {
+        match item["kind"].as_str().unwrap() {
+            "ConfigMap" => {
+                item["data"]["pipeline.toml"] = json!(format!(
+                    r#"state_dir = "/var/cache/berth"
+templates = "/etc/berth/templates"
+[registry]
+address = "{registry}"
+credentials = "none"
+[kubernetes]
+namespace = "{namespace}"
+rollout_timeout = "90s"
+[[repo]]
+name = "landing"
+url = "{url}"
+[[site]]
+name = "landing"
+repo = "landing"
+image = "{prefix}/landing"
+build_args = {{ BASE_IMAGE = "{base}", WEB_ROOT = "/www" }}
+deployment = {{ name = "web", container = "web" }}
+"#,
+                    registry = world.stack.registry,
+                    namespace = world.namespace,
+                    url = site.url,
+                    prefix = world.prefix,
+                    base = world.stack.base_image,
+                ));
+            }
+            "PersistentVolumeClaim" => {
+                item["spec"]["storageClassName"] = json!(volume);
+                item["spec"]["volumeName"] = json!(volume);
+            }
+            "CronJob" => {
+                let pod = &mut item["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+                pod["hostNetwork"] = json!(true);
+                pod["dnsPolicy"] = json!("ClusterFirstWithHostNet");
+                pod["nodeSelector"] = json!({label_key: label_value});
+                pod["tolerations"] = tolerations.clone();
+                let container = &mut pod["containers"][0];
+                container["image"] = json!(image);
+                for variable in container["env"].as_array_mut().unwrap() {
+                    if variable["name"] == "DOCKER_HOST" {
+                        variable["value"] = json!(std::env::var("BERTH_STACK_DOCKER_TLS_HOST").unwrap());
+                    }
+                }
+            }
+            other => panic!("docs/cronjob/berth.yaml has a {other} the test does not know"),
+        }
+    }
+    manifests["items"].as_array_mut().unwrap().push(persistent_volume);
+    let file = world.dir.path().join("cronjob.json");
+    std::fs::write(&file, manifests.to_string()).unwrap();
+    kubectl(&["create", "-f", file.to_str().unwrap()]);
+
+    let night = |name: &str| {
+        kubectl(&["create", "job", name, "--from=cronjob/berth-nightly"]);
+        let waited = world.kubectl(&[
+            "wait",
+            "--for=condition=complete",
+            &format!("job/{name}"),
+            "--timeout=240s",
+        ]);
+        let logs = world.kubectl(&[
+            "logs",
+            "--prefix",
+            "--all-containers",
+            "-l",
+            &format!("job-name={name}"),
+        ]);
+        assert!(
+            waited.status.success(),
+            "job {name} did not complete: {}\n{}\n{}",
+            text(&waited),
+            text(&logs),
+            text(&world.kubectl(&["describe", &format!("job/{name}")]))
+        );
+        text(&logs)
+    };
+    let started = Instant::now();
+    let logs = night("night-1");
+    eprintln!(
+        "{}: night 1 took {:.1}s",
+        world.prefix,
+        started.elapsed().as_secs_f64()
+    );
+    let head = world.head(&site.url, "main");
+    assert!(site.image().await.contains(&format!(":{head}@sha256:")), "{logs}");
+    assert!(logs.contains("rolled out"), "{logs}");
+    let mirrors = state.join("mirrors");
+    assert!(mirrors.is_dir(), "the state folder is on the node's volume");
+    let mirrored: Vec<_> = std::fs::read_dir(&mirrors)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+
+    let second = world.commit(&site.url, "main", &[("news.html", "<p>News</p>\n")], "Add news");
+    let started = Instant::now();
+    let logs = night("night-2");
+    eprintln!(
+        "{}: night 2 took {:.1}s",
+        world.prefix,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        site.image().await.contains(&format!(":{second}@sha256:")),
+        "{logs}"
+    );
+    let now: Vec<_> = std::fs::read_dir(&mirrors)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(mirrored, now, "the second night used the first night's mirror");
+    site.kubectl_agrees();
+    let _ = std::process::Command::new(std::env::var("BERTH_STACK_KUBECTL").unwrap())
+        .args(["delete", "pv", &volume, "--wait=false"])
+        .output();
+}
