@@ -225,6 +225,9 @@ pub struct Revision {
 #[derive(Clone)]
 pub struct Deployer {
     client: kube::Client,
+    /// The same cluster without kube's retries of 429/503/504: through the
+    /// Service proxy a 503 is the answer (the pod refused), to report at once.
+    proxy_client: kube::Client,
     timeout: Duration,
 }
 
@@ -248,9 +251,17 @@ impl Deployer {
                 .await
                 .map_err(|error| DeployError::Unreachable(format!("no cluster configuration: {error}")))?,
         };
+        let mut proxy_config = config.clone();
+        proxy_config.default_retry = false;
         let client =
             kube::Client::try_from(config).map_err(|error| DeployError::Unreachable(error.to_string()))?;
-        Ok(Self { client, timeout })
+        let proxy_client = kube::Client::try_from(proxy_config)
+            .map_err(|error| DeployError::Unreachable(error.to_string()))?;
+        Ok(Self {
+            client,
+            proxy_client,
+            timeout,
+        })
     }
 
     pub fn client(&self) -> &kube::Client {
@@ -759,7 +770,7 @@ impl Deployer {
         let request = http::Request::get(uri)
             .body(kube::client::Body::empty())
             .map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(SERVICE_REQUEST_TIMEOUT, self.client.send(request))
+        let response = tokio::time::timeout(SERVICE_REQUEST_TIMEOUT, self.proxy_client.send(request))
             .await
             .map_err(|_| format!("no answer within {SERVICE_REQUEST_TIMEOUT:?}"))?
             .map_err(|e| e.to_string())?;

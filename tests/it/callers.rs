@@ -10,23 +10,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 
 use crate::pipeline::{Example, SITES};
-use crate::support::{World, free_port, http_get, http_receiver, image_of, kube_client, text};
-
-fn validate_against(schema_file: &str, document: &serde_json::Value) {
-    let path = crate::support::repo_root().join("docs/schema").join(schema_file);
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
-    let errors: Vec<String> = validator
-        .iter_errors(document)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{schema_file}: {errors:#?}\n{document:#}");
-}
-
-fn json_of(output: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", text(output)))
-}
+use crate::support::{
+    World, free_port, http_get, http_receiver, image_of, json_of, kube_client, text, validate_against,
+};
 
 async fn leases_held(world: &World) -> usize {
     let api: Api<Lease> = Api::namespaced(kube_client().await, &world.namespace);

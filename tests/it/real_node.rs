@@ -3,14 +3,13 @@
 //! ones kwok only fakes, and berth's check of what is served runs against real
 //! Services through the API server's Service proxy.
 
-use std::process::Output;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
-use crate::support::{World, image_of, kube_client, text};
+use crate::support::{World, image_of, json_of, kube_client, text, validate_against};
 
 /// The `landing` example site shipped to Deployment `web` on the real node,
 /// which starts on the stack's placeholder image.
@@ -104,11 +103,6 @@ deployment = {{ name = "web", container = "web" }}
     }
 }
 
-fn json_of(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", text(output)))
-}
-
 /// A GET of `path` on a ClusterIP from the host, through kube-proxy's rules.
 fn get_cluster_ip(ip: &str, path: &str) -> (u16, String) {
     let output = std::process::Command::new("curl")
@@ -135,6 +129,7 @@ async fn a_site_runs_on_the_real_node_and_berth_checks_it_is_served_through_its_
     let output = site.world.berth(&["run", "--json"]);
     assert!(output.status.success(), "{}", text(&output));
     let report = json_of(&output);
+    validate_against("report.schema.json", &report);
     let landing = &report["sites"][0];
     assert_eq!(landing["action"], "deployed", "{report:#}");
     let digest = landing["digest"].as_str().unwrap().to_string();
@@ -218,8 +213,15 @@ async fn a_service_that_reaches_no_server_fails_the_check_and_the_site_is_rolled
             && all.contains("a request through Service web (port web, /)"),
         "{all}"
     );
+    // The proxy's own answer, at once (not kube's retries of a 503 until a timeout).
+    assert!(
+        all.contains("answered 503: error trying to reach service")
+            && all.contains("connect: connection refused"),
+        "{all}"
+    );
     assert!(all.contains("rolled back: the previous version"), "{all}");
     let report = json_of(&output);
+    validate_against("report.schema.json", &report);
     let check = &report["sites"][0]["verification"]["services"][0];
     assert_eq!(check["outcome"], "failed", "{report:#}");
     assert_ne!(check["status"], 200, "{report:#}");
@@ -246,6 +248,7 @@ async fn fails_and_rolls_back(site: &RealSite, args: &[&str], expected: &[&str])
     );
     site.kubectl_agrees();
     let report = json_of(&output);
+    validate_against("report.schema.json", &report);
     let landing = &report["sites"][0];
     assert_eq!(landing["action"], "failed");
     assert_eq!(landing["verification"], Value::Null, "{report:#}");
@@ -589,6 +592,8 @@ deployment = {{ name = "web", container = "web" }}
     let head = world.head(&site.url, "main");
     assert!(site.image().await.contains(&format!(":{head}@sha256:")), "{logs}");
     assert!(logs.contains("rolled out"), "{logs}");
+    // Through the documented Role: the Service check ran, it was not skipped.
+    assert!(logs.contains("Service web answered 200 on /"), "{logs}");
     let mirrors = state.join("mirrors");
     assert!(mirrors.is_dir(), "the state folder is on the node's volume");
     let mirrored: Vec<_> = std::fs::read_dir(&mirrors)

@@ -407,6 +407,24 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Checks `document` against a schema of `docs/schema/`, listing every violation.
+pub fn validate_against(schema_file: &str, document: &serde_json::Value) {
+    let path = repo_root().join("docs/schema").join(schema_file);
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(document)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{schema_file}: {errors:#?}\n{document:#}");
+}
+
+/// berth's `--json` document on stdout.
+pub fn json_of(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", text(output)))
+}
+
 pub fn text(output: &Output) -> String {
     format!(
         "{}{}",
