@@ -782,7 +782,11 @@ impl Deployer {
             .await
             .map(http_body_util::Collected::to_bytes)
             .unwrap_or_default();
-        let text = String::from_utf8_lossy(&body);
+        // The API server's own refusals are a Status object; a pod's page is text.
+        let status_message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|value| value.get("message")?.as_str().map(str::to_string));
+        let text = status_message.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
         let excerpt: String = first.chars().take(200).collect();
         Ok((
