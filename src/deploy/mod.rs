@@ -46,7 +46,7 @@ use serde_json::json;
 
 use crate::config::DeploymentTarget;
 use crate::output::{Printer, Status};
-use rollout::{RolloutState, pod_problem, rollout_state};
+use rollout::{RolloutState, failure_family, pod_problem, rollout_state};
 use verify::{CheckOutcome, ServiceCheck, Verification};
 
 /// Annotation holding the full commit id of what the Deployment runs.
@@ -518,7 +518,7 @@ impl Deployer {
                     if let Some(problem) = self.diagnose(target, deployment).await {
                         if problem.fatal {
                             let since = match &problem_since {
-                                Some((reason, since)) if *reason == problem.reason => *since,
+                                Some((reason, since)) if failure_family(reason) == failure_family(&problem.reason) => *since,
                                 _ => {
                                     problem_since = Some((problem.reason.clone(), Instant::now()));
                                     Instant::now()

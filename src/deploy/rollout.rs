@@ -1,7 +1,8 @@
 //! Pure decisions about a rollout, tested on Deployment and Pod fixtures.
 //!
 //! 1. [`rollout_state`]: `kubectl rollout status`'s rule, in its order.
-//! 2. [`pod_problem`]: pod states that will not recover without a new image.
+//! 2. [`pod_problem`]: pod states that will not recover without a new image,
+//!    and [`failure_family`]: which of them are one failure.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -81,6 +82,16 @@ const FATAL_WAITING_REASONS: [&str; 6] = [
     "CreateContainerConfigError",
     "ErrImageNeverPull",
 ];
+
+/// The failure a waiting reason belongs to, for how long it has lasted: a pull
+/// that keeps failing shows `ErrImagePull` and `ImagePullBackOff` in turn, and
+/// that is one failure, not a new one at each flip.
+pub fn failure_family(reason: &str) -> &str {
+    match reason {
+        "ErrImagePull" | "ImagePullBackOff" => "image pull",
+        other => other,
+    }
+}
 
 /// The first problem of `container` in `pod`, if any: a waiting reason that will
 /// not recover, a scheduling failure, or a running container that is not ready.
@@ -209,6 +220,13 @@ mod tests {
         // status still says NewReplicaSetAvailable from the previous rollout.
         let deployment: Deployment = fixture("deployments/stale-complete.json");
         assert!(matches!(rollout_state(&deployment), RolloutState::Progressing(_)));
+    }
+
+    #[test]
+    fn a_pull_failure_is_one_failure_through_its_back_off() {
+        assert_eq!(failure_family("ErrImagePull"), failure_family("ImagePullBackOff"));
+        assert_ne!(failure_family("ErrImagePull"), failure_family("CrashLoopBackOff"));
+        assert_eq!(failure_family("CrashLoopBackOff"), "CrashLoopBackOff");
     }
 
     #[test]
