@@ -621,9 +621,13 @@ impl Deployer {
         digest: Option<&str>,
     ) -> Verification {
         let mut verification = Verification {
+            replicas: deployment.spec.replicas.unwrap_or(1),
             digest: digest.map(str::to_string),
             ..Verification::default()
         };
+        if verification.replicas == 0 {
+            return verification;
+        }
         let pods = self.newest_pods(target, deployment).await.unwrap_or_default();
         verification.pods = verify::pod_images(&pods, &target.container, digest);
         if verification.failure().is_some() {
@@ -730,7 +734,7 @@ impl Deployer {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         };
-        check.endpoints = revisions.new.into_iter().collect();
+        check.endpoints = revisions.new.iter().cloned().collect();
         // The proxy may answer 503 for a moment after the endpoints settle; a
         // few tries, a second apart.
         for attempt in 0..3 {
@@ -742,6 +746,13 @@ impl Deployer {
                     check.status = Some(status);
                     check.outcome = CheckOutcome::Passed;
                     check.detail = format!("answered {status}");
+                    if revisions.other > 0 {
+                        // A Service shared with another workload: its pods may have answered.
+                        check.detail.push_str(&format!(
+                            "; the Service also sends traffic to {} ready pods that are not this Deployment's",
+                            revisions.other
+                        ));
+                    }
                     return check;
                 }
                 Ok((status, body)) => {

@@ -20,6 +20,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 /// What berth checked after a rollout, for the report and `--json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Verification {
+    /// The replicas the Deployment asks for; with none, nothing serves and
+    /// there is nothing to check.
+    pub replicas: i32,
     /// The digest every ready pod must run (`sha256:...`); none when the image
     /// berth set names no digest (a rollback to a reference by tag).
     pub digest: Option<String>,
@@ -69,7 +72,7 @@ pub enum CheckOutcome {
 impl Verification {
     /// The first thing that fails the rollout, in words.
     pub fn failure(&self) -> Option<String> {
-        if self.pods.is_empty() {
+        if self.pods.is_empty() && self.replicas > 0 {
             return Some("no ready pod of the new ReplicaSet to check".into());
         }
         let wrong: Vec<String> = self
@@ -106,6 +109,9 @@ impl Verification {
 
     /// One line for the deploy stage: what passed.
     pub fn summary(&self) -> String {
+        if self.replicas == 0 {
+            return "0 replicas: nothing serves, nothing to check".into();
+        }
         let mut text = format!("{} ready pods run ", self.pods.len());
         text.push_str(self.digest.as_deref().map_or("the image set", short_digest));
         for check in &self.services {
@@ -323,6 +329,7 @@ mod tests {
             ["web-1", "web-2"]
         );
         let verification = Verification {
+            replicas: 2,
             digest: Some("sha256:aaaa".into()),
             pods: images,
             services: vec![],
@@ -335,6 +342,7 @@ mod tests {
             pod("web-2", true, "127.0.0.1:5000/pinned@sha256:bbbb"),
         ];
         let verification = Verification {
+            replicas: 2,
             digest: Some("sha256:aaaa".into()),
             pods: pod_images(&pods, "web", Some("sha256:aaaa")),
             services: vec![],
@@ -352,11 +360,18 @@ mod tests {
         assert!(!images[0].matches);
         // No ready pod at all fails too.
         let verification = Verification {
+            replicas: 2,
             digest: Some("sha256:aaaa".into()),
             pods: pod_images(&[pod("web-1", false, "")], "web", Some("sha256:aaaa")),
             services: vec![],
         };
         assert!(verification.failure().unwrap().contains("no ready pod"));
+        // A Deployment scaled to zero serves nothing: nothing to fail.
+        let verification = Verification {
+            replicas: 0,
+            ..Verification::default()
+        };
+        assert_eq!(verification.failure(), None);
     }
 
     #[test]
@@ -371,6 +386,7 @@ mod tests {
             detail: "answered 503".into(),
         };
         let mut verification = Verification {
+            replicas: 1,
             digest: None,
             pods: pod_images(&[pod("web-1", true, "x@sha256:aaaa")], "web", None),
             services: vec![check(CheckOutcome::Skipped)],

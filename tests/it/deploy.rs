@@ -374,3 +374,29 @@ async fn the_documented_rbac_suffices_and_a_missing_verb_is_named() {
     );
     assert!(all.contains("docs/rbac.yaml"), "{all}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_scaled_to_zero_ships_with_nothing_to_check() {
+    let base = format!(
+        "{}/berth/base:busybox",
+        crate::support::Stack::from_env().registry
+    );
+    let mut body = deployment_body(
+        &json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}),
+        true,
+        &base,
+    );
+    body["spec"]["replicas"] = json!(0);
+    let site = OneSite::new("deploy-zero", "web", Some(body)).await;
+    let output = site.world.berth(&["run", "--json"]);
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(
+        all.contains("0 replicas: nothing serves, nothing to check"),
+        "{all}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    crate::support::validate_against("report.schema.json", &report);
+    assert_eq!(report["sites"][0]["verification"]["replicas"], 0, "{report:#}");
+    assert!(site.image().await.contains(&site.world.head(&site.url, "main")));
+}
