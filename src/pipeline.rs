@@ -721,20 +721,10 @@ impl RunContext<'_> {
             return Ok(SiteAction::Unchanged);
         }
         self.guard_older(synced, &commit.id, &deployed).await?;
-        let findings = deploy::preflight::preflight(&deployment, &site.deployment.container);
-        if !findings.is_empty() {
-            if self.options.strict {
-                return Err(DeployError::Preflight {
-                    namespace: site.deployment.namespace.clone(),
-                    name: site.deployment.name.clone(),
-                    findings,
-                }
-                .into());
-            }
-            for finding in &findings {
-                printer.stage(&site.name, "preflight", Status::Warning, &finding.to_string());
-            }
-        }
+        self.preflight_findings(
+            site,
+            deploy::preflight::preflight(&deployment, &site.deployment.container),
+        )?;
         report
             .durations
             .insert("check".into(), started.elapsed().as_secs_f64());
@@ -770,6 +760,12 @@ impl RunContext<'_> {
             let (image_id, context_digest) = self
                 .build(site, synced, &source_digest, &reference_with_tag)
                 .await?;
+            // What only the image knows (the ports it serves), before it is pushed.
+            let exposed = self.exposed_ports(&image_id).await;
+            self.preflight_findings(
+                site,
+                deploy::preflight::probe_ports(&deployment, &site.deployment.container, &exposed),
+            )?;
             report.context_digest = Some(context_digest);
             report
                 .durations
@@ -868,6 +864,48 @@ impl RunContext<'_> {
                 SiteAction::Deployed
             }
         })
+    }
+
+    /// Preflight findings are warnings, or with `--strict` an error that stops
+    /// the site before anything is pushed or deployed.
+    fn preflight_findings(
+        &self,
+        site: &Site,
+        findings: Vec<deploy::preflight::Finding>,
+    ) -> Result<(), StageFailure> {
+        if findings.is_empty() {
+            return Ok(());
+        }
+        if self.options.strict {
+            return Err(DeployError::Preflight {
+                namespace: site.deployment.namespace.clone(),
+                name: site.deployment.name.clone(),
+                findings,
+            }
+            .into());
+        }
+        for finding in &findings {
+            self.printer
+                .stage(&site.name, "preflight", Status::Warning, &finding.to_string());
+        }
+        Ok(())
+    }
+
+    /// The TCP ports an image declares it serves (`EXPOSE`, its base's included).
+    async fn exposed_ports(&self, image_id: &str) -> Vec<i32> {
+        match self.docker.inspect_image(image_id).await {
+            Ok(image) => image
+                .config
+                .and_then(|config| config.exposed_ports)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|port| port.strip_suffix("/tcp")?.parse().ok())
+                .collect(),
+            Err(error) => {
+                tracing::debug!("cannot read the ports of image {image_id}: {error}");
+                Vec::new()
+            }
+        }
     }
 
     fn check_interrupted(&self, stage: &str) -> Result<(), StageFailure> {

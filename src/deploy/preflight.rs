@@ -7,9 +7,25 @@
 //! 4. The Deployment is not paused.
 //! 5. No other field manager owns the container's image (its next apply would
 //!    undo berth's change).
+//! 6. The container has a preStop delay ([`stop_delay`]): without one, a pod
+//!    whose server exits at SIGTERM refuses requests that Services still send
+//!    it while its endpoint is being removed everywhere; and the grace period
+//!    covers that delay plus the server's drain.
+//! 7. Its probes name ports it declares; after the build, [`probe_ports`]
+//!    checks them against the ports the image serves (`EXPOSE`).
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+/// How long berth allows a server, after its preStop delay, to finish the
+/// requests it has before the kubelet kills it.
+pub const DRAIN_SECONDS: i64 = 5;
+/// The preStop delay berth recommends: longer than the endpoints take to drop
+/// a pod here (kube-proxy's one-second sync, the EndpointSlice controller).
+pub const RECOMMENDED_STOP_DELAY: i64 = 5;
+/// Kubernetes' default `terminationGracePeriodSeconds`.
+const DEFAULT_GRACE_SECONDS: i64 = 30;
 
 /// One problem found before touching the cluster; `fix` says what to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +109,16 @@ pub fn preflight(deployment: &Deployment, container: &str) -> Vec<Finding> {
         .as_ref()
         .map(|s| s.containers.as_slice())
         .unwrap_or_default();
+    let grace = spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(DEFAULT_GRACE_SECONDS);
+    if let Some(found) = containers.iter().find(|c| c.name == container) {
+        findings.extend(stop_findings(found, grace));
+        findings.extend(probe_name_findings(found));
+    }
     if let Some(found) = containers.iter().find(|c| c.name == container)
         && found.readiness_probe.is_none()
     {
@@ -118,6 +144,156 @@ pub fn preflight(deployment: &Deployment, container: &str) -> Vec<Finding> {
         });
     }
     findings
+}
+
+/// How a container waits before it is sent SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopDelay {
+    /// No preStop hook: SIGTERM comes as soon as the pod is deleted.
+    None,
+    /// A preStop sleep of this many seconds (the sleep action, or an exec of `sleep N`).
+    Sleep(i64),
+    /// A preStop hook berth cannot time (an HTTP call, another command).
+    Other,
+}
+
+/// The preStop delay of `container`.
+pub fn stop_delay(container: &Container) -> StopDelay {
+    let Some(pre_stop) = container.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) else {
+        return StopDelay::None;
+    };
+    if let Some(sleep) = &pre_stop.sleep {
+        return StopDelay::Sleep(sleep.seconds);
+    }
+    let command = pre_stop
+        .exec
+        .as_ref()
+        .and_then(|exec| exec.command.clone())
+        .unwrap_or_default();
+    // `sleep N`, `/bin/sleep N`, or `sh -c "sleep N"`.
+    let words: Vec<&str> = match command.as_slice() {
+        [shell, flag, script] if shell.ends_with("sh") && flag == "-c" => script.split_whitespace().collect(),
+        _ => command.iter().map(String::as_str).collect(),
+    };
+    match words.as_slice() {
+        [program, seconds] if program.rsplit('/').next() == Some("sleep") => {
+            seconds.parse().map_or(StopDelay::Other, StopDelay::Sleep)
+        }
+        _ => StopDelay::Other,
+    }
+}
+
+fn stop_findings(container: &Container, grace: i64) -> Vec<Finding> {
+    let name = &container.name;
+    match stop_delay(container) {
+        StopDelay::None => vec![Finding {
+            problem: format!(
+                "container `{name}` has no preStop delay: a stopping pod gets SIGTERM at once, and a server that exits then (nginx does) refuses the requests Services still send it until every node has dropped its endpoint"
+            ),
+            fix: format!(
+                "add `lifecycle: {{preStop: {{sleep: {{seconds: {RECOMMENDED_STOP_DELAY}}}}}}}` to container `{name}` (Kubernetes 1.30 and later; before that, an exec of `sleep {RECOMMENDED_STOP_DELAY}` if the image has sleep)"
+            ),
+        }],
+        StopDelay::Sleep(delay) if grace < delay + DRAIN_SECONDS => vec![Finding {
+            problem: format!(
+                "terminationGracePeriodSeconds {grace} is shorter than the preStop delay ({delay} s) plus {DRAIN_SECONDS} s for the server to finish its requests, so the kubelet may kill it mid-request"
+            ),
+            fix: format!(
+                "set spec.template.spec.terminationGracePeriodSeconds to {} or more",
+                delay + DRAIN_SECONDS
+            ),
+        }],
+        StopDelay::Sleep(_) | StopDelay::Other => Vec::new(),
+    }
+}
+
+/// The container's probes, with their kind.
+fn probes(container: &Container) -> impl Iterator<Item = (&'static str, &Probe)> {
+    [
+        ("readinessProbe", container.readiness_probe.as_ref()),
+        ("livenessProbe", container.liveness_probe.as_ref()),
+        ("startupProbe", container.startup_probe.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, probe)| probe.map(|probe| (kind, probe)))
+}
+
+/// The port a probe connects to (HTTP GET or TCP), as it names it.
+fn probe_port(probe: &Probe) -> Option<&IntOrString> {
+    probe
+        .http_get
+        .as_ref()
+        .map(|get| &get.port)
+        .or_else(|| probe.tcp_socket.as_ref().map(|tcp| &tcp.port))
+}
+
+/// The port number `port` resolves to in `container`: a number is itself, a
+/// name is the declared port of that name.
+fn resolve_port(container: &Container, port: &IntOrString) -> Option<i32> {
+    match port {
+        IntOrString::Int(number) => Some(*number),
+        IntOrString::String(name) => container
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.container_port),
+    }
+}
+
+/// Probes that name a port the container does not declare: the kubelet cannot
+/// resolve them, and they never pass.
+fn probe_name_findings(container: &Container) -> Vec<Finding> {
+    probes(container)
+        .filter_map(|(kind, probe)| {
+            let port = probe_port(probe)?;
+            let IntOrString::String(name) = port else { return None };
+            resolve_port(container, port).is_none().then(|| Finding {
+                problem: format!(
+                    "the {kind} of container `{}` asks for port `{name}`, which the container does not declare, so it can never pass",
+                    container.name
+                ),
+                fix: format!(
+                    "declare `ports: [{{name: {name}, containerPort: <the served port>}}]` in container `{}`, or give the probe the port's number",
+                    container.name
+                ),
+            })
+        })
+        .collect()
+}
+
+/// After the build: probes of `container` (in `deployment`) on a port that the
+/// image does not serve. `exposed` are the image's `EXPOSE` ports (from its
+/// base for a template); with none declared, nothing can be said.
+pub fn probe_ports(deployment: &Deployment, container: &str, exposed: &[i32]) -> Vec<Finding> {
+    let Some(found) = deployment
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.containers.iter().find(|c| c.name == container))
+    else {
+        return Vec::new();
+    };
+    if exposed.is_empty() {
+        return Vec::new();
+    }
+    let served = exposed
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    probes(found)
+        .filter_map(|(kind, probe)| {
+            let port = resolve_port(found, probe_port(probe)?)?;
+            (!exposed.contains(&port)).then(|| Finding {
+                problem: format!(
+                    "the {kind} of container `{container}` asks port {port}, but the image serves {served} (its EXPOSE), so it can never pass"
+                ),
+                fix: format!("set the probe's port (or the containerPort it names) to {}", exposed[0]),
+            })
+        })
+        .collect()
 }
 
 /// A field manager other than berth that applied this container's image: a
@@ -173,7 +349,9 @@ mod tests {
             "spec": {
                 "replicas": 3,
                 "selector": {"matchLabels": {"app": "web"}},
-                "template": {"spec": {"containers": [{"name": "web", "image": "x", "readinessProbe": {"httpGet": {"path": "/", "port": 8080}}}]}}
+                "template": {"spec": {"containers": [{"name": "web", "image": "x",
+                    "readinessProbe": {"httpGet": {"path": "/", "port": 8080}},
+                    "lifecycle": {"preStop": {"sleep": {"seconds": 5}}}}]}}
             }
         });
         merge(&mut base, json);
@@ -245,6 +423,121 @@ mod tests {
         assert_eq!(preflight(&deployment(spec), "web").len(), 1);
     }
 
+    fn container(json: serde_json::Value) -> Container {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_missing_prestop_delay_is_flagged_with_the_manifest_to_add() {
+        let spec = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "x",
+            "readinessProbe": {"httpGet": {"path": "/", "port": 8080}}, "lifecycle": null}]}}}});
+        let findings = preflight(&deployment(spec), "web");
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(findings[0].problem.contains("no preStop delay"), "{findings:?}");
+        assert!(
+            findings[0]
+                .fix
+                .contains("lifecycle: {preStop: {sleep: {seconds: 5}}}"),
+            "{}",
+            findings[0].fix
+        );
+    }
+
+    #[test]
+    fn stop_delays_are_read_from_the_sleep_action_and_exec_sleeps() {
+        let with = |pre_stop: serde_json::Value| {
+            stop_delay(&container(
+                serde_json::json!({"name": "web", "lifecycle": {"preStop": pre_stop}}),
+            ))
+        };
+        assert_eq!(
+            stop_delay(&container(serde_json::json!({"name": "web"}))),
+            StopDelay::None
+        );
+        assert_eq!(
+            with(serde_json::json!({"sleep": {"seconds": 3}})),
+            StopDelay::Sleep(3)
+        );
+        assert_eq!(
+            with(serde_json::json!({"exec": {"command": ["sleep", "4"]}})),
+            StopDelay::Sleep(4)
+        );
+        assert_eq!(
+            with(serde_json::json!({"exec": {"command": ["/bin/sleep", "6"]}})),
+            StopDelay::Sleep(6)
+        );
+        assert_eq!(
+            with(serde_json::json!({"exec": {"command": ["/bin/sh", "-c", "sleep 7"]}})),
+            StopDelay::Sleep(7)
+        );
+        assert_eq!(
+            with(serde_json::json!({"exec": {"command": ["nginx", "-s", "quit"]}})),
+            StopDelay::Other
+        );
+        assert_eq!(
+            with(serde_json::json!({"httpGet": {"path": "/drain", "port": 8080}})),
+            StopDelay::Other
+        );
+    }
+
+    #[test]
+    fn a_grace_period_shorter_than_the_delay_and_drain_is_flagged() {
+        let spec = |grace: i64| {
+            serde_json::json!({"spec": {"template": {"spec": {"terminationGracePeriodSeconds": grace,
+                "containers": [{"name": "web", "image": "x", "readinessProbe": {"httpGet": {"path": "/", "port": 8080}},
+                    "lifecycle": {"preStop": {"sleep": {"seconds": 5}}}}]}}}})
+        };
+        let findings = preflight(&deployment(spec(8)), "web");
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(
+            findings[0].problem.contains("terminationGracePeriodSeconds 8"),
+            "{findings:?}"
+        );
+        assert!(findings[0].fix.contains("to 10 or more"), "{findings:?}");
+        assert_eq!(preflight(&deployment(spec(10)), "web"), vec![]);
+    }
+
+    #[test]
+    fn a_probe_on_an_undeclared_port_name_is_flagged() {
+        let spec = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "x",
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": {"httpGet": {"path": "/", "port": "web"}},
+            "livenessProbe": {"tcpSocket": {"port": "http"}},
+            "lifecycle": {"preStop": {"sleep": {"seconds": 5}}}}]}}}});
+        let findings = preflight(&deployment(spec), "web");
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(findings[0].problem.contains("readinessProbe") && findings[0].problem.contains("`web`"));
+    }
+
+    #[test]
+    fn after_the_build_a_probe_on_a_port_the_image_does_not_serve_is_flagged() {
+        let spec = |port: serde_json::Value| {
+            serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "x",
+                "ports": [{"name": "http", "containerPort": 80}],
+                "readinessProbe": {"httpGet": {"path": "/", "port": port}}}]}}}})
+        };
+        // A named port that resolves to 80, and a plain 80, while the image serves 8080.
+        for port in [serde_json::json!("http"), serde_json::json!(80)] {
+            let findings = probe_ports(&deployment(spec(port)), "web", &[8080]);
+            assert_eq!(findings.len(), 1, "{findings:?}");
+            assert!(
+                findings[0]
+                    .problem
+                    .contains("asks port 80, but the image serves 8080"),
+                "{findings:?}"
+            );
+        }
+        assert_eq!(
+            probe_ports(&deployment(spec(serde_json::json!(8080))), "web", &[8080]),
+            vec![]
+        );
+        // An image that declares no port: nothing to say.
+        assert_eq!(
+            probe_ports(&deployment(spec(serde_json::json!(80))), "web", &[]),
+            vec![]
+        );
+    }
+
     #[test]
     fn missing_probe_paused_and_foreign_owner_are_flagged() {
         let spec = serde_json::json!({
@@ -252,7 +545,8 @@ mod tests {
                 "manager": "argocd-controller", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
                 "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {"f:image": {}}}}}}}
             }]},
-            "spec": {"paused": true, "template": {"spec": {"containers": [{"name": "web", "image": "x"}]}}}
+            "spec": {"paused": true, "template": {"spec": {"containers": [{"name": "web", "image": "x",
+                "lifecycle": {"preStop": {"sleep": {"seconds": 5}}}}]}}}
         });
         let findings = preflight(&deployment(spec), "web");
         let text: Vec<String> = findings.iter().map(ToString::to_string).collect();

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
-use crate::support::{World, image_of, json_of, kube_client, text, validate_against};
+use crate::support::{Load, World, image_of, json_of, kube_client, text, validate_against};
 
 /// The `landing` example site shipped to Deployment `web` on the real node,
 /// which starts on the stack's placeholder image.
@@ -22,6 +22,8 @@ struct RealSite {
 /// test commits to the site's repo.
 enum Image<'a> {
     Template,
+    /// The static template on this base image (its `BASE_IMAGE` build arg).
+    TemplateOn(&'a str),
     Dockerfile(&'a str),
 }
 
@@ -36,6 +38,9 @@ impl RealSite {
         world.create_deployment_json(body).await;
         let image_source = match image {
             Image::Template => String::from(r#"template = "static""#),
+            Image::TemplateOn(base) => {
+                format!("template = \"static\"\nbuild_args = {{ BASE_IMAGE = \"{base}\" }}")
+            }
             Image::Dockerfile(text) => {
                 world.commit(&url, "main", &[("Dockerfile", text)], "Serve it our own way");
                 String::from(r#"dockerfile = "Dockerfile""#)
@@ -622,4 +627,120 @@ deployment = {{ name = "web", container = "web" }}
     let _ = std::process::Command::new(std::env::var("BERTH_STACK_KUBECTL").unwrap())
         .args(["delete", "pv", &volume, "--wait=false"])
         .output();
+}
+
+/// Ships a new commit of a site whose server exits at SIGTERM, under a load
+/// through its Service; returns berth's output and what the load saw.
+async fn ship_under_load(test: &str, pre_stop: Option<Value>) -> (String, crate::support::LoadResult) {
+    let base = crate::support::Stack::from_env().stopping_base_image;
+    let site = RealSite::new(test, &Image::TemplateOn(&base), |body| {
+        let pod = &mut body["spec"]["template"]["spec"];
+        pod["terminationGracePeriodSeconds"] = json!(15);
+        if let Some(pre_stop) = pre_stop {
+            pod["containers"][0]["lifecycle"] = json!({"preStop": pre_stop});
+        }
+    })
+    .await;
+    let service = site.world.create_service("web", "web", json!("http")).await;
+    // First the site on the stopping server (the placeholder ignores SIGTERM).
+    let first = site.world.berth(&["run"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let commit = site
+        .world
+        .commit(&site.url, "main", &[("news.html", "<p>News</p>\n")], "Add news");
+    let ip: std::net::IpAddr = service.spec.unwrap().cluster_ip.unwrap().parse().unwrap();
+    let load = Load::start(
+        (ip, 80).into(),
+        4,
+        std::time::Duration::from_millis(5),
+        std::time::Duration::from_secs(120),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let output = site.world.berth(&["ship", "landing", "--commit", &commit]);
+    // The old pods stop after berth returns (their preStop delay, their grace).
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    let result = load.stop();
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(site.image().await.contains(&commit));
+    eprintln!(
+        "{}: {} of {} requests failed during the rollout",
+        site.world.prefix,
+        result.failures.len(),
+        result.requests
+    );
+    (all, result)
+}
+
+/// The endpoints race on the real node: without a preStop delay, old pods exit
+/// at SIGTERM while kube-proxy still sends them connections, and preflight
+/// names the fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_prestop_delay_a_rollout_loses_requests_and_preflight_says_so() {
+    let (all, load) = ship_under_load("real-nostop", None).await;
+    assert!(
+        all.contains("preflight warn") && all.contains("has no preStop delay"),
+        "{all}"
+    );
+    assert!(
+        all.contains("lifecycle: {preStop: {sleep: {seconds: 5}}}"),
+        "{all}"
+    );
+    assert!(
+        !load.failures.is_empty(),
+        "no request failed in {} without a preStop delay: the test shows nothing",
+        load.requests
+    );
+}
+
+/// The same rollout with the preStop delay preflight recommends loses nothing,
+/// and preflight is silent about it.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_recommended_prestop_delay_a_rollout_loses_no_request() {
+    let (all, load) = ship_under_load("real-stop", Some(json!({"sleep": {"seconds": 5}}))).await;
+    assert!(!all.contains("preStop"), "{all}");
+    assert!(load.requests > 1000, "{load:?}");
+    assert_eq!(
+        load.failures,
+        Vec::<String>::new(),
+        "of {} requests",
+        load.requests
+    );
+}
+
+/// A probe on a port the image does not serve is known once the image is
+/// built (its EXPOSE): with --strict nothing is pushed or deployed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_probe_on_a_port_the_image_does_not_serve_is_found_after_the_build_and_strict_pushes_nothing() {
+    let site = RealSite::new("real-probe-port", &Image::Template, |body| {
+        let container = &mut body["spec"]["template"]["spec"]["containers"][0];
+        container["ports"] = json!([{"containerPort": 80, "name": "http"}]);
+        container["lifecycle"] = json!({"preStop": {"sleep": {"seconds": 5}}});
+        body["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(15);
+    })
+    .await;
+    let before = site.image().await;
+    let output = site.world.berth(&["run", "--strict"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("the readinessProbe of container `web` asks port 80, but the image serves 8080"),
+        "{all}"
+    );
+    assert_eq!(site.image().await, before, "--strict deployed nothing");
+    let tags = std::process::Command::new("curl")
+        .args([
+            "-s",
+            &format!(
+                "http://{}/v2/{}/landing/tags/list",
+                site.world.stack.registry, site.world.prefix
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&tags.stdout).contains(&site.world.head(&site.url, "main")),
+        "nothing was pushed: {}",
+        text(&tags)
+    );
 }

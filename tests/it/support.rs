@@ -35,6 +35,8 @@ pub struct Stack {
     pub real_node_taint: String,
     /// An image in the open registry that serves a page on 8080 (its probe on / passes).
     pub placeholder_image: String,
+    /// A base image (in the Engine) whose server exits at SIGTERM, as nginx does.
+    pub stopping_base_image: String,
 }
 
 fn env(name: &str) -> String {
@@ -80,6 +82,7 @@ impl Stack {
             real_node_label: env("BERTH_STACK_REAL_NODE_LABEL"),
             real_node_taint: env("BERTH_STACK_REAL_NODE_TAINT"),
             placeholder_image: env("BERTH_STACK_PLACEHOLDER_IMAGE"),
+            stopping_base_image: env("BERTH_STACK_STOPPING_BASE_IMAGE"),
         }
     }
 }
@@ -583,4 +586,76 @@ pub async fn remove_container(docker: &bollard::Docker, name: &str) {
         ..Default::default()
     };
     docker.remove_container(name, Some(options)).await.unwrap();
+}
+
+/// A bounded load on one address (a ClusterIP from the host): `threads`
+/// clients, each sending one HTTP/1.0 GET of `/` every `interval` on a new
+/// connection, until stopped or `limit` has passed. Counts the requests that
+/// got no 200.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug)]
+pub struct LoadResult {
+    pub requests: usize,
+    /// One line per failed request: what went wrong.
+    pub failures: Vec<String>,
+}
+
+impl Load {
+    pub fn start(
+        address: std::net::SocketAddr,
+        threads: usize,
+        interval: std::time::Duration,
+        limit: std::time::Duration,
+    ) -> Self {
+        use std::io::{Read, Write};
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let started = std::time::Instant::now();
+                    let timeout = std::time::Duration::from_secs(2);
+                    let (mut requests, mut failures) = (0, Vec::new());
+                    while !stop.load(Ordering::SeqCst) && started.elapsed() < limit {
+                        requests += 1;
+                        let answer = (|| -> std::io::Result<String> {
+                            let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
+                            stream.set_read_timeout(Some(timeout))?;
+                            stream.write_all(b"GET / HTTP/1.0\r\nHost: site\r\n\r\n")?;
+                            let mut response = String::new();
+                            stream.read_to_string(&mut response)?;
+                            Ok(response.lines().next().unwrap_or_default().to_string())
+                        })();
+                        match answer {
+                            Ok(status) if status.contains(" 200 ") => {}
+                            Ok(status) => failures.push(format!("answered {status:?}")),
+                            Err(error) => failures.push(error.to_string()),
+                        }
+                        std::thread::sleep(interval);
+                    }
+                    (requests, failures)
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    pub fn stop(self) -> LoadResult {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut result = LoadResult {
+            requests: 0,
+            failures: Vec::new(),
+        };
+        for thread in self.threads {
+            let (requests, failures) = thread.join().expect("load thread");
+            result.requests += requests;
+            result.failures.extend(failures);
+        }
+        result
+    }
 }
