@@ -47,29 +47,11 @@ impl RealSite {
             }
         };
         let templates = crate::support::repo_root().join("templates");
-        world.write_config(&format!(
-            r#"
-templates = "{templates}"
-[registry]
-address = "{registry}"
-credentials = "none"
-[kubernetes]
-namespace = "{namespace}"
-rollout_timeout = "90s"
-[[repo]]
-name = "landing"
-url = "{url}"
-[[site]]
-name = "landing"
-repo = "landing"
-{image_source}
-image = "{prefix}/landing"
-deployment = {{ name = "web", container = "web" }}
-"#,
-            templates = templates.display(),
-            registry = world.stack.registry,
-            namespace = world.namespace,
-            prefix = world.prefix,
+        world.write_config(&landing_pipeline(
+            &world,
+            &url,
+            &format!("templates = \"{}\"", templates.display()),
+            &image_source,
         ));
         Self { world, url }
     }
@@ -106,6 +88,34 @@ deployment = {{ name = "web", container = "web" }}
             .filter(|pod| pod.metadata.deletion_timestamp.is_none())
             .collect()
     }
+}
+
+/// The pipeline file of the `landing` site at `url`, shipped to Deployment
+/// `web` of the world's namespace: `head` goes first (state_dir, templates),
+/// `image_source` into the site (template or dockerfile, build_args).
+fn landing_pipeline(world: &World, url: &str, head: &str, image_source: &str) -> String {
+    format!(
+        r#"{head}
+[registry]
+address = "{registry}"
+credentials = "none"
+[kubernetes]
+namespace = "{namespace}"
+rollout_timeout = "90s"
+[[repo]]
+name = "landing"
+url = "{url}"
+[[site]]
+name = "landing"
+repo = "landing"
+{image_source}
+image = "{prefix}/landing"
+deployment = {{ name = "web", container = "web" }}
+"#,
+        registry = world.stack.registry,
+        namespace = world.namespace,
+        prefix = world.prefix,
+    )
 }
 
 /// A GET of `path` on a ClusterIP from the host, through kube-proxy's rules.
@@ -511,30 +521,14 @@ async fn the_documented_cronjob_runs_on_the_real_node_and_ships_the_site_two_nig
     for item in manifests["items"].as_array_mut().unwrap() {
         match item["kind"].as_str().unwrap() {
             "ConfigMap" => {
-                item["data"]["pipeline.toml"] = json!(format!(
-                    r#"state_dir = "/var/cache/berth"
-templates = "/etc/berth/templates"
-[registry]
-address = "{registry}"
-credentials = "none"
-[kubernetes]
-namespace = "{namespace}"
-rollout_timeout = "90s"
-[[repo]]
-name = "landing"
-url = "{url}"
-[[site]]
-name = "landing"
-repo = "landing"
-image = "{prefix}/landing"
-build_args = {{ BASE_IMAGE = "{base}", WEB_ROOT = "/www" }}
-deployment = {{ name = "web", container = "web" }}
-"#,
-                    registry = world.stack.registry,
-                    namespace = world.namespace,
-                    url = site.url,
-                    prefix = world.prefix,
-                    base = world.stack.base_image,
+                item["data"]["pipeline.toml"] = json!(landing_pipeline(
+                    world,
+                    &site.url,
+                    "state_dir = \"/var/cache/berth\"\ntemplates = \"/etc/berth/templates\"",
+                    &format!(
+                        "build_args = {{ BASE_IMAGE = \"{}\", WEB_ROOT = \"/www\" }}",
+                        world.stack.base_image
+                    ),
                 ));
             }
             "PersistentVolumeClaim" => {
