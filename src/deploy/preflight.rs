@@ -116,20 +116,18 @@ pub fn preflight(deployment: &Deployment, container: &str) -> Vec<Finding> {
         .and_then(|s| s.termination_grace_period_seconds)
         .unwrap_or(DEFAULT_GRACE_SECONDS);
     if let Some(found) = containers.iter().find(|c| c.name == container) {
+        if found.readiness_probe.is_none() {
+            findings.push(Finding {
+                problem: format!(
+                    "container `{container}` has no readiness probe, so a pod counts as ready before it serves"
+                ),
+                fix: format!(
+                    "add a readinessProbe (for example httpGet on the served port) to container `{container}`"
+                ),
+            });
+        }
         findings.extend(stop_findings(found, grace));
         findings.extend(probe_name_findings(found));
-    }
-    if let Some(found) = containers.iter().find(|c| c.name == container)
-        && found.readiness_probe.is_none()
-    {
-        findings.push(Finding {
-            problem: format!(
-                "container `{container}` has no readiness probe, so a pod counts as ready before it serves"
-            ),
-            fix: format!(
-                "add a readinessProbe (for example httpGet on the served port) to container `{container}`"
-            ),
-        });
     }
     if spec.paused == Some(true) {
         findings.push(Finding {
@@ -229,7 +227,7 @@ fn probe_port(probe: &Probe) -> Option<&IntOrString> {
 
 /// The port number `port` resolves to in `container`: a number is itself, a
 /// name is the declared port of that name.
-fn resolve_port(container: &Container, port: &IntOrString) -> Option<i32> {
+pub fn resolve_port(container: &Container, port: &IntOrString) -> Option<i32> {
     match port {
         IntOrString::Int(number) => Some(*number),
         IntOrString::String(name) => container

@@ -17,6 +17,8 @@ use k8s_openapi::api::core::v1::{Container, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::preflight::resolve_port;
+
 /// What berth checked after a rollout, for the report and `--json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Verification {
@@ -204,40 +206,31 @@ pub fn selecting_services<'a>(
 /// `None` when no Service port targets the container.
 pub fn service_target(service: &Service, container: &Container) -> Option<(String, String)> {
     let ports = service.spec.as_ref()?.ports.as_ref()?;
-    let declared = container.ports.iter().flatten();
-    let resolve = |target: Option<&IntOrString>, port: i32| -> Option<i32> {
-        match target {
-            None => Some(port),
-            Some(IntOrString::Int(number)) => Some(*number),
-            Some(IntOrString::String(name)) => declared
-                .clone()
-                .find(|p| p.name.as_deref() == Some(name.as_str()))
-                .map(|p| p.container_port),
-        }
-    };
     let http_get = container
         .readiness_probe
         .as_ref()
         .and_then(|probe| probe.http_get.as_ref());
-    let probe_port = http_get.and_then(|get| match &get.port {
-        IntOrString::Int(number) => Some(*number),
-        IntOrString::String(name) => declared
-            .clone()
-            .find(|p| p.name.as_deref() == Some(name.as_str()))
-            .map(|p| p.container_port),
-    });
+    let probe_port = http_get.and_then(|get| resolve_port(container, &get.port));
+    // Each Service port with the container port it reaches (an unset
+    // targetPort is the port itself).
     let targets: Vec<(&k8s_openapi::api::core::v1::ServicePort, Option<i32>)> = ports
         .iter()
-        .map(|port| (port, resolve(port.target_port.as_ref(), port.port)))
+        .map(|port| {
+            let target = port.target_port.clone().unwrap_or(IntOrString::Int(port.port));
+            (port, resolve_port(container, &target))
+        })
         .collect();
+    let declared = |number: i32| {
+        container
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.container_port == number)
+    };
     let chosen = targets
         .iter()
         .find(|(_, target)| target.is_some() && *target == probe_port)
-        .or_else(|| {
-            targets.iter().find(|(_, target)| {
-                target.is_some_and(|target| declared.clone().any(|p| p.container_port == target))
-            })
-        })?;
+        .or_else(|| targets.iter().find(|(_, target)| target.is_some_and(declared)))?;
     let port = chosen.0.name.clone().unwrap_or_else(|| chosen.0.port.to_string());
     let path = http_get
         .filter(|_| chosen.1 == probe_port)
