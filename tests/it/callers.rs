@@ -432,12 +432,7 @@ async fn the_cronjob_manifests_pass_a_server_side_dry_run_and_berths_image_runs(
     );
 
     let tag = format!("berth-test/{}:1", world.prefix);
-    let output = std::process::Command::new(root.join("scripts/berth-image"))
-        .arg(&tag)
-        .env("BERTH_BINARY", env!("CARGO_BIN_EXE_berth"))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
+    crate::support::build_berth_image(&tag);
     let output = std::process::Command::new("docker")
         .args(["run", "--rm", &tag, "--version"])
         .output()

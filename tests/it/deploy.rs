@@ -31,29 +31,12 @@ impl OneSite {
             }
             None => world.create_deployment("web", 3, &base).await,
         }
-        let templates = crate::support::repo_root().join("templates");
-        world.write_config(&format!(
-            r#"
-templates = "{templates}"
-[registry]
-address = "{registry}"
-credentials = "none"
-[kubernetes]
-namespace = "{namespace}"
-rollout_timeout = "90s"
-[[repo]]
-name = "landing"
-url = "{url}"
-[[site]]
-name = "landing"
-repo = "landing"
-image = "{prefix}/{image_name}"
-deployment = {{ name = "web", container = "web" }}
-"#,
-            templates = templates.display(),
-            registry = world.stack.registry,
-            namespace = world.namespace,
-            prefix = world.prefix,
+        world.write_config(&crate::support::landing_pipeline(
+            &world,
+            &url,
+            image_name,
+            &crate::support::templates_line(),
+            "",
         ));
         Self { world, url, base }
     }

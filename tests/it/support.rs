@@ -366,6 +366,57 @@ impl Drop for World {
     }
 }
 
+/// The pipeline file of the `landing` example site at `url`, shipped as image
+/// `<prefix>/<image_name>` to container `web` of Deployment `web` in the
+/// world's namespace. `head` goes first (state_dir, templates); `image_source`
+/// into the site (template or dockerfile, build_args).
+pub fn landing_pipeline(
+    world: &World,
+    url: &str,
+    image_name: &str,
+    head: &str,
+    image_source: &str,
+) -> String {
+    format!(
+        r#"{head}
+[registry]
+address = "{registry}"
+credentials = "none"
+[kubernetes]
+namespace = "{namespace}"
+rollout_timeout = "90s"
+[[repo]]
+name = "landing"
+url = "{url}"
+[[site]]
+name = "landing"
+repo = "landing"
+{image_source}
+image = "{prefix}/{image_name}"
+deployment = {{ name = "web", container = "web" }}
+"#,
+        registry = world.stack.registry,
+        namespace = world.namespace,
+        prefix = world.prefix,
+    )
+}
+
+/// `templates = "<the repo's templates/>"`, for [`landing_pipeline`]'s head.
+pub fn templates_line() -> String {
+    format!("templates = \"{}\"", repo_root().join("templates").display())
+}
+
+/// berth's own image (`scripts/berth-image`, docs/cronjob/Dockerfile), tagged
+/// `tag`, from the binary under test.
+pub fn build_berth_image(tag: &str) {
+    let output = Command::new(repo_root().join("scripts/berth-image"))
+        .arg(tag)
+        .env("BERTH_BINARY", env!("CARGO_BIN_EXE_berth"))
+        .output()
+        .expect("run scripts/berth-image");
+    assert!(output.status.success(), "{}", text(&output));
+}
+
 /// Runs the real berth binary in `dir`, without colour, with plain lines.
 pub fn berth_in(dir: &Path, args: &[&str]) -> Output {
     berth_command(dir, args).output().expect("run berth")
