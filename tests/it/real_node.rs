@@ -10,8 +10,8 @@ use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Load, World, build_berth_image, image_of, json_of, kube_client, landing_pipeline, templates_line, text,
-    validate_against,
+    Load, World, build_berth_image, http_get_at, image_of, json_of, kube_client, landing_pipeline,
+    templates_line, text, validate_against,
 };
 
 /// The `landing` example site shipped to Deployment `web` on the real node,
@@ -93,24 +93,6 @@ impl RealSite {
     }
 }
 
-/// A GET of `path` on a ClusterIP from the host, through kube-proxy's rules.
-fn get_cluster_ip(ip: &str, path: &str) -> (u16, String) {
-    let output = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-m",
-            "5",
-            "-w",
-            "\n%{http_code}",
-            &format!("http://{ip}{path}"),
-        ])
-        .output()
-        .expect("run curl");
-    let all = String::from_utf8_lossy(&output.stdout).to_string();
-    let (body, code) = all.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_site_runs_on_the_real_node_and_berth_checks_it_is_served_through_its_service() {
     let site = RealSite::new("real-served", &Image::Template, |_| {}).await;
@@ -170,10 +152,12 @@ async fn a_site_runs_on_the_real_node_and_berth_checks_it_is_served_through_its_
     let shipped =
         std::fs::read_to_string(crate::support::repo_root().join("sites/landing/index.html")).unwrap();
     let returned = Instant::now();
-    let mut answer = get_cluster_ip(&cluster_ip, "/");
+    let address = (cluster_ip.parse::<std::net::IpAddr>().unwrap(), 80).into();
+    let get = || http_get_at(address, "/", std::time::Duration::from_secs(5)).unwrap_or_default();
+    let mut answer = get();
     while answer.1.trim() != shipped.trim() && returned.elapsed().as_secs() < 10 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        answer = get_cluster_ip(&cluster_ip, "/");
+        answer = get();
     }
     assert_eq!((answer.0, answer.1.trim()), (200, shipped.trim()));
     eprintln!(

@@ -497,10 +497,24 @@ pub fn image_of(deployment: &Deployment) -> String {
 
 /// A plain HTTP/1.0 GET on loopback; returns (status code, body).
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_at(
+        ([127, 0, 0, 1], port).into(),
+        path,
+        std::time::Duration::from_secs(5),
+    )
+}
+
+/// A plain HTTP/1.0 GET on a new connection to `address` (a ClusterIP from the
+/// host, say), each step within `timeout`; returns (status code, body).
+pub fn http_get_at(
+    address: std::net::SocketAddr,
+    path: &str,
+    timeout: std::time::Duration,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", address.ip())?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response
@@ -663,7 +677,6 @@ impl Load {
         interval: std::time::Duration,
         limit: std::time::Duration,
     ) -> Self {
-        use std::io::{Read, Write};
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads = (0..threads)
             .map(|_| {
@@ -674,17 +687,9 @@ impl Load {
                     let (mut requests, mut failures) = (0, Vec::new());
                     while !stop.load(Ordering::SeqCst) && started.elapsed() < limit {
                         requests += 1;
-                        let answer = (|| -> std::io::Result<String> {
-                            let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
-                            stream.set_read_timeout(Some(timeout))?;
-                            stream.write_all(b"GET / HTTP/1.0\r\nHost: site\r\n\r\n")?;
-                            let mut response = String::new();
-                            stream.read_to_string(&mut response)?;
-                            Ok(response.lines().next().unwrap_or_default().to_string())
-                        })();
-                        match answer {
-                            Ok(status) if status.contains(" 200 ") => {}
-                            Ok(status) => failures.push(format!("answered {status:?}")),
+                        match http_get_at(address, "/", timeout) {
+                            Ok((200, _)) => {}
+                            Ok((status, _)) => failures.push(format!("answered {status}")),
                             Err(error) => failures.push(error.to_string()),
                         }
                         std::thread::sleep(interval);
