@@ -10,8 +10,8 @@ use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Load, World, build_berth_image, http_get_at, image_of, json_of, kube_client, landing_pipeline,
-    templates_line, text, validate_against,
+    Load, LoadPlan, LoadResult, World, build_berth_image, http_get_at, image_of, json_of, kube_client,
+    landing_pipeline, templates_line, text, validate_against,
 };
 
 /// The `landing` example site shipped to Deployment `web` on the real node,
@@ -78,6 +78,23 @@ impl RealSite {
             "{}",
             text(&output)
         );
+    }
+
+    /// Until no pod of Deployment `web` is being deleted (at most a minute).
+    async fn settle(&self) {
+        let api: Api<Pod> = Api::namespaced(kube_client().await, &self.world.namespace);
+        for _ in 0..120 {
+            let pods = api
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .unwrap()
+                .items;
+            if pods.iter().all(|pod| pod.metadata.deletion_timestamp.is_none()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        panic!("the old pods of web did not stop within a minute");
     }
 
     /// The pods of Deployment `web` that are not being deleted.
@@ -574,47 +591,69 @@ async fn the_documented_cronjob_runs_on_the_real_node_and_ships_the_site_two_nig
         .output();
 }
 
-/// Ships a new commit of a site whose server exits at SIGTERM, under a load
-/// through its Service; returns berth's output and what the load saw.
-async fn ship_under_load(test: &str, pre_stop: Option<Value>) -> (String, crate::support::LoadResult) {
-    let base = crate::support::Stack::from_env().stopping_base_image;
-    let site = RealSite::new(test, &Image::TemplateOn(&base), |body| {
-        let pod = &mut body["spec"]["template"]["spec"];
-        pod["terminationGracePeriodSeconds"] = json!(15);
-        if let Some(pre_stop) = pre_stop {
-            pod["containers"][0]["lifecycle"] = json!({"preStop": pre_stop});
-        }
+/// Ships a new commit of the site on `base` (the template's `BASE_IMAGE`), on
+/// a Deployment whose pod spec `change` edits, under `plan`'s load through its
+/// Service; keeps the load on `after` berth returns (the old pods' stop).
+/// Returns berth's exit, its output and what the load saw.
+async fn ship_under_load(
+    test: &str,
+    base: &str,
+    change: impl FnOnce(&mut Value),
+    plan: &LoadPlan,
+    after: std::time::Duration,
+) -> (std::process::ExitStatus, String, LoadResult) {
+    let site = RealSite::new(test, &Image::TemplateOn(base), |body| {
+        change(&mut body["spec"]["template"]["spec"]);
     })
     .await;
     let service = site.world.create_service("web", "web", json!("http")).await;
-    // First the site on the stopping server (the placeholder ignores SIGTERM).
+    // First the site on the base (the placeholder ignores SIGTERM).
     let first = site.world.berth(&["run"]);
     assert!(first.status.success(), "{}", text(&first));
+    // The placeholder's pods answer no slow request: the load starts without them.
+    site.settle().await;
     let commit = site
         .world
         .commit(&site.url, "main", &[("news.html", "<p>News</p>\n")], "Add news");
     let ip: std::net::IpAddr = service.spec.unwrap().cluster_ip.unwrap().parse().unwrap();
-    let load = Load::start(
-        (ip, 80).into(),
-        4,
-        std::time::Duration::from_millis(5),
-        std::time::Duration::from_secs(120),
-    );
+    let load = Load::start((ip, 80).into(), plan);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let output = site.world.berth(&["ship", "landing", "--commit", &commit]);
-    // The old pods stop after berth returns (their preStop delay, their grace).
-    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    tokio::time::sleep(after).await;
     let result = load.stop();
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(site.image().await.contains(&commit));
     eprintln!(
-        "{}: {} of {} requests failed during the rollout",
+        "{}: {} of {} requests failed during the rollout: {:?}",
         site.world.prefix,
         result.failures.len(),
-        result.requests
+        result.requests,
+        result.failures
     );
-    (all, result)
+    if output.status.success() {
+        assert!(site.image().await.contains(&commit));
+    }
+    (output.status, text(&output), result)
+}
+
+/// The pod spec change of a server that exits at SIGTERM: `pre_stop` (or
+/// none), grace 15 s.
+fn stopping(pre_stop: Option<Value>) -> impl FnOnce(&mut Value) {
+    move |pod| {
+        pod["terminationGracePeriodSeconds"] = json!(15);
+        if let Some(pre_stop) = pre_stop {
+            pod["containers"][0]["lifecycle"] = json!({"preStop": pre_stop});
+        }
+    }
+}
+
+/// A rollout of pages, on the server that exits at SIGTERM: the old pods stop
+/// within their preStop delay and grace after berth returns.
+async fn ship_pages(
+    test: &str,
+    change: impl FnOnce(&mut Value),
+) -> (std::process::ExitStatus, String, LoadResult) {
+    let base = crate::support::Stack::from_env().stopping_base_image;
+    let after = std::time::Duration::from_secs(8);
+    ship_under_load(test, &base, change, &LoadPlan::pages(), after).await
 }
 
 /// The endpoints race on the real node: without a preStop delay, old pods exit
@@ -622,7 +661,8 @@ async fn ship_under_load(test: &str, pre_stop: Option<Value>) -> (String, crate:
 /// names the fix.
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_prestop_delay_a_rollout_loses_requests_and_preflight_says_so() {
-    let (all, load) = ship_under_load("real-nostop", None).await;
+    let (status, all, load) = ship_pages("real-nostop", stopping(None)).await;
+    assert!(status.success(), "{all}");
     assert!(
         all.contains("preflight warn") && all.contains("has no preStop delay"),
         "{all}"
@@ -638,13 +678,110 @@ async fn without_a_prestop_delay_a_rollout_loses_requests_and_preflight_says_so(
     );
 }
 
-/// The same rollout with the preStop delay preflight recommends loses nothing,
-/// and preflight is silent about it.
+/// The same rollout with the preStop delay preflight recommends, and a
+/// liveness probe on the served port, loses nothing, and preflight is silent
+/// about it.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_the_recommended_prestop_delay_a_rollout_loses_no_request() {
-    let (all, load) = ship_under_load("real-stop", Some(json!({"sleep": {"seconds": 5}}))).await;
-    assert!(!all.contains("preStop"), "{all}");
+    let (status, all, load) = ship_pages("real-stop", |pod| {
+        stopping(Some(json!({"sleep": {"seconds": 5}})))(pod);
+        pod["containers"][0]["livenessProbe"] =
+            json!({"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1});
+    })
+    .await;
+    assert!(status.success(), "{all}");
+    assert!(!all.contains("preflight"), "{all}");
     assert!(load.requests > 1000, "{load:?}");
+    assert_eq!(
+        load.failures,
+        Vec::<String>::new(),
+        "of {} requests",
+        load.requests
+    );
+}
+
+/// A liveness probe on a port the image does not serve passes no check the
+/// rollout waits for (readiness does), then the kubelet kills each pod while
+/// Services still send it requests. Preflight names it after the build; the
+/// fixed probe is the test above.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_liveness_probe_on_a_port_the_image_does_not_serve_loses_requests_and_preflight_says_so() {
+    let (_, all, load) = ship_pages("real-liveness", |pod| {
+        stopping(Some(json!({"sleep": {"seconds": 5}})))(pod);
+        pod["containers"][0]["livenessProbe"] =
+            json!({"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1});
+    })
+    .await;
+    assert!(
+        all.contains("the livenessProbe of container `web` asks port 80, but the image serves 8080"),
+        "{all}"
+    );
+    assert!(
+        !load.failures.is_empty(),
+        "no request failed in {} with a liveness probe that cannot pass: the test shows nothing",
+        load.requests
+    );
+}
+
+/// Slow requests (a large file to a slow client) on a server that finishes
+/// its requests at SIGTERM, as nginx does at its graceful stop: 8 clients, each
+/// asking one that takes 6 s.
+fn slow_requests() -> LoadPlan {
+    LoadPlan {
+        path: "/cgi-bin/slow?6",
+        clients: 8,
+        interval: std::time::Duration::from_millis(100),
+        timeout: std::time::Duration::from_secs(15),
+        limit: std::time::Duration::from_secs(180),
+    }
+}
+
+/// A rollout under slow requests, on a server that drains at SIGTERM, with a
+/// preStop delay of 2 s and `grace` seconds of grace.
+async fn ship_slow(test: &str, grace: i64) -> (std::process::ExitStatus, String, LoadResult) {
+    let base = crate::support::Stack::from_env().draining_base_image;
+    let change = move |pod: &mut Value| {
+        pod["terminationGracePeriodSeconds"] = json!(grace);
+        pod["containers"][0]["lifecycle"] = json!({"preStop": {"sleep": {"seconds": 2}}});
+    };
+    // The last old pod is deleted as berth returns: its grace, and the last
+    // slow answer it owes, after that.
+    let after = std::time::Duration::from_secs(u64::try_from(grace).unwrap() + 8);
+    ship_under_load(test, &base, change, &slow_requests(), after).await
+}
+
+/// A grace period that covers the preStop delay but not the drain: the kubelet
+/// kills the old pods while they still send slow answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grace_period_without_room_to_drain_cuts_requests_and_preflight_says_so() {
+    let (status, all, load) = ship_slow("real-short-grace", 4).await;
+    assert!(status.success(), "{all}");
+    assert!(
+        all.contains("terminationGracePeriodSeconds 4 is shorter than the preStop delay (2 s) plus 5 s"),
+        "{all}"
+    );
+    assert!(
+        !load.failures.is_empty(),
+        "no slow request was cut in {} with a short grace period: the test shows nothing",
+        load.requests
+    );
+    // Cut mid-answer: no status line at all, never an answer of the server's.
+    assert!(
+        load.failures
+            .iter()
+            .all(|failure| !failure.starts_with("answered ") || failure == "answered 0"),
+        "{:?}",
+        load.failures
+    );
+}
+
+/// The grace period preflight asks for lets every slow answer finish.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grace_period_with_room_to_drain_cuts_no_request() {
+    let (status, all, load) = ship_slow("real-long-grace", 10).await;
+    assert!(status.success(), "{all}");
+    assert!(!all.contains("preflight"), "{all}");
+    assert!(load.requests > 20, "{load:?}");
     assert_eq!(
         load.failures,
         Vec::<String>::new(),

@@ -37,6 +37,8 @@ pub struct Stack {
     pub placeholder_image: String,
     /// A base image (in the Engine) whose server exits at SIGTERM, as nginx does.
     pub stopping_base_image: String,
+    /// A server that finishes its requests at SIGTERM; `/cgi-bin/slow?N` takes N seconds.
+    pub draining_base_image: String,
 }
 
 fn env(name: &str) -> String {
@@ -83,6 +85,7 @@ impl Stack {
             real_node_taint: env("BERTH_STACK_REAL_NODE_TAINT"),
             placeholder_image: env("BERTH_STACK_PLACEHOLDER_IMAGE"),
             stopping_base_image: env("BERTH_STACK_STOPPING_BASE_IMAGE"),
+            draining_base_image: env("BERTH_STACK_DRAINING_BASE_IMAGE"),
         }
     }
 }
@@ -653,10 +656,35 @@ pub async fn remove_container(docker: &bollard::Docker, name: &str) {
     docker.remove_container(name, Some(options)).await.unwrap();
 }
 
-/// A bounded load on one address (a ClusterIP from the host): `threads`
-/// clients, each sending one HTTP/1.0 GET of `/` every `interval` on a new
-/// connection, until stopped or `limit` has passed. Counts the requests that
-/// got no 200.
+/// What a [`Load`] asks, how many clients ask it at once, and how often.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    pub path: &'static str,
+    pub clients: usize,
+    /// The pause of each client between two requests.
+    pub interval: std::time::Duration,
+    /// How long one request may take (to connect, and between reads).
+    pub timeout: std::time::Duration,
+    /// The load stops by itself after this.
+    pub limit: std::time::Duration,
+}
+
+impl LoadPlan {
+    /// Pages: 4 clients each asking `/` every 5 ms, 2 s allowed per request.
+    pub fn pages() -> Self {
+        Self {
+            path: "/",
+            clients: 4,
+            interval: std::time::Duration::from_millis(5),
+            timeout: std::time::Duration::from_secs(2),
+            limit: std::time::Duration::from_secs(120),
+        }
+    }
+}
+
+/// A bounded load on one address (a ClusterIP from the host): each client of
+/// the [`LoadPlan`] sends one HTTP/1.0 GET at a time, on a new connection,
+/// until stopped. Counts the requests that got no 200.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<(usize, Vec<String>)>>,
@@ -671,28 +699,22 @@ pub struct LoadResult {
 }
 
 impl Load {
-    pub fn start(
-        address: std::net::SocketAddr,
-        threads: usize,
-        interval: std::time::Duration,
-        limit: std::time::Duration,
-    ) -> Self {
+    pub fn start(address: std::net::SocketAddr, plan: &LoadPlan) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let threads = (0..threads)
+        let threads = (0..plan.clients)
             .map(|_| {
-                let stop = stop.clone();
+                let (stop, plan) = (stop.clone(), plan.clone());
                 std::thread::spawn(move || {
                     let started = std::time::Instant::now();
-                    let timeout = std::time::Duration::from_secs(2);
                     let (mut requests, mut failures) = (0, Vec::new());
-                    while !stop.load(Ordering::SeqCst) && started.elapsed() < limit {
+                    while !stop.load(Ordering::SeqCst) && started.elapsed() < plan.limit {
                         requests += 1;
-                        match http_get_at(address, "/", timeout) {
+                        match http_get_at(address, plan.path, plan.timeout) {
                             Ok((200, _)) => {}
                             Ok((status, _)) => failures.push(format!("answered {status}")),
                             Err(error) => failures.push(error.to_string()),
                         }
-                        std::thread::sleep(interval);
+                        std::thread::sleep(plan.interval);
                     }
                     (requests, failures)
                 })
