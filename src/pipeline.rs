@@ -698,7 +698,7 @@ impl RunContext<'_> {
             .await
             .map_err(deploy_failure)?;
         let deployed = deploy::deployed_of(&deployment, &site.deployment).map_err(deploy_failure)?;
-        if is_unchanged(&deployed, &repository, &source_digest) {
+        if deployed.runs_source(&repository, &source_digest) {
             report.image.clone_from(&deployed.image);
             report.digest = deployed
                 .image
@@ -816,7 +816,7 @@ impl RunContext<'_> {
                 .await
                 .map_err(deploy_failure)?;
             let deployed = deploy::deployed_of(&deployment, &site.deployment).map_err(deploy_failure)?;
-            if is_unchanged(&deployed, &repository, &source_digest) {
+            if deployed.runs_source(&repository, &source_digest) {
                 return Ok(None);
             }
             self.guard_older(synced, &commit.id, &deployed).await?;
@@ -1244,14 +1244,6 @@ impl RunContext<'_> {
 }
 
 /// The Deployment already runs an image of this repository built from this source.
-fn is_unchanged(deployed: &deploy::Deployed, repository: &str, source_digest: &str) -> bool {
-    deployed.source_digest.as_deref() == Some(source_digest)
-        && deployed
-            .image
-            .as_deref()
-            .is_some_and(|image| image.starts_with(&format!("{repository}:")) && image.contains("@sha256:"))
-}
-
 /// Rolls `site`'s Deployment back to its previous revision, or to the newest
 /// earlier revision that ran `to` (a commit or its prefix), and waits for it.
 pub async fn rollback(

@@ -192,7 +192,7 @@ async fn plan_site(
             .ok()
             .map(|d| d.is_some());
     }
-    entry.action = if deployed.source_digest.as_deref() == Some(digest.as_str()) {
+    entry.action = if deployed.runs_source(&config.image_repository(site), &digest) {
         PlanAction::Unchanged
     } else if let Some(deployed_commit) = deployed.commit.as_deref().filter(|c| *c != commit) {
         let mirror = synced.mirror.clone();

@@ -53,6 +53,10 @@ use verify::{CheckOutcome, ServiceCheck, Verification};
 pub const COMMIT_ANNOTATION: &str = "berth.dev/commit";
 /// Annotation holding the source digest of what the Deployment runs.
 pub const SOURCE_DIGEST_ANNOTATION: &str = "berth.dev/source-digest";
+/// Annotation holding the image berth set: a container image other than it was
+/// set by someone else (`kubectl set image`), and the other annotations no
+/// longer describe what runs.
+pub const IMAGE_ANNOTATION: &str = "berth.dev/image";
 /// Annotation `kubectl rollout history` shows.
 pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
 /// Field manager of berth's writes.
@@ -187,8 +191,27 @@ pub struct Deployed {
     pub image: Option<String>,
     pub commit: Option<String>,
     pub source_digest: Option<String>,
+    /// The image berth set ([`IMAGE_ANNOTATION`]); absent where berth shipped before it wrote one.
+    pub shipped_image: Option<String>,
     pub generation: i64,
     pub annotations: BTreeMap<String, String>,
+}
+
+impl Deployed {
+    /// Whether shipping `source_digest` to this Deployment would change
+    /// nothing: it runs an image of `repository`, pinned by digest, that berth
+    /// set from that source, and nobody has set another image since.
+    pub fn runs_source(&self, repository: &str, source_digest: &str) -> bool {
+        let Some(image) = self.image.as_deref() else {
+            return false;
+        };
+        let pinned = image.starts_with(&format!("{repository}:")) && image.contains("@sha256:");
+        let as_shipped = self
+            .shipped_image
+            .as_deref()
+            .is_none_or(|shipped| shipped == image);
+        self.source_digest.as_deref() == Some(source_digest) && pinned && as_shipped
+    }
 }
 
 /// The change berth makes.
@@ -418,6 +441,7 @@ impl Deployer {
         for key in [
             COMMIT_ANNOTATION,
             SOURCE_DIGEST_ANNOTATION,
+            IMAGE_ANNOTATION,
             CHANGE_CAUSE_ANNOTATION,
         ] {
             annotations.insert(
@@ -961,6 +985,7 @@ fn annotations_of(change: &Change) -> serde_json::Map<String, serde_json::Value>
     let mut annotations = serde_json::Map::new();
     annotations.insert(COMMIT_ANNOTATION.into(), json!(change.commit));
     annotations.insert(SOURCE_DIGEST_ANNOTATION.into(), json!(change.source_digest));
+    annotations.insert(IMAGE_ANNOTATION.into(), json!(change.image));
     annotations.insert(CHANGE_CAUSE_ANNOTATION.into(), json!(change.change_cause));
     annotations
 }
@@ -992,6 +1017,7 @@ pub fn deployed_of(deployment: &Deployment, target: &DeploymentTarget) -> Result
         image: container.image.clone(),
         commit: annotations.get(COMMIT_ANNOTATION).cloned(),
         source_digest: annotations.get(SOURCE_DIGEST_ANNOTATION).cloned(),
+        shipped_image: annotations.get(IMAGE_ANNOTATION).cloned(),
         generation: deployment.metadata.generation.unwrap_or(0),
         annotations,
     })
@@ -1029,4 +1055,43 @@ fn target_error(
     target: &DeploymentTarget,
 ) -> DeployError {
     api_error(error, verb, resource, &target.namespace, &target.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Deployed;
+
+    const REPOSITORY: &str = "127.0.0.1:5000/sites/www";
+    const IMAGE: &str = "127.0.0.1:5000/sites/www:abc123@sha256:1111";
+
+    fn shipped(image: &str, shipped_image: Option<&str>) -> Deployed {
+        Deployed {
+            image: Some(image.into()),
+            source_digest: Some("source-1".into()),
+            shipped_image: shipped_image.map(Into::into),
+            ..Deployed::default()
+        }
+    }
+
+    #[test]
+    fn what_berth_shipped_from_the_same_source_is_unchanged() {
+        assert!(shipped(IMAGE, Some(IMAGE)).runs_source(REPOSITORY, "source-1"));
+        // Shipped before berth wrote the image annotation.
+        assert!(shipped(IMAGE, None).runs_source(REPOSITORY, "source-1"));
+    }
+
+    #[test]
+    fn another_source_another_repository_or_a_tag_without_digest_is_changed() {
+        assert!(!shipped(IMAGE, Some(IMAGE)).runs_source(REPOSITORY, "source-2"));
+        assert!(!shipped(IMAGE, Some(IMAGE)).runs_source("127.0.0.1:5000/sites/docs", "source-1"));
+        let tag_only = "127.0.0.1:5000/sites/www:abc123";
+        assert!(!shipped(tag_only, Some(tag_only)).runs_source(REPOSITORY, "source-1"));
+        assert!(!Deployed::default().runs_source(REPOSITORY, "source-1"));
+    }
+
+    #[test]
+    fn an_image_set_behind_berths_back_is_changed_even_from_the_same_repository() {
+        let other = "127.0.0.1:5000/sites/www:def456@sha256:2222";
+        assert!(!shipped(other, Some(IMAGE)).runs_source(REPOSITORY, "source-1"));
+    }
 }

@@ -383,3 +383,39 @@ async fn a_deployment_scaled_to_zero_ships_with_nothing_to_check() {
     assert_eq!(report["sites"][0]["verification"]["replicas"], 0, "{report:#}");
     assert!(site.image().await.contains(&site.world.head(&site.url, "main")));
 }
+
+/// An image set behind berth's back (`kubectl set image`, a manual rollback)
+/// leaves berth's annotations describing another image: plan and ship both
+/// see that the source is not what runs, and ship sets it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_set_behind_berths_back_is_shipped_again_not_called_unchanged() {
+    let site = OneSite::new("deploy-set-image", "web", None).await;
+    let first = site.world.head(&site.url, "main");
+    let output = site.world.berth(&["ship", "landing", "--commit", &first]);
+    assert!(output.status.success(), "{}", text(&output));
+    let first_image = site.image().await;
+    let second = site.world.commit(
+        &site.url,
+        "main",
+        &[("index.html", "<h1>second</h1>\n")],
+        "Second page",
+    );
+    let output = site.world.berth(&["ship", "landing", "--commit", &second]);
+    assert!(output.status.success(), "{}", text(&output));
+    let second_image = site.image().await;
+
+    let set = site
+        .world
+        .kubectl(&["set", "image", "deployment/web", &format!("web={first_image}")]);
+    assert!(set.status.success(), "{}", text(&set));
+    let plan = site.world.berth(&["plan", "--json"]);
+    assert!(plan.status.success(), "{}", text(&plan));
+    let entry = &crate::support::json_of(&plan)["sites"][0];
+    assert_eq!(entry["action"], "deploy", "{entry}");
+
+    let output = site.world.berth(&["ship", "landing", "--commit", &second]);
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(!all.contains("unchanged"), "{all}");
+    assert_eq!(site.image().await, second_image, "{all}");
+}
