@@ -627,20 +627,88 @@ impl FileTimes {
     /// The blob id is hashed here with the `sha1` crate: it uses the CPU's SHA
     /// instructions, and hashed a 50 MB file in 112 ms against 225 ms for
     /// libgit2's collision-detecting `Oid::hash_file` (release build, this machine).
-    fn of_content(&self, length: u64, mut content: impl std::io::Read) -> std::io::Result<u64> {
+    fn of_content(&self, length: u64, content: impl std::io::Read) -> std::io::Result<u64> {
         if self.by_content.is_empty() {
             return Ok(self.default);
         }
-        let mut hasher = sha1::Sha1::new();
-        hasher.update(format!("blob {length}\0").as_bytes());
-        std::io::copy(&mut content, &mut DigestWriter(&mut hasher))?;
-        let id = git2::Oid::from_bytes(&hasher.finalize()).map_err(std::io::Error::other)?;
-        Ok(self.of_blob(id))
+        Ok(self.of_blob(blob_id(length, content)?))
     }
 
     fn of_blob(&self, id: git2::Oid) -> u64 {
         self.by_content.get(&id).copied().unwrap_or(self.default)
     }
+}
+
+/// The Git blob id of content of `length` bytes read from `content`.
+fn blob_id(length: u64, mut content: impl std::io::Read) -> std::io::Result<git2::Oid> {
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(format!("blob {length}\0").as_bytes());
+    std::io::copy(&mut content, &mut DigestWriter(&mut hasher))?;
+    git2::Oid::from_bytes(&hasher.finalize()).map_err(std::io::Error::other)
+}
+
+/// What the image of `site` serves, times left out: a SHA-256 over its
+/// Dockerfile, build args and web root, and every entry of its context (path,
+/// kind, executable bit, and the Git blob id of its content or link target).
+/// Two builds with the same content digest give images that serve the same
+/// files; only their times and labels can differ. Reads every file on disk
+/// once; blobs of the mirror are known by id. Blocking.
+pub fn content_digest(site: &Site, templates_dir: &Path, root: SiteFiles) -> Result<String, BuildError> {
+    let plan = Plan::new(site, templates_dir, root)?;
+    let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut hasher = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    let (content, always) = match plan.layout() {
+        ContextLayout::Template {
+            dockerfile,
+            content,
+            web_root,
+        } => {
+            field(b"template");
+            field(&std::fs::read(dockerfile).map_err(|e| context_error(dockerfile, e))?);
+            field(web_root.as_bytes());
+            (content, Vec::new())
+        }
+        ContextLayout::Folder { root, dockerfile } => {
+            field(b"folder");
+            field(dockerfile.as_bytes());
+            (root, vec![dockerfile.to_string(), ".dockerignore".to_string()])
+        }
+    };
+    for (key, value) in &site.build_args {
+        field(key.as_bytes());
+        field(value.as_bytes());
+    }
+    let always: Vec<&str> = always.iter().map(String::as_str).collect();
+    let mut items = collect(content, &always, &FileTimes::uniform(0))?;
+    items.sort_by(|a, b| a.relative.cmp(&b.relative));
+    for item in &items {
+        field(item.relative.as_bytes());
+        match &item.kind {
+            ItemKind::Directory => field(b"d"),
+            ItemKind::Symlink(target) => {
+                field(b"l");
+                field(target.as_os_str().as_encoded_bytes());
+            }
+            ItemKind::File { executable, length } => {
+                field(if *executable { b"x" } else { b"f" });
+                let id = match item.blob {
+                    Some(blob) => blob,
+                    None => std::fs::File::open(&item.path)
+                        .and_then(|file| blob_id(*length, file))
+                        .map_err(|e| context_error(&item.path, e))?,
+                };
+                field(id.as_bytes());
+            }
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 struct DigestWriter<'a, D>(&'a mut D);
@@ -1330,6 +1398,64 @@ fn engine_error(error: &bollard::errors::Error, tail: &Tail) -> BuildError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A template site whose output is `public`, with `build_args`.
+    fn template_site(root: &Path, build_args: &str) -> crate::config::Site {
+        let text = format!(
+            "templates = \"{}\"\n[registry]\naddress = \"127.0.0.1:5000\"\ncredentials = \"none\"\n\
+             [[repo]]\nname = \"r\"\nurl = \"http://127.0.0.1/r.git\"\n\
+             [[site]]\nname = \"s\"\nrepo = \"r\"\nbuild = \"true\"\noutput = \"public\"\nimage = \"s\"\n{build_args}\n\
+             deployment = {{ name = \"s\", container = \"web\" }}\n",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").display()
+        );
+        crate::config::Config::parse(&root.join("pipeline.toml"), &text)
+            .expect("valid")
+            .sites
+            .remove(0)
+    }
+
+    #[test]
+    fn the_content_digest_follows_paths_bytes_and_modes_not_times() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let public = root.path().join("public");
+        std::fs::create_dir_all(public.join("news")).unwrap();
+        std::fs::write(public.join("index.html"), "<h1>home</h1>").unwrap();
+        std::fs::write(public.join("news/index.html"), "<h1>news</h1>").unwrap();
+        let site = template_site(root.path(), "");
+        let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let digest =
+            || content_digest(&site, &templates, SiteFiles::Folder(root.path().to_path_buf())).unwrap();
+        let first = digest();
+        // Written again with the same bytes, later: the same digest.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(public.join("index.html"), "<h1>home</h1>").unwrap();
+        assert_eq!(digest(), first);
+        // Other bytes, another path, another mode: another digest each time.
+        std::fs::write(public.join("index.html"), "<h1>home!</h1>").unwrap();
+        let changed = digest();
+        assert_ne!(changed, first);
+        std::fs::rename(public.join("news"), public.join("blog")).unwrap();
+        let moved = digest();
+        assert_ne!(moved, changed);
+        let mut permissions = std::fs::metadata(public.join("index.html"))
+            .unwrap()
+            .permissions();
+        permissions.set_mode(0o755);
+        std::fs::set_permissions(public.join("index.html"), permissions).unwrap();
+        assert_ne!(digest(), moved);
+        // Other build args make another image from the same files.
+        let with_args = template_site(root.path(), "build_args = { WEB_ROOT = \"/srv\" }");
+        assert_ne!(
+            content_digest(
+                &with_args,
+                &templates,
+                SiteFiles::Folder(root.path().to_path_buf())
+            )
+            .unwrap(),
+            digest()
+        );
+    }
 
     #[test]
     fn dockerignore_patterns() {

@@ -65,6 +65,10 @@ pub struct SiteReport {
     pub source_digest: Option<String>,
     /// SHA-256 of the build context berth sent to the Engine (when it built).
     pub context_digest: Option<String>,
+    /// What the site's image serves, times left out (when berth knows it).
+    pub content_digest: Option<String>,
+    /// Why the site is unchanged or up to date, in words.
+    pub reason: Option<String>,
     pub image: Option<String>,
     pub digest: Option<String>,
     pub action: SiteAction,
@@ -86,6 +90,8 @@ impl SiteReport {
             commit: None,
             source_digest: None,
             context_digest: None,
+            content_digest: None,
+            reason: None,
             image: None,
             digest: None,
             action: SiteAction::Failed,
@@ -215,22 +221,19 @@ pub async fn run(
     let docker = connect_docker().await?;
     let deployer = connect_cluster(config).await?;
     let auth = registry_auth(config).await?;
-    let work_dir = config.state_dir.join("work");
-    std::fs::create_dir_all(&work_dir).with_context(|| format!("cannot create {}", work_dir.display()))?;
+    let generator = Generator::new(config, printer)?;
 
     let interrupted = Arc::new(AtomicBool::new(false));
     let signals = tokio::spawn(watch_signals(interrupted.clone(), printer.clone()));
     let mirrored = mirror_all(config, sites, &revision, jobs, printer).await;
 
-    let shared = Arc::new(SharedBuilds::default());
     let context = RunContext {
         config,
         docker: &docker,
         deployer: &deployer,
         auth: &auth,
         printer,
-        work_dir: &work_dir,
-        shared,
+        generator,
         options,
         interrupted: interrupted.clone(),
     };
@@ -556,8 +559,12 @@ fn sync_repo(
 
 /// What the registry holds under a tag.
 enum Existing {
-    /// An image built from this source digest, with its manifest digest.
-    Same(String),
+    /// An image built from this source digest: its manifest digest, and what
+    /// it serves (its content-digest label, from berth versions that write it).
+    Same {
+        digest: String,
+        content_digest: Option<String>,
+    },
     /// An image built from other inputs.
     Different,
 }
@@ -590,8 +597,7 @@ struct RunContext<'a> {
     deployer: &'a Deployer,
     auth: &'a RegistryAuth,
     printer: &'a Printer,
-    work_dir: &'a Path,
-    shared: Arc<SharedBuilds>,
+    generator: Generator<'a>,
     options: &'a DeployOptions,
     /// Set by Ctrl-C or SIGTERM: start no new stage.
     interrupted: Arc<AtomicBool>,
@@ -692,12 +698,7 @@ impl RunContext<'_> {
 
         // Check, reading only: unchanged, older than what runs, preflight.
         let started = Instant::now();
-        let deployment = self
-            .deployer
-            .read(&site.deployment)
-            .await
-            .map_err(deploy_failure)?;
-        let deployed = deploy::deployed_of(&deployment, &site.deployment).map_err(deploy_failure)?;
+        let (deployment, deployed) = self.read_deployed(site).await?;
         if deployed.runs_source(&repository, &source_digest) {
             report.image.clone_from(&deployed.image);
             report.digest = deployed
@@ -748,17 +749,38 @@ impl RunContext<'_> {
             );
             existing = self.existing(&reference_with_tag, &source_digest).await?;
         }
-        let digest = if let Some(Existing::Same(digest)) = existing {
+        let (digest, content_digest) = if let Some(Existing::Same {
+            digest,
+            content_digest,
+        }) = existing
+        {
+            // The commit's image is in the registry; its label says what it serves.
+            if let Some(content) = content_digest.as_deref().filter(|c| deployed.serves_files(c)) {
+                report.content_digest = Some(content.to_string());
+                return self
+                    .record_same_files(site, synced, &repository, &source_digest, content, report)
+                    .await;
+            }
             printer.stage(
                 &site.name,
                 "build",
                 Status::Skipped,
                 &format!("exists: {reference_with_tag}"),
             );
-            digest
+            (digest, content_digest)
         } else {
+            // What this commit's image would serve. The same files as the
+            // running image (another output of a shared generator changed, or
+            // only files the site leaves out): nothing to build or roll out.
+            let content_digest = self.generator.content_digest(site, synced).await?;
+            report.content_digest = Some(content_digest.clone());
+            if deployed.serves_files(&content_digest) {
+                return self
+                    .record_same_files(site, synced, &repository, &source_digest, &content_digest, report)
+                    .await;
+            }
             let (image_id, context_digest) = self
-                .build(site, synced, &source_digest, &reference_with_tag)
+                .build(site, synced, &source_digest, &content_digest, &reference_with_tag)
                 .await?;
             // What only the image knows (the ports it serves), before it is pushed.
             let exposed = self.exposed_ports(&image_id).await;
@@ -787,7 +809,7 @@ impl RunContext<'_> {
                     started.elapsed().as_secs_f64()
                 ),
             );
-            digest
+            (digest, Some(content_digest))
         };
         let image = format!("{reference_with_tag}@{digest}");
         report.image = Some(image.clone());
@@ -795,10 +817,12 @@ impl RunContext<'_> {
 
         // Deploy, holding the Deployment's lease; decide again under it.
         let started = Instant::now();
+        report.content_digest.clone_from(&content_digest);
         let change = Change {
             image: image.clone(),
             commit: commit.id.clone(),
             source_digest: source_digest.clone(),
+            content_digest,
             change_cause: format!(
                 "berth: {} {} {}",
                 site.name,
@@ -810,12 +834,7 @@ impl RunContext<'_> {
         self.check_interrupted("deploy")?;
         let lock = self.lock(site).await?;
         let outcome = async {
-            let deployment = self
-                .deployer
-                .read(&site.deployment)
-                .await
-                .map_err(deploy_failure)?;
-            let deployed = deploy::deployed_of(&deployment, &site.deployment).map_err(deploy_failure)?;
+            let (deployment, deployed) = self.read_deployed(site).await?;
             if deployed.runs_source(&repository, &source_digest) {
                 return Ok(None);
             }
@@ -930,6 +949,98 @@ impl RunContext<'_> {
         .map_err(deploy_failure)
     }
 
+    /// A commit whose image would serve the files the Deployment already
+    /// serves: under the lease, and deciding again there, berth records the
+    /// commit and source digest on the Deployment (so the next run calls the
+    /// site unchanged, and the out-of-order guard starts from this commit) and
+    /// touches neither the registry nor the pod template.
+    async fn record_same_files(
+        &self,
+        site: &Site,
+        synced: &Synced,
+        repository: &str,
+        source_digest: &str,
+        content_digest: &str,
+        report: &mut SiteReport,
+    ) -> Result<SiteAction, StageFailure> {
+        let started = Instant::now();
+        let commit = &synced.commit.id;
+        self.check_interrupted("deploy")?;
+        let lock = self.lock(site).await?;
+        let outcome = async {
+            let (_, deployed) = self.read_deployed(site).await?;
+            if deployed.runs_source(repository, source_digest) {
+                return Ok::<_, StageFailure>((deployed, false));
+            }
+            self.guard_older(synced, commit, &deployed).await?;
+            if !deployed.serves_files(content_digest) {
+                return Err(anyhow!(
+                    "{}/{} changed while berth compared its files; nothing was recorded (run again)",
+                    site.deployment.namespace,
+                    site.deployment.name
+                )
+                .into());
+            }
+            self.deployer
+                .record(&lock, &deployed, commit, source_digest)
+                .await
+                .map_err(deploy_failure)?;
+            Ok((deployed, true))
+        }
+        .await;
+        lock.release().await;
+        let (deployed, recorded) = outcome?;
+        report
+            .durations
+            .insert("deploy".into(), started.elapsed().as_secs_f64());
+        report.image.clone_from(&deployed.image);
+        report.digest = deployed
+            .image
+            .as_deref()
+            .and_then(|image| image.split_once('@'))
+            .map(|(_, digest)| digest.to_string());
+        let reason = same_files_reason(&deployed);
+        let target = format!("{}/{}", site.deployment.namespace, site.deployment.name);
+        self.printer.stage(
+            &site.name,
+            "deploy",
+            Status::Skipped,
+            &if recorded {
+                format!(
+                    "up to date: {reason}; {target} now records {}",
+                    reference::short(commit)
+                )
+            } else {
+                format!("unchanged: {target} was just recorded by another caller")
+            },
+        );
+        report.reason = Some(reason);
+        Ok(if recorded {
+            SiteAction::UpToDate
+        } else {
+            SiteAction::Unchanged
+        })
+    }
+
+    /// The site's Deployment, and what it runs as berth sees it (its lease's
+    /// record applied).
+    async fn read_deployed(
+        &self,
+        site: &Site,
+    ) -> Result<(k8s_openapi::api::apps::v1::Deployment, deploy::Deployed), StageFailure> {
+        let deployment = self
+            .deployer
+            .read(&site.deployment)
+            .await
+            .map_err(deploy_failure)?;
+        let deployed = self
+            .deployer
+            .deployed_of(&deployment, &site.deployment)
+            .await
+            .map_err(deploy_failure)?;
+        Ok((deployment, deployed))
+    }
+
     /// Refuses a commit that is an ancestor of the deployed one, unless allowed.
     async fn guard_older(
         &self,
@@ -999,7 +1110,10 @@ impl RunContext<'_> {
             .unwrap_or_default();
         Ok(Some(
             if labels.get(SOURCE_DIGEST_LABEL).map(String::as_str) == Some(source_digest) {
-                Existing::Same(digest)
+                Existing::Same {
+                    digest,
+                    content_digest: labels.get(CONTENT_DIGEST_LABEL).cloned(),
+                }
             } else {
                 Existing::Different
             },
@@ -1011,12 +1125,17 @@ impl RunContext<'_> {
         site: &Site,
         synced: &Synced,
         source_digest: &str,
+        content_digest: &str,
         tag: &str,
     ) -> Result<(String, String), StageFailure> {
         let printer = self.printer;
         let commit = &synced.commit;
         let started = Instant::now();
-        let (generated, times) = self.generate(site, synced).await.map_err(|e| anyhow!(e))?;
+        let (generated, times) = self
+            .generator
+            .generate(site, synced)
+            .await
+            .map_err(|e| anyhow!(e))?;
         // For scripts/bench: a copy of the context, to measure the Engine's own cost on it.
         let copy = std::env::var_os("BERTH_KEEP_CONTEXT")
             .map(|keep| std::path::Path::new(&keep).join(format!("{}.tar", site.name)));
@@ -1033,6 +1152,7 @@ impl RunContext<'_> {
             rfc3339(commit.time),
         );
         labels.insert(SOURCE_DIGEST_LABEL.to_string(), source_digest.to_string());
+        labels.insert(CONTENT_DIGEST_LABEL.to_string(), content_digest.to_string());
         labels.insert("dev.berth.site".to_string(), site.name.clone());
         let mut credentials = HashMap::new();
         if let Some(creds) = &self.auth.credentials {
@@ -1093,9 +1213,45 @@ impl RunContext<'_> {
         );
         Ok((image_id, build_context.digest))
     }
+}
+
+/// Exports sites' folders and runs their generators, once per (repo, commit,
+/// folder, command): for `run` (sites sharing a generator share its run) and
+/// for `plan`, which needs a site's files to know whether they changed. Its
+/// work folders are removed when it is dropped.
+pub(crate) struct Generator<'a> {
+    config: &'a Config,
+    printer: &'a Printer,
+    work_dir: PathBuf,
+    shared: SharedBuilds,
+}
+
+impl<'a> Generator<'a> {
+    pub(crate) fn new(config: &'a Config, printer: &'a Printer) -> anyhow::Result<Self> {
+        let work_dir = config.state_dir.join("work");
+        std::fs::create_dir_all(&work_dir)
+            .with_context(|| format!("cannot create {}", work_dir.display()))?;
+        Ok(Self {
+            config,
+            printer,
+            work_dir,
+            shared: SharedBuilds::default(),
+        })
+    }
+
+    /// What the image of `site` at `synced` would serve, times left out
+    /// ([`build::content_digest`]): its files exported and generated first.
+    pub(crate) async fn content_digest(&self, site: &Site, synced: &Synced) -> anyhow::Result<String> {
+        let (generated, _) = self.generate(site, synced).await.map_err(|e| anyhow!(e))?;
+        let (site, templates) = (site.clone(), self.config.templates_dir.clone());
+        Ok(
+            tokio::task::spawn_blocking(move || build::content_digest(&site, &templates, generated))
+                .await??,
+        )
+    }
 
     /// Exports the site's folder and runs its generator, once per (repo, commit, folder, command).
-    async fn generate(&self, site: &Site, synced: &Synced) -> Result<Generated, String> {
+    pub(crate) async fn generate(&self, site: &Site, synced: &Synced) -> Result<Generated, String> {
         let key = format!(
             "{}\0{}\0{}\0{}\0{}",
             site.repo,
@@ -1116,7 +1272,7 @@ impl RunContext<'_> {
             let started = Instant::now();
             let directory = tempfile::Builder::new()
                 .prefix(&format!("{}-{}-", site.repo, reference::short(&synced.commit.id)))
-                .tempdir_in(self.work_dir)
+                .tempdir_in(&self.work_dir)
                 .map_err(|e| format!("cannot create a work folder in {}: {e}", self.work_dir.display()))?
                 .keep();
             self.shared
@@ -1243,7 +1399,20 @@ impl RunContext<'_> {
     }
 }
 
-/// The Deployment already runs an image of this repository built from this source.
+/// Why a site whose files the running image serves is up to date, naming the
+/// commit that image was built from (`run` and `plan` say it alike).
+pub fn same_files_reason(deployed: &deploy::Deployed) -> String {
+    let built_at = deployed
+        .image
+        .as_deref()
+        .and_then(reference::built_commit)
+        .map_or_else(
+            || "an earlier commit".to_string(),
+            |c| format!("`{}`", reference::short(c)),
+        );
+    format!("same files as the running image, built at {built_at}")
+}
+
 /// Rolls `site`'s Deployment back to its previous revision, or to the newest
 /// earlier revision that ran `to` (a commit or its prefix), and waits for it.
 pub async fn rollback(
@@ -1273,6 +1442,7 @@ pub async fn rollback(
                 image: image.clone(),
                 commit: commit.clone(),
                 source_digest: revision.source_digest.clone().unwrap_or_default(),
+                content_digest: revision.content_digest.clone(),
                 change_cause: format!(
                     "berth rollback: {} to {}",
                     site.name,
@@ -1359,6 +1529,8 @@ async fn lock_site(
 
 /// Image label holding the source digest.
 pub const SOURCE_DIGEST_LABEL: &str = "dev.berth.source-digest";
+/// Image label holding what the image serves, times left out (`build::content_digest`).
+pub const CONTENT_DIGEST_LABEL: &str = "dev.berth.content-digest";
 
 /// The site's source digest: SHA-256 over the Git tree id of its folder and every
 /// input of its build that is not in that folder (command, output folder,

@@ -183,8 +183,34 @@ pub fn short(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
 }
 
+/// The commit an image berth pushed was built from, read from its reference
+/// (`<repository>:<commit>[-<variant>]@sha256:…`): none for a tag that is not
+/// a commit id.
+pub fn built_commit(image: &str) -> Option<&str> {
+    let named = image.split_once('@').map_or(image, |(named, _)| named);
+    let (repository, tag) = named.rsplit_once(':')?;
+    if repository.ends_with('/') || tag.contains('/') {
+        return None;
+    }
+    let commit = tag.split_once('-').map_or(tag, |(commit, _)| commit);
+    let is_commit = matches!(commit.len(), 40 | 64) && commit.bytes().all(|b| b.is_ascii_hexdigit());
+    is_commit.then_some(commit)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn built_commit_reads_the_commit_tag_and_its_variant() {
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let image = format!("127.0.0.1:5000/sites/www:{commit}@sha256:{}", "a".repeat(64));
+        assert_eq!(super::built_commit(&image), Some(commit));
+        let variant = format!("registry.example:5000/www:{commit}-0123456789ab@sha256:00");
+        assert_eq!(super::built_commit(&variant), Some(commit));
+        assert_eq!(super::built_commit("127.0.0.1:5000/berth/placeholder:2"), None);
+        assert_eq!(super::built_commit("registry.example:5000/www"), None);
+        assert_eq!(super::built_commit("nginx:1.27"), None);
+    }
     use super::*;
 
     #[test]

@@ -81,6 +81,9 @@ pub fn select<'c>(
 pub enum PlanAction {
     /// The Deployment runs this source: nothing to do.
     Unchanged,
+    /// The Deployment's image serves this commit's files: `run` records the
+    /// commit, without a build or a rollout; `reason` says which image.
+    UpToDate,
     /// The image exists in the registry: deploy it without building.
     Deploy,
     /// Build, push and deploy.
@@ -106,6 +109,8 @@ pub struct PlanEntry {
     pub deployed_commit: Option<String>,
     pub deployed_image: Option<String>,
     pub action: PlanAction,
+    /// Why the site is up to date, as `run` would say it.
+    pub reason: Option<String>,
     pub error: Option<String>,
 }
 
@@ -127,6 +132,8 @@ pub async fn plan(config: &Config, sites: &[&Site], printer: &Printer) -> anyhow
         }
     };
     let mirrored = pipeline::mirror_all(config, sites, &Revision::BranchHead, 2, printer).await;
+    // Whether a site's files changed is known only from them: generators run.
+    let generator = pipeline::Generator::new(config, printer)?;
     let mut entries = Vec::new();
     for site in sites {
         let repo = config.repo(&site.repo).expect("validated");
@@ -141,19 +148,16 @@ pub async fn plan(config: &Config, sites: &[&Site], printer: &Printer) -> anyhow
             deployed_commit: None,
             deployed_image: None,
             action: PlanAction::Error,
+            reason: None,
             error: None,
         };
-        if let Err(error) = plan_site(
-            config,
-            site,
-            &mirrored[&site.repo],
-            &deployer,
-            docker.as_ref(),
-            auth.as_ref(),
-            &mut entry,
-        )
-        .await
-        {
+        let sources = Sources {
+            deployer: &deployer,
+            generator: &generator,
+            docker: docker.as_ref(),
+            auth: auth.as_ref(),
+        };
+        if let Err(error) = plan_site(config, site, &mirrored[&site.repo], &sources, &mut entry).await {
             entry.error = Some(format!("{error:#}"));
             entry.action = PlanAction::Error;
         }
@@ -162,15 +166,28 @@ pub async fn plan(config: &Config, sites: &[&Site], printer: &Printer) -> anyhow
     Ok(entries)
 }
 
+/// What `plan` reads a site's state from: the cluster, the site's files (its
+/// generator run), and the registry when the Engine and credentials are there.
+struct Sources<'a> {
+    deployer: &'a Deployer,
+    generator: &'a pipeline::Generator<'a>,
+    docker: Option<&'a bollard::Docker>,
+    auth: Option<&'a push::RegistryAuth>,
+}
+
 async fn plan_site(
     config: &Config,
     site: &Site,
     synced: &Result<Synced, String>,
-    deployer: &Deployer,
-    docker: Option<&bollard::Docker>,
-    auth: Option<&push::RegistryAuth>,
+    sources: &Sources<'_>,
     entry: &mut PlanEntry,
 ) -> anyhow::Result<()> {
+    let Sources {
+        deployer,
+        generator,
+        docker,
+        auth,
+    } = *sources;
     let synced = synced.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
     let commit = synced.commit.id.clone();
     let tree = synced.trees[&site.path].clone().map_err(|e| anyhow::anyhow!(e))?;
@@ -206,17 +223,41 @@ async fn plan_site(
         .await?;
         if older.unwrap_or(false) {
             PlanAction::RefuseOlder
+        } else if serves_files(generator, site, synced, &deployed).await? {
+            entry.reason = Some(pipeline::same_files_reason(&deployed));
+            PlanAction::UpToDate
         } else if entry.image_present == Some(true) {
             PlanAction::Deploy
         } else {
             PlanAction::BuildAndDeploy
         }
+    } else if serves_files(generator, site, synced, &deployed).await? {
+        entry.reason = Some(pipeline::same_files_reason(&deployed));
+        PlanAction::UpToDate
     } else if entry.image_present == Some(true) {
         PlanAction::Deploy
     } else {
         PlanAction::BuildAndDeploy
     };
     Ok(())
+}
+
+/// Whether the Deployment's image serves the files `site` has at `synced`,
+/// as `run` decides it ([`Deployed::serves_files`]); the generator runs only
+/// when the Deployment records what its image serves.
+async fn serves_files(
+    generator: &pipeline::Generator<'_>,
+    site: &Site,
+    synced: &Synced,
+    deployed: &crate::deploy::Deployed,
+) -> anyhow::Result<bool> {
+    let Some(recorded) = deployed.content_digest.as_deref() else {
+        return Ok(false);
+    };
+    if !deployed.serves_files(recorded) {
+        return Ok(false);
+    }
+    Ok(deployed.serves_files(&generator.content_digest(site, synced).await?))
 }
 
 pub fn plan_table(entries: &[PlanEntry]) -> String {
@@ -252,6 +293,7 @@ pub fn plan_table(entries: &[PlanEntry]) -> String {
 fn action_word(action: PlanAction) -> &'static str {
     match action {
         PlanAction::Unchanged => "unchanged",
+        PlanAction::UpToDate => "up to date",
         PlanAction::Deploy => "deploy",
         PlanAction::BuildAndDeploy => "build+deploy",
         PlanAction::RefuseOlder => "refuse (older)",
@@ -298,7 +340,7 @@ pub async fn status(config: &Config, sites: &[&Site], printer: &Printer) -> anyh
         };
         match deployer.read(&site.deployment).await {
             Ok(deployment) => {
-                if let Ok(deployed) = deploy::deployed_of(&deployment, &site.deployment) {
+                if let Ok(deployed) = deployer.deployed_of(&deployment, &site.deployment).await {
                     entry.deployed_commit.clone_from(&deployed.commit);
                     entry.deployed_image = deployed.image;
                 }

@@ -7,7 +7,12 @@
 //!    bound, fail naming the holder.
 //! 3. Renew in the background every third of the lease's duration.
 //! 4. Release by clearing the holder, so the next caller need not wait for expiry.
+//!
+//! The lease outlives its holders, so it also keeps berth's record of its
+//! Deployment: annotations set by the holder ([`LeaseLock::annotate`]), read by
+//! anyone ([`annotations_of`]), that change nothing in the Deployment itself.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -183,7 +188,62 @@ async fn renew(api: Api<Lease>, name: String, identity: String) {
     }
 }
 
+/// The annotations on the lease of `target`; none when it has no lease yet.
+pub async fn annotations_of(
+    client: &kube::Client,
+    target: &DeploymentTarget,
+) -> Result<BTreeMap<String, String>, DeployError> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &target.namespace);
+    let name = lease_name(target);
+    match api.get_opt(&name).await {
+        Ok(lease) => Ok(lease.and_then(|l| l.metadata.annotations).unwrap_or_default()),
+        Err(error) => Err(super::api_error(error, "get", "leases", &target.namespace, &name)),
+    }
+}
+
 impl LeaseLock {
+    /// Sets `annotations` on the lease while it is ours (reading it again when
+    /// a renewal wrote in between).
+    pub async fn annotate(&self, annotations: &BTreeMap<String, String>) -> Result<(), DeployError> {
+        let refused = |error| super::api_error(error, "update", "leases", self.api_namespace(), &self.name);
+        for _ in 0..5 {
+            let mut lease = self.api.get(&self.name).await.map_err(refused)?;
+            let holder = lease
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.holder_identity.as_deref());
+            if holder != Some(self.identity.as_str()) {
+                return Err(DeployError::Refused {
+                    verb: "update",
+                    resource: "leases",
+                    namespace: self.api_namespace().to_string(),
+                    name: self.name.clone(),
+                    message: format!("the lease is held by {} now", holder.unwrap_or("nobody")),
+                });
+            }
+            lease
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .extend(annotations.clone());
+            match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+                Err(kube::Error::Api(response)) if response.code == 409 => {}
+                other => return other.map(|_| ()).map_err(refused),
+            }
+        }
+        Err(DeployError::Refused {
+            verb: "update",
+            resource: "leases",
+            namespace: self.api_namespace().to_string(),
+            name: self.name.clone(),
+            message: "the lease kept changing (5 conflicts in a row)".into(),
+        })
+    }
+
+    fn api_namespace(&self) -> &str {
+        self.api.namespace().unwrap_or_default()
+    }
+
     /// Stops renewing and frees the lease (if still ours).
     pub async fn release(self) {
         self.renewal.abort();

@@ -57,6 +57,9 @@ pub const SOURCE_DIGEST_ANNOTATION: &str = "berth.dev/source-digest";
 /// set by someone else (`kubectl set image`), and the other annotations no
 /// longer describe what runs.
 pub const IMAGE_ANNOTATION: &str = "berth.dev/image";
+/// Annotation holding the content digest of the image berth set: what it
+/// serves, times left out (`build::content_digest`).
+pub const CONTENT_DIGEST_ANNOTATION: &str = "berth.dev/content-digest";
 /// Annotation `kubectl rollout history` shows.
 pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
 /// Field manager of berth's writes.
@@ -193,6 +196,8 @@ pub struct Deployed {
     pub source_digest: Option<String>,
     /// The image berth set ([`IMAGE_ANNOTATION`]); absent where berth shipped before it wrote one.
     pub shipped_image: Option<String>,
+    /// What that image serves ([`CONTENT_DIGEST_ANNOTATION`]).
+    pub content_digest: Option<String>,
     pub generation: i64,
     pub annotations: BTreeMap<String, String>,
 }
@@ -212,6 +217,32 @@ impl Deployed {
             .is_none_or(|shipped| shipped == image);
         self.source_digest.as_deref() == Some(source_digest) && pinned && as_shipped
     }
+
+    /// This state with berth's record from the Deployment's lease applied:
+    /// the newest commit (and its source digest) shipped as the same files as
+    /// the image it names ([`Deployer::record`]). A record about another image
+    /// than the one that runs, as berth set it, is stale and changes nothing.
+    #[must_use]
+    pub fn with_record(mut self, record: &BTreeMap<String, String>) -> Self {
+        let about = record.get(IMAGE_ANNOTATION);
+        if about.is_some() && about == self.image.as_ref() && self.image == self.shipped_image {
+            self.commit = record.get(COMMIT_ANNOTATION).cloned().or(self.commit);
+            self.source_digest = record
+                .get(SOURCE_DIGEST_ANNOTATION)
+                .cloned()
+                .or(self.source_digest);
+        }
+        self
+    }
+
+    /// Whether the Deployment runs, as berth set it, an image that serves the
+    /// files of `content_digest`: a new commit with those files needs no image
+    /// and no rollout.
+    pub fn serves_files(&self, content_digest: &str) -> bool {
+        self.content_digest.as_deref() == Some(content_digest)
+            && self.shipped_image.is_some()
+            && self.image == self.shipped_image
+    }
 }
 
 /// The change berth makes.
@@ -221,6 +252,9 @@ pub struct Change {
     pub image: String,
     pub commit: String,
     pub source_digest: String,
+    /// What the image serves, when berth knows it (it built the image, or read
+    /// the image's label); none removes the annotation.
+    pub content_digest: Option<String>,
     pub change_cause: String,
 }
 
@@ -239,6 +273,7 @@ pub struct Revision {
     pub image: Option<String>,
     pub commit: Option<String>,
     pub source_digest: Option<String>,
+    pub content_digest: Option<String>,
     pub change_cause: Option<String>,
     pub created: Option<String>,
     pub current: bool,
@@ -298,7 +333,7 @@ impl Deployer {
     /// Reads what the Deployment's container runs now.
     pub async fn deployed(&self, target: &DeploymentTarget) -> Result<Deployed, DeployError> {
         let deployment = self.read(target).await?;
-        deployed_of(&deployment, target)
+        self.deployed_of(&deployment, target).await
     }
 
     /// Reads the Deployment.
@@ -427,6 +462,40 @@ impl Deployer {
         })
     }
 
+    /// What `deployment` runs, as berth sees it: its annotations, then berth's
+    /// record on its lease ([`Deployed::with_record`]).
+    pub async fn deployed_of(
+        &self,
+        deployment: &Deployment,
+        target: &DeploymentTarget,
+    ) -> Result<Deployed, DeployError> {
+        let record = lease::annotations_of(&self.client, target).await?;
+        Ok(deployed_of(deployment, target)?.with_record(&record))
+    }
+
+    /// Records `commit`, whose image would serve the files that `deployed`'s
+    /// image serves, on the Deployment's lease (held as `lock`). Nothing of
+    /// the Deployment changes: not its pod template, not even its generation
+    /// (which a Deployment's annotations would bump). The record names that
+    /// image, so a later change of the image (any rollout, a `kubectl set
+    /// image`) makes it stale.
+    pub async fn record(
+        &self,
+        lock: &lease::LeaseLock,
+        deployed: &Deployed,
+        commit: &str,
+        source_digest: &str,
+    ) -> Result<(), DeployError> {
+        let mut record = BTreeMap::new();
+        record.insert(COMMIT_ANNOTATION.to_string(), commit.to_string());
+        record.insert(SOURCE_DIGEST_ANNOTATION.to_string(), source_digest.to_string());
+        record.insert(
+            IMAGE_ANNOTATION.to_string(),
+            deployed.image.clone().unwrap_or_default(),
+        );
+        lock.annotate(&record).await
+    }
+
     /// Sets the previous image and annotations back and waits for that rollout;
     /// returns why berth's check of it failed, if it did.
     async fn roll_back(
@@ -442,6 +511,7 @@ impl Deployer {
             COMMIT_ANNOTATION,
             SOURCE_DIGEST_ANNOTATION,
             IMAGE_ANNOTATION,
+            CONTENT_DIGEST_ANNOTATION,
             CHANGE_CAUSE_ANNOTATION,
         ] {
             annotations.insert(
@@ -896,6 +966,7 @@ impl Deployer {
                     image,
                     commit: annotations.get(COMMIT_ANNOTATION).cloned(),
                     source_digest: annotations.get(SOURCE_DIGEST_ANNOTATION).cloned(),
+                    content_digest: annotations.get(CONTENT_DIGEST_ANNOTATION).cloned(),
                     change_cause: annotations.get(CHANGE_CAUSE_ANNOTATION).cloned(),
                     created: rs.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
                     current: current.as_deref() == Some(revision.to_string().as_str()),
@@ -986,6 +1057,7 @@ fn annotations_of(change: &Change) -> serde_json::Map<String, serde_json::Value>
     annotations.insert(COMMIT_ANNOTATION.into(), json!(change.commit));
     annotations.insert(SOURCE_DIGEST_ANNOTATION.into(), json!(change.source_digest));
     annotations.insert(IMAGE_ANNOTATION.into(), json!(change.image));
+    annotations.insert(CONTENT_DIGEST_ANNOTATION.into(), json!(change.content_digest));
     annotations.insert(CHANGE_CAUSE_ANNOTATION.into(), json!(change.change_cause));
     annotations
 }
@@ -1018,6 +1090,7 @@ pub fn deployed_of(deployment: &Deployment, target: &DeploymentTarget) -> Result
         commit: annotations.get(COMMIT_ANNOTATION).cloned(),
         source_digest: annotations.get(SOURCE_DIGEST_ANNOTATION).cloned(),
         shipped_image: annotations.get(IMAGE_ANNOTATION).cloned(),
+        content_digest: annotations.get(CONTENT_DIGEST_ANNOTATION).cloned(),
         generation: deployment.metadata.generation.unwrap_or(0),
         annotations,
     })
@@ -1087,6 +1160,69 @@ mod tests {
         let tag_only = "127.0.0.1:5000/sites/www:abc123";
         assert!(!shipped(tag_only, Some(tag_only)).runs_source(REPOSITORY, "source-1"));
         assert!(!Deployed::default().runs_source(REPOSITORY, "source-1"));
+    }
+
+    #[test]
+    fn the_same_files_are_served_only_by_the_image_berth_set_with_them() {
+        let deployed = Deployed {
+            content_digest: Some("files-1".into()),
+            ..shipped(IMAGE, Some(IMAGE))
+        };
+        assert!(deployed.serves_files("files-1"));
+        assert!(!deployed.serves_files("files-2"));
+        let behind_our_back = Deployed {
+            image: Some("127.0.0.1:5000/sites/www:def456@sha256:2222".into()),
+            ..deployed.clone()
+        };
+        assert!(!behind_our_back.serves_files("files-1"));
+        let before_the_annotation = Deployed {
+            shipped_image: None,
+            ..deployed
+        };
+        assert!(!before_the_annotation.serves_files("files-1"));
+    }
+
+    #[test]
+    fn a_record_of_the_running_image_names_its_newest_commit_and_a_stale_one_is_ignored() {
+        let record = |image: &str| {
+            std::collections::BTreeMap::from([
+                (super::COMMIT_ANNOTATION.to_string(), "commit-2".to_string()),
+                (
+                    super::SOURCE_DIGEST_ANNOTATION.to_string(),
+                    "source-2".to_string(),
+                ),
+                (super::IMAGE_ANNOTATION.to_string(), image.to_string()),
+            ])
+        };
+        let deployed = Deployed {
+            commit: Some("commit-1".into()),
+            ..shipped(IMAGE, Some(IMAGE))
+        };
+        let recorded = deployed.clone().with_record(&record(IMAGE));
+        assert_eq!(recorded.commit.as_deref(), Some("commit-2"));
+        assert!(recorded.runs_source(REPOSITORY, "source-2"));
+        // A record about another image (the site shipped since, or rolled back).
+        let stale = deployed
+            .clone()
+            .with_record(&record("127.0.0.1:5000/sites/www:def456@sha256:2222"));
+        assert_eq!(stale.commit.as_deref(), Some("commit-1"));
+        assert!(stale.runs_source(REPOSITORY, "source-1"));
+        // The image was set behind berth's back to the recorded one's: not berth's.
+        let behind = Deployed {
+            shipped_image: Some("127.0.0.1:5000/sites/www:def456@sha256:2222".into()),
+            ..deployed.clone()
+        };
+        assert_eq!(
+            behind.with_record(&record(IMAGE)).commit.as_deref(),
+            Some("commit-1")
+        );
+        assert_eq!(
+            deployed
+                .clone()
+                .with_record(&std::collections::BTreeMap::default())
+                .commit,
+            deployed.commit
+        );
     }
 
     #[test]

@@ -216,3 +216,143 @@ async fn a_broken_build_command_ships_nothing_and_the_other_sites_still_ship() {
     let landing = image_of(&world.deployment("landing").await);
     assert!(landing.contains(&example.head("landing")), "{landing}\n{all}");
 }
+
+/// The `Last-Modified` of `/` served by a container of `image`.
+async fn last_modified_of_home(image: &str) -> String {
+    let docker = crate::support::docker().await;
+    let (container, port) = crate::support::serve(&docker, image).await;
+    let response = std::process::Command::new("curl")
+        .args(["-sI", &format!("http://127.0.0.1:{port}/")])
+        .output()
+        .unwrap();
+    crate::support::remove_container(&docker, &container).await;
+    let headers = String::from_utf8_lossy(&response.stdout).to_string();
+    headers
+        .lines()
+        .find_map(|line| line.strip_prefix("Last-Modified: "))
+        .unwrap_or_else(|| panic!("no Last-Modified in {headers}"))
+        .trim()
+        .to_string()
+}
+
+/// Two sites from one Hugo run (`public/en`, `public/de`): a commit that
+/// changes only a German post ships www-de, and www-en, whose files are the
+/// same, is up to date: nothing built, pushed or rolled out, the new commit
+/// recorded. The same with an empty state folder (a fresh CI runner).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rollout() {
+    let example = Example::new("same-files").await;
+    let world = &example.world;
+    let output = world.berth(&["run", "www-en", "www-de"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let english = world.deployment("www-en").await;
+    let (image, generation) = (image_of(&english), english.metadata.generation.unwrap());
+    let tags = example.registry_tags("www-en");
+    let home_modified = last_modified_of_home(&image).await;
+
+    let post = "content/de/news/new-office.md";
+    for (round, state) in [(1, None), (2, Some(world.dir.path().join("empty-state")))] {
+        let mut text_of_post =
+            String::from_utf8(std::fs::read(world.clone_of(&example.urls["website"]).join(post)).unwrap())
+                .unwrap();
+        text_of_post.push_str(&format!("\nNoch ein Satz ({round}).\n"));
+        let commit = world.commit(
+            &example.urls["website"],
+            "main",
+            &[(post, text_of_post.as_str())],
+            "Only a German post",
+        );
+        let mut args = vec!["www-en", "www-de", "--json"];
+        let state_arg;
+        if let Some(state) = &state {
+            state_arg = state.display().to_string();
+            args.extend(["--state-dir", &state_arg]);
+        }
+        // plan says it first, with run's words.
+        let plan = crate::support::json_of(&world.berth(&[&["plan"], args.as_slice()].concat()));
+        crate::support::validate_against("plan.schema.json", &plan);
+        let planned = |name: &str| {
+            plan["sites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["site"] == name)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(planned("www-de")["action"], "build-and-deploy", "{plan}");
+        assert_eq!(planned("www-en")["action"], "up-to-date", "{plan}");
+        assert!(
+            planned("www-en")["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("same files as the running image"),
+            "{plan}"
+        );
+        let output = world.berth(&[&["run"], args.as_slice()].concat());
+        let all = text(&output);
+        assert!(output.status.success(), "{all}");
+        let report = crate::support::json_of(&output);
+        let sites = report["sites"].as_array().unwrap();
+        let entry = |name: &str| sites.iter().find(|s| s["site"] == name).unwrap().clone();
+        assert_eq!(entry("www-de")["action"], "deployed", "{all}");
+        let en = entry("www-en");
+        assert_eq!(en["action"], "up-to-date", "{all}");
+        assert!(
+            en["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("same files as the running image, built at `"),
+            "{en}"
+        );
+        assert_eq!(en["image"], image.as_str(), "{en}");
+        assert!(
+            all.contains("up to date: same files as the running image"),
+            "{all}"
+        );
+        crate::support::validate_against("report.schema.json", &report);
+
+        let english = world.deployment("www-en").await;
+        assert_eq!(image_of(&english), image, "round {round}: the image stays");
+        assert_eq!(
+            english.metadata.generation.unwrap(),
+            generation,
+            "round {round}: no rollout"
+        );
+        // Recorded where the next run and `status` find it.
+        let status = crate::support::json_of(&world.berth(&["status", "www-en", "--json"]));
+        assert_eq!(status["sites"][0]["deployed_commit"], commit.as_str(), "{status}");
+        assert_eq!(
+            example.registry_tags("www-en"),
+            tags,
+            "round {round}: nothing pushed"
+        );
+
+        // The next run finds the commit recorded: both unchanged, nothing written.
+        let output = world.berth(&["run", "www-en", "www-de", "--json"]);
+        let report = crate::support::json_of(&output);
+        assert!(
+            report["sites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["action"] == "unchanged"),
+            "{report}"
+        );
+    }
+    assert_eq!(last_modified_of_home(&image).await, home_modified);
+    // The out-of-order guard starts from the newest recorded commit: the
+    // first commit, which the running image was built from, is older now.
+    let first = image
+        .split_once('@')
+        .unwrap()
+        .0
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    let output = world.berth(&["ship", "www-en", "--commit", &first]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("is older than the deployed"), "{all}");
+}
