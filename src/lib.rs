@@ -15,6 +15,7 @@ pub mod notify;
 pub mod output;
 mod pack_index;
 pub mod pipeline;
+pub mod previous;
 pub mod push;
 pub mod reference;
 pub mod settings;

@@ -772,15 +772,22 @@ impl RunContext<'_> {
             // What this commit's image would serve. The same files as the
             // running image (another output of a shared generator changed, or
             // only files the site leaves out): nothing to build or roll out.
-            let content_digest = self.generator.content_digest(site, synced).await?;
-            report.content_digest = Some(content_digest.clone());
-            if deployed.serves_files(&content_digest) {
+            let content = self.generator.content(site, synced).await?;
+            report.content_digest = Some(content.digest.clone());
+            if deployed.serves_files(&content.digest) {
                 return self
-                    .record_same_files(site, synced, &repository, &source_digest, &content_digest, report)
+                    .record_same_files(site, synced, &repository, &source_digest, &content.digest, report)
                     .await;
             }
-            let (image_id, context_digest) = self
-                .build(site, synced, &source_digest, &content_digest, &reference_with_tag)
+            let (image_id, context_digest, index) = self
+                .build(
+                    site,
+                    synced,
+                    &source_digest,
+                    &content,
+                    &deployed,
+                    &reference_with_tag,
+                )
                 .await?;
             // What only the image knows (the ports it serves), before it is pushed.
             let exposed = self.exposed_ports(&image_id).await;
@@ -809,7 +816,11 @@ impl RunContext<'_> {
                     started.elapsed().as_secs_f64()
                 ),
             );
-            (digest, Some(content_digest))
+            // The next build of this site starts from this one's files and times.
+            if let Err(error) = crate::previous::keep(&self.config.state_dir, &digest, &index) {
+                tracing::warn!("cannot keep the index of {reference_with_tag}: {error}");
+            }
+            (digest, Some(content.digest))
         };
         let image = format!("{reference_with_tag}@{digest}");
         report.image = Some(image.clone());
@@ -1120,14 +1131,17 @@ impl RunContext<'_> {
         ))
     }
 
+    /// Builds the site's image; returns its id, the context digest, and the
+    /// index of its files (each one's blob and time).
     async fn build(
         &self,
         site: &Site,
         synced: &Synced,
         source_digest: &str,
-        content_digest: &str,
+        content: &build::SiteContent,
+        deployed: &deploy::Deployed,
         tag: &str,
-    ) -> Result<(String, String), StageFailure> {
+    ) -> Result<(String, String, build::FileIndex), StageFailure> {
         let printer = self.printer;
         let commit = &synced.commit;
         let started = Instant::now();
@@ -1136,6 +1150,8 @@ impl RunContext<'_> {
             .generate(site, synced)
             .await
             .map_err(|e| anyhow!(e))?;
+        let times = Arc::new(times.with_previous(self.previous_files(site, deployed).await, content));
+        let index = times.index(content);
         // For scripts/bench: a copy of the context, to measure the Engine's own cost on it.
         let copy = std::env::var_os("BERTH_KEEP_CONTEXT")
             .map(|keep| std::path::Path::new(&keep).join(format!("{}.tar", site.name)));
@@ -1152,7 +1168,7 @@ impl RunContext<'_> {
             rfc3339(commit.time),
         );
         labels.insert(SOURCE_DIGEST_LABEL.to_string(), source_digest.to_string());
-        labels.insert(CONTENT_DIGEST_LABEL.to_string(), content_digest.to_string());
+        labels.insert(CONTENT_DIGEST_LABEL.to_string(), content.digest.clone());
         labels.insert("dev.berth.site".to_string(), site.name.clone());
         let mut credentials = HashMap::new();
         if let Some(creds) = &self.auth.credentials {
@@ -1211,7 +1227,40 @@ impl RunContext<'_> {
                 started.elapsed().as_secs_f64()
             ),
         );
-        Ok((image_id, build_context.digest))
+        Ok((image_id, build_context.digest, index))
+    }
+
+    /// The files of the image the Deployment runs, when it is an earlier build
+    /// of this template site (see [`crate::previous`]); none otherwise, or when
+    /// they cannot be read (said as a warning: the files then get the commit's
+    /// time, as on a first build).
+    async fn previous_files(&self, site: &Site, deployed: &deploy::Deployed) -> build::FileIndex {
+        let repository = self.config.image_repository(site);
+        let Some(image) = deployed
+            .image
+            .as_deref()
+            .filter(|image| image.starts_with(&format!("{repository}:")))
+        else {
+            return build::FileIndex::new();
+        };
+        if !matches!(site.image_source, crate::config::ImageSource::Template(_)) {
+            return build::FileIndex::new();
+        }
+        let web_root = build::web_root(&site.build_args);
+        match crate::previous::index_of(self.docker, self.auth, &self.config.state_dir, image, &web_root)
+            .await
+        {
+            Ok(index) => index,
+            Err(error) => {
+                self.printer.stage(
+                    &site.name,
+                    "build",
+                    Status::Warning,
+                    &format!("{error}; every generated file gets the commit's time"),
+                );
+                build::FileIndex::new()
+            }
+        }
     }
 }
 
@@ -1241,7 +1290,7 @@ impl<'a> Generator<'a> {
 
     /// What the image of `site` at `synced` would serve, times left out
     /// ([`build::content_digest`]): its files exported and generated first.
-    pub(crate) async fn content_digest(&self, site: &Site, synced: &Synced) -> anyhow::Result<String> {
+    pub(crate) async fn content(&self, site: &Site, synced: &Synced) -> anyhow::Result<build::SiteContent> {
         let (generated, _) = self.generate(site, synced).await.map_err(|e| anyhow!(e))?;
         let (site, templates) = (site.clone(), self.config.templates_dir.clone());
         Ok(

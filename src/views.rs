@@ -257,7 +257,7 @@ async fn serves_files(
     if !deployed.serves_files(recorded) {
         return Ok(false);
     }
-    Ok(deployed.serves_files(&generator.content_digest(site, synced).await?))
+    Ok(deployed.serves_files(&generator.content(site, synced).await?.digest))
 }
 
 pub fn plan_table(entries: &[PlanEntry]) -> String {

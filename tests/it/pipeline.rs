@@ -217,22 +217,22 @@ async fn a_broken_build_command_ships_nothing_and_the_other_sites_still_ship() {
     assert!(landing.contains(&example.head("landing")), "{landing}\n{all}");
 }
 
-/// The `Last-Modified` of `/` served by a container of `image`.
-async fn last_modified_of_home(image: &str) -> String {
-    let docker = crate::support::docker().await;
-    let (container, port) = crate::support::serve(&docker, image).await;
-    let response = std::process::Command::new("curl")
-        .args(["-sI", &format!("http://127.0.0.1:{port}/")])
-        .output()
-        .unwrap();
-    crate::support::remove_container(&docker, &container).await;
-    let headers = String::from_utf8_lossy(&response.stdout).to_string();
-    headers
-        .lines()
-        .find_map(|line| line.strip_prefix("Last-Modified: "))
-        .unwrap_or_else(|| panic!("no Last-Modified in {headers}"))
-        .trim()
-        .to_string()
+impl Example {
+    /// Commits `line` appended to `path` of the website repo; returns the commit.
+    fn append_to_website(&self, path: &str, line: &str, message: &str) -> String {
+        let url = &self.urls["website"];
+        let mut text =
+            String::from_utf8(std::fs::read(self.world.clone_of(url).join(path)).unwrap()).unwrap();
+        text.push_str(&format!("\n{line}\n"));
+        self.world.commit(url, "main", &[(path, text.as_str())], message)
+    }
+}
+
+/// The arguments that point berth at `state`, when there is one.
+fn state_args(state: Option<&std::path::Path>) -> Vec<String> {
+    state.map_or_else(Vec::new, |state| {
+        vec!["--state-dir".into(), state.display().to_string()]
+    })
 }
 
 /// Two sites from one Hugo run (`public/en`, `public/de`): a commit that
@@ -248,26 +248,15 @@ async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rol
     let english = world.deployment("www-en").await;
     let (image, generation) = (image_of(&english), english.metadata.generation.unwrap());
     let tags = example.registry_tags("www-en");
-    let home_modified = last_modified_of_home(&image).await;
+    let home_modified = last_modified(&image, "/").await;
 
     let post = "content/de/news/new-office.md";
     for (round, state) in [(1, None), (2, Some(world.dir.path().join("empty-state")))] {
-        let mut text_of_post =
-            String::from_utf8(std::fs::read(world.clone_of(&example.urls["website"]).join(post)).unwrap())
-                .unwrap();
-        text_of_post.push_str(&format!("\nNoch ein Satz ({round}).\n"));
-        let commit = world.commit(
-            &example.urls["website"],
-            "main",
-            &[(post, text_of_post.as_str())],
-            "Only a German post",
-        );
+        let commit =
+            example.append_to_website(post, &format!("Noch ein Satz ({round})."), "Only a German post");
+        let state = state_args(state.as_deref());
         let mut args = vec!["www-en", "www-de", "--json"];
-        let state_arg;
-        if let Some(state) = &state {
-            state_arg = state.display().to_string();
-            args.extend(["--state-dir", &state_arg]);
-        }
+        args.extend(state.iter().map(String::as_str));
         // plan says it first, with run's words.
         let plan = crate::support::json_of(&world.berth(&[&["plan"], args.as_slice()].concat()));
         crate::support::validate_against("plan.schema.json", &plan);
@@ -340,7 +329,7 @@ async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rol
             "{report}"
         );
     }
-    assert_eq!(last_modified_of_home(&image).await, home_modified);
+    assert_eq!(last_modified(&image, "/").await, home_modified);
     // The out-of-order guard starts from the newest recorded commit: the
     // first commit, which the running image was built from, is older now.
     let first = image
@@ -355,4 +344,75 @@ async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rol
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(all.contains("is older than the deployed"), "{all}");
+}
+
+/// The `Last-Modified` of `path` served by a container of `image`.
+async fn last_modified(image: &str, path: &str) -> String {
+    let docker = crate::support::docker().await;
+    let (container, port) = crate::support::serve(&docker, image).await;
+    let response = std::process::Command::new("curl")
+        .args(["-sI", &format!("http://127.0.0.1:{port}{path}")])
+        .output()
+        .unwrap();
+    crate::support::remove_container(&docker, &container).await;
+    let headers = String::from_utf8_lossy(&response.stdout).to_string();
+    headers
+        .lines()
+        .find_map(|line| line.strip_prefix("Last-Modified: "))
+        .unwrap_or_else(|| panic!("no Last-Modified for {path} in {headers}"))
+        .trim()
+        .to_string()
+}
+
+/// A commit that changes one English page ships www-en again, and only that
+/// page gets a new `Last-Modified`: every other generated page keeps the time
+/// it had in the running image. The same with an empty state folder, where
+/// berth reads the running image's files out of the image itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_generated_page_that_did_not_change_keeps_its_last_modified() {
+    let example = Example::new("page-times").await;
+    let world = &example.world;
+    let output = world.berth(&["run", "www-en"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let first = image_of(&world.deployment("www-en").await);
+    let (home, news) = (
+        last_modified(&first, "/").await,
+        last_modified(&first, "/news/").await,
+    );
+    let mut about = last_modified(&first, "/about/").await;
+    let page = "content/en/about.md";
+    for (round, state) in [(1, None), (2, Some(world.dir.path().join("empty-state")))] {
+        // A second apart from the last build, so a new time shows.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        example.append_to_website(
+            page,
+            &format!("One more line ({round})."),
+            "Only the English about page",
+        );
+        let state = state_args(state.as_deref());
+        let mut args = vec!["run", "www-en"];
+        args.extend(state.iter().map(String::as_str));
+        let output = world.berth(&args);
+        let all = text(&output);
+        assert!(output.status.success(), "{all}");
+        assert!(!all.contains("gets the commit's time"), "{all}");
+        let image = image_of(&world.deployment("www-en").await);
+        assert_ne!(image, first, "round {round}: www-en shipped");
+        assert_eq!(
+            last_modified(&image, "/").await,
+            home,
+            "round {round}: the home page kept its time"
+        );
+        assert_eq!(
+            last_modified(&image, "/news/").await,
+            news,
+            "round {round}: the news list kept its time"
+        );
+        let changed = last_modified(&image, "/about/").await;
+        assert_ne!(
+            changed, about,
+            "round {round}: the changed page got the commit's time"
+        );
+        about = changed;
+    }
 }
