@@ -380,6 +380,7 @@ async fn a_generated_page_that_did_not_change_keeps_its_last_modified() {
         last_modified(&first, "/news/").await,
     );
     let mut about = last_modified(&first, "/about/").await;
+    let mut previous = first.clone();
     let page = "content/en/about.md";
     for (round, state) in [(1, None), (2, Some(world.dir.path().join("empty-state")))] {
         // A second apart from the last build, so a new time shows.
@@ -414,5 +415,48 @@ async fn a_generated_page_that_did_not_change_keeps_its_last_modified() {
             "round {round}: the changed page got the commit's time"
         );
         about = changed;
+        // Every file of the web root: a new time exactly where the bytes changed.
+        let (before, after) = (web_root_files(&previous), web_root_files(&image));
+        assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            after.keys().collect::<Vec<_>>()
+        );
+        let moved: Vec<&String> = after
+            .keys()
+            .filter(|path| before[*path].1 != after[*path].1)
+            .collect();
+        let rewritten: Vec<&String> = after
+            .keys()
+            .filter(|path| before[*path].0 != after[*path].0)
+            .collect();
+        assert_eq!(
+            moved, rewritten,
+            "round {round}: times moved where content did not change, or stayed where it did"
+        );
+        assert_eq!(moved, ["/www/about/index.html"], "round {round}");
+        previous = image;
     }
+}
+
+/// Each file below `/www` of `image`: its MD5 and mtime.
+fn web_root_files(image: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    let list = |script: &str| {
+        let output = std::process::Command::new("docker")
+            .args(["run", "--rm", "--entrypoint", "/bin/sh", image, "-c", script])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let sums = list("find /www -type f | sort | xargs md5sum");
+    let times = list("find /www -type f | sort | xargs stat -c '%Y %n'");
+    sums.lines()
+        .zip(times.lines())
+        .map(|(sum, time)| {
+            let (sum, path) = sum.split_once("  ").unwrap();
+            let (time, same) = time.split_once(' ').unwrap();
+            assert_eq!(path, same);
+            (path.to_string(), (sum.to_string(), time.to_string()))
+        })
+        .collect()
 }
