@@ -49,6 +49,9 @@ pub enum BuildError {
     /// The configured output folder is missing after the build.
     #[error("the site's content folder `{0}` does not exist (check `output` in pipeline.toml)")]
     NoOutput(String),
+    /// A `.dockerignore` line is not a pattern.
+    #[error(transparent)]
+    Ignore(#[from] IgnoreError),
     /// A symlink in the site points outside it.
     #[error(
         "symlink `{link}` points outside the site (to `{target}`); refusing to put host files in an image"
@@ -969,6 +972,36 @@ fn leaves_root(link: &Path, target: &Path) -> bool {
     target.is_absolute() || !normalise(&root.join(folder).join(target)).starts_with(root)
 }
 
+/// Excluded folders walked for a `!` line below them (Docker walks them too):
+/// each goes into the context only when something below it does, so the
+/// taken-back file keeps its folders.
+#[derive(Default)]
+struct ExcludedFolders {
+    /// The excluded folders above the walk's position, outermost first.
+    open: Vec<Item>,
+}
+
+impl ExcludedFolders {
+    /// The walk enters the excluded folder `folder`.
+    fn walk_into(&mut self, folder: Item) {
+        self.close_above(&folder.relative);
+        self.open.push(folder);
+    }
+
+    /// `relative` goes into the context: first the excluded folders above it.
+    fn holding(&mut self, relative: &str, items: &mut Vec<Item>) {
+        self.close_above(relative);
+        items.append(&mut self.open);
+    }
+
+    /// Forgets the folders the walk has left (it visits a folder's contents
+    /// right after the folder, sorted, so it never comes back to one).
+    fn close_above(&mut self, relative: &str) {
+        self.open
+            .retain(|folder| relative.starts_with(&format!("{}/", folder.relative)));
+    }
+}
+
 /// [`collect`] for a folder read from the mirror, with the same rules.
 fn collect_tree(
     files: &[TreeFile],
@@ -985,10 +1018,11 @@ fn collect_tree(
                 path: PathBuf::from(".dockerignore"),
                 source,
             }
-        })?)),
+        })?))?,
         _ => Ignore::default(),
     };
     let mut left_out: Vec<String> = Vec::new();
+    let mut excluded_folders = ExcludedFolders::default();
     let mut items = Vec::new();
     for file in files {
         let relative = file.relative.as_str();
@@ -1000,10 +1034,21 @@ fn collect_tree(
         }
         if !kept(relative, always, &ignore) {
             if matches!(file.kind, TreeFileKind::Folder) {
-                left_out.push(format!("{relative}/"));
+                if ignore.has_exceptions() {
+                    excluded_folders.walk_into(Item {
+                        path: PathBuf::from(relative),
+                        blob: None,
+                        relative: relative.to_string(),
+                        kind: ItemKind::Directory,
+                        time: 0,
+                    });
+                } else {
+                    left_out.push(format!("{relative}/"));
+                }
             }
             continue;
         }
+        excluded_folders.holding(relative, &mut items);
         let (kind, time, blob) = match &file.kind {
             TreeFileKind::Folder => (ItemKind::Directory, 0, None),
             TreeFileKind::File {
@@ -1047,8 +1092,7 @@ fn collect_folder(root: &Path, always: &[&str], times: &FileTimes) -> Result<Vec
         source,
     };
     let canonical_root = root.canonicalize().map_err(|e| context_error(root, e))?;
-    let ignore = Ignore::read(&root.join(".dockerignore"))
-        .map_err(|e| context_error(&root.join(".dockerignore"), e))?;
+    let ignore = Ignore::read(&root.join(".dockerignore"))?;
     let walker = walkdir::WalkDir::new(root)
         .min_depth(1)
         .sort_by_file_name()
@@ -1060,8 +1104,9 @@ fn collect_folder(root: &Path, always: &[&str], times: &FileTimes) -> Result<Vec
                 .unwrap_or(entry.path())
                 .to_string_lossy()
                 .into_owned();
-            kept(&relative, always, &ignore)
+            kept(&relative, always, &ignore) || (ignore.has_exceptions() && entry.file_type().is_dir())
         });
+    let mut excluded_folders = ExcludedFolders::default();
     let mut items = Vec::new();
     for entry in walker {
         let entry = entry.map_err(|e| {
@@ -1075,6 +1120,18 @@ fn collect_folder(root: &Path, always: &[&str], times: &FileTimes) -> Result<Vec
             .to_string_lossy()
             .into_owned();
         let file_type = entry.file_type();
+        if !kept(&relative, always, &ignore) {
+            // Walked only for a `!` line that may take back something below it.
+            excluded_folders.walk_into(Item {
+                path: entry.into_path(),
+                blob: None,
+                relative,
+                kind: ItemKind::Directory,
+                time: 0,
+            });
+            continue;
+        }
+        excluded_folders.holding(&relative, &mut items);
         let (kind, time) = if file_type.is_symlink() {
             let target = std::fs::read_link(entry.path()).map_err(|e| context_error(entry.path(), e))?;
             // Inside by its names, or (a link through another link) once resolved.
@@ -1208,71 +1265,164 @@ impl<R: std::io::Read> std::io::Read for Exact<R> {
     }
 }
 
-/// The patterns of a `.dockerignore` file, as Docker reads them: one per line,
-/// `#` comments, `*` and `?` within a path part, `**` across parts, `!` to take
-/// an exclusion back; the last matching line wins; a matched folder excludes all
-/// below it.
+/// The patterns of a `.dockerignore` file, as Docker reads them (moby's
+/// `patternmatcher`): one per line, `#` comments; each pattern cleaned as Go's
+/// `filepath.Clean` does (leading and trailing `/`, `.` and `..` resolved);
+/// within a path part `*`, `?`, `[...]` classes (`[^...]` negated, ranges) and
+/// `\` escapes, as Go's `filepath.Match`; `**` across any number of parts;
+/// `!` to take an exclusion back. The last matching line wins, and a pattern
+/// that matches a folder matches all below it.
 #[derive(Debug, Default)]
 pub struct Ignore {
-    rules: Vec<(bool, Vec<String>)>,
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    /// A `!` line: what it matches goes back in.
+    keep: bool,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug)]
+enum Part {
+    /// `**`: any number of path parts, none included.
+    AnyDepth,
+    /// One path part's pattern.
+    Glob(globset::GlobMatcher),
+}
+
+/// A `.dockerignore` line Docker would refuse too (`ErrBadPattern`).
+#[derive(Debug, thiserror::Error)]
+#[error(".dockerignore:{line}: `{pattern}` is not a valid pattern: {message}")]
+pub struct IgnoreError {
+    pub line: usize,
+    pub pattern: String,
+    pub message: String,
 }
 
 impl Ignore {
     /// Reads `path`; a missing file ignores nothing.
-    pub fn read(path: &Path) -> std::io::Result<Self> {
+    pub fn read(path: &Path) -> Result<Self, BuildError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Self::parse(&text)),
+            Ok(text) => Ok(Self::parse(&text)?),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(error) => Err(error),
+            Err(source) => Err(BuildError::Context {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
 
-    pub fn parse(text: &str) -> Self {
-        let rules = text
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(|line| {
-                let (keep, pattern) = line
-                    .strip_prefix('!')
-                    .map_or((false, line), |rest| (true, rest.trim()));
-                let parts = pattern
-                    .trim_start_matches("./")
-                    .trim_matches('/')
-                    .split('/')
-                    .filter(|p| !p.is_empty() && *p != ".")
-                    .map(str::to_string)
-                    .collect();
-                (keep, parts)
-            })
-            .collect();
-        Self { rules }
+    pub fn parse(text: &str) -> Result<Self, IgnoreError> {
+        let mut rules = Vec::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (keep, pattern) = line
+                .strip_prefix('!')
+                .map_or((false, line), |rest| (true, rest.trim()));
+            let cleaned = normalise(&Path::new("/").join(pattern));
+            let cleaned = cleaned.to_string_lossy();
+            let parts = cleaned
+                .split('/')
+                .filter(|part| !part.is_empty())
+                .map(|part| {
+                    if part == "**" {
+                        return Ok(Part::AnyDepth);
+                    }
+                    globset::GlobBuilder::new(&go_pattern(part))
+                        .literal_separator(true)
+                        .backslash_escape(true)
+                        .build()
+                        .map(|glob| Part::Glob(glob.compile_matcher()))
+                        .map_err(|error| IgnoreError {
+                            line: index + 1,
+                            pattern: line.to_string(),
+                            message: error.kind().to_string(),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if !parts.is_empty() {
+                rules.push(Rule { keep, parts });
+            }
+        }
+        Ok(Self { rules })
+    }
+
+    /// Whether a `!` line could take back something below an excluded folder:
+    /// then, as Docker does, excluded folders are walked, not skipped.
+    pub fn has_exceptions(&self) -> bool {
+        self.rules.iter().any(|rule| rule.keep)
     }
 
     /// Whether `relative` (with `/` separators) is left out of the context.
     pub fn excludes(&self, relative: &str) -> bool {
         let parts: Vec<&str> = relative.split('/').collect();
         let mut excluded = false;
-        for (keep, pattern) in &self.rules {
+        for rule in &self.rules {
             // A pattern matches the path or any folder above it.
-            let matched = (1..=parts.len()).any(|length| match_parts(pattern, &parts[..length]));
+            let matched = (1..=parts.len()).any(|length| match_parts(&rule.parts, &parts[..length]));
             if matched {
-                excluded = !keep;
+                excluded = !rule.keep;
             }
         }
         excluded
     }
 }
 
-fn match_parts(pattern: &[String], parts: &[&str]) -> bool {
+/// One path part of a Go `filepath.Match` pattern in globset's syntax: `[^`
+/// negates a class there (`[!` in globset), braces are literal in Go, and a
+/// run of `*` within a part is one `*`.
+fn go_pattern(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    let mut chars = part.chars().peekable();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                out.push('\\');
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push('[');
+                if chars.peek() == Some(&'^') {
+                    chars.next();
+                    out.push('!');
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(']');
+            }
+            '{' | '}' if !in_class => {
+                out.push('\\');
+                out.push(c);
+            }
+            '*' if !in_class => {
+                while chars.peek() == Some(&'*') {
+                    chars.next();
+                }
+                out.push('*');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn match_parts(pattern: &[Part], parts: &[&str]) -> bool {
     match pattern.split_first() {
         None => parts.is_empty(),
-        Some((first, rest)) if first == "**" => {
-            (0..=parts.len()).any(|skip| match_parts(rest, &parts[skip..]))
-        }
-        Some((first, rest)) => parts
+        Some((Part::AnyDepth, rest)) => (0..=parts.len()).any(|skip| match_parts(rest, &parts[skip..])),
+        Some((Part::Glob(glob), rest)) => parts
             .split_first()
-            .is_some_and(|(part, others)| crate::wildcard::matches(first, part) && match_parts(rest, others)),
+            .is_some_and(|(part, others)| glob.is_match(part) && match_parts(rest, others)),
     }
 }
 
@@ -1558,7 +1708,8 @@ mod tests {
 
     #[test]
     fn dockerignore_patterns() {
-        let ignore = Ignore::parse("# drafts\ndrafts\n*.psd\n**/*.map\n!keep.psd\n/tmp/\nsecret?.txt\n");
+        let ignore =
+            Ignore::parse("# drafts\ndrafts\n*.psd\n**/*.map\n!keep.psd\n/tmp/\nsecret?.txt\n").unwrap();
         assert!(ignore.excludes("drafts"));
         assert!(ignore.excludes("drafts/a.html"));
         assert!(ignore.excludes("logo.psd"));
@@ -1570,6 +1721,88 @@ mod tests {
         assert!(ignore.excludes("secret1.txt"));
         assert!(!ignore.excludes("secret12.txt"));
         assert!(!ignore.excludes("index.html"));
+    }
+
+    /// The examples of Docker's `.dockerignore` documentation, each with what
+    /// the documentation says it leaves out.
+    #[test]
+    fn dockerignore_follows_dockers_documented_examples() {
+        let ignore = Ignore::parse("# comment\n*/temp*\n*/*/temp*\ntemp?\n").unwrap();
+        assert!(ignore.excludes("somedir/temporary.txt"));
+        assert!(ignore.excludes("somedir/temp"));
+        assert!(ignore.excludes("somedir/subdir/temporary.txt"));
+        assert!(ignore.excludes("tempa"));
+        assert!(ignore.excludes("tempb"));
+        assert!(!ignore.excludes("temporary.txt"), "*/temp* needs a folder above");
+        assert!(!ignore.excludes("a/b/c/temporary.txt"));
+
+        let ignore = Ignore::parse("**/*.go\n").unwrap();
+        assert!(ignore.excludes("main.go") && ignore.excludes("cmd/tool/main.go"));
+
+        let ignore = Ignore::parse("*.md\n!README.md\n").unwrap();
+        assert!(ignore.excludes("CHANGES.md") && !ignore.excludes("README.md"));
+
+        let ignore = Ignore::parse("*.md\n!README*.md\nREADME-secret.md\n").unwrap();
+        assert!(!ignore.excludes("README-public.md"));
+        assert!(ignore.excludes("README-secret.md") && ignore.excludes("CHANGES.md"));
+
+        let ignore = Ignore::parse("*.md\nREADME-secret.md\n!README*.md\n").unwrap();
+        assert!(
+            !ignore.excludes("README-secret.md"),
+            "the last matching line wins"
+        );
+    }
+
+    #[test]
+    fn dockerignore_classes_escapes_and_cleaning_are_go_filepath_match() {
+        let ignore = Ignore::parse("draft[0-9].html\nlog[^s]\n\\*star\n{a,b}\n./sub/../cache/\n").unwrap();
+        assert!(ignore.excludes("draft1.html") && !ignore.excludes("draftx.html"));
+        assert!(ignore.excludes("logx") && !ignore.excludes("logs"));
+        assert!(
+            ignore.excludes("*star") && !ignore.excludes("bigstar"),
+            "`\\*` is a literal star"
+        );
+        assert!(
+            ignore.excludes("{a,b}") && !ignore.excludes("a"),
+            "braces are literal in Go"
+        );
+        assert!(
+            ignore.excludes("cache/x"),
+            "the pattern is cleaned as filepath.Clean does"
+        );
+        let error = Ignore::parse("ok\nbad[\n").unwrap_err();
+        assert_eq!(error.line, 2);
+        assert!(
+            error
+                .to_string()
+                .starts_with(".dockerignore:2: `bad[` is not a valid pattern"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_exception_below_an_excluded_folder_is_taken_back_with_its_folders() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("drafts/deep")).unwrap();
+        std::fs::write(
+            root.path().join(".dockerignore"),
+            "drafts\n!drafts/deep/keep.html\n",
+        )
+        .unwrap();
+        for file in [
+            "index.html",
+            "drafts/a.html",
+            "drafts/deep/keep.html",
+            "drafts/deep/b.html",
+        ] {
+            std::fs::write(root.path().join(file), file).unwrap();
+        }
+        let items = collect_folder(root.path(), &[], &FileTimes::uniform(0)).unwrap();
+        let names: Vec<&str> = items.iter().map(|item| item.relative.as_str()).collect();
+        assert_eq!(
+            names,
+            ["drafts", "drafts/deep", "drafts/deep/keep.html", "index.html"]
+        );
     }
 
     #[test]
@@ -1738,15 +1971,21 @@ mod tests {
     #[test]
     fn a_context_from_the_mirror_follows_the_same_rules() {
         use crate::mirror::{TreeFile, TreeFileKind};
-        let contents: HashMap<git2::Oid, &str> = ["drafts\n", "page", "index.html", "../../etc/passwd"]
-            .into_iter()
-            .map(|text| {
-                (
-                    git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes()).unwrap(),
-                    text,
-                )
-            })
-            .collect();
+        let contents: HashMap<git2::Oid, &str> = [
+            "drafts\n",
+            "drafts\n!drafts/next.html\n",
+            "page",
+            "index.html",
+            "../../etc/passwd",
+        ]
+        .into_iter()
+        .map(|text| {
+            (
+                git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes()).unwrap(),
+                text,
+            )
+        })
+        .collect();
         let blob = |text: &str| *contents.iter().find(|(_, t)| **t == text).unwrap().0;
         let file = |relative: &str, text: &str| TreeFile {
             relative: relative.to_string(),
@@ -1785,6 +2024,12 @@ mod tests {
             .map(|item| (item.relative.as_str(), item.time))
             .collect();
         assert_eq!(found, [("alias.html", 9), ("index.html", 5)]);
+        // A `!` line takes a file back from an excluded folder, with its folder.
+        let mut taken_back = files.clone();
+        taken_back[0] = file(".dockerignore", "drafts\n!drafts/next.html\n");
+        let items = collect_tree(&taken_back, &read, &[], &times).unwrap();
+        let names: Vec<&str> = items.iter().map(|item| item.relative.as_str()).collect();
+        assert_eq!(names, ["drafts", "drafts/next.html", "alias.html", "index.html"]);
 
         // The `output` folder, `.` included, narrows the files the same way on disk and in the mirror.
         let site = SiteFiles::Tree {

@@ -1,9 +1,9 @@
-//! Wildcard patterns: `*` for any run of characters, `?` for one. Used by
-//! `.dockerignore` path parts (the build stage) and `known_hosts` host patterns
-//! (ssh remotes).
+//! Wildcard patterns: `*` for any run of characters, `?` for one, as OpenSSH's
+//! `known_hosts` host patterns mean them (ssh remotes). (`.dockerignore` has
+//! Go's richer `filepath.Match` syntax: `build::Ignore`, through globset.)
 
 /// Does `text` match `pattern`, where `*` stands for any run of characters and `?`
-/// for one? (What OpenSSH's host patterns and a `.dockerignore` path part mean.)
+/// for one? (What OpenSSH's host patterns mean.)
 pub fn matches(pattern: &str, text: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = text.chars().collect();

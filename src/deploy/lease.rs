@@ -231,7 +231,7 @@ impl LeaseLock {
                 other => return other.map(|_| ()).map_err(refused),
             }
         }
-        Err(DeployError::Refused {
+        Err(DeployError::Conflict {
             verb: "update",
             resource: "leases",
             namespace: self.api_namespace().to_string(),

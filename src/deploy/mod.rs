@@ -97,6 +97,16 @@ pub enum DeployError {
         name: String,
         message: String,
     },
+    /// Another writer changed the object since berth read it (409: the
+    /// `resourceVersion` berth sent is not the current one), or kept changing it.
+    #[error("{verb} {resource} {namespace}/{name} conflicted with another change: {message}")]
+    Conflict {
+        verb: &'static str,
+        resource: &'static str,
+        namespace: String,
+        name: String,
+        message: String,
+    },
     /// berth's credentials lack a permission (403).
     #[error(
         "permission missing: berth may not `{verb}` {resource} in namespace {namespace}; grant it as docs/rbac.yaml does ({message})"
@@ -442,7 +452,7 @@ impl Deployer {
             let resource_version = deployment.metadata.resource_version.clone().unwrap_or_default();
             match self.patch(target, image, annotations, &resource_version).await {
                 Ok(()) => return Ok(Some(previous)),
-                Err(DeployError::Refused { message, .. }) if message.contains("409") => {
+                Err(DeployError::Conflict { .. }) => {
                     printer.stage(
                         site,
                         "deploy",
@@ -453,7 +463,7 @@ impl Deployer {
                 Err(error) => return Err(error),
             }
         }
-        Err(DeployError::Refused {
+        Err(DeployError::Conflict {
             verb: "patch",
             resource: "deployments",
             namespace: target.namespace.clone(),
@@ -1110,6 +1120,13 @@ fn api_error(
             namespace: namespace.to_string(),
             message: response.message,
         },
+        kube::Error::Api(response) if response.code == 409 => DeployError::Conflict {
+            verb,
+            resource,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            message: response.message,
+        },
         kube::Error::Api(response) => DeployError::Refused {
             verb,
             resource,
@@ -1132,7 +1149,31 @@ fn target_error(
 
 #[cfg(test)]
 mod tests {
-    use super::Deployed;
+    use super::{DeployError, Deployed};
+
+    #[test]
+    fn the_api_servers_code_decides_the_kind_of_refusal_not_its_words() {
+        let refusal = |code: u16, message: &str| {
+            let status = kube::core::Status::failure(message, "Reason").with_code(code);
+            super::api_error(
+                kube::Error::Api(status.boxed()),
+                "patch",
+                "deployments",
+                "ns",
+                "web",
+            )
+        };
+        assert!(matches!(
+            refusal(409, "the object has been modified"),
+            DeployError::Conflict { .. }
+        ));
+        assert!(matches!(refusal(403, "forbidden"), DeployError::Forbidden { .. }));
+        // A message that mentions 409 is not a conflict.
+        assert!(matches!(
+            refusal(422, "port 409 is invalid"),
+            DeployError::Refused { .. }
+        ));
+    }
 
     const REPOSITORY: &str = "127.0.0.1:5000/sites/www";
     const IMAGE: &str = "127.0.0.1:5000/sites/www:abc123@sha256:1111";
