@@ -516,6 +516,37 @@ pub(crate) struct Synced {
     pub(crate) duration: Duration,
 }
 
+impl Synced {
+    /// The deployed commit, when `commit` is an ancestor of it (an out-of-order
+    /// CI job): `run` refuses it unless allowed, `plan` says so. None when
+    /// nothing is deployed, it is the same commit, or the deployed commit is
+    /// not in this repo (another branch or repo: no order to keep).
+    pub(crate) async fn older_than(&self, commit: &str, deployed: &deploy::Deployed) -> Option<String> {
+        let deployed_commit = deployed.commit.clone().filter(|c| c != commit)?;
+        let mirror = self.mirror.clone();
+        let (candidate, other) = (commit.to_string(), deployed_commit.clone());
+        let older = tokio::task::spawn_blocking(move || {
+            mirror
+                .lock()
+                .expect("not poisoned")
+                .is_ancestor(&candidate, &other)
+        })
+        .await;
+        match older {
+            Ok(Ok(true)) => Some(deployed_commit),
+            Ok(Ok(false)) => None,
+            Ok(Err(error)) => {
+                tracing::debug!("cannot compare {commit} with deployed {deployed_commit}: {error}");
+                None
+            }
+            Err(error) => {
+                tracing::warn!("comparing {commit} with deployed {deployed_commit} stopped: {error}");
+                None
+            }
+        }
+    }
+}
+
 /// Opens and fetches `repo`'s mirror (blocking), its warnings and progress on `printer`.
 fn sync_mirror(
     mirrors_dir: &Path,
@@ -1059,35 +1090,16 @@ impl RunContext<'_> {
         commit: &str,
         deployed: &deploy::Deployed,
     ) -> Result<(), StageFailure> {
-        let Some(deployed_commit) = deployed.commit.clone() else {
-            return Ok(());
-        };
-        if self.options.allow_older || deployed_commit == commit {
+        if self.options.allow_older {
             return Ok(());
         }
-        let mirror = synced.mirror.clone();
-        let candidate = commit.to_string();
-        let other = deployed_commit.clone();
-        let older = tokio::task::spawn_blocking(move || {
-            mirror
-                .lock()
-                .expect("not poisoned")
-                .is_ancestor(&candidate, &other)
-        })
-        .await
-        .map_err(|e| anyhow!(e))?;
-        match older {
-            Ok(true) => Err(DeployError::Older {
+        match synced.older_than(commit, deployed).await {
+            Some(deployed_commit) => Err(DeployError::Older {
                 commit: commit.to_string(),
                 deployed: deployed_commit,
             }
             .into()),
-            Ok(false) => Ok(()),
-            // The deployed commit is not in this repo (another branch or repo): no order to keep.
-            Err(error) => {
-                tracing::debug!("cannot compare {commit} with deployed {deployed_commit}: {error}");
-                Ok(())
-            }
+            None => Ok(()),
         }
     }
 

@@ -211,26 +211,8 @@ async fn plan_site(
     }
     entry.action = if deployed.runs_source(&config.image_repository(site), &digest) {
         PlanAction::Unchanged
-    } else if let Some(deployed_commit) = deployed.commit.as_deref().filter(|c| *c != commit) {
-        let mirror = synced.mirror.clone();
-        let (candidate, other) = (commit.clone(), deployed_commit.to_string());
-        let older = tokio::task::spawn_blocking(move || {
-            mirror
-                .lock()
-                .expect("not poisoned")
-                .is_ancestor(&candidate, &other)
-        })
-        .await?;
-        if older.unwrap_or(false) {
-            PlanAction::RefuseOlder
-        } else if serves_files(generator, site, synced, &deployed).await? {
-            entry.reason = Some(pipeline::same_files_reason(&deployed));
-            PlanAction::UpToDate
-        } else if entry.image_present == Some(true) {
-            PlanAction::Deploy
-        } else {
-            PlanAction::BuildAndDeploy
-        }
+    } else if synced.older_than(&commit, &deployed).await.is_some() {
+        PlanAction::RefuseOlder
     } else if serves_files(generator, site, synced, &deployed).await? {
         entry.reason = Some(pipeline::same_files_reason(&deployed));
         PlanAction::UpToDate

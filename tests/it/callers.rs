@@ -377,7 +377,7 @@ async fn sigint_mid_run_leaves_every_deployment_whole_and_no_lease_held() {
     // Interrupt once the first site starts deploying.
     let stderr = child.stderr.take().unwrap();
     let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         let mut collected = String::new();
         for line in BufReader::new(stderr).lines() {
             let line = line.unwrap();
@@ -398,11 +398,16 @@ async fn sigint_mid_run_leaves_every_deployment_whole_and_no_lease_held() {
         .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1), "interrupted runs exit 1");
+    let stderr = reader.join().expect("the stderr reader");
+    assert!(stderr.contains("interrupted: no new work starts"), "{stderr}");
+    let mut untouched = 0;
     for (index, (site, repo)) in SITES.iter().enumerate() {
         let deployment = world.deployment(site).await;
         let image = image_of(&deployment);
         let new = image.contains(&example.head(repo));
         assert!(image == before[index] || new, "{site} runs {image}");
+        // A site berth did not finish runs exactly what it ran before.
+        untouched += usize::from(!new);
         assert_eq!(
             berth::deploy::rollout::rollout_state(&deployment),
             berth::deploy::rollout::RolloutState::Complete,
@@ -410,6 +415,7 @@ async fn sigint_mid_run_leaves_every_deployment_whole_and_no_lease_held() {
         );
     }
     assert_eq!(leases_held(world).await, 0, "no lease held");
+    assert!(untouched > 0, "the interrupt stopped nothing: {stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

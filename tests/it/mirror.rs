@@ -512,6 +512,30 @@ async fn two_processes_on_one_mirror_take_turns() {
     let world = World::new("mirror-two").await;
     let url = world.copy_repo("landing");
     configure(&world, &url, "");
+    // While another process holds the mirror's lock, berth waits for it.
+    let mirrors = world.dir.path().join(".berth/mirrors");
+    std::fs::create_dir_all(&mirrors).unwrap();
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(mirrors.join("landing.lock"))
+        .unwrap();
+    held.lock().unwrap();
+    let mut waiting = world.spawn_berth(&["mirror"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "berth mirrored while another process held the lock"
+    );
+    assert!(
+        !mirror_path(&world).join("HEAD").exists(),
+        "nothing written meanwhile"
+    );
+    held.unlock().unwrap();
+    let output = waiting.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    // Four at once end with one whole mirror.
     let children: Vec<_> = (0..4).map(|_| world.spawn_berth(&["mirror"])).collect();
     for child in children {
         let output = child.wait_with_output().unwrap();
