@@ -724,12 +724,14 @@ async fn a_liveness_probe_on_a_port_the_image_does_not_serve_loses_requests_and_
 }
 
 /// Slow requests (a large file to a slow client) on a server that finishes
-/// its requests at SIGTERM, as nginx does at its graceful stop: 8 clients, each
-/// asking one that takes 6 s.
+/// its requests at SIGTERM, as nginx does at its graceful stop: 12 clients,
+/// each asking one that takes 6 s, started half a second apart so that at any
+/// moment some answers have just begun.
 fn slow_requests() -> LoadPlan {
     LoadPlan {
         path: "/cgi-bin/slow?6",
-        clients: 8,
+        clients: 12,
+        stagger: std::time::Duration::from_millis(500),
         interval: std::time::Duration::from_millis(100),
         timeout: std::time::Duration::from_secs(15),
         limit: std::time::Duration::from_secs(180),

@@ -661,6 +661,8 @@ pub async fn remove_container(docker: &bollard::Docker, name: &str) {
 pub struct LoadPlan {
     pub path: &'static str,
     pub clients: usize,
+    /// Client `i` sends its first request `i × stagger` after the start.
+    pub stagger: std::time::Duration,
     /// The pause of each client between two requests.
     pub interval: std::time::Duration,
     /// How long one request may take (to connect, and between reads).
@@ -675,6 +677,7 @@ impl LoadPlan {
         Self {
             path: "/",
             clients: 4,
+            stagger: std::time::Duration::ZERO,
             interval: std::time::Duration::from_millis(5),
             timeout: std::time::Duration::from_secs(2),
             limit: std::time::Duration::from_secs(120),
@@ -702,10 +705,11 @@ impl Load {
     pub fn start(address: std::net::SocketAddr, plan: &LoadPlan) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads = (0..plan.clients)
-            .map(|_| {
+            .map(|client| {
                 let (stop, plan) = (stop.clone(), plan.clone());
                 std::thread::spawn(move || {
                     let started = std::time::Instant::now();
+                    std::thread::sleep(plan.stagger * u32::try_from(client).unwrap_or(0));
                     let (mut requests, mut failures) = (0, Vec::new());
                     while !stop.load(Ordering::SeqCst) && started.elapsed() < plan.limit {
                         requests += 1;
