@@ -30,11 +30,14 @@ use clap::Parser;
 
 use crate::config::ConfigError;
 use crate::output::Printer;
-use crate::pipeline::{Revision, SetupError};
+use crate::pipeline::Revision;
 use crate::settings::{Action, Settings};
 
-/// Exit codes, documented in the README.
+/// Exit codes, documented in the README, and the one place that decides them.
 pub mod exit {
+    use crate::config::ConfigError;
+    use crate::pipeline::{FailureKind, RunReport, SetupError, SiteAction};
+
     /// Everything went well.
     pub const OK: u8 = 0;
     /// At least one site failed (rolled back or not).
@@ -43,6 +46,49 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Environment error: Docker Engine, registry or cluster unreachable.
     pub const ENVIRONMENT: u8 = 3;
+
+    /// A run's code: ENVIRONMENT when a site failed on an unreachable part,
+    /// else SITE_FAILED when a site failed or was interrupted, else OK.
+    pub fn of_run(report: &RunReport) -> u8 {
+        if report
+            .sites
+            .iter()
+            .any(|s| s.failure == Some(FailureKind::Environment))
+        {
+            ENVIRONMENT
+        } else if report
+            .sites
+            .iter()
+            .any(|s| matches!(s.action, SiteAction::Failed | SiteAction::Interrupted))
+        {
+            SITE_FAILED
+        } else {
+            OK
+        }
+    }
+
+    /// The code of a command that stopped with `error`, by its kind.
+    pub fn of_error(error: &anyhow::Error) -> u8 {
+        for cause in error.chain() {
+            if cause.downcast_ref::<ConfigError>().is_some() {
+                return USAGE;
+            }
+            if let Some(setup) = cause.downcast_ref::<SetupError>() {
+                return match setup {
+                    SetupError::UnknownSite { .. }
+                    | SetupError::UnknownRepo { .. }
+                    | SetupError::NotEmpty { .. } => USAGE,
+                    SetupError::Environment(_) => ENVIRONMENT,
+                };
+            }
+        }
+        SITE_FAILED
+    }
+
+    /// SITE_FAILED when any of `failed` is true, else OK (plan, mirror).
+    pub fn of_failures(mut failed: impl Iterator<Item = bool>) -> u8 {
+        if failed.any(|f| f) { SITE_FAILED } else { OK }
+    }
 }
 
 /// Parses the command line, runs the command, returns the exit code.
@@ -143,26 +189,9 @@ pub async fn run(settings: &Settings, printer: &Printer) -> u8 {
                 Some(invalid @ ConfigError::Invalid { .. }) => printer.diagnostics(&invalid.to_string()),
                 _ => printer.error(&error),
             }
-            exit_code_of(&error)
+            exit::of_error(&error)
         }
     }
-}
-
-fn exit_code_of(error: &anyhow::Error) -> u8 {
-    for cause in error.chain() {
-        if cause.downcast_ref::<ConfigError>().is_some() {
-            return exit::USAGE;
-        }
-        if let Some(setup) = cause.downcast_ref::<SetupError>() {
-            return match setup {
-                SetupError::UnknownSite { .. }
-                | SetupError::UnknownRepo { .. }
-                | SetupError::NotEmpty { .. } => exit::USAGE,
-                SetupError::Environment(_) => exit::ENVIRONMENT,
-            };
-        }
-    }
-    exit::SITE_FAILED
 }
 
 async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {
@@ -221,11 +250,9 @@ async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {
             } else {
                 printer.result(&views::plan_table(&entries));
             }
-            Ok(if entries.iter().any(|e| e.action == views::PlanAction::Error) {
-                exit::SITE_FAILED
-            } else {
-                exit::OK
-            })
+            Ok(exit::of_failures(
+                entries.iter().map(|e| e.action == views::PlanAction::Error),
+            ))
         }
         Action::Status { sites } => {
             let config = settings.load_config()?;
@@ -255,11 +282,7 @@ async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {
             if !report.rows.is_empty() {
                 printer.result(&output::table(&["REPO", "BRANCH", "HEAD"], &report.rows));
             }
-            Ok(if report.failed > 0 {
-                exit::SITE_FAILED
-            } else {
-                exit::OK
-            })
+            Ok(exit::of_failures(std::iter::once(report.failed > 0)))
         }
         Action::Export {
             site,
@@ -301,7 +324,7 @@ fn finish(
     report: &pipeline::RunReport,
     started: std::time::SystemTime,
 ) -> anyhow::Result<u8> {
-    let code = report.exit_code();
+    let code = exit::of_run(report);
     if settings.json {
         printer.result(&serde_json::to_string_pretty(
             &report.document(command, started, code),
@@ -327,7 +350,7 @@ async fn notify(
     printer: &Printer,
 ) {
     if let Some(settings) = &config.notify {
-        let document = report.document(command, started, report.exit_code());
+        let document = report.document(command, started, exit::of_run(report));
         notify::send(settings, command, report, document, printer).await;
     }
 }

@@ -127,23 +127,6 @@ impl RunReport {
         })
     }
 
-    /// 0 all good; 3 when a failure came from an unreachable part; 1 when a site failed.
-    pub fn exit_code(&self) -> u8 {
-        if self
-            .sites
-            .iter()
-            .any(|s| s.failure == Some(FailureKind::Environment))
-        {
-            3
-        } else {
-            u8::from(
-                self.sites
-                    .iter()
-                    .any(|s| matches!(s.action, SiteAction::Failed | SiteAction::Interrupted)),
-            )
-        }
-    }
-
     pub fn summary(&self) -> String {
         let rows: Vec<Vec<String>> = self
             .sites
