@@ -688,7 +688,7 @@ impl FileTimes {
 }
 
 /// The Git blob id of content of `length` bytes read from `content`.
-fn blob_id(length: u64, mut content: impl std::io::Read) -> std::io::Result<git2::Oid> {
+pub(crate) fn blob_id(length: u64, mut content: impl std::io::Read) -> std::io::Result<git2::Oid> {
     let mut hasher = sha1::Sha1::new();
     hasher.update(format!("blob {length}\0").as_bytes());
     std::io::copy(&mut content, &mut DigestWriter(&mut hasher))?;

@@ -718,8 +718,8 @@ impl RunContext<'_> {
             report.digest = deployed
                 .image
                 .as_deref()
-                .and_then(|i| i.split_once('@'))
-                .map(|(_, d)| d.to_string());
+                .and_then(deploy::verify::digest_of)
+                .map(String::from);
             report
                 .durations
                 .insert("check".into(), started.elapsed().as_secs_f64());
@@ -976,9 +976,9 @@ impl RunContext<'_> {
 
     /// A commit whose image would serve the files the Deployment already
     /// serves: under the lease, and deciding again there, berth records the
-    /// commit and source digest on the Deployment (so the next run calls the
-    /// site unchanged, and the out-of-order guard starts from this commit) and
-    /// touches neither the registry nor the pod template.
+    /// commit and source digest on the Deployment's lease (so the next run
+    /// calls the site unchanged, and the out-of-order guard starts from this
+    /// commit) and touches neither the registry nor the Deployment.
     async fn record_same_files(
         &self,
         site: &Site,
@@ -1022,8 +1022,8 @@ impl RunContext<'_> {
         report.digest = deployed
             .image
             .as_deref()
-            .and_then(|image| image.split_once('@'))
-            .map(|(_, digest)| digest.to_string());
+            .and_then(deploy::verify::digest_of)
+            .map(String::from);
         let reason = same_files_reason(&deployed);
         let target = format!("{}/{}", site.deployment.namespace, site.deployment.name);
         self.printer.stage(

@@ -248,16 +248,16 @@ fn layer_entries(layer: impl Read, web_root: &str) -> Result<Vec<LayerEntry>, St
         }
         let relative = relative.to_string();
         let time = entry.header().mtime().map_err(|e| e.to_string())?;
+        // The same ids as the build gives its files (`build::blob_id`).
         let blob = match entry.header().entry_type() {
             tar::EntryType::Regular => {
-                let mut content = Vec::new();
-                entry.read_to_end(&mut content).map_err(|e| e.to_string())?;
-                git2::Oid::hash_object(git2::ObjectType::Blob, &content).map_err(|e| e.to_string())?
+                let length = entry.size();
+                crate::build::blob_id(length, &mut entry).map_err(|e| e.to_string())?
             }
             tar::EntryType::Symlink => {
                 let target = entry.link_name().map_err(|e| e.to_string())?.unwrap_or_default();
-                git2::Oid::hash_object(git2::ObjectType::Blob, target.as_os_str().as_encoded_bytes())
-                    .map_err(|e| e.to_string())?
+                let bytes = target.as_os_str().as_encoded_bytes();
+                crate::build::blob_id(bytes.len() as u64, bytes).map_err(|e| e.to_string())?
             }
             _ => continue,
         };

@@ -234,8 +234,7 @@ impl Deployed {
     /// than the one that runs, as berth set it, is stale and changes nothing.
     #[must_use]
     pub fn with_record(mut self, record: &BTreeMap<String, String>) -> Self {
-        let about = record.get(IMAGE_ANNOTATION);
-        if about.is_some() && about == self.image.as_ref() && self.image == self.shipped_image {
+        if self.runs_what_berth_set() && record.get(IMAGE_ANNOTATION) == self.image.as_ref() {
             self.commit = record.get(COMMIT_ANNOTATION).cloned().or(self.commit);
             self.source_digest = record
                 .get(SOURCE_DIGEST_ANNOTATION)
@@ -249,9 +248,13 @@ impl Deployed {
     /// files of `content_digest`: a new commit with those files needs no image
     /// and no rollout.
     pub fn serves_files(&self, content_digest: &str) -> bool {
-        self.content_digest.as_deref() == Some(content_digest)
-            && self.shipped_image.is_some()
-            && self.image == self.shipped_image
+        self.content_digest.as_deref() == Some(content_digest) && self.runs_what_berth_set()
+    }
+
+    /// Whether the container runs the image berth recorded setting (nobody
+    /// set another since).
+    fn runs_what_berth_set(&self) -> bool {
+        self.shipped_image.is_some() && self.image == self.shipped_image
     }
 }
 

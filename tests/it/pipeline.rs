@@ -248,7 +248,7 @@ async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rol
     let english = world.deployment("www-en").await;
     let (image, generation) = (image_of(&english), english.metadata.generation.unwrap());
     let tags = example.registry_tags("www-en");
-    let home_modified = last_modified(&image, "/").await;
+    let [home_modified] = last_modified(&image, ["/"]).await;
 
     let post = "content/de/news/new-office.md";
     for (round, state) in [(1, None), (2, Some(world.dir.path().join("empty-state")))] {
@@ -329,7 +329,7 @@ async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rol
             "{report}"
         );
     }
-    assert_eq!(last_modified(&image, "/").await, home_modified);
+    assert_eq!(last_modified(&image, ["/"]).await, [home_modified]);
     // The out-of-order guard starts from the newest recorded commit: the
     // first commit, which the running image was built from, is older now.
     let first = image
@@ -346,22 +346,25 @@ async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rol
     assert!(all.contains("is older than the deployed"), "{all}");
 }
 
-/// The `Last-Modified` of `path` served by a container of `image`.
-async fn last_modified(image: &str, path: &str) -> String {
+/// The `Last-Modified` of each of `paths`, served by one container of `image`.
+async fn last_modified<const N: usize>(image: &str, paths: [&str; N]) -> [String; N] {
     let docker = crate::support::docker().await;
     let (container, port) = crate::support::serve(&docker, image).await;
-    let response = std::process::Command::new("curl")
-        .args(["-sI", &format!("http://127.0.0.1:{port}{path}")])
-        .output()
-        .unwrap();
+    let times = paths.map(|path| {
+        let response = std::process::Command::new("curl")
+            .args(["-sI", &format!("http://127.0.0.1:{port}{path}")])
+            .output()
+            .unwrap();
+        let headers = String::from_utf8_lossy(&response.stdout).to_string();
+        headers
+            .lines()
+            .find_map(|line| line.strip_prefix("Last-Modified: "))
+            .unwrap_or_else(|| panic!("no Last-Modified for {path} in {headers}"))
+            .trim()
+            .to_string()
+    });
     crate::support::remove_container(&docker, &container).await;
-    let headers = String::from_utf8_lossy(&response.stdout).to_string();
-    headers
-        .lines()
-        .find_map(|line| line.strip_prefix("Last-Modified: "))
-        .unwrap_or_else(|| panic!("no Last-Modified for {path} in {headers}"))
-        .trim()
-        .to_string()
+    times
 }
 
 /// A commit that changes one English page ships www-en again, and only that
@@ -375,11 +378,7 @@ async fn a_generated_page_that_did_not_change_keeps_its_last_modified() {
     let output = world.berth(&["run", "www-en"]);
     assert!(output.status.success(), "{}", text(&output));
     let first = image_of(&world.deployment("www-en").await);
-    let (home, news) = (
-        last_modified(&first, "/").await,
-        last_modified(&first, "/news/").await,
-    );
-    let mut about = last_modified(&first, "/about/").await;
+    let [home, news, mut about] = last_modified(&first, ["/", "/news/", "/about/"]).await;
     let mut previous = first.clone();
     let page = "content/en/about.md";
     for (round, state) in [(1, None), (2, Some(world.dir.path().join("empty-state")))] {
@@ -399,17 +398,9 @@ async fn a_generated_page_that_did_not_change_keeps_its_last_modified() {
         assert!(!all.contains("gets the commit's time"), "{all}");
         let image = image_of(&world.deployment("www-en").await);
         assert_ne!(image, first, "round {round}: www-en shipped");
-        assert_eq!(
-            last_modified(&image, "/").await,
-            home,
-            "round {round}: the home page kept its time"
-        );
-        assert_eq!(
-            last_modified(&image, "/news/").await,
-            news,
-            "round {round}: the news list kept its time"
-        );
-        let changed = last_modified(&image, "/about/").await;
+        let [new_home, new_news, changed] = last_modified(&image, ["/", "/news/", "/about/"]).await;
+        assert_eq!(new_home, home, "round {round}: the home page kept its time");
+        assert_eq!(new_news, news, "round {round}: the news list kept its time");
         assert_ne!(
             changed, about,
             "round {round}: the changed page got the commit's time"

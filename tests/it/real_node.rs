@@ -656,6 +656,33 @@ async fn ship_pages(
     ship_under_load(test, &base, change, &LoadPlan::pages(), after).await
 }
 
+/// A shape preflight flags: berth's output names every one of `findings`, and
+/// the load lost requests in that rollout (else the test shows nothing).
+fn assert_flagged_and_lost(all: &str, findings: &[&str], load: &LoadResult) {
+    for finding in findings {
+        assert!(all.contains(finding), "{finding:?} missing from:\n{all}");
+    }
+    assert!(
+        !load.failures.is_empty(),
+        "no request failed in {}: the test shows nothing",
+        load.requests
+    );
+}
+
+/// The fixed shape: berth shipped, preflight said nothing, and not one of at
+/// least `least` requests failed.
+fn assert_silent_and_lossless(status: std::process::ExitStatus, all: &str, load: &LoadResult, least: usize) {
+    assert!(status.success(), "{all}");
+    assert!(!all.contains("preflight"), "{all}");
+    assert!(load.requests > least, "{load:?}");
+    assert_eq!(
+        load.failures,
+        Vec::<String>::new(),
+        "of {} requests",
+        load.requests
+    );
+}
+
 /// The endpoints race on the real node: without a preStop delay, old pods exit
 /// at SIGTERM while kube-proxy still sends them connections, and preflight
 /// names the fix.
@@ -663,18 +690,14 @@ async fn ship_pages(
 async fn without_a_prestop_delay_a_rollout_loses_requests_and_preflight_says_so() {
     let (status, all, load) = ship_pages("real-nostop", stopping(None)).await;
     assert!(status.success(), "{all}");
-    assert!(
-        all.contains("preflight warn") && all.contains("has no preStop delay"),
-        "{all}"
-    );
-    assert!(
-        all.contains("lifecycle: {preStop: {sleep: {seconds: 5}}}"),
-        "{all}"
-    );
-    assert!(
-        !load.failures.is_empty(),
-        "no request failed in {} without a preStop delay: the test shows nothing",
-        load.requests
+    assert_flagged_and_lost(
+        &all,
+        &[
+            "preflight warn",
+            "has no preStop delay",
+            "lifecycle: {preStop: {sleep: {seconds: 5}}}",
+        ],
+        &load,
     );
 }
 
@@ -689,15 +712,7 @@ async fn with_the_recommended_prestop_delay_a_rollout_loses_no_request() {
             json!({"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1});
     })
     .await;
-    assert!(status.success(), "{all}");
-    assert!(!all.contains("preflight"), "{all}");
-    assert!(load.requests > 1000, "{load:?}");
-    assert_eq!(
-        load.failures,
-        Vec::<String>::new(),
-        "of {} requests",
-        load.requests
-    );
+    assert_silent_and_lossless(status, &all, &load, 1000);
 }
 
 /// A liveness probe on a port the image does not serve passes no check the
@@ -712,14 +727,10 @@ async fn a_liveness_probe_on_a_port_the_image_does_not_serve_loses_requests_and_
             json!({"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1});
     })
     .await;
-    assert!(
-        all.contains("the livenessProbe of container `web` asks port 80, but the image serves 8080"),
-        "{all}"
-    );
-    assert!(
-        !load.failures.is_empty(),
-        "no request failed in {} with a liveness probe that cannot pass: the test shows nothing",
-        load.requests
+    assert_flagged_and_lost(
+        &all,
+        &["the livenessProbe of container `web` asks port 80, but the image serves 8080"],
+        &load,
     );
 }
 
@@ -758,14 +769,10 @@ async fn ship_slow(test: &str, grace: i64) -> (std::process::ExitStatus, String,
 async fn a_grace_period_without_room_to_drain_cuts_requests_and_preflight_says_so() {
     let (status, all, load) = ship_slow("real-short-grace", 4).await;
     assert!(status.success(), "{all}");
-    assert!(
-        all.contains("terminationGracePeriodSeconds 4 is shorter than the preStop delay (2 s) plus 5 s"),
-        "{all}"
-    );
-    assert!(
-        !load.failures.is_empty(),
-        "no slow request was cut in {} with a short grace period: the test shows nothing",
-        load.requests
+    assert_flagged_and_lost(
+        &all,
+        &["terminationGracePeriodSeconds 4 is shorter than the preStop delay (2 s) plus 5 s"],
+        &load,
     );
     // Cut mid-answer: no status line at all, never an answer of the server's.
     assert!(
@@ -781,15 +788,7 @@ async fn a_grace_period_without_room_to_drain_cuts_requests_and_preflight_says_s
 #[tokio::test(flavor = "multi_thread")]
 async fn a_grace_period_with_room_to_drain_cuts_no_request() {
     let (status, all, load) = ship_slow("real-long-grace", 10).await;
-    assert!(status.success(), "{all}");
-    assert!(!all.contains("preflight"), "{all}");
-    assert!(load.requests > 20, "{load:?}");
-    assert_eq!(
-        load.failures,
-        Vec::<String>::new(),
-        "of {} requests",
-        load.requests
-    );
+    assert_silent_and_lossless(status, &all, &load, 20);
 }
 
 /// A probe on a port the image does not serve is known once the image is
