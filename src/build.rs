@@ -726,14 +726,13 @@ pub fn content_digest(site: &Site, templates_dir: &Path, root: SiteFiles) -> Res
         ContextLayout::Folder { root, dockerfile } => {
             field(b"folder");
             field(dockerfile.as_bytes());
-            (root, vec![dockerfile.to_string(), ".dockerignore".to_string()])
+            (root, vec![dockerfile, ".dockerignore"])
         }
     };
     for (key, value) in &site.build_args {
         field(key.as_bytes());
         field(value.as_bytes());
     }
-    let always: Vec<&str> = always.iter().map(String::as_str).collect();
     let mut items = collect(content, &always, &FileTimes::uniform(0))?;
     items.sort_by(|a, b| a.relative.cmp(&b.relative));
     let mut blobs = HashMap::new();
