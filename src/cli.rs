@@ -72,7 +72,7 @@ pub struct PlanArgs {
     pub sites: Vec<String>,
     /// Only this shard of the sites, `I/N` (1-based).
     #[arg(long)]
-    pub shard: Option<crate::views::Shard>,
+    pub shard: Option<crate::pipeline::Shard>,
 }
 
 #[derive(Debug, Args)]
@@ -166,7 +166,7 @@ pub struct RunArgs {
     pub jobs: usize,
     /// Only this shard of the sites, `I/N` (1-based); shards split sites deterministically.
     #[arg(long)]
-    pub shard: Option<crate::views::Shard>,
+    pub shard: Option<crate::pipeline::Shard>,
     #[command(flatten)]
     pub deploy: DeployArgs,
 }

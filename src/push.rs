@@ -43,6 +43,14 @@ pub enum PushError {
         attempts: u32,
         message: String,
     },
+    /// The Engine could not reach the registry (down, wrong address), after
+    /// retries: an environment error, like an unreachable Engine or cluster.
+    #[error("cannot reach the registry of {image}: failed after {attempts} attempts: {message}")]
+    RegistryUnreachable {
+        image: String,
+        attempts: u32,
+        message: String,
+    },
     /// The registry holds no digest for what we pushed.
     #[error("the registry reported no digest for {0}")]
     NoDigest(String),
@@ -260,7 +268,7 @@ pub async fn registry_digest(
     {
         Ok(inspect) => Ok(inspect.descriptor.digest),
         Err(bollard::errors::Error::DockerResponseServerError { status_code, message }) => {
-            if is_auth_message(&message) || status_code == 401 {
+            if status_code == 401 || EngineWords::of(&message) == EngineWords::Refused {
                 Err(auth.refused(message))
             } else {
                 // 404 and "manifest unknown": the tag does not exist yet.
@@ -269,6 +277,45 @@ pub async fn registry_digest(
         }
         Err(error) => Err(PushError::Unreachable(error.to_string())),
     }
+}
+
+/// What the Engine's words about a registry failure mean. The Engine hands
+/// registry errors to its client as text only (a progress stream's
+/// `errorDetail.message`), so this is the one place berth reads an error's
+/// words; its own errors are typed and never read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EngineWords {
+    /// The registry refused the credentials (or their absence).
+    Refused,
+    /// The Engine could not connect to the registry.
+    Unreachable,
+    /// Anything else: may pass on a retry.
+    Other,
+}
+
+impl EngineWords {
+    fn of(message: &str) -> Self {
+        if is_auth_message(message) {
+            Self::Refused
+        } else if is_network_message(message) {
+            Self::Unreachable
+        } else {
+            Self::Other
+        }
+    }
+}
+
+fn is_network_message(message: &str) -> bool {
+    [
+        "connection refused",
+        "no such host",
+        "i/o timeout",
+        "connection reset",
+        "dial tcp",
+        "EOF",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
 }
 
 fn is_auth_message(message: &str) -> bool {
@@ -321,10 +368,18 @@ pub async fn push(
             }
         }
     }
-    Err(PushError::Failed {
-        image: reference,
-        attempts: PUSH_ATTEMPTS,
-        message: last,
+    Err(if EngineWords::of(&last) == EngineWords::Unreachable {
+        PushError::RegistryUnreachable {
+            image: reference,
+            attempts: PUSH_ATTEMPTS,
+            message: last,
+        }
+    } else {
+        PushError::Failed {
+            image: reference,
+            attempts: PUSH_ATTEMPTS,
+            message: last,
+        }
     })
 }
 
@@ -349,10 +404,9 @@ async fn push_once(
         None => return Ok(()),
         Some(EngineError::Said(message) | EngineError::Transport(message)) => message,
     };
-    Err(if is_auth_message(&message) {
-        PushAttempt::Auth(message)
-    } else {
-        PushAttempt::Transient(message)
+    Err(match EngineWords::of(&message) {
+        EngineWords::Refused => PushAttempt::Auth(message),
+        EngineWords::Unreachable | EngineWords::Other => PushAttempt::Transient(message),
     })
 }
 
@@ -399,14 +453,19 @@ pub async fn pull(docker: &Docker, reference: &str, auth: &RegistryAuth) -> Resu
         Some(EngineError::Transport(message)) => return Err(PushError::Unreachable(message)),
         Some(EngineError::Said(message)) => message,
     };
-    Err(if is_auth_message(&message) {
-        auth.refused(message)
-    } else {
-        PushError::Failed {
-            image: reference.to_string(),
+    let image = reference.to_string();
+    Err(match EngineWords::of(&message) {
+        EngineWords::Refused => auth.refused(message),
+        EngineWords::Unreachable => PushError::RegistryUnreachable {
+            image,
             attempts: 1,
             message,
-        }
+        },
+        EngineWords::Other => PushError::Failed {
+            image,
+            attempts: 1,
+            message,
+        },
     })
 }
 

@@ -2,12 +2,11 @@
 //! stages need. Nothing below this module sees clap types.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use crate::cli::{Cli, Command, DeployArgs};
 use crate::config::{Config, ConfigError};
 use crate::output::Verbosity;
-use crate::views::Shard;
+use crate::pipeline::{DeployOptions, Shard};
 
 /// What to do.
 #[derive(Debug, Clone)]
@@ -59,27 +58,6 @@ pub enum Action {
         source: PathBuf,
         port: u16,
     },
-}
-
-/// How careful the deploy stage is.
-#[derive(Debug, Clone)]
-pub struct DeployOptions {
-    /// Preflight warnings are errors.
-    pub strict: bool,
-    /// A commit older than the deployed one may be deployed.
-    pub allow_older: bool,
-    /// How long to wait for another caller's lease.
-    pub lock_wait: Duration,
-}
-
-impl Default for DeployOptions {
-    fn default() -> Self {
-        Self {
-            strict: false,
-            allow_older: false,
-            lock_wait: Duration::from_secs(120),
-        }
-    }
 }
 
 fn deploy_options(args: &DeployArgs) -> DeployOptions {

@@ -538,7 +538,7 @@ pub async fn serve(docker: &bollard::Docker, image: &str) -> (String, u16) {
     use bollard::query_parameters::StartContainerOptions;
     let port = free_port();
     let name = unique("berth-serve");
-    berth::local::create_published(docker, image, &name, "8080/tcp", port, &[])
+    berth::commands::preview::create_published(docker, image, &name, "8080/tcp", port, &[])
         .await
         .unwrap();
     docker

@@ -1,4 +1,4 @@
-//! A developer's local build and preview, from a working tree.
+//! `berth build`: a developer's local build, from a working tree.
 //!
 //! 1. Find the Git repo around `--source`, its HEAD commit, and copy the site's
 //!    folder as it is on disk (uncommitted and untracked files included, files
@@ -6,21 +6,26 @@
 //! 2. Run the site's generator there and build the image through the Engine as
 //!    the pipeline does, tagged `<commit>-dirty-<context digest>` so it can never
 //!    be mistaken for a commit image; it stays in the local Engine, never pushed.
-//! 3. `preview` runs that image on a loopback port, prints the URL, and removes
-//!    the container on Ctrl-C.
+//!
+//! `preview` ([`super::preview`]) then runs that image.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions, StartContainerOptions};
 
 use crate::build::{self, ImageBuild};
 use crate::config::{Config, Site};
 use crate::output::{Printer, Status};
 use crate::pipeline;
 use crate::reference;
+
+/// `berth build` (and the first half of `preview`): the named site built
+/// from the working tree around `source`.
+pub async fn command(config: &Config, site: &str, source: &Path, printer: &Printer) -> anyhow::Result<Built> {
+    let selected = pipeline::select(config, &[site.to_string()], None)?;
+    build(config, selected[0], source, printer).await
+}
 
 /// A local build.
 #[derive(Debug, Clone)]
@@ -152,7 +157,7 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
         tag: &tag,
         build_args: &site.build_args,
         labels: &labels,
-        credentials: HashMap::new(),
+        credentials: std::collections::HashMap::new(),
     };
     let image_id = build::build_image(&docker, request, printer).await?;
     printer.stage(
@@ -162,96 +167,4 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
         &format!("{tag} (local only, not pushed)"),
     );
     Ok(Built { tag, image_id })
-}
-
-/// Runs `built` on a loopback port, prints the URL, waits for Ctrl-C, removes the container.
-pub async fn preview(built: &Built, port: u16, printer: &Printer) -> anyhow::Result<()> {
-    let docker = pipeline::connect_docker().await?;
-    let inspect = docker.inspect_image(&built.tag).await?;
-    let container_port = inspect
-        .config
-        .and_then(|c| c.exposed_ports)
-        .and_then(|ports| ports.into_iter().next())
-        .map_or_else(|| "8080/tcp".to_string(), |port| port.clone());
-    let port = if port == 0 {
-        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
-    } else {
-        port
-    };
-    let name = format!("berth-preview-{}-{port}", std::process::id());
-    let labels = [("dev.berth.preview", built.tag.as_str())];
-    create_published(&docker, &built.image_id, &name, &container_port, port, &labels).await?;
-    let result = async {
-        docker
-            .start_container(&name, None::<StartContainerOptions>)
-            .await?;
-        printer.result(&format!("http://127.0.0.1:{port}/"));
-        printer.note(&format!(
-            "serving {} (container port {container_port}); Ctrl-C stops it",
-            built.tag
-        ));
-        wait_for_stop().await;
-        anyhow::Ok(())
-    }
-    .await;
-    docker
-        .remove_container(
-            &name,
-            Some(RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            }),
-        )
-        .await?;
-    printer.note("preview stopped; container removed");
-    result
-}
-
-/// Creates (does not start) a container of `image` named `name`, its
-/// `container_port` (say `8080/tcp`) published on 127.0.0.1:`host_port` only.
-pub async fn create_published(
-    docker: &bollard::Docker,
-    image: &str,
-    name: &str,
-    container_port: &str,
-    host_port: u16,
-    labels: &[(&str, &str)],
-) -> Result<(), bollard::errors::Error> {
-    let binding = PortBinding {
-        host_ip: Some("127.0.0.1".into()),
-        host_port: Some(host_port.to_string()),
-    };
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(container_port.to_string(), Some(vec![binding]))])),
-            auto_remove: Some(false),
-            ..Default::default()
-        }),
-        labels: Some(
-            labels
-                .iter()
-                .map(|(key, value)| ((*key).to_string(), (*value).to_string()))
-                .collect(),
-        ),
-        ..Default::default()
-    };
-    docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.to_string()),
-                ..Default::default()
-            }),
-            body,
-        )
-        .await?;
-    Ok(())
-}
-
-async fn wait_for_stop() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = async { match terminate.as_mut() { Some(signal) => { signal.recv().await; } None => std::future::pending().await } } => {}
-    }
 }

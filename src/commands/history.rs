@@ -1,0 +1,136 @@
+//! `berth history`: a site's past deployments, from its Deployment's
+//! ReplicaSet revisions and from berth's own run log
+//! (`<state_dir>/runs.jsonl`), which every run, ship and rollback appends to.
+
+use std::io::Write as _;
+
+use crate::config::{Config, Site};
+use crate::deploy;
+use crate::exit;
+use crate::output::{Printer, table};
+use crate::pipeline::{self, RunReport};
+use crate::reference;
+use crate::settings::Settings;
+
+/// `berth history`: one site's history, as tables or `--json`.
+pub async fn command(
+    settings: &Settings,
+    config: &Config,
+    site: &str,
+    printer: &Printer,
+) -> anyhow::Result<u8> {
+    let selected = pipeline::select(config, &[site.to_string()], None)?;
+    let history = history(config, selected[0]).await?;
+    if settings.json {
+        printer.result(&serde_json::to_string_pretty(&history)?);
+    } else {
+        printer.result(&history_text(&history));
+    }
+    Ok(exit::OK)
+}
+
+/// A line of berth's run log.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LogEntry {
+    pub time: String,
+    pub command: String,
+    pub site: String,
+    pub commit: Option<String>,
+    pub image: Option<String>,
+    pub action: String,
+    pub error: Option<String>,
+}
+
+/// Appends one line per site of `report` to `<state_dir>/runs.jsonl`.
+pub fn append_log(config: &Config, command: &str, report: &RunReport) -> std::io::Result<()> {
+    std::fs::create_dir_all(&config.state_dir)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.state_dir.join("runs.jsonl"))?;
+    let time = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let mut text = String::new();
+    for site in &report.sites {
+        let entry = LogEntry {
+            time: time.clone(),
+            command: command.to_string(),
+            site: site.site.clone(),
+            commit: site.commit.clone(),
+            image: site.image.clone(),
+            action: serde_json::to_value(site.action)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            error: site
+                .error
+                .as_ref()
+                .map(|e| e.lines().next().unwrap_or_default().to_string()),
+        };
+        text.push_str(&serde_json::to_string(&entry).map_err(std::io::Error::other)?);
+        text.push('\n');
+    }
+    file.write_all(text.as_bytes())
+}
+
+fn read_log(config: &Config, site: &str) -> Vec<LogEntry> {
+    let Ok(text) = std::fs::read_to_string(config.state_dir.join("runs.jsonl")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<LogEntry>(line).ok())
+        .filter(|entry| entry.site == site)
+        .collect()
+}
+
+/// A site's history: the Deployment's revisions and berth's run log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct History {
+    pub site: String,
+    pub revisions: Vec<deploy::Revision>,
+    pub runs: Vec<LogEntry>,
+}
+
+pub async fn history(config: &Config, site: &Site) -> anyhow::Result<History> {
+    let deployer = pipeline::connect_cluster(config).await?;
+    let revisions = deployer.history(&site.deployment).await?;
+    Ok(History {
+        site: site.name.clone(),
+        revisions,
+        runs: read_log(config, &site.name),
+    })
+}
+
+pub fn history_text(history: &History) -> String {
+    let rows: Vec<Vec<String>> = history
+        .revisions
+        .iter()
+        .map(|r| {
+            vec![
+                format!("{}{}", r.revision, if r.current { " *" } else { "" }),
+                r.commit.as_deref().map_or("-", reference::short).to_string(),
+                r.created.clone().unwrap_or_else(|| "-".into()),
+                r.change_cause.clone().unwrap_or_else(|| "-".into()),
+                r.image.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut text = table(&["REVISION", "COMMIT", "CREATED", "CAUSE", "IMAGE"], &rows);
+    if !history.runs.is_empty() {
+        text.push('\n');
+        let rows: Vec<Vec<String>> = history
+            .runs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.time.clone(),
+                    r.command.clone(),
+                    r.commit.as_deref().map_or("-", reference::short).to_string(),
+                    r.action.clone(),
+                    r.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        text.push_str(&table(&["RUN", "COMMAND", "COMMIT", "RESULT", "ERROR"], &rows));
+    }
+    text
+}

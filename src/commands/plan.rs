@@ -1,0 +1,248 @@
+//! `berth plan`: what `run` would do per site (head commit, image present or
+//! not, deployed commit, action), changing nothing in the cluster or the
+//! registry. It decides through [`crate::pipeline::decide`], as `run` does;
+//! a site's generator runs only when its Deployment records what it serves.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::commands::json_document;
+use crate::config::{Config, Site};
+use crate::deploy::{Deployed, Deployer};
+use crate::exit;
+use crate::output::{Printer, table};
+use crate::pipeline::decide::{self, Check};
+use crate::pipeline::sync::SyncError;
+use crate::pipeline::{self, CommitChoice, Generator, Shard, Synced};
+use crate::push;
+use crate::reference;
+use crate::settings::Settings;
+
+/// `berth plan`: the plan of the named sites, as a table or `--json`; exit 1
+/// when a site's state could not be read.
+pub async fn command(
+    settings: &Settings,
+    config: &Config,
+    sites: &[String],
+    shard: Option<Shard>,
+    printer: &Printer,
+    started: SystemTime,
+) -> anyhow::Result<u8> {
+    let selected = pipeline::select(config, sites, shard)?;
+    let entries = plan(config, &selected, printer).await?;
+    if settings.json {
+        printer.result(&json_document("berth.plan/v1", "plan", started, &entries)?);
+    } else {
+        printer.result(&plan_table(&entries));
+    }
+    Ok(exit::of_failures(
+        entries.iter().map(|e| e.action == PlanAction::Error),
+    ))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlanAction {
+    /// The Deployment runs this source: nothing to do.
+    Unchanged,
+    /// The Deployment's image serves this commit's files: `run` records the
+    /// commit, without a build or a rollout; `reason` says which image.
+    UpToDate,
+    /// The image exists in the registry: deploy it without building.
+    Deploy,
+    /// Build, push and deploy.
+    BuildAndDeploy,
+    /// The head is older than the deployed commit; `run` would refuse.
+    RefuseOlder,
+    /// Something could not be read; `error` says what.
+    Error,
+}
+
+/// One site of a plan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlanEntry {
+    pub site: String,
+    pub repo: String,
+    pub branch: String,
+    pub head_commit: Option<String>,
+    pub source_digest: Option<String>,
+    /// `<registry>/<image>:<commit>`.
+    pub image: Option<String>,
+    /// Whether the registry holds that tag; `null` when it could not be asked.
+    pub image_present: Option<bool>,
+    pub deployed_commit: Option<String>,
+    pub deployed_image: Option<String>,
+    pub action: PlanAction,
+    /// Why the site is up to date, as `run` would say it.
+    pub reason: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What `run` would do for `sites`, without changing anything.
+pub async fn plan(config: &Config, sites: &[&Site], printer: &Printer) -> anyhow::Result<Vec<PlanEntry>> {
+    let deployer = pipeline::connect_cluster(config).await?;
+    let docker = match pipeline::connect_docker().await {
+        Ok(docker) => Some(docker),
+        Err(error) => {
+            printer.warning(&format!("{error}; registry presence is unknown"));
+            None
+        }
+    };
+    let auth = match pipeline::registry_auth(config).await {
+        Ok(auth) => Some(auth),
+        Err(error) => {
+            printer.warning(&format!("{error:#}; registry presence is unknown"));
+            None
+        }
+    };
+    let mirrored = pipeline::mirror_all(config, sites, &CommitChoice::BranchHead, 2, printer).await;
+    // Whether a site's files changed is known only from them: generators run.
+    let generator = Generator::new(config, printer)?;
+    let mut entries = Vec::new();
+    for site in sites {
+        let repo = config.repo(&site.repo).expect("validated");
+        let mut entry = PlanEntry {
+            site: site.name.clone(),
+            repo: repo.name.clone(),
+            branch: repo.branch.clone(),
+            head_commit: None,
+            source_digest: None,
+            image: None,
+            image_present: None,
+            deployed_commit: None,
+            deployed_image: None,
+            action: PlanAction::Error,
+            reason: None,
+            error: None,
+        };
+        let sources = Sources {
+            deployer: &deployer,
+            generator: &generator,
+            docker: docker.as_ref(),
+            auth: auth.as_ref(),
+        };
+        if let Err(error) = plan_site(config, site, &mirrored[&site.repo], &sources, &mut entry).await {
+            entry.error = Some(format!("{error:#}"));
+            entry.action = PlanAction::Error;
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// What `plan` reads a site's state from: the cluster, the site's files (its
+/// generator run), and the registry when the Engine and credentials are there.
+struct Sources<'a> {
+    deployer: &'a Deployer,
+    generator: &'a Generator<'a>,
+    docker: Option<&'a bollard::Docker>,
+    auth: Option<&'a push::RegistryAuth>,
+}
+
+async fn plan_site(
+    config: &Config,
+    site: &Site,
+    synced: &Result<Synced, Arc<SyncError>>,
+    sources: &Sources<'_>,
+    entry: &mut PlanEntry,
+) -> anyhow::Result<()> {
+    let Sources {
+        deployer,
+        generator,
+        docker,
+        auth,
+    } = *sources;
+    let synced = synced
+        .as_ref()
+        .map_err(|error| anyhow::Error::new(error.clone()))?;
+    let commit = synced.commit.id.clone();
+    let tree = synced.tree(&site.path)?;
+    let digest = pipeline::site::source_digest(config, site, &tree)?;
+    let repository = config.image_repository(site);
+    let image = format!("{repository}:{}", reference::commit_tag(&commit));
+    entry.head_commit = Some(commit.clone());
+    entry.source_digest = Some(digest.clone());
+    entry.image = Some(image.clone());
+    let deployed = deployer.deployed(&site.deployment).await?;
+    entry.deployed_commit.clone_from(&deployed.commit);
+    entry.deployed_image.clone_from(&deployed.image);
+    if let (Some(docker), Some(auth)) = (docker, auth) {
+        entry.image_present = push::registry_digest(docker, &image, auth)
+            .await
+            .ok()
+            .map(|d| d.is_some());
+    }
+    let older = synced.older_than(&commit, &deployed).await;
+    entry.action = match decide::check(&deployed, &repository, &digest, older, false) {
+        Check::Unchanged => PlanAction::Unchanged,
+        Check::Older { .. } => PlanAction::RefuseOlder,
+        Check::Proceed => match same_files(generator, site, synced, &deployed).await? {
+            Some(reason) => {
+                entry.reason = Some(reason);
+                PlanAction::UpToDate
+            }
+            None if entry.image_present == Some(true) => PlanAction::Deploy,
+            None => PlanAction::BuildAndDeploy,
+        },
+    };
+    Ok(())
+}
+
+/// Why the Deployment's image serves the files `site` has at `synced`, as
+/// `run` decides it ([`decide::same_files`]); the generator runs only when
+/// the Deployment records what its image serves.
+async fn same_files(
+    generator: &Generator<'_>,
+    site: &Site,
+    synced: &Synced,
+    deployed: &Deployed,
+) -> anyhow::Result<Option<String>> {
+    match deployed.content_digest.as_deref() {
+        Some(recorded) if deployed.serves_files(recorded) => Ok(decide::same_files(
+            deployed,
+            &generator.content(site, synced).await?.digest,
+        )),
+        _ => Ok(None),
+    }
+}
+
+pub fn plan_table(entries: &[PlanEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.site.clone(),
+                e.head_commit.as_deref().map_or("-", reference::short).to_string(),
+                match e.image_present {
+                    Some(true) => "yes".into(),
+                    Some(false) => "no".into(),
+                    None => "?".into(),
+                },
+                e.deployed_commit
+                    .as_deref()
+                    .map_or("-", reference::short)
+                    .to_string(),
+                action_word(e.action).to_string(),
+                e.error
+                    .clone()
+                    .unwrap_or_default()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            ]
+        })
+        .collect();
+    table(&["SITE", "HEAD", "IMAGE", "DEPLOYED", "ACTION", "ERROR"], &rows)
+}
+
+fn action_word(action: PlanAction) -> &'static str {
+    match action {
+        PlanAction::Unchanged => "unchanged",
+        PlanAction::UpToDate => "up to date",
+        PlanAction::Deploy => "deploy",
+        PlanAction::BuildAndDeploy => "build+deploy",
+        PlanAction::RefuseOlder => "refuse (older)",
+        PlanAction::Error => "error",
+    }
+}

@@ -1,0 +1,97 @@
+//! `berth rollback`: the site's Deployment back to its previous revision, or
+//! to the newest earlier one that ran a given commit, under its lease, waited
+//! for and verified like a rollout.
+
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::deploy::{Change, Outcome};
+use crate::output::{Printer, Status};
+use crate::pipeline::site::{failure_kind, lock_site, verification_of};
+use crate::pipeline::{self, DeployOptions, RunReport, SiteAction, SiteReport, connect_cluster};
+use crate::reference;
+
+/// Rolls `site`'s Deployment back to its previous revision, or to the newest
+/// earlier revision that ran `to` (a commit or its prefix), and waits for it.
+pub async fn rollback(
+    config: &Config,
+    name: &str,
+    to: Option<&str>,
+    options: &DeployOptions,
+    printer: &Printer,
+) -> anyhow::Result<RunReport> {
+    let site = pipeline::select(config, &[name.to_string()], None)?.remove(0);
+    let deployer = connect_cluster(config).await?;
+    let started = Instant::now();
+    let mut report = SiteReport::new(&site.name);
+    let result = async {
+        let lock = lock_site(&deployer, site, "rolling back", options.lock_wait, printer).await?;
+        let outcome = async {
+            let revision = deployer.revision(&site.deployment, to).await?;
+            let image = revision.image.clone().unwrap_or_default();
+            let commit = revision.commit.clone().unwrap_or_default();
+            printer.stage(
+                &site.name,
+                "rollback",
+                Status::Done,
+                &format!("to revision {} ({image})", revision.revision),
+            );
+            let change = Change {
+                image: image.clone(),
+                commit: commit.clone(),
+                source_digest: revision.source_digest.clone().unwrap_or_default(),
+                content_digest: revision.content_digest.clone(),
+                change_cause: format!(
+                    "berth rollback: {} to {}",
+                    site.name,
+                    if commit.is_empty() {
+                        image.clone()
+                    } else {
+                        reference::short(&commit).to_string()
+                    }
+                ),
+            };
+            deployer
+                .apply(&site.name, &site.deployment, &change, None, printer)
+                .await
+                .map(|outcome| (outcome, change))
+                .inspect_err(|error| report.verification = verification_of(error))
+        }
+        .await;
+        lock.release().await;
+        outcome
+    }
+    .await;
+    report
+        .durations
+        .insert("deploy".into(), started.elapsed().as_secs_f64());
+    match result {
+        Ok((outcome, change)) => {
+            report.commit = Some(change.commit).filter(|c| !c.is_empty());
+            report.source_digest = Some(change.source_digest).filter(|d| !d.is_empty());
+            report.digest = change.image.split_once('@').map(|(_, d)| d.to_string());
+            report.image = Some(change.image);
+            report.action = match outcome {
+                Outcome::UpToDate => SiteAction::UpToDate,
+                Outcome::RolledOut(verification) => {
+                    report.verification = Some(verification);
+                    SiteAction::Deployed
+                }
+            };
+            let target = format!("{}/{}", site.deployment.namespace, site.deployment.name);
+            printer.stage(
+                &site.name,
+                "deploy",
+                Status::Done,
+                &format!("{target} rolled back ({:.1}s)", started.elapsed().as_secs_f64()),
+            );
+        }
+        Err(error) => {
+            report.failure = Some(failure_kind(&error));
+            let message = format!("{:#}", anyhow::Error::new(error));
+            printer.stage(&site.name, "result", Status::Failed, &message);
+            report.error = Some(message);
+        }
+    }
+    Ok(RunReport { sites: vec![report] })
+}

@@ -1,0 +1,85 @@
+//! `berth run` (the nightly job: every site at its branch head) and `berth
+//! ship` (one site at one commit, from CI): the pipeline, then its result
+//! printed, logged and sent to the `[notify]` webhook. `rollback` ends the
+//! same way ([`finish`]).
+
+use std::time::SystemTime;
+
+use crate::commands::{history, notify};
+use crate::config::Config;
+use crate::exit;
+use crate::output::Printer;
+use crate::pipeline::{self, CommitChoice, DeployOptions, RunReport, Shard};
+use crate::settings::Settings;
+
+/// `berth run`: the named sites (all when none), narrowed to `shard`, at their branch heads.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one per flag of `berth run`, and the printer and start"
+)]
+pub async fn run(
+    settings: &Settings,
+    config: &Config,
+    sites: &[String],
+    jobs: usize,
+    shard: Option<Shard>,
+    options: &DeployOptions,
+    printer: &Printer,
+    started: SystemTime,
+) -> anyhow::Result<u8> {
+    let selected = pipeline::select(config, sites, shard)?;
+    let report = pipeline::run(
+        config,
+        &selected,
+        CommitChoice::BranchHead,
+        jobs,
+        options,
+        printer,
+    )
+    .await?;
+    finish(settings, config, "run", &report, printer, started).await
+}
+
+/// `berth ship`: one site at exactly `commit`.
+pub async fn ship(
+    settings: &Settings,
+    config: &Config,
+    site: &str,
+    commit: &str,
+    options: &DeployOptions,
+    printer: &Printer,
+    started: SystemTime,
+) -> anyhow::Result<u8> {
+    let selected = pipeline::select(config, &[site.to_string()], None)?;
+    let choice = CommitChoice::Exact(commit.to_string());
+    let report = pipeline::run(config, &selected, choice, 1, options, printer).await?;
+    finish(settings, config, "ship", &report, printer, started).await
+}
+
+/// Prints a run's result (table or JSON), logs it, notifies, and gives the exit code.
+pub async fn finish(
+    settings: &Settings,
+    config: &Config,
+    command: &str,
+    report: &RunReport,
+    printer: &Printer,
+    started: SystemTime,
+) -> anyhow::Result<u8> {
+    let code = exit::of_run(report);
+    let document = report.document(command, started, code);
+    if let Some(webhook) = &config.notify {
+        notify::send(webhook, command, report, document.clone(), printer).await;
+    }
+    if settings.json {
+        printer.result(&serde_json::to_string_pretty(&document)?);
+    } else {
+        printer.result(&report.summary());
+    }
+    if let Err(error) = history::append_log(config, command, report) {
+        printer.warning(&format!(
+            "cannot write the run log in {}: {error}",
+            config.state_dir.display()
+        ));
+    }
+    Ok(code)
+}

@@ -1,0 +1,118 @@
+//! `berth status`: per site, the branch head, what the Deployment runs (as
+//! berth sees it, its lease's record applied), its rollout state, and since
+//! when.
+
+use std::time::SystemTime;
+
+use crate::commands::json_document;
+use crate::config::{Config, Site};
+use crate::deploy::rollout::{RolloutState, rollout_state};
+use crate::exit;
+use crate::output::{Printer, table};
+use crate::pipeline::{self, CommitChoice};
+use crate::reference;
+use crate::settings::Settings;
+
+/// `berth status`: the named sites' state, as a table or `--json`.
+pub async fn command(
+    settings: &Settings,
+    config: &Config,
+    sites: &[String],
+    printer: &Printer,
+    started: SystemTime,
+) -> anyhow::Result<u8> {
+    let selected = pipeline::select(config, sites, None)?;
+    let entries = status(config, &selected, printer).await?;
+    if settings.json {
+        printer.result(&json_document("berth.status/v1", "status", started, &entries)?);
+    } else {
+        printer.result(&status_table(&entries));
+    }
+    Ok(exit::OK)
+}
+
+/// One site's state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusEntry {
+    pub site: String,
+    pub branch: String,
+    pub branch_head: Option<String>,
+    pub deployed_commit: Option<String>,
+    pub deployed_image: Option<String>,
+    /// `complete`, `progressing` or `failed`.
+    pub rollout: Option<String>,
+    pub rollout_message: Option<String>,
+    /// When the running revision was created (RFC 3339).
+    pub deployed_at: Option<String>,
+    /// The deployed commit is the branch head.
+    pub up_to_date: Option<bool>,
+    pub error: Option<String>,
+}
+
+/// Per site: branch head, what the Deployment runs, its rollout state.
+pub async fn status(config: &Config, sites: &[&Site], printer: &Printer) -> anyhow::Result<Vec<StatusEntry>> {
+    let deployer = pipeline::connect_cluster(config).await?;
+    let mirrored = pipeline::mirror_all(config, sites, &CommitChoice::BranchHead, 2, printer).await;
+    let mut entries = Vec::new();
+    for site in sites {
+        let repo = config.repo(&site.repo).expect("validated");
+        let mut entry = StatusEntry {
+            site: site.name.clone(),
+            branch: repo.branch.clone(),
+            branch_head: mirrored[&site.repo].as_ref().ok().map(|s| s.commit.id.clone()),
+            deployed_commit: None,
+            deployed_image: None,
+            rollout: None,
+            rollout_message: None,
+            deployed_at: None,
+            up_to_date: None,
+            error: mirrored[&site.repo].as_ref().err().map(ToString::to_string),
+        };
+        match deployer.read(&site.deployment).await {
+            Ok(deployment) => {
+                if let Ok(deployed) = deployer.deployed_of(&deployment, &site.deployment).await {
+                    entry.deployed_commit.clone_from(&deployed.commit);
+                    entry.deployed_image = deployed.image;
+                }
+                let (state, message) = match rollout_state(&deployment) {
+                    RolloutState::Complete => ("complete", None),
+                    RolloutState::Progressing(message) => ("progressing", Some(message)),
+                    RolloutState::Failed(message) => ("failed", Some(message)),
+                };
+                entry.rollout = Some(state.into());
+                entry.rollout_message = message;
+                if let Ok(history) = deployer.history(&site.deployment).await {
+                    entry.deployed_at = history.iter().find(|r| r.current).and_then(|r| r.created.clone());
+                }
+                if let (Some(head), Some(deployed)) = (&entry.branch_head, &entry.deployed_commit) {
+                    entry.up_to_date = Some(head == deployed);
+                }
+            }
+            Err(error) => entry.error = Some(error.to_string()),
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+pub fn status_table(entries: &[StatusEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.site.clone(),
+                e.branch_head.as_deref().map_or("-", reference::short).to_string(),
+                e.deployed_commit
+                    .as_deref()
+                    .map_or("-", reference::short)
+                    .to_string(),
+                e.rollout.clone().unwrap_or_else(|| "-".into()),
+                e.deployed_at.clone().unwrap_or_else(|| "-".into()),
+                e.deployed_image
+                    .clone()
+                    .unwrap_or_else(|| e.error.clone().unwrap_or_else(|| "-".into())),
+            ]
+        })
+        .collect();
+    table(&["SITE", "HEAD", "DEPLOYED", "ROLLOUT", "SINCE", "IMAGE"], &rows)
+}

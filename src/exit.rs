@@ -1,0 +1,58 @@
+//! Exit codes, documented in the README, and the one place that decides them:
+//! from a run's report, from the error a command stopped with, or from a
+//! count of failures.
+
+use crate::config::ConfigError;
+use crate::pipeline::{FailureKind, RunReport, SetupError, SiteAction};
+
+/// Everything went well.
+pub const OK: u8 = 0;
+/// At least one site failed (rolled back or not).
+pub const SITE_FAILED: u8 = 1;
+/// Usage or configuration error.
+pub const USAGE: u8 = 2;
+/// Environment error: Docker Engine, registry or cluster unreachable.
+pub const ENVIRONMENT: u8 = 3;
+
+/// A run's code: ENVIRONMENT when a site failed on an unreachable part,
+/// else SITE_FAILED when a site failed or was interrupted, else OK.
+pub fn of_run(report: &RunReport) -> u8 {
+    if report
+        .sites
+        .iter()
+        .any(|s| s.failure == Some(FailureKind::Environment))
+    {
+        ENVIRONMENT
+    } else if report
+        .sites
+        .iter()
+        .any(|s| matches!(s.action, SiteAction::Failed | SiteAction::Interrupted))
+    {
+        SITE_FAILED
+    } else {
+        OK
+    }
+}
+
+/// The code of a command that stopped with `error`, by its kind.
+pub fn of_error(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if cause.downcast_ref::<ConfigError>().is_some() {
+            return USAGE;
+        }
+        if let Some(setup) = cause.downcast_ref::<SetupError>() {
+            return match setup {
+                SetupError::UnknownSite { .. }
+                | SetupError::UnknownRepo { .. }
+                | SetupError::NotEmpty { .. } => USAGE,
+                SetupError::Environment(_) => ENVIRONMENT,
+            };
+        }
+    }
+    SITE_FAILED
+}
+
+/// SITE_FAILED when any of `failed` is true, else OK (plan, mirror).
+pub fn of_failures(mut failed: impl Iterator<Item = bool>) -> u8 {
+    if failed.any(|f| f) { SITE_FAILED } else { OK }
+}

@@ -1,0 +1,147 @@
+//! The pipeline: runs the stages for each site and reports what happened.
+//!
+//! 1. Select the sites ([`select`]); connect to the Docker Engine, the cluster
+//!    and the registry ([`connect`]); an unreachable part is an environment
+//!    error, exit 3.
+//! 2. Mirror each repo once, off the runtime, and resolve the commit to ship
+//!    ([`sync`]).
+//! 3. Per site, with a bound on parallel sites, the stages of [`site`]: check
+//!    what the Deployment runs ([`decide`]), export and generate ([`generator`],
+//!    one run shared between sites built alike), build, push, deploy.
+//! 4. One line per stage per site while it runs; a [`report`] at the end.
+//!
+//! This module fans the sites out and watches for Ctrl-C; it is the only part
+//! of the pipeline that knows about more than one site at a time.
+
+pub mod connect;
+pub mod decide;
+pub mod generator;
+pub mod report;
+pub mod select;
+pub mod site;
+pub mod sync;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use crate::config::{Config, Site};
+use crate::output::Printer;
+
+pub use connect::{connect_cluster, connect_docker, registry_auth};
+pub use generator::Generator;
+pub use report::{FailureKind, RunReport, SiteAction, SiteReport};
+pub use select::{Shard, select};
+pub use sync::{CommitChoice, Synced, mirror_all};
+
+/// How a run deploys: the `run`, `ship` and `rollback` flags that shape it.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// Preflight findings stop the site (`--strict`).
+    pub strict: bool,
+    /// Deploy a commit older than the deployed one (`--allow-older`).
+    pub allow_older: bool,
+    /// How long to wait for another caller's Deployment lease.
+    pub lock_wait: Duration,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        Self {
+            strict: false,
+            allow_older: false,
+            lock_wait: Duration::from_secs(120),
+        }
+    }
+}
+
+/// An error before any site ran: usage (exit 2) or environment (exit 3).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A site named on the command line is not in the pipeline file.
+    #[error("no site named `{name}` in {config} (sites: {known})")]
+    UnknownSite {
+        name: String,
+        config: String,
+        known: String,
+    },
+    /// A repo named on the command line is not in the pipeline file.
+    #[error("no repo named `{name}` in {config} (repos: {known})")]
+    UnknownRepo {
+        name: String,
+        config: String,
+        known: String,
+    },
+    /// The Docker Engine or the cluster cannot be reached.
+    #[error("{0}")]
+    Environment(String),
+    /// `berth export` was given a folder that holds something (or is no folder).
+    #[error("{path} is not an empty folder; export writes only into a new or empty one")]
+    NotEmpty { path: String },
+}
+
+/// Runs the pipeline for `sites`: each at the commit `choice` names.
+pub async fn run(
+    config: &Config,
+    sites: &[&Site],
+    choice: CommitChoice,
+    jobs: usize,
+    options: &DeployOptions,
+    printer: &Printer,
+) -> anyhow::Result<RunReport> {
+    let docker = connect_docker().await?;
+    let deployer = connect_cluster(config).await?;
+    let auth = registry_auth(config).await?;
+    let generator = Generator::new(config, printer)?;
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let signals = tokio::spawn(watch_signals(interrupted.clone(), printer.clone()));
+    let mirrored = mirror_all(config, sites, &choice, jobs, printer).await;
+
+    let context = site::RunContext {
+        config,
+        docker: &docker,
+        deployer: &deployer,
+        auth: &auth,
+        printer,
+        generator,
+        options,
+        interrupted: interrupted.clone(),
+    };
+    let reports: Vec<SiteReport> = futures_util::stream::iter(sites.iter().map(|site| {
+        let synced = mirrored.get(&site.repo).expect("every repo was mirrored");
+        let context = &context;
+        async move { context.site(site, synced).await }
+    }))
+    .buffered(jobs.max(1))
+    .collect()
+    .await;
+    signals.abort();
+    Ok(RunReport { sites: reports })
+}
+
+/// First Ctrl-C (or SIGTERM): no new stage starts; in-flight rollouts finish or
+/// roll back and release their locks. Second: exit at once (leases then expire).
+async fn watch_signals(interrupted: Arc<AtomicBool>, printer: Printer) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        return;
+    };
+    for count in 0.. {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        if count == 0 {
+            interrupted.store(true, Ordering::SeqCst);
+            printer.warning("interrupted: no new work starts; rollouts in flight finish or roll back, then berth stops (again to abort now)");
+        } else {
+            printer.warning("aborted: Deployment leases held now expire within 30s");
+            std::process::exit(130);
+        }
+    }
+}

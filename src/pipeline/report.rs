@@ -1,0 +1,145 @@
+//! What a run did, per site: the report behind the summary table, the run
+//! log and the `--json` document (schema: docs/schema/report.schema.json).
+
+use std::collections::BTreeMap;
+
+use crate::deploy;
+use crate::output::table;
+use crate::reference;
+
+/// What happened to one site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SiteAction {
+    /// Built (or found in the registry), pushed and rolled out.
+    Deployed,
+    /// The Deployment already runs this source digest: nothing was done.
+    Unchanged,
+    /// The Deployment already ran exactly this image.
+    UpToDate,
+    /// Something failed; `error` says what.
+    Failed,
+    /// berth was interrupted before this site's next stage; its Deployment was not touched.
+    Interrupted,
+}
+
+/// Why a site failed, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The site's own problem (build, rollout, missing commit...).
+    Site,
+    /// Docker Engine, registry or cluster unreachable.
+    Environment,
+    /// berth was interrupted (Ctrl-C, SIGTERM) before the site's next stage.
+    Interrupted,
+}
+
+/// The result of one site.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SiteReport {
+    pub site: String,
+    pub commit: Option<String>,
+    pub source_digest: Option<String>,
+    /// SHA-256 of the build context berth sent to the Engine (when it built).
+    pub context_digest: Option<String>,
+    /// What the site's image serves, times left out (when berth knows it).
+    pub content_digest: Option<String>,
+    /// Why the site is unchanged or up to date, in words.
+    pub reason: Option<String>,
+    pub image: Option<String>,
+    pub digest: Option<String>,
+    pub action: SiteAction,
+    /// Seconds per stage.
+    pub durations: BTreeMap<String, f64>,
+    pub error: Option<String>,
+    /// Why it failed: `site` or `environment`.
+    pub failure: Option<FailureKind>,
+    /// What berth checked after a rollout Kubernetes called complete: the
+    /// digest each ready pod runs, and a request through each Service.
+    pub verification: Option<deploy::verify::Verification>,
+}
+
+impl SiteReport {
+    /// A report that says "failed" until a stage says otherwise.
+    pub fn new(site: &str) -> Self {
+        Self {
+            site: site.to_string(),
+            commit: None,
+            source_digest: None,
+            context_digest: None,
+            content_digest: None,
+            reason: None,
+            image: None,
+            digest: None,
+            action: SiteAction::Failed,
+            durations: BTreeMap::new(),
+            error: None,
+            failure: None,
+            verification: None,
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    pub sites: Vec<SiteReport>,
+}
+
+impl RunReport {
+    /// The `--json` document of run, ship and rollback (schema: docs/schema/report.schema.json).
+    pub fn document(
+        &self,
+        command: &str,
+        started: std::time::SystemTime,
+        exit_code: u8,
+    ) -> serde_json::Value {
+        serde_json::json!({
+            "schema": "berth.report/v1",
+            "command": command,
+            "started_at": humantime::format_rfc3339_seconds(started).to_string(),
+            "duration_seconds": started.elapsed().unwrap_or_default().as_secs_f64(),
+            "exit_code": exit_code,
+            "sites": self.sites,
+        })
+    }
+
+    pub fn summary(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .sites
+            .iter()
+            .map(|site| {
+                let total = site.durations.values().fold(0.0, |sum, seconds| sum + seconds);
+                vec![
+                    site.site.clone(),
+                    site.commit.as_deref().map_or("-", reference::short).to_string(),
+                    format!("{:?}", site.action)
+                        .to_lowercase()
+                        .replace("uptodate", "up-to-date"),
+                    site.image.as_deref().map_or_else(|| "-".into(), short_image),
+                    format!("{total:.1}s"),
+                ]
+            })
+            .collect();
+        table(&["SITE", "COMMIT", "RESULT", "IMAGE", "TIME"], &rows)
+    }
+}
+/// `registry/repo:<12 hex>@sha256:<12 hex>` for tables; JSON keeps the full reference.
+fn short_image(image: &str) -> String {
+    let (name, digest) = image.split_once('@').unwrap_or((image, ""));
+    let (repository, tag) = name
+        .rsplit_once(':')
+        .filter(|(r, _)| !r.ends_with(']'))
+        .unwrap_or((name, ""));
+    let mut text = repository.to_string();
+    if !tag.is_empty() {
+        text.push(':');
+        text.push_str(&tag[..tag.len().min(12)]);
+    }
+    if let Some(hex) = digest.strip_prefix("sha256:") {
+        text.push_str("@sha256:");
+        text.push_str(&hex[..hex.len().min(12)]);
+    }
+    text
+}

@@ -1,0 +1,97 @@
+//! Which sites a command works on: the ones named (all when none), narrowed
+//! to a shard. `--shard I/N` splits sites deterministically, keeping sites
+//! built by one generator run together.
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, Site};
+use crate::pipeline::SetupError;
+
+/// The sites named (all when none), or a usage error naming the unknown one.
+pub fn named<'c>(config: &'c Config, names: &[String]) -> Result<Vec<&'c Site>, SetupError> {
+    if names.is_empty() {
+        return Ok(config.sites.iter().collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            config.site(name).ok_or_else(|| SetupError::UnknownSite {
+                name: name.clone(),
+                config: config.path.display().to_string(),
+                known: config
+                    .sites
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        })
+        .collect()
+}
+
+/// One of N shards, 1-based: `2/4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (index, count) = text
+            .split_once('/')
+            .ok_or_else(|| format!("`{text}` is not I/N (for example 2/4)"))?;
+        let index: u32 = index.parse().map_err(|_| format!("`{index}` is not a number"))?;
+        let count: u32 = count.parse().map_err(|_| format!("`{count}` is not a number"))?;
+        if count == 0 || index == 0 || index > count {
+            return Err(format!(
+                "shard {index}/{count} does not exist: I must be between 1 and N"
+            ));
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl Shard {
+    /// Whether `site` belongs to this shard. Sites that share a generator run
+    /// (repo, folder, command) always fall in the same shard.
+    pub fn contains(self, site: &Site) -> bool {
+        let key = format!(
+            "{}\0{}\0{}",
+            site.repo,
+            site.path,
+            site.build.as_deref().unwrap_or("")
+        );
+        let digest = Sha256::digest(key.as_bytes());
+        let value = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+        value % self.count == self.index - 1
+    }
+}
+
+/// The sites named (all when none), narrowed to a shard.
+pub fn select<'c>(
+    config: &'c Config,
+    names: &[String],
+    shard: Option<Shard>,
+) -> Result<Vec<&'c Site>, SetupError> {
+    let mut sites = named(config, names)?;
+    if let Some(shard) = shard {
+        sites.retain(|site| shard.contains(site));
+    }
+    Ok(sites)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_reject_nonsense() {
+        assert_eq!("2/4".parse::<Shard>(), Ok(Shard { index: 2, count: 4 }));
+        assert!("0/4".parse::<Shard>().is_err());
+        assert!("5/4".parse::<Shard>().is_err());
+        assert!("x".parse::<Shard>().is_err());
+    }
+}

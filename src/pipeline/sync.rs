@@ -1,0 +1,173 @@
+//! Mirrors a run's repos, once each, and resolves what to ship from them.
+//!
+//! Each repo is fetched off the runtime (git2 blocks), its commit resolved
+//! from a [`CommitChoice`], and each site folder's tree id read: the input of
+//! the site's source digest. A repo that fails fails its sites only.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use crate::config::{Config, Repo, Site};
+use crate::deploy;
+use crate::mirror::{Commit, Mirror, MirrorError};
+use crate::output::Printer;
+
+/// Which commit of each site to take.
+#[derive(Debug, Clone)]
+pub enum CommitChoice {
+    /// The head of each repo's branch.
+    BranchHead,
+    /// Exactly this commit (or tag).
+    Exact(String),
+}
+
+impl CommitChoice {
+    /// The commit this choice names in `mirror`, whose branch is `branch`.
+    pub fn resolve(&self, mirror: &Mirror, branch: &str) -> Result<Commit, MirrorError> {
+        match self {
+            Self::BranchHead => mirror.branch_head(branch),
+            Self::Exact(spec) => mirror.resolve(spec),
+        }
+    }
+}
+
+/// Why a repo (or one site folder in it) could not be mirrored. Shared by
+/// every site of the repo, hence behind an [`Arc`].
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Fetching, resolving the commit or reading the folder failed.
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    /// The blocking task that mirrors stopped (a panic or the runtime shut down).
+    #[error("mirroring stopped: {0}")]
+    Stopped(#[from] tokio::task::JoinError),
+}
+
+/// Each repo's mirror, by repo name: what its sites ship, or why it failed.
+pub type Mirrored = HashMap<String, Result<Synced, Arc<SyncError>>>;
+
+/// Mirrors each repo of `sites` once (blocking work off the runtime), resolving
+/// the commit to ship and each site folder's tree id.
+pub async fn mirror_all(
+    config: &Config,
+    sites: &[&Site],
+    choice: &CommitChoice,
+    jobs: usize,
+    printer: &Printer,
+) -> Mirrored {
+    let mut repo_names: Vec<&str> = sites.iter().map(|s| s.repo.as_str()).collect();
+    repo_names.sort_unstable();
+    repo_names.dedup();
+    let mirrors_dir = config.state_dir.join("mirrors");
+    futures_util::stream::iter(repo_names.into_iter().map(|name| {
+        let repo = config.repo(name).expect("validated").clone();
+        let mirrors_dir = mirrors_dir.clone();
+        let printer = printer.clone();
+        let choice = choice.clone();
+        let paths: Vec<String> = sites
+            .iter()
+            .filter(|s| s.repo == name)
+            .map(|s| s.path.clone())
+            .collect();
+        async move {
+            let started = Instant::now();
+            let name = repo.name.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                sync_repo(&mirrors_dir, &repo, &choice, &paths, &printer)
+            })
+            .await
+            .map_err(SyncError::from)
+            .and_then(|synced| synced.map_err(SyncError::from))
+            .map(|mut synced| {
+                synced.duration = started.elapsed();
+                synced
+            })
+            .map_err(Arc::new);
+            (name, result)
+        }
+    }))
+    .buffer_unordered(jobs.max(1))
+    .collect()
+    .await
+}
+
+/// A mirrored repo: the commit to ship and each path's tree id.
+pub struct Synced {
+    pub mirror: Arc<Mutex<Mirror>>,
+    pub commit: Commit,
+    pub trees: HashMap<String, Result<String, Arc<SyncError>>>,
+    pub duration: Duration,
+}
+
+impl Synced {
+    /// The tree id of the site folder `path`, as read when the repo was mirrored.
+    pub fn tree(&self, path: &str) -> Result<String, Arc<SyncError>> {
+        self.trees.get(path).expect("every path was resolved").clone()
+    }
+
+    /// The deployed commit, when `commit` is an ancestor of it (an out-of-order
+    /// CI job): `run` refuses it unless allowed, `plan` says so. None when
+    /// nothing is deployed, it is the same commit, or the deployed commit is
+    /// not in this repo (another branch or repo: no order to keep).
+    pub async fn older_than(&self, commit: &str, deployed: &deploy::Deployed) -> Option<String> {
+        let deployed_commit = deployed.commit.clone().filter(|c| c != commit)?;
+        let mirror = self.mirror.clone();
+        let (candidate, other) = (commit.to_string(), deployed_commit.clone());
+        let older = tokio::task::spawn_blocking(move || {
+            mirror
+                .lock()
+                .expect("not poisoned")
+                .is_ancestor(&candidate, &other)
+        })
+        .await;
+        match older {
+            Ok(Ok(true)) => Some(deployed_commit),
+            Ok(Ok(false)) => None,
+            Ok(Err(error)) => {
+                tracing::debug!("cannot compare {commit} with deployed {deployed_commit}: {error}");
+                None
+            }
+            Err(error) => {
+                tracing::warn!("comparing {commit} with deployed {deployed_commit} stopped: {error}");
+                None
+            }
+        }
+    }
+}
+
+/// Opens and fetches `repo`'s mirror (blocking), its warnings and progress on `printer`.
+pub fn sync_mirror(mirrors_dir: &Path, repo: &Repo, printer: &Printer) -> Result<Mirror, MirrorError> {
+    let warn = |message: String| printer.warning(&message);
+    let progress = |text: String| printer.progress(&repo.name, "mirror", &text);
+    let mirror = Mirror::sync(mirrors_dir, repo, &warn, &progress);
+    printer.clear_progress(&repo.name);
+    mirror
+}
+
+fn sync_repo(
+    mirrors_dir: &Path,
+    repo: &Repo,
+    choice: &CommitChoice,
+    paths: &[String],
+    printer: &Printer,
+) -> Result<Synced, MirrorError> {
+    let mirror = sync_mirror(mirrors_dir, repo, printer)?;
+    let commit = choice.resolve(&mirror, &repo.branch)?;
+    let trees = paths
+        .iter()
+        .map(|path| {
+            let tree = mirror.tree_id(&commit.id, path);
+            (path.clone(), tree.map_err(|error| Arc::new(error.into())))
+        })
+        .collect();
+    Ok(Synced {
+        mirror: Arc::new(Mutex::new(mirror)),
+        commit,
+        trees,
+        duration: Duration::ZERO,
+    })
+}
