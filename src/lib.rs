@@ -5,17 +5,17 @@
 //! each site of a [`config`]; [`output`] prints everything the user sees.
 //! [`run`] is the one place that maps errors to exit codes.
 
-pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod deploy;
 pub mod exit;
+pub mod image;
 pub mod mirror;
 pub mod output;
 mod pack_index;
 pub mod pipeline;
-pub mod previous;
+
 pub mod push;
 pub mod reference;
 pub mod settings;

@@ -1,6 +1,6 @@
 //! Wildcard patterns: `*` for any run of characters, `?` for one, as OpenSSH's
 //! `known_hosts` host patterns mean them (ssh remotes). (`.dockerignore` has
-//! Go's richer `filepath.Match` syntax: `build::Ignore`, through globset.)
+//! Go's richer `filepath.Match` syntax: `image::Ignore`, through globset.)
 
 /// Does `text` match `pattern`, where `*` stands for any run of characters and `?`
 /// for one? (What OpenSSH's host patterns mean.)

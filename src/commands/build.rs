@@ -14,8 +14,8 @@ use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
 
-use crate::build::{self, ImageBuild};
 use crate::config::{Config, Site};
+use crate::image::{self, ImageBuild};
 use crate::output::{Printer, Status};
 use crate::pipeline;
 use crate::reference;
@@ -120,7 +120,7 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        build::run_generator(
+        image::run_generator(
             command,
             &tree,
             &home,
@@ -133,11 +133,11 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
         printer.stage(&site.name, "generate", Status::Done, &format!("`{command}`"));
     }
     let context_file = work.path().join("context.tar");
-    let (context, dockerfile) = build::site_context(
+    let (context, dockerfile) = image::site_context(
         site,
         &config.templates_dir,
-        build::SiteFiles::Folder(tree.clone()),
-        std::sync::Arc::new(build::FileTimes::uniform(0)),
+        image::SiteFiles::Folder(tree.clone()),
+        std::sync::Arc::new(image::FileTimes::uniform(0)),
         &context_file,
     )
     .await?;
@@ -152,14 +152,14 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
     labels.insert("dev.berth.dirty".to_string(), "true".to_string());
     labels.insert("dev.berth.context-digest".to_string(), context.digest.clone());
     let request = ImageBuild {
-        context: build::ContextBody::File(context_file),
+        context: image::ContextBody::File(context_file),
         dockerfile: &dockerfile,
         tag: &tag,
         build_args: &site.build_args,
         labels: &labels,
         credentials: std::collections::HashMap::new(),
     };
-    let image_id = build::build_image(&docker, request, printer).await?;
+    let image_id = image::build_image(&docker, request, printer).await?;
     printer.stage(
         &site.name,
         "build",

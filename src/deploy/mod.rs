@@ -58,7 +58,7 @@ pub const SOURCE_DIGEST_ANNOTATION: &str = "berth.dev/source-digest";
 /// longer describe what runs.
 pub const IMAGE_ANNOTATION: &str = "berth.dev/image";
 /// Annotation holding the content digest of the image berth set: what it
-/// serves, times left out (`build::content_digest`).
+/// serves, times left out (`image::content_digest`).
 pub const CONTENT_DIGEST_ANNOTATION: &str = "berth.dev/content-digest";
 /// Annotation `kubectl rollout history` shows.
 pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";

@@ -91,7 +91,7 @@ pub fn tag(commit: &str, at_commit_tag: Option<&Existing>, source_digest: &str) 
 
 /// Image label holding the source digest.
 pub const SOURCE_DIGEST_LABEL: &str = "dev.berth.source-digest";
-/// Image label holding what the image serves, times left out (`build::content_digest`).
+/// Image label holding what the image serves, times left out (`image::content_digest`).
 pub const CONTENT_DIGEST_LABEL: &str = "dev.berth.content-digest";
 
 /// What an image whose labels are `labels` is to a build from `source_digest`.

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::build::{self, BuildError};
 use crate::config::{Config, Site};
+use crate::image::{self, BuildError};
 use crate::mirror::{Mirror, MirrorError, TreeFileKind};
 use crate::output::{Printer, Status};
 use crate::pipeline::sync::Synced;
@@ -20,7 +20,7 @@ use crate::reference;
 
 /// A site's files (exported and generated, or read from the mirror), and the
 /// times they get.
-pub type Generated = (build::SiteFiles, Arc<build::FileTimes>);
+pub type Generated = (image::SiteFiles, Arc<image::FileTimes>);
 
 /// Why a site's files could not be had. Shared by every site of one
 /// generator run, hence behind an [`Arc`].
@@ -113,12 +113,12 @@ impl<'a> Generator<'a> {
     }
 
     /// What the image of `site` at `synced` would serve, times left out
-    /// ([`build::content_digest`]): its files exported and generated first.
-    pub async fn content(&self, site: &Site, synced: &Synced) -> anyhow::Result<build::SiteContent> {
+    /// ([`image::content_digest`]): its files exported and generated first.
+    pub async fn content(&self, site: &Site, synced: &Synced) -> anyhow::Result<image::SiteContent> {
         let (generated, _) = self.generate(site, synced).await?;
         let (site, templates) = (site.clone(), self.config.templates_dir.clone());
         Ok(
-            tokio::task::spawn_blocking(move || build::content_digest(&site, &templates, generated))
+            tokio::task::spawn_blocking(move || image::content_digest(&site, &templates, generated))
                 .await??,
         )
     }
@@ -172,7 +172,7 @@ impl<'a> Generator<'a> {
             })?;
             self.printer
                 .progress(&site.name, "generate", &format!("running `{command}`"));
-            build::run_generator(
+            image::run_generator(
                 command,
                 &folders.source,
                 &home,
@@ -200,7 +200,7 @@ impl<'a> Generator<'a> {
         site: &Site,
         synced: &Synced,
         folders: &WorkFolders,
-    ) -> Result<(build::SiteFiles, build::FileTimes), GenerateError> {
+    ) -> Result<(image::SiteFiles, image::FileTimes), GenerateError> {
         let started = Instant::now();
         let mirror = synced.mirror.clone();
         let (commit, path, git_history) = (synced.commit.id.clone(), site.path.clone(), site.git_history);
@@ -218,15 +218,15 @@ impl<'a> Generator<'a> {
                 Some(files) => in_mirror(files, mirror.clone()),
                 None if git_history => (
                     locked.checkout(&commit, &export_to)?,
-                    build::SiteFiles::Folder(source),
+                    image::SiteFiles::Folder(source),
                 ),
                 None => (
                     locked.export(&commit, &path, &export_to)?,
-                    build::SiteFiles::Folder(source),
+                    image::SiteFiles::Folder(source),
                 ),
             };
             let walk = Instant::now();
-            let times = build::FileTimes::new(commit_time, locked.content_times(&commit, &path)?);
+            let times = image::FileTimes::new(commit_time, locked.content_times(&commit, &path)?);
             tracing::debug!(
                 seconds = walk.elapsed().as_secs_f64(),
                 "file times of {path} at {commit}"
@@ -242,7 +242,7 @@ impl<'a> Generator<'a> {
                 "{files} files of {}:{}{} ({:.1}s)",
                 site.repo,
                 site.path,
-                if matches!(site_files, build::SiteFiles::Tree { .. }) {
+                if matches!(site_files, image::SiteFiles::Tree { .. }) {
                     ", read from the mirror"
                 } else {
                     ""
@@ -256,12 +256,12 @@ impl<'a> Generator<'a> {
 
 /// A site folder read in place from the mirror: how many files, and the
 /// files with a way to read each blob.
-fn in_mirror(files: Vec<crate::mirror::TreeFile>, mirror: Arc<Mutex<Mirror>>) -> (usize, build::SiteFiles) {
+fn in_mirror(files: Vec<crate::mirror::TreeFile>, mirror: Arc<Mutex<Mirror>>) -> (usize, image::SiteFiles) {
     let count = files
         .iter()
         .filter(|file| !matches!(file.kind, TreeFileKind::Folder))
         .count();
-    let read: Arc<build::ReadBlob> = Arc::new(move |blob| {
+    let read: Arc<image::ReadBlob> = Arc::new(move |blob| {
         mirror
             .lock()
             .expect("not poisoned")
@@ -270,7 +270,7 @@ fn in_mirror(files: Vec<crate::mirror::TreeFile>, mirror: Arc<Mutex<Mirror>>) ->
     });
     (
         count,
-        build::SiteFiles::Tree {
+        image::SiteFiles::Tree {
             files: Arc::new(files),
             read,
         },

@@ -13,9 +13,9 @@ use anyhow::{Context as _, anyhow};
 use bollard::Docker;
 use k8s_openapi::api::apps::v1::Deployment;
 
-use crate::build::{self, ImageBuild};
 use crate::config::{Config, ImageSource, Site};
 use crate::deploy::{self, Change, DeployError, Deployed, Deployer, Outcome};
+use crate::image::{self, ImageBuild};
 use crate::output::{Printer, Status};
 use crate::pipeline::DeployOptions;
 use crate::pipeline::decide::{self, Check, Existing};
@@ -84,7 +84,7 @@ struct Built {
     /// SHA-256 of the build context berth sent to the Engine.
     context_digest: String,
     /// Each file's blob and time, kept for the next build of the site.
-    index: build::FileIndex,
+    index: image::FileIndex,
 }
 
 /// What the image stage hands on.
@@ -334,7 +334,7 @@ impl RunContext<'_> {
             .insert("build".into(), started.elapsed().as_secs_f64());
         let digest = self.push(site, &built.image_id, repository, &tag, report).await?;
         // The next build of this site starts from this one's files and times.
-        if let Err(error) = crate::previous::keep(&self.config.state_dir, &digest, &built.index) {
+        if let Err(error) = crate::image::previous::keep(&self.config.state_dir, &digest, &built.index) {
             tracing::warn!("cannot keep the index of {reference_with_tag}: {error}");
         }
         Ok(Image::Ready {
@@ -664,7 +664,7 @@ impl RunContext<'_> {
         &self,
         site: &Site,
         checked: &Checked<'_>,
-        content: &build::SiteContent,
+        content: &image::SiteContent,
         tag: &str,
     ) -> Result<Built, StageFailure> {
         let printer = self.printer;
@@ -677,14 +677,14 @@ impl RunContext<'_> {
         let copy = std::env::var_os("BERTH_KEEP_CONTEXT")
             .map(|keep| std::path::Path::new(&keep).join(format!("{}.tar", site.name)));
         let context =
-            build::stream_site_context(site, &self.config.templates_dir, generated, times, copy).await?;
+            image::stream_site_context(site, &self.config.templates_dir, generated, times, copy).await?;
         let labels = self.labels(site, checked, content);
         let mut credentials = HashMap::new();
         if let Some(creds) = &self.auth.credentials {
             credentials.insert(self.auth.registry.clone(), creds.clone());
         }
         let request = ImageBuild {
-            context: build::ContextBody::Stream(context.body),
+            context: image::ContextBody::Stream(context.body),
             dockerfile: &context.dockerfile,
             tag,
             build_args: &site.build_args,
@@ -714,9 +714,9 @@ impl RunContext<'_> {
             }
             written
         };
-        let (built, written) = tokio::join!(build::build_image(self.docker, request, printer), written);
+        let (built, written) = tokio::join!(image::build_image(self.docker, request, printer), written);
         let build_failure = |error| match error {
-            build::BuildError::Unreachable(_) => environment(error),
+            image::BuildError::Unreachable(_) => environment(error),
             other => other.into(),
         };
         // A writer that stopped because the Engine gave up defers to the Engine's words.
@@ -748,7 +748,7 @@ impl RunContext<'_> {
         &self,
         site: &Site,
         checked: &Checked<'_>,
-        content: &build::SiteContent,
+        content: &image::SiteContent,
     ) -> BTreeMap<String, String> {
         let commit = &checked.synced.commit;
         let source = self.config.repo(&site.repo).expect("validated").url.clone();
@@ -769,24 +769,30 @@ impl RunContext<'_> {
     }
 
     /// The files of the image the Deployment runs, when it is an earlier build
-    /// of this template site (see [`crate::previous`]); none otherwise, or when
+    /// of this template site (see [`crate::image::previous`]); none otherwise, or when
     /// they cannot be read (said as a warning: the files then get the commit's
     /// time, as on a first build).
-    async fn previous_files(&self, site: &Site, deployed: &deploy::Deployed) -> build::FileIndex {
+    async fn previous_files(&self, site: &Site, deployed: &deploy::Deployed) -> image::FileIndex {
         let repository = self.config.image_repository(site);
         let Some(image) = deployed
             .image
             .as_deref()
             .filter(|image| image.starts_with(&format!("{repository}:")))
         else {
-            return build::FileIndex::new();
+            return image::FileIndex::new();
         };
         if !matches!(site.image_source, crate::config::ImageSource::Template(_)) {
-            return build::FileIndex::new();
+            return image::FileIndex::new();
         }
-        let web_root = build::web_root(&site.build_args);
-        match crate::previous::index_of(self.docker, self.auth, &self.config.state_dir, image, &web_root)
-            .await
+        let web_root = image::web_root(&site.build_args);
+        match crate::image::previous::index_of(
+            self.docker,
+            self.auth,
+            &self.config.state_dir,
+            image,
+            &web_root,
+        )
+        .await
         {
             Ok(index) => index,
             Err(error) => {
@@ -796,7 +802,7 @@ impl RunContext<'_> {
                     Status::Warning,
                     &format!("{error}; every generated file gets the commit's time"),
                 );
-                build::FileIndex::new()
+                image::FileIndex::new()
             }
         }
     }

@@ -520,17 +520,17 @@ async fn build_streamed(
     docker: &bollard::Docker,
     body: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
     tag: &str,
-) -> Result<String, berth::build::BuildError> {
+) -> Result<String, berth::image::BuildError> {
     let printer = berth::output::Printer::new(berth::output::Verbosity::Quiet, false, false);
-    let request = berth::build::ImageBuild {
-        context: berth::build::ContextBody::Stream(body),
+    let request = berth::image::ImageBuild {
+        context: berth::image::ContextBody::Stream(body),
         dockerfile: "Dockerfile",
         tag,
         build_args: &std::collections::BTreeMap::new(),
         labels: &std::collections::BTreeMap::new(),
         credentials: std::collections::HashMap::new(),
     };
-    berth::build::build_image(docker, request, &printer).await
+    berth::image::build_image(docker, request, &printer).await
 }
 
 /// The context is streamed to the Engine while berth writes it; a failure half-way

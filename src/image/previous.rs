@@ -1,6 +1,6 @@
 //! The previous build of a site: the files of the image its Deployment runs,
 //! each with its Git blob id and time, so a generated file that did not change
-//! keeps its time ([`crate::build::FileTimes::with_previous`]).
+//! keeps its time ([`crate::image::FileTimes::with_previous`]).
 //!
 //! 1. After every push berth keeps the new image's index in the state folder
 //!    (`files/<image digest>.json`), so the next build reads it from there.
@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use crate::build::FileIndex;
+use crate::image::FileIndex;
+use crate::image::times::blob_id;
 use crate::push::{self, RegistryAuth};
 
 /// What can go wrong while finding the previous build's files. None of it
@@ -248,16 +249,16 @@ fn layer_entries(layer: impl Read, web_root: &str) -> Result<Vec<LayerEntry>, St
         }
         let relative = relative.to_string();
         let time = entry.header().mtime().map_err(|e| e.to_string())?;
-        // The same ids as the build gives its files (`build::blob_id`).
+        // The same ids as the build gives its files (`image::blob_id`).
         let blob = match entry.header().entry_type() {
             tar::EntryType::Regular => {
                 let length = entry.size();
-                crate::build::blob_id(length, &mut entry).map_err(|e| e.to_string())?
+                blob_id(length, &mut entry).map_err(|e| e.to_string())?
             }
             tar::EntryType::Symlink => {
                 let target = entry.link_name().map_err(|e| e.to_string())?.unwrap_or_default();
                 let bytes = target.as_os_str().as_encoded_bytes();
-                crate::build::blob_id(bytes.len() as u64, bytes).map_err(|e| e.to_string())?
+                blob_id(bytes.len() as u64, bytes).map_err(|e| e.to_string())?
             }
             _ => continue,
         };
