@@ -318,6 +318,33 @@ impl Printer {
             let _ = stdout.flush();
         });
     }
+
+    /// What `tracing` writes its logs to: each event goes through the printer, so
+    /// logs go above the live board instead of into it.
+    pub fn log_writer(&self) -> LogWriter {
+        LogWriter {
+            printer: self.clone(),
+        }
+    }
+}
+
+/// A log event's bytes, written above the live board ([`Printer::log_writer`]).
+pub struct LogWriter {
+    printer: Printer,
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        // tracing's fmt layer writes each event whole, in one call.
+        let printer = &self.printer;
+        let _lines = printer.lines();
+        printer.above_board(|| printer.inner.out.write(bytes));
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A site's line on the live board, before it is cut to the terminal's width:
@@ -527,6 +554,19 @@ mod tests {
             screen.contents()
         );
         assert!(screen.widest_piece() <= 30);
+    }
+
+    #[test]
+    fn logs_go_above_the_board() {
+        let screen = Screen::new(10, 40);
+        let printer = screen.printer(Verbosity::Normal, false);
+        printer.progress("www-en", "deploy", "waiting");
+        let mut log = printer.log_writer();
+        log.write_all(b"DEBUG berth: a log line\n").unwrap();
+        assert_eq!(
+            screen.contents(),
+            "DEBUG berth: a log line\nwww-en         deploy   waiting"
+        );
     }
 
     #[test]
