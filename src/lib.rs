@@ -50,9 +50,9 @@ pub fn main() -> ExitCode {
     // hashed by the indexer as before.
     git2::opts::strict_hash_verification(false);
     bound_git_memory();
-    init_logging(settings.debug_logs);
-    register_smart_http();
     let printer = Printer::from_environment(settings.verbosity);
+    init_logging(settings.debug_logs, &printer);
+    register_smart_http();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -111,12 +111,14 @@ fn register_smart_http() {
     }
 }
 
-fn init_logging(debug: bool) {
+/// Logs go to stderr through the printer, above its live board.
+fn init_logging(debug: bool, printer: &Printer) {
     let filter = std::env::var("BERTH_LOG")
         .unwrap_or_else(|_| if debug { "berth=debug".into() } else { "off".into() });
+    let printer = printer.clone();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
+        .with_writer(move || printer.log_writer())
         .try_init();
 }
 

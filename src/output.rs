@@ -9,9 +9,13 @@
 //! Logs for debugging go through `tracing` to stderr and are off unless
 //! `BERTH_LOG` or `-vv` turns them on.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use console::Style;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How much to say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -42,13 +46,13 @@ impl Status {
         }
     }
 
-    fn colour(self) -> &'static str {
+    fn style(self) -> Style {
         match self {
-            Self::Started => "\x1b[2m",
-            Self::Done => "\x1b[32m",
-            Self::Skipped => "\x1b[36m",
-            Self::Warning => "\x1b[33m",
-            Self::Failed => "\x1b[31;1m",
+            Self::Started => Style::new().dim(),
+            Self::Done => Style::new().green(),
+            Self::Skipped => Style::new().cyan(),
+            Self::Warning => Style::new().yellow(),
+            Self::Failed => Style::new().red().bold(),
         }
     }
 }
@@ -63,10 +67,40 @@ struct Inner {
     verbosity: Verbosity,
     colour: bool,
     timestamps: bool,
-    /// Live progress lines (rewritten in place) only on a terminal.
-    live: bool,
-    /// The live board: one line per site with a stage in progress (terminal only).
-    lock: Mutex<Board>,
+    /// The live board (terminal only): one line per site with a stage in progress,
+    /// redrawn in place under the log. `None` elsewhere.
+    board: Option<MultiProgress>,
+    /// The board's lines by site (in site order on screen). Held while anything is
+    /// written, so lines and the board never interleave.
+    lines: Mutex<BTreeMap<String, ProgressBar>>,
+    /// Where lines for the user go: stderr, or a test's terminal.
+    out: Out,
+}
+
+enum Out {
+    Stderr,
+    #[cfg(test)]
+    Term(Box<dyn indicatif::TermLike>),
+}
+
+impl Out {
+    /// Writes `bytes` as they are.
+    fn write(&self, bytes: &[u8]) {
+        match self {
+            Self::Stderr => {
+                let mut stderr = std::io::stderr().lock();
+                let _ = stderr.write_all(bytes);
+                let _ = stderr.flush();
+            }
+            #[cfg(test)]
+            Self::Term(term) => {
+                // A terminal turns "\n" into "\r\n"; the test's terminal is told so.
+                let text = String::from_utf8_lossy(bytes).replace('\n', "\r\n");
+                let _ = term.write_str(&text);
+                let _ = term.flush();
+            }
+        }
+    }
 }
 
 impl Printer {
@@ -76,19 +110,44 @@ impl Printer {
         let terminal = std::io::stderr().is_terminal();
         let ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty() && value != "false");
         let no_colour = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
-        let mut printer = Self::new(verbosity, terminal && !no_colour && !ci, !terminal || ci);
-        Arc::get_mut(&mut printer.inner).expect("not shared yet").live = terminal && !ci;
-        printer
+        // indicatif draws nothing on a terminal that cannot move its cursor
+        // (`TERM=dumb`): there progress lines are plain `-v` lines, as elsewhere.
+        let board = (terminal && !ci)
+            .then(|| ProgressDrawTarget::term_like(Box::new(console::Term::buffered_stderr())))
+            .filter(|_| !console::is_dumb());
+        Self::build(
+            verbosity,
+            terminal && !no_colour && !ci,
+            !terminal || ci,
+            board,
+            Out::Stderr,
+        )
     }
 
     pub fn new(verbosity: Verbosity, colour: bool, timestamps: bool) -> Self {
+        Self::build(verbosity, colour, timestamps, None, Out::Stderr)
+    }
+
+    /// A printer whose board draws to `board` (a terminal), or none.
+    ///
+    /// The board is drawn on every change, as fast as changes come: callers already
+    /// report progress only a few times a second, and a rate limit would leave a
+    /// line's last text undrawn until the next change.
+    fn build(
+        verbosity: Verbosity,
+        colour: bool,
+        timestamps: bool,
+        board: Option<ProgressDrawTarget>,
+        out: Out,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 verbosity,
                 colour,
                 timestamps,
-                live: false,
-                lock: Mutex::new(Board::default()),
+                board: board.map(MultiProgress::with_draw_target),
+                lines: Mutex::new(BTreeMap::new()),
+                out,
             }),
         }
     }
@@ -112,60 +171,71 @@ impl Printer {
         }
     }
 
-    fn paint(&self, colour: &str, text: &str) -> String {
+    fn paint(&self, style: &Style, text: &str) -> String {
         if self.inner.colour {
-            format!("{colour}{text}\x1b[0m")
+            style.apply_to(text).force_styling(true).to_string()
         } else {
             text.to_string()
         }
     }
 
-    /// Takes the board off the screen, lets `change` write and edit it, puts it back.
-    fn redraw(&self, change: impl FnOnce(&mut Board, &mut std::io::StderrLock<'_>)) {
-        let mut board = self
-            .inner
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut stderr = std::io::stderr().lock();
-        board.erase(&mut stderr);
-        change(&mut board, &mut stderr);
-        board.draw(&mut stderr);
-        let _ = stderr.flush();
+    /// The board's lines, held while anything is written.
+    fn lines(&self) -> MutexGuard<'_, BTreeMap<String, ProgressBar>> {
+        self.inner.lines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `write` with the board taken off the screen, then puts the board back.
+    fn above_board(&self, write: impl FnOnce()) {
+        match &self.inner.board {
+            Some(board) => board.suspend(write),
+            None => write(),
+        }
     }
 
     fn write_stderr(&self, line: &str) {
-        self.redraw(|_, stderr| {
-            let _ = writeln!(stderr, "{line}");
-        });
+        let _lines = self.lines();
+        self.above_board(|| self.inner.out.write(format!("{line}\n").as_bytes()));
     }
 
     /// Live progress of one site's stage ("2 of 3 updated replicas are available"):
     /// on a terminal a board of one line per busy site, redrawn in place under the
-    /// log; elsewhere a plain line with `-v`.
+    /// log and cut to the terminal's width; elsewhere a plain line with `-v`.
     pub fn progress(&self, site: &str, stage: &str, text: &str) {
-        if self.inner.live && self.inner.verbosity >= Verbosity::Normal {
-            let line: String = format!("{site:<14} {stage:<8} {text}")
-                .chars()
-                .take(150)
-                .collect();
-            let line = self.paint("\x1b[2m", &line);
-            self.redraw(|board, _| {
-                board.lines.insert(site.to_string(), line);
-            });
-        } else {
-            self.stage(site, stage, Status::Started, text);
+        match &self.inner.board {
+            Some(board) if self.inner.verbosity >= Verbosity::Normal => {
+                let line = self.paint(&Style::new().dim(), &board_line(site, stage, text));
+                let mut lines = self.lines();
+                if let Some(bar) = lines.get(site) {
+                    bar.set_message(line);
+                    return;
+                }
+                let bar = ProgressBar::hidden()
+                    .with_style(
+                        // `wide_msg` cuts the line to the terminal's width at each draw,
+                        // so it never wraps, also after the terminal narrows.
+                        ProgressStyle::with_template("{wide_msg}").expect("a valid template"),
+                    )
+                    .with_message(line);
+                let place = lines.keys().take_while(|name| name.as_str() < site).count();
+                let bar = board.insert(place, bar);
+                bar.tick();
+                lines.insert(site.to_string(), bar);
+            }
+            _ => self.stage(site, stage, Status::Started, text),
         }
     }
 
     /// Removes a site's line from the live board.
     pub fn clear_progress(&self, site: &str) {
-        if !self.inner.live {
+        let Some(board) = &self.inner.board else {
             return;
+        };
+        let mut lines = self.lines();
+        if let Some(bar) = lines.remove(site) {
+            board.remove(&bar);
+            // Draws the board again without the line.
+            board.suspend(|| {});
         }
-        self.redraw(|board, _| {
-            board.lines.remove(site);
-        });
     }
 
     /// One line about one stage of one site: `www-en  build  ok  a801302c5f31 (2.1s)`.
@@ -182,7 +252,7 @@ impl Printer {
         if !shown {
             return;
         }
-        let word = self.paint(status.colour(), &format!("{:<4}", status.word()));
+        let word = self.paint(&status.style(), &format!("{:<4}", status.word()));
         let mut lines = detail.lines();
         let first = lines.next().unwrap_or_default();
         let mut text = format!("{}{site:<14} {stage:<8} {word} {first}", self.prefix())
@@ -216,13 +286,13 @@ impl Printer {
     }
 
     pub fn warning(&self, text: &str) {
-        let label = self.paint("\x1b[33;1m", "warning:");
+        let label = self.paint(&Style::new().yellow().bold(), "warning:");
         self.write_stderr(&format!("{}{label} {text}", self.prefix()));
     }
 
     /// An error and its causes, one per line.
     pub fn error(&self, error: &anyhow::Error) {
-        let label = self.paint("\x1b[31;1m", "error:");
+        let label = self.paint(&Style::new().red().bold(), "error:");
         let mut text = format!("{label} {error}");
         for cause in error.chain().skip(1) {
             text.push_str(&format!("\n  caused by: {cause}"));
@@ -235,43 +305,56 @@ impl Printer {
         self.write_stderr(text);
     }
 
-    /// A result on stdout (tables, JSON): never hidden.
+    /// A result on stdout (tables, JSON): never hidden. The board leaves the
+    /// screen meanwhile, as stdout is often the same terminal.
     pub fn result(&self, text: &str) {
-        let _guard = self
-            .inner
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut stdout = std::io::stdout().lock();
-        let _ = write!(stdout, "{text}");
-        if !text.ends_with('\n') {
-            let _ = writeln!(stdout);
+        let _lines = self.lines();
+        self.above_board(|| {
+            let mut stdout = std::io::stdout().lock();
+            let _ = write!(stdout, "{text}");
+            if !text.ends_with('\n') {
+                let _ = writeln!(stdout);
+            }
+            let _ = stdout.flush();
+        });
+    }
+
+    /// What `tracing` writes its logs to: each event goes through the printer, so
+    /// logs go above the live board instead of into it.
+    pub fn log_writer(&self) -> LogWriter {
+        LogWriter {
+            printer: self.clone(),
         }
-        let _ = stdout.flush();
     }
 }
 
-/// The lines of the live board and how many are on screen.
-#[derive(Default)]
-struct Board {
-    lines: std::collections::BTreeMap<String, String>,
-    drawn: usize,
+/// A log event's bytes, written above the live board ([`Printer::log_writer`]).
+pub struct LogWriter {
+    printer: Printer,
 }
 
-impl Board {
-    fn erase(&mut self, out: &mut impl Write) {
-        if self.drawn > 0 {
-            let _ = write!(out, "\x1b[{}A\r\x1b[J", self.drawn);
-            self.drawn = 0;
-        }
+impl Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        // tracing's fmt layer writes each event whole, in one call.
+        let printer = &self.printer;
+        let _lines = printer.lines();
+        printer.above_board(|| printer.inner.out.write(bytes));
+        Ok(bytes.len())
     }
 
-    fn draw(&mut self, out: &mut impl Write) {
-        for line in self.lines.values() {
-            let _ = writeln!(out, "{line}");
-        }
-        self.drawn = self.lines.len();
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
+}
+
+/// A site's line on the live board, before it is cut to the terminal's width:
+/// `SITE STAGE text`, on one line (line breaks and tabs in `text` become spaces).
+fn board_line(site: &str, stage: &str, text: &str) -> String {
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("{site:<14} {stage:<8} {text}")
 }
 
 /// Lays out rows under a header with columns padded to the widest cell.
@@ -307,6 +390,205 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use indicatif::{InMemoryTerm, TermLike};
+
+    /// A terminal in memory for the board, which also keeps each piece of text
+    /// the board writes (a whole line, without cursor moves).
+    #[derive(Debug, Clone)]
+    struct Screen {
+        term: InMemoryTerm,
+        pieces: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Screen {
+        fn new(rows: u16, columns: u16) -> Self {
+            Self {
+                term: InMemoryTerm::new(rows, columns),
+                pieces: Arc::default(),
+            }
+        }
+
+        /// A printer whose board and lines go to this screen.
+        fn printer(&self, verbosity: Verbosity, colour: bool) -> Printer {
+            Printer::build(
+                verbosity,
+                colour,
+                false,
+                Some(ProgressDrawTarget::term_like(Box::new(self.clone()))),
+                Out::Term(Box::new(self.term.clone())),
+            )
+        }
+
+        fn contents(&self) -> String {
+            self.term.contents()
+        }
+
+        /// The widest piece of text the board wrote, in columns (colours left out).
+        fn widest_piece(&self) -> usize {
+            let pieces = self.pieces.lock().unwrap();
+            pieces
+                .iter()
+                .map(|piece| console::measure_text_width(piece))
+                .max()
+                .unwrap_or_default()
+        }
+
+        fn written(&self, piece: &str) {
+            if !piece.trim().is_empty() {
+                self.pieces.lock().unwrap().push(piece.to_string());
+            }
+        }
+    }
+
+    impl TermLike for Screen {
+        fn width(&self) -> u16 {
+            self.term.width()
+        }
+        fn height(&self) -> u16 {
+            self.term.height()
+        }
+        fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+            self.term.move_cursor_up(n)
+        }
+        fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+            self.term.move_cursor_down(n)
+        }
+        fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+            self.term.move_cursor_right(n)
+        }
+        fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+            self.term.move_cursor_left(n)
+        }
+        fn write_line(&self, line: &str) -> std::io::Result<()> {
+            self.written(line);
+            self.term.write_line(line)
+        }
+        fn write_str(&self, text: &str) -> std::io::Result<()> {
+            self.written(text);
+            self.term.write_str(text)
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            self.term.clear_line()
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            self.term.flush()
+        }
+    }
+
+    const LONG: &str = "2 of 3 updated replicas are available, 1 old replica is pending termination";
+
+    #[test]
+    fn board_line_is_one_line() {
+        assert_eq!(
+            board_line("www-en", "deploy", "waiting\nfor\tpods\r"),
+            "www-en         deploy   waiting for pods "
+        );
+    }
+
+    #[test]
+    fn board_lines_are_cut_to_the_terminal_width() {
+        for columns in [20, 40, 60, 200] {
+            for colour in [false, true] {
+                let screen = Screen::new(10, columns);
+                let printer = screen.printer(Verbosity::Normal, colour);
+                printer.progress("www-en", "deploy", LONG);
+                printer.progress("docs", "push", LONG);
+                let full = [
+                    board_line("docs", "push", LONG),
+                    board_line("www-en", "deploy", LONG),
+                ];
+                let expected: Vec<String> = full
+                    .iter()
+                    .map(|line| line.chars().take(usize::from(columns)).collect::<String>())
+                    .map(|line| line.trim_end().to_string())
+                    .collect();
+                assert_eq!(screen.contents(), expected.join("\n"), "{columns} columns");
+                assert!(screen.widest_piece() <= usize::from(columns), "{columns} columns");
+            }
+        }
+    }
+
+    #[test]
+    fn board_line_is_dim_in_colour() {
+        let screen = Screen::new(10, 40);
+        screen
+            .printer(Verbosity::Normal, true)
+            .progress("www-en", "deploy", "waiting");
+        let pieces = screen.pieces.lock().unwrap();
+        assert!(
+            pieces
+                .iter()
+                .any(|piece| piece.starts_with("\x1b[2m") && piece.ends_with("\x1b[0m")),
+            "{pieces:?}"
+        );
+    }
+
+    #[test]
+    fn lines_go_above_the_board_and_the_board_redraws_clean() {
+        let screen = Screen::new(20, 30);
+        let printer = screen.printer(Verbosity::Normal, false);
+        printer.progress("www-en", "build", LONG);
+        printer.progress("docs", "mirror", LONG);
+        printer.progress("www-en", "build", "step 2");
+        printer.note("a note longer than the thirty columns, which wraps");
+        printer.progress("docs", "mirror", "3 of 7 objects");
+        printer.stage("www-en", "build", Status::Done, "a801302c5f31 (2.1s)");
+        printer.warning("careful");
+        assert_eq!(
+            screen.contents(),
+            [
+                "a note longer than the thirty",
+                "columns, which wraps",
+                "www-en         build    ok   a",
+                "801302c5f31 (2.1s)",
+                "warning: careful",
+                "docs           mirror   3 of 7",
+            ]
+            .join("\n")
+        );
+        printer.clear_progress("docs");
+        printer.note("done");
+        assert!(
+            screen.contents().ends_with("warning: careful\ndone"),
+            "{}",
+            screen.contents()
+        );
+        assert!(screen.widest_piece() <= 30);
+    }
+
+    #[test]
+    fn logs_go_above_the_board() {
+        let screen = Screen::new(10, 40);
+        let printer = screen.printer(Verbosity::Normal, false);
+        printer.progress("www-en", "deploy", "waiting");
+        let mut log = printer.log_writer();
+        log.write_all(b"DEBUG berth: a log line\n").unwrap();
+        assert_eq!(
+            screen.contents(),
+            "DEBUG berth: a log line\nwww-en         deploy   waiting"
+        );
+    }
+
+    #[test]
+    fn quiet_keeps_the_board_empty() {
+        let screen = Screen::new(10, 40);
+        let printer = screen.printer(Verbosity::Quiet, false);
+        printer.progress("www-en", "deploy", "waiting");
+        printer.stage("www-en", "deploy", Status::Done, "rolled out");
+        assert_eq!(screen.contents(), "");
+    }
+
+    #[test]
+    fn verbose_board_shows_started_lines_too() {
+        let screen = Screen::new(10, 60);
+        let printer = screen.printer(Verbosity::Verbose, false);
+        printer.stage("www-en", "deploy", Status::Started, "setting the image");
+        printer.progress("www-en", "deploy", "waiting");
+        assert_eq!(
+            screen.contents(),
+            "www-en         deploy   ..   setting the image\nwww-en         deploy   waiting"
+        );
+    }
 
     #[test]
     fn table_pads_columns() {
