@@ -19,7 +19,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::reference;
+use crate::registry::reference;
 
 /// The whole pipeline: where images go, which cluster, which repos and sites.
 #[derive(Debug, Clone)]

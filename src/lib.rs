@@ -16,8 +16,7 @@ pub mod output;
 mod pack_index;
 pub mod pipeline;
 
-pub mod push;
-pub mod reference;
+pub mod registry;
 pub mod settings;
 pub mod smart_http;
 pub mod ssh;

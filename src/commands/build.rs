@@ -18,7 +18,7 @@ use crate::config::{Config, Site};
 use crate::image::{self, ImageBuild};
 use crate::output::{Printer, Status};
 use crate::pipeline;
-use crate::reference;
+use crate::registry::reference;
 
 /// `berth build` (and the first half of `preview`): the named site built
 /// from the working tree around `source`.

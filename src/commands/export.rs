@@ -12,7 +12,7 @@ use crate::mirror::{Commit, Mirror, MirrorError};
 use crate::output::{Printer, Status};
 use crate::pipeline::sync::sync_mirror;
 use crate::pipeline::{self, CommitChoice, SetupError};
-use crate::reference;
+use crate::registry::reference;
 
 /// `berth export`: prints the commit written; `commit` `None` is the branch head.
 pub async fn command(

@@ -9,7 +9,7 @@ use crate::deploy;
 use crate::exit;
 use crate::output::{Printer, table};
 use crate::pipeline::{self, RunReport};
-use crate::reference;
+use crate::registry::reference;
 use crate::settings::Settings;
 
 /// `berth history`: one site's history, as tables or `--json`.

@@ -9,7 +9,7 @@ use crate::exit;
 use crate::output::{Printer, Status, table};
 use crate::pipeline::SetupError;
 use crate::pipeline::sync::sync_mirror;
-use crate::reference;
+use crate::registry::reference;
 
 /// `berth mirror`: the table of mirrored repos, and the exit code.
 pub async fn command(config: &Config, repos: &[String], printer: &Printer) -> anyhow::Result<u8> {

@@ -14,8 +14,8 @@ use crate::output::{Printer, table};
 use crate::pipeline::decide::{self, Check};
 use crate::pipeline::sync::SyncError;
 use crate::pipeline::{self, CommitChoice, Generator, Shard, Synced};
-use crate::push;
-use crate::reference;
+use crate::registry;
+use crate::registry::reference;
 use crate::settings::Settings;
 
 /// `berth plan`: the plan of the named sites, as a table or `--json`; exit 1
@@ -136,7 +136,7 @@ struct Sources<'a> {
     deployer: &'a Deployer,
     generator: &'a Generator<'a>,
     docker: Option<&'a bollard::Docker>,
-    auth: Option<&'a push::RegistryAuth>,
+    auth: Option<&'a registry::RegistryAuth>,
 }
 
 async fn plan_site(
@@ -167,7 +167,7 @@ async fn plan_site(
     entry.deployed_commit.clone_from(&deployed.commit);
     entry.deployed_image.clone_from(&deployed.image);
     if let (Some(docker), Some(auth)) = (docker, auth) {
-        entry.image_present = push::registry_digest(docker, &image, auth)
+        entry.image_present = registry::registry_digest(docker, &image, auth)
             .await
             .ok()
             .map(|d| d.is_some());

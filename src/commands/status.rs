@@ -10,7 +10,7 @@ use crate::deploy::rollout::{RolloutState, rollout_state};
 use crate::exit;
 use crate::output::{Printer, table};
 use crate::pipeline::{self, CommitChoice};
-use crate::reference;
+use crate::registry::reference;
 use crate::settings::Settings;
 
 /// `berth status`: the named sites' state, as a table or `--json`.

@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 
 use crate::image::FileIndex;
 use crate::image::times::blob_id;
-use crate::push::{self, RegistryAuth};
+use crate::registry::{self, RegistryAuth};
 
 /// What can go wrong while finding the previous build's files. None of it
 /// fails a ship: the files then get the commit's time, as with no previous build.
@@ -104,7 +104,7 @@ pub async fn index_of(
         message,
     };
     if docker.inspect_image(&pinned).await.is_err() {
-        push::pull(docker, &pinned, auth)
+        registry::pull(docker, &pinned, auth)
             .await
             .map_err(|e| engine(e.to_string()))?;
     }

@@ -10,7 +10,7 @@ use bollard::Docker;
 use crate::config::Config;
 use crate::deploy::Deployer;
 use crate::pipeline::SetupError;
-use crate::push::{self, RegistryAuth};
+use crate::registry::{self, RegistryAuth};
 
 /// Connects to the cluster of the pipeline's `[kubernetes]` section.
 pub async fn connect_cluster(config: &Config) -> Result<Deployer, SetupError> {
@@ -28,7 +28,10 @@ pub async fn registry_auth(config: &Config) -> anyhow::Result<RegistryAuth> {
     let registry = config.registry.address.clone();
     let source = config.registry.credentials.clone();
     let base = config.path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(tokio::task::spawn_blocking(move || push::resolve_credentials(&registry, &source, &base)).await??)
+    Ok(
+        tokio::task::spawn_blocking(move || registry::resolve_credentials(&registry, &source, &base))
+            .await??,
+    )
 }
 
 /// Connects to the Engine from `DOCKER_HOST` (or the default socket) and pings it.

@@ -16,7 +16,7 @@ use crate::image::{self, BuildError};
 use crate::mirror::{Mirror, MirrorError, TreeFileKind};
 use crate::output::{Printer, Status};
 use crate::pipeline::sync::Synced;
-use crate::reference;
+use crate::registry::reference;
 
 /// A site's files (exported and generated, or read from the mirror), and the
 /// times they get.

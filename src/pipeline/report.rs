@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::deploy;
 use crate::output::table;
-use crate::reference;
+use crate::registry::reference;
 
 /// What happened to one site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -22,8 +22,8 @@ use crate::pipeline::decide::{self, Check, Existing};
 use crate::pipeline::generator::Generator;
 use crate::pipeline::report::{FailureKind, SiteAction, SiteReport};
 use crate::pipeline::sync::{SyncError, Synced};
-use crate::push::{self, RegistryAuth};
-use crate::reference;
+use crate::registry::reference;
+use crate::registry::{self, RegistryAuth};
 
 /// What one run's sites share: the connections, the generator runs, the
 /// options, and whether berth was interrupted.
@@ -357,7 +357,7 @@ impl RunContext<'_> {
         let reference_with_tag = format!("{repository}:{tag}");
         self.printer
             .progress(&site.name, "push", &format!("pushing {reference_with_tag}"));
-        let digest = push::push(self.docker, image_id, repository, tag, self.auth)
+        let digest = registry::push(self.docker, image_id, repository, tag, self.auth)
             .await
             .map_err(push_failure)?;
         report
@@ -630,7 +630,7 @@ impl RunContext<'_> {
     /// The registry's digest for `reference` when the local Engine knows that image
     /// was built from `source_digest` and the registry holds it.
     async fn existing(&self, reference: &str, source_digest: &str) -> Result<Option<Existing>, StageFailure> {
-        let Some(digest) = push::registry_digest(self.docker, reference, self.auth)
+        let Some(digest) = registry::registry_digest(self.docker, reference, self.auth)
             .await
             .map_err(push_failure)?
         else {
@@ -643,7 +643,7 @@ impl RunContext<'_> {
             reference.rsplit_once(':').map_or(reference, |(name, _)| name)
         );
         if self.docker.inspect_image(&pinned).await.is_err() {
-            push::pull(self.docker, &pinned, self.auth)
+            registry::pull(self.docker, &pinned, self.auth)
                 .await
                 .map_err(push_failure)?;
         }
@@ -870,9 +870,11 @@ fn deploy_failure(error: DeployError) -> StageFailure {
     }
 }
 
-fn push_failure(error: push::PushError) -> StageFailure {
+fn push_failure(error: registry::RegistryError) -> StageFailure {
     match error {
-        push::PushError::Unreachable(_) | push::PushError::RegistryUnreachable { .. } => environment(error),
+        registry::RegistryError::Unreachable(_) | registry::RegistryError::RegistryUnreachable { .. } => {
+            environment(error)
+        }
         other => other.into(),
     }
 }

@@ -1,0 +1,61 @@
+//! Registry stage: credentials, the push itself, the pushed digest, and the
+//! names of what goes in a registry.
+//!
+//! 1. [`credentials`]: resolve credentials for the registry from the source
+//!    the pipeline file names: Docker's `config.json` (`auths`, `credHelpers`,
+//!    `credsStore`), environment variables, or files. The secret stays in
+//!    memory and is never printed.
+//! 2. [`push`]: ask the registry (through the Engine) whether the tag exists,
+//!    and its digest; push through the Engine API, retrying transient failures
+//!    with backoff (an authentication failure is not retried and names the
+//!    registry and the credential source, never the secret); read back the
+//!    manifest digest the registry now holds for the tag.
+//! 3. [`reference`]: registry addresses, repositories and tags: their checks,
+//!    and the tags berth gives (commit, variant, dirty).
+
+pub mod credentials;
+pub mod push;
+pub mod reference;
+
+pub use credentials::{RegistryAuth, resolve_credentials};
+pub use push::{pull, push, registry_digest};
+
+/// What can go wrong with the registry: its credentials, a push, a pull or
+/// a question about a tag.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry refused our credentials (or we had none). Not retried.
+    #[error("registry {registry} refused the push: {message} (credentials from {source_description})")]
+    Auth {
+        registry: String,
+        message: String,
+        source_description: String,
+    },
+    /// Credentials could not be read from their source.
+    #[error("cannot read registry credentials from {source_description}: {message}")]
+    Credentials {
+        source_description: String,
+        message: String,
+    },
+    /// The push failed after retries.
+    #[error("pushing {image} failed after {attempts} attempts: {message}")]
+    Failed {
+        image: String,
+        attempts: u32,
+        message: String,
+    },
+    /// The Engine could not reach the registry (down, wrong address), after
+    /// retries: an environment error, like an unreachable Engine or cluster.
+    #[error("cannot reach the registry of {image}: failed after {attempts} attempts: {message}")]
+    RegistryUnreachable {
+        image: String,
+        attempts: u32,
+        message: String,
+    },
+    /// The registry holds no digest for what we pushed.
+    #[error("the registry reported no digest for {0}")]
+    NoDigest(String),
+    /// The Engine could not be reached.
+    #[error("cannot reach the Docker Engine: {0}")]
+    Unreachable(String),
+}

@@ -1,0 +1,268 @@
+//! The push through the Engine API, with retries; the pull of an image by
+//! digest; and the registry's digest for a tag. The Engine's words about a
+//! failure are read in one place ([`EngineWords`]).
+
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::query_parameters::{PushImageOptions, TagImageOptions};
+use futures_util::StreamExt;
+
+use crate::registry::{RegistryAuth, RegistryError};
+
+/// The manifest digest the registry holds for `reference`, or `None` when it has none.
+pub async fn registry_digest(
+    docker: &Docker,
+    reference: &str,
+    auth: &RegistryAuth,
+) -> Result<Option<String>, RegistryError> {
+    match docker
+        .inspect_registry_image(reference, auth.credentials.clone())
+        .await
+    {
+        Ok(inspect) => Ok(inspect.descriptor.digest),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code, message }) => {
+            if status_code == 401 || EngineWords::of(&message) == EngineWords::Refused {
+                Err(auth.refused(message))
+            } else {
+                // 404 and "manifest unknown": the tag does not exist yet.
+                Ok(None)
+            }
+        }
+        Err(error) => Err(RegistryError::Unreachable(error.to_string())),
+    }
+}
+
+/// What the Engine's words about a registry failure mean. The Engine hands
+/// registry errors to its client as text only (a progress stream's
+/// `errorDetail.message`), so this is the one place berth reads an error's
+/// words; its own errors are typed and never read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EngineWords {
+    /// The registry refused the credentials (or their absence).
+    Refused,
+    /// The Engine could not connect to the registry.
+    Unreachable,
+    /// Anything else: may pass on a retry.
+    Other,
+}
+
+impl EngineWords {
+    fn of(message: &str) -> Self {
+        if is_auth_message(message) {
+            Self::Refused
+        } else if is_network_message(message) {
+            Self::Unreachable
+        } else {
+            Self::Other
+        }
+    }
+}
+
+fn is_network_message(message: &str) -> bool {
+    [
+        "connection refused",
+        "no such host",
+        "i/o timeout",
+        "connection reset",
+        "dial tcp",
+        "EOF",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
+}
+
+fn is_auth_message(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    [
+        "unauthorized",
+        "authentication required",
+        "no basic auth credentials",
+        "denied",
+        "incorrect username or password",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle))
+}
+
+const PUSH_ATTEMPTS: u32 = 3;
+
+/// Tags `image_id` as `repository:tag`, pushes it and returns the manifest digest.
+pub async fn push(
+    docker: &Docker,
+    image_id: &str,
+    repository: &str,
+    tag: &str,
+    auth: &RegistryAuth,
+) -> Result<String, RegistryError> {
+    let reference = format!("{repository}:{tag}");
+    docker
+        .tag_image(
+            image_id,
+            Some(TagImageOptions {
+                repo: Some(repository.to_string()),
+                tag: Some(tag.to_string()),
+            }),
+        )
+        .await
+        .map_err(|error| RegistryError::Unreachable(error.to_string()))?;
+    let mut last = String::new();
+    for attempt in 1..=PUSH_ATTEMPTS {
+        match push_once(docker, repository, tag, auth).await {
+            Ok(()) => return pushed_digest(docker, repository, &reference).await,
+            Err(PushAttempt::Auth(message)) => {
+                return Err(auth.refused(message));
+            }
+            Err(PushAttempt::Transient(message)) => {
+                tracing::debug!(%reference, attempt, "push failed: {message}");
+                last = message;
+                if attempt < PUSH_ATTEMPTS {
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt * attempt))).await;
+                }
+            }
+        }
+    }
+    Err(if EngineWords::of(&last) == EngineWords::Unreachable {
+        RegistryError::RegistryUnreachable {
+            image: reference,
+            attempts: PUSH_ATTEMPTS,
+            message: last,
+        }
+    } else {
+        RegistryError::Failed {
+            image: reference,
+            attempts: PUSH_ATTEMPTS,
+            message: last,
+        }
+    })
+}
+
+enum PushAttempt {
+    Auth(String),
+    Transient(String),
+}
+
+async fn push_once(
+    docker: &Docker,
+    repository: &str,
+    tag: &str,
+    auth: &RegistryAuth,
+) -> Result<(), PushAttempt> {
+    let options = PushImageOptions {
+        tag: Some(tag.to_string()),
+        ..Default::default()
+    };
+    let stream = docker.push_image(repository, Some(options), auth.credentials.clone());
+    let message = match first_error(stream, |info| info.error_detail.and_then(|detail| detail.message)).await
+    {
+        None => return Ok(()),
+        Some(EngineError::Said(message) | EngineError::Transport(message)) => message,
+    };
+    Err(match EngineWords::of(&message) {
+        EngineWords::Refused => PushAttempt::Auth(message),
+        EngineWords::Unreachable | EngineWords::Other => PushAttempt::Transient(message),
+    })
+}
+
+/// An error from an Engine progress stream (push, pull).
+enum EngineError {
+    /// The Engine's (or the registry's) own words.
+    Said(String),
+    /// The connection to the Engine failed.
+    Transport(String),
+}
+
+/// Drains `stream` and returns its first error, if any.
+async fn first_error<T>(
+    stream: impl futures_util::Stream<Item = Result<T, bollard::errors::Error>>,
+    detail: impl Fn(T) -> Option<String>,
+) -> Option<EngineError> {
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(message) = detail(info) {
+                    return Some(EngineError::Said(message));
+                }
+            }
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                return Some(EngineError::Said(message));
+            }
+            Err(error) => return Some(EngineError::Transport(error.to_string())),
+        }
+    }
+    None
+}
+
+/// Pulls `reference` (by digest) into the local Engine.
+pub async fn pull(docker: &Docker, reference: &str, auth: &RegistryAuth) -> Result<(), RegistryError> {
+    let options = bollard::query_parameters::CreateImageOptions {
+        from_image: Some(reference.to_string()),
+        ..Default::default()
+    };
+    let stream = docker.create_image(Some(options), None, auth.credentials.clone());
+    let message = match first_error(stream, |info| info.error_detail.and_then(|detail| detail.message)).await
+    {
+        None => return Ok(()),
+        Some(EngineError::Transport(message)) => return Err(RegistryError::Unreachable(message)),
+        Some(EngineError::Said(message)) => message,
+    };
+    let image = reference.to_string();
+    Err(match EngineWords::of(&message) {
+        EngineWords::Refused => auth.refused(message),
+        EngineWords::Unreachable => RegistryError::RegistryUnreachable {
+            image,
+            attempts: 1,
+            message,
+        },
+        EngineWords::Other => RegistryError::Failed {
+            image,
+            attempts: 1,
+            message,
+        },
+    })
+}
+
+/// The digest the registry holds, read back from the image's `RepoDigests`
+/// (the push stream does not carry it reliably).
+async fn pushed_digest(docker: &Docker, repository: &str, reference: &str) -> Result<String, RegistryError> {
+    let inspect = docker
+        .inspect_image(reference)
+        .await
+        .map_err(|error| RegistryError::Unreachable(error.to_string()))?;
+    inspect
+        .repo_digests
+        .unwrap_or_default()
+        .iter()
+        .find_map(|entry| entry.strip_prefix(&format!("{repository}@")).map(str::to_string))
+        .ok_or_else(|| RegistryError::NoDigest(reference.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engines_words_tell_refused_from_unreachable() {
+        assert_eq!(
+            EngineWords::of("unauthorized: authentication required"),
+            EngineWords::Refused
+        );
+        assert_eq!(EngineWords::of("no basic auth credentials"), EngineWords::Refused);
+        assert_eq!(
+            EngineWords::of("denied: requested access to the resource is denied"),
+            EngineWords::Refused
+        );
+        assert_eq!(
+            EngineWords::of(
+                "Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused"
+            ),
+            EngineWords::Unreachable
+        );
+        assert_eq!(EngineWords::of("unexpected EOF"), EngineWords::Unreachable);
+        assert_eq!(
+            EngineWords::of("blob upload invalid: digest mismatch"),
+            EngineWords::Other
+        );
+    }
+}
