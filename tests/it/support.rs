@@ -307,6 +307,20 @@ impl World {
         api.get(name).await.expect("deployment exists")
     }
 
+    /// [`snapshot_settings`] for this world's output: its prefix (names,
+    /// namespace, images) as `[TEST]`, the open registry as `[REGISTRY]`, and
+    /// runs of spaces squeezed (column widths follow the replaced lengths).
+    pub fn snapshot_settings(&self) -> insta::Settings {
+        let literal = |text: &str, replacement: &str| (regex_escape(text), replacement.to_string());
+        let mut settings = snapshot_settings(&[
+            literal(&self.prefix, "[TEST]"),
+            literal(&self.stack.registry, "[REGISTRY]"),
+        ]);
+        settings.add_filter(r"(?m)^[ \t]+|[ \t]+$", "");
+        settings.add_filter(r"[ \t]{2,}", " ");
+        settings
+    }
+
     /// Writes `pipeline.toml` into the test's dir and returns its path.
     pub fn write_config(&self, text: &str) -> PathBuf {
         let path = self.dir.path().join("pipeline.toml");
@@ -407,6 +421,46 @@ deployment = {{ name = "web", container = "web" }}
 /// `templates = "<the repo's templates/>"`, for [`landing_pipeline`]'s head.
 pub fn templates_line() -> String {
     format!("templates = \"{}\"", repo_root().join("templates").display())
+}
+
+/// insta filters (regex, replacement) for what changes from run to run in
+/// berth's output: digests, commits, short commits, times, and the clock of
+/// plain (CI) lines. [`World::snapshot_settings`] adds this world's names.
+pub fn snapshot_filters() -> Vec<(String, String)> {
+    [
+        (r"[0-9a-f]{64}\b", "[DIGEST]"),
+        (r"[0-9a-f]{40}\b", "[COMMIT]"),
+        (r"\b[0-9a-f]{12}\b", "[SHORT]"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]"),
+        (r"(?m)^\d\d:\d\d:\d\d ", "[TIME] "),
+    ]
+    .into_iter()
+    .map(|(regex, replacement)| (regex.to_string(), replacement.to_string()))
+    .collect()
+}
+
+/// `text` as a regex that matches just it (what `regex::escape` does, without
+/// the dependency).
+fn regex_escape(text: &str) -> String {
+    let mut escaped = String::new();
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// insta settings with [`snapshot_filters`]; bind them for a test's snapshots
+/// with `let _filters = snapshot_settings(&[]).bind_to_scope();`. `first` are
+/// filters applied before the shared ones.
+pub fn snapshot_settings(first: &[(String, String)]) -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    for (regex, replacement) in first.iter().chain(&snapshot_filters()) {
+        settings.add_filter(regex, replacement.as_str());
+    }
+    settings
 }
 
 /// berth's own image (`scripts/berth-image`, docs/cronjob/Dockerfile), tagged
