@@ -451,13 +451,6 @@ impl World {
         self.deployment(name).await.metadata.generation.unwrap()
     }
 
-    /// Writes `pipeline.toml` into the test's dir and returns its path.
-    pub fn write_config(&self, text: &str) -> PathBuf {
-        let path = self.dir.path().join("pipeline.toml");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
     /// Runs the real berth binary in the test's dir.
     pub fn berth(&self, args: &[&str]) -> Output {
         berth_in(self.dir.path(), args)
@@ -739,46 +732,6 @@ pub fn snapshot_settings(first: &[(String, String)]) -> insta::Settings {
         settings.add_filter(regex, replacement.as_str());
     }
     settings
-}
-
-/// The pipeline file of the `landing` example site at `url`, shipped as image
-/// `<prefix>/<image_name>` to container `web` of Deployment `web` in the
-/// world's namespace. `head` goes first (state_dir, templates); `image_source`
-/// into the site (template or dockerfile, build_args).
-pub fn landing_pipeline(
-    world: &World,
-    url: &str,
-    image_name: &str,
-    head: &str,
-    image_source: &str,
-) -> String {
-    format!(
-        r#"{head}
-[registry]
-address = "{registry}"
-credentials = "none"
-[kubernetes]
-namespace = "{namespace}"
-rollout_timeout = "90s"
-[[repo]]
-name = "landing"
-url = "{url}"
-[[site]]
-name = "landing"
-repo = "landing"
-{image_source}
-image = "{prefix}/{image_name}"
-deployment = {{ name = "web", container = "web" }}
-"#,
-        registry = world.stack.registry,
-        namespace = world.namespace,
-        prefix = world.prefix,
-    )
-}
-
-/// `templates = "<the repo's templates/>"`, for [`landing_pipeline`]'s head.
-pub fn templates_line() -> String {
-    format!("templates = \"{}\"", repo_root().join("templates").display())
 }
 
 /// berth's own image (`scripts/berth-image`, docs/cronjob/Dockerfile), tagged
