@@ -331,8 +331,8 @@ async fn sigint_mid_run_leaves_every_deployment_whole_and_no_lease_held() {
         // A site berth did not finish runs exactly what it ran before.
         untouched += usize::from(!new);
         assert_eq!(
-            berth::deploy::rollout::rollout_state(&deployment),
-            berth::deploy::rollout::RolloutState::Complete,
+            crate::support::rollout_state(&deployment),
+            crate::support::RolloutState::Complete,
             "{site}"
         );
     }

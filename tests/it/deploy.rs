@@ -86,8 +86,8 @@ async fn assert_fails_and_rolls_back(world: &World, expected: &[&str]) {
     );
     let deployment = world.deployment("web").await;
     assert_eq!(
-        berth::deploy::rollout::rollout_state(&deployment),
-        berth::deploy::rollout::RolloutState::Complete
+        crate::support::rollout_state(&deployment),
+        crate::support::RolloutState::Complete
     );
     assert!(
         started.elapsed() < Duration::from_secs(80),

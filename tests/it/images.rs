@@ -4,7 +4,10 @@
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
-use crate::support::{Credentials, Pipeline, Registry, SiteSpec, World, http_get, image_of, text};
+use crate::support::{
+    BuildError, ContextBody, Credentials, ImageBuild, Pipeline, Printer, Registry, SiteSpec, Verbosity,
+    World, build_image, http_get, image_of, text,
+};
 
 /// A world with a copy of `landing` and Deployment `web` (2 replicas on the
 /// busybox base); the tests write their own pipelines, from
@@ -66,7 +69,7 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
     // Labels say where the image came from.
     let inspect = docker.inspect_image(&image).await.unwrap();
     let labels = inspect.config.unwrap().labels.unwrap();
-    let head = world.head(&world.url("landing"), "main");
+    let head = world.repo_head("landing");
     assert_eq!(labels["org.opencontainers.image.revision"], head);
     assert_eq!(labels["org.opencontainers.image.source"], world.url("landing"));
     assert!(labels["org.opencontainers.image.created"].ends_with('Z'));
@@ -400,7 +403,7 @@ async fn changed_build_inputs_never_move_a_commit_tag() {
         "{all}"
     );
     let second = image_of(&world.deployment("web").await);
-    let head = world.head(&world.url("landing"), "main");
+    let head = world.repo_head("landing");
     assert!(second.contains(&format!(":{head}-")), "{second}");
 
     // The commit's own tag still names the first image.
@@ -481,17 +484,17 @@ async fn build_streamed(
     docker: &bollard::Docker,
     body: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
     tag: &str,
-) -> Result<String, berth::build::BuildError> {
-    let printer = berth::output::Printer::new(berth::output::Verbosity::Quiet, false, false);
-    let request = berth::build::ImageBuild {
-        context: berth::build::ContextBody::Stream(body),
+) -> Result<String, BuildError> {
+    let printer = Printer::new(Verbosity::Quiet, false, false);
+    let request = ImageBuild {
+        context: ContextBody::Stream(body),
         dockerfile: "Dockerfile",
         tag,
         build_args: &std::collections::BTreeMap::new(),
         labels: &std::collections::BTreeMap::new(),
         credentials: std::collections::HashMap::new(),
     };
-    berth::build::build_image(docker, request, &printer).await
+    build_image(docker, request, &printer).await
 }
 
 /// The context is streamed to the Engine while berth writes it; a failure half-way

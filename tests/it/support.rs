@@ -7,6 +7,12 @@ use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+// What the tests use of berth's library, in one place: these module paths
+// follow src/'s layout, which is being restructured.
+pub use berth::build::{BuildError, ContextBody, ImageBuild, build_image};
+pub use berth::deploy::rollout::{RolloutState, pod_problem, rollout_state};
+use berth::local::create_published;
+pub use berth::output::{Printer, Verbosity};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, PostParams};
@@ -863,7 +869,7 @@ pub async fn serve(docker: &bollard::Docker, image: &str) -> (String, u16) {
     use bollard::query_parameters::StartContainerOptions;
     let port = free_port();
     let name = unique("berth-serve");
-    berth::local::create_published(docker, image, &name, "8080/tcp", port, &[])
+    create_published(docker, image, &name, "8080/tcp", port, &[])
         .await
         .unwrap();
     docker
