@@ -9,9 +9,9 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 
-use crate::pipeline::{Example, SITES};
 use crate::support::{
-    World, free_port, http_get, http_receiver, image_of, json_of, kube_client, text, validate_against,
+    Notify, SITES, World, free_port, http_get, http_receiver, image_of, json_of, kube_client, text,
+    validate_against,
 };
 
 async fn leases_held(world: &World) -> usize {
@@ -26,8 +26,7 @@ async fn leases_held(world: &World) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_nightly_run_twice_reports_json_and_the_second_run_writes_nothing() {
-    let example = Example::new("nightly").await;
-    let world = &example.world;
+    let world = World::example("nightly").await;
     let output = world.berth(&["run", "--json"]);
     assert!(output.status.success(), "{}", text(&output));
     let first = json_of(&output);
@@ -41,8 +40,8 @@ async fn a_nightly_run_twice_reports_json_and_the_second_run_writes_nothing() {
         "{first:#}"
     );
 
-    let versions_before = resource_versions(world).await;
-    let leases_before = leases(world).await;
+    let versions_before = resource_versions(&world).await;
+    let leases_before = leases(&world).await;
     assert_eq!(
         leases_before.len(),
         4,
@@ -61,12 +60,12 @@ async fn a_nightly_run_twice_reports_json_and_the_second_run_writes_nothing() {
         "{second:#}"
     );
     assert_eq!(
-        resource_versions(world).await,
+        resource_versions(&world).await,
         versions_before,
         "no write to any Deployment"
     );
     assert_eq!(
-        leases(world).await,
+        leases(&world).await,
         leases_before,
         "no new lease, no lease taken or renewed"
     );
@@ -124,98 +123,27 @@ async fn resource_versions(world: &World) -> Vec<String> {
     versions
 }
 
-/// Replaces what changes between runs (commits, digests, times, names) by placeholders.
-fn filtered(text: &str, world: &World) -> String {
-    let mut out = text
-        .replace(&world.prefix, "[TEST]")
-        .replace(&world.stack.registry, "[REGISTRY]");
-    for (pattern, replacement) in [
-        (r"[0-9a-f]{64}", "[DIGEST]"),
-        (r"[0-9a-f]{40}", "[COMMIT]"),
-        (r"\b[0-9a-f]{12}\b", "[SHORT]"),
-        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]"),
-    ] {
-        out = regex_replace(&out, pattern, replacement);
-    }
-    // Column widths depend on the replaced lengths: squeeze runs of spaces.
-    out.lines()
-        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn regex_replace(text: &str, pattern: &str, replacement: &str) -> String {
-    // A tiny matcher for the four patterns above, to keep regex out of the dependencies.
-    let mut out = String::new();
-    let bytes = text.as_bytes();
-    let mut index = 0;
-    while index < bytes.len() {
-        let matched = match pattern {
-            r"[0-9a-f]{64}" => hex_run(bytes, index, 64),
-            r"[0-9a-f]{40}" => hex_run(bytes, index, 40),
-            r"\b[0-9a-f]{12}\b" => {
-                hex_run(bytes, index, 12).filter(|_| index == 0 || !bytes[index - 1].is_ascii_alphanumeric())
-            }
-            _ => time_run(bytes, index),
-        };
-        if let Some(length) = matched {
-            out.push_str(replacement);
-            index += length;
-        } else {
-            out.push(bytes[index] as char);
-            index += 1;
-        }
-    }
-    out
-}
-
-fn hex_run(bytes: &[u8], start: usize, length: usize) -> Option<usize> {
-    let end = start + length;
-    let run = bytes.get(start..end)?;
-    let is_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
-    (run.iter().all(is_hex) && bytes.get(end).is_none_or(|b| !b.is_ascii_alphanumeric())).then_some(length)
-}
-
-fn time_run(bytes: &[u8], start: usize) -> Option<usize> {
-    let run = bytes.get(start..start + 20)?;
-    let shape = b"dddd-dd-ddTdd:dd:ddZ";
-    run.iter()
-        .zip(shape)
-        .all(|(b, s)| if *s == b'd' { b.is_ascii_digit() } else { b == s })
-        .then_some(20)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_status_and_history_print_what_they_should() {
-    let example = Example::new("views").await;
-    let world = &example.world;
+    let world = World::example("views").await;
+    let _filters = world.snapshot_settings().bind_to_scope();
     let output = world.berth(&["plan"]);
     assert!(output.status.success(), "{}", text(&output));
-    insta::assert_snapshot!(
-        "plan_before",
-        filtered(&String::from_utf8_lossy(&output.stdout), world)
-    );
+    insta::assert_snapshot!("plan_before", String::from_utf8_lossy(&output.stdout));
 
     let output = world.berth(&["run", "landing"]);
     assert!(output.status.success(), "{}", text(&output));
     let output = world.berth(&["status"]);
     assert!(output.status.success(), "{}", text(&output));
-    insta::assert_snapshot!(
-        "status_after_one",
-        filtered(&String::from_utf8_lossy(&output.stdout), world)
-    );
+    insta::assert_snapshot!("status_after_one", String::from_utf8_lossy(&output.stdout));
     let output = world.berth(&["history", "landing"]);
     assert!(output.status.success(), "{}", text(&output));
-    insta::assert_snapshot!(
-        "history_landing",
-        filtered(&String::from_utf8_lossy(&output.stdout), world)
-    );
+    insta::assert_snapshot!("history_landing", String::from_utf8_lossy(&output.stdout));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shards_cover_every_site_exactly_once() {
-    let example = Example::new("shards").await;
-    let world = &example.world;
+    let world = World::example("shards").await;
     for count in [1, 2, 3, 5] {
         let mut seen = Vec::new();
         for index in 1..=count {
@@ -257,13 +185,7 @@ async fn a_local_build_of_a_dirty_tree_is_tagged_dirty_and_preview_serves_it() {
     std::fs::write(checkout.join("draft.html"), "untracked draft\n").unwrap();
     std::fs::write(checkout.join(".gitignore"), "secret.txt\n").unwrap();
     std::fs::write(checkout.join("secret.txt"), "must not ship\n").unwrap();
-    let templates = crate::support::repo_root().join("templates");
-    world.write_config(&format!(
-        "templates = \"{}\"\n[registry]\naddress = \"{}\"\ncredentials = \"none\"\n[[repo]]\nname = \"landing\"\nurl = \"{url}\"\n[[site]]\nname = \"landing\"\nrepo = \"landing\"\nimage = \"{}/landing\"\ndeployment = {{ name = \"web\", container = \"web\" }}\n",
-        templates.display(),
-        world.stack.registry,
-        world.prefix
-    ));
+    world.write_pipeline(&world.landing_pipeline());
     let output = world.berth(&["build", "landing", "--source", checkout.to_str().unwrap()]);
     assert!(output.status.success(), "{}", text(&output));
     let tag = String::from_utf8(output.stdout.clone())
@@ -324,12 +246,13 @@ async fn a_local_build_of_a_dirty_tree_is_tagged_dirty_and_preview_serves_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_webhook_hears_about_the_run_and_one_that_is_down_does_not_fail_it() {
-    let example = Example::with_extra(
-        "webhook",
-        "[notify]\nwebhook_env = \"TEST_WEBHOOK\"\non = \"always\"\n",
-    )
-    .await;
-    let world = &example.world;
+    let world = World::example("webhook").await;
+    let mut pipeline = world.example_pipeline();
+    pipeline.notify = Some(Notify {
+        webhook_env: "TEST_WEBHOOK".into(),
+        on: Some("always".into()),
+    });
+    world.write_pipeline(&pipeline);
     let (port, requests) = http_receiver(1, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
     let output = world.berth_with_env(
         &["run", "landing"],
@@ -364,8 +287,7 @@ async fn a_webhook_hears_about_the_run_and_one_that_is_down_does_not_fail_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_mid_run_leaves_every_deployment_whole_and_no_lease_held() {
-    let example = Example::new("sigint").await;
-    let world = &example.world;
+    let world = World::example("sigint").await;
     let before: Vec<String> = {
         let mut images = Vec::new();
         for (site, _) in SITES {
@@ -404,17 +326,17 @@ async fn sigint_mid_run_leaves_every_deployment_whole_and_no_lease_held() {
     for (index, (site, repo)) in SITES.iter().enumerate() {
         let deployment = world.deployment(site).await;
         let image = image_of(&deployment);
-        let new = image.contains(&example.head(repo));
+        let new = image.contains(&world.repo_head(repo));
         assert!(image == before[index] || new, "{site} runs {image}");
         // A site berth did not finish runs exactly what it ran before.
         untouched += usize::from(!new);
         assert_eq!(
-            berth::deploy::rollout::rollout_state(&deployment),
-            berth::deploy::rollout::RolloutState::Complete,
+            crate::support::rollout_state(&deployment),
+            crate::support::RolloutState::Complete,
             "{site}"
         );
     }
-    assert_eq!(leases_held(world).await, 0, "no lease held");
+    assert_eq!(leases_held(&world).await, 0, "no lease held");
     assert!(untouched > 0, "the interrupt stopped nothing: {stderr}");
 }
 
@@ -449,8 +371,7 @@ async fn the_cronjob_manifests_pass_a_server_side_dry_run_and_berths_image_runs(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_remote_engine_over_tcp_with_tls_builds_and_pushes() {
-    let example = Example::new("remote-engine").await;
-    let world = &example.world;
+    let world = World::example("remote-engine").await;
     let host = std::env::var("BERTH_STACK_DOCKER_TLS_HOST").expect("the stack's TLS endpoint");
     let certs = std::env::var("BERTH_STACK_DOCKER_CERT_PATH").expect("the stack's client certificates");
     let output = world.berth_with_env(
@@ -462,7 +383,7 @@ async fn a_remote_engine_over_tcp_with_tls_builds_and_pushes() {
         ],
     );
     assert!(output.status.success(), "{}", text(&output));
-    assert!(image_of(&world.deployment("landing").await).contains(&example.head("landing")));
+    assert!(image_of(&world.deployment("landing").await).contains(&world.repo_head("landing")));
     // Without the client certificate the Engine is not reachable: an environment error.
     let output = world.berth_with_env(
         &["run", "docs"],

@@ -7,47 +7,28 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use crate::support::{World, image_of, kube_client, text};
+use crate::support::{World, kube_client, text};
 
-/// One plain-HTML site (the `landing` example) shipped to Deployment `web`.
-struct OneSite {
-    world: World,
-    url: String,
-    base: String,
-}
-
-impl OneSite {
-    /// `image_name` is the last path part of the site's image; a name starting
-    /// with `broken`, `crash` or `notready` makes its pods fail that way.
-    async fn new(test: &str, image_name: &str, deployment: Option<serde_json::Value>) -> Self {
-        let world = World::new(test).await;
-        let url = world.copy_repo("landing");
-        let base = format!("{}/berth/base:busybox", world.stack.registry);
-        match deployment {
-            Some(body) => world.create_deployment_json(body).await,
-            // A short progress deadline for the image that never gets ready.
-            None if image_name.starts_with("notready") => {
-                world.create_deployment_with_deadline("web", 3, &base, 20).await;
-            }
-            None => world.create_deployment("web", 3, &base).await,
+/// A world with the `landing` example shipped to Deployment `web` (3 replicas
+/// on the busybox base, or `deployment` when given), the rollout timeout 90 s.
+/// `image_name` is the last path part of the site's image; a name starting
+/// with `broken`, `crash` or `notready` makes its pods fail that way.
+async fn one_site(test: &str, image_name: &str, deployment: Option<serde_json::Value>) -> World {
+    let world = World::new(test).await;
+    world.copy_repo("landing");
+    let base = world.busybox();
+    match deployment {
+        Some(body) => world.create_deployment_json(body).await,
+        // A short progress deadline for the image that never gets ready.
+        None if image_name.starts_with("notready") => {
+            world.create_deployment_with_deadline("web", 3, &base, 20).await;
         }
-        world.write_config(&crate::support::landing_pipeline(
-            &world,
-            &url,
-            image_name,
-            &crate::support::templates_line(),
-            "",
-        ));
-        Self { world, url, base }
+        None => world.create_deployment("web", 3, &base).await,
     }
-
-    async fn image(&self) -> String {
-        image_of(&self.world.deployment("web").await)
-    }
-
-    async fn generation(&self) -> i64 {
-        self.world.deployment("web").await.metadata.generation.unwrap()
-    }
+    let mut pipeline = world.landing_pipeline().with_rollout_timeout("90s");
+    pipeline.site_mut("landing").image = world.image(image_name);
+    world.write_pipeline(&pipeline);
+    world
 }
 
 fn deployment_body(strategy: &serde_json::Value, probe: bool, base: &str) -> serde_json::Value {
@@ -69,29 +50,29 @@ fn deployment_body(strategy: &serde_json::Value, probe: bool, base: &str) -> ser
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_roll_out_and_rollback_returns_to_the_previous_image() {
-    let site = OneSite::new("deploy-three", "web", None).await;
-    let output = site.world.berth(&["run"]);
+    let world = one_site("deploy-three", "web", None).await;
+    let output = world.berth(&["run"]);
     assert!(output.status.success(), "{}", text(&output));
-    let head = site.world.head(&site.url, "main");
-    assert!(site.image().await.contains(&format!(":{head}@sha256:")));
-    let status = site.world.deployment("web").await.status.unwrap();
+    let head = world.repo_head("landing");
+    assert!(world.image_of("web").await.contains(&format!(":{head}@sha256:")));
+    let status = world.deployment("web").await.status.unwrap();
     assert_eq!(
         (status.updated_replicas, status.available_replicas),
         (Some(3), Some(3))
     );
 
-    let output = site.world.berth(&["rollback", "landing"]);
+    let output = world.berth(&["rollback", "landing"]);
     assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(site.image().await, site.base);
-    let output = site.world.berth(&["rollback", "landing", "--to", &head[..10]]);
+    assert_eq!(world.image_of("web").await, world.busybox());
+    let output = world.berth(&["rollback", "landing", "--to", &head[..10]]);
     assert!(output.status.success(), "{}", text(&output));
-    assert!(site.image().await.contains(&head));
+    assert!(world.image_of("web").await.contains(&head));
 }
 
-async fn assert_fails_and_rolls_back(site: &OneSite, expected: &[&str]) {
-    let before = site.image().await;
+async fn assert_fails_and_rolls_back(world: &World, expected: &[&str]) {
+    let before = world.image_of("web").await;
     let started = std::time::Instant::now();
-    let output = site.world.berth(&["run"]);
+    let output = world.berth(&["run"]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     for needle in expected {
@@ -99,14 +80,14 @@ async fn assert_fails_and_rolls_back(site: &OneSite, expected: &[&str]) {
     }
     assert!(all.contains("rolled back: the previous version"), "{all}");
     assert_eq!(
-        site.image().await,
+        world.image_of("web").await,
         before,
         "the Deployment runs its previous image again"
     );
-    let deployment = site.world.deployment("web").await;
+    let deployment = world.deployment("web").await;
     assert_eq!(
-        berth::deploy::rollout::rollout_state(&deployment),
-        berth::deploy::rollout::RolloutState::Complete
+        crate::support::rollout_state(&deployment),
+        crate::support::RolloutState::Complete
     );
     assert!(
         started.elapsed() < Duration::from_secs(80),
@@ -117,21 +98,21 @@ async fn assert_fails_and_rolls_back(site: &OneSite, expected: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_image_is_diagnosed_and_rolled_back() {
-    let site = OneSite::new("deploy-broken", "broken-web", None).await;
-    let image_prefix = format!("{}/{}/broken-web:", site.world.stack.registry, site.world.prefix);
-    assert_fails_and_rolls_back(&site, &["ImagePullBackOff", &image_prefix]).await;
+    let world = one_site("deploy-broken", "broken-web", None).await;
+    let image_prefix = format!("{}/{}/broken-web:", world.stack.registry, world.prefix);
+    assert_fails_and_rolls_back(&world, &["ImagePullBackOff", &image_prefix]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_loop_is_diagnosed_and_rolled_back() {
-    let site = OneSite::new("deploy-crash", "crash-web", None).await;
-    assert_fails_and_rolls_back(&site, &["CrashLoopBackOff", "restarted"]).await;
+    let world = one_site("deploy-crash", "crash-web", None).await;
+    assert_fails_and_rolls_back(&world, &["CrashLoopBackOff", "restarted"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_that_never_gets_ready_fails_at_the_progress_deadline_and_is_rolled_back() {
-    let site = OneSite::new("deploy-notready", "notready-web", None).await;
-    assert_fails_and_rolls_back(&site, &["exceeded its progress deadline", "NotReady"]).await;
+    let world = one_site("deploy-notready", "notready-web", None).await;
+    assert_fails_and_rolls_back(&world, &["exceeded its progress deadline", "NotReady"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -141,10 +122,10 @@ async fn preflight_warns_about_recreate_and_missing_probes_and_strict_refuses() 
         "{}/berth/base:busybox",
         crate::support::Stack::from_env().registry
     );
-    let site = OneSite::new("deploy-preflight", "web", Some(world_body(&base))).await;
+    let world = one_site("deploy-preflight", "web", Some(world_body(&base))).await;
 
-    let generation = site.generation().await;
-    let output = site.world.berth(&["run", "--strict"]);
+    let generation = world.generation("web").await;
+    let output = world.berth(&["run", "--strict"]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(
@@ -155,9 +136,13 @@ async fn preflight_warns_about_recreate_and_missing_probes_and_strict_refuses() 
         all.contains("no readiness probe") && all.contains("add a readinessProbe"),
         "{all}"
     );
-    assert_eq!(site.generation().await, generation, "--strict touched nothing");
+    assert_eq!(
+        world.generation("web").await,
+        generation,
+        "--strict touched nothing"
+    );
 
-    let output = site.world.berth(&["run"]);
+    let output = world.berth(&["run"]);
     let all = text(&output);
     assert!(output.status.success(), "{all}");
     assert!(
@@ -177,8 +162,8 @@ async fn a_strategy_that_drops_every_pod_is_flagged() {
         true,
         &base,
     );
-    let site = OneSite::new("deploy-drop", "web", Some(body)).await;
-    let output = site.world.berth(&["run", "--strict"]);
+    let world = one_site("deploy-drop", "web", Some(body)).await;
+    let output = world.berth(&["run", "--strict"]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(
@@ -189,31 +174,29 @@ async fn a_strategy_that_drops_every_pod_is_flagged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_older_commit_is_refused_unless_allowed() {
-    let site = OneSite::new("deploy-older", "web", None).await;
-    let older = site.world.head(&site.url, "main");
-    let newer = site.world.commit(
-        &site.url,
+    let world = one_site("deploy-older", "web", None).await;
+    let older = world.repo_head("landing");
+    let newer = world.commit(
+        &world.url("landing"),
         "main",
         &[("index.html", "<h1>newer</h1>\n")],
         "Newer page",
     );
-    let output = site.world.berth(&["ship", "landing", "--commit", &newer]);
+    let output = world.berth(&["ship", "landing", "--commit", &newer]);
     assert!(output.status.success(), "{}", text(&output));
 
-    let output = site.world.berth(&["ship", "landing", "--commit", &older[..9]]);
+    let output = world.berth(&["ship", "landing", "--commit", &older[..9]]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(
         all.contains("is older than the deployed") && all.contains("--allow-older"),
         "{all}"
     );
-    assert!(site.image().await.contains(&newer));
+    assert!(world.image_of("web").await.contains(&newer));
 
-    let output = site
-        .world
-        .berth(&["ship", "landing", "--commit", &older, "--allow-older"]);
+    let output = world.berth(&["ship", "landing", "--commit", &older, "--allow-older"]);
     assert!(output.status.success(), "{}", text(&output));
-    assert!(site.image().await.contains(&older));
+    assert!(world.image_of("web").await.contains(&older));
 }
 
 async fn hold_lease(world: &World, holder: &str, renewed_seconds_ago: i64) {
@@ -241,39 +224,45 @@ async fn hold_lease(world: &World, holder: &str, renewed_seconds_ago: i64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_lease_makes_berth_wait_then_fail_naming_the_holder_and_an_expired_one_is_taken() {
-    let site = OneSite::new("deploy-lease", "web", None).await;
-    hold_lease(&site.world, "nightly-runner on build-host", 0).await;
-    let generation = site.generation().await;
-    let output = site.world.berth(&["run", "--lock-wait", "3s"]);
+    let world = one_site("deploy-lease", "web", None).await;
+    hold_lease(&world, "nightly-runner on build-host", 0).await;
+    let generation = world.generation("web").await;
+    let output = world.berth(&["run", "--lock-wait", "3s"]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(
         all.contains("is being deployed by nightly-runner on build-host"),
         "{all}"
     );
-    assert_eq!(site.generation().await, generation);
+    assert_eq!(world.generation("web").await, generation);
 
     // A crashed holder: its lease was last renewed long ago and has expired.
-    hold_lease(&site.world, "crashed-runner", 3600).await;
-    let output = site.world.berth(&["run", "--lock-wait", "3s"]);
+    hold_lease(&world, "crashed-runner", 3600).await;
+    let output = world.berth(&["run", "--lock-wait", "3s"]);
     assert!(output.status.success(), "{}", text(&output));
     // Released afterwards: no holder left.
-    let api: Api<Lease> = Api::namespaced(kube_client().await, &site.world.namespace);
+    let api: Api<Lease> = Api::namespaced(kube_client().await, &world.namespace);
     let lease = api.get("berth-web").await.unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity, None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_concurrent_ships_never_interleave_and_the_newer_commit_wins() {
-    let site = OneSite::new("deploy-concurrent", "web", None).await;
-    let older = site
-        .world
-        .commit(&site.url, "main", &[("index.html", "<h1>one</h1>\n")], "One");
-    let newer = site
-        .world
-        .commit(&site.url, "main", &[("index.html", "<h1>two</h1>\n")], "Two");
-    let first = site.world.spawn_berth(&["ship", "landing", "--commit", &newer]);
-    let second = site.world.spawn_berth(&["ship", "landing", "--commit", &older]);
+    let world = one_site("deploy-concurrent", "web", None).await;
+    let older = world.commit(
+        &world.url("landing"),
+        "main",
+        &[("index.html", "<h1>one</h1>\n")],
+        "One",
+    );
+    let newer = world.commit(
+        &world.url("landing"),
+        "main",
+        &[("index.html", "<h1>two</h1>\n")],
+        "Two",
+    );
+    let first = world.spawn_berth(&["ship", "landing", "--commit", &newer]);
+    let second = world.spawn_berth(&["ship", "landing", "--commit", &older]);
     let first = first.wait_with_output().unwrap();
     let second = second.wait_with_output().unwrap();
     assert!(first.status.success(), "{}", text(&first));
@@ -284,7 +273,7 @@ async fn two_concurrent_ships_never_interleave_and_the_newer_commit_wins() {
         "{second_text}"
     );
     assert!(
-        site.image().await.contains(&newer),
+        world.image_of("web").await.contains(&newer),
         "the newer commit runs at the end"
     );
 }
@@ -317,14 +306,12 @@ fn token_kubeconfig(world: &World, account: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_documented_rbac_suffices_and_a_missing_verb_is_named() {
-    let site = OneSite::new("deploy-rbac", "web", None).await;
+    let world = one_site("deploy-rbac", "web", None).await;
     let rbac = crate::support::repo_root().join("docs/rbac.yaml");
-    let applied = site.world.kubectl(&["apply", "-f", rbac.to_str().unwrap()]);
+    let applied = world.kubectl(&["apply", "-f", rbac.to_str().unwrap()]);
     assert!(applied.status.success(), "{}", text(&applied));
-    let kubeconfig = token_kubeconfig(&site.world, "berth");
-    let output = site
-        .world
-        .berth_with_env(&["run"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    let kubeconfig = token_kubeconfig(&world, "berth");
+    let output = world.berth_with_env(&["run"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
     assert!(
         output.status.success(),
         "the documented RBAC suffices: {}",
@@ -339,16 +326,18 @@ async fn the_documented_rbac_suffices_and_a_missing_verb_is_named() {
             "verbs: [\"get\", \"list\", \"watch\"]",
         )
         .replace("name: berth\n", "name: berth-no-patch\n");
-    let path = site.world.dir.path().join("rbac-no-patch.yaml");
+    let path = world.dir.path().join("rbac-no-patch.yaml");
     std::fs::write(&path, without_patch).unwrap();
-    let applied = site.world.kubectl(&["apply", "-f", path.to_str().unwrap()]);
+    let applied = world.kubectl(&["apply", "-f", path.to_str().unwrap()]);
     assert!(applied.status.success(), "{}", text(&applied));
-    site.world
-        .commit(&site.url, "main", &[("index.html", "<h1>again</h1>\n")], "Again");
-    let kubeconfig = token_kubeconfig(&site.world, "berth-no-patch");
-    let output = site
-        .world
-        .berth_with_env(&["run"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    world.commit(
+        &world.url("landing"),
+        "main",
+        &[("index.html", "<h1>again</h1>\n")],
+        "Again",
+    );
+    let kubeconfig = token_kubeconfig(&world, "berth-no-patch");
+    let output = world.berth_with_env(&["run"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(
@@ -370,8 +359,8 @@ async fn a_deployment_scaled_to_zero_ships_with_nothing_to_check() {
         &base,
     );
     body["spec"]["replicas"] = json!(0);
-    let site = OneSite::new("deploy-zero", "web", Some(body)).await;
-    let output = site.world.berth(&["run", "--json"]);
+    let world = one_site("deploy-zero", "web", Some(body)).await;
+    let output = world.berth(&["run", "--json"]);
     let all = text(&output);
     assert!(output.status.success(), "{all}");
     assert!(
@@ -381,7 +370,7 @@ async fn a_deployment_scaled_to_zero_ships_with_nothing_to_check() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     crate::support::validate_against("report.schema.json", &report);
     assert_eq!(report["sites"][0]["verification"]["replicas"], 0, "{report:#}");
-    assert!(site.image().await.contains(&site.world.head(&site.url, "main")));
+    assert!(world.image_of("web").await.contains(&world.repo_head("landing")));
 }
 
 /// An image set behind berth's back (`kubectl set image`, a manual rollback)
@@ -389,33 +378,31 @@ async fn a_deployment_scaled_to_zero_ships_with_nothing_to_check() {
 /// see that the source is not what runs, and ship sets it again.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_image_set_behind_berths_back_is_shipped_again_not_called_unchanged() {
-    let site = OneSite::new("deploy-set-image", "web", None).await;
-    let first = site.world.head(&site.url, "main");
-    let output = site.world.berth(&["ship", "landing", "--commit", &first]);
+    let world = one_site("deploy-set-image", "web", None).await;
+    let first = world.repo_head("landing");
+    let output = world.berth(&["ship", "landing", "--commit", &first]);
     assert!(output.status.success(), "{}", text(&output));
-    let first_image = site.image().await;
-    let second = site.world.commit(
-        &site.url,
+    let first_image = world.image_of("web").await;
+    let second = world.commit(
+        &world.url("landing"),
         "main",
         &[("index.html", "<h1>second</h1>\n")],
         "Second page",
     );
-    let output = site.world.berth(&["ship", "landing", "--commit", &second]);
+    let output = world.berth(&["ship", "landing", "--commit", &second]);
     assert!(output.status.success(), "{}", text(&output));
-    let second_image = site.image().await;
+    let second_image = world.image_of("web").await;
 
-    let set = site
-        .world
-        .kubectl(&["set", "image", "deployment/web", &format!("web={first_image}")]);
+    let set = world.kubectl(&["set", "image", "deployment/web", &format!("web={first_image}")]);
     assert!(set.status.success(), "{}", text(&set));
-    let plan = site.world.berth(&["plan", "--json"]);
+    let plan = world.berth(&["plan", "--json"]);
     assert!(plan.status.success(), "{}", text(&plan));
     let entry = &crate::support::json_of(&plan)["sites"][0];
     assert_eq!(entry["action"], "deploy", "{entry}");
 
-    let output = site.world.berth(&["ship", "landing", "--commit", &second]);
+    let output = world.berth(&["ship", "landing", "--commit", &second]);
     let all = text(&output);
     assert!(output.status.success(), "{all}");
     assert!(!all.contains("unchanged"), "{all}");
-    assert_eq!(site.image().await, second_image, "{all}");
+    assert_eq!(world.image_of("web").await, second_image, "{all}");
 }

@@ -4,61 +4,36 @@
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
-use crate::support::{World, http_get, image_of, text};
+use crate::support::{
+    BuildError, ContextBody, Credentials, ImageBuild, Pipeline, Printer, Registry, SiteSpec, Verbosity,
+    World, build_image, http_get, image_of, text,
+};
 
-/// One plain-HTML site (a copy of `landing`) in a world, with the registry part of
-/// the config given.
-struct Site {
-    world: World,
-    url: String,
+/// A world with a copy of `landing` and Deployment `web` (2 replicas on the
+/// busybox base); the tests write their own pipelines, from
+/// [`World::landing_pipeline`].
+async fn landing_world(test: &str) -> World {
+    let world = World::new(test).await;
+    world.copy_repo("landing");
+    world.create_deployment("web", 2, &world.busybox()).await;
+    world
 }
 
-impl Site {
-    async fn new(test: &str) -> Self {
-        let world = World::new(test).await;
-        let url = world.copy_repo("landing");
-        world
-            .create_deployment("web", 2, &format!("{}/berth/base:busybox", world.stack.registry))
-            .await;
-        Self { world, url }
-    }
-
-    /// The config with the stack's open registry.
-    fn open_registry(&self, extra_sites: &[&str]) {
-        self.config(
-            &format!(
-                "[registry]\naddress = \"{}\"\ncredentials = \"none\"",
-                self.world.stack.registry
-            ),
-            extra_sites,
-        );
-    }
-
-    fn config(&self, registry: &str, extra_sites: &[&str]) {
-        let templates = crate::support::repo_root().join("templates");
-        let mut text = format!(
-            "templates = \"{}\"\n{registry}\n[kubernetes]\nnamespace = \"{}\"\nrollout_timeout = \"2m\"\n[[repo]]\nname = \"landing\"\nurl = \"{}\"\n\
-             [[site]]\nname = \"landing\"\nrepo = \"landing\"\nimage = \"{}/landing\"\ndeployment = {{ name = \"web\", container = \"web\" }}\n",
-            templates.display(),
-            self.world.namespace,
-            self.url,
-            self.world.prefix
-        );
-        for (index, name) in extra_sites.iter().enumerate() {
-            text.push_str(&format!(
-                "[[site]]\nname = \"{name}\"\nrepo = \"landing\"\nimage = \"{}/{name}\"\ndeployment = {{ name = \"web\", container = \"extra{index}\" }}\n",
-                self.world.prefix
-            ));
-        }
-        self.world.write_config(&text);
-    }
+/// The `landing` pipeline pushing to `registry` with `credentials`.
+fn pushing_to(world: &World, registry: &str, credentials: Credentials) -> Pipeline {
+    let mut pipeline = world.landing_pipeline();
+    pipeline.registry = Registry {
+        address: registry.into(),
+        credentials,
+    };
+    pipeline
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_same_layers() {
-    let site = Site::new("image-serve").await;
-    site.world.commit(
-        &site.url,
+    let world = landing_world("image-serve").await;
+    world.commit(
+        &world.url("landing"),
         "main",
         &[
             (".dockerignore", "drafts\n*.psd\n"),
@@ -68,8 +43,8 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
         ],
         "Drafts stay out",
     );
-    site.open_registry(&[]);
-    let output = site.world.berth(&["run", "--json"]);
+    world.write_pipeline(&world.landing_pipeline());
+    let output = world.berth(&["run", "--json"]);
     assert!(output.status.success(), "{}", text(&output));
     let context_digest = |output: &std::process::Output| {
         let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -77,7 +52,7 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
     };
     let first_context = context_digest(&output);
     assert_eq!(first_context.len(), 64, "{first_context}");
-    let image = image_of(&site.world.deployment("web").await);
+    let image = image_of(&world.deployment("web").await);
 
     let docker = crate::support::docker().await;
     let (container, port) = crate::support::serve(&docker, &image).await;
@@ -94,9 +69,9 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
     // Labels say where the image came from.
     let inspect = docker.inspect_image(&image).await.unwrap();
     let labels = inspect.config.unwrap().labels.unwrap();
-    let head = site.world.head(&site.url, "main");
+    let head = world.repo_head("landing");
     assert_eq!(labels["org.opencontainers.image.revision"], head);
-    assert_eq!(labels["org.opencontainers.image.source"], site.url);
+    assert_eq!(labels["org.opencontainers.image.source"], world.url("landing"));
     assert!(labels["org.opencontainers.image.created"].ends_with('Z'));
 
     // The same commit built again, without the build cache, gives the same context
@@ -104,15 +79,15 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
     // base with one more layer: BuildKit keys each step's cache on the layers below
     // it, so nothing is reused. (`docker builder prune` while other tests build
     // crashed the 20.10 Engine's BuildKit once.)
-    let variant = format!("berth-base:variant-{}", site.world.namespace);
-    let base_context = site.world.dir.path().join("variant-base");
+    let variant = format!("berth-base:variant-{}", world.namespace);
+    let base_context = world.dir.path().join("variant-base");
     std::fs::create_dir_all(&base_context).unwrap();
     std::fs::write(base_context.join("variant"), "variant\n").unwrap();
     std::fs::write(
         base_context.join("Dockerfile"),
         format!(
             "FROM {}\nCOPY variant /etc/berth-variant\n",
-            site.world.stack.base_image
+            world.stack.base_image
         ),
     )
     .unwrap();
@@ -123,26 +98,22 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
-    site.open_registry(&["again"]);
-    site.world.create_deployment_json(serde_json::json!({
+    world.create_deployment_json(serde_json::json!({
         "metadata": {"name": "web2"},
         "spec": {"selector": {"matchLabels": {"app": "web2"}}, "template": {"metadata": {"labels": {"app": "web2"}},
             "spec": {"containers": [{"name": "extra0", "image": "x", "readinessProbe": {"httpGet": {"path": "/", "port": 8080}}}]}}}
     }))
     .await;
-    let config = std::fs::read_to_string(site.world.dir.path().join("pipeline.toml"))
-        .unwrap()
-        .replace(
-            "name = \"web\", container = \"extra0\" }",
-            &format!(
-                "name = \"web2\", container = \"extra0\" }}\nbuild_args = {{ BASE_IMAGE = \"{variant}\" }}"
-            ),
-        );
-    site.world.write_config(&config);
-    let output = site.world.berth(&["run", "again", "--json"]);
+    let mut pipeline = world.landing_pipeline();
+    let mut again = SiteSpec::new("again", "landing", &world.image("again"), "web2");
+    again.deployment.container = "extra0".into();
+    again.build_arg("BASE_IMAGE", &variant);
+    pipeline.sites.push(again);
+    world.write_pipeline(&pipeline);
+    let output = world.berth(&["run", "again", "--json"]);
     assert!(output.status.success(), "{}", text(&output));
     let again = docker
-        .inspect_image(&image_of(&site.world.deployment("web2").await))
+        .inspect_image(&image_of(&world.deployment("web2").await))
         .await
         .unwrap();
     assert_eq!(context_digest(&output), first_context);
@@ -169,23 +140,23 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_symlink_out_of_the_site_is_refused_and_nothing_is_pushed() {
-    let site = Site::new("image-symlink").await;
-    let work = site.world.clone_of(&site.url);
+    let world = landing_world("image-symlink").await;
+    let work = world.clone_of(&world.url("landing"));
     std::os::unix::fs::symlink("../../../../../../etc/passwd", work.join("passwd.html")).unwrap();
     crate::support::git(&work, &["add", "-A"]);
     crate::support::git_commit(&work, &["-q", "-m", "Sneaky link"]);
     crate::support::git(&work, &["push", "-q", "origin", "main"]);
-    site.open_registry(&[]);
-    let output = site.world.berth(&["run"]);
+    world.write_pipeline(&world.landing_pipeline());
+    let output = world.berth(&["run"]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(
         all.contains("symlink `passwd.html` points outside the site"),
         "{all}"
     );
-    let port = site.world.stack.registry_port();
+    let port = world.stack.registry_port();
     assert_eq!(
-        http_get(port, &format!("/v2/{}/landing/tags/list", site.world.prefix))
+        http_get(port, &format!("/v2/{}/landing/tags/list", world.prefix))
             .unwrap()
             .0,
         404
@@ -194,22 +165,17 @@ async fn a_symlink_out_of_the_site_is_refused_and_nothing_is_pushed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_auth_registry_takes_docker_config_and_helper_credentials_and_names_a_wrong_password() {
-    let site = Site::new("image-auth").await;
-    let stack = &site.world.stack;
-    let registry = format!(
-        "[registry]\naddress = \"{}\"\ncredentials = \"docker-config\"",
-        stack.auth_registry
-    );
-    site.config(&registry, &[]);
+    let world = landing_world("image-auth").await;
+    let stack = &world.stack;
+    let mut pipeline = pushing_to(&world, &stack.auth_registry, Credentials::DockerConfig);
+    world.write_pipeline(&pipeline);
     let docker_config = std::env::var("BERTH_STACK_AUTH_DOCKER_CONFIG").unwrap();
-    let output = site
-        .world
-        .berth_with_env(&["run"], &[("DOCKER_CONFIG", &docker_config)]);
+    let output = world.berth_with_env(&["run"], &[("DOCKER_CONFIG", &docker_config)]);
     assert!(output.status.success(), "config.json auths: {}", text(&output));
-    assert!(image_of(&site.world.deployment("web").await).starts_with(&stack.auth_registry));
+    assert!(image_of(&world.deployment("web").await).starts_with(&stack.auth_registry));
 
     // A credential helper, as `credHelpers` in config.json names it.
-    let helper_dir = site.world.dir.path().join("helper");
+    let helper_dir = world.dir.path().join("helper");
     std::fs::create_dir_all(helper_dir.join("bin")).unwrap();
     let helper = helper_dir.join("bin/docker-credential-berthtest");
     std::fs::write(
@@ -229,8 +195,8 @@ async fn the_auth_registry_takes_docker_config_and_helper_credentials_and_names_
         ),
     )
     .unwrap();
-    site.world.commit(
-        &site.url,
+    world.commit(
+        &world.url("landing"),
         "main",
         &[("index.html", "<h1>helper</h1>\n")],
         "Helper round",
@@ -240,14 +206,14 @@ async fn the_auth_registry_takes_docker_config_and_helper_credentials_and_names_
         helper_dir.join("bin").display(),
         std::env::var("PATH").unwrap()
     );
-    let output = site.world.berth_with_env(
+    let output = world.berth_with_env(
         &["run"],
         &[("DOCKER_CONFIG", helper_dir.to_str().unwrap()), ("PATH", &path)],
     );
     assert!(output.status.success(), "credential helper: {}", text(&output));
 
     // A private base image: the build pulls it from the auth registry with the same credentials.
-    let private_base = format!("{}/{}/base", stack.auth_registry, site.world.prefix);
+    let private_base = format!("{}/{}/base", stack.auth_registry, world.prefix);
     let push = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -258,30 +224,34 @@ async fn the_auth_registry_takes_docker_config_and_helper_credentials_and_names_
         .output()
         .unwrap();
     assert!(push.status.success(), "{}", text(&push));
-    let mut with_base = std::fs::read_to_string(site.world.dir.path().join("pipeline.toml")).unwrap();
-    with_base.push_str(&format!("build_args = {{ BASE_IMAGE = \"{private_base}:1\" }}\n"));
-    site.world.write_config(&with_base);
-    site.world.commit(
-        &site.url,
+    pipeline
+        .site_mut("landing")
+        .build_arg("BASE_IMAGE", &format!("{private_base}:1"));
+    world.write_pipeline(&pipeline);
+    world.commit(
+        &world.url("landing"),
         "main",
         &[("index.html", "<h1>private base</h1>\n")],
         "Private base round",
     );
-    let output = site
-        .world
-        .berth_with_env(&["run"], &[("DOCKER_CONFIG", &docker_config)]);
+    let output = world.berth_with_env(&["run"], &[("DOCKER_CONFIG", &docker_config)]);
     assert!(output.status.success(), "private base image: {}", text(&output));
 
     // A wrong password: refused at once, naming the registry and the source, never the secret.
-    site.config(&format!("[registry]\naddress = \"{}\"\ncredentials = \"env\"\nusername_env = \"REG_USER\"\npassword_env = \"REG_PASSWORD\"", stack.auth_registry), &[]);
-    site.world.commit(
-        &site.url,
+    let credentials = Credentials::Env {
+        username_env: "REG_USER".into(),
+        password_env: "REG_PASSWORD".into(),
+    };
+    // A new pipeline: the private base of the round before is not in it.
+    world.write_pipeline(&pushing_to(&world, &stack.auth_registry, credentials));
+    world.commit(
+        &world.url("landing"),
         "main",
         &[("index.html", "<h1>wrong</h1>\n")],
         "Wrong password round",
     );
     let started = std::time::Instant::now();
-    let output = site.world.berth_with_env(
+    let output = world.berth_with_env(
         &["run"],
         &[
             ("REG_USER", &stack.auth_username),
@@ -311,10 +281,10 @@ async fn the_auth_registry_takes_docker_config_and_helper_credentials_and_names_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registry_that_goes_away_before_the_push_fails_cleanly_and_the_deployment_stays() {
-    let site = Site::new("image-gone").await;
+    let world = landing_world("image-gone").await;
     // A registry of this test's own, to stop.
     let port = crate::support::free_port();
-    let root = site.world.dir.path().join("registry");
+    let root = world.dir.path().join("registry");
     std::fs::create_dir_all(&root).unwrap();
     let config = root.join("config.yml");
     std::fs::write(
@@ -337,12 +307,13 @@ async fn a_registry_that_goes_away_before_the_push_fails_cleanly_and_the_deploym
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    site.config(
-        &format!("[registry]\naddress = \"127.0.0.1:{port}\"\ncredentials = \"none\""),
-        &[],
-    );
-    let before = image_of(&site.world.deployment("web").await);
-    let mut child = site.world.spawn_berth(&["run"]);
+    world.write_pipeline(&pushing_to(
+        &world,
+        &format!("127.0.0.1:{port}"),
+        Credentials::None,
+    ));
+    let before = image_of(&world.deployment("web").await);
+    let mut child = world.spawn_berth(&["run"]);
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let mut collected = String::new();
     for line in stderr.lines() {
@@ -367,7 +338,7 @@ async fn a_registry_that_goes_away_before_the_push_fails_cleanly_and_the_deploym
         "retried: {collected}"
     );
     assert_eq!(
-        image_of(&site.world.deployment("web").await),
+        image_of(&world.deployment("web").await),
         before,
         "the Deployment was not touched"
     );
@@ -375,32 +346,25 @@ async fn a_registry_that_goes_away_before_the_push_fails_cleanly_and_the_deploym
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_site_with_its_own_dockerfile_ships_and_an_existing_image_is_not_built_again() {
-    let site = Site::new("image-own").await;
-    site.world.commit(
-        &site.url,
+    let world = landing_world("image-own").await;
+    world.commit(
+        &world.url("landing"),
         "main",
         &[
             (
                 "Dockerfile",
-                &format!("FROM {}\nCOPY . /www/\n", site.world.stack.base_image),
+                &format!("FROM {}\nCOPY . /www/\n", world.stack.base_image),
             ),
             (".dockerignore", "Dockerfile\n"),
         ],
         "Own Dockerfile",
     );
-    let templates = crate::support::repo_root().join("templates");
-    site.world.write_config(&format!(
-        "templates = \"{}\"\n[registry]\naddress = \"{}\"\ncredentials = \"none\"\n[kubernetes]\nnamespace = \"{}\"\n[[repo]]\nname = \"landing\"\nurl = \"{}\"\n\
-         [[site]]\nname = \"landing\"\nrepo = \"landing\"\ndockerfile = \"Dockerfile\"\nimage = \"{}/landing\"\ndeployment = {{ name = \"web\", container = \"web\" }}\n",
-        templates.display(),
-        site.world.stack.registry,
-        site.world.namespace,
-        site.url,
-        site.world.prefix
-    ));
-    let output = site.world.berth(&["run"]);
+    let mut pipeline = world.landing_pipeline();
+    pipeline.site_mut("landing").dockerfile = Some("Dockerfile".into());
+    world.write_pipeline(&pipeline);
+    let output = world.berth(&["run"]);
     assert!(output.status.success(), "{}", text(&output));
-    let image = image_of(&site.world.deployment("web").await);
+    let image = image_of(&world.deployment("web").await);
     let docker = crate::support::docker().await;
     let (container, port) = crate::support::serve(&docker, &image).await;
     let (status, page) = http_get(port, "/index.html").unwrap();
@@ -409,37 +373,37 @@ async fn a_site_with_its_own_dockerfile_ships_and_an_existing_image_is_not_built
     assert!(page.contains("generator-check"), "{page}");
 
     // Rolled back and run again: the registry holds the image built from this source.
-    let output = site.world.berth(&["rollback", "landing"]);
+    let output = world.berth(&["rollback", "landing"]);
     assert!(output.status.success(), "{}", text(&output));
-    let output = site.world.berth(&["run"]);
+    let output = world.berth(&["run"]);
     let all = text(&output);
     assert!(output.status.success(), "{all}");
     assert!(all.contains("build    skip exists:"), "{all}");
     assert!(!all.contains("context  ok"), "no context was written: {all}");
-    assert_eq!(image_of(&site.world.deployment("web").await), image);
+    assert_eq!(image_of(&world.deployment("web").await), image);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn changed_build_inputs_never_move_a_commit_tag() {
-    let site = Site::new("image-variant").await;
-    site.open_registry(&[]);
-    let output = site.world.berth(&["run"]);
+    let world = landing_world("image-variant").await;
+    let mut pipeline = world.landing_pipeline();
+    world.write_pipeline(&pipeline);
+    let output = world.berth(&["run"]);
     assert!(output.status.success(), "{}", text(&output));
-    let first = image_of(&site.world.deployment("web").await);
+    let first = image_of(&world.deployment("web").await);
 
     // Same commit, other build inputs: a build arg the template does not even use.
-    let mut config = std::fs::read_to_string(site.world.dir.path().join("pipeline.toml")).unwrap();
-    config.push_str("build_args = { UNUSED = \"1\" }\n");
-    site.world.write_config(&config);
-    let output = site.world.berth(&["run"]);
+    pipeline.site_mut("landing").build_arg("UNUSED", "1");
+    world.write_pipeline(&pipeline);
+    let output = world.berth(&["run"]);
     let all = text(&output);
     assert!(output.status.success(), "{all}");
     assert!(
         all.contains("the commit's tag holds an image of other build inputs"),
         "{all}"
     );
-    let second = image_of(&site.world.deployment("web").await);
-    let head = site.world.head(&site.url, "main");
+    let second = image_of(&world.deployment("web").await);
+    let head = world.repo_head("landing");
     assert!(second.contains(&format!(":{head}-")), "{second}");
 
     // The commit's own tag still names the first image.
@@ -454,22 +418,22 @@ async fn changed_build_inputs_never_move_a_commit_tag() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_one_page_change_keeps_the_assets_layer_and_the_other_files_times() {
-    let site = Site::new("image-times").await;
-    site.open_registry(&[]);
-    let output = site.world.berth(&["run"]);
+    let world = landing_world("image-times").await;
+    world.write_pipeline(&world.landing_pipeline());
+    let output = world.berth(&["run"]);
     assert!(output.status.success(), "{}", text(&output));
-    let before = image_of(&site.world.deployment("web").await);
+    let before = image_of(&world.deployment("web").await);
     // A second later, so the new commit's time differs from the seeded ones.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let change = site.world.commit(
-        &site.url,
+    let change = world.commit(
+        &world.url("landing"),
         "main",
         &[("index.html", "<h1>New front page</h1>\n")],
         "One page",
     );
-    let output = site.world.berth(&["run"]);
+    let output = world.berth(&["run"]);
     assert!(output.status.success(), "{}", text(&output));
-    let after = image_of(&site.world.deployment("web").await);
+    let after = image_of(&world.deployment("web").await);
     assert_ne!(before, after);
 
     let docker = crate::support::docker().await;
@@ -485,7 +449,7 @@ async fn a_one_page_change_keeps_the_assets_layer_and_the_other_files_times() {
     assert_ne!(last, before_layers.last().unwrap());
 
     // Each file carries the time of the commit that wrote it.
-    let bare = site.world.repo_path(&site.url);
+    let bare = world.repo_path(&world.url("landing"));
     let commit_time = |args: &[&str]| {
         let mut all = vec!["log", "-1", "--format=%ct"];
         all.extend_from_slice(args);
@@ -520,17 +484,17 @@ async fn build_streamed(
     docker: &bollard::Docker,
     body: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
     tag: &str,
-) -> Result<String, berth::image::BuildError> {
-    let printer = berth::output::Printer::new(berth::output::Verbosity::Quiet, false, false);
-    let request = berth::image::ImageBuild {
-        context: berth::image::ContextBody::Stream(body),
+) -> Result<String, BuildError> {
+    let printer = Printer::new(Verbosity::Quiet, false, false);
+    let request = ImageBuild {
+        context: ContextBody::Stream(body),
         dockerfile: "Dockerfile",
         tag,
         build_args: &std::collections::BTreeMap::new(),
         labels: &std::collections::BTreeMap::new(),
         credentials: std::collections::HashMap::new(),
     };
-    berth::image::build_image(docker, request, &printer).await
+    build_image(docker, request, &printer).await
 }
 
 /// The context is streamed to the Engine while berth writes it; a failure half-way

@@ -6,18 +6,18 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::{Background, World, free_port, git, git_commit, http_receiver, text, wait_for_port};
+use crate::support::{
+    Background, Repo, World, free_port, git, git_commit, http_receiver, text, wait_for_port,
+};
 
-/// A config mirroring repo `landing` from `url`, with `repo_keys` (lines) in its `[[repo]]`.
-fn configure(world: &World, url: &str, repo_keys: &str) {
-    let templates = crate::support::repo_root().join("templates");
-    world.write_config(&format!(
-        "templates = \"{}\"\n[registry]\naddress = \"{}\"\ncredentials = \"none\"\n[[repo]]\nname = \"landing\"\nurl = \"{url}\"\n{repo_keys}\
-         [[site]]\nname = \"landing\"\nrepo = \"landing\"\nimage = \"{}/landing\"\ndeployment = {{ name = \"web\", container = \"web\" }}\n",
-        templates.display(),
-        world.stack.registry,
-        world.prefix
-    ));
+/// Writes the pipeline of site `landing` from `repo` ([`World::one_site_pipeline`]).
+fn configure(world: &World, repo: Repo) {
+    world.write_pipeline(&world.one_site_pipeline(repo));
+}
+
+/// `[[repo]]` `landing` at `url`, nothing else set.
+fn landing(url: &str) -> Repo {
+    Repo::new("landing", url)
 }
 
 /// The token of the stack's private Git endpoint.
@@ -86,8 +86,12 @@ fn ssh_world_repo(world: &World) -> String {
     on_server(&world.stack.git_ssh_url, &world.copy_repo("landing"))
 }
 
-fn known_hosts_line(world: &World) -> String {
-    format!("known_hosts = \"{}\"\n", world.stack.ssh_known_hosts.display())
+/// `[[repo]]` `landing` at the ssh `url`, host keys checked against the stack's known_hosts.
+fn landing_over_ssh(world: &World, url: &str) -> Repo {
+    Repo {
+        known_hosts: Some(world.stack.ssh_known_hosts.display().to_string()),
+        ..landing(url)
+    }
 }
 
 /// A copy of the stack's client key at `path` (mode 600), with `passphrase` if not empty.
@@ -131,12 +135,10 @@ async fn an_ssh_remote_is_mirrored_with_a_key_file_and_its_passphrase_from_the_e
     // The stack's key as it is (its .pub beside it), by absolute path.
     configure(
         &world,
-        &url,
-        &format!(
-            "ssh_key = \"{}\"\n{}",
-            world.stack.ssh_key.display(),
-            known_hosts_line(&world)
-        ),
+        Repo {
+            ssh_key: Some(world.stack.ssh_key.display().to_string()),
+            ..landing_over_ssh(&world, &url)
+        },
     );
     let output = world.berth_with_env(&["mirror"], &[no_agent]);
     assert!(output.status.success(), "{}", text(&output));
@@ -151,11 +153,11 @@ async fn an_ssh_remote_is_mirrored_with_a_key_file_and_its_passphrase_from_the_e
     copy_key(&world, &world.dir.path().join("keys/deploy"), passphrase);
     configure(
         &world,
-        &url,
-        &format!(
-            "ssh_key = \"keys/deploy\"\nssh_key_passphrase_env = \"TEST_SSH_PASSPHRASE\"\n{}",
-            known_hosts_line(&world)
-        ),
+        Repo {
+            ssh_key: Some("keys/deploy".into()),
+            ssh_key_passphrase_env: Some("TEST_SSH_PASSPHRASE".into()),
+            ..landing_over_ssh(&world, &url)
+        },
     );
     let unset = world.berth_with_env(&["mirror"], &[no_agent]);
     let all = text(&unset);
@@ -199,7 +201,7 @@ async fn an_ssh_remote_is_mirrored_with_a_key_file_and_its_passphrase_from_the_e
 async fn an_ssh_remote_is_mirrored_with_the_key_in_an_ssh_agent() {
     let world = World::new("mirror-ssh-agent").await;
     let url = ssh_world_repo(&world);
-    configure(&world, &url, &known_hosts_line(&world));
+    configure(&world, landing_over_ssh(&world, &url));
 
     let output = world.berth_with_env(&["mirror"], &[("SSH_AUTH_SOCK", "")]);
     let all = text(&output);
@@ -248,14 +250,18 @@ async fn an_ssh_remote_is_mirrored_with_the_key_in_an_ssh_agent() {
 async fn unknown_and_changed_host_keys_are_refused_at_once_and_hashed_known_hosts_are_read() {
     let world = World::new("mirror-host-key").await;
     let url = ssh_world_repo(&world);
-    let key = format!("ssh_key = \"{}\"\n", world.stack.ssh_key.display());
+    // The stack's key; host keys from ~/.ssh/known_hosts and the system's.
+    let with_key = Repo {
+        ssh_key: Some(world.stack.ssh_key.display().to_string()),
+        ..landing(&url)
+    };
     let fingerprint = stack_host_fingerprint(&world);
     let home = world.dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let home_env = ("HOME", home.to_str().unwrap());
 
     // No known_hosts key: ~/.ssh/known_hosts (here empty HOME) and the system's.
-    configure(&world, &url, &key);
+    configure(&world, with_key.clone());
     let started = std::time::Instant::now();
     let output = world.berth_with_env(&["mirror"], &[home_env]);
     let all = text(&output);
@@ -290,8 +296,10 @@ async fn unknown_and_changed_host_keys_are_refused_at_once_and_hashed_known_host
     std::fs::write(&changed, format!("{host} {other_public}")).unwrap();
     configure(
         &world,
-        &url,
-        &format!("{key}known_hosts = \"changed_known_hosts\"\n"),
+        Repo {
+            known_hosts: Some("changed_known_hosts".into()),
+            ..with_key.clone()
+        },
     );
     let output = world.berth(&["mirror"]);
     let all = text(&output);
@@ -316,7 +324,7 @@ async fn unknown_and_changed_host_keys_are_refused_at_once_and_hashed_known_host
     assert!(hashed.status.success(), "{}", text(&hashed));
     let hashed_text = std::fs::read_to_string(ssh_dir.join("known_hosts")).unwrap();
     assert!(hashed_text.starts_with("|1|"), "{hashed_text}");
-    configure(&world, &url, &key);
+    configure(&world, with_key);
     let output = world.berth_with_env(&["mirror"], &[home_env]);
     assert!(output.status.success(), "{}", text(&output));
 }
@@ -325,7 +333,7 @@ async fn unknown_and_changed_host_keys_are_refused_at_once_and_hashed_known_host
 async fn a_git_daemon_remote_is_mirrored_and_followed() {
     let world = World::new("mirror-git-daemon").await;
     let url = on_server(&world.stack.git_daemon_url, &world.copy_repo("landing"));
-    configure(&world, &url, "");
+    configure(&world, landing(&url));
     assert_eq!(mirror_head(&world), world.head(&url, "main"));
     let second = world.commit(&url, "main", &[("index.html", "<h1>git://</h1>\n")], "Over git");
     assert_eq!(mirror_head(&world), second);
@@ -355,7 +363,7 @@ async fn a_remote_that_is_down_fails_after_retries_and_leaves_the_mirror_as_it_w
         let http = world.copy_repo("landing");
         http.rsplit('/').next().unwrap().to_string()
     });
-    configure(&world, &url, "");
+    configure(&world, landing(&url));
     let daemon = own_git_daemon(&world, port);
     let first = mirror_head(&world);
     drop(daemon);
@@ -379,7 +387,7 @@ async fn a_remote_that_is_down_fails_after_retries_and_leaves_the_mirror_as_it_w
         b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
     );
     let failing = format!("http://127.0.0.1:{http_port}/git/landing.git");
-    configure(&world, &failing, "");
+    configure(&world, landing(&failing));
     let output = world.berth(&["mirror"]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
@@ -393,7 +401,7 @@ async fn a_remote_that_is_down_fails_after_retries_and_leaves_the_mirror_as_it_w
     assert_eq!(mirrored.trim(), first, "the mirror is as it was");
 
     // The server is back: the next run fetches what happened meanwhile.
-    configure(&world, &url, "");
+    configure(&world, landing(&url));
     let _daemon = own_git_daemon(&world, port);
     assert_eq!(mirror_head(&world), second);
 }
@@ -403,7 +411,13 @@ async fn a_token_protected_remote_works_with_the_token_in_the_environment_only()
     let world = World::new("mirror-token").await;
     let token = git_token();
     let url = std::env::var("BERTH_STACK_GIT_PRIVATE_URL").unwrap() + "/landing.git";
-    configure(&world, &url, "token_env = \"TEST_GIT_TOKEN\"\n");
+    configure(
+        &world,
+        Repo {
+            token_env: Some("TEST_GIT_TOKEN".into()),
+            ..landing(&url)
+        },
+    );
 
     let output = world.berth(&["mirror"]);
     let all = text(&output);
@@ -426,7 +440,7 @@ async fn a_token_protected_remote_works_with_the_token_in_the_environment_only()
 async fn new_commits_force_pushes_deleted_branches_and_tags_are_followed() {
     let world = World::new("mirror-follow").await;
     let url = world.copy_repo("landing");
-    configure(&world, &url, "");
+    configure(&world, landing(&url));
     let first = mirror_head(&world);
     assert_eq!(first, world.head(&url, "main"));
 
@@ -479,7 +493,7 @@ async fn new_commits_force_pushes_deleted_branches_and_tags_are_followed() {
 async fn a_damaged_mirror_is_cloned_again_with_a_warning() {
     let world = World::new("mirror-damage").await;
     let url = world.copy_repo("landing");
-    configure(&world, &url, "");
+    configure(&world, landing(&url));
     let head = mirror_head(&world);
 
     // Truncate every pack: objects are gone, refs still point at them.
@@ -511,7 +525,7 @@ async fn a_damaged_mirror_is_cloned_again_with_a_warning() {
 async fn two_processes_on_one_mirror_take_turns() {
     let world = World::new("mirror-two").await;
     let url = world.copy_repo("landing");
-    configure(&world, &url, "");
+    configure(&world, landing(&url));
     // While another process holds the mirror's lock, berth waits for it.
     let mirrors = world.dir.path().join(".berth/mirrors");
     std::fs::create_dir_all(&mirrors).unwrap();
@@ -551,9 +565,8 @@ async fn two_processes_on_one_mirror_take_turns() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_generator_that_reads_git_history_gets_a_checkout_and_no_git_reaches_the_image() {
-    let example = crate::pipeline::Example::new("git-history").await;
-    let world = &example.world;
-    let url = &example.urls["website"];
+    let world = World::example("git-history").await;
+    let url = &world.url("website");
     let config =
         std::fs::read_to_string(crate::support::repo_root().join("sites/website/config.toml")).unwrap();
     world.commit(
@@ -567,13 +580,11 @@ async fn a_generator_that_reads_git_history_gets_a_checkout_and_no_git_reaches_t
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "Hugo needs Git history: {all}");
 
-    let pipeline = world.dir.path().join("pipeline.toml");
-    let text_before = std::fs::read_to_string(&pipeline).unwrap();
-    std::fs::write(
-        &pipeline,
-        text_before.replace("repo = \"website\"\n", "repo = \"website\"\ngit_history = true\n"),
-    )
-    .unwrap();
+    let mut pipeline = world.example_pipeline();
+    for site in ["www-en", "www-de"] {
+        pipeline.site_mut(site).git_history = true;
+    }
+    world.write_pipeline(&pipeline);
     let output = world.berth(&["run", "www-en", "www-de"]);
     assert!(output.status.success(), "{}", text(&output));
     let image = crate::support::image_of(&world.deployment("www-en").await);
@@ -653,18 +664,8 @@ async fn a_theme_in_a_submodule_is_exported_from_its_own_mirror() {
         ],
     );
     let url = format!("{}/{site}.git", world.stack.git_url);
-    world
-        .create_deployment("web", 2, &format!("{}/berth/base:busybox", world.stack.registry))
-        .await;
-    let templates = crate::support::repo_root().join("templates");
-    world.write_config(&format!(
-        "templates = \"{}\"\n[registry]\naddress = \"{}\"\ncredentials = \"none\"\n[kubernetes]\nnamespace = \"{}\"\n[[repo]]\nname = \"site\"\nurl = \"{url}\"\n\
-         [[site]]\nname = \"site\"\nrepo = \"site\"\nimage = \"{}/site\"\ndeployment = {{ name = \"web\", container = \"web\" }}\n",
-        templates.display(),
-        world.stack.registry,
-        world.namespace,
-        world.prefix
-    ));
+    world.create_deployment("web", 2, &world.busybox()).await;
+    world.write_pipeline(&world.one_site_pipeline(Repo::new("site", &url)));
     let output = world.berth(&["run"]);
     assert!(output.status.success(), "{}", text(&output));
     let image = crate::support::image_of(&world.deployment("web").await);
@@ -691,15 +692,11 @@ async fn a_repo_that_fails_does_not_stop_the_others() {
     let world = World::new("mirror-each").await;
     let url = world.copy_repo("landing");
     let missing = on_server(&world.stack.git_url, "no-such-repo-for-berth.git");
-    configure(&world, &url, "");
-    let config = std::fs::read_to_string(world.dir.path().join("pipeline.toml")).unwrap();
     // A repo that fails, named before the good one, and one more after it.
-    let config = config.replacen(
-        "[[repo]]",
-        &format!("[[repo]]\nname = \"gone\"\nurl = \"{missing}\"\n[[repo]]"),
-        1,
-    ) + &format!("[[repo]]\nname = \"gone-too\"\nurl = \"{missing}\"\n");
-    world.write_config(&config);
+    let mut pipeline = world.one_site_pipeline(landing(&url));
+    pipeline.repos.insert(0, Repo::new("gone", &missing));
+    pipeline.repos.push(Repo::new("gone-too", &missing));
+    world.write_pipeline(&pipeline);
 
     let output = world.berth(&["mirror"]);
     let all = text(&output);
@@ -720,7 +717,7 @@ async fn a_repo_that_fails_does_not_stop_the_others() {
 async fn export_writes_a_sites_folder_at_a_commit_into_an_empty_folder() {
     let world = World::new("mirror-export").await;
     let url = world.copy_repo("landing");
-    configure(&world, &url, "");
+    configure(&world, landing(&url));
     let first = world.head(&url, "main");
     let out = world.dir.path().join("out");
 
@@ -803,7 +800,13 @@ async fn an_https_remote_is_checked_against_the_ca_bundle_and_takes_a_token() {
     let ca = std::env::var("BERTH_STACK_GIT_CA_FILE").unwrap();
     let token = git_token();
     let url = std::env::var("BERTH_STACK_GIT_HTTPS_PRIVATE_URL").unwrap() + "/landing.git";
-    configure(&world, &url, "token_env = \"TEST_GIT_TOKEN\"\n");
+    configure(
+        &world,
+        Repo {
+            token_env: Some("TEST_GIT_TOKEN".into()),
+            ..landing(&url)
+        },
+    );
 
     let started = std::time::Instant::now();
     let refused = world.berth_with_env(&["mirror"], &[("TEST_GIT_TOKEN", &token)]);
@@ -846,7 +849,10 @@ async fn a_server_that_never_answers_fails_the_fetch_after_the_timeout() {
             }
         });
     }
-    configure(&world, &format!("http://127.0.0.1:{port}/git/landing.git"), "");
+    configure(
+        &world,
+        landing(&format!("http://127.0.0.1:{port}/git/landing.git")),
+    );
     let started = std::time::Instant::now();
     let output = world.berth_with_env(&["mirror"], &[("BERTH_GIT_TIMEOUT", "1")]);
     let all = text(&output);
@@ -929,7 +935,7 @@ async fn a_first_pack_cut_off_half_way_leaves_nothing_and_a_whole_one_is_complet
     let url = world.copy_repo("landing");
     let port = pack_cutting_proxy();
     let path = url.split("/git/").nth(1).unwrap();
-    configure(&world, &format!("http://127.0.0.1:{port}/git/{path}"), "");
+    configure(&world, landing(&format!("http://127.0.0.1:{port}/git/{path}")));
     let output = world.berth(&["mirror"]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
@@ -945,7 +951,7 @@ async fn a_first_pack_cut_off_half_way_leaves_nothing_and_a_whole_one_is_complet
     // the next first fetch clears it.
     std::fs::write(packs.join(".tmpKILLED"), b"PACK\0\0\0\x02").unwrap();
 
-    configure(&world, &url, "");
+    configure(&world, landing(&url));
     let head = mirror_head(&world);
     let mut names: Vec<_> = std::fs::read_dir(&packs)
         .unwrap()
@@ -998,7 +1004,7 @@ async fn a_first_pack_past_the_parallel_limit_is_handed_over_to_libgit2_whole() 
     git(&work, &["push", "-q", "origin", "main"]);
     let head = git(&work, &["rev-parse", "HEAD"]).trim().to_string();
     git(&world.repo_path(&url), &["repack", "-adq"]);
-    configure(&world, &url, "");
+    configure(&world, landing(&url));
 
     let output = world.berth_with_env(&["mirror"], &[("BERTH_LOG", "berth=debug")]);
     let all = text(&output);
@@ -1040,7 +1046,7 @@ async fn a_redirect_to_https_is_followed_on_the_same_host_and_refused_to_another
     );
     let (port, requests) = http_receiver(5, Box::leak(answer.into_bytes().into_boxed_slice()));
     let redirecting = format!("http://127.0.0.1:{port}/git/{name}");
-    configure(&world, &redirecting, "");
+    configure(&world, landing(&redirecting));
     let output = world.berth_with_env(&["mirror"], &[("SSL_CERT_FILE", &ca)]);
     let all = text(&output);
     assert!(output.status.success(), "{all}");
@@ -1064,7 +1070,10 @@ async fn a_redirect_to_https_is_followed_on_the_same_host_and_refused_to_another
         5,
         b"HTTP/1.1 301 Moved Permanently\r\nlocation: https://localhost:8443/git/landing.git/info/refs?service=git-upload-pack\r\ncontent-length: 0\r\n\r\n",
     );
-    configure(&world, &format!("http://127.0.0.1:{port}/git/landing.git"), "");
+    configure(
+        &world,
+        landing(&format!("http://127.0.0.1:{port}/git/landing.git")),
+    );
     let output = world.berth(&["mirror"]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
@@ -1099,7 +1108,7 @@ async fn a_local_path_remote_with_deltas_is_mirrored_whole() {
     }
     git(&work, &["tag", "-a", "v1", "-m", "Version one"]);
     git(&work, &["push", "-q", "--tags", "origin", "main"]);
-    configure(&world, source.to_str().unwrap(), "");
+    configure(&world, landing(source.to_str().unwrap()));
 
     let output = world.berth_with_env(&["mirror"], &[("BERTH_LOG", "berth=debug")]);
     let all = text(&output);

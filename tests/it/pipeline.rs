@@ -3,179 +3,78 @@
 
 use std::collections::HashMap;
 
-use crate::support::{World, image_of, text};
+use crate::support::{SITES, World, image_of, text};
 
-/// The four example sites of the bundled pipeline, on this test's own repo copies,
-/// namespace and image names.
-pub(crate) struct Example {
-    pub(crate) world: World,
-    pub(crate) urls: HashMap<&'static str, String>,
-    pub(crate) images: HashMap<&'static str, String>,
+/// The generation of each example site's Deployment.
+async fn generations(world: &World) -> HashMap<&'static str, i64> {
+    let mut generations = HashMap::new();
+    for (site, _) in SITES {
+        generations.insert(site, world.generation(site).await);
+    }
+    generations
 }
 
-pub(crate) const SITES: [(&str, &str); 4] = [
-    ("www-en", "website"),
-    ("www-de", "website"),
-    ("docs", "product"),
-    ("landing", "landing"),
-];
-
-impl Example {
-    pub(crate) async fn new(name: &str) -> Self {
-        Self::with_extra(name, "").await
-    }
-
-    /// The example pipeline with `extra` TOML appended.
-    pub(crate) async fn with_extra(name: &str, extra: &str) -> Self {
-        let world = World::new(name).await;
-        let mut urls = HashMap::new();
-        for repo in ["website", "product", "landing"] {
-            urls.insert(repo, world.copy_repo(repo));
-        }
-        let mut images = HashMap::new();
-        for (site, _) in SITES {
-            images.insert(site, format!("{}/{site}", world.prefix));
-            world
-                .create_deployment(site, 2, &format!("{}/berth/base:busybox", world.stack.registry))
-                .await;
-        }
-        let templates = crate::support::repo_root().join("templates");
-        let config = format!(
-            r#"
-templates = "{templates}"
-[registry]
-address = "{registry}"
-credentials = "none"
-[kubernetes]
-namespace = "{namespace}"
-rollout_timeout = "2m"
-[[repo]]
-name = "website"
-url = "{website}"
-[[repo]]
-name = "product"
-url = "{product}"
-[[repo]]
-name = "landing"
-url = "{landing}"
-[[site]]
-name = "www-en"
-repo = "website"
-build = "hugo --minify"
-output = "public/en"
-image = "{www_en}"
-deployment = {{ name = "www-en", container = "web" }}
-[[site]]
-name = "www-de"
-repo = "website"
-build = "hugo --minify"
-output = "public/de"
-image = "{www_de}"
-deployment = {{ name = "www-de", container = "web" }}
-[[site]]
-name = "docs"
-repo = "product"
-path = "docs"
-image = "{docs}"
-deployment = {{ name = "docs", container = "web" }}
-[[site]]
-name = "landing"
-repo = "landing"
-image = "{landing_image}"
-deployment = {{ name = "landing", container = "web" }}
-"#,
-            templates = templates.display(),
-            registry = world.stack.registry,
-            namespace = world.namespace,
-            website = urls["website"],
-            product = urls["product"],
-            landing = urls["landing"],
-            www_en = images["www-en"],
-            www_de = images["www-de"],
-            docs = images["docs"],
-            landing_image = images["landing"],
-        );
-        world.write_config(&format!("{config}\n{extra}\n"));
-        Self { world, urls, images }
-    }
-
-    pub(crate) fn head(&self, repo: &str) -> String {
-        self.world.head(&self.urls[repo], "main")
-    }
-
-    pub(crate) async fn generations(&self) -> HashMap<&'static str, i64> {
-        let mut generations = HashMap::new();
-        for (site, _) in SITES {
-            generations.insert(
-                site,
-                self.world.deployment(site).await.metadata.generation.unwrap(),
-            );
-        }
-        generations
-    }
-
-    fn registry_tags(&self, site: &str) -> Vec<String> {
-        let url = format!("/v2/{}/tags/list", self.images[site]);
-        let port = self.world.stack.registry_port();
-        let (status, body) = crate::support::http_get(port, &url).unwrap();
-        assert_eq!(status, 200, "{url}: {body}");
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        json["tags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_str().unwrap().to_string())
-            .collect()
-    }
+/// The tags of site `site`'s image repository in the open registry.
+fn registry_tags(world: &World, site: &str) -> Vec<String> {
+    let url = format!("/v2/{}/tags/list", world.image(site));
+    let port = world.stack.registry_port();
+    let (status, body) = crate::support::http_get(port, &url).unwrap();
+    assert_eq!(status, 200, "{url}: {body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    json["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_ships_every_site_then_changes_nothing_then_ships_only_what_changed() {
-    let example = Example::new("pipeline").await;
-    let world = &example.world;
+    let world = World::example("pipeline").await;
 
     // 1. A full run ships every example site.
     let output = world.berth(&["run"]);
     assert!(output.status.success(), "{}", text(&output));
     for (site, repo) in SITES {
-        let head = example.head(repo);
+        let head = world.repo_head(repo);
         let image = image_of(&world.deployment(site).await);
-        let expected = format!("{}/{}:{head}@sha256:", world.stack.registry, example.images[site]);
+        let expected = format!("{}/{}:{head}@sha256:", world.stack.registry, world.image(site));
         assert!(
             image.starts_with(&expected),
             "{site}: {image} does not start with {expected}"
         );
         assert!(
-            example.registry_tags(site).contains(&head),
+            registry_tags(&world, site).contains(&head),
             "{site}: registry lacks tag {head}"
         );
     }
 
     // 2. A second run with no new commits changes nothing in the cluster.
-    let before = example.generations().await;
+    let before = generations(&world).await;
     let output = world.berth(&["run"]);
     assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(example.generations().await, before);
+    assert_eq!(generations(&world).await, before);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(stdout.matches("unchanged").count(), 4, "{stdout}");
 
     // 3. A new commit to one repo ships only its site; a commit outside docs/ in
     //    the product's monorepo does not ship the docs.
     let landing = world.commit(
-        &example.urls["landing"],
+        &world.url("landing"),
         "main",
         &[("index.html", "<h1>new landing</h1>\n")],
         "New landing page",
     );
     world.commit(
-        &example.urls["product"],
+        &world.url("product"),
         "main",
         &[("src/lantern/extra.py", "print('x')\n")],
         "Code only",
     );
     let output = world.berth(&["run"]);
     assert!(output.status.success(), "{}", text(&output));
-    let after = example.generations().await;
+    let after = generations(&world).await;
     for (site, _) in SITES {
         if site == "landing" {
             assert_eq!(after[site], before[site] + 1, "landing was shipped");
@@ -193,11 +92,10 @@ async fn a_run_ships_every_site_then_changes_nothing_then_ships_only_what_change
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_build_command_ships_nothing_and_the_other_sites_still_ship() {
-    let example = Example::new("failing-build").await;
-    let world = &example.world;
+    let world = World::example("failing-build").await;
     // Break the Hugo site's template: hugo fails, both languages fail, nothing pushed.
     world.commit(
-        &example.urls["website"],
+        &world.url("website"),
         "main",
         &[("layouts/_default/baseof.html", "{{ .Broken ")],
         "Break the layout",
@@ -210,22 +108,19 @@ async fn a_broken_build_command_ships_nothing_and_the_other_sites_still_ship() {
     assert_eq!(image_of(&world.deployment("www-en").await), before_en);
     let port: u16 = world.stack.registry_port();
     let (status, _) =
-        crate::support::http_get(port, &format!("/v2/{}/tags/list", example.images["www-en"])).unwrap();
+        crate::support::http_get(port, &format!("/v2/{}/tags/list", world.image("www-en"))).unwrap();
     assert_eq!(status, 404, "nothing was pushed for www-en");
     // The others shipped.
     let landing = image_of(&world.deployment("landing").await);
-    assert!(landing.contains(&example.head("landing")), "{landing}\n{all}");
+    assert!(landing.contains(&world.repo_head("landing")), "{landing}\n{all}");
 }
 
-impl Example {
-    /// Commits `line` appended to `path` of the website repo; returns the commit.
-    fn append_to_website(&self, path: &str, line: &str, message: &str) -> String {
-        let url = &self.urls["website"];
-        let mut text =
-            String::from_utf8(std::fs::read(self.world.clone_of(url).join(path)).unwrap()).unwrap();
-        text.push_str(&format!("\n{line}\n"));
-        self.world.commit(url, "main", &[(path, text.as_str())], message)
-    }
+/// Commits `line` appended to `path` of the website repo; returns the commit.
+fn append_to_website(world: &World, path: &str, line: &str, message: &str) -> String {
+    let url = &world.url("website");
+    let mut text = String::from_utf8(std::fs::read(world.clone_of(url).join(path)).unwrap()).unwrap();
+    text.push_str(&format!("\n{line}\n"));
+    world.commit(url, "main", &[(path, text.as_str())], message)
 }
 
 /// The arguments that point berth at `state`, when there is one.
@@ -241,19 +136,22 @@ fn state_args(state: Option<&std::path::Path>) -> Vec<String> {
 /// recorded. The same with an empty state folder (a fresh CI runner).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rollout() {
-    let example = Example::new("same-files").await;
-    let world = &example.world;
+    let world = World::example("same-files").await;
     let output = world.berth(&["run", "www-en", "www-de"]);
     assert!(output.status.success(), "{}", text(&output));
     let english = world.deployment("www-en").await;
     let (image, generation) = (image_of(&english), english.metadata.generation.unwrap());
-    let tags = example.registry_tags("www-en");
+    let tags = registry_tags(&world, "www-en");
     let [home_modified] = last_modified(&image, ["/"]).await;
 
     let post = "content/de/news/new-office.md";
     for (round, state) in [(1, None), (2, Some(world.dir.path().join("empty-state")))] {
-        let commit =
-            example.append_to_website(post, &format!("Noch ein Satz ({round})."), "Only a German post");
+        let commit = append_to_website(
+            &world,
+            post,
+            &format!("Noch ein Satz ({round})."),
+            "Only a German post",
+        );
         let state = state_args(state.as_deref());
         let mut args = vec!["www-en", "www-de", "--json"];
         args.extend(state.iter().map(String::as_str));
@@ -312,7 +210,7 @@ async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rol
         let status = crate::support::json_of(&world.berth(&["status", "www-en", "--json"]));
         assert_eq!(status["sites"][0]["deployed_commit"], commit.as_str(), "{status}");
         assert_eq!(
-            example.registry_tags("www-en"),
+            registry_tags(&world, "www-en"),
             tags,
             "round {round}: nothing pushed"
         );
@@ -373,8 +271,7 @@ async fn last_modified<const N: usize>(image: &str, paths: [&str; N]) -> [String
 /// berth reads the running image's files out of the image itself.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_generated_page_that_did_not_change_keeps_its_last_modified() {
-    let example = Example::new("page-times").await;
-    let world = &example.world;
+    let world = World::example("page-times").await;
     let output = world.berth(&["run", "www-en"]);
     assert!(output.status.success(), "{}", text(&output));
     let first = image_of(&world.deployment("www-en").await);
@@ -384,7 +281,8 @@ async fn a_generated_page_that_did_not_change_keeps_its_last_modified() {
     for (round, state) in [(1, None), (2, Some(world.dir.path().join("empty-state")))] {
         // A second apart from the last build, so a new time shows.
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-        example.append_to_website(
+        append_to_website(
+            &world,
             page,
             &format!("One more line ({round})."),
             "Only the English about page",

@@ -10,8 +10,8 @@ use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Load, LoadPlan, LoadResult, World, build_berth_image, http_get_at, image_of, json_of, kube_client,
-    landing_pipeline, templates_line, text, validate_against,
+    Load, LoadPlan, LoadResult, World, build_berth_image, http_get_at, image_of, json_of, kube_client, text,
+    validate_against,
 };
 
 /// The `landing` example site shipped to Deployment `web` on the real node,
@@ -39,23 +39,20 @@ impl RealSite {
         body["spec"]["progressDeadlineSeconds"] = json!(20);
         change(&mut body);
         world.create_deployment_json(body).await;
-        let image_source = match image {
-            Image::Template => String::from(r#"template = "static""#),
+        let mut pipeline = world.landing_pipeline().with_rollout_timeout("90s");
+        let landing = pipeline.site_mut("landing");
+        match image {
+            Image::Template => landing.template = Some("static".into()),
             Image::TemplateOn(base) => {
-                format!("template = \"static\"\nbuild_args = {{ BASE_IMAGE = \"{base}\" }}")
+                landing.template = Some("static".into());
+                landing.build_arg("BASE_IMAGE", base);
             }
             Image::Dockerfile(text) => {
                 world.commit(&url, "main", &[("Dockerfile", text)], "Serve it our own way");
-                String::from(r#"dockerfile = "Dockerfile""#)
+                landing.dockerfile = Some("Dockerfile".into());
             }
-        };
-        world.write_config(&landing_pipeline(
-            &world,
-            &url,
-            "landing",
-            &templates_line(),
-            &image_source,
-        ));
+        }
+        world.write_pipeline(&pipeline);
         Self { world, url }
     }
 
@@ -492,16 +489,15 @@ async fn the_documented_cronjob_runs_on_the_real_node_and_ships_the_site_two_nig
     for item in manifests["items"].as_array_mut().unwrap() {
         match item["kind"].as_str().unwrap() {
             "ConfigMap" => {
-                item["data"]["pipeline.toml"] = json!(landing_pipeline(
-                    world,
-                    &site.url,
-                    "landing",
-                    "state_dir = \"/var/cache/berth\"\ntemplates = \"/etc/berth/templates\"",
-                    &format!(
-                        "build_args = {{ BASE_IMAGE = \"{}\", WEB_ROOT = \"/www\" }}",
-                        world.stack.base_image
-                    ),
-                ));
+                // Paths in berth's image and on its volume.
+                let mut pipeline = world.landing_pipeline().with_rollout_timeout("90s");
+                pipeline.state_dir = Some("/var/cache/berth".into());
+                pipeline.templates = Some("/etc/berth/templates".into());
+                pipeline
+                    .site_mut("landing")
+                    .build_arg("BASE_IMAGE", &world.stack.base_image)
+                    .build_arg("WEB_ROOT", "/www");
+                item["data"]["pipeline.toml"] = json!(pipeline.to_toml());
             }
             "PersistentVolumeClaim" => {
                 item["spec"]["storageClassName"] = json!(volume);

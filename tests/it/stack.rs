@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use berth::deploy::rollout::{RolloutState, pod_problem, rollout_state};
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
     BuildImageOptions, BuilderVersion, CreateImageOptions, PushImageOptions, RemoveImageOptions,
@@ -15,7 +14,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use crate::support::{Stack, World, docker, http_get, kube_client, unique};
+use crate::support::{
+    RolloutState, Stack, World, docker, http_get, kube_client, pod_problem, rollout_state, unique,
+};
 
 fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());

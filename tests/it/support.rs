@@ -1,13 +1,22 @@
 //! Test support: the stack from the environment, a per-test world (temp dir,
 //! namespace, repo copies, image names) and a runner for the real `berth` binary.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+// What the tests use of berth's library, in one place: these module paths
+// follow src/'s layout.
+use berth::commands::preview::create_published;
+pub use berth::deploy::rollout::{RolloutState, pod_problem, rollout_state};
+pub use berth::image::{BuildError, ContextBody, ImageBuild, build_image};
+pub use berth::output::{Printer, Verbosity};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, PostParams};
+use serde::Serialize;
 use serde_json::json;
 
 /// The local stack, as `scripts/stack env` describes it.
@@ -120,6 +129,8 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub namespace: String,
     pub prefix: String,
+    /// Seeded repo name → the URL of this world's copy ([`World::copy_repo`]).
+    copies: Mutex<BTreeMap<String, String>>,
 }
 
 impl World {
@@ -143,7 +154,134 @@ impl World {
             dir,
             namespace,
             prefix,
+            copies: Mutex::default(),
         }
+    }
+
+    /// A world with the four example sites of the bundled pipeline (see [`SITES`]):
+    /// copies of repos `website`, `product` and `landing`, a Deployment of 2
+    /// replicas on the busybox base per site, and [`World::example_pipeline`] written.
+    pub async fn example(name: &str) -> Self {
+        let world = Self::new(name).await;
+        for repo in ["website", "product", "landing"] {
+            world.copy_repo(repo);
+        }
+        for (site, _) in SITES {
+            world.create_deployment(site, 2, &world.busybox()).await;
+        }
+        world.write_pipeline(&world.example_pipeline());
+        world
+    }
+
+    /// The URL of this world's copy of the seeded repo `name` ([`World::copy_repo`]).
+    pub fn url(&self, name: &str) -> String {
+        self.copies
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("repo `{name}` was not copied into this world (World::copy_repo)"))
+    }
+
+    /// `[[repo]]` `name` at this world's copy of it.
+    pub fn repo(&self, name: &str) -> Repo {
+        Repo::new(name, &self.url(name))
+    }
+
+    /// The head commit of `main` of this world's copy of the seeded repo `name`.
+    pub fn repo_head(&self, name: &str) -> String {
+        self.head(&self.url(name), "main")
+    }
+
+    /// The image repository (under the registry) of this world's image `name`: `<prefix>/<name>`.
+    pub fn image(&self, name: &str) -> String {
+        format!("{}/{name}", self.prefix)
+    }
+
+    /// The stack's busybox base in the open registry: what Deployments start on.
+    pub fn busybox(&self) -> String {
+        format!("{}/berth/base:busybox", self.stack.registry)
+    }
+
+    /// A pipeline of no repos and no sites yet: the repo's `templates/`, the
+    /// stack's open registry, this world's namespace, a rollout timeout of 2 minutes.
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline {
+            state_dir: None,
+            templates: Some(repo_root().join("templates").display().to_string()),
+            registry: Registry {
+                address: self.stack.registry.clone(),
+                credentials: Credentials::None,
+            },
+            kubernetes: Some(Kubernetes {
+                context: None,
+                namespace: Some(self.namespace.clone()),
+                rollout_timeout: Some("2m".into()),
+            }),
+            repos: Vec::new(),
+            sites: Vec::new(),
+            notify: None,
+        }
+    }
+
+    /// [`World::pipeline`] with `repo` and one site of the same name at its root,
+    /// shipped as image `<prefix>/<name>` to container `web` of Deployment `web`.
+    pub fn one_site_pipeline(&self, repo: Repo) -> Pipeline {
+        let site = SiteSpec::new(&repo.name, &repo.name, &self.image(&repo.name), "web");
+        let mut pipeline = self.pipeline();
+        pipeline.repos.push(repo);
+        pipeline.sites.push(site);
+        pipeline
+    }
+
+    /// The `landing` example site of this world's copy of `landing`
+    /// ([`World::one_site_pipeline`]).
+    pub fn landing_pipeline(&self) -> Pipeline {
+        self.one_site_pipeline(self.repo("landing"))
+    }
+
+    /// The bundled example pipeline on this world's copies, namespace and image
+    /// names: the Hugo site in two languages, the docs of a monorepo, a plain page.
+    pub fn example_pipeline(&self) -> Pipeline {
+        let mut pipeline = self.pipeline();
+        pipeline.repos = ["website", "product", "landing"]
+            .into_iter()
+            .map(|name| self.repo(name))
+            .collect();
+        for (site, repo) in SITES {
+            let mut spec = SiteSpec::new(site, repo, &self.image(site), site);
+            match site {
+                "www-en" | "www-de" => {
+                    spec.build = Some("hugo --minify".into());
+                    spec.output = Some(format!("public/{}", &site[4..]));
+                }
+                "docs" => spec.path = Some("docs".into()),
+                _ => {}
+            }
+            pipeline.sites.push(spec);
+        }
+        pipeline
+    }
+
+    /// [`snapshot_settings`] for this world's output: its prefix (names,
+    /// namespace, images) as `[TEST]`, the open registry as `[REGISTRY]`, and
+    /// runs of spaces squeezed (column widths follow the replaced lengths).
+    pub fn snapshot_settings(&self) -> insta::Settings {
+        let literal = |text: &str, replacement: &str| (regex_escape(text), replacement.to_string());
+        let mut settings = snapshot_settings(&[
+            literal(&self.prefix, "[TEST]"),
+            literal(&self.stack.registry, "[REGISTRY]"),
+        ]);
+        settings.add_filter(r"(?m)^[ \t]+|[ \t]+$", "");
+        settings.add_filter(r"[ \t]{2,}", " ");
+        settings
+    }
+
+    /// Writes `pipeline` as `pipeline.toml` into the test's dir and returns its path.
+    pub fn write_pipeline(&self, pipeline: &Pipeline) -> PathBuf {
+        let path = self.dir.path().join("pipeline.toml");
+        std::fs::write(&path, pipeline.to_toml()).unwrap();
+        path
     }
 
     /// Copies the seeded bare repo `name` to a repo of this test's own; returns its URL.
@@ -156,7 +294,9 @@ impl World {
             .status()
             .unwrap();
         assert!(status.success());
-        format!("{}/{copy}", self.stack.git_url)
+        let url = format!("{}/{copy}", self.stack.git_url);
+        self.copies.lock().unwrap().insert(name.to_string(), url.clone());
+        url
     }
 
     /// The bare repo behind a URL made by [`World::copy_repo`].
@@ -307,11 +447,14 @@ impl World {
         api.get(name).await.expect("deployment exists")
     }
 
-    /// Writes `pipeline.toml` into the test's dir and returns its path.
-    pub fn write_config(&self, text: &str) -> PathBuf {
-        let path = self.dir.path().join("pipeline.toml");
-        std::fs::write(&path, text).unwrap();
-        path
+    /// The image of container `web` of Deployment `name`.
+    pub async fn image_of(&self, name: &str) -> String {
+        image_of(&self.deployment(name).await)
+    }
+
+    /// The generation of Deployment `name`: every change of its spec adds one.
+    pub async fn generation(&self, name: &str) -> i64 {
+        self.deployment(name).await.metadata.generation.unwrap()
     }
 
     /// Runs the real berth binary in the test's dir.
@@ -369,44 +512,232 @@ impl Drop for World {
     }
 }
 
-/// The pipeline file of the `landing` example site at `url`, shipped as image
-/// `<prefix>/<image_name>` to container `web` of Deployment `web` in the
-/// world's namespace. `head` goes first (state_dir, templates); `image_source`
-/// into the site (template or dockerfile, build_args).
-pub fn landing_pipeline(
-    world: &World,
-    url: &str,
-    image_name: &str,
-    head: &str,
-    image_source: &str,
-) -> String {
-    format!(
-        r#"{head}
-[registry]
-address = "{registry}"
-credentials = "none"
-[kubernetes]
-namespace = "{namespace}"
-rollout_timeout = "90s"
-[[repo]]
-name = "landing"
-url = "{url}"
-[[site]]
-name = "landing"
-repo = "landing"
-{image_source}
-image = "{prefix}/{image_name}"
-deployment = {{ name = "web", container = "web" }}
-"#,
-        registry = world.stack.registry,
-        namespace = world.namespace,
-        prefix = world.prefix,
-    )
+/// The example sites of the bundled pipeline and their repos ([`World::example`]).
+pub const SITES: [(&str, &str); 4] = [
+    ("www-en", "website"),
+    ("www-de", "website"),
+    ("docs", "product"),
+    ("landing", "landing"),
+];
+
+/// A `pipeline.toml` as typed values, written with the `toml` crate (the keys
+/// and tables src/config.rs reads). `None`, empty and `false` fields are left
+/// out of the file, so berth's defaults apply. Tests start from
+/// [`World::pipeline`] and its siblings, change fields, and write it with
+/// [`World::write_pipeline`]. Broken files (syntax errors, unknown keys) cannot
+/// be written this way: those are the fixtures of `tests/fixtures/configs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pipeline {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub templates: Option<String>,
+    pub registry: Registry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<Kubernetes>,
+    #[serde(rename = "repo", skip_serializing_if = "Vec::is_empty")]
+    pub repos: Vec<Repo>,
+    #[serde(rename = "site", skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<SiteSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
 }
 
-/// `templates = "<the repo's templates/>"`, for [`landing_pipeline`]'s head.
-pub fn templates_line() -> String {
-    format!("templates = \"{}\"", repo_root().join("templates").display())
+impl Pipeline {
+    /// The file's text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a pipeline serialises to TOML")
+    }
+
+    /// The same with `[kubernetes]`'s `rollout_timeout` (a duration, "90s").
+    pub fn with_rollout_timeout(mut self, timeout: &str) -> Self {
+        self.kubernetes
+            .get_or_insert_with(Kubernetes::default)
+            .rollout_timeout = Some(timeout.into());
+        self
+    }
+
+    /// The `[[site]]` named `name`.
+    pub fn site_mut(&mut self, name: &str) -> &mut SiteSpec {
+        self.sites
+            .iter_mut()
+            .find(|site| site.name == name)
+            .unwrap_or_else(|| panic!("the pipeline has no site `{name}`"))
+    }
+}
+
+/// `[registry]`
+#[derive(Debug, Clone, Serialize)]
+pub struct Registry {
+    pub address: String,
+    #[serde(flatten)]
+    pub credentials: Credentials,
+}
+
+/// `[registry]`'s `credentials` and the keys each kind reads.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "credentials", rename_all = "kebab-case")]
+pub enum Credentials {
+    None,
+    DockerConfig,
+    Env {
+        username_env: String,
+        password_env: String,
+    },
+}
+
+/// `[kubernetes]`
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Kubernetes {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_timeout: Option<String>,
+}
+
+/// `[[repo]]`
+#[derive(Debug, Clone, Serialize)]
+pub struct Repo {
+    pub name: String,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_key_passphrase_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
+}
+
+impl Repo {
+    /// Repo `name` at `url`, its `main` branch, no credentials.
+    pub fn new(name: &str, url: &str) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+            branch: None,
+            token_env: None,
+            ssh_key: None,
+            ssh_key_passphrase_env: None,
+            known_hosts: None,
+        }
+    }
+}
+
+/// `[[site]]`
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteSpec {
+    pub name: String,
+    pub repo: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub build_args: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub git_history: bool,
+    pub image: String,
+    pub deployment: Target,
+}
+
+impl SiteSpec {
+    /// Site `name` at the root of repo `repo`, no generator, the default
+    /// template, shipped as `image` to container `web` of Deployment
+    /// `deployment` (in the pipeline's namespace).
+    pub fn new(name: &str, repo: &str, image: &str, deployment: &str) -> Self {
+        Self {
+            name: name.into(),
+            repo: repo.into(),
+            path: None,
+            build: None,
+            output: None,
+            template: None,
+            dockerfile: None,
+            build_args: BTreeMap::new(),
+            git_history: false,
+            image: image.into(),
+            deployment: Target {
+                namespace: None,
+                name: deployment.into(),
+                container: "web".into(),
+            },
+        }
+    }
+
+    /// Adds the build arg `key` = `value`.
+    pub fn build_arg(&mut self, key: &str, value: &str) -> &mut Self {
+        self.build_args.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// `[site.deployment]`: the container berth sets.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    pub container: String,
+}
+
+/// `[notify]`
+#[derive(Debug, Clone, Serialize)]
+pub struct Notify {
+    pub webhook_env: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on: Option<String>,
+}
+
+/// insta filters (regex, replacement) for what changes from run to run in
+/// berth's output: digests, commits, short commits, times, and the clock of
+/// plain (CI) lines. [`World::snapshot_settings`] adds this world's names.
+pub fn snapshot_filters() -> Vec<(String, String)> {
+    [
+        (r"[0-9a-f]{64}\b", "[DIGEST]"),
+        (r"[0-9a-f]{40}\b", "[COMMIT]"),
+        (r"\b[0-9a-f]{12}\b", "[SHORT]"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]"),
+        (r"(?m)^\d\d:\d\d:\d\d ", "[TIME] "),
+    ]
+    .into_iter()
+    .map(|(regex, replacement)| (regex.to_string(), replacement.to_string()))
+    .collect()
+}
+
+/// `text` as a regex that matches just it (what `regex::escape` does, without
+/// the dependency).
+fn regex_escape(text: &str) -> String {
+    let mut escaped = String::new();
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// insta settings with [`snapshot_filters`]; bind them for a test's snapshots
+/// with `let _filters = snapshot_settings(&[]).bind_to_scope();`. `first` are
+/// filters applied before the shared ones.
+pub fn snapshot_settings(first: &[(String, String)]) -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    for (regex, replacement) in first.iter().chain(&snapshot_filters()) {
+        settings.add_filter(regex, replacement.as_str());
+    }
+    settings
 }
 
 /// berth's own image (`scripts/berth-image`, docs/cronjob/Dockerfile), tagged
@@ -538,7 +869,7 @@ pub async fn serve(docker: &bollard::Docker, image: &str) -> (String, u16) {
     use bollard::query_parameters::StartContainerOptions;
     let port = free_port();
     let name = unique("berth-serve");
-    berth::commands::preview::create_published(docker, image, &name, "8080/tcp", port, &[])
+    create_published(docker, image, &name, "8080/tcp", port, &[])
         .await
         .unwrap();
     docker

@@ -3,41 +3,23 @@
 
 use std::path::PathBuf;
 
-use crate::support::berth_in;
+use crate::support::{berth_in, snapshot_settings};
 
 fn fixtures() -> PathBuf {
     crate::support::repo_root().join("tests/fixtures/configs")
 }
 
+/// `berth validate --config file` in the fixtures folder: its exit code and
+/// stderr. Snapshots of it go through the shared filters (the clock of plain lines).
 fn validate(file: &str) -> (Option<i32>, String) {
     let output = berth_in(&fixtures(), &["validate", "--config", file]);
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    // Timestamps of plain (CI) lines.
-    let stderr = regex_lite_replace_times(&stderr);
     (output.status.code(), stderr)
-}
-
-fn regex_lite_replace_times(text: &str) -> String {
-    text.lines()
-        .map(|line| {
-            let bytes = line.as_bytes();
-            let is_time = bytes.len() >= 9
-                && bytes[2] == b':'
-                && bytes[5] == b':'
-                && bytes[8] == b' '
-                && [0, 1, 3, 4, 6, 7].iter().all(|&i| bytes[i].is_ascii_digit());
-            if is_time {
-                format!("[TIME] {}", &line[9..])
-            } else {
-                line.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[test]
 fn a_valid_config_passes() {
+    let _filters = snapshot_settings(&[]).bind_to_scope();
     let (code, output) = validate("valid.toml");
     assert_eq!(code, Some(0), "{output}");
     insta::assert_snapshot!(output, @"[TIME] valid.toml: ok (1 repos, 1 sites)");
@@ -45,6 +27,7 @@ fn a_valid_config_passes() {
 
 #[test]
 fn unknown_keys_are_all_reported() {
+    let _filters = snapshot_settings(&[]).bind_to_scope();
     let (code, output) = validate("unknown-keys.toml");
     assert_eq!(code, Some(2));
     insta::assert_snapshot!("unknown_keys", output);
@@ -52,6 +35,7 @@ fn unknown_keys_are_all_reported() {
 
 #[test]
 fn broken_references_names_paths_and_durations_are_all_reported() {
+    let _filters = snapshot_settings(&[]).bind_to_scope();
     let (code, output) = validate("references.toml");
     assert_eq!(code, Some(2));
     insta::assert_snapshot!("references", output);
@@ -59,6 +43,7 @@ fn broken_references_names_paths_and_durations_are_all_reported() {
 
 #[test]
 fn wrong_types_and_missing_keys_are_reported() {
+    let _filters = snapshot_settings(&[]).bind_to_scope();
     let (code, output) = validate("types.toml");
     assert_eq!(code, Some(2));
     insta::assert_snapshot!("types", output);
@@ -66,6 +51,7 @@ fn wrong_types_and_missing_keys_are_reported() {
 
 #[test]
 fn ssh_keys_are_for_ssh_remotes_and_name_files_that_exist() {
+    let _filters = snapshot_settings(&[]).bind_to_scope();
     let (code, output) = validate("ssh.toml");
     assert_eq!(code, Some(2));
     insta::assert_snapshot!("ssh", output);
@@ -73,6 +59,7 @@ fn ssh_keys_are_for_ssh_remotes_and_name_files_that_exist() {
 
 #[test]
 fn toml_syntax_errors_name_the_place() {
+    let _filters = snapshot_settings(&[]).bind_to_scope();
     let (code, output) = validate("syntax.toml");
     assert_eq!(code, Some(2));
     insta::assert_snapshot!("syntax", output);
