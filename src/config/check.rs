@@ -1,0 +1,783 @@
+//! The pipeline file's checks: every table read with a [`TableReader`] that
+//! knows its keys and types, then what crosses tables (names unique, sites
+//! naming known repos and templates, image references, paths that stay
+//! inside the repo, one site per Deployment container). Every problem is
+//! reported, each at its `file:line:column` with the key it concerns; a
+//! check's reason is a sentence for that report, never branched on.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+
+use toml::Spanned;
+use toml::de::DeTable;
+
+use crate::config::table::{TableReader, line_column};
+use crate::config::{
+    Config, CredentialSource, DEFAULT_TIMEOUT, DeploymentTarget, Diagnostic, ImageSource, Kubernetes, Notify,
+    NotifyOn, Registry, Repo, Site,
+};
+use crate::registry::reference;
+
+pub(crate) struct Checker<'t> {
+    pub(crate) text: &'t str,
+    pub(crate) diagnostics: Vec<Diagnostic>,
+}
+
+/// What a site is checked against: the tables read before the sites.
+struct SiteContext<'a> {
+    repos: &'a [Repo],
+    /// Every repo name given, valid repo or not (a site naming one is not
+    /// reported twice).
+    repo_names: &'a HashSet<String>,
+    templates_dir: &'a Path,
+    registry: Option<&'a Registry>,
+    default_namespace: &'a str,
+}
+
+/// What the sites read so far have taken: names, and Deployment containers.
+#[derive(Default)]
+struct Taken {
+    names: HashSet<String>,
+    targets: HashMap<DeploymentTarget, String>,
+}
+
+impl Checker<'_> {
+    pub(crate) fn report(&mut self, span: Range<usize>, key: Option<String>, message: impl Into<String>) {
+        let (line, column) = line_column(self.text, span.start);
+        self.diagnostics.push(Diagnostic {
+            line,
+            column,
+            key,
+            message: message.into(),
+        });
+    }
+
+    /// The whole pipeline file at `path` (its text `self.text`), read and
+    /// checked; `None` when anything is wrong (every problem reported).
+    pub(crate) fn document(&mut self, path: &Path) -> Option<Config> {
+        let (root, errors) = DeTable::parse_recoverable(self.text);
+        if !errors.is_empty() {
+            for error in errors {
+                let span = error.span().unwrap_or(0..0);
+                let message = error.message().trim().to_string();
+                self.report(span, None, format!("invalid TOML: {message}"));
+            }
+            return None;
+        }
+        let base = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let root_span = root.span();
+        let mut top = TableReader::new(root.get_ref(), root_span.start..root_span.start, String::new());
+
+        let state_dir = top
+            .string(self, "state_dir")
+            .map_or_else(|| ".berth".to_string(), toml::Spanned::into_inner);
+        let templates = top
+            .string(self, "templates")
+            .map_or_else(|| "templates".to_string(), toml::Spanned::into_inner);
+        let registry = top
+            .table(self, "registry", true)
+            .and_then(|table| self.registry(table));
+        let kubernetes = match top.table(self, "kubernetes", false) {
+            Some(table) => self.kubernetes(table),
+            None => Kubernetes {
+                context: None,
+                namespace: "default".into(),
+                rollout_timeout: DEFAULT_TIMEOUT,
+            },
+        };
+        let default_namespace = kubernetes.namespace.clone();
+
+        let mut repo_names = HashSet::new();
+        let repos: Vec<Repo> = top
+            .array_of_tables(self, "repo")
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, table)| self.repo(index, table, &base, &mut repo_names))
+            .collect();
+
+        let templates_dir = base.join(&templates);
+        let context = SiteContext {
+            repos: &repos,
+            repo_names: &repo_names,
+            templates_dir: &templates_dir,
+            registry: registry.as_ref(),
+            default_namespace: &default_namespace,
+        };
+        let mut taken = Taken::default();
+        let sites: Vec<Site> = top
+            .array_of_tables(self, "site")
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, table)| self.site(index, table, &context, &mut taken))
+            .collect();
+        if sites.is_empty()
+            && !self
+                .diagnostics
+                .iter()
+                .any(|d| d.key.as_deref().is_some_and(|k| k.starts_with("site")))
+        {
+            self.report(root_span.start..root_span.start, None, "no [[site]] is declared");
+        }
+        let notify = top
+            .table(self, "notify", false)
+            .and_then(|table| self.notify(table));
+        top.finish(self);
+
+        Some(Config {
+            path: path.to_path_buf(),
+            state_dir: base.join(state_dir),
+            templates_dir,
+            registry: registry?,
+            kubernetes,
+            repos,
+            sites,
+            notify,
+        })
+    }
+
+    /// `[registry]`.
+    fn registry(&mut self, mut table: TableReader<'_>) -> Option<Registry> {
+        let address = table.required_string(self, "address");
+        if let Some(address) = &address
+            && let Err(problem) = reference::check_registry(address.get_ref())
+        {
+            self.report(address.span(), Some(table.key_path("address")), problem);
+        }
+        let credentials = self.credentials(&mut table);
+        table.finish(self);
+        Some(Registry {
+            address: address?.into_inner(),
+            credentials: credentials?,
+        })
+    }
+
+    /// `[kubernetes]`.
+    fn kubernetes(&mut self, mut table: TableReader<'_>) -> Kubernetes {
+        let context = table.string(self, "context").map(Spanned::into_inner);
+        let namespace = table.string(self, "namespace");
+        if let Some(namespace) = &namespace
+            && let Err(problem) = reference::check_dns_label(namespace.get_ref())
+        {
+            self.report(namespace.span(), Some(table.key_path("namespace")), problem);
+        }
+        let rollout_timeout = table.duration(self, "rollout_timeout").unwrap_or(DEFAULT_TIMEOUT);
+        table.finish(self);
+        Kubernetes {
+            context,
+            namespace: namespace.map_or_else(|| "default".into(), Spanned::into_inner),
+            rollout_timeout,
+        }
+    }
+
+    /// One `[[repo]]`; its name is added to `names` (a duplicate is reported).
+    fn repo(
+        &mut self,
+        index: usize,
+        mut table: TableReader<'_>,
+        base: &Path,
+        names: &mut HashSet<String>,
+    ) -> Option<Repo> {
+        let name = table.required_string(self, "name");
+        let url = table.required_string(self, "url");
+        let branch = table.string(self, "branch");
+        let token_env = table.string(self, "token_env");
+        if let Some(name) = &name {
+            self.check_name(name, &table.key_path("name"), "repo");
+            if !names.insert(name.get_ref().clone()) {
+                self.report(
+                    name.span(),
+                    Some(format!("repo[{index}].name")),
+                    format!("duplicate repo name `{}`", name.get_ref()),
+                );
+            }
+        }
+        if let Some(url) = &url
+            && let Err(problem) = check_url(url.get_ref())
+        {
+            self.report(url.span(), Some(table.key_path("url")), problem);
+        }
+        if let Some(branch) = &branch
+            && !git2::Reference::is_valid_name(&format!("refs/heads/{}", branch.get_ref()))
+        {
+            self.report(
+                branch.span(),
+                Some(table.key_path("branch")),
+                format!("`{}` is not a valid branch name", branch.get_ref()),
+            );
+        }
+        if let Some(token_env) = &token_env {
+            check_env_name(self, token_env, &table.key_path("token_env"));
+        }
+        let ssh = self.repo_ssh(&mut table, url.as_ref(), base);
+        table.finish(self);
+        if let (Some(name), Some(url), Some(ssh)) = (name, url, ssh) {
+            return Some(Repo {
+                name: name.into_inner(),
+                url: url.into_inner(),
+                branch: branch.map_or_else(|| "main".into(), Spanned::into_inner),
+                token_env: token_env.map(Spanned::into_inner),
+                ssh_key: ssh.key,
+                ssh_key_passphrase_env: ssh.passphrase_env,
+                known_hosts: ssh.known_hosts,
+            });
+        }
+        None
+    }
+
+    /// One `[[site]]`; its name and Deployment are added to `taken` (a
+    /// duplicate is reported).
+    fn site(
+        &mut self,
+        index: usize,
+        mut table: TableReader<'_>,
+        context: &SiteContext<'_>,
+        taken: &mut Taken,
+    ) -> Option<Site> {
+        let name = table.required_string(self, "name");
+        if let Some(name) = &name {
+            self.check_name(name, &table.key_path("name"), "site");
+            if !taken.names.insert(name.get_ref().clone()) {
+                self.report(
+                    name.span(),
+                    Some(format!("site[{index}].name")),
+                    format!("duplicate site name `{}`", name.get_ref()),
+                );
+            }
+        }
+        let repo = table.required_string(self, "repo");
+        if let Some(repo) = &repo
+            && !context.repo_names.contains(repo.get_ref())
+        {
+            let mut known: Vec<_> = context.repos.iter().map(|r| format!("`{}`", r.name)).collect();
+            known.dedup();
+            self.report(
+                repo.span(),
+                Some(table.key_path("repo")),
+                format!(
+                    "no [[repo]] is named `{}` (known: {})",
+                    repo.get_ref(),
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        }
+        let site_path = table.string(self, "path");
+        if let Some(site_path) = &site_path
+            && let Err(problem) = check_relative_path(site_path.get_ref())
+        {
+            self.report(site_path.span(), Some(table.key_path("path")), problem);
+        }
+        let git_history = table.boolean(self, "git_history").unwrap_or(false);
+        let build = table.string(self, "build");
+        if let Some(build) = &build
+            && build.get_ref().trim().is_empty()
+        {
+            self.report(
+                build.span(),
+                Some(table.key_path("build")),
+                "the build command is empty; leave the key out to ship the folder as it is",
+            );
+        }
+        let output = table.string(self, "output");
+        if let Some(output) = &output
+            && let Err(problem) = check_relative_path(output.get_ref())
+        {
+            self.report(output.span(), Some(table.key_path("output")), problem);
+        }
+        let image_source = self.image_source(&mut table, context.templates_dir);
+        let build_args = table.string_map(self, "build_args");
+        let image = table.required_string(self, "image");
+        if let Some(image) = &image {
+            let full = context
+                .registry
+                .map(|r| format!("{}/{}", r.address, image.get_ref()));
+            if let Err(problem) = reference::check_repository(image.get_ref(), full.as_deref()) {
+                self.report(image.span(), Some(table.key_path("image")), problem);
+            }
+        }
+        let deployment = table
+            .table(self, "deployment", true)
+            .and_then(|deployment| self.deployment(deployment, context.default_namespace));
+        if let (Some((target, span)), Some(site_name)) = (&deployment, &name)
+            && let Some(other) = taken.targets.insert(target.clone(), site_name.get_ref().clone())
+        {
+            self.report(
+                span.clone(),
+                Some(format!("site[{index}].deployment")),
+                format!(
+                    "site `{other}` already ships to container `{}` of Deployment {}/{}",
+                    target.container, target.namespace, target.name
+                ),
+            );
+        }
+        table.finish(self);
+        if let (Some(name), Some(repo), Some(image_source), Some(image), Some((deployment, _))) =
+            (name, repo, image_source, image, deployment)
+        {
+            return Some(Site {
+                name: name.into_inner(),
+                repo: repo.into_inner(),
+                path: normalise_path(site_path.as_ref().map_or(".", |p| p.get_ref())),
+                build: build.map(Spanned::into_inner),
+                output: output.map(|o| normalise_path(o.get_ref())),
+                image_source,
+                build_args: build_args.unwrap_or_default(),
+                git_history,
+                image: image.into_inner(),
+                deployment,
+            });
+        }
+        None
+    }
+
+    /// A site's `template` (default `static`) or `dockerfile`, never both.
+    fn image_source(&mut self, table: &mut TableReader<'_>, templates_dir: &Path) -> Option<ImageSource> {
+        let template = table.string(self, "template");
+        let dockerfile = table.string(self, "dockerfile");
+        match (template, dockerfile) {
+            (Some(template), Some(dockerfile)) => {
+                self.report(
+                    dockerfile.span(),
+                    Some(table.key_path("dockerfile")),
+                    "give either `template` or `dockerfile`, not both",
+                );
+                let _ = template;
+                None
+            }
+            (None, Some(dockerfile)) => match check_relative_path(dockerfile.get_ref()) {
+                Ok(()) => Some(ImageSource::Dockerfile(dockerfile.into_inner())),
+                Err(problem) => {
+                    self.report(dockerfile.span(), Some(table.key_path("dockerfile")), problem);
+                    None
+                }
+            },
+            (template, None) => {
+                let template =
+                    template.unwrap_or_else(|| Spanned::new(table.span.clone(), "static".to_string()));
+                let folder = templates_dir.join(template.get_ref());
+                if template.get_ref().contains(['/', '\\']) || template.get_ref().starts_with('.') {
+                    self.report(
+                        template.span(),
+                        Some(table.key_path("template")),
+                        format!(
+                            "`{}` is not a template name (a folder name under {})",
+                            template.get_ref(),
+                            templates_dir.display()
+                        ),
+                    );
+                    None
+                } else if !folder.join("Dockerfile").is_file() {
+                    let known = list_templates(templates_dir);
+                    self.report(
+                        template.span(),
+                        Some(table.key_path("template")),
+                        format!(
+                            "no template `{}`: {} does not exist (known: {})",
+                            template.get_ref(),
+                            folder.join("Dockerfile").display(),
+                            if known.is_empty() {
+                                "none".into()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                    None
+                } else {
+                    Some(ImageSource::Template(template.into_inner()))
+                }
+            }
+        }
+    }
+
+    /// A site's `deployment = { namespace, name, container }`, and its span.
+    fn deployment(
+        &mut self,
+        mut deployment: TableReader<'_>,
+        default_namespace: &str,
+    ) -> Option<(DeploymentTarget, Range<usize>)> {
+        let namespace = deployment.string(self, "namespace");
+        let name = deployment.required_string(self, "name");
+        let container = deployment.required_string(self, "container");
+        for (key, value) in [
+            ("namespace", &namespace),
+            ("name", &name),
+            ("container", &container),
+        ] {
+            if let Some(value) = value {
+                let check = if key == "name" {
+                    reference::check_dns_subdomain(value.get_ref())
+                } else {
+                    reference::check_dns_label(value.get_ref())
+                };
+                if let Err(problem) = check {
+                    self.report(value.span(), Some(deployment.key_path(key)), problem);
+                }
+            }
+        }
+        let span = deployment.span.clone();
+        deployment.finish(self);
+        let target = DeploymentTarget {
+            namespace: namespace.map_or_else(|| default_namespace.to_string(), Spanned::into_inner),
+            name: name?.into_inner(),
+            container: container?.into_inner(),
+        };
+        Some((target, span))
+    }
+
+    /// `[notify]`.
+    fn notify(&mut self, mut table: TableReader<'_>) -> Option<Notify> {
+        let webhook_env = table.required_string(self, "webhook_env");
+        if let Some(env) = &webhook_env {
+            check_env_name(self, env, &table.key_path("webhook_env"));
+        }
+        let on = match table.string(self, "on") {
+            None => Some(NotifyOn::Failure),
+            Some(on) => match on.get_ref().as_str() {
+                "failure" => Some(NotifyOn::Failure),
+                "success" => Some(NotifyOn::Success),
+                "always" => Some(NotifyOn::Always),
+                other => {
+                    self.report(
+                        on.span(),
+                        Some(table.key_path("on")),
+                        format!("`{other}` is not one of \"failure\", \"success\", \"always\""),
+                    );
+                    None
+                }
+            },
+        };
+        table.finish(self);
+        Some(Notify {
+            webhook_env: webhook_env?.into_inner(),
+            on: on?,
+        })
+    }
+
+    fn credentials(&mut self, table: &mut TableReader<'_>) -> Option<CredentialSource> {
+        let kind = table.string(self, "credentials");
+        let username_env = table.string(self, "username_env");
+        let password_env = table.string(self, "password_env");
+        let username = table.string(self, "username");
+        let password_file = table.string(self, "password_file");
+        for env in [&username_env, &password_env].into_iter().flatten() {
+            check_env_name(self, env, &table.key_path("*_env"));
+        }
+        let kind_name = kind.as_ref().map_or("docker-config", |k| k.get_ref().as_str());
+        let kind_span = kind.as_ref().map_or_else(|| table.span.clone(), Spanned::span);
+        match kind_name {
+            "docker-config" | "none" => {
+                for (key, value) in [
+                    ("username_env", &username_env),
+                    ("password_env", &password_env),
+                    ("username", &username),
+                    ("password_file", &password_file),
+                ] {
+                    if let Some(value) = value {
+                        self.report(
+                            value.span(),
+                            Some(table.key_path(key)),
+                            format!("`{key}` is only read with credentials = \"env\" or \"files\""),
+                        );
+                    }
+                }
+                Some(if kind_name == "none" {
+                    CredentialSource::None
+                } else {
+                    CredentialSource::DockerConfig
+                })
+            }
+            "env" => {
+                if let (Some(username_env), Some(password_env)) = (username_env, password_env) {
+                    Some(CredentialSource::Environment {
+                        username_env: username_env.into_inner(),
+                        password_env: password_env.into_inner(),
+                    })
+                } else {
+                    self.report(
+                        kind_span,
+                        Some(table.key_path("credentials")),
+                        "credentials = \"env\" needs `username_env` and `password_env`",
+                    );
+                    None
+                }
+            }
+            "files" => {
+                if let (Some(username), Some(password_file)) = (username, password_file) {
+                    Some(CredentialSource::Files {
+                        username: username.into_inner(),
+                        password_file: PathBuf::from(password_file.into_inner()),
+                    })
+                } else {
+                    self.report(
+                        kind_span,
+                        Some(table.key_path("credentials")),
+                        "credentials = \"files\" needs `username` and `password_file`",
+                    );
+                    None
+                }
+            }
+            other => {
+                self.report(kind_span, Some(table.key_path("credentials")), format!("unknown credential source `{other}` (expected \"docker-config\", \"env\", \"files\" or \"none\")"));
+                None
+            }
+        }
+    }
+
+    /// A repo's `ssh_key`, `ssh_key_passphrase_env` and `known_hosts`: only for ssh
+    /// URLs, the files present (a key file that is a private key). `None` when
+    /// something is wrong (reported).
+    fn repo_ssh(
+        &mut self,
+        table: &mut TableReader<'_>,
+        url: Option<&Spanned<String>>,
+        base: &Path,
+    ) -> Option<RepoSsh> {
+        let key = table.string(self, "ssh_key");
+        let passphrase_env = table.string(self, "ssh_key_passphrase_env");
+        let known_hosts = table.string(self, "known_hosts");
+        let mut valid = true;
+        let keys = [
+            ("ssh_key", &key),
+            ("ssh_key_passphrase_env", &passphrase_env),
+            ("known_hosts", &known_hosts),
+        ];
+        if let Some(url) = url
+            && !crate::ssh::is_ssh_url(url.get_ref())
+        {
+            for (name, value) in keys {
+                if let Some(value) = value {
+                    self.report(
+                        value.span(),
+                        Some(table.key_path(name)),
+                        format!(
+                            "`{name}` is only read for ssh remotes (ssh://… or user@host:path), and `url` is `{}`",
+                            url.get_ref()
+                        ),
+                    );
+                    valid = false;
+                }
+            }
+        }
+        if let Some(env) = &passphrase_env {
+            check_env_name(self, env, &table.key_path("ssh_key_passphrase_env"));
+            if key.is_none() {
+                self.report(
+                    env.span(),
+                    Some(table.key_path("ssh_key_passphrase_env")),
+                    "`ssh_key_passphrase_env` needs `ssh_key` (keys in an ssh-agent are unlocked there)",
+                );
+                valid = false;
+            }
+        }
+        let key = key.map(|key| {
+            let path = local_path(base, key.get_ref());
+            let problem = check_file(&path).err().or_else(|| check_private_key(&path).err());
+            if let Some(problem) = problem {
+                self.report(key.span(), Some(table.key_path("ssh_key")), problem);
+                valid = false;
+            }
+            path
+        });
+        let known_hosts = known_hosts.map(|file| {
+            let path = local_path(base, file.get_ref());
+            if let Err(problem) = check_file(&path) {
+                self.report(file.span(), Some(table.key_path("known_hosts")), problem);
+                valid = false;
+            }
+            path
+        });
+        valid.then(|| RepoSsh {
+            key,
+            passphrase_env: passphrase_env.map(Spanned::into_inner),
+            known_hosts,
+        })
+    }
+
+    fn check_name(&mut self, name: &Spanned<String>, key: &str, what: &str) {
+        if let Err(problem) = reference::check_dns_label(name.get_ref()) {
+            self.report(
+                name.span(),
+                Some(key.to_string()),
+                format!("{what} name {problem}"),
+            );
+        }
+    }
+}
+
+/// The ssh keys of one `[[repo]]`, checked.
+struct RepoSsh {
+    key: Option<PathBuf>,
+    passphrase_env: Option<String>,
+    known_hosts: Option<PathBuf>,
+}
+
+/// A path from the file: `~/…` under `$HOME`, others relative to the file's folder.
+fn local_path(base: &Path, path: &str) -> PathBuf {
+    if let Some(rest) = path.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return Path::new(&home).join(rest);
+    }
+    base.join(path)
+}
+
+/// The path names an existing file.
+fn check_file(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_file() => Ok(()),
+        Ok(_) => Err(format!("{} is not a file", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("no such file: {}", path.display()))
+        }
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+    }
+}
+
+/// The file starts as a private key does (PEM or OpenSSH format). Its content is
+/// never part of a message.
+fn check_private_key(path: &Path) -> Result<(), String> {
+    use std::io::Read as _;
+    let mut head = [0; 64];
+    let read = std::fs::File::open(path)
+        .and_then(|mut file| file.read(&mut head))
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let head = String::from_utf8_lossy(&head[..read]);
+    let first_line = head.lines().next().unwrap_or_default();
+    if first_line.starts_with("-----BEGIN ") && first_line.contains("PRIVATE KEY") {
+        Ok(())
+    } else if first_line.starts_with("ssh-") || first_line.starts_with("ecdsa-") {
+        Err(format!(
+            "{} is a public key; give the private key file (the one without .pub)",
+            path.display()
+        ))
+    } else {
+        Err(format!(
+            "{} is not a private key file (expected PEM or OpenSSH format, as ssh-keygen writes)",
+            path.display()
+        ))
+    }
+}
+
+fn check_env_name(checker: &mut Checker<'_>, name: &Spanned<String>, key: &str) {
+    let valid = !name.get_ref().is_empty()
+        && !name.get_ref().starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .get_ref()
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        checker.report(
+            name.span(),
+            Some(key.to_string()),
+            format!("`{}` is not an environment variable name", name.get_ref()),
+        );
+    }
+}
+
+fn list_templates(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.path().join("Dockerfile").is_file())
+        .map(|entry| format!("`{}`", entry.file_name().to_string_lossy()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A path inside the repo: relative, without `..`.
+pub fn check_relative_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("the path is empty (use \".\" for the repo's root)".into());
+    }
+    let parsed = Path::new(path);
+    if parsed.is_absolute() || path.starts_with('\\') {
+        return Err(format!(
+            "`{path}` is absolute; give a path relative to the repo's root"
+        ));
+    }
+    if parsed
+        .components()
+        .any(|component| matches!(component, Component::ParentDir))
+    {
+        return Err(format!("`{path}` leaves the repo (`..`)"));
+    }
+    Ok(())
+}
+
+fn normalise_path(path: &str) -> String {
+    let parts: Vec<_> = Path::new(path)
+        .components()
+        .filter_map(|component| match component {
+            Component::Normal(part) => Some(part.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() {
+        ".".into()
+    } else {
+        parts.join("/")
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    if url.trim().is_empty() {
+        return Err("the URL is empty".into());
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if !matches!(scheme, "http" | "https" | "ssh" | "git" | "file") {
+            return Err(format!(
+                "unsupported URL scheme `{scheme}` (use https, http, ssh, git, file or a local path)"
+            ));
+        }
+        let authority = rest.split('/').next().unwrap_or_default();
+        if let Some((user_info, _)) = authority.rsplit_once('@')
+            && user_info.contains(':')
+        {
+            return Err("the URL holds a password or token; put the token in an environment variable and name it in `token_env`".into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::table::line_column;
+
+    #[test]
+    fn line_and_column_count_characters() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("é\nx", 3), (2, 1));
+    }
+
+    #[test]
+    fn relative_paths_stay_inside() {
+        assert!(check_relative_path("docs").is_ok());
+        assert!(check_relative_path("./a/b").is_ok());
+        assert!(check_relative_path("../x").is_err());
+        assert!(check_relative_path("a/../../x").is_err());
+        assert!(check_relative_path("/etc").is_err());
+        assert_eq!(normalise_path("./a//b/"), "a/b");
+        assert_eq!(normalise_path("."), ".");
+    }
+
+    #[test]
+    fn urls_never_carry_secrets() {
+        assert!(check_url("https://git.example.com/a.git").is_ok());
+        assert!(check_url("ssh://git@example.com/a.git").is_ok());
+        assert!(check_url("https://user:token@example.com/a.git").is_err());
+        assert!(check_url("ftp://x").is_err());
+        assert!(check_url("/srv/git/a.git").is_ok());
+    }
+}

@@ -1,0 +1,283 @@
+//! The pipeline file (`pipeline.toml`): its model, and its reading.
+//!
+//! The file is parsed into a spanned document first, then walked by hand, so that
+//! every problem is reported (not just the first) with `file:line:column` and the
+//! key it concerns.
+//!
+//! 1. Parse the TOML into a spanned tree (syntax errors stop here, all of them).
+//! 2. Read each table with a [`table::TableReader`] that knows its keys and types and
+//!    reports unknown keys, missing keys and wrong types.
+//! 3. Check what crosses tables ([`check`]): names unique, sites naming known repos and
+//!    templates, image references, paths that stay inside the repo, durations.
+
+pub mod check;
+pub mod table;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::check::Checker;
+
+/// How long a rollout may take unless `[kubernetes] rollout_timeout` says.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The whole pipeline: where images go, which cluster, which repos and sites.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from.
+    pub path: PathBuf,
+    /// Folder that holds mirrors and berth's run log, relative paths resolved.
+    pub state_dir: PathBuf,
+    /// Folder holding one sub-folder (with a `Dockerfile`) per template.
+    pub templates_dir: PathBuf,
+    pub registry: Registry,
+    pub kubernetes: Kubernetes,
+    pub repos: Vec<Repo>,
+    pub sites: Vec<Site>,
+    /// `[notify]`: a webhook told about results.
+    pub notify: Option<Notify>,
+}
+
+/// `[notify]`
+#[derive(Debug, Clone)]
+pub struct Notify {
+    /// Environment variable holding the webhook URL (a secret: never in the file).
+    pub webhook_env: String,
+    pub on: NotifyOn,
+}
+
+/// Which results are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyOn {
+    Failure,
+    Success,
+    Always,
+}
+
+/// `[registry]`
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// `host[:port]`, for example `registry.example.com` or `127.0.0.1:5000`.
+    pub address: String,
+    /// Where the credentials come from.
+    pub credentials: CredentialSource,
+}
+
+/// Where registry credentials come from. Secrets are read when needed and never stored here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// Docker's `config.json` (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`):
+    /// `auths` entries and credential helpers, as `docker login` leaves them.
+    DockerConfig,
+    /// A user name and a password, each from an environment variable.
+    Environment {
+        username_env: String,
+        password_env: String,
+    },
+    /// A user name from the file, the password from a file (its first line).
+    Files {
+        username: String,
+        password_file: PathBuf,
+    },
+    /// No credentials (an open registry).
+    None,
+}
+
+impl fmt::Display for CredentialSource {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::DockerConfig => write!(formatter, "Docker's config.json"),
+            Self::Environment {
+                username_env,
+                password_env,
+            } => {
+                write!(
+                    formatter,
+                    "environment variables {username_env} and {password_env}"
+                )
+            }
+            Self::Files {
+                username,
+                password_file,
+            } => {
+                write!(
+                    formatter,
+                    "user {username} with the password in {}",
+                    password_file.display()
+                )
+            }
+            Self::None => write!(formatter, "no credentials"),
+        }
+    }
+}
+
+/// `[kubernetes]`
+#[derive(Debug, Clone)]
+pub struct Kubernetes {
+    /// Kubeconfig context; `None` means the current context.
+    pub context: Option<String>,
+    /// Namespace for Deployments that name none.
+    pub namespace: String,
+    /// How long berth waits for one rollout before it fails it.
+    pub rollout_timeout: Duration,
+}
+
+/// `[[repo]]`
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub name: String,
+    /// Remote URL: https, http, ssh, git or a local path. Never holds credentials.
+    pub url: String,
+    pub branch: String,
+    /// Environment variable that holds an access token for https remotes.
+    pub token_env: Option<String>,
+    /// ssh remotes: the private key file (path resolved); `None` means the ssh-agent.
+    pub ssh_key: Option<PathBuf>,
+    /// Environment variable that holds the passphrase of `ssh_key`.
+    pub ssh_key_passphrase_env: Option<String>,
+    /// ssh remotes: the `known_hosts` file host keys are checked against (path
+    /// resolved); `None` means `~/.ssh/known_hosts` and `/etc/ssh/ssh_known_hosts`.
+    pub known_hosts: Option<PathBuf>,
+}
+
+/// `[[site]]`
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub name: String,
+    pub repo: String,
+    /// Folder of the site inside the repo (`"."` is the root), normalised with `/`.
+    pub path: String,
+    /// Generator command run with `sh -c` in the exported site folder.
+    pub build: Option<String>,
+    /// Folder (relative to `path`) the generator writes; the site's content.
+    pub output: Option<String>,
+    /// How the image is built.
+    pub image_source: ImageSource,
+    pub build_args: BTreeMap<String, String>,
+    /// The generator runs in a Git checkout with history (Hugo's `enableGitInfo`).
+    pub git_history: bool,
+    /// Repository under the registry, for example `sites/www`.
+    pub image: String,
+    pub deployment: DeploymentTarget,
+}
+
+/// Where the site's Dockerfile comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// `templates/<name>/Dockerfile`.
+    Template(String),
+    /// A Dockerfile inside the site's folder, relative to `path`.
+    Dockerfile(String),
+}
+
+/// `[site.deployment]`
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeploymentTarget {
+    pub namespace: String,
+    pub name: String,
+    pub container: String,
+}
+
+/// One problem found in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: usize,
+    pub column: usize,
+    /// The key the problem concerns, as a path (`site[2].path`), if any.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+/// All problems found in one file, in file order.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The file was read and has problems; each says where.
+    #[error("{}", render(path, diagnostics))]
+    Invalid {
+        path: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+fn render(path: &Path, diagnostics: &[Diagnostic]) -> String {
+    let mut text = String::new();
+    for (index, diagnostic) in diagnostics.iter().enumerate() {
+        if index > 0 {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "{}:{}:{}: error: ",
+            path.display(),
+            diagnostic.line,
+            diagnostic.column
+        ));
+        if let Some(key) = &diagnostic.key {
+            text.push_str(&format!("{key}: "));
+        }
+        text.push_str(&diagnostic.message);
+    }
+    let count = diagnostics.len();
+    text.push_str(&format!(
+        "\n{count} problem{} in {}; nothing was run",
+        if count == 1 { "" } else { "s" },
+        path.display()
+    ));
+    text
+}
+
+impl ConfigError {
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            Self::Read { .. } => &[],
+            Self::Invalid { diagnostics, .. } => diagnostics,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `path` (relative paths resolve against its folder).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut checker = Checker {
+            text,
+            diagnostics: Vec::new(),
+        };
+        let config = checker.document(path);
+        let mut diagnostics = checker.diagnostics;
+        diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
+        diagnostics.dedup();
+        match config {
+            Some(config) if diagnostics.is_empty() => Ok(config),
+            _ => Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                diagnostics,
+            }),
+        }
+    }
+
+    pub fn site(&self, name: &str) -> Option<&Site> {
+        self.sites.iter().find(|site| site.name == name)
+    }
+
+    pub fn repo(&self, name: &str) -> Option<&Repo> {
+        self.repos.iter().find(|repo| repo.name == name)
+    }
+
+    /// The full image repository of a site: `<registry>/<image>`.
+    pub fn image_repository(&self, site: &Site) -> String {
+        format!("{}/{}", self.registry.address, site.image)
+    }
+}
