@@ -248,32 +248,8 @@ impl Checker<'_> {
                 );
             }
         }
-        let repo = table.required_string(self, "repo");
-        if let Some(repo) = &repo
-            && !context.repo_names.contains(repo.get_ref())
-        {
-            let mut known: Vec<_> = context.repos.iter().map(|r| format!("`{}`", r.name)).collect();
-            known.dedup();
-            self.report(
-                repo.span(),
-                Some(table.key_path("repo")),
-                format!(
-                    "no [[repo]] is named `{}` (known: {})",
-                    repo.get_ref(),
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            );
-        }
-        let site_path = table.string(self, "path");
-        if let Some(site_path) = &site_path
-            && let Err(problem) = check_relative_path(site_path.get_ref())
-        {
-            self.report(site_path.span(), Some(table.key_path("path")), problem);
-        }
+        let repo = self.site_repo(&mut table, context);
+        let site_path = self.relative_path(&mut table, "path");
         let git_history = table.boolean(self, "git_history").unwrap_or(false);
         let build = table.string(self, "build");
         if let Some(build) = &build
@@ -285,12 +261,7 @@ impl Checker<'_> {
                 "the build command is empty; leave the key out to ship the folder as it is",
             );
         }
-        let output = table.string(self, "output");
-        if let Some(output) = &output
-            && let Err(problem) = check_relative_path(output.get_ref())
-        {
-            self.report(output.span(), Some(table.key_path("output")), problem);
-        }
+        let output = self.relative_path(&mut table, "output");
         let image_source = self.image_source(&mut table, context.templates_dir);
         let build_args = table.string_map(self, "build_args");
         let image = table.required_string(self, "image");
@@ -335,6 +306,46 @@ impl Checker<'_> {
             });
         }
         None
+    }
+
+    /// A site's `repo`, which a `[[repo]]` must name.
+    fn site_repo(
+        &mut self,
+        table: &mut TableReader<'_>,
+        context: &SiteContext<'_>,
+    ) -> Option<Spanned<String>> {
+        let repo = table.required_string(self, "repo");
+        if let Some(repo) = &repo
+            && !context.repo_names.contains(repo.get_ref())
+        {
+            let mut known: Vec<_> = context.repos.iter().map(|r| format!("`{}`", r.name)).collect();
+            known.dedup();
+            self.report(
+                repo.span(),
+                Some(table.key_path("repo")),
+                format!(
+                    "no [[repo]] is named `{}` (known: {})",
+                    repo.get_ref(),
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        }
+        repo
+    }
+
+    /// A path `key` that must stay inside the repo (or the site's folder).
+    fn relative_path(&mut self, table: &mut TableReader<'_>, key: &str) -> Option<Spanned<String>> {
+        let path = table.string(self, key);
+        if let Some(path) = &path
+            && let Err(problem) = check_relative_path(path.get_ref())
+        {
+            self.report(path.span(), Some(table.key_path(key)), problem);
+        }
+        path
     }
 
     /// A site's `template` (default `static`) or `dockerfile`, never both.

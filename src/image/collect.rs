@@ -191,10 +191,6 @@ pub(crate) fn collect_folder(
     always: &[&str],
     times: &FileTimes,
 ) -> Result<Vec<Item>, BuildError> {
-    let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
-        path: path.to_path_buf(),
-        source,
-    };
     let canonical_root = root.canonicalize().map_err(|e| context_error(root, e))?;
     let ignore = Ignore::read(&root.join(".dockerignore"))?;
     let walker = walkdir::WalkDir::new(root)
@@ -223,7 +219,6 @@ pub(crate) fn collect_folder(
             .expect("below root")
             .to_string_lossy()
             .into_owned();
-        let file_type = entry.file_type();
         if !kept(&relative, always, &ignore) {
             // Walked only for a `!` line that may take back something below it.
             excluded_folders.walk_into(Item {
@@ -236,45 +231,7 @@ pub(crate) fn collect_folder(
             continue;
         }
         excluded_folders.holding(&relative, &mut items);
-        let (kind, time) = if file_type.is_symlink() {
-            let target = std::fs::read_link(entry.path()).map_err(|e| context_error(entry.path(), e))?;
-            // Inside by its names, or (a link through another link) once resolved.
-            let resolves_inside = || {
-                entry
-                    .path()
-                    .parent()
-                    .expect("has parent")
-                    .join(&target)
-                    .canonicalize()
-                    .is_ok_and(|c| c.starts_with(&canonical_root))
-            };
-            if target.is_absolute() || (leaves_root(Path::new(&relative), &target) && !resolves_inside()) {
-                return Err(BuildError::SymlinkEscape {
-                    link: relative,
-                    target: target.to_string_lossy().into_owned(),
-                });
-            }
-            let bytes = target.as_os_str().as_encoded_bytes();
-            let time = times
-                .of_content(&relative, bytes.len() as u64, bytes)
-                .map_err(|e| context_error(entry.path(), e))?;
-            (ItemKind::Symlink(target), time)
-        } else if file_type.is_dir() {
-            (ItemKind::Directory, 0)
-        } else if file_type.is_file() {
-            use std::os::unix::fs::PermissionsExt;
-            let metadata = entry
-                .metadata()
-                .map_err(|e| context_error(entry.path(), std::io::Error::other(e.to_string())))?;
-            let time = std::fs::File::open(entry.path())
-                .and_then(|file| times.of_content(&relative, metadata.len(), file))
-                .map_err(|e| context_error(entry.path(), e))?;
-            let kind = ItemKind::File {
-                executable: metadata.permissions().mode() & 0o111 != 0,
-                length: metadata.len(),
-            };
-            (kind, time)
-        } else {
+        let Some((kind, time)) = folder_entry(&entry, &relative, &canonical_root, times)? else {
             continue;
         };
         items.push(Item {
@@ -286,4 +243,65 @@ pub(crate) fn collect_folder(
         });
     }
     Ok(items)
+}
+
+/// A folder's entry as the context holds it: its kind and time; `None` for
+/// what a context cannot hold (sockets, devices). A symlink that leaves the
+/// site is refused.
+fn folder_entry(
+    entry: &walkdir::DirEntry,
+    relative: &str,
+    canonical_root: &Path,
+    times: &FileTimes,
+) -> Result<Option<(ItemKind, u64)>, BuildError> {
+    let file_type = entry.file_type();
+    Ok(Some(if file_type.is_symlink() {
+        let target = std::fs::read_link(entry.path()).map_err(|e| context_error(entry.path(), e))?;
+        // Inside by its names, or (a link through another link) once resolved.
+        let resolves_inside = || {
+            entry
+                .path()
+                .parent()
+                .expect("has parent")
+                .join(&target)
+                .canonicalize()
+                .is_ok_and(|c| c.starts_with(canonical_root))
+        };
+        if target.is_absolute() || (leaves_root(Path::new(&relative), &target) && !resolves_inside()) {
+            return Err(BuildError::SymlinkEscape {
+                link: relative.to_string(),
+                target: target.to_string_lossy().into_owned(),
+            });
+        }
+        let bytes = target.as_os_str().as_encoded_bytes();
+        let time = times
+            .of_content(relative, bytes.len() as u64, bytes)
+            .map_err(|e| context_error(entry.path(), e))?;
+        (ItemKind::Symlink(target), time)
+    } else if file_type.is_dir() {
+        (ItemKind::Directory, 0)
+    } else if file_type.is_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let metadata = entry
+            .metadata()
+            .map_err(|e| context_error(entry.path(), std::io::Error::other(e.to_string())))?;
+        let time = std::fs::File::open(entry.path())
+            .and_then(|file| times.of_content(relative, metadata.len(), file))
+            .map_err(|e| context_error(entry.path(), e))?;
+        let kind = ItemKind::File {
+            executable: metadata.permissions().mode() & 0o111 != 0,
+            length: metadata.len(),
+        };
+        (kind, time)
+    } else {
+        return Ok(None);
+    }))
+}
+
+/// A context entry that could not be read.
+fn context_error(path: &Path, source: std::io::Error) -> BuildError {
+    BuildError::Context {
+        path: path.to_path_buf(),
+        source,
+    }
 }

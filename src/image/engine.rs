@@ -39,31 +39,7 @@ pub async fn build_image(
     request: ImageBuild<'_>,
     printer: &Printer,
 ) -> Result<String, BuildError> {
-    let options = BuildImageOptions {
-        dockerfile: request.dockerfile.to_string(),
-        t: Some(request.tag.to_string()),
-        rm: true,
-        forcerm: true,
-        buildargs: Some(
-            request
-                .build_args
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ),
-        labels: Some(
-            request
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ),
-        version: BuilderVersion::BuilderBuildKit,
-        // BuildKit through the Engine needs a session; it also carries the
-        // registry credentials for private base images.
-        session: Some(session_id()),
-        ..Default::default()
-    };
+    let options = options(&request);
     let body = match request.context {
         ContextBody::File(path) => {
             let file = tokio::fs::File::open(&path)
@@ -101,38 +77,8 @@ pub async fn build_image(
                     }
                 }
                 match info.aux {
-                    Some(BuildInfoAux::Default(image)) => {
-                        if let Some(id) = image.id {
-                            image_id = Some(id);
-                        }
-                    }
-                    Some(BuildInfoAux::BuildKit(status)) => {
-                        for vertex in &status.vertexes {
-                            if !vertex.error.is_empty() {
-                                tail.push(&format!("{}: {}", vertex.name, vertex.error));
-                            } else if let Some(completed) = &vertex.completed {
-                                if let Some(started) = &vertex.started {
-                                    tracing::debug!(
-                                        vertex = %vertex.name,
-                                        cached = vertex.cached,
-                                        started = format!("{}.{:09}", started.seconds, started.nanos),
-                                        completed = format!("{}.{:09}", completed.seconds, completed.nanos),
-                                        "build step done"
-                                    );
-                                }
-                                printer.detail(&format!("done {}", vertex.name));
-                            }
-                        }
-                        for log in &status.logs {
-                            for line in String::from_utf8_lossy(&log.msg)
-                                .lines()
-                                .filter(|l| !l.trim().is_empty())
-                            {
-                                printer.detail(line);
-                                tail.push(line);
-                            }
-                        }
-                    }
+                    Some(BuildInfoAux::Default(image)) => image_id = image.id.or(image_id),
+                    Some(BuildInfoAux::BuildKit(status)) => show_buildkit(&status, &mut tail, printer),
                     None => {}
                 }
             }
@@ -157,6 +103,54 @@ pub async fn build_image(
             message: "the Engine reported no image id".into(),
             tail: tail.text(),
         })
+    }
+}
+
+/// The `/build` query of a request: `BuildKit`, with a session.
+fn options(request: &ImageBuild<'_>) -> BuildImageOptions {
+    BuildImageOptions {
+        dockerfile: request.dockerfile.to_string(),
+        t: Some(request.tag.to_string()),
+        rm: true,
+        forcerm: true,
+        buildargs: Some(request.build_args.clone().into_iter().collect()),
+        labels: Some(request.labels.clone().into_iter().collect()),
+        version: BuilderVersion::BuilderBuildKit,
+        // BuildKit through the Engine needs a session; it also carries the
+        // registry credentials for private base images.
+        session: Some(session_id()),
+        ..Default::default()
+    }
+}
+
+/// A `BuildKit` status record: failed steps and the steps' logs go to the
+/// tail (and with `-v` to the screen); each finished step's times to the
+/// debug log.
+fn show_buildkit(status: &bollard::moby::buildkit::v1::StatusResponse, tail: &mut Tail, printer: &Printer) {
+    for vertex in &status.vertexes {
+        if !vertex.error.is_empty() {
+            tail.push(&format!("{}: {}", vertex.name, vertex.error));
+        } else if let Some(completed) = &vertex.completed {
+            if let Some(started) = &vertex.started {
+                tracing::debug!(
+                    vertex = %vertex.name,
+                    cached = vertex.cached,
+                    started = format!("{}.{:09}", started.seconds, started.nanos),
+                    completed = format!("{}.{:09}", completed.seconds, completed.nanos),
+                    "build step done"
+                );
+            }
+            printer.detail(&format!("done {}", vertex.name));
+        }
+    }
+    for log in &status.logs {
+        for line in String::from_utf8_lossy(&log.msg)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
+            printer.detail(line);
+            tail.push(line);
+        }
     }
 }
 

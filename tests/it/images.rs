@@ -164,6 +164,10 @@ async fn a_symlink_out_of_the_site_is_refused_and_nothing_is_pushed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "four credential sources against one registry, read as one story"
+)]
 async fn the_auth_registry_takes_docker_config_and_helper_credentials_and_names_a_wrong_password() {
     let world = landing_world("image-auth").await;
     let stack = &world.stack;

@@ -411,6 +411,10 @@ async fn the_real_node_is_apart_from_kwok_by_its_taint_and_label() {
 /// Its state folder is the claim `berth-state`, here on a hostPath volume, so
 /// the second night finds the first night's mirror.
 #[tokio::test(flavor = "multi_thread")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "two nights of the documented CronJob, each step checked in the order it happens"
+)]
 async fn the_documented_cronjob_runs_on_the_real_node_and_ships_the_site_two_nights() {
     let site = RealSite::new("real-cronjob", &Image::Template, |_| {}).await;
     let world = &site.world;
