@@ -3,22 +3,22 @@
 //! 1. Preflight ([`preflight`]): read the Deployment and check it can roll without
 //!    downtime; problems are warnings, or errors with `--strict`.
 //! 2. Lock ([`lease`]): hold the Deployment's Lease so two callers never interleave.
-//! 3. Change: patch only the named container's image, merged by container name
+//! 3. Change ([`patch`]): patch only the named container's image, merged by container name
 //!    (a strategic-merge patch with berth's field manager and the read
 //!    `resourceVersion` as a precondition: a concurrent write gives 409, and berth
 //!    reads again and decides again, never overwrites), and record the commit,
 //!    the source digest and `kubernetes.io/change-cause` in annotations.
-//! 4. Wait: watch the Deployment and decide as `kubectl rollout status` does
+//! 4. Wait ([`wait`]): watch the Deployment and decide as `kubectl rollout status` does
 //!    ([`rollout::rollout_state`]) under berth's own timeout, showing progress;
 //!    meanwhile look at the new `ReplicaSet`'s pods and fail fast on states that
 //!    will not recover.
-//! 5. Check what is served ([`verify`]): every ready pod of the new ReplicaSet
+//! 5. Check what is served ([`serve`], deciding by [`verify`]): every ready pod of the new ReplicaSet
 //!    runs the pushed digest, and a request through each Service that selects
 //!    the pods (the API server's Service proxy) answers 2xx from the new
 //!    revision. A failed check fails the rollout like a failed wait.
 //! 6. Roll back on failure: patch the previous image and annotations back, wait
-//!    for that rollout, check it, report both. [`Deployer::history`] and
-//!    [`Deployer::revision`] serve `berth rollback`.
+//!    for that rollout, check it, report both. [`history`] serves `berth
+//!    history` and `berth rollback`.
 //!
 //! Why a strategic-merge patch rather than server-side apply: berth changes one
 //! field of an object that someone else's manifest declares. A merge patch
@@ -28,26 +28,23 @@
 //! is detected in preflight and reported (an error with `--strict`), not taken
 //! over silently.
 
+pub mod history;
 pub mod lease;
+pub mod patch;
 pub mod preflight;
 pub mod rollout;
+pub mod serve;
 pub mod verify;
+pub mod wait;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Event, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
-use serde_json::json;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::Api;
 
 use crate::config::DeploymentTarget;
-use crate::output::{Printer, Status};
-use rollout::{RolloutState, failure_family, pod_problem, rollout_state};
-use verify::{CheckOutcome, ServiceCheck, Verification};
+use verify::Verification;
 
 /// Annotation holding the full commit id of what the Deployment runs.
 pub const COMMIT_ANNOTATION: &str = "berth.dev/commit";
@@ -374,107 +371,6 @@ impl Deployer {
         lease::acquire(&self.client, target, identity, wait, on_wait).await
     }
 
-    /// Sets the image, waits for the rollout, rolls back on failure.
-    pub async fn apply(
-        &self,
-        site: &str,
-        target: &DeploymentTarget,
-        change: &Change,
-        current: Option<Deployment>,
-        printer: &Printer,
-    ) -> Result<Outcome, DeployError> {
-        let Some(previous) = self
-            .set(
-                site,
-                target,
-                &change.image,
-                &annotations_of(change),
-                current,
-                printer,
-            )
-            .await?
-        else {
-            return Ok(Outcome::UpToDate);
-        };
-        let digest = verify::digest_of(&change.image);
-        let (reason, verification) = match self.wait(site, target, printer).await {
-            Ok(deployment) => {
-                let verification = self.verify(target, &deployment, digest).await;
-                match verification.failure() {
-                    None => {
-                        printer.stage(site, "verify", Status::Done, &verification.summary());
-                        return Ok(Outcome::RolledOut(verification));
-                    }
-                    Some(failure) => (
-                        format!("Kubernetes calls it complete, but berth's check failed: {failure}"),
-                        Some(Box::new(verification)),
-                    ),
-                }
-            }
-            Err(reason) => (reason, None),
-        };
-        printer.stage(site, "deploy", Status::Failed, &format!("{reason}; rolling back"));
-        let rolled_back = match &previous.image {
-            Some(image) => Some(self.roll_back(site, target, image, &previous, printer).await.map(
-                |check_failure| RolledBack {
-                    image: image.clone(),
-                    check_failure,
-                },
-            )),
-            None => None,
-        };
-        Err(DeployError::RolloutFailed {
-            image: change.image.clone(),
-            reason,
-            rolled_back,
-            verification,
-        })
-    }
-
-    /// Patches image and annotations with the read `resourceVersion` as precondition,
-    /// re-reading on 409. Returns what ran before, or `None` when the image was already set.
-    /// `current` is the Deployment as the caller has just read it, if it has.
-    async fn set(
-        &self,
-        site: &str,
-        target: &DeploymentTarget,
-        image: &str,
-        annotations: &serde_json::Map<String, serde_json::Value>,
-        mut current: Option<Deployment>,
-        printer: &Printer,
-    ) -> Result<Option<Deployed>, DeployError> {
-        for _ in 0..5 {
-            let deployment = match current.take() {
-                Some(deployment) => deployment,
-                None => self.read(target).await?,
-            };
-            let previous = deployed_of(&deployment, target)?;
-            if previous.image.as_deref() == Some(image) {
-                return Ok(None);
-            }
-            let resource_version = deployment.metadata.resource_version.clone().unwrap_or_default();
-            match self.patch(target, image, annotations, &resource_version).await {
-                Ok(()) => return Ok(Some(previous)),
-                Err(DeployError::Conflict { .. }) => {
-                    printer.stage(
-                        site,
-                        "deploy",
-                        Status::Warning,
-                        "the Deployment changed while berth read it; reading it again",
-                    );
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Err(DeployError::Conflict {
-            verb: "patch",
-            resource: "deployments",
-            namespace: target.namespace.clone(),
-            name: target.name.clone(),
-            message: "the Deployment kept changing (5 conflicts in a row)".into(),
-        })
-    }
-
     /// What `deployment` runs, as berth sees it: its annotations, then berth's
     /// record on its lease ([`Deployed::with_record`]).
     pub async fn deployed_of(
@@ -508,544 +404,10 @@ impl Deployer {
         );
         lock.annotate(&record).await
     }
-
-    /// Sets the previous image and annotations back and waits for that rollout;
-    /// returns why berth's check of it failed, if it did.
-    async fn roll_back(
-        &self,
-        site: &str,
-        target: &DeploymentTarget,
-        image: &str,
-        previous: &Deployed,
-        printer: &Printer,
-    ) -> Result<Option<String>, String> {
-        let mut annotations = serde_json::Map::new();
-        for key in [
-            COMMIT_ANNOTATION,
-            SOURCE_DIGEST_ANNOTATION,
-            IMAGE_ANNOTATION,
-            CONTENT_DIGEST_ANNOTATION,
-            CHANGE_CAUSE_ANNOTATION,
-        ] {
-            annotations.insert(
-                key.to_string(),
-                previous
-                    .annotations
-                    .get(key)
-                    .map_or(serde_json::Value::Null, |v| json!(v)),
-            );
-        }
-        self.set(site, target, image, &annotations, None, printer)
-            .await
-            .map_err(|e| e.to_string())?;
-        let deployment = self.wait(site, target, printer).await?;
-        let verification = self.verify(target, &deployment, verify::digest_of(image)).await;
-        Ok(verification.failure())
-    }
-
-    async fn patch(
-        &self,
-        target: &DeploymentTarget,
-        image: &str,
-        annotations: &serde_json::Map<String, serde_json::Value>,
-        resource_version: &str,
-    ) -> Result<(), DeployError> {
-        let patch = json!({
-            "metadata": { "annotations": annotations, "resourceVersion": resource_version },
-            "spec": { "template": { "spec": { "containers": [ { "name": target.container, "image": image } ] } } }
-        });
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        self.deployments(&target.namespace)
-            .patch(&target.name, &params, &Patch::Strategic(&patch))
-            .await
-            .map(|_| ())
-            .map_err(|error| target_error(error, "patch", "deployments", target))
-    }
-
-    /// Waits for the rollout by kubectl's rule; fails fast on pods that will not
-    /// recover. Returns the Deployment as it was when complete.
-    async fn wait(
-        &self,
-        site: &str,
-        target: &DeploymentTarget,
-        printer: &Printer,
-    ) -> Result<Deployment, String> {
-        let started = Instant::now();
-        let api = self.deployments(&target.namespace);
-        let config = watcher::Config::default().fields(&format!("metadata.name={}", target.name));
-        let mut stream = watcher(api, config).applied_objects().boxed();
-        let mut last_message = String::new();
-        let mut problem_since: Option<(String, Instant)> = None;
-        let mut check = tokio::time::interval(Duration::from_secs(2));
-        // The newest Deployment the watch delivered: diagnostics start from it
-        // rather than reading it again every tick.
-        let mut latest: Option<Deployment> = None;
-        let result = loop {
-            let remaining = self.timeout.saturating_sub(started.elapsed());
-            if remaining.is_zero() {
-                let detail = match &latest {
-                    Some(deployment) => self
-                        .diagnose(target, deployment)
-                        .await
-                        .map(|p| format!("; {p}"))
-                        .unwrap_or_default(),
-                    None => String::new(),
-                };
-                break Err(format!(
-                    "timed out after {:?} ({last_message}){detail}",
-                    self.timeout
-                ));
-            }
-            tokio::select! {
-                event = stream.next() => match event {
-                    Some(Ok(deployment)) => {
-                        match rollout_state(&deployment) {
-                            RolloutState::Complete => break Ok(deployment),
-                            RolloutState::Failed(reason) => {
-                                let detail = self.diagnose(target, &deployment).await.map(|p| format!("; {p}")).unwrap_or_default();
-                                break Err(format!("{reason}{detail}"));
-                            }
-                            RolloutState::Progressing(message) => {
-                                if message != last_message {
-                                    printer.progress(site, "deploy", &message);
-                                    last_message = message;
-                                }
-                            }
-                        }
-                        latest = Some(deployment);
-                    }
-                    Some(Err(error)) => tracing::debug!("watch error (the watcher retries): {error}"),
-                    None => break Err("the watch on the Deployment ended".into()),
-                },
-                _ = check.tick() => {
-                    let Some(deployment) = &latest else { continue };
-                    if let Some(problem) = self.diagnose(target, deployment).await {
-                        if problem.fatal {
-                            let since = match &problem_since {
-                                Some((reason, since)) if failure_family(reason) == failure_family(&problem.reason) => *since,
-                                _ => {
-                                    problem_since = Some((problem.reason.clone(), Instant::now()));
-                                    Instant::now()
-                                }
-                            };
-                            if since.elapsed() >= FATAL_GRACE {
-                                break Err(problem.to_string());
-                            }
-                        }
-                    } else {
-                        problem_since = None;
-                    }
-                },
-                () = tokio::time::sleep(remaining) => {}
-            }
-        };
-        printer.clear_progress(site);
-        result
-    }
-
-    /// The pods of the Deployment's newest ReplicaSet (by revision).
-    async fn newest_pods(&self, target: &DeploymentTarget, deployment: &Deployment) -> Option<Vec<Pod>> {
-        let revision = deployment
-            .metadata
-            .annotations
-            .as_ref()?
-            .get(REVISION_ANNOTATION)?
-            .clone();
-        let labels = selector_of(deployment)?;
-        let replica_sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &target.namespace);
-        let newest = replica_sets
-            .list(&ListParams::default().labels(&labels))
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|rs| {
-                rs.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(REVISION_ANNOTATION))
-                    == Some(&revision)
-            })?;
-        let hash = newest.metadata.labels.as_ref()?.get("pod-template-hash")?.clone();
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
-        Some(
-            pods.list(&ListParams::default().labels(&format!("{labels},pod-template-hash={hash}")))
-                .await
-                .ok()?
-                .items,
-        )
-    }
-
-    /// The first problem among the newest pods, with the last log lines of a
-    /// crash-looping container where the cluster has them.
-    async fn diagnose(
-        &self,
-        target: &DeploymentTarget,
-        deployment: &Deployment,
-    ) -> Option<rollout::PodProblem> {
-        let pods = self.newest_pods(target, deployment).await?;
-        let mut problem = pods.iter().find_map(|pod| pod_problem(pod, &target.container))?;
-        if problem.reason == "NotReady"
-            && let Some(message) = self.last_probe_failure(&target.namespace, &problem.pod).await
-        {
-            problem.message = format!("running but not ready: {message}");
-        }
-        if problem.reason == "CrashLoopBackOff" {
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
-            let params = LogParams {
-                container: Some(target.container.clone()),
-                previous: true,
-                tail_lines: Some(10),
-                ..Default::default()
-            };
-            if let Ok(logs) = api.logs(&problem.pod, &params).await
-                && !logs.trim().is_empty()
-            {
-                problem.message.push_str("; its last log lines:\n");
-                problem.message.push_str(
-                    &logs
-                        .lines()
-                        .map(|l| format!("  | {l}"))
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                );
-            }
-        }
-        Some(problem)
-    }
-
-    /// Checks what the completed rollout serves (see [`verify`]): the ready pods
-    /// of the newest ReplicaSet run `digest`, and each Service that selects the
-    /// pods answers 2xx through the API server's Service proxy once its ready
-    /// endpoints are all of the new revision.
-    async fn verify(
-        &self,
-        target: &DeploymentTarget,
-        deployment: &Deployment,
-        digest: Option<&str>,
-    ) -> Verification {
-        let mut verification = Verification {
-            replicas: deployment.spec.replicas.unwrap_or(1),
-            digest: digest.map(str::to_string),
-            ..Verification::default()
-        };
-        if verification.replicas == 0 {
-            return verification;
-        }
-        let pods = self.newest_pods(target, deployment).await.unwrap_or_default();
-        verification.pods = verify::pod_images(&pods, &target.container, digest);
-        if verification.failure().is_some() {
-            return verification;
-        }
-        let template = &deployment.spec.template;
-        let labels = template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.clone())
-            .unwrap_or_default();
-        let Some(container) = template
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.containers.iter().find(|c| c.name == target.container))
-        else {
-            return verification;
-        };
-        let services: Api<Service> = Api::namespaced(self.client.clone(), &target.namespace);
-        let list = match services.list(&ListParams::default()).await {
-            Ok(list) => list.items,
-            Err(error) => {
-                verification
-                    .services
-                    .push(skipped("*", &not_read(&error, "list services")));
-                return verification;
-            }
-        };
-        let new_pods = verification.pods.iter().map(|p| p.pod.clone()).collect();
-        for service in verify::selecting_services(&list, &labels) {
-            let check = self
-                .check_service(target, deployment, service, container, &new_pods)
-                .await;
-            verification.services.push(check);
-        }
-        verification
-    }
-
-    /// One request through `service`, once its ready endpoints among the
-    /// Deployment's pods are all in `new_pods`.
-    async fn check_service(
-        &self,
-        target: &DeploymentTarget,
-        deployment: &Deployment,
-        service: &Service,
-        container: &k8s_openapi::api::core::v1::Container,
-        new_pods: &std::collections::BTreeSet<String>,
-    ) -> ServiceCheck {
-        let name = service.metadata.name.clone().unwrap_or_default();
-        let Some((port, path)) = verify::service_target(service, container) else {
-            return skipped(
-                &name,
-                &format!(
-                    "no port of it targets a port that container `{}` declares",
-                    target.container
-                ),
-            );
-        };
-        let mut check = ServiceCheck {
-            service: name.clone(),
-            port: port.clone(),
-            path: path.clone(),
-            status: None,
-            endpoints: Vec::new(),
-            outcome: CheckOutcome::Failed,
-            detail: String::new(),
-        };
-        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &target.namespace);
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
-        let selector = selector_of(deployment).unwrap_or_default();
-        let started = Instant::now();
-        let revisions = loop {
-            let listed = slices
-                .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={name}")))
-                .await;
-            let slices = match listed {
-                Ok(list) => list.items,
-                Err(error) => return skipped(&name, &not_read(&error, "list endpointslices")),
-            };
-            let deployment_pods = pods
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map(|list| {
-                    list.items
-                        .into_iter()
-                        .filter_map(|pod| pod.metadata.name)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let revisions = verify::endpoint_revisions(&slices, new_pods, &deployment_pods);
-            if revisions.settled() {
-                break revisions;
-            }
-            if started.elapsed() >= ENDPOINTS_SETTLE {
-                check.detail = if revisions.old.is_empty() {
-                    format!("has no ready endpoint of the new revision after {ENDPOINTS_SETTLE:?}")
-                } else {
-                    format!(
-                        "still sends traffic to pods of an older revision after {ENDPOINTS_SETTLE:?}: {}",
-                        revisions.old.iter().cloned().collect::<Vec<_>>().join(", ")
-                    )
-                };
-                return check;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        };
-        check.endpoints = revisions.new.iter().cloned().collect();
-        // The proxy may answer 503 for a moment after the endpoints settle; a
-        // few tries, a second apart.
-        for attempt in 0..3 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            match self.proxy_get(&target.namespace, &name, &port, &path).await {
-                Ok((status, _)) if (200..300).contains(&status) => {
-                    check.status = Some(status);
-                    check.outcome = CheckOutcome::Passed;
-                    check.detail = format!("answered {status}");
-                    if revisions.other > 0 {
-                        // A Service shared with another workload: its pods may have answered.
-                        check.detail.push_str(&format!(
-                            "; the Service also sends traffic to {} ready pods that are not this Deployment's",
-                            revisions.other
-                        ));
-                    }
-                    return check;
-                }
-                Ok((status, body)) => {
-                    check.status = Some(status);
-                    check.detail = format!("answered {status}{body}");
-                }
-                Err(error) => {
-                    check.status = None;
-                    check.detail = format!("got no answer: {error}");
-                }
-            }
-        }
-        check
-    }
-
-    /// GET `path` through the API server's proxy to Service `name` on `port`;
-    /// returns the status and, for an error, the start of the body.
-    async fn proxy_get(
-        &self,
-        namespace: &str,
-        name: &str,
-        port: &str,
-        path: &str,
-    ) -> Result<(u16, String), String> {
-        let uri = format!("/api/v1/namespaces/{namespace}/services/{name}:{port}/proxy{path}");
-        let request = http::Request::get(uri)
-            .body(kube::client::Body::empty())
-            .map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(SERVICE_REQUEST_TIMEOUT, self.proxy_client.send(request))
-            .await
-            .map_err(|_| format!("no answer within {SERVICE_REQUEST_TIMEOUT:?}"))?
-            .map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        if (200..300).contains(&status) {
-            return Ok((status, String::new()));
-        }
-        let body = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .map(http_body_util::Collected::to_bytes)
-            .unwrap_or_default();
-        // The API server's own refusals are a Status object; a pod's page is text.
-        let status_message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|value| value.get("message")?.as_str().map(str::to_string));
-        let text = status_message.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
-        let excerpt: String = first.chars().take(200).collect();
-        Ok((
-            status,
-            if excerpt.is_empty() {
-                String::new()
-            } else {
-                format!(": {excerpt}")
-            },
-        ))
-    }
-
-    /// The newest `Unhealthy` event of `pod` (the kubelet's "Readiness probe
-    /// failed: ..."), where the cluster keeps events.
-    async fn last_probe_failure(&self, namespace: &str, pod: &str) -> Option<String> {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), namespace);
-        let params =
-            ListParams::default().fields(&format!("involvedObject.kind=Pod,involvedObject.name={pod}"));
-        let list = events.list(&params).await.ok()?;
-        list.items
-            .into_iter()
-            .filter(|event| event.reason.as_deref() == Some("Unhealthy"))
-            .max_by_key(|event| {
-                event
-                    .last_timestamp
-                    .as_ref()
-                    .map(|t| t.0)
-                    .or_else(|| event.event_time.as_ref().map(|t| t.0))
-            })
-            .and_then(|event| event.message)
-            .map(|message| message.trim().to_string())
-    }
-
-    /// The Deployment's revisions, newest first, from its ReplicaSets.
-    pub async fn history(&self, target: &DeploymentTarget) -> Result<Vec<Revision>, DeployError> {
-        let deployment = self.read(target).await?;
-        let current = deployment
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(REVISION_ANNOTATION))
-            .cloned();
-        let labels = selector_of(&deployment).unwrap_or_default();
-        let replica_sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &target.namespace);
-        let list = replica_sets
-            .list(&ListParams::default().labels(&labels))
-            .await
-            .map_err(|e| target_error(e, "list", "replicasets", target))?;
-        let uid = deployment.metadata.uid.clone();
-        let mut revisions: Vec<Revision> = list
-            .items
-            .iter()
-            .filter(|rs| {
-                rs.metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|owner| Some(&owner.uid) == uid.as_ref())
-            })
-            .filter_map(|rs| {
-                let annotations = rs.metadata.annotations.clone().unwrap_or_default();
-                let revision = annotations.get(REVISION_ANNOTATION)?.parse().ok()?;
-                let image = rs
-                    .spec
-                    .template
-                    .as_ref()
-                    .and_then(|template| template.spec.as_ref())
-                    .and_then(|spec| spec.containers.iter().find(|c| c.name == target.container))
-                    .and_then(|c| c.image.clone());
-                Some(Revision {
-                    revision,
-                    image,
-                    commit: annotations.get(COMMIT_ANNOTATION).cloned(),
-                    source_digest: annotations.get(SOURCE_DIGEST_ANNOTATION).cloned(),
-                    content_digest: annotations.get(CONTENT_DIGEST_ANNOTATION).cloned(),
-                    change_cause: annotations.get(CHANGE_CAUSE_ANNOTATION).cloned(),
-                    created: rs.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
-                    current: current.as_deref() == Some(revision.to_string().as_str()),
-                })
-            })
-            .collect();
-        revisions.sort_by_key(|revision| std::cmp::Reverse(revision.revision));
-        Ok(revisions)
-    }
-
-    /// The revision to roll back to: the newest one before the current, or the
-    /// newest whose commit starts with `to`.
-    pub async fn revision(
-        &self,
-        target: &DeploymentTarget,
-        to: Option<&str>,
-    ) -> Result<Revision, DeployError> {
-        let history = self.history(target).await?;
-        let no_revision = |detail: String| DeployError::NoRevision {
-            namespace: target.namespace.clone(),
-            name: target.name.clone(),
-            detail,
-        };
-        if let Some(commit) = to {
-            return history
-                .into_iter()
-                .find(|r| !r.current && r.commit.as_deref().is_some_and(|c| c.starts_with(commit)))
-                .ok_or_else(|| {
-                    no_revision(format!(
-                        "no earlier ReplicaSet ran commit {commit} (ship it with `berth ship --commit {commit} --allow-older`)"
-                    ))
-                });
-        }
-        let current = history.iter().find(|r| r.current).and_then(|r| r.image.clone());
-        history
-            .into_iter()
-            .find(|r| !r.current && r.image.is_some() && r.image != current)
-            .ok_or_else(|| no_revision("it has only one revision".into()))
-    }
-}
-
-impl std::fmt::Display for rollout::PodProblem {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            formatter,
-            "pod {} is in {}: {}",
-            self.pod, self.reason, self.message
-        )
-    }
-}
-
-/// A Service check that was not made, and why.
-fn skipped(service: &str, detail: &str) -> ServiceCheck {
-    ServiceCheck {
-        service: service.to_string(),
-        port: String::new(),
-        path: String::new(),
-        status: None,
-        endpoints: Vec::new(),
-        outcome: CheckOutcome::Skipped,
-        detail: detail.to_string(),
-    }
 }
 
 /// Why berth could not read what a Service check needs.
-fn not_read(error: &kube::Error, what: &str) -> String {
+pub(super) fn not_read(error: &kube::Error, what: &str) -> String {
     match error {
         kube::Error::Api(response) if response.code == 403 => {
             format!("berth may not {what} (grant it as docs/rbac.yaml does)")
@@ -1054,7 +416,7 @@ fn not_read(error: &kube::Error, what: &str) -> String {
     }
 }
 
-fn selector_of(deployment: &Deployment) -> Option<String> {
+pub(super) fn selector_of(deployment: &Deployment) -> Option<String> {
     let labels = deployment.spec.selector.match_labels.as_ref()?;
     Some(
         labels
@@ -1063,16 +425,6 @@ fn selector_of(deployment: &Deployment) -> Option<String> {
             .collect::<Vec<_>>()
             .join(","),
     )
-}
-
-fn annotations_of(change: &Change) -> serde_json::Map<String, serde_json::Value> {
-    let mut annotations = serde_json::Map::new();
-    annotations.insert(COMMIT_ANNOTATION.into(), json!(change.commit));
-    annotations.insert(SOURCE_DIGEST_ANNOTATION.into(), json!(change.source_digest));
-    annotations.insert(IMAGE_ANNOTATION.into(), json!(change.image));
-    annotations.insert(CONTENT_DIGEST_ANNOTATION.into(), json!(change.content_digest));
-    annotations.insert(CHANGE_CAUSE_ANNOTATION.into(), json!(change.change_cause));
-    annotations
 }
 
 /// What the named container of `deployment` runs.

@@ -1,0 +1,185 @@
+//! The change itself: one container's image set by a strategic-merge patch
+//! (berth's field manager, the read `resourceVersion` as a precondition),
+//! with berth's annotations; then the wait, the check, and on failure the
+//! rollback to what ran before.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use crate::config::DeploymentTarget;
+use crate::deploy::{
+    CHANGE_CAUSE_ANNOTATION, COMMIT_ANNOTATION, CONTENT_DIGEST_ANNOTATION, Change, DeployError, Deployed,
+    Deployer, FIELD_MANAGER, IMAGE_ANNOTATION, Outcome, RolledBack, SOURCE_DIGEST_ANNOTATION, deployed_of,
+    target_error, verify,
+};
+use crate::output::{Printer, Status};
+
+impl Deployer {
+    /// Sets the image, waits for the rollout, rolls back on failure.
+    pub async fn apply(
+        &self,
+        site: &str,
+        target: &DeploymentTarget,
+        change: &Change,
+        current: Option<Deployment>,
+        printer: &Printer,
+    ) -> Result<Outcome, DeployError> {
+        let Some(previous) = self
+            .set(
+                site,
+                target,
+                &change.image,
+                &annotations_of(change),
+                current,
+                printer,
+            )
+            .await?
+        else {
+            return Ok(Outcome::UpToDate);
+        };
+        let digest = verify::digest_of(&change.image);
+        let (reason, verification) = match self.wait(site, target, printer).await {
+            Ok(deployment) => {
+                let verification = self.verify(target, &deployment, digest).await;
+                match verification.failure() {
+                    None => {
+                        printer.stage(site, "verify", Status::Done, &verification.summary());
+                        return Ok(Outcome::RolledOut(verification));
+                    }
+                    Some(failure) => (
+                        format!("Kubernetes calls it complete, but berth's check failed: {failure}"),
+                        Some(Box::new(verification)),
+                    ),
+                }
+            }
+            Err(reason) => (reason, None),
+        };
+        printer.stage(site, "deploy", Status::Failed, &format!("{reason}; rolling back"));
+        let rolled_back = match &previous.image {
+            Some(image) => Some(self.roll_back(site, target, image, &previous, printer).await.map(
+                |check_failure| RolledBack {
+                    image: image.clone(),
+                    check_failure,
+                },
+            )),
+            None => None,
+        };
+        Err(DeployError::RolloutFailed {
+            image: change.image.clone(),
+            reason,
+            rolled_back,
+            verification,
+        })
+    }
+
+    /// Patches image and annotations with the read `resourceVersion` as precondition,
+    /// re-reading on 409. Returns what ran before, or `None` when the image was already set.
+    /// `current` is the Deployment as the caller has just read it, if it has.
+    pub(super) async fn set(
+        &self,
+        site: &str,
+        target: &DeploymentTarget,
+        image: &str,
+        annotations: &serde_json::Map<String, serde_json::Value>,
+        mut current: Option<Deployment>,
+        printer: &Printer,
+    ) -> Result<Option<Deployed>, DeployError> {
+        for _ in 0..5 {
+            let deployment = match current.take() {
+                Some(deployment) => deployment,
+                None => self.read(target).await?,
+            };
+            let previous = deployed_of(&deployment, target)?;
+            if previous.image.as_deref() == Some(image) {
+                return Ok(None);
+            }
+            let resource_version = deployment.metadata.resource_version.clone().unwrap_or_default();
+            match self.patch(target, image, annotations, &resource_version).await {
+                Ok(()) => return Ok(Some(previous)),
+                Err(DeployError::Conflict { .. }) => {
+                    printer.stage(
+                        site,
+                        "deploy",
+                        Status::Warning,
+                        "the Deployment changed while berth read it; reading it again",
+                    );
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(DeployError::Conflict {
+            verb: "patch",
+            resource: "deployments",
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+            message: "the Deployment kept changing (5 conflicts in a row)".into(),
+        })
+    }
+
+    /// Sets the previous image and annotations back and waits for that rollout;
+    /// returns why berth's check of it failed, if it did.
+    pub(super) async fn roll_back(
+        &self,
+        site: &str,
+        target: &DeploymentTarget,
+        image: &str,
+        previous: &Deployed,
+        printer: &Printer,
+    ) -> Result<Option<String>, String> {
+        let mut annotations = serde_json::Map::new();
+        for key in [
+            COMMIT_ANNOTATION,
+            SOURCE_DIGEST_ANNOTATION,
+            IMAGE_ANNOTATION,
+            CONTENT_DIGEST_ANNOTATION,
+            CHANGE_CAUSE_ANNOTATION,
+        ] {
+            annotations.insert(
+                key.to_string(),
+                previous
+                    .annotations
+                    .get(key)
+                    .map_or(serde_json::Value::Null, |v| json!(v)),
+            );
+        }
+        self.set(site, target, image, &annotations, None, printer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let deployment = self.wait(site, target, printer).await?;
+        let verification = self.verify(target, &deployment, verify::digest_of(image)).await;
+        Ok(verification.failure())
+    }
+
+    pub(super) async fn patch(
+        &self,
+        target: &DeploymentTarget,
+        image: &str,
+        annotations: &serde_json::Map<String, serde_json::Value>,
+        resource_version: &str,
+    ) -> Result<(), DeployError> {
+        let patch = json!({
+            "metadata": { "annotations": annotations, "resourceVersion": resource_version },
+            "spec": { "template": { "spec": { "containers": [ { "name": target.container, "image": image } ] } } }
+        });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        self.deployments(&target.namespace)
+            .patch(&target.name, &params, &Patch::Strategic(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|error| target_error(error, "patch", "deployments", target))
+    }
+}
+
+pub(super) fn annotations_of(change: &Change) -> serde_json::Map<String, serde_json::Value> {
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(COMMIT_ANNOTATION.into(), json!(change.commit));
+    annotations.insert(SOURCE_DIGEST_ANNOTATION.into(), json!(change.source_digest));
+    annotations.insert(IMAGE_ANNOTATION.into(), json!(change.image));
+    annotations.insert(CONTENT_DIGEST_ANNOTATION.into(), json!(change.content_digest));
+    annotations.insert(CHANGE_CAUSE_ANNOTATION.into(), json!(change.change_cause));
+    annotations
+}
