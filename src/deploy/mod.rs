@@ -155,7 +155,7 @@ pub enum DeployError {
     RolloutFailed {
         image: String,
         reason: String,
-        rolled_back: Option<Result<RolledBack, String>>,
+        rolled_back: Option<Result<RolledBack, patch::RollbackFailure>>,
         /// What berth checked, when Kubernetes called the rollout complete.
         verification: Option<Box<Verification>>,
     },
@@ -178,7 +178,7 @@ pub struct RolledBack {
     pub check_failure: Option<String>,
 }
 
-fn rollback_text(rolled_back: Option<&Result<RolledBack, String>>) -> String {
+fn rollback_text(rolled_back: Option<&Result<RolledBack, patch::RollbackFailure>>) -> String {
     match rolled_back {
         None => String::new(),
         Some(Ok(RolledBack {

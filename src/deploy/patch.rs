@@ -8,12 +8,24 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::config::DeploymentTarget;
+use crate::deploy::wait::RolloutFailure;
 use crate::deploy::{
     CHANGE_CAUSE_ANNOTATION, COMMIT_ANNOTATION, CONTENT_DIGEST_ANNOTATION, Change, DeployError, Deployed,
     Deployer, FIELD_MANAGER, IMAGE_ANNOTATION, Outcome, RolledBack, SOURCE_DIGEST_ANNOTATION, deployed_of,
     target_error, verify,
 };
 use crate::output::{Printer, Status};
+
+/// Why rolling back after a failed rollout failed too.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackFailure {
+    /// The previous image could not be set back.
+    #[error(transparent)]
+    Set(Box<DeployError>),
+    /// The rollout back did not complete.
+    #[error(transparent)]
+    Wait(Box<RolloutFailure>),
+}
 
 impl Deployer {
     /// Sets the image, waits for the rollout, rolls back on failure.
@@ -53,7 +65,7 @@ impl Deployer {
                     ),
                 }
             }
-            Err(reason) => (reason, None),
+            Err(failure) => (failure.to_string(), None),
         };
         printer.stage(site, "deploy", Status::Failed, &format!("{reason}; rolling back"));
         let rolled_back = match &previous.image {
@@ -126,7 +138,7 @@ impl Deployer {
         image: &str,
         previous: &Deployed,
         printer: &Printer,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, RollbackFailure> {
         let mut annotations = serde_json::Map::new();
         for key in [
             COMMIT_ANNOTATION,
@@ -145,8 +157,11 @@ impl Deployer {
         }
         self.set(site, target, image, &annotations, None, printer)
             .await
-            .map_err(|e| e.to_string())?;
-        let deployment = self.wait(site, target, printer).await?;
+            .map_err(|error| RollbackFailure::Set(Box::new(error)))?;
+        let deployment = self
+            .wait(site, target, printer)
+            .await
+            .map_err(|failure| RollbackFailure::Wait(Box::new(failure)))?;
         let verification = self.verify(target, &deployment, verify::digest_of(image)).await;
         Ok(verification.failure())
     }

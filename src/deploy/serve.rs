@@ -14,6 +14,20 @@ use verify::{CheckOutcome, ServiceCheck, Verification};
 use crate::config::DeploymentTarget;
 use crate::deploy::{Deployer, ENDPOINTS_SETTLE, SERVICE_REQUEST_TIMEOUT, not_read, selector_of, verify};
 
+/// Why a request through the API server's Service proxy got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request could not be formed (a path the Service names that is no URI).
+    #[error("{0}")]
+    Request(#[from] http::Error),
+    /// Nothing answered in time.
+    #[error("no answer within {0:?}")]
+    NoAnswer(std::time::Duration),
+    /// The API server refused or the connection failed.
+    #[error("{0}")]
+    Send(#[from] kube::Error),
+}
+
 impl Deployer {
     /// Checks what the completed rollout serves (see [`verify`]): the ready pods
     /// of the newest ReplicaSet run `digest`, and each Service that selects the
@@ -181,15 +195,12 @@ impl Deployer {
         name: &str,
         port: &str,
         path: &str,
-    ) -> Result<(u16, String), String> {
+    ) -> Result<(u16, String), ProxyError> {
         let uri = format!("/api/v1/namespaces/{namespace}/services/{name}:{port}/proxy{path}");
-        let request = http::Request::get(uri)
-            .body(kube::client::Body::empty())
-            .map_err(|e| e.to_string())?;
+        let request = http::Request::get(uri).body(kube::client::Body::empty())?;
         let response = tokio::time::timeout(SERVICE_REQUEST_TIMEOUT, self.proxy_client.send(request))
             .await
-            .map_err(|_| format!("no answer within {SERVICE_REQUEST_TIMEOUT:?}"))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| ProxyError::NoAnswer(SERVICE_REQUEST_TIMEOUT))??;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             return Ok((status, String::new()));

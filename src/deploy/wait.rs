@@ -16,6 +16,28 @@ use crate::config::DeploymentTarget;
 use crate::deploy::{Deployer, FATAL_GRACE, REVISION_ANNOTATION, rollout, selector_of};
 use crate::output::Printer;
 
+/// Why a rollout did not complete, as berth explains it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RolloutFailure {
+    /// berth's own timeout passed first; the last progress message, and what
+    /// the pods show.
+    #[error("timed out after {timeout:?} ({last_message}){detail}")]
+    TimedOut {
+        timeout: Duration,
+        last_message: String,
+        detail: String,
+    },
+    /// Kubernetes called the rollout failed (its progress deadline passed).
+    #[error("{reason}{detail}")]
+    Failed { reason: String, detail: String },
+    /// A pod has been in a state that will not recover for longer than the grace.
+    #[error("{0}")]
+    Pod(rollout::PodProblem),
+    /// The watch on the Deployment ended.
+    #[error("the watch on the Deployment ended")]
+    WatchEnded,
+}
+
 impl Deployer {
     /// Waits for the rollout by kubectl's rule; fails fast on pods that will not
     /// recover. Returns the Deployment as it was when complete.
@@ -24,7 +46,7 @@ impl Deployer {
         site: &str,
         target: &DeploymentTarget,
         printer: &Printer,
-    ) -> Result<Deployment, String> {
+    ) -> Result<Deployment, RolloutFailure> {
         let started = Instant::now();
         let api = self.deployments(&target.namespace);
         let config = watcher::Config::default().fields(&format!("metadata.name={}", target.name));
@@ -46,10 +68,11 @@ impl Deployer {
                         .unwrap_or_default(),
                     None => String::new(),
                 };
-                break Err(format!(
-                    "timed out after {:?} ({last_message}){detail}",
-                    self.timeout
-                ));
+                break Err(RolloutFailure::TimedOut {
+                    timeout: self.timeout,
+                    last_message,
+                    detail,
+                });
             }
             tokio::select! {
                 event = stream.next() => match event {
@@ -58,7 +81,7 @@ impl Deployer {
                             RolloutState::Complete => break Ok(deployment),
                             RolloutState::Failed(reason) => {
                                 let detail = self.diagnose(target, &deployment).await.map(|p| format!("; {p}")).unwrap_or_default();
-                                break Err(format!("{reason}{detail}"));
+                                break Err(RolloutFailure::Failed { reason, detail });
                             }
                             RolloutState::Progressing(message) => {
                                 if message != last_message {
@@ -70,7 +93,7 @@ impl Deployer {
                         latest = Some(deployment);
                     }
                     Some(Err(error)) => tracing::debug!("watch error (the watcher retries): {error}"),
-                    None => break Err("the watch on the Deployment ended".into()),
+                    None => break Err(RolloutFailure::WatchEnded),
                 },
                 _ = check.tick() => {
                     let Some(deployment) = &latest else { continue };
@@ -84,7 +107,7 @@ impl Deployer {
                                 }
                             };
                             if since.elapsed() >= FATAL_GRACE {
-                                break Err(problem.to_string());
+                                break Err(RolloutFailure::Pod(problem));
                             }
                         }
                     } else {

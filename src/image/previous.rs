@@ -38,8 +38,26 @@ pub enum PreviousError {
         source: std::io::Error,
     },
     /// The exported image is not in the format `docker save` writes.
-    #[error("the export of {image} has no usable manifest.json: {message}")]
-    Format { image: String, message: String },
+    #[error("the export of {image} cannot be read: {source}")]
+    Format {
+        image: String,
+        #[source]
+        source: SavedError,
+    },
+}
+
+/// Why an image `docker save` wrote could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SavedError {
+    /// The tar (or a layer inside it) could not be read.
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    /// Its `manifest.json` is not JSON.
+    #[error("its manifest.json is not JSON: {0}")]
+    Manifest(#[from] serde_json::Error),
+    /// It has no `manifest.json` naming layers.
+    #[error("no manifest.json with layers")]
+    NoManifest,
 }
 
 /// The kept index of the image with manifest digest `digest`.
@@ -144,9 +162,9 @@ pub async fn index_of(
     let index = tokio::task::spawn_blocking(move || read_saved(spool, &web_root))
         .await
         .map_err(|e| engine(e.to_string()))?
-        .map_err(|message| PreviousError::Format {
+        .map_err(|source| PreviousError::Format {
             image: pinned.clone(),
-            message,
+            source,
         })?;
     keep(state_dir, digest, &index)?;
     Ok(index)
@@ -154,23 +172,20 @@ pub async fn index_of(
 
 /// The files below `web_root` of the image `docker save` wrote to `saved`: its
 /// layers applied in manifest order (a later layer's file, or whiteout, wins).
-fn read_saved(mut saved: std::fs::File, web_root: &str) -> Result<FileIndex, String> {
+fn read_saved(mut saved: std::fs::File, web_root: &str) -> Result<FileIndex, SavedError> {
     use std::io::Seek;
-    let rewind = |file: &mut std::fs::File| file.seek(std::io::SeekFrom::Start(0)).map_err(|e| e.to_string());
+    let rewind = |file: &mut std::fs::File| file.seek(std::io::SeekFrom::Start(0));
     let mut layers: Vec<String> = Vec::new();
     rewind(&mut saved)?;
-    for entry in tar::Archive::new(&mut saved)
-        .entries()
-        .map_err(|e| e.to_string())?
-    {
-        let mut entry = entry.map_err(|e| e.to_string())?;
-        if entry.path().map_err(|e| e.to_string())?.as_os_str() == "manifest.json" {
+    for entry in tar::Archive::new(&mut saved).entries()? {
+        let mut entry = entry?;
+        if entry.path()?.as_os_str() == "manifest.json" {
             let mut text = String::new();
-            entry.read_to_string(&mut text).map_err(|e| e.to_string())?;
-            let manifest: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            entry.read_to_string(&mut text)?;
+            let manifest: serde_json::Value = serde_json::from_str(&text)?;
             layers = manifest[0]["Layers"]
                 .as_array()
-                .ok_or("no Layers")?
+                .ok_or(SavedError::NoManifest)?
                 .iter()
                 .filter_map(|layer| layer.as_str().map(String::from))
                 .collect();
@@ -178,20 +193,13 @@ fn read_saved(mut saved: std::fs::File, web_root: &str) -> Result<FileIndex, Str
         }
     }
     if layers.is_empty() {
-        return Err("no manifest.json with layers".into());
+        return Err(SavedError::NoManifest);
     }
     rewind(&mut saved)?;
     let mut by_layer: HashMap<String, Vec<LayerEntry>> = HashMap::new();
-    for entry in tar::Archive::new(&mut saved)
-        .entries()
-        .map_err(|e| e.to_string())?
-    {
-        let entry = entry.map_err(|e| e.to_string())?;
-        let path = entry
-            .path()
-            .map_err(|e| e.to_string())?
-            .to_string_lossy()
-            .into_owned();
+    for entry in tar::Archive::new(&mut saved).entries()? {
+        let entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
         if layers.contains(&path) {
             by_layer.insert(path, layer_entries(entry, web_root)?);
         }
@@ -224,16 +232,12 @@ enum LayerEntry {
 }
 
 /// The files (and whiteouts) of one layer tar that lie below `web_root`.
-fn layer_entries(layer: impl Read, web_root: &str) -> Result<Vec<LayerEntry>, String> {
+fn layer_entries(layer: impl Read, web_root: &str) -> Result<Vec<LayerEntry>, SavedError> {
     let root = format!("{}/", web_root.trim_matches('/'));
     let mut found = Vec::new();
-    for entry in tar::Archive::new(layer).entries().map_err(|e| e.to_string())? {
-        let mut entry = entry.map_err(|e| e.to_string())?;
-        let path = entry
-            .path()
-            .map_err(|e| e.to_string())?
-            .to_string_lossy()
-            .into_owned();
+    for entry in tar::Archive::new(layer).entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
         let Some(relative) = path.trim_start_matches("./").strip_prefix(&root) else {
             continue;
         };
@@ -248,17 +252,17 @@ fn layer_entries(layer: impl Read, web_root: &str) -> Result<Vec<LayerEntry>, St
             continue;
         }
         let relative = relative.to_string();
-        let time = entry.header().mtime().map_err(|e| e.to_string())?;
+        let time = entry.header().mtime()?;
         // The same ids as the build gives its files (`image::blob_id`).
         let blob = match entry.header().entry_type() {
             tar::EntryType::Regular => {
                 let length = entry.size();
-                blob_id(length, &mut entry).map_err(|e| e.to_string())?
+                blob_id(length, &mut entry)?
             }
             tar::EntryType::Symlink => {
-                let target = entry.link_name().map_err(|e| e.to_string())?.unwrap_or_default();
+                let target = entry.link_name()?.unwrap_or_default();
                 let bytes = target.as_os_str().as_encoded_bytes();
-                blob_id(bytes.len() as u64, bytes).map_err(|e| e.to_string())?
+                blob_id(bytes.len() as u64, bytes)?
             }
             _ => continue,
         };

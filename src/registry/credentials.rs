@@ -179,7 +179,8 @@ fn credential_helper(helper: &str, registry: &str) -> Result<DockerCredentials, 
         .map_err(|e| format!("{program}: {e}"))?;
     let output = child.wait_with_output().map_err(|e| format!("{program}: {e}"))?;
     if !output.status.success() {
-        // The helper's stderr names the problem; it never holds the secret.
+        // Helpers write their error to stdout, as docker-credential-helpers do;
+        // it never holds the secret.
         let message = String::from_utf8_lossy(&output.stdout).trim().to_string();
         return Err(format!(
             "credential helper {program} failed for {registry}: {message}"
