@@ -14,6 +14,10 @@ pub const USAGE: u8 = 2;
 /// Environment error: Docker Engine, registry or cluster unreachable.
 pub const ENVIRONMENT: u8 = 3;
 
+/// Interrupted twice: berth exits at once, without waiting for rollouts in
+/// flight (128 + SIGINT, as shells report it).
+pub const ABORTED: u8 = 130;
+
 /// A run's code: ENVIRONMENT when a site failed on an unreachable part,
 /// else SITE_FAILED when a site failed or was interrupted, else OK.
 pub fn of_run(report: &RunReport) -> u8 {

@@ -12,14 +12,13 @@ pub mod deploy;
 pub mod exit;
 pub mod image;
 pub mod mirror;
-pub mod output;
 mod pack_index;
 pub mod pipeline;
-
 pub mod registry;
 pub mod settings;
 pub mod smart_http;
 pub mod ssh;
+pub mod ui;
 pub mod wildcard;
 
 use std::process::ExitCode;
@@ -27,8 +26,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::config::ConfigError;
-use crate::output::Printer;
 use crate::settings::Settings;
+use crate::ui::Printer;
 
 /// Parses the command line, runs the command, returns the exit code.
 pub fn main() -> ExitCode {

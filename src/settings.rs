@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use crate::cli::{Cli, Command, DeployArgs};
 use crate::config::{Config, ConfigError};
-use crate::output::Verbosity;
 use crate::pipeline::{DeployOptions, Shard};
+use crate::ui::Verbosity;
 
 /// What to do.
 #[derive(Debug, Clone)]

@@ -16,9 +16,9 @@ use anyhow::{Context as _, anyhow};
 
 use crate::config::{Config, Site};
 use crate::image::{self, ImageBuild};
-use crate::output::{Printer, Status};
 use crate::pipeline;
 use crate::registry::reference;
+use crate::ui::{Printer, Status};
 
 /// `berth build` (and the first half of `preview`): the named site built
 /// from the working tree around `source`.

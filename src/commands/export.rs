@@ -9,10 +9,10 @@ use anyhow::Context as _;
 use crate::config::{Config, Site};
 use crate::exit;
 use crate::mirror::{Commit, Mirror, MirrorError};
-use crate::output::{Printer, Status};
 use crate::pipeline::sync::sync_mirror;
 use crate::pipeline::{self, CommitChoice, SetupError};
 use crate::registry::reference;
+use crate::ui::{Printer, Status};
 
 /// `berth export`: prints the commit written; `commit` `None` is the branch head.
 pub async fn command(

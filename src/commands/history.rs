@@ -7,10 +7,10 @@ use std::io::Write as _;
 use crate::config::{Config, Site};
 use crate::deploy;
 use crate::exit;
-use crate::output::{Printer, table};
 use crate::pipeline::{self, RunReport};
 use crate::registry::reference;
 use crate::settings::Settings;
+use crate::ui::{Printer, table};
 
 /// `berth history`: one site's history, as tables or `--json`.
 pub async fn command(

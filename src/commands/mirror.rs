@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::exit;
-use crate::output::{Printer, Status, table};
 use crate::pipeline::SetupError;
 use crate::pipeline::sync::sync_mirror;
 use crate::registry::reference;
+use crate::ui::{Printer, Status, table};
 
 /// `berth mirror`: the table of mirrored repos, and the exit code.
 pub async fn command(config: &Config, repos: &[String], printer: &Printer) -> anyhow::Result<u8> {

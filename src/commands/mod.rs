@@ -22,8 +22,8 @@ pub mod status;
 use std::time::SystemTime;
 
 use crate::exit;
-use crate::output::Printer;
 use crate::settings::{Action, Settings};
+use crate::ui::Printer;
 
 /// Runs the command `settings` names; its exit code, or the error it stopped with.
 pub async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {

@@ -14,8 +14,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::{Notify, NotifyOn};
-use crate::output::Printer;
 use crate::pipeline::{RunReport, SiteAction};
+use crate::ui::Printer;
 
 const ATTEMPTS: u32 = 3;
 

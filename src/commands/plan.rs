@@ -10,13 +10,13 @@ use crate::commands::json_document;
 use crate::config::{Config, Site};
 use crate::deploy::{Deployed, Deployer};
 use crate::exit;
-use crate::output::{Printer, table};
 use crate::pipeline::decide::{self, Check};
 use crate::pipeline::sync::SyncError;
 use crate::pipeline::{self, CommitChoice, Generator, Shard, Synced};
 use crate::registry;
 use crate::registry::reference;
 use crate::settings::Settings;
+use crate::ui::{Printer, table};
 
 /// `berth plan`: the plan of the named sites, as a table or `--json`; exit 1
 /// when a site's state could not be read.

@@ -7,8 +7,8 @@ use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions, StartContainerOptions};
 
 use crate::commands::build::Built;
-use crate::output::Printer;
 use crate::pipeline;
+use crate::ui::Printer;
 
 /// Runs `built` on a loopback port, prints the URL, waits for Ctrl-C, removes the container.
 pub async fn preview(built: &Built, port: u16, printer: &Printer) -> anyhow::Result<()> {

@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::deploy::{Change, Outcome};
-use crate::output::{Printer, Status};
 use crate::pipeline::site::{failure_kind, lock_site, verification_of};
 use crate::pipeline::{self, DeployOptions, RunReport, SiteAction, SiteReport, connect_cluster};
 use crate::registry::reference;
+use crate::ui::{Printer, Status};
 
 /// Rolls `site`'s Deployment back to its previous revision, or to the newest
 /// earlier revision that ran `to` (a commit or its prefix), and waits for it.

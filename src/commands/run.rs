@@ -8,9 +8,9 @@ use std::time::SystemTime;
 use crate::commands::{history, notify};
 use crate::config::Config;
 use crate::exit;
-use crate::output::Printer;
 use crate::pipeline::{self, CommitChoice, DeployOptions, RunReport, Shard};
 use crate::settings::Settings;
+use crate::ui::Printer;
 
 /// `berth run`: the named sites (all when none), narrowed to `shard`, at their branch heads.
 #[expect(

@@ -8,10 +8,10 @@ use crate::commands::json_document;
 use crate::config::{Config, Site};
 use crate::deploy::rollout::{RolloutState, rollout_state};
 use crate::exit;
-use crate::output::{Printer, table};
 use crate::pipeline::{self, CommitChoice};
 use crate::registry::reference;
 use crate::settings::Settings;
+use crate::ui::{Printer, table};
 
 /// `berth status`: the named sites' state, as a table or `--json`.
 pub async fn command(

@@ -14,7 +14,7 @@ use crate::deploy::{
     Deployer, FIELD_MANAGER, IMAGE_ANNOTATION, Outcome, RolledBack, SOURCE_DIGEST_ANNOTATION, deployed_of,
     target_error, verify,
 };
-use crate::output::{Printer, Status};
+use crate::ui::{Printer, Status};
 
 /// Why rolling back after a failed rollout failed too.
 #[derive(Debug, thiserror::Error)]

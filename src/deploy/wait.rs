@@ -14,7 +14,7 @@ use rollout::{RolloutState, failure_family, pod_problem, rollout_state};
 
 use crate::config::DeploymentTarget;
 use crate::deploy::{Deployer, FATAL_GRACE, REVISION_ANNOTATION, rollout, selector_of};
-use crate::output::Printer;
+use crate::ui::Printer;
 
 /// Why a rollout did not complete, as berth explains it.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use crate::image::BuildError;
 use crate::image::context::CHUNK;
 use crate::image::generator::Tail;
-use crate::output::Printer;
+use crate::ui::Printer;
 
 /// Where the Engine reads a build context from.
 pub enum ContextBody {

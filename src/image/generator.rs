@@ -9,7 +9,7 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::image::BuildError;
-use crate::output::Printer;
+use crate::ui::Printer;
 
 pub(crate) fn tail_text(tail: &str) -> String {
     if tail.trim().is_empty() {

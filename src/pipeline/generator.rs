@@ -14,9 +14,9 @@ use anyhow::Context as _;
 use crate::config::{Config, Site};
 use crate::image::{self, BuildError};
 use crate::mirror::{Mirror, MirrorError, TreeFileKind};
-use crate::output::{Printer, Status};
 use crate::pipeline::sync::Synced;
 use crate::registry::reference;
+use crate::ui::{Printer, Status};
 
 /// A site's files (exported and generated, or read from the mirror), and the
 /// times they get.

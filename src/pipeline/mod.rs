@@ -28,7 +28,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::config::{Config, Site};
-use crate::output::Printer;
+use crate::ui::Printer;
 
 pub use connect::{connect_cluster, connect_docker, registry_auth};
 pub use generator::Generator;
@@ -141,7 +141,7 @@ async fn watch_signals(interrupted: Arc<AtomicBool>, printer: Printer) {
             printer.warning("interrupted: no new work starts; rollouts in flight finish or roll back, then berth stops (again to abort now)");
         } else {
             printer.warning("aborted: Deployment leases held now expire within 30s");
-            std::process::exit(130);
+            std::process::exit(i32::from(crate::exit::ABORTED));
         }
     }
 }

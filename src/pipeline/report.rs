@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::deploy;
-use crate::output::table;
 use crate::registry::reference;
+use crate::ui::table;
 
 /// What happened to one site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -16,7 +16,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use crate::config::{Config, ImageSource, Site};
 use crate::deploy::{self, Change, DeployError, Deployed, Deployer, Outcome};
 use crate::image::{self, ImageBuild};
-use crate::output::{Printer, Status};
 use crate::pipeline::DeployOptions;
 use crate::pipeline::decide::{self, Check, Existing};
 use crate::pipeline::generator::Generator;
@@ -24,6 +23,7 @@ use crate::pipeline::report::{FailureKind, SiteAction, SiteReport};
 use crate::pipeline::sync::{SyncError, Synced};
 use crate::registry::reference;
 use crate::registry::{self, RegistryAuth};
+use crate::ui::{Printer, Status};
 
 /// What one run's sites share: the connections, the generator runs, the
 /// options, and whether berth was interrupted.

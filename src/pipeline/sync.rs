@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use crate::config::{Config, Repo, Site};
 use crate::deploy;
 use crate::mirror::{Commit, Mirror, MirrorError};
-use crate::output::Printer;
+use crate::ui::Printer;
 
 /// Which commit of each site to take.
 #[derive(Debug, Clone)]

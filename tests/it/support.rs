@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use berth::commands::preview::create_published;
 pub use berth::deploy::rollout::{RolloutState, pod_problem, rollout_state};
 pub use berth::image::{BuildError, ContextBody, ImageBuild, build_image};
-pub use berth::output::{Printer, Verbosity};
+pub use berth::ui::{Printer, Verbosity};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, PostParams};

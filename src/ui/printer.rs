@@ -1,4 +1,4 @@
-//! Everything the user sees goes through one [`Printer`].
+//! The [`Printer`]: everything the user sees goes through it.
 //!
 //! 1. Progress lines (one per stage per site) go to stderr, with a timestamp when
 //!    stderr is not a terminal or `CI` is set, in colour only on a terminal
@@ -357,36 +357,6 @@ fn board_line(site: &str, stage: &str, text: &str) -> String {
     format!("{site:<14} {stage:<8} {text}")
 }
 
-/// Lays out rows under a header with columns padded to the widest cell.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (index, cell) in row.iter().enumerate() {
-            if index < widths.len() {
-                widths[index] = widths[index].max(cell.chars().count());
-            }
-        }
-    }
-    let mut text = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (index, cell) in cells.iter().enumerate() {
-            if index + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<width$}  ", width = widths[index]));
-            }
-        }
-        text.push_str(out.trim_end());
-        text.push('\n');
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,17 +558,5 @@ mod tests {
             screen.contents(),
             "www-en         deploy   ..   setting the image\nwww-en         deploy   waiting"
         );
-    }
-
-    #[test]
-    fn table_pads_columns() {
-        let text = table(
-            &["SITE", "ACTION"],
-            &[
-                vec!["www-en".into(), "deployed".into()],
-                vec!["a".into(), "unchanged".into()],
-            ],
-        );
-        assert_eq!(text, "SITE    ACTION\nwww-en  deployed\na       unchanged\n");
     }
 }
