@@ -14,6 +14,7 @@ pub mod image;
 pub mod mirror;
 mod pack_index;
 pub mod pipeline;
+pub mod reference;
 pub mod registry;
 pub mod settings;
 pub mod smart_http;

@@ -54,18 +54,6 @@ pub fn default_known_hosts() -> Vec<PathBuf> {
     files
 }
 
-/// Is `url` an ssh remote: `ssh://…`, or scp-like `[user@]host:path`?
-pub fn is_ssh_url(url: &str) -> bool {
-    if let Some((scheme, _)) = url.split_once("://") {
-        return scheme == "ssh";
-    }
-    // scp-like: a colon before any slash, and something before it.
-    match (url.find(':'), url.find('/')) {
-        (Some(colon), slash) => colon > 0 && slash.is_none_or(|slash| colon < slash),
-        (None, _) => false,
-    }
-}
-
 /// The port of an ssh URL: the one `ssh://host:port/…` names, else 22.
 pub fn port_of(url: &str) -> u16 {
     let Some(rest) = url.strip_prefix("ssh://") else {
@@ -271,6 +259,7 @@ mod tests {
 
     #[test]
     fn ssh_urls_and_their_ports() {
+        use crate::config::is_ssh_url;
         assert!(is_ssh_url("ssh://git@example.com/a.git"));
         assert!(is_ssh_url("git@example.com:team/a.git"));
         assert!(is_ssh_url("example.com:a.git"));

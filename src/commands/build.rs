@@ -17,7 +17,7 @@ use anyhow::{Context as _, anyhow};
 use crate::config::{Config, Site};
 use crate::image::{self, ImageBuild};
 use crate::pipeline;
-use crate::registry::reference;
+use crate::reference;
 use crate::ui::{Printer, Status};
 
 /// `berth build` (and the first half of `preview`): the named site built

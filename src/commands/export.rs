@@ -11,7 +11,7 @@ use crate::exit;
 use crate::mirror::{Commit, Mirror, MirrorError};
 use crate::pipeline::sync::sync_mirror;
 use crate::pipeline::{self, CommitChoice, SetupError};
-use crate::registry::reference;
+use crate::reference;
 use crate::ui::{Printer, Status};
 
 /// `berth export`: prints the commit written; `commit` `None` is the branch head.

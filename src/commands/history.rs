@@ -8,7 +8,7 @@ use crate::config::{Config, Site};
 use crate::deploy;
 use crate::exit;
 use crate::pipeline::{self, RunReport};
-use crate::registry::reference;
+use crate::reference;
 use crate::settings::Settings;
 use crate::ui::{Printer, table};
 

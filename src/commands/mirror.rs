@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::exit;
 use crate::pipeline::SetupError;
 use crate::pipeline::sync::sync_mirror;
-use crate::registry::reference;
+use crate::reference;
 use crate::ui::{Printer, Status, table};
 
 /// `berth mirror`: the table of mirrored repos, and the exit code.

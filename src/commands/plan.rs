@@ -13,8 +13,8 @@ use crate::exit;
 use crate::pipeline::decide::{self, Check};
 use crate::pipeline::sync::SyncError;
 use crate::pipeline::{self, CommitChoice, Generator, Shard, Synced};
+use crate::reference;
 use crate::registry;
-use crate::registry::reference;
 use crate::settings::Settings;
 use crate::ui::{Printer, table};
 

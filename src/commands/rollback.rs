@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::deploy::{Change, Outcome};
 use crate::pipeline::site::{failure_kind, lock_site, verification_of};
 use crate::pipeline::{self, DeployOptions, RunReport, SiteAction, SiteReport, connect_cluster};
-use crate::registry::reference;
+use crate::reference;
 use crate::ui::{Printer, Status};
 
 /// Rolls `site`'s Deployment back to its previous revision, or to the newest

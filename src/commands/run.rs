@@ -3,6 +3,8 @@
 //! printed, logged and sent to the `[notify]` webhook. `rollback` ends the
 //! same way ([`finish`]).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use crate::commands::{history, notify};
@@ -28,15 +30,9 @@ pub async fn run(
     started: SystemTime,
 ) -> anyhow::Result<u8> {
     let selected = pipeline::select(config, sites, shard)?;
-    let report = pipeline::run(
-        config,
-        &selected,
-        CommitChoice::BranchHead,
-        jobs,
-        options,
-        printer,
-    )
-    .await?;
+    let interrupted = watching_signals(printer);
+    let choice = CommitChoice::BranchHead;
+    let report = pipeline::run(config, &selected, choice, jobs, options, interrupted, printer).await?;
     finish(settings, config, "run", &report, printer, started).await
 }
 
@@ -52,7 +48,8 @@ pub async fn ship(
 ) -> anyhow::Result<u8> {
     let selected = pipeline::select(config, &[site.to_string()], None)?;
     let choice = CommitChoice::Exact(commit.to_string());
-    let report = pipeline::run(config, &selected, choice, 1, options, printer).await?;
+    let interrupted = watching_signals(printer);
+    let report = pipeline::run(config, &selected, choice, 1, options, interrupted, printer).await?;
     finish(settings, config, "ship", &report, printer, started).await
 }
 
@@ -82,4 +79,36 @@ pub async fn finish(
         ));
     }
     Ok(code)
+}
+
+/// The flag a run stops starting stages at, set by the first Ctrl-C (or
+/// SIGTERM); the watch ends with the process.
+fn watching_signals(printer: &Printer) -> Arc<AtomicBool> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    tokio::spawn(watch_signals(interrupted.clone(), printer.clone()));
+    interrupted
+}
+
+/// First Ctrl-C (or SIGTERM): no new stage starts; in-flight rollouts finish or
+/// roll back and release their locks. Second: exit at once (leases then expire).
+async fn watch_signals(interrupted: Arc<AtomicBool>, printer: Printer) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        return;
+    };
+    for count in 0.. {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        if count == 0 {
+            interrupted.store(true, Ordering::SeqCst);
+            printer.warning("interrupted: no new work starts; rollouts in flight finish or roll back, then berth stops (again to abort now)");
+        } else {
+            printer.warning("aborted: Deployment leases held now expire within 30s");
+            std::process::exit(i32::from(exit::ABORTED));
+        }
+    }
 }

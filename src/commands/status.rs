@@ -9,7 +9,7 @@ use crate::config::{Config, Site};
 use crate::deploy::rollout::{RolloutState, rollout_state};
 use crate::exit;
 use crate::pipeline::{self, CommitChoice};
-use crate::registry::reference;
+use crate::reference;
 use crate::settings::Settings;
 use crate::ui::{Printer, table};
 

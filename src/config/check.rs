@@ -17,7 +17,7 @@ use crate::config::{
     Config, CredentialSource, DEFAULT_TIMEOUT, DeploymentTarget, Diagnostic, ImageSource, Kubernetes, Notify,
     NotifyOn, Registry, Repo, Site,
 };
-use crate::registry::reference;
+use crate::reference;
 
 pub(crate) struct Checker<'t> {
     pub(crate) text: &'t str,
@@ -561,7 +561,7 @@ impl Checker<'_> {
             ("known_hosts", &known_hosts),
         ];
         if let Some(url) = url
-            && !crate::ssh::is_ssh_url(url.get_ref())
+            && !crate::config::is_ssh_url(url.get_ref())
         {
             for (name, value) in keys {
                 if let Some(value) = value {

@@ -281,3 +281,15 @@ impl Config {
         format!("{}/{}", self.registry.address, site.image)
     }
 }
+
+/// Is `url` an ssh remote: `ssh://…`, or scp-like `[user@]host:path`?
+pub fn is_ssh_url(url: &str) -> bool {
+    if let Some((scheme, _)) = url.split_once("://") {
+        return scheme == "ssh";
+    }
+    // scp-like: a colon before any slash, and something before it.
+    match (url.find(':'), url.find('/')) {
+        (Some(colon), slash) => colon > 0 && slash.is_none_or(|slash| colon < slash),
+        (None, _) => false,
+    }
+}

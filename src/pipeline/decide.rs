@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{ImageSource, Site};
 use crate::deploy::Deployed;
-use crate::registry::reference;
+use crate::reference;
 
 /// What the check stage found, before anything is built or pushed.
 #[derive(Debug, Clone, PartialEq, Eq)]

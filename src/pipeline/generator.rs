@@ -15,7 +15,7 @@ use crate::config::{Config, Site};
 use crate::image::{self, BuildError};
 use crate::mirror::{Mirror, MirrorError, TreeFileKind};
 use crate::pipeline::sync::Synced;
-use crate::registry::reference;
+use crate::reference;
 use crate::ui::{Printer, Status};
 
 /// A site's files (exported and generated, or read from the mirror), and the

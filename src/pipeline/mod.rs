@@ -10,8 +10,8 @@
 //!    one run shared between sites built alike), build, push, deploy.
 //! 4. One line per stage per site while it runs; a [`report`] at the end.
 //!
-//! This module fans the sites out and watches for Ctrl-C; it is the only part
-//! of the pipeline that knows about more than one site at a time.
+//! This module fans the sites out; it is the only part of the pipeline that
+//! knows about more than one site at a time.
 
 pub mod connect;
 pub mod decide;
@@ -22,7 +22,7 @@ pub mod site;
 pub mod sync;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -82,13 +82,15 @@ pub enum SetupError {
     NotEmpty { path: String },
 }
 
-/// Runs the pipeline for `sites`: each at the commit `choice` names.
+/// Runs the pipeline for `sites`: each at the commit `choice` names, at most
+/// `jobs` at a time. Once `interrupted` is set, no site starts a new stage.
 pub async fn run(
     config: &Config,
     sites: &[&Site],
     choice: CommitChoice,
     jobs: usize,
     options: &DeployOptions,
+    interrupted: Arc<AtomicBool>,
     printer: &Printer,
 ) -> anyhow::Result<RunReport> {
     let docker = connect_docker().await?;
@@ -96,8 +98,6 @@ pub async fn run(
     let auth = registry_auth(config).await?;
     let generator = Generator::new(config, printer)?;
 
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let signals = tokio::spawn(watch_signals(interrupted.clone(), printer.clone()));
     let mirrored = mirror_all(config, sites, &choice, jobs, printer).await;
 
     let context = site::RunContext {
@@ -108,7 +108,7 @@ pub async fn run(
         printer,
         generator,
         options,
-        interrupted: interrupted.clone(),
+        interrupted,
     };
     let reports: Vec<SiteReport> = futures_util::stream::iter(sites.iter().map(|site| {
         let synced = mirrored.get(&site.repo).expect("every repo was mirrored");
@@ -118,30 +118,5 @@ pub async fn run(
     .buffered(jobs.max(1))
     .collect()
     .await;
-    signals.abort();
     Ok(RunReport { sites: reports })
-}
-
-/// First Ctrl-C (or SIGTERM): no new stage starts; in-flight rollouts finish or
-/// roll back and release their locks. Second: exit at once (leases then expire).
-async fn watch_signals(interrupted: Arc<AtomicBool>, printer: Printer) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) =
-        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
-        return;
-    };
-    for count in 0.. {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-        if count == 0 {
-            interrupted.store(true, Ordering::SeqCst);
-            printer.warning("interrupted: no new work starts; rollouts in flight finish or roll back, then berth stops (again to abort now)");
-        } else {
-            printer.warning("aborted: Deployment leases held now expire within 30s");
-            std::process::exit(i32::from(crate::exit::ABORTED));
-        }
-    }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::deploy;
-use crate::registry::reference;
+use crate::reference;
 use crate::ui::table;
 
 /// What happened to one site.

@@ -21,7 +21,7 @@ use crate::pipeline::decide::{self, Check, Existing};
 use crate::pipeline::generator::Generator;
 use crate::pipeline::report::{FailureKind, SiteAction, SiteReport};
 use crate::pipeline::sync::{SyncError, Synced};
-use crate::registry::reference;
+use crate::reference;
 use crate::registry::{self, RegistryAuth};
 use crate::ui::{Printer, Status};
 

@@ -10,12 +10,12 @@
 //!    with backoff (an authentication failure is not retried and names the
 //!    registry and the credential source, never the secret); read back the
 //!    manifest digest the registry now holds for the tag.
-//! 3. [`reference`]: registry addresses, repositories and tags: their checks,
-//!    and the tags berth gives (commit, variant, dirty).
+//!
+//! The names of what goes in a registry (addresses, repositories, tags) are
+//! [`crate::reference`]'s: the pipeline file's checks use them too.
 
 pub mod credentials;
 pub mod push;
-pub mod reference;
 
 pub use credentials::{RegistryAuth, resolve_credentials};
 pub use push::{pull, push, registry_digest};
