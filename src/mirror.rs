@@ -1061,7 +1061,7 @@ fn recreate(path: &Path, url: &str) -> Result<Repository, String> {
     }
     let create = || -> Result<Repository, git2::Error> {
         let git = Repository::init_bare(path)?;
-        crate::pack_index::install(&git)?;
+        crate::git::pack_index::install(&git)?;
         git.remote_with_fetch("origin", url, "+refs/heads/*:refs/heads/*")?;
         git.config()?.set_str("remote.origin.tagopt", "--tags")?;
         Ok(git)
@@ -1073,7 +1073,7 @@ fn recreate(path: &Path, url: &str) -> Result<Repository, String> {
 fn open_checked(path: &Path) -> Result<Repository, String> {
     let git = Repository::open_bare(path).map_err(|error| error.message().to_string())?;
     // A mirror whose first fetch failed is still empty: its next fetch is a first one too.
-    crate::pack_index::install(&git).map_err(|error| error.message().to_string())?;
+    crate::git::pack_index::install(&git).map_err(|error| error.message().to_string())?;
     {
         let references = git.references().map_err(|error| error.message().to_string())?;
         for reference in references {
@@ -1114,7 +1114,7 @@ fn is_transient(error: &git2::Error) -> bool {
 }
 
 /// The progress line of a fetch. libgit2's indexer counts objects as they
-/// arrive; a new mirror's first pack goes to [`crate::pack_index`], which knows
+/// arrive; a new mirror's first pack goes to [`crate::git::pack_index`], which knows
 /// only the total until the pack is complete, so its line counts bytes.
 fn transfer_line(total: usize, received: usize, indexed: usize, bytes: usize) -> String {
     let mebibytes = bytes / 1_048_576;

@@ -10,7 +10,8 @@
 //! 0.47 s where libgit2's indexer took 0.95 s and `git index-pack` 0.52 s.
 //!
 //! 1. [`install`] adds a backend to each opened mirror's object database, ahead
-//!    of libgit2's own; it offers nothing but writing a fetched pack.
+//!    of libgit2's own, through [`ffi`]; it offers nothing but writing a
+//!    fetched pack. This module itself is safe code.
 //! 2. When libgit2 asks to write the pack of a fetch (over any transport: http,
 //!    https, ssh, git:// or a local path), the backend takes it only while the
 //!    mirror holds no objects at all (and then first clears what a first fetch
@@ -35,18 +36,14 @@
 //!    leaves no pack behind: both indexers write to temporary files and only
 //!    rename them once the index is complete.
 
-use std::ffi::{CString, c_int, c_void};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use git2::Binding as _;
-use libgit2_sys as raw;
+use crate::git::ffi;
 
-/// Above libgit2's own backends (loose objects 1, packs 2), so it is asked first.
-const PRIORITY: c_int = 10;
 /// Chunks of the pack (up to 64 KiB each, as side-band packets come) waiting for
 /// the indexing thread: bounded, so a slow disk holds the download back instead
 /// of filling memory.
@@ -61,50 +58,13 @@ const PARALLEL_LIMIT: u64 = 48 * 1024 * 1024;
 /// Adds the backend to `git`'s object database, which owns it from then on.
 /// It only ever takes a fetch's pack while the mirror holds no objects: on a
 /// mirror just created, or one whose first fetch failed.
-#[expect(
-    unsafe_code,
-    reason = "libgit2's object database takes a backend only through its C interface"
-)]
 pub fn install(git: &git2::Repository) -> Result<(), git2::Error> {
-    let odb = git.odb()?;
-    let backend = Box::new(Backend {
-        parent: raw::git_odb_backend {
-            version: raw::GIT_ODB_BACKEND_VERSION,
-            odb: std::ptr::null_mut(),
-            read: None,
-            read_prefix: None,
-            read_header: None,
-            write: None,
-            writestream: None,
-            readstream: None,
-            exists: None,
-            exists_prefix: None,
-            refresh: None,
-            foreach: None,
-            writepack: Some(start_pack),
-            writemidx: None,
-            freshen: None,
-            free: Some(free_backend),
-        },
-        objects: git.path().join("objects"),
-    });
-    let backend = Box::into_raw(backend);
-    // SAFETY: `odb` is alive for the call; `backend` is a valid, unowned backend
-    // whose first field is the C struct. On success libgit2 owns it and calls
-    // `free_backend` when the database goes; on failure it is still ours.
-    let code = unsafe { raw::git_odb_add_backend(odb.raw(), backend.cast(), PRIORITY) };
-    if code < 0 {
-        // SAFETY: libgit2 refused it, so nothing else holds the pointer.
-        drop(unsafe { Box::from_raw(backend) });
-        return Err(git2::Error::last_error(code));
-    }
-    Ok(())
+    let objects = git.path().join("objects");
+    ffi::add_pack_backend(git, FirstPack { objects })
 }
 
-/// The backend: libgit2's struct first, so a pointer to one is a pointer to the other.
-#[repr(C)]
-struct Backend {
-    parent: raw::git_odb_backend,
+/// The backend: it takes a fetch's pack while the mirror holds no objects.
+struct FirstPack {
     /// The mirror's `objects` folder.
     objects: PathBuf,
 }
@@ -116,10 +76,8 @@ struct Indexed {
     files: Vec<PathBuf>,
 }
 
-/// One pack being written: libgit2's struct first, as for [`Backend`].
-#[repr(C)]
+/// One pack being written.
 struct PackWriter {
-    parent: raw::git_odb_writepack,
     /// Closed to tell the indexing thread the pack is complete.
     chunks: Option<SyncSender<Vec<u8>>>,
     /// Gives the pack written, or what went wrong.
@@ -269,144 +227,71 @@ fn remove_leftovers(pack_folder: &Path) {
     }
 }
 
-/// libgit2 asks for a pack writer (it holds the database's lock meanwhile, so
-/// nothing here may call back into the database).
-#[expect(unsafe_code, reason = "called by libgit2 with pointers it owns")]
-extern "C" fn start_pack(
-    out: *mut *mut raw::git_odb_writepack,
-    backend: *mut raw::git_odb_backend,
-    _odb: *mut raw::git_odb,
-    _progress: raw::git_indexer_progress_cb,
-    _payload: *mut c_void,
-) -> c_int {
-    // SAFETY: libgit2 passes back the backend `install` gave it, a `Backend`.
-    let objects = unsafe { &(*backend.cast::<Backend>()).objects };
-    if !holds_no_objects(objects) {
-        return raw::GIT_PASSTHROUGH;
-    }
-    let pack_folder = objects.join("pack");
-    remove_leftovers(&pack_folder);
-    // Unnamed: nothing of it stays behind, even if berth is killed.
-    let Ok(copy) = tempfile::tempfile_in(objects) else {
-        return raw::GIT_PASSTHROUGH;
-    };
-    let (sender, receiver) = sync_channel(CHANNEL_DEPTH);
-    let worker = std::thread::Builder::new().name("index-pack".to_string()).spawn({
-        let pack_folder = pack_folder.clone();
-        move || index(receiver, &pack_folder)
-    });
-    let Ok(worker) = worker else {
+impl ffi::PackBackend for FirstPack {
+    type Writer = PackWriter;
+
+    fn start(&self) -> Option<PackWriter> {
+        if !holds_no_objects(&self.objects) {
+            return None;
+        }
+        let pack_folder = self.objects.join("pack");
+        remove_leftovers(&pack_folder);
+        // Unnamed: nothing of it stays behind, even if berth is killed.
+        let copy = tempfile::tempfile_in(&self.objects).ok()?;
+        let (sender, receiver) = sync_channel(CHANNEL_DEPTH);
         // No thread to spare: libgit2's own indexer takes the pack.
-        return raw::GIT_PASSTHROUGH;
-    };
-    let writer = Box::new(PackWriter {
-        parent: raw::git_odb_writepack {
-            backend,
-            append: Some(append),
-            commit: Some(commit),
-            free: Some(free_pack),
-        },
-        chunks: Some(sender),
-        worker: Some(worker),
-        header: Vec::with_capacity(HEADER_LENGTH),
-        received: 0,
-        copy: Some(copy),
-        fallback: None,
-        pack_folder,
-    });
-    // SAFETY: `out` is libgit2's slot for the writer; it calls `free_pack` on it.
-    unsafe { *out = Box::into_raw(writer).cast() };
-    0
+        let worker = std::thread::Builder::new()
+            .name("index-pack".to_string())
+            .spawn({
+                let pack_folder = pack_folder.clone();
+                move || index(receiver, &pack_folder)
+            })
+            .ok()?;
+        Some(PackWriter {
+            chunks: Some(sender),
+            worker: Some(worker),
+            header: Vec::with_capacity(HEADER_LENGTH),
+            received: 0,
+            copy: Some(copy),
+            fallback: None,
+            pack_folder,
+        })
+    }
 }
 
-/// The next bytes of the pack.
-#[expect(unsafe_code, reason = "called by libgit2 with pointers it owns")]
-extern "C" fn append(
-    writer: *mut raw::git_odb_writepack,
-    data: *const c_void,
-    size: usize,
-    stats: *mut raw::git_indexer_progress,
-) -> c_int {
-    if size == 0 {
-        // `data` may then be null, which no slice may be made from.
-        return 0;
+impl ffi::PackWrite for PackWriter {
+    fn append(&mut self, bytes: &[u8], progress: &mut ffi::PackProgress) -> Result<(), String> {
+        if self.header.len() < HEADER_LENGTH {
+            let wanted = (HEADER_LENGTH - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..wanted]);
+            if let Some(count) = object_count(&self.header) {
+                // The transport reports the bytes received; the objects are ours to report.
+                progress.total_objects = count;
+            }
+        }
+        self.take(bytes)
     }
-    // SAFETY: the writer is the `PackWriter` `start_pack` made; `data` holds
-    // `size` bytes for the call; `stats` is libgit2's progress record.
-    let (writer, bytes, stats) = unsafe {
-        (
-            &mut *writer.cast::<PackWriter>(),
-            std::slice::from_raw_parts(data.cast::<u8>(), size),
-            &mut *stats,
-        )
-    };
-    if writer.header.len() < HEADER_LENGTH {
-        let wanted = (HEADER_LENGTH - writer.header.len()).min(bytes.len());
-        writer.header.extend_from_slice(&bytes[..wanted]);
-        if let Some(count) = object_count(&writer.header) {
-            // The transport reports the bytes received; the objects are ours to report.
-            stats.total_objects = count;
+
+    fn commit(&mut self, progress: &mut ffi::PackProgress) -> Result<(), String> {
+        let count = self.complete()?.unwrap_or(progress.total_objects);
+        *progress = ffi::PackProgress {
+            total_objects: count,
+            received_objects: count,
+            indexed_objects: count,
+        };
+        Ok(())
+    }
+}
+
+impl Drop for PackWriter {
+    /// libgit2 is done with the writer, committed or not. An uncommitted
+    /// `fallback` removes its temporary files when dropped; an abandoned
+    /// gix-pack (the fetch failed) is stopped here.
+    fn drop(&mut self) {
+        if self.worker.is_some() {
+            self.stop_parallel();
         }
     }
-    match writer.take(bytes) {
-        Ok(()) => 0,
-        Err(message) => fail(&message),
-    }
-}
-
-/// The pack is complete: wait for its index.
-#[expect(unsafe_code, reason = "called by libgit2 with pointers it owns")]
-unsafe extern "C" fn commit(
-    writer: *mut raw::git_odb_writepack,
-    stats: *mut raw::git_indexer_progress,
-) -> c_int {
-    // SAFETY: as in `append`.
-    let (writer, stats) = unsafe { (&mut *writer.cast::<PackWriter>(), &mut *stats) };
-    match writer.complete() {
-        Ok(count) => {
-            let count = count.unwrap_or(stats.total_objects);
-            stats.total_objects = count;
-            stats.received_objects = count;
-            stats.indexed_objects = count;
-            0
-        }
-        Err(message) => fail(&message),
-    }
-}
-
-/// libgit2 is done with the writer, committed or not.
-#[expect(unsafe_code, reason = "called by libgit2 with pointers it owns")]
-unsafe extern "C" fn free_pack(writer: *mut raw::git_odb_writepack) {
-    if writer.is_null() {
-        return;
-    }
-    // SAFETY: made by `Box::into_raw` in `start_pack`; libgit2 frees it once.
-    let mut writer = unsafe { Box::from_raw(writer.cast::<PackWriter>()) };
-    // An uncommitted `fallback` removes its temporary files when dropped.
-    if writer.worker.is_some() {
-        // Abandoned: the fetch failed.
-        writer.stop_parallel();
-    }
-}
-
-#[expect(unsafe_code, reason = "called by libgit2 with pointers it owns")]
-extern "C" fn free_backend(backend: *mut raw::git_odb_backend) {
-    // SAFETY: made by `Box::into_raw` in `install`; libgit2 frees it once.
-    drop(unsafe { Box::from_raw(backend.cast::<Backend>()) });
-}
-
-/// Hands `message` to libgit2 as the error of the failing call.
-#[expect(
-    unsafe_code,
-    reason = "libgit2 keeps its error message through its C interface"
-)]
-fn fail(message: &str) -> c_int {
-    let message = CString::new(message.replace('\0', " ")).unwrap_or_default();
-    // SAFETY: a valid C string, copied by libgit2.
-    unsafe {
-        raw::git_error_set_str(raw::GIT_ERROR_INDEXER.cast_signed(), message.as_ptr());
-    }
-    -1
 }
 
 /// The object count in a pack's header, once its 12 bytes are there.
