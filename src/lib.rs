@@ -19,7 +19,6 @@ pub mod previous;
 pub mod push;
 pub mod reference;
 pub mod settings;
-pub mod smart_http;
 pub mod ssh;
 pub mod views;
 pub mod wildcard;
@@ -111,7 +110,6 @@ pub fn main() -> ExitCode {
     git2::opts::strict_hash_verification(false);
     bound_git_memory();
     init_logging(settings.debug_logs);
-    register_smart_http();
     let printer = Printer::from_environment(settings.verbosity);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -161,13 +159,6 @@ fn bound_git_memory() {
     unsafe {
         let _ = git2::opts::set_mwindow_size(8 << 20);
         let _ = git2::opts::set_mwindow_mapped_limit(32 << 20);
-    }
-}
-
-/// berth's own smart-HTTP client takes `http://` remotes ([`smart_http`]).
-fn register_smart_http() {
-    if let Err(error) = smart_http::register() {
-        tracing::warn!("cannot register berth's http client, libgit2's is used: {error}");
     }
 }
 
