@@ -17,7 +17,6 @@ pub mod pipeline;
 pub mod reference;
 pub mod registry;
 pub mod settings;
-pub mod smart_http;
 pub mod ssh;
 pub mod ui;
 pub mod wildcard;
@@ -41,17 +40,16 @@ pub fn main() -> ExitCode {
         }
     };
     let settings = Settings::from_cli(cli);
-    start_git();
+    git::ffi::start_without_ca_bundle();
     // libgit2 re-hashes every object it reads (SHA-1 with collision detection,
     // not SHA-NI): for a site read from the mirror that was 37 % of berth's CPU in
     // a 50 MB build. git itself does not; zlib's checksum still guards each
     // object, the pack's index its place, and objects received by a fetch are
     // hashed by the indexer as before.
     git2::opts::strict_hash_verification(false);
-    bound_git_memory();
+    git::ffi::bound_memory();
     let printer = Printer::from_environment(settings.verbosity);
     init_logging(settings.debug_logs, &printer);
-    register_smart_http();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -61,53 +59,6 @@ pub fn main() -> ExitCode {
     };
     let code = runtime.block_on(run(&settings, &printer));
     ExitCode::from(code)
-}
-
-/// Starts libgit2 without OpenSSL's CA bundle: libgit2 loads the whole bundle
-/// as it starts (30–40 ms, more than the rest of a no-change `berth mirror`),
-/// though only https remotes need it. [`mirror`] loads it before the first
-/// https fetch.
-#[expect(
-    unsafe_code,
-    reason = "the environment is changed while berth has a single thread"
-)]
-fn start_git() {
-    let configured = std::env::var_os("SSL_CERT_FILE");
-    // SAFETY: at start, before any other thread exists.
-    unsafe { std::env::set_var("SSL_CERT_FILE", "/dev/null") };
-    // Starts libgit2. Its object cache helps nothing berth does (each object is
-    // read once); the field notes measured fetches into a large mirror faster
-    // without it. On docs/benchmarks.md's generated repo it made no difference.
-    git2::opts::enable_caching(false);
-    // SAFETY: as above; berth's children see the variable as it was.
-    unsafe {
-        match configured {
-            Some(file) => std::env::set_var("SSL_CERT_FILE", file),
-            None => std::env::remove_var("SSL_CERT_FILE"),
-        }
-    }
-}
-
-/// libgit2 maps pack files in windows of up to 1 GiB and keeps up to 8 GiB mapped;
-/// reading a large site's blobs then counts the whole pack as resident memory.
-/// Small windows and a small mapped limit keep berth's memory flat in site size.
-#[expect(
-    unsafe_code,
-    reason = "libgit2's global options are set through unsafe functions"
-)]
-fn bound_git_memory() {
-    // SAFETY: called once at start, before any thread uses libgit2.
-    unsafe {
-        let _ = git2::opts::set_mwindow_size(8 << 20);
-        let _ = git2::opts::set_mwindow_mapped_limit(32 << 20);
-    }
-}
-
-/// berth's own smart-HTTP client takes `http://` remotes ([`smart_http`]).
-fn register_smart_http() {
-    if let Err(error) = smart_http::register() {
-        tracing::warn!("cannot register berth's http client, libgit2's is used: {error}");
-    }
 }
 
 /// Logs go to stderr through the printer, above its live board.

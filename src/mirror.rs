@@ -8,9 +8,10 @@
 //!    be opened or read is moved aside and cloned again, with a warning.
 //! 3. Fetch all branches and tags with pruning, retrying transient failures;
 //!    credentials come from the environment at fetch time and are never stored:
-//!    a token for https, a key file or the ssh-agent for ssh. An ssh server's host
+//!    a token for http(s), a key file or the ssh-agent for ssh. An ssh server's host
 //!    key must be in `known_hosts` ([`crate::ssh`]); an unknown or changed one is
-//!    refused, never retried.
+//!    refused, never retried. Every transport is libgit2's; it follows a redirect
+//!    on the remote's host only, and a server silent for too long fails the attempt.
 //! 4. Resolve a branch head or an exact commit.
 //! 5. Export the site's subtree at that commit into a fresh folder (no `.git`),
 //!    and give the subtree's Git tree id for the source digest.
@@ -23,11 +24,12 @@ use std::time::{Duration, Instant};
 
 use git2::{
     AutotagOption, CertificateCheckStatus, FetchOptions, FetchPrune, ObjectType, Oid, RemoteCallbacks,
-    Repository,
+    RemoteRedirect, Repository,
 };
 use sha2::Digest as _;
 
 use crate::config::Repo;
+use crate::git::ffi;
 use crate::ssh;
 
 /// What can go wrong while mirroring.
@@ -171,23 +173,25 @@ impl Mirror {
         if self.repo.url.starts_with("https://") {
             load_ca_bundle();
         }
+        limit_silence();
         let mut last_error = String::new();
-        // An http:// remote that sends berth to https:// on the same host.
-        let mut redirected: Option<String> = None;
-        crate::smart_http::take_https_redirect();
+        // Whether the redirect of an http:// remote to https:// was warned about.
+        let mut warned_https = false;
         for attempt in 1..=FETCH_ATTEMPTS {
-            let mut fetched = self.fetch_once(redirected.as_deref(), on_progress);
-            if fetched.is_err()
-                && redirected.is_none()
-                && let Some(https) = crate::smart_http::take_https_redirect()
-            {
+            let bundle_loaded = ca_bundle_loaded();
+            let (mut fetched, mut https_host) = self.fetch_once(on_progress);
+            if fetched.is_err() && https_host.is_some() && !bundle_loaded {
+                // libgit2 followed the redirect before any CA bundle was loaded,
+                // so the certificate could not be checked: again, with it.
+                load_ca_bundle();
+                (fetched, https_host) = self.fetch_once(on_progress);
+            }
+            if let Some(host) = https_host.filter(|_| !warned_https) {
+                warned_https = true;
                 on_warning(format!(
-                    "repo `{}`: {} redirects to {https}; fetching from there (write that URL in [[repo]] to save the redirect)",
+                    "repo `{}`: {} redirects to https:// on {host}; fetching from there (write the https:// URL in [[repo]] to save the redirect)",
                     self.repo.name, self.repo.url
                 ));
-                load_ca_bundle();
-                fetched = self.fetch_once(Some(&https), on_progress);
-                redirected = Some(https);
             }
             match fetched {
                 Ok(()) => return Ok(()),
@@ -227,20 +231,27 @@ impl Mirror {
         }
     }
 
-    /// One fetch from the repo's URL, or from `redirected` (never stored in the mirror).
-    fn fetch_once(&self, redirected: Option<&str>, on_progress: &dyn Fn(String)) -> Result<(), git2::Error> {
-        let mut remote = match redirected {
-            Some(url) => self.git.remote_anonymous(url)?,
-            None => self.git.find_remote("origin")?,
+    /// One fetch from the repo's URL. With it, the host of the https:// server
+    /// an `http://` remote redirected libgit2 to (on the same host), if it did.
+    fn fetch_once(&self, on_progress: &dyn Fn(String)) -> (Result<(), git2::Error>, Option<String>) {
+        let mut remote = match self.git.find_remote("origin") {
+            Ok(remote) => remote,
+            Err(error) => return (Err(error), None),
         };
         // libgit2 replaces a refused host key's message by its own; ours is kept here.
         let host_key_refusal = std::cell::RefCell::new(None::<String>);
+        // A certificate on a fetch from an http:// URL: libgit2 followed a redirect to https://.
+        let https_host = std::cell::RefCell::new(None::<String>);
+        let plain_http = self.repo.url.starts_with("http://");
         let mut callbacks = RemoteCallbacks::new();
         let mut credentials = Credentials::new(&self.repo);
         callbacks.credentials(move |_url, username, allowed| credentials.next(username, allowed));
         callbacks.certificate_check(|certificate, host| {
             // X.509 (https) is checked by libgit2 and OpenSSL as usual.
             let Some(host_key) = certificate.as_hostkey() else {
+                if plain_http {
+                    *https_host.borrow_mut() = Some(host.to_string());
+                }
                 return Ok(CertificateCheckStatus::CertificatePassthrough);
             };
             match check_host_key(&self.repo, host_key, host) {
@@ -274,22 +285,24 @@ impl Mirror {
         options.remote_callbacks(callbacks);
         options.prune(FetchPrune::On);
         options.download_tags(AutotagOption::All);
-        let fetched = crate::smart_http::with_token_env(self.repo.token_env.as_deref(), || {
-            remote.fetch(
-                &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
-                Some(&mut options),
-                None,
-            )
-        });
+        // Redirects are followed on the remote's host only (libgit2 checks the
+        // host, not the port or scheme): the repo's token is for that host alone.
+        options.follow_redirects(RemoteRedirect::None);
+        let fetched = remote.fetch(
+            &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+            Some(&mut options),
+            None,
+        );
         drop(options);
-        match (fetched, host_key_refusal.into_inner()) {
+        let fetched = match (fetched, host_key_refusal.into_inner()) {
             (Err(_), Some(refusal)) => Err(git2::Error::new(
                 git2::ErrorCode::Certificate,
                 git2::ErrorClass::Ssh,
                 refusal,
             )),
             (fetched, _) => fetched,
-        }
+        };
+        (fetched, https_host.into_inner())
     }
 
     /// The head commit of `branch`.
@@ -558,7 +571,8 @@ impl Mirror {
             .get_path(Path::new(".gitmodules"))
             .map_err(|_| missing("no .gitmodules names it".into()))?;
         let blob = self.git.find_blob(entry.id()).map_err(|e| self.local(&e))?;
-        let modules = parse_gitmodules(&String::from_utf8_lossy(blob.content()));
+        let modules = parse_gitmodules(blob.content())
+            .map_err(|error| missing(format!(".gitmodules cannot be read: {error}")))?;
         let url = modules
             .iter()
             .find(|(path, _)| path == &full_path)
@@ -695,7 +709,7 @@ impl<'r> Credentials<'r> {
 
 /// The token for an http(s) remote that asks for credentials, from the variable
 /// `token_env` names.
-pub(crate) fn token(token_env: Option<&str>) -> Result<String, git2::Error> {
+fn token(token_env: Option<&str>) -> Result<String, git2::Error> {
     token_env
         .and_then(|name| std::env::var(name).ok())
         .ok_or_else(|| {
@@ -758,26 +772,43 @@ fn check_host_key(repo: &Repo, host_key: &git2::cert::CertHostkey<'_>, host: &st
     }
 }
 
-/// (path, url) of each submodule in a `.gitmodules` file.
-pub fn parse_gitmodules(text: &str) -> Vec<(String, String)> {
-    let mut modules = Vec::new();
-    let (mut path, mut url) = (None::<String>, None::<String>);
-    for line in text.lines().map(str::trim).chain(std::iter::once("[end]")) {
-        if line.starts_with('[') {
-            if let (Some(p), Some(u)) = (path.take(), url.take()) {
-                modules.push((p.trim_matches('/').to_string(), u));
-            }
+/// (path, url) of each submodule in a `.gitmodules` file, read by gix-config
+/// as git reads it: quoted values and escapes, `;` and `#` comments, the
+/// sections of one submodule's name merged, the last value winning. A
+/// submodule without a path or a url is left out. `[include]` is not followed
+/// (git does not either for `.gitmodules`), so a repo's file cannot name local ones.
+pub fn parse_gitmodules(text: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let file = gix_config::File::from_bytes_no_includes(
+        text,
+        gix_config::file::Metadata::api(),
+        gix_config::file::init::Options::default(),
+    )
+    .map_err(|error| error.to_string())?;
+    // (name, path, url), in the order the names first appear.
+    let mut modules: Vec<(String, Option<String>, Option<String>)> = Vec::new();
+    for section in file.sections_by_name("submodule").into_iter().flatten() {
+        let Some(name) = section.header().subsection_name() else {
             continue;
+        };
+        let name = name.to_string();
+        let index = modules
+            .iter()
+            .position(|(known, ..)| *known == name)
+            .unwrap_or_else(|| {
+                modules.push((name, None, None));
+                modules.len() - 1
+            });
+        if let Some(path) = section.value("path") {
+            modules[index].1 = Some(path.to_string());
         }
-        if let Some((key, value)) = line.split_once('=') {
-            match key.trim() {
-                "path" => path = Some(value.trim().to_string()),
-                "url" => url = Some(value.trim().to_string()),
-                _ => {}
-            }
+        if let Some(url) = section.value("url") {
+            modules[index].2 = Some(url.to_string());
         }
     }
-    modules
+    Ok(modules
+        .into_iter()
+        .filter_map(|(_, path, url)| Some((path?.trim_matches('/').to_string(), url?)))
+        .collect())
 }
 
 /// A submodule URL, relative ones (`../theme.git`) resolved against the parent's.
@@ -1026,26 +1057,46 @@ fn describe(commit: &git2::Commit<'_>) -> Commit {
 }
 
 /// Loads the system's CA bundle into libgit2 for https remotes, once: berth
-/// starts libgit2 without it (see `start_git` in `lib.rs`). `SSL_CERT_FILE`
-/// names it, or it is where OpenSSL keeps it on this system.
-#[expect(
-    unsafe_code,
-    reason = "libgit2's certificate locations are set through an unsafe function"
-)]
+/// starts libgit2 without it ([`ffi::start_without_ca_bundle`]).
+/// `SSL_CERT_FILE` names it, or it is where OpenSSL keeps it on this system.
+/// An `http://` remote that redirects to `https://` loads it when its first
+/// attempt meets the certificate (see [`Mirror::fetch`]).
 fn load_ca_bundle() {
-    static LOADED: std::sync::Once = std::sync::Once::new();
-    LOADED.call_once(|| {
-        let file = std::env::var_os("SSL_CERT_FILE")
+    ffi::load_ca_bundle_once(|| {
+        std::env::var_os("SSL_CERT_FILE")
             .map(PathBuf::from)
-            .or_else(|| openssl_probe::probe().cert_file);
-        if let Some(file) = file {
-            // SAFETY: every https fetch waits here first, so no TLS connection uses
-            // the certificate store while it is filled; OpenSSL locks the store.
-            if let Err(error) = unsafe { git2::opts::set_ssl_cert_file(&file) } {
-                tracing::warn!("cannot load the CA bundle {}: {error}", file.display());
-            }
-        }
+            .or_else(|| openssl_probe::probe().cert_file)
     });
+}
+
+fn ca_bundle_loaded() -> bool {
+    ffi::ca_bundle_loaded()
+}
+
+/// How long a server may stay silent before a fetch's attempt fails (and is
+/// retried): 600 s, or `BERTH_GIT_TIMEOUT` seconds. Without a limit, a server
+/// that accepts and never answers would hold a nightly run forever; git itself
+/// has none. The limit is long because a server may say nothing while it packs
+/// a large repo: behind a proxy that buffers whole responses (lighttpd's
+/// default), the stack's server sent a 1 GB repo's first byte after 2 minutes.
+fn silence() -> Duration {
+    let seconds = std::env::var("BERTH_GIT_TIMEOUT")
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .filter(|seconds| *seconds > 0)
+        .unwrap_or(600);
+    Duration::from_secs(seconds)
+}
+
+/// How long a connection may take to open (or less, if the silence allowed is).
+fn connect_limit() -> Duration {
+    silence().min(Duration::from_secs(60))
+}
+
+/// Sets libgit2's limits on a server's silence and on opening a connection,
+/// once, before the first fetch.
+fn limit_silence() {
+    ffi::limit_silence_once(connect_limit(), silence());
 }
 
 /// Where the mirror of repo `name` lives.
@@ -1111,6 +1162,13 @@ fn is_transient(error: &git2::Error) -> bool {
         && !refused_by_server(error.message())
         // The server answered (git daemon: no such repository, access denied).
         && !error.message().starts_with("remote error:")
+        // A redirect to another host: the next attempt meets the same one.
+        && !is_refused_redirect(error.message())
+}
+
+/// libgit2's refusal of a redirect (to another host, or from https to http).
+fn is_refused_redirect(message: &str) -> bool {
+    message.starts_with("cannot redirect from ")
 }
 
 /// The progress line of a fetch. libgit2's indexer counts objects as they
@@ -1140,8 +1198,28 @@ fn refused_by_server(message: &str) -> bool {
     })
 }
 
-/// libssh2 says "Unsupported private key format" for a wrong passphrase too.
+/// A failed fetch's message with what to do about it: libgit2 says neither why
+/// it refused a redirect nor how long it waited, and libssh2 says "Unsupported
+/// private key format" for a wrong passphrase too.
 fn with_hint(message: &str, repo: &Repo) -> String {
+    if is_refused_redirect(message) {
+        return format!(
+            "{message} (berth follows a redirect on the repo's host only, where its token may go, and never from https to http: \
+             write the URL the server redirects to in [[repo]])"
+        );
+    }
+    if message.ends_with("socket: timed out") {
+        return format!(
+            "{message}: the server sent nothing for {} s (BERTH_GIT_TIMEOUT sets how long to wait)",
+            silence().as_secs()
+        );
+    }
+    if message.starts_with("failed to connect to ") && message.ends_with("Operation timed out") {
+        return format!(
+            "{message}: no connection within {} s (BERTH_GIT_TIMEOUT sets how long to wait, up to 60 s)",
+            connect_limit().as_secs()
+        );
+    }
     if repo.ssh_key.is_none() || !message.contains("private key") {
         return message.to_string();
     }
@@ -1267,10 +1345,47 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_redirect_and_a_silent_server_say_what_to_do() {
+        let repo = Repo {
+            name: "site".into(),
+            url: "http://127.0.0.1/git/site.git".into(),
+            branch: "main".into(),
+            token_env: None,
+            ssh_key: None,
+            ssh_key_passphrase_env: None,
+            known_hosts: None,
+        };
+        let refused = git2::Error::new(
+            git2::ErrorCode::GenericError,
+            git2::ErrorClass::Net,
+            "cannot redirect from '127.0.0.1' to 'localhost'",
+        );
+        assert!(!is_transient(&refused), "the same redirect comes back");
+        assert!(
+            with_hint(refused.message(), &repo)
+                .ends_with("write the URL the server redirects to in [[repo]])"),
+            "{}",
+            with_hint(refused.message(), &repo)
+        );
+        let silent = git2::Error::new(
+            git2::ErrorCode::GenericError,
+            git2::ErrorClass::Net,
+            "could not read from socket: timed out",
+        );
+        assert!(is_transient(&silent));
+        assert!(
+            with_hint(silent.message(), &repo).contains(": the server sent nothing for "),
+            "{}",
+            with_hint(silent.message(), &repo)
+        );
+        assert_eq!(with_hint("early EOF", &repo), "early EOF");
+    }
+
+    #[test]
     fn gitmodules_and_relative_urls() {
-        let text = "[submodule \"themes/ananke\"]\n\tpath = themes/ananke\n\turl = ../ananke.git\n[submodule \"x\"]\n\tpath = x\n\turl = https://example.com/x.git\n";
+        let text = b"[submodule \"themes/ananke\"]\n\tpath = themes/ananke\n\turl = ../ananke.git\n[submodule \"x\"]\n\tpath = x\n\turl = https://example.com/x.git\n";
         assert_eq!(
-            parse_gitmodules(text),
+            parse_gitmodules(text).unwrap(),
             vec![
                 ("themes/ananke".to_string(), "../ananke.git".to_string()),
                 ("x".to_string(), "https://example.com/x.git".to_string())
@@ -1288,6 +1403,51 @@ mod tests {
             resolve_url("http://h/a.git", "https://x/y.git"),
             "https://x/y.git"
         );
+    }
+
+    fn modules(text: &str) -> Vec<(String, String)> {
+        parse_gitmodules(text.as_bytes()).unwrap()
+    }
+
+    fn pair(path: &str, url: &str) -> (String, String) {
+        (path.to_string(), url.to_string())
+    }
+
+    #[test]
+    fn gitmodules_values_are_unquoted_and_unescaped() {
+        let text = "[submodule \"theme\"]\n\tpath = \"themes/my theme\"\n\turl = \"https://example.com/a;b#c.git\"\n\
+                    [submodule \"docs\"]\n\tpath = docs/\n\turl = \"../say \\\"hi\\\".git\"\n";
+        assert_eq!(
+            modules(text),
+            [
+                pair("themes/my theme", "https://example.com/a;b#c.git"),
+                pair("docs", "../say \"hi\".git")
+            ]
+        );
+    }
+
+    #[test]
+    fn gitmodules_comments_are_not_values() {
+        let text = "# a comment = not a key\n; url = https://wrong.example/\n\
+                    [submodule \"theme\"] # trailing comment\n\
+                    \t; path = commented/out\n\tpath = themes/ananke ; the theme\n\
+                    \turl = ../ananke.git # relative\n\t# url = https://wrong.example/x.git\n";
+        assert_eq!(modules(text), [pair("themes/ananke", "../ananke.git")]);
+    }
+
+    #[test]
+    fn gitmodules_subsection_names_may_hold_quotes_and_one_name_is_one_submodule() {
+        let text = "[submodule \"we\\\"ird \\\\ name\"]\n\tpath = a\n\turl = ../a.git\n\
+                    [Submodule \"b\"]\n\tPath = b\n[submodule \"b\"]\n\tURL = ../old.git\n\turl = ../b.git\n";
+        assert_eq!(modules(text), [pair("a", "../a.git"), pair("b", "../b.git")]);
+    }
+
+    #[test]
+    fn gitmodules_without_a_url_or_a_name_are_left_out() {
+        let text = "[submodule \"no-url\"]\n\tpath = vendor/x\n[submodule]\n\tpath = y\n\turl = ../y.git\n\
+                    [core]\n\tpath = z\n\turl = ../z.git\n[submodule \"ok\"]\n\tpath = ok\n\turl = ../ok.git\n";
+        assert_eq!(modules(text), [pair("ok", "../ok.git")]);
+        assert!(parse_gitmodules(b"[submodule \"broken\"\n\tpath = x\n").is_err());
     }
 
     /// Commits `files` in the working tree of `repo` at `time`.

@@ -2,9 +2,10 @@
 //! backend for a mirror's object database, both behind safe functions. The
 //! rest of the crate forbids `unsafe`.
 //!
-//! 1. [`start_without_ca_bundle`], [`bound_memory`] and [`use_ca_bundle`] set
-//!    libgit2's process-wide options; the first two run once, at start,
-//!    while berth has one thread.
+//! 1. [`start_without_ca_bundle`], [`bound_memory`], [`load_ca_bundle_once`]
+//!    and [`limit_silence_once`] set libgit2's process-wide options; the first
+//!    two run at start, while berth has one thread, the others once, before
+//!    the first fetch that needs them.
 //! 2. [`add_pack_backend`] puts a [`PackBackend`] ahead of libgit2's own
 //!    backends in a repository's object database. When libgit2 asks the
 //!    database to write a fetched pack, the backend may take it
@@ -15,14 +16,15 @@
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, c_int, c_void};
-use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use git2::Binding as _;
 use libgit2_sys as raw;
 
 /// Starts libgit2 without OpenSSL's CA bundle: libgit2 loads the whole bundle
 /// as it starts (30–40 ms, more than the rest of a no-change `berth mirror`),
-/// though only https remotes need it; [`use_ca_bundle`] loads it before the
+/// though only https remotes need it; [`load_ca_bundle_once`] loads it before the
 /// first https fetch. Its object cache is off: it helps nothing berth does
 /// (each object is read once).
 ///
@@ -53,11 +55,47 @@ pub fn bound_memory() {
     }
 }
 
-/// Points libgit2's TLS at the CA bundle `file`.
-pub fn use_ca_bundle(file: &Path) -> Result<(), git2::Error> {
-    // SAFETY: libgit2 copies the path; berth calls this before the https fetch
-    // that needs it, under the mirror's start-up lock.
-    unsafe { git2::opts::set_ssl_cert_file(file) }
+/// Whether [`load_ca_bundle_once`] ran.
+static CA_BUNDLE: std::sync::Once = std::sync::Once::new();
+
+/// Points libgit2's TLS at the CA bundle `file` names, the first time it is
+/// called; later calls do nothing.
+pub fn load_ca_bundle_once(file: impl FnOnce() -> Option<PathBuf>) {
+    CA_BUNDLE.call_once(|| {
+        if let Some(file) = file() {
+            // SAFETY: every https fetch waits here first, so no TLS connection to an
+            // https remote uses the certificate store while it is filled; one that an
+            // http remote was redirected to may, and fails its check (the store is
+            // empty until then); OpenSSL locks the store.
+            if let Err(error) = unsafe { git2::opts::set_ssl_cert_file(&file) } {
+                tracing::warn!("cannot load the CA bundle {}: {error}", file.display());
+            }
+        }
+    });
+}
+
+/// Whether libgit2 has its CA bundle.
+pub fn ca_bundle_loaded() -> bool {
+    CA_BUNDLE.is_completed()
+}
+
+/// Sets libgit2's limits on opening a connection and on a server's silence
+/// (every socket libgit2 opens: http, https, git://, and ssh through
+/// libssh2), the first time it is called; later calls do nothing.
+pub fn limit_silence_once(connect: Duration, silence: Duration) {
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        let milliseconds = |limit: Duration| i32::try_from(limit.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: every fetch waits here first, so no connection is opened while
+        // the two integers are set (libgit2 reads them as it opens a stream).
+        let set = unsafe {
+            git2::opts::set_server_connect_timeout_in_milliseconds(milliseconds(connect))
+                .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(milliseconds(silence)))
+        };
+        if let Err(error) = set {
+            tracing::warn!("cannot limit how long a Git server may stay silent: {error}");
+        }
+    });
 }
 
 /// Progress counts libgit2 shows for a pack being written.
