@@ -1,9 +1,13 @@
 //! berth ships static websites to Kubernetes without downtime.
 //!
-//! Layers, top to bottom: [`cli`] (clap types) is resolved into [`settings`];
-//! [`pipeline`] runs the stages [`mirror`], [`build`], [`push`] and [`deploy`] for
-//! each site of a [`config`]; [`output`] prints everything the user sees.
-//! [`run`] is the one place that maps errors to exit codes.
+//! Data flows one way, and imports follow it (`tests/it/layout.rs` checks):
+//! [`cli`] (clap types) is resolved into [`settings`]; [`commands`] run one
+//! verb each through the [`pipeline`], which runs the stages for each site:
+//! [`git`] (mirror, export), [`image`] (generate, build), [`registry`]
+//! (push) and [`deploy`] (roll out, check, roll back). The leaves are the
+//! pipeline file's model ([`config`]), image references and tags
+//! ([`reference`](mod@reference)) and the printer ([`ui`]). [`exit`] is the one place that
+//! decides exit codes; [`git::ffi`] is the one module with `unsafe`.
 
 pub mod cli;
 pub mod commands;
@@ -12,14 +16,13 @@ pub mod deploy;
 pub mod exit;
 pub mod git;
 pub mod image;
-pub mod mirror;
+
 pub mod pipeline;
 pub mod reference;
 pub mod registry;
 pub mod settings;
-pub mod ssh;
+
 pub mod ui;
-pub mod wildcard;
 
 use std::process::ExitCode;
 

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use crate::config::{Config, Site};
 use crate::exit;
-use crate::mirror::{Commit, Mirror, MirrorError};
+use crate::git::{Commit, Mirror, MirrorError};
 use crate::pipeline::sync::sync_mirror;
 use crate::pipeline::{self, CommitChoice, SetupError};
 use crate::reference;

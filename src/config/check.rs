@@ -1,4 +1,4 @@
-//! The pipeline file's checks: every table read with a [`TableReader`] that
+//! The pipeline file's checks: every table read with a `TableReader` that
 //! knows its keys and types, then what crosses tables (names unique, sites
 //! naming known repos and templates, image references, paths that stay
 //! inside the repo, one site per Deployment container). Every problem is

@@ -5,7 +5,7 @@
 //! key it concerns.
 //!
 //! 1. Parse the TOML into a spanned tree (syntax errors stop here, all of them).
-//! 2. Read each table with a [`table::TableReader`] that knows its keys and types and
+//! 2. Read each table with a `table::TableReader` that knows its keys and types and
 //!    reports unknown keys, missing keys and wrong types.
 //! 3. Check what crosses tables ([`check`]): names unique, sites naming known repos and
 //!    templates, image references, paths that stay inside the repo, durations.

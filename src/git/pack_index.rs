@@ -26,7 +26,7 @@
 //! 4. A copy of the pack's bytes goes to an unnamed temporary file, and libgit2's
 //!    indexer takes the pack over, copy first, in two cases. gix-pack maps the
 //!    whole pack into memory while it resolves deltas (a 1 GB pack took the
-//!    process to 1 GB resident), so a pack that grows past [`PARALLEL_LIMIT`]
+//!    process to 1 GB resident), so a pack that grows past `PARALLEL_LIMIT`
 //!    goes to libgit2, which reads through small windows (see
 //!    `bound_git_memory`). And gix-pack refuses deltas whose base is named by
 //!    id rather than by offset, which libgit2's own pack builder writes (a local

@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::git::{TreeFile, TreeFileKind};
 use crate::image::dockerignore::normalise;
 use crate::image::{BuildError, Content, FileTimes, Ignore, ReadBlob};
-use crate::mirror::{TreeFile, TreeFileKind};
 
 /// One entry of a site's content, in the order it goes into a tar.
 pub(crate) struct Item {

@@ -18,7 +18,7 @@ use crate::ui::Printer;
 pub enum ContextBody {
     /// A tar file on disk.
     File(PathBuf),
-    /// A tar being written (see [`stream_site_context`]).
+    /// A tar being written (see [`crate::image::stream_site_context`]).
     Stream(tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>),
 }
 

@@ -354,7 +354,7 @@ mod tests {
 
     #[test]
     fn a_context_from_the_mirror_follows_the_same_rules() {
-        use crate::mirror::{TreeFile, TreeFileKind};
+        use crate::git::{TreeFile, TreeFileKind};
         let contents: HashMap<git2::Oid, &str> = [
             "drafts\n",
             "drafts\n!drafts/next.html\n",

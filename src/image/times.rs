@@ -54,7 +54,7 @@ impl FileTimes {
     }
 
     /// These times for one site whose previous build had the files `previous`;
-    /// `content` (from [`content_digest`]) gives the blob ids of this build's
+    /// `content` (from [`crate::image::content_digest`]) gives the blob ids of this build's
     /// files, so they are not read again.
     #[must_use]
     pub fn with_previous(&self, previous: FileIndex, content: &SiteContent) -> Self {

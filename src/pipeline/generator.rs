@@ -12,8 +12,8 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use crate::config::{Config, Site};
+use crate::git::{Mirror, MirrorError, TreeFileKind};
 use crate::image::{self, BuildError};
-use crate::mirror::{Mirror, MirrorError, TreeFileKind};
 use crate::pipeline::sync::Synced;
 use crate::reference;
 use crate::ui::{Printer, Status};
@@ -256,7 +256,7 @@ impl<'a> Generator<'a> {
 
 /// A site folder read in place from the mirror: how many files, and the
 /// files with a way to read each blob.
-fn in_mirror(files: Vec<crate::mirror::TreeFile>, mirror: Arc<Mutex<Mirror>>) -> (usize, image::SiteFiles) {
+fn in_mirror(files: Vec<crate::git::TreeFile>, mirror: Arc<Mutex<Mirror>>) -> (usize, image::SiteFiles) {
     let count = files
         .iter()
         .filter(|file| !matches!(file.kind, TreeFileKind::Folder))

@@ -1,6 +1,6 @@
 //! The pipeline: runs the stages for each site and reports what happened.
 //!
-//! 1. Select the sites ([`select`]); connect to the Docker Engine, the cluster
+//! 1. Select the sites ([`select`](mod@select)); connect to the Docker Engine, the cluster
 //!    and the registry ([`connect`]); an unreachable part is an environment
 //!    error, exit 3.
 //! 2. Mirror each repo once, off the runtime, and resolve the commit to ship

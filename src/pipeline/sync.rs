@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 
 use crate::config::{Config, Repo, Site};
 use crate::deploy;
-use crate::mirror::{Commit, Mirror, MirrorError};
+use crate::git::{Commit, Mirror, MirrorError};
 use crate::ui::Printer;
 
 /// Which commit of each site to take.

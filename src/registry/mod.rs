@@ -5,7 +5,7 @@
 //!    the pipeline file names: Docker's `config.json` (`auths`, `credHelpers`,
 //!    `credsStore`), environment variables, or files. The secret stays in
 //!    memory and is never printed.
-//! 2. [`push`]: ask the registry (through the Engine) whether the tag exists,
+//! 2. [`push`](mod@push): ask the registry (through the Engine) whether the tag exists,
 //!    and its digest; push through the Engine API, retrying transient failures
 //!    with backoff (an authentication failure is not retried and names the
 //!    registry and the credential source, never the secret); read back the

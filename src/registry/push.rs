@@ -1,6 +1,6 @@
 //! The push through the Engine API, with retries; the pull of an image by
 //! digest; and the registry's digest for a tag. The Engine's words about a
-//! failure are read in one place ([`EngineWords`]).
+//! failure are read in one place (`EngineWords`).
 
 use std::time::Duration;
 

@@ -5,6 +5,7 @@
 mod callers;
 mod deploy;
 mod images;
+mod layout;
 mod mirror;
 mod pipeline;
 mod real_node;

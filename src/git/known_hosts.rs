@@ -195,10 +195,10 @@ fn hosts_match(field: &str, name: &str) -> bool {
     for pattern in field.split(',') {
         let pattern = pattern.to_ascii_lowercase();
         if let Some(negated) = pattern.strip_prefix('!') {
-            if crate::wildcard::matches(negated, name) {
+            if crate::git::wildcard::matches(negated, name) {
                 return false;
             }
-        } else if crate::wildcard::matches(&pattern, name) {
+        } else if crate::git::wildcard::matches(&pattern, name) {
             matched = true;
         }
     }

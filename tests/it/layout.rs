@@ -1,0 +1,157 @@
+//! The source tree's shape: data flows one way, cli → settings → commands →
+//! pipeline → stages → leaves. So each top-level module of `src/` may use only
+//! modules of its own layer or a lower one (`settings` resolves `cli`'s
+//! types, `commands` take `settings`), and the imports form no cycle. This
+//! reads `src/` as text: it needs no stack.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// The layers, top first. A module not listed fails the test: a new one
+/// must be placed.
+const LAYERS: &[&[&str]] = &[
+    &["lib"],
+    &["commands", "exit"],
+    &["settings"],
+    &["cli"],
+    &["pipeline"],
+    &["image"],
+    &[
+        "registry",
+        "deploy",
+        "git",
+        "mirror",
+        "smart_http",
+        "pack_index",
+        "ssh",
+        "wildcard",
+    ],
+    &["config"],
+    &["reference", "ui"],
+];
+
+/// The top-level module of each file (`lib` for lib.rs and main.rs), and the
+/// top-level modules it names through `crate::`, tests and comments left out.
+fn imports(source: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(source) {
+        let entry = entry.unwrap();
+        if entry.path().extension().is_none_or(|ext| ext != "rs") {
+            continue;
+        }
+        let relative = entry.path().strip_prefix(source).unwrap();
+        let first = relative
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
+        let module = match first.trim_end_matches(".rs") {
+            "main" | "lib" => "lib".to_string(),
+            other => other.to_string(),
+        };
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        let used = graph.entry(module.clone()).or_default();
+        for line in code.lines().filter(|line| !line.trim_start().starts_with("//")) {
+            for (at, _) in line.match_indices("crate::") {
+                let name: String = line[at + "crate::".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                if !name.is_empty() && name != module {
+                    used.insert(name);
+                }
+            }
+        }
+    }
+    graph
+}
+
+fn layer_of(module: &str) -> usize {
+    LAYERS
+        .iter()
+        .position(|layer| layer.contains(&module))
+        .unwrap_or_else(|| panic!("module `{module}` is in no layer of tests/it/layout.rs"))
+}
+
+/// A cycle in `graph`, if there is one, as the modules along it.
+fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        module: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|m| m == module) {
+            let mut found = path[start..].to_vec();
+            found.push(module.to_string());
+            return Some(found);
+        }
+        if !done.insert(module.to_string()) {
+            return None;
+        }
+        path.push(module.to_string());
+        for next in graph.get(module).into_iter().flatten() {
+            if let Some(found) = visit(next, graph, path, done) {
+                return Some(found);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|module| visit(module, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn modules_use_only_their_layer_or_lower_ones_and_form_no_cycle() {
+    let graph = imports(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    let mut upward = Vec::new();
+    for (module, used) in &graph {
+        for other in used {
+            if layer_of(other) < layer_of(module) {
+                upward.push(format!("{module} -> {other}"));
+            }
+        }
+    }
+    assert!(upward.is_empty(), "imports that go up a layer: {upward:?}");
+    assert_eq!(cycle(&graph), None, "modules that import each other in a circle");
+}
+
+#[test]
+fn the_cycle_finder_finds_a_cycle() {
+    let graph: BTreeMap<String, BTreeSet<String>> = [
+        ("a", vec!["b"]),
+        ("b", vec!["c"]),
+        ("c", vec!["a"]),
+        ("d", vec![]),
+    ]
+    .into_iter()
+    .map(|(module, used)| (module.to_string(), used.into_iter().map(String::from).collect()))
+    .collect();
+    assert_eq!(
+        cycle(&graph),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+}
+
+#[test]
+fn unsafe_code_lives_in_git_ffi_only() {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(&source) {
+        let entry = entry.unwrap();
+        if entry.path().extension().is_none_or(|ext| ext != "rs") {
+            continue;
+        }
+        let relative = entry.path().strip_prefix(&source).unwrap().display().to_string();
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        if relative != "git/ffi.rs" && text.contains("unsafe") {
+            found.push(relative);
+        }
+    }
+    assert!(found.is_empty(), "unsafe outside src/git/ffi.rs: {found:?}");
+}
