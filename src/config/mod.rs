@@ -131,7 +131,7 @@ pub struct Repo {
     /// Remote URL: https, http, ssh, git or a local path. Never holds credentials.
     pub url: String,
     pub branch: String,
-    /// Environment variable that holds an access token for https remotes.
+    /// Environment variable that holds an access token for http(s) remotes.
     pub token_env: Option<String>,
     /// ssh remotes: the private key file (path resolved); `None` means the ssh-agent.
     pub ssh_key: Option<PathBuf>,

@@ -28,7 +28,7 @@
 //!    whole pack into memory while it resolves deltas (a 1 GB pack took the
 //!    process to 1 GB resident), so a pack that grows past `PARALLEL_LIMIT`
 //!    goes to libgit2, which reads through small windows (see
-//!    `bound_git_memory`). And gix-pack refuses deltas whose base is named by
+//!    [`ffi::bound_memory`]). And gix-pack refuses deltas whose base is named by
 //!    id rather than by offset, which libgit2's own pack builder writes (a local
 //!    path remote; servers built on libgit2); it refuses a broken pack too, and
 //!    libgit2 then gives the error.
