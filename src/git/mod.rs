@@ -21,7 +21,7 @@
 //! [`credentials`] and [`known_hosts`]), [`tree`] (a folder's files and
 //! blobs), [`times`] (each blob's commit time), [`export`] (a folder written
 //! out, [`submodule`]s included), [`pack_index`] (a first pack indexed on
-//! every core); [`ffi`] holds all of berth's FFI.
+//! every core); [`ffi`] is the only module with `unsafe`.
 
 pub mod credentials;
 pub mod export;

@@ -149,7 +149,11 @@ fn unsafe_code_lives_in_git_ffi_only() {
         }
         let relative = entry.path().strip_prefix(&source).unwrap().display().to_string();
         let text = std::fs::read_to_string(entry.path()).unwrap();
-        if relative != "git/ffi.rs" && text.contains("unsafe") {
+        let code = text
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .any(|line| line.contains("unsafe"));
+        if relative != "git/ffi.rs" && code {
             found.push(relative);
         }
     }
