@@ -40,6 +40,7 @@ pub async fn command(
     ))
 }
 
+/// What `run` would do for a site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PlanAction {
@@ -172,8 +173,8 @@ async fn plan_site(
             .ok()
             .map(|d| d.is_some());
     }
-    let older = synced.older_than(&commit, &deployed).await;
-    entry.action = match decide::check(&deployed, &repository, &digest, older, false) {
+    let older = async || synced.older_than(&commit, &deployed).await;
+    entry.action = match decide::check(&deployed, &repository, &digest, false, older).await {
         Check::Unchanged => PlanAction::Unchanged,
         Check::Older { .. } => PlanAction::RefuseOlder,
         Check::Proceed => match same_files(generator, site, synced, &deployed).await? {

@@ -23,21 +23,26 @@ pub enum Check {
 }
 
 /// The check of a site whose Deployment is `deployed`, for an image of
-/// `repository` built from `source_digest`. `older` is the deployed commit
-/// when the commit to ship is its ancestor ([`super::Synced::older_than`]).
-pub fn check(
+/// `repository` built from `source_digest`. `older` gives the deployed commit
+/// when the commit to ship is its ancestor ([`super::Synced::older_than`]);
+/// it reads the mirror, so it is asked only when the answer matters: not for
+/// an unchanged site (most of a nightly run), nor with `--allow-older`.
+pub async fn check(
     deployed: &Deployed,
     repository: &str,
     source_digest: &str,
-    older: Option<String>,
     allow_older: bool,
+    older: impl AsyncFnOnce() -> Option<String>,
 ) -> Check {
     if deployed.runs_source(repository, source_digest) {
         return Check::Unchanged;
     }
-    match older {
-        Some(deployed_commit) if !allow_older => Check::Older { deployed_commit },
-        _ => Check::Proceed,
+    if allow_older {
+        return Check::Proceed;
+    }
+    match older().await {
+        Some(deployed_commit) => Check::Older { deployed_commit },
+        None => Check::Proceed,
     }
 }
 
@@ -157,31 +162,51 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_site_running_its_source_is_unchanged_even_when_older_would_refuse() {
+    /// `check` with `older` answering `answer`; and whether it was asked.
+    async fn checked(
+        deployed: &Deployed,
+        source: &str,
+        allow_older: bool,
+        answer: Option<&str>,
+    ) -> (Check, bool) {
+        let asked = std::cell::Cell::new(false);
+        let check = check(deployed, REPOSITORY, source, allow_older, async || {
+            asked.set(true);
+            answer.map(String::from)
+        })
+        .await;
+        (check, asked.get())
+    }
+
+    #[tokio::test]
+    async fn a_site_running_its_source_is_unchanged_and_the_mirror_is_not_asked() {
         let deployed = running("source-1", None);
-        let older = Some("f".repeat(40));
+        let newer = "f".repeat(40);
         assert_eq!(
-            check(&deployed, REPOSITORY, "source-1", older.clone(), false),
-            Check::Unchanged
+            checked(&deployed, "source-1", false, Some(&newer)).await,
+            (Check::Unchanged, false)
         );
         assert_eq!(
-            check(&deployed, REPOSITORY, "source-2", older.clone(), false),
-            Check::Older {
-                deployed_commit: "f".repeat(40)
-            }
+            checked(&deployed, "source-2", false, Some(&newer)).await,
+            (
+                Check::Older {
+                    deployed_commit: newer.clone()
+                },
+                true
+            )
         );
         assert_eq!(
-            check(&deployed, REPOSITORY, "source-2", older, true),
-            Check::Proceed
+            checked(&deployed, "source-2", true, Some(&newer)).await,
+            (Check::Proceed, false),
+            "--allow-older needs no answer"
         );
         assert_eq!(
-            check(&deployed, REPOSITORY, "source-2", None, false),
-            Check::Proceed
+            checked(&deployed, "source-2", false, None).await,
+            (Check::Proceed, true)
         );
         assert_eq!(
-            check(&Deployed::default(), REPOSITORY, "source-1", None, false),
-            Check::Proceed
+            checked(&Deployed::default(), "source-1", false, None).await,
+            (Check::Proceed, true)
         );
     }
 

@@ -209,19 +209,19 @@ impl RunContext<'_> {
         let repository = self.config.image_repository(site);
         let started = Instant::now();
         let (deployment, deployed) = self.read_deployed(site).await?;
-        let older = synced.older_than(&synced.commit.id, &deployed).await;
         let check = decide::check(
             &deployed,
             &repository,
             &source_digest,
-            older,
             self.options.allow_older,
-        );
-        report
-            .durations
-            .insert("check".into(), started.elapsed().as_secs_f64());
+            async || synced.older_than(&synced.commit.id, &deployed).await,
+        )
+        .await;
         match check {
             Check::Unchanged => {
+                report
+                    .durations
+                    .insert("check".into(), started.elapsed().as_secs_f64());
                 report.image.clone_from(&deployed.image);
                 report.digest = digest_of(&deployed);
                 self.printer.stage(
@@ -455,14 +455,15 @@ impl RunContext<'_> {
     async fn check_again(&self, site: &Site, checked: &Checked<'_>) -> Result<Again, StageFailure> {
         let (deployment, deployed) = self.read_deployed(site).await?;
         let commit = &checked.synced.commit.id;
-        let older = checked.synced.older_than(commit, &deployed).await;
         match decide::check(
             &deployed,
             &checked.repository,
             &checked.source_digest,
-            older,
             self.options.allow_older,
-        ) {
+            async || checked.synced.older_than(commit, &deployed).await,
+        )
+        .await
+        {
             Check::Older { deployed_commit } => Err(DeployError::Older {
                 commit: commit.clone(),
                 deployed: deployed_commit,
