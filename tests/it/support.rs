@@ -267,7 +267,7 @@ impl World {
     /// namespace, images) as `[TEST]`, the open registry as `[REGISTRY]`, and
     /// runs of spaces squeezed (column widths follow the replaced lengths).
     pub fn snapshot_settings(&self) -> insta::Settings {
-        let literal = |text: &str, replacement: &str| (regex_escape(text), replacement.to_string());
+        let literal = |text: &str, replacement: &str| (regex::escape(text), replacement.to_string());
         let mut settings = snapshot_settings(&[
             literal(&self.prefix, "[TEST]"),
             literal(&self.stack.registry, "[REGISTRY]"),
@@ -714,19 +714,6 @@ pub fn snapshot_filters() -> Vec<(String, String)> {
     .into_iter()
     .map(|(regex, replacement)| (regex.to_string(), replacement.to_string()))
     .collect()
-}
-
-/// `text` as a regex that matches just it (what `regex::escape` does, without
-/// the dependency).
-fn regex_escape(text: &str) -> String {
-    let mut escaped = String::new();
-    for c in text.chars() {
-        if "\\.+*?()|[]{}^$#&-~".contains(c) {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
 }
 
 /// insta settings with [`snapshot_filters`]; bind them for a test's snapshots
