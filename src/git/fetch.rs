@@ -29,10 +29,6 @@ pub(super) fn load_ca_bundle() {
     });
 }
 
-pub(super) fn ca_bundle_loaded() -> bool {
-    ffi::ca_bundle_loaded()
-}
-
 /// How long a server may stay silent before a fetch's attempt fails (and is
 /// retried): 600 s, or `BERTH_GIT_TIMEOUT` seconds. Without a limit, a server
 /// that accepts and never answers would hold a nightly run forever; git itself
@@ -181,7 +177,7 @@ impl Mirror {
         // Whether the redirect of an http:// remote to https:// was warned about.
         let mut warned_https = false;
         for attempt in 1..=FETCH_ATTEMPTS {
-            let bundle_loaded = ca_bundle_loaded();
+            let bundle_loaded = ffi::ca_bundle_loaded();
             let (mut fetched, mut https_host) = self.fetch_once(on_progress);
             if fetched.is_err() && https_host.is_some() && !bundle_loaded {
                 // libgit2 followed the redirect before any CA bundle was loaded,
