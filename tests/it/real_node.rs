@@ -305,7 +305,14 @@ async fn a_process_that_exits_at_start_is_a_real_crash_loop_with_its_last_log_li
 COPY . /www/
 ENTRYPOINT ["/bin/sh", "-c", "echo 'landing: reading /etc/landing.conf'; echo 'landing: /etc/landing.conf: no such file' >&2; exit 3"]
 "#;
-    let site = RealSite::new("real-crash", &Image::Dockerfile(dockerfile), |_| {}).await;
+    // The crash loop shows after the kubelet's first 10 s back-off, and berth
+    // calls it after its own 8 s grace: with the usual 20 s progress deadline
+    // the deadline could win the race on a loaded node (a clean clone's CI saw
+    // it), and then this test would not be about berth's fail-fast at all.
+    let site = RealSite::new("real-crash", &Image::Dockerfile(dockerfile), |body| {
+        body["spec"]["progressDeadlineSeconds"] = json!(120);
+    })
+    .await;
     let (report, _) = fails_and_rolls_back(
         &site,
         &["run", "--json"],
@@ -320,6 +327,10 @@ ENTRYPOINT ["/bin/sh", "-c", "echo 'landing: reading /etc/landing.conf'; echo 'l
     assert!(
         error.contains("its last log lines") && error.contains("landing: reading /etc/landing.conf"),
         "the JSON report carries the log lines: {error}"
+    );
+    assert!(
+        !error.contains("progress deadline"),
+        "berth called the crash loop itself, before Kubernetes' deadline: {error}"
     );
 }
 
