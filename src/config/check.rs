@@ -14,8 +14,8 @@ use toml::de::DeTable;
 
 use crate::config::table::{TableReader, line_column};
 use crate::config::{
-    Config, CredentialSource, DEFAULT_TIMEOUT, DeploymentTarget, Diagnostic, ImageSource, Kubernetes, Notify,
-    NotifyOn, Registry, Repo, Site,
+    Config, CredentialSource, DEFAULT_TIMEOUT, DeploymentTarget, Diagnostic, Environment, ImageSource,
+    Kubernetes, Notify, NotifyOn, Registry, Repo, Site, SiteEnvironment,
 };
 use crate::reference;
 
@@ -33,13 +33,31 @@ struct SiteContext<'a> {
     templates_dir: &'a Path,
     registry: Option<&'a Registry>,
     default_namespace: &'a str,
+    /// The environments declared (sites ship to all of them unless they say).
+    environments: &'a [Environment],
 }
 
-/// What the sites read so far have taken: names, and Deployment containers.
+/// What the sites read so far have taken: names, and Deployment containers
+/// (per kubeconfig context: two environments may share a cluster).
 #[derive(Default)]
 struct Taken {
     names: HashSet<String>,
-    targets: HashMap<DeploymentTarget, String>,
+    targets: HashMap<(Option<String>, DeploymentTarget), String>,
+}
+
+/// A `deployment` table's keys as written (each may be left out).
+#[derive(Default)]
+struct DeploymentKeys {
+    namespace: Option<String>,
+    name: Option<String>,
+    container: Option<String>,
+}
+
+/// One `[site.environment.<name>]` as written.
+struct SiteOverride {
+    name: Spanned<String>,
+    deployment: DeploymentKeys,
+    notify: Option<Notify>,
 }
 
 impl Checker<'_> {
@@ -78,9 +96,9 @@ impl Checker<'_> {
         let templates = top
             .string(self, "templates")
             .map_or_else(|| "templates".to_string(), toml::Spanned::into_inner);
-        let registry = top
-            .table(self, "registry", true)
-            .and_then(|table| self.registry(table));
+        let registry_table = top.table(self, "registry", false);
+        let registry_present = registry_table.is_some();
+        let registry = registry_table.and_then(|table| self.registry(table));
         let kubernetes = match top.table(self, "kubernetes", false) {
             Some(table) => self.kubernetes(table),
             None => Kubernetes {
@@ -90,6 +108,12 @@ impl Checker<'_> {
             },
         };
         let default_namespace = kubernetes.namespace.clone();
+        let notify = top
+            .table(self, "notify", false)
+            .and_then(|table| self.notify(table));
+        let environments = self.environments(&mut top, registry.as_ref(), &kubernetes, notify.as_ref());
+        let environments = self.registry_for_all(registry_present, root_span.start, environments);
+        let default_environment = self.default_environment(&mut top, &environments);
 
         let mut repo_names = HashSet::new();
         let repos: Vec<Repo> = top
@@ -106,6 +130,7 @@ impl Checker<'_> {
             templates_dir: &templates_dir,
             registry: registry.as_ref(),
             default_namespace: &default_namespace,
+            environments: &environments,
         };
         let mut taken = Taken::default();
         let sites: Vec<Site> = top
@@ -122,21 +147,172 @@ impl Checker<'_> {
         {
             self.report(root_span.start..root_span.start, None, "no [[site]] is declared");
         }
-        let notify = top
-            .table(self, "notify", false)
-            .and_then(|table| self.notify(table));
         top.finish(self);
 
-        Some(Config {
+        let registry = match (registry, environments.first()) {
+            (Some(registry), _) => registry,
+            (None, Some(first)) if !registry_present => first.registry.clone(),
+            (None, _) => return None,
+        };
+        let config = Config {
             path: path.to_path_buf(),
             state_dir: base.join(state_dir),
             templates_dir,
-            registry: registry?,
+            registry,
             kubernetes,
             repos,
-            sites,
+            sites: sites.clone(),
             notify,
-        })
+            environments,
+            default_environment,
+            environment: None,
+            declared_sites: sites,
+        };
+        // The file as the default environment sees it.
+        config.in_environment(None).ok()
+    }
+
+    /// Every `[[environment]]`, each with whether it names its own registry.
+    fn environments(
+        &mut self,
+        top: &mut TableReader<'_>,
+        registry: Option<&Registry>,
+        kubernetes: &Kubernetes,
+        notify: Option<&Notify>,
+    ) -> Vec<(Environment, bool)> {
+        let mut names = HashSet::new();
+        let mut promote_sources = Vec::new();
+        let mut environments = Vec::new();
+        for (index, mut table) in top.array_of_tables(self, "environment").into_iter().enumerate() {
+            let name = table.required_string(self, "name");
+            if let Some(name) = &name {
+                self.check_name(name, &table.key_path("name"), "environment");
+                if !names.insert(name.get_ref().clone()) {
+                    self.report(
+                        name.span(),
+                        Some(format!("environment[{index}].name")),
+                        format!("duplicate environment name `{}`", name.get_ref()),
+                    );
+                }
+            }
+            let context = table.string(self, "context").map(Spanned::into_inner);
+            let namespace = table.string(self, "namespace");
+            if let Some(namespace) = &namespace
+                && let Err(problem) = reference::check_dns_label(namespace.get_ref())
+            {
+                self.report(namespace.span(), Some(table.key_path("namespace")), problem);
+            }
+            let rollout_timeout = table.duration(self, "rollout_timeout");
+            let own_registry = table.table(self, "registry", false);
+            let has_registry = own_registry.is_some();
+            let own_registry = own_registry.and_then(|t| self.registry(t));
+            let own_notify = table.table(self, "notify", false).and_then(|t| self.notify(t));
+            let promote_from = table.string(self, "promote_from");
+            table.finish(self);
+            let Some(name) = name else { continue };
+            if let Some(source) = &promote_from {
+                promote_sources.push((index, name.get_ref().clone(), source.clone()));
+            }
+            let Some(registry) = own_registry.or_else(|| registry.cloned()).or_else(|| {
+                // Reported once, with [registry].
+                (!has_registry).then(|| Registry {
+                    address: String::new(),
+                    credentials: CredentialSource::None,
+                })
+            }) else {
+                continue;
+            };
+            environments.push((
+                Environment {
+                    name: name.into_inner(),
+                    kubernetes: Kubernetes {
+                        context: context.or_else(|| kubernetes.context.clone()),
+                        namespace: namespace
+                            .map_or_else(|| kubernetes.namespace.clone(), Spanned::into_inner),
+                        rollout_timeout: rollout_timeout.unwrap_or(kubernetes.rollout_timeout),
+                    },
+                    registry,
+                    notify: own_notify.or_else(|| notify.cloned()),
+                    promote_from: promote_from.map(Spanned::into_inner),
+                },
+                has_registry,
+            ));
+        }
+        for (index, name, source) in promote_sources {
+            let key = Some(format!("environment[{index}].promote_from"));
+            if source.get_ref() == &name {
+                self.report(
+                    source.span(),
+                    key,
+                    "an environment cannot be promoted from itself",
+                );
+            } else if !names.contains(source.get_ref()) {
+                self.report(
+                    source.span(),
+                    key,
+                    format!(
+                        "no [[environment]] is named `{}` (known: {})",
+                        source.get_ref(),
+                        known_list(names.iter().map(String::as_str))
+                    ),
+                );
+            }
+        }
+        environments
+    }
+
+    /// The environments; `[registry]` is missing unless each names its own.
+    fn registry_for_all(
+        &mut self,
+        registry_present: bool,
+        at: usize,
+        environments: Vec<(Environment, bool)>,
+    ) -> Vec<Environment> {
+        if !registry_present
+            && (environments.is_empty() || environments.iter().any(|(_, has_registry)| !has_registry))
+        {
+            self.report(
+                at..at,
+                Some("registry".into()),
+                if environments.is_empty() {
+                    "missing table [registry]"
+                } else {
+                    "missing table [registry] (an [[environment]] without its own `registry` uses it)"
+                },
+            );
+        }
+        environments
+            .into_iter()
+            .map(|(environment, _)| environment)
+            .collect()
+    }
+
+    /// `default_environment`: one of the environments (the first without it).
+    fn default_environment(
+        &mut self,
+        top: &mut TableReader<'_>,
+        environments: &[Environment],
+    ) -> Option<String> {
+        let named = top.string(self, "default_environment");
+        match named {
+            None => environments.first().map(|e| e.name.clone()),
+            Some(named) if environments.iter().any(|e| &e.name == named.get_ref()) => {
+                Some(named.into_inner())
+            }
+            Some(named) => {
+                let message = if environments.is_empty() {
+                    "no [[environment]] is declared".to_string()
+                } else {
+                    format!(
+                        "no [[environment]] is named `{}` (known: {})",
+                        named.get_ref(),
+                        known_list(environments.iter().map(|e| e.name.as_str()))
+                    )
+                };
+                self.report(named.span(), Some("default_environment".into()), message);
+                None
+            }
+        }
     }
 
     /// `[registry]`.
@@ -275,37 +451,195 @@ impl Checker<'_> {
         }
         let deployment = table
             .table(self, "deployment", true)
-            .and_then(|deployment| self.deployment(deployment, context.default_namespace));
-        if let (Some((target, span)), Some(site_name)) = (&deployment, &name)
-            && let Some(other) = taken.targets.insert(target.clone(), site_name.get_ref().clone())
-        {
-            self.report(
-                span.clone(),
-                Some(format!("site[{index}].deployment")),
-                format!(
-                    "site `{other}` already ships to container `{}` of Deployment {}/{}",
-                    target.container, target.namespace, target.name
-                ),
-            );
-        }
+            .map(|deployment| self.deployment(deployment, true));
+        let listed = self.site_environments(&mut table, context);
+        let overrides = self.site_overrides(&mut table, listed.as_deref());
         table.finish(self);
-        if let (Some(name), Some(repo), Some(image_source), Some(image), Some((deployment, _))) =
+        let (Some(name), Some(repo), Some(image_source), Some(image), Some((keys, span))) =
             (name, repo, image_source, image, deployment)
-        {
-            return Some(Site {
-                name: name.into_inner(),
-                repo: repo.into_inner(),
-                path: normalise_path(site_path.as_ref().map_or(".", |p| p.get_ref())),
-                build: build.map(Spanned::into_inner),
-                output: output.map(|o| normalise_path(o.get_ref())),
-                image_source,
-                build_args: build_args.unwrap_or_default(),
-                git_history,
-                image: image.into_inner(),
+        else {
+            return None;
+        };
+        let (Some(deployment_name), Some(container)) = (keys.name.clone(), keys.container.clone()) else {
+            return None;
+        };
+        let default_target = DeploymentTarget {
+            namespace: keys
+                .namespace
+                .clone()
+                .unwrap_or_else(|| context.default_namespace.to_string()),
+            name: deployment_name,
+            container,
+        };
+        let environments = resolve_environments(
+            listed.as_deref().unwrap_or_default(),
+            &overrides,
+            &keys,
+            &default_target,
+            context,
+        );
+        self.take_targets(
+            index,
+            name.get_ref(),
+            &span,
+            &default_target,
+            &environments,
+            context,
+            taken,
+        );
+        Some(Site {
+            name: name.into_inner(),
+            repo: repo.into_inner(),
+            path: normalise_path(site_path.as_ref().map_or(".", |p| p.get_ref())),
+            build: build.map(Spanned::into_inner),
+            output: output.map(|o| normalise_path(o.get_ref())),
+            image_source,
+            build_args: build_args.unwrap_or_default(),
+            git_history,
+            image: image.into_inner(),
+            deployment: default_target,
+            notify: None,
+            environments,
+        })
+    }
+
+    /// Records the site's Deployment containers in `taken` (per kubeconfig
+    /// context), reporting one another site (or environment) already ships to.
+    #[expect(clippy::too_many_arguments, reason = "the site's parts, read by its caller")]
+    fn take_targets(
+        &mut self,
+        index: usize,
+        name: &str,
+        span: &Range<usize>,
+        default_target: &DeploymentTarget,
+        environments: &[SiteEnvironment],
+        context: &SiteContext<'_>,
+        taken: &mut Taken,
+    ) {
+        let targets: Vec<(Option<String>, DeploymentTarget, String)> = if context.environments.is_empty() {
+            vec![(None, default_target.clone(), String::new())]
+        } else {
+            environments
+                .iter()
+                .map(|there| {
+                    let declared = context.environments.iter().find(|e| e.name == there.environment);
+                    let context_name = declared.and_then(|e| e.kubernetes.context.clone());
+                    (
+                        context_name,
+                        there.deployment.clone(),
+                        format!(" in environment `{}`", there.environment),
+                    )
+                })
+                .collect()
+        };
+        for (context_name, target, where_) in targets {
+            if let Some(other) = taken
+                .targets
+                .insert((context_name, target.clone()), name.to_string())
+            {
+                let other = if other == name {
+                    "another environment of this site".to_string()
+                } else {
+                    format!("site `{other}`")
+                };
+                self.report(
+                    span.clone(),
+                    Some(format!("site[{index}].deployment")),
+                    format!(
+                        "{other} already ships to container `{}` of Deployment {}/{}{where_}",
+                        target.container, target.namespace, target.name
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A site's `environments`: each a declared environment, none twice; all
+    /// of them when the key is left out. `None` when something is wrong.
+    fn site_environments(
+        &mut self,
+        table: &mut TableReader<'_>,
+        context: &SiteContext<'_>,
+    ) -> Option<Vec<String>> {
+        let key = table.key_path("environments");
+        let Some(listed) = table.string_array(self, "environments") else {
+            return Some(context.environments.iter().map(|e| e.name.clone()).collect());
+        };
+        let mut names: Vec<String> = Vec::new();
+        let mut valid = true;
+        for name in listed {
+            let problem = if context.environments.is_empty() {
+                Some("no [[environment]] is declared".to_string())
+            } else if !context.environments.iter().any(|e| &e.name == name.get_ref()) {
+                Some(format!(
+                    "no [[environment]] is named `{}` (known: {})",
+                    name.get_ref(),
+                    known_list(context.environments.iter().map(|e| e.name.as_str()))
+                ))
+            } else if names.contains(name.get_ref()) {
+                Some(format!("`{}` is listed twice", name.get_ref()))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                self.report(name.span(), Some(key.clone()), problem);
+                valid = false;
+            } else {
+                names.push(name.into_inner());
+            }
+        }
+        if valid && names.is_empty() {
+            self.report(
+                table.span.clone(),
+                Some(key),
+                "the site ships to no environment; list at least one",
+            );
+            valid = false;
+        }
+        // In the file's order of environments.
+        names.sort_by_key(|name| context.environments.iter().position(|e| &e.name == name));
+        valid.then_some(names)
+    }
+
+    /// `[site.environment.<name>]`: the site's Deployment and webhook in one
+    /// of the environments it ships to.
+    fn site_overrides(
+        &mut self,
+        table: &mut TableReader<'_>,
+        listed: Option<&[String]>,
+    ) -> Vec<SiteOverride> {
+        let mut overrides = Vec::new();
+        for (name, mut reader) in table.named_tables(self, "environment") {
+            if let Some(listed) = listed
+                && !listed.contains(name.get_ref())
+            {
+                self.report(
+                    name.span(),
+                    Some(reader.key_path("")).map(|k| k.trim_end_matches('.').to_string()),
+                    if listed.is_empty() {
+                        "no [[environment]] is declared".to_string()
+                    } else {
+                        format!(
+                            "the site does not ship to `{}` (its environments: {})",
+                            name.get_ref(),
+                            listed.join(", ")
+                        )
+                    },
+                );
+            }
+            let deployment = reader
+                .table(self, "deployment", false)
+                .map(|t| self.deployment(t, false).0)
+                .unwrap_or_default();
+            let notify = reader.table(self, "notify", false).and_then(|t| self.notify(t));
+            reader.finish(self);
+            overrides.push(SiteOverride {
+                name,
                 deployment,
+                notify,
             });
         }
-        None
+        overrides
     }
 
     /// A site's `repo`, which a `[[repo]]` must name.
@@ -408,19 +742,30 @@ impl Checker<'_> {
         }
     }
 
-    /// A site's `deployment = { namespace, name, container }`, and its span.
+    /// A `deployment = { namespace, name, container }` as written, and its
+    /// span; `name` and `container` must be there when `required`.
     fn deployment(
         &mut self,
         mut deployment: TableReader<'_>,
-        default_namespace: &str,
-    ) -> Option<(DeploymentTarget, Range<usize>)> {
+        required: bool,
+    ) -> (DeploymentKeys, Range<usize>) {
         let namespace = deployment.string(self, "namespace");
-        let name = deployment.required_string(self, "name");
-        let container = deployment.required_string(self, "container");
-        for (key, value) in [
-            ("namespace", &namespace),
-            ("name", &name),
-            ("container", &container),
+        let (name, container) = if required {
+            (
+                deployment.required_string(self, "name"),
+                deployment.required_string(self, "container"),
+            )
+        } else {
+            (
+                deployment.string(self, "name"),
+                deployment.string(self, "container"),
+            )
+        };
+        let mut keys = DeploymentKeys::default();
+        for (key, value, slot) in [
+            ("namespace", namespace, &mut keys.namespace),
+            ("name", name, &mut keys.name),
+            ("container", container, &mut keys.container),
         ] {
             if let Some(value) = value {
                 let check = if key == "name" {
@@ -428,19 +773,15 @@ impl Checker<'_> {
                 } else {
                     reference::check_dns_label(value.get_ref())
                 };
-                if let Err(problem) = check {
-                    self.report(value.span(), Some(deployment.key_path(key)), problem);
+                match check {
+                    Ok(()) => *slot = Some(value.into_inner()),
+                    Err(problem) => self.report(value.span(), Some(deployment.key_path(key)), problem),
                 }
             }
         }
         let span = deployment.span.clone();
         deployment.finish(self);
-        let target = DeploymentTarget {
-            namespace: namespace.map_or_else(|| default_namespace.to_string(), Spanned::into_inner),
-            name: name?.into_inner(),
-            container: container?.into_inner(),
-        };
-        Some((target, span))
+        (keys, span)
     }
 
     /// `[notify]`.
@@ -690,6 +1031,49 @@ fn check_env_name(checker: &mut Checker<'_>, name: &Spanned<String>, key: &str) 
             Some(key.to_string()),
             format!("`{}` is not an environment variable name", name.get_ref()),
         );
+    }
+}
+
+/// A site's Deployment in each environment it ships to: the keys of its
+/// `[site.environment.<name>] deployment`, else its `deployment`'s, else the
+/// environment's namespace.
+fn resolve_environments(
+    listed: &[String],
+    overrides: &[SiteOverride],
+    keys: &DeploymentKeys,
+    default_target: &DeploymentTarget,
+    context: &SiteContext<'_>,
+) -> Vec<SiteEnvironment> {
+    listed
+        .iter()
+        .filter_map(|environment| {
+            let declared = context.environments.iter().find(|e| &e.name == environment)?;
+            let override_ = overrides.iter().find(|o| o.name.get_ref() == environment);
+            let written = override_.map(|o| &o.deployment);
+            let pick = |key: fn(&DeploymentKeys) -> &Option<String>| written.and_then(|w| key(w).clone());
+            Some(SiteEnvironment {
+                environment: environment.clone(),
+                deployment: DeploymentTarget {
+                    namespace: pick(|k| &k.namespace)
+                        .or_else(|| keys.namespace.clone())
+                        .unwrap_or_else(|| declared.kubernetes.namespace.clone()),
+                    name: pick(|k| &k.name).unwrap_or_else(|| default_target.name.clone()),
+                    container: pick(|k| &k.container).unwrap_or_else(|| default_target.container.clone()),
+                },
+                notify: override_.and_then(|o| o.notify.clone()),
+            })
+        })
+        .collect()
+}
+
+/// `a`, `b`: names for a "known:" list, or `none`.
+fn known_list<'n>(names: impl Iterator<Item = &'n str>) -> String {
+    let mut names: Vec<String> = names.map(|name| format!("`{name}`")).collect();
+    names.sort();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
     }
 }
 

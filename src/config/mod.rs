@@ -35,9 +35,61 @@ pub struct Config {
     pub registry: Registry,
     pub kubernetes: Kubernetes,
     pub repos: Vec<Repo>,
+    /// The sites of [`Self::environment`] (every site in a file without
+    /// environments), their Deployments and webhooks that environment's.
     pub sites: Vec<Site>,
-    /// `[notify]`: a webhook told about results.
+    /// `[notify]` (or the environment's): a webhook told about results.
     pub notify: Option<Notify>,
+    /// `[[environment]]`, in file order; empty in a file that declares none.
+    pub environments: Vec<Environment>,
+    /// The environment `berth run` and `ship` target without `--env`:
+    /// `default_environment`, else the first declared.
+    pub default_environment: Option<String>,
+    /// The environment this view of the file is for ([`Self::in_environment`]);
+    /// `None` in a file without environments.
+    pub environment: Option<String>,
+    /// Every `[[site]]` declared, whichever environments it ships to.
+    pub declared_sites: Vec<Site>,
+}
+
+/// `[[environment]]`: a cluster (and optionally a registry and a webhook)
+/// sites ship to, such as staging or production.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub name: String,
+    /// Its kubeconfig context, default namespace and rollout timeout
+    /// (`[kubernetes]`'s where it names none).
+    pub kubernetes: Kubernetes,
+    /// Its registry (`[registry]` where it names none).
+    pub registry: Registry,
+    /// Its webhook (`[notify]` where it names none).
+    pub notify: Option<Notify>,
+    /// Where `berth promote --to <this>` takes the image from without `--from`.
+    pub promote_from: Option<String>,
+}
+
+/// A site in one environment: its Deployment there, and its webhook.
+#[derive(Debug, Clone)]
+pub struct SiteEnvironment {
+    pub environment: String,
+    pub deployment: DeploymentTarget,
+    /// `[site.environment.<name>] notify`: told about this site only.
+    pub notify: Option<Notify>,
+}
+
+/// A `--env` the file cannot serve.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EnvironmentError {
+    /// The file declares environments, none of them this one.
+    #[error("no environment named `{name}` in {config} (environments: {known})")]
+    Unknown {
+        name: String,
+        config: String,
+        known: String,
+    },
+    /// `--env` was given for a file that declares no `[[environment]]`.
+    #[error("{config} declares no [[environment]]; leave out --env {name}, or declare the environment")]
+    NoEnvironments { name: String, config: String },
 }
 
 /// `[notify]`
@@ -160,7 +212,20 @@ pub struct Site {
     pub git_history: bool,
     /// Repository under the registry, for example `sites/www`.
     pub image: String,
+    /// Its Deployment in [`Config::environment`].
     pub deployment: DeploymentTarget,
+    /// Its own webhook in [`Config::environment`], besides the environment's.
+    pub notify: Option<Notify>,
+    /// The environments it ships to, in the file's order of environments,
+    /// with its Deployment in each; empty in a file without environments.
+    pub environments: Vec<SiteEnvironment>,
+}
+
+impl Site {
+    /// This site in environment `name`, if it ships there.
+    pub fn environment(&self, name: &str) -> Option<&SiteEnvironment> {
+        self.environments.iter().find(|e| e.environment == name)
+    }
 }
 
 /// Where the site's Dockerfile comes from.
@@ -266,6 +331,61 @@ impl Config {
                 diagnostics,
             }),
         }
+    }
+
+    /// This file as seen from environment `name` (the default environment
+    /// when `None`): that environment's cluster, registry and webhook, its
+    /// sites only, each with its Deployment there. A file without
+    /// environments is returned as it is (`name` must then be `None`).
+    pub fn in_environment(&self, name: Option<&str>) -> Result<Self, EnvironmentError> {
+        if self.environments.is_empty() {
+            return match name {
+                None => Ok(self.clone()),
+                Some(name) => Err(EnvironmentError::NoEnvironments {
+                    name: name.to_string(),
+                    config: self.path.display().to_string(),
+                }),
+            };
+        }
+        let name = name
+            .or(self.default_environment.as_deref())
+            .expect("a file with environments has a default one");
+        let environment = self
+            .environments
+            .iter()
+            .find(|environment| environment.name == name)
+            .ok_or_else(|| EnvironmentError::Unknown {
+                name: name.to_string(),
+                config: self.path.display().to_string(),
+                known: self.environment_names().join(", "),
+            })?;
+        let mut view = self.clone();
+        view.environment = Some(environment.name.clone());
+        view.kubernetes = environment.kubernetes.clone();
+        view.registry = environment.registry.clone();
+        view.notify.clone_from(&environment.notify);
+        view.sites = self
+            .declared_sites
+            .iter()
+            .filter_map(|site| {
+                let there = site.environment(name)?;
+                let mut site = site.clone();
+                site.deployment = there.deployment.clone();
+                site.notify.clone_from(&there.notify);
+                Some(site)
+            })
+            .collect();
+        Ok(view)
+    }
+
+    /// The names of the environments, in file order.
+    pub fn environment_names(&self) -> Vec<&str> {
+        self.environments.iter().map(|e| e.name.as_str()).collect()
+    }
+
+    /// The declared environment `name`.
+    pub fn environment_named(&self, name: &str) -> Option<&Environment> {
+        self.environments.iter().find(|e| e.name == name)
     }
 
     pub fn site(&self, name: &str) -> Option<&Site> {

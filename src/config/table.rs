@@ -196,6 +196,63 @@ impl<'a> TableReader<'a> {
         }
     }
 
+    /// An array of strings, each with its span.
+    pub(crate) fn string_array(
+        &mut self,
+        checker: &mut Checker<'_>,
+        key: &str,
+    ) -> Option<Vec<Spanned<String>>> {
+        let (_, value) = self.get(key)?;
+        let DeValue::Array(items) = value.get_ref() else {
+            checker.report(
+                value.span(),
+                Some(self.key_path(key)),
+                format!(
+                    "expected an array of strings, found {}",
+                    type_name(value.get_ref())
+                ),
+            );
+            return None;
+        };
+        let mut strings = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            match item.get_ref() {
+                DeValue::String(text) => strings.push(Spanned::new(item.span(), text.to_string())),
+                other => checker.report(
+                    item.span(),
+                    Some(format!("{}[{index}]", self.key_path(key))),
+                    format!("expected a string, found {}", type_name(other)),
+                ),
+            }
+        }
+        Some(strings)
+    }
+
+    /// A table of tables (`[key.<name>]`): each entry's name, with its span,
+    /// and a reader for it.
+    pub(crate) fn named_tables(
+        &mut self,
+        checker: &mut Checker<'_>,
+        key: &str,
+    ) -> Vec<(Spanned<String>, TableReader<'a>)> {
+        let Some(mut outer) = self.table(checker, key, false) else {
+            return Vec::new();
+        };
+        let entries: Vec<_> = outer
+            .table
+            .iter()
+            .map(|(name, _)| Spanned::new(name.span(), name.get_ref().to_string()))
+            .collect();
+        entries
+            .into_iter()
+            .filter_map(|name| {
+                outer
+                    .table(checker, name.get_ref(), false)
+                    .map(|reader| (name, reader))
+            })
+            .collect()
+    }
+
     pub(crate) fn array_of_tables(&mut self, checker: &mut Checker<'_>, key: &str) -> Vec<TableReader<'a>> {
         let Some((_, value)) = self.get(key) else {
             return Vec::new();
