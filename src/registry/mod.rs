@@ -10,13 +10,18 @@
 //!    with backoff (an authentication failure is not retried and names the
 //!    registry and the credential source, never the secret); read back the
 //!    manifest digest the registry now holds for the tag.
+//! 3. [`copy`](mod@copy): copy an image from one registry to another by
+//!    digest, byte for byte, through the Registry HTTP API v2 (for `berth
+//!    promote`: production runs the very manifest staging ran).
 //!
 //! The names of what goes in a registry (addresses, repositories, tags) are
 //! [`crate::reference`]'s: the pipeline file's checks use them too.
 
+pub mod copy;
 pub mod credentials;
 pub mod push;
 
+pub use copy::{Copied, CopyError, Endpoint, copy_by_digest};
 pub use credentials::{RegistryAuth, resolve_credentials};
 pub use push::{pull, push, registry_digest};
 

@@ -9,6 +9,7 @@ mod layout;
 mod mirror;
 mod pipeline;
 mod real_node;
+mod registry_copy;
 mod stack;
 mod support;
 mod validate;

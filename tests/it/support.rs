@@ -10,8 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 // What the tests use of berth's library, in one place: these module paths
 // follow src/'s layout.
 use berth::commands::preview::create_published;
+pub use berth::config::CredentialSource;
 pub use berth::deploy::rollout::{RolloutState, pod_problem, rollout_state};
 pub use berth::image::{BuildError, ContextBody, ImageBuild, build_image};
+pub use berth::registry::push as push_image;
+pub use berth::registry::{Copied, CopyError, Endpoint, RegistryAuth, copy_by_digest, resolve_credentials};
 pub use berth::ui::{Printer, Verbosity};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
