@@ -35,9 +35,13 @@ pub struct GlobalArgs {
     /// Say more: generator and Engine output, rollout progress. Twice: debug logs.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Print one JSON document on stdout instead of tables (run, ship, rollback, plan, status, history).
+    /// Print one JSON document on stdout instead of tables (run, ship, rollback, promote, plan, status, history).
     #[arg(long, global = true)]
     pub json: bool,
+    /// The environment to work in (default: the pipeline file's default one;
+    /// plan, status and history show every environment without it).
+    #[arg(long = "env", global = true, env = "BERTH_ENV", value_name = "NAME")]
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,6 +54,8 @@ pub enum Command {
     Ship(ShipArgs),
     /// Roll a site's Deployment back to its previous revision, or to a commit it ran before.
     Rollback(RollbackArgs),
+    /// Deploy the exact image a site runs (or ran) in one environment to another, by digest.
+    Promote(PromoteArgs),
     /// Show what `run` would do for each site, changing nothing.
     Plan(PlanArgs),
     /// Show each site's branch head, deployed commit and image, rollout state.
@@ -153,6 +159,23 @@ pub struct RollbackArgs {
     /// A commit (or its prefix) the Deployment ran before; default: the previous revision.
     #[arg(long)]
     pub to: Option<String>,
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The site to promote.
+    pub site: String,
+    /// The environment whose image to take (default: the target's `promote_from`, else the default environment).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The environment to deploy it to.
+    #[arg(long)]
+    pub to: String,
+    /// A commit (or its prefix) that runs, or ran and passed, in the source environment (default: what runs there).
+    #[arg(long)]
+    pub commit: Option<String>,
     #[command(flatten)]
     pub deploy: DeployArgs,
 }

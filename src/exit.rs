@@ -2,7 +2,7 @@
 //! from a run's report, from the error a command stopped with, or from a
 //! count of failures.
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, EnvironmentError};
 use crate::pipeline::{FailureKind, RunReport, SetupError, SiteAction};
 
 /// Everything went well.
@@ -41,13 +41,16 @@ pub fn of_run(report: &RunReport) -> u8 {
 /// The code of a command that stopped with `error`, by its kind.
 pub fn of_error(error: &anyhow::Error) -> u8 {
     for cause in error.chain() {
-        if cause.downcast_ref::<ConfigError>().is_some() {
+        if cause.downcast_ref::<ConfigError>().is_some() || cause.downcast_ref::<EnvironmentError>().is_some()
+        {
             return USAGE;
         }
         if let Some(setup) = cause.downcast_ref::<SetupError>() {
             return match setup {
                 SetupError::UnknownSite { .. }
                 | SetupError::UnknownRepo { .. }
+                | SetupError::NotInEnvironment { .. }
+                | SetupError::SameEnvironment(_)
                 | SetupError::NotEmpty { .. } => USAGE,
                 SetupError::Environment(_) => ENVIRONMENT,
             };

@@ -28,6 +28,15 @@ pub enum Action {
         to: Option<String>,
         deploy: DeployOptions,
     },
+    Promote {
+        site: String,
+        /// `None`: the target's `promote_from`, else the default environment.
+        from: Option<String>,
+        to: String,
+        /// `None`: what runs in the source environment.
+        commit: Option<String>,
+        deploy: DeployOptions,
+    },
     Plan {
         sites: Vec<String>,
         shard: Option<Shard>,
@@ -77,6 +86,9 @@ pub struct Settings {
     pub debug_logs: bool,
     /// Results as one JSON document on stdout.
     pub json: bool,
+    /// `--env`: the environment to work in; `None` is the file's default
+    /// (every environment, for plan, status and history).
+    pub environment: Option<String>,
     pub action: Action,
 }
 
@@ -105,6 +117,13 @@ impl Settings {
             Command::Rollback(args) => Action::Rollback {
                 site: args.site,
                 to: args.to,
+                deploy: deploy_options(&args.deploy),
+            },
+            Command::Promote(args) => Action::Promote {
+                site: args.site,
+                from: args.from,
+                to: args.to,
+                commit: args.commit,
                 deploy: deploy_options(&args.deploy),
             },
             Command::Plan(args) => Action::Plan {
@@ -136,11 +155,13 @@ impl Settings {
             verbosity,
             debug_logs: cli.global.verbose > 1,
             json: cli.global.json,
+            environment: cli.global.environment,
             action,
         }
     }
 
-    /// Loads the pipeline file, applying the state-dir override.
+    /// Loads the pipeline file, applying the state-dir override: the file as
+    /// its default environment sees it, every environment still declared.
     pub fn load_config(&self) -> Result<Config, ConfigError> {
         let mut config = Config::load(&self.config_path)?;
         if let Some(state_dir) = &self.state_dir_override {

@@ -1,6 +1,8 @@
 //! `berth history`: a site's past deployments, from its Deployment's
 //! ReplicaSet revisions and from berth's own run log
-//! (`<state_dir>/runs.jsonl`), which every run, ship and rollback appends to.
+//! (`<state_dir>/runs.jsonl`), which every run, ship, rollback and promote
+//! appends to. In a file with environments, each line names its environment,
+//! and without `--env` every environment the site ships to is shown.
 
 use std::io::Write as _;
 
@@ -12,19 +14,40 @@ use crate::reference;
 use crate::settings::Settings;
 use crate::ui::{Printer, table};
 
-/// `berth history`: one site's history, as tables or `--json`.
+/// `berth history`: one site's history in each of `views` (one per
+/// environment) that it ships to, as tables or `--json` (one environment:
+/// its history; several: `{"site", "environments": [...]}`).
 pub async fn command(
     settings: &Settings,
-    config: &Config,
+    views: &[Config],
     site: &str,
     printer: &Printer,
 ) -> anyhow::Result<u8> {
-    let selected = pipeline::select(config, &[site.to_string()], None)?;
-    let history = history(config, selected[0]).await?;
+    let mut histories = Vec::new();
+    for config in views {
+        if views.len() > 1 && config.site(site).is_none() && config.declared_site(site).is_some() {
+            continue;
+        }
+        let selected = pipeline::select(config, &[site.to_string()], None)?;
+        histories.push(history(config, selected[0]).await?);
+    }
     if settings.json {
-        printer.result(&serde_json::to_string_pretty(&history)?);
+        let document = match histories.as_slice() {
+            [one] => serde_json::to_value(one)?,
+            _ => serde_json::json!({"site": site, "environments": histories}),
+        };
+        printer.result(&serde_json::to_string_pretty(&document)?);
     } else {
-        printer.result(&history_text(&history));
+        let texts: Vec<String> = histories
+            .iter()
+            .map(|history| match &history.environment {
+                Some(environment) if histories.len() > 1 => {
+                    format!("{environment}:\n{}", history_text(history))
+                }
+                _ => history_text(history),
+            })
+            .collect();
+        printer.result(&texts.join("\n"));
     }
     Ok(exit::OK)
 }
@@ -34,6 +57,9 @@ pub async fn command(
 pub struct LogEntry {
     pub time: String,
     pub command: String,
+    /// The environment (absent in a file without environments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     pub site: String,
     pub commit: Option<String>,
     pub image: Option<String>,
@@ -54,6 +80,7 @@ pub fn append_log(config: &Config, command: &str, report: &RunReport) -> std::io
         let entry = LogEntry {
             time: time.clone(),
             command: command.to_string(),
+            environment: report.environment.clone(),
             site: site.site.clone(),
             commit: site.commit.clone(),
             image: site.image.clone(),
@@ -78,7 +105,7 @@ fn read_log(config: &Config, site: &str) -> Vec<LogEntry> {
     };
     text.lines()
         .filter_map(|line| serde_json::from_str::<LogEntry>(line).ok())
-        .filter(|entry| entry.site == site)
+        .filter(|entry| entry.site == site && entry.environment == config.environment)
         .collect()
 }
 
@@ -86,6 +113,7 @@ fn read_log(config: &Config, site: &str) -> Vec<LogEntry> {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct History {
     pub site: String,
+    pub environment: Option<String>,
     pub revisions: Vec<deploy::Revision>,
     pub runs: Vec<LogEntry>,
 }
@@ -95,6 +123,7 @@ pub async fn history(config: &Config, site: &Site) -> anyhow::Result<History> {
     let revisions = deployer.history(&site.deployment).await?;
     Ok(History {
         site: site.name.clone(),
+        environment: config.environment.clone(),
         revisions,
         runs: read_log(config, &site.name),
     })

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::commands::json_document;
+use crate::commands::{Row, json_document, promote_column, selected_in};
 use crate::config::{Config, Site};
 use crate::deploy::{Deployed, Deployer};
 use crate::exit;
+use crate::pipeline::decide::PromoteChange;
 use crate::pipeline::decide::{self, Check};
 use crate::pipeline::sync::SyncError;
 use crate::pipeline::{self, CommitChoice, Generator, Shard, Synced};
@@ -18,18 +19,34 @@ use crate::registry;
 use crate::settings::Settings;
 use crate::ui::{Printer, table};
 
-/// `berth plan`: the plan of the named sites, as a table or `--json`; exit 1
-/// when a site's state could not be read.
+/// `berth plan`: the plan of the named sites in each of `views` (one per
+/// environment shown), side by side, as a table or `--json`; exit 1 when a
+/// site's state could not be read.
 pub async fn command(
     settings: &Settings,
-    config: &Config,
+    views: &[Config],
     sites: &[String],
     shard: Option<Shard>,
     printer: &Printer,
     started: SystemTime,
 ) -> anyhow::Result<u8> {
-    let selected = pipeline::select(config, sites, shard)?;
-    let entries = plan(config, &selected, printer).await?;
+    let mut entries = Vec::new();
+    for (config, selected) in selected_in(views, sites, shard)? {
+        entries.extend(plan(config, &selected, printer).await?);
+    }
+    let rows: Vec<Row<'_>> = entries
+        .iter()
+        .map(|e| Row {
+            site: &e.site,
+            environment: e.environment.as_deref(),
+            image: e.deployed_image.as_deref(),
+            commit: e.deployed_commit.as_deref(),
+        })
+        .collect();
+    let promote = promote_column(&views[0], &rows);
+    for (entry, change) in entries.iter_mut().zip(promote) {
+        entry.promote = change;
+    }
     if settings.json {
         printer.result(&json_document("berth.plan/v1", "plan", started, &entries)?);
     } else {
@@ -63,6 +80,8 @@ pub enum PlanAction {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PlanEntry {
     pub site: String,
+    /// The environment (absent in a file without environments).
+    pub environment: Option<String>,
     pub repo: String,
     pub branch: String,
     pub head_commit: Option<String>,
@@ -76,6 +95,9 @@ pub struct PlanEntry {
     pub action: PlanAction,
     /// Why the site is up to date, as `run` would say it.
     pub reason: Option<String>,
+    /// What `berth promote` would change here, from the environment it
+    /// promotes from (when that one is shown too).
+    pub promote: Option<PromoteChange>,
     pub error: Option<String>,
 }
 
@@ -104,6 +126,7 @@ pub async fn plan(config: &Config, sites: &[&Site], printer: &Printer) -> anyhow
         let repo = config.repo(&site.repo).expect("validated");
         let mut entry = PlanEntry {
             site: site.name.clone(),
+            environment: config.environment.clone(),
             repo: repo.name.clone(),
             branch: repo.branch.clone(),
             head_commit: None,
@@ -114,6 +137,7 @@ pub async fn plan(config: &Config, sites: &[&Site], printer: &Printer) -> anyhow
             deployed_image: None,
             action: PlanAction::Error,
             reason: None,
+            promote: None,
             error: None,
         };
         let sources = Sources {
@@ -208,11 +232,15 @@ async fn same_files(
 }
 
 pub fn plan_table(entries: &[PlanEntry]) -> String {
+    let environments = entries.iter().any(|e| e.environment.is_some());
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
-            vec![
-                e.site.clone(),
+            let mut row = vec![e.site.clone()];
+            if environments {
+                row.push(e.environment.clone().unwrap_or_default());
+            }
+            row.extend([
                 e.head_commit.as_deref().map_or("-", reference::short).to_string(),
                 match e.image_present {
                     Some(true) => "yes".into(),
@@ -224,6 +252,11 @@ pub fn plan_table(entries: &[PlanEntry]) -> String {
                     .map_or("-", reference::short)
                     .to_string(),
                 action_word(e.action).to_string(),
+            ]);
+            if environments {
+                row.push(e.promote.as_ref().map_or_else(|| "-".into(), ToString::to_string));
+            }
+            row.push(
                 e.error
                     .clone()
                     .unwrap_or_default()
@@ -231,10 +264,18 @@ pub fn plan_table(entries: &[PlanEntry]) -> String {
                     .next()
                     .unwrap_or_default()
                     .to_string(),
-            ]
+            );
+            row
         })
         .collect();
-    table(&["SITE", "HEAD", "IMAGE", "DEPLOYED", "ACTION", "ERROR"], &rows)
+    let headers: &[&str] = if environments {
+        &[
+            "SITE", "ENV", "HEAD", "IMAGE", "DEPLOYED", "ACTION", "PROMOTE", "ERROR",
+        ]
+    } else {
+        &["SITE", "HEAD", "IMAGE", "DEPLOYED", "ACTION", "ERROR"]
+    };
+    table(headers, &rows)
 }
 
 fn action_word(action: PlanAction) -> &'static str {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::deploy::{Change, Outcome};
-use crate::pipeline::site::{failure_kind, lock_site, verification_of};
+use crate::pipeline::site::{failure_kind, lock_site, record_passed, verification_of};
 use crate::pipeline::{self, DeployOptions, RunReport, SiteAction, SiteReport, connect_cluster};
 use crate::reference;
 use crate::ui::{Printer, Status};
@@ -51,11 +51,14 @@ pub async fn rollback(
                     }
                 ),
             };
-            deployer
+            let outcome = deployer
                 .apply(&site.name, &site.deployment, &change, None, printer)
                 .await
-                .map(|outcome| (outcome, change))
-                .inspect_err(|error| report.verification = verification_of(error))
+                .inspect_err(|error| report.verification = verification_of(error))?;
+            if matches!(outcome, Outcome::RolledOut(_)) {
+                record_passed(&deployer, &lock, site, &change, printer).await;
+            }
+            Ok((outcome, change))
         }
         .await;
         lock.release().await;
@@ -93,5 +96,8 @@ pub async fn rollback(
             report.error = Some(message);
         }
     }
-    Ok(RunReport { sites: vec![report] })
+    Ok(RunReport {
+        environment: config.environment.clone(),
+        sites: vec![report],
+    })
 }

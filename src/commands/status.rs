@@ -4,25 +4,42 @@
 
 use std::time::SystemTime;
 
-use crate::commands::json_document;
+use crate::commands::{Row, json_document, promote_column, selected_in};
 use crate::config::{Config, Site};
 use crate::deploy::rollout::{RolloutState, rollout_state};
 use crate::exit;
+use crate::pipeline::decide::PromoteChange;
 use crate::pipeline::{self, CommitChoice};
 use crate::reference;
 use crate::settings::Settings;
 use crate::ui::{Printer, table};
 
-/// `berth status`: the named sites' state, as a table or `--json`.
+/// `berth status`: the named sites' state in each of `views` (one per
+/// environment shown), side by side, as a table or `--json`.
 pub async fn command(
     settings: &Settings,
-    config: &Config,
+    views: &[Config],
     sites: &[String],
     printer: &Printer,
     started: SystemTime,
 ) -> anyhow::Result<u8> {
-    let selected = pipeline::select(config, sites, None)?;
-    let entries = status(config, &selected, printer).await?;
+    let mut entries = Vec::new();
+    for (config, selected) in selected_in(views, sites, None)? {
+        entries.extend(status(config, &selected, printer).await?);
+    }
+    let rows: Vec<Row<'_>> = entries
+        .iter()
+        .map(|e| Row {
+            site: &e.site,
+            environment: e.environment.as_deref(),
+            image: e.deployed_image.as_deref(),
+            commit: e.deployed_commit.as_deref(),
+        })
+        .collect();
+    let promote = promote_column(&views[0], &rows);
+    for (entry, change) in entries.iter_mut().zip(promote) {
+        entry.promote = change;
+    }
     if settings.json {
         printer.result(&json_document("berth.status/v1", "status", started, &entries)?);
     } else {
@@ -35,6 +52,8 @@ pub async fn command(
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StatusEntry {
     pub site: String,
+    /// The environment (absent in a file without environments).
+    pub environment: Option<String>,
     pub branch: String,
     pub branch_head: Option<String>,
     pub deployed_commit: Option<String>,
@@ -46,6 +65,9 @@ pub struct StatusEntry {
     pub deployed_at: Option<String>,
     /// The deployed commit is the branch head.
     pub up_to_date: Option<bool>,
+    /// What `berth promote` would change here, from the environment it
+    /// promotes from (when that one is shown too).
+    pub promote: Option<PromoteChange>,
     pub error: Option<String>,
 }
 
@@ -58,6 +80,7 @@ pub async fn status(config: &Config, sites: &[&Site], printer: &Printer) -> anyh
         let repo = config.repo(&site.repo).expect("validated");
         let mut entry = StatusEntry {
             site: site.name.clone(),
+            environment: config.environment.clone(),
             branch: repo.branch.clone(),
             branch_head: mirrored[&site.repo].as_ref().ok().map(|s| s.commit.id.clone()),
             deployed_commit: None,
@@ -66,6 +89,7 @@ pub async fn status(config: &Config, sites: &[&Site], printer: &Printer) -> anyh
             rollout_message: None,
             deployed_at: None,
             up_to_date: None,
+            promote: None,
             error: mirrored[&site.repo].as_ref().err().map(ToString::to_string),
         };
         match deployer.read(&site.deployment).await {
@@ -96,11 +120,15 @@ pub async fn status(config: &Config, sites: &[&Site], printer: &Printer) -> anyh
 }
 
 pub fn status_table(entries: &[StatusEntry]) -> String {
+    let environments = entries.iter().any(|e| e.environment.is_some());
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
-            vec![
-                e.site.clone(),
+            let mut row = vec![e.site.clone()];
+            if environments {
+                row.push(e.environment.clone().unwrap_or_default());
+            }
+            row.extend([
                 e.branch_head.as_deref().map_or("-", reference::short).to_string(),
                 e.deployed_commit
                     .as_deref()
@@ -111,8 +139,19 @@ pub fn status_table(entries: &[StatusEntry]) -> String {
                 e.deployed_image
                     .clone()
                     .unwrap_or_else(|| e.error.clone().unwrap_or_else(|| "-".into())),
-            ]
+            ]);
+            if environments {
+                row.push(e.promote.as_ref().map_or_else(|| "-".into(), ToString::to_string));
+            }
+            row
         })
         .collect();
-    table(&["SITE", "HEAD", "DEPLOYED", "ROLLOUT", "SINCE", "IMAGE"], &rows)
+    let headers: &[&str] = if environments {
+        &[
+            "SITE", "ENV", "HEAD", "DEPLOYED", "ROLLOUT", "SINCE", "IMAGE", "PROMOTE",
+        ]
+    } else {
+        &["SITE", "HEAD", "DEPLOYED", "ROLLOUT", "SINCE", "IMAGE"]
+    };
+    table(headers, &rows)
 }

@@ -383,6 +383,18 @@ impl Config {
         self.environments.iter().map(|e| e.name.as_str()).collect()
     }
 
+    /// Where `berth promote --to <to>` takes the image from without `--from`:
+    /// `to`'s `promote_from`, else the default environment (when `to` is
+    /// another one).
+    pub fn promote_source(&self, to: &str) -> Option<&str> {
+        let environment = self.environment_named(to)?;
+        environment
+            .promote_from
+            .as_deref()
+            .or(self.default_environment.as_deref())
+            .filter(|from| *from != to)
+    }
+
     /// The declared environment `name`.
     pub fn environment_named(&self, name: &str) -> Option<&Environment> {
         self.environments.iter().find(|e| e.name == name)
@@ -390,6 +402,11 @@ impl Config {
 
     pub fn site(&self, name: &str) -> Option<&Site> {
         self.sites.iter().find(|site| site.name == name)
+    }
+
+    /// The declared site `name`, whichever environments it ships to.
+    pub fn declared_site(&self, name: &str) -> Option<&Site> {
+        self.declared_sites.iter().find(|site| site.name == name)
     }
 
     pub fn repo(&self, name: &str) -> Option<&Repo> {

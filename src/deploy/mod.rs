@@ -57,6 +57,12 @@ pub const IMAGE_ANNOTATION: &str = "berth.dev/image";
 /// Annotation holding the content digest of the image berth set: what it
 /// serves, times left out (`image::content_digest`).
 pub const CONTENT_DIGEST_ANNOTATION: &str = "berth.dev/content-digest";
+/// Annotation on a Deployment's lease: the images that rolled out there and
+/// passed berth's check, newest first ([`Passed`]), which `berth promote`
+/// may take to another environment.
+pub const PASSED_ANNOTATION: &str = "berth.dev/passed";
+/// How many passed images a lease remembers.
+const PASSED_KEPT: usize = 20;
 /// Annotation `kubectl rollout history` shows.
 pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
 /// Field manager of berth's writes.
@@ -250,9 +256,29 @@ impl Deployed {
 
     /// Whether the container runs the image berth recorded setting (nobody
     /// set another since).
-    fn runs_what_berth_set(&self) -> bool {
+    pub fn runs_what_berth_set(&self) -> bool {
         self.shipped_image.is_some() && self.image == self.shipped_image
     }
+}
+
+/// An image that rolled out on a Deployment and passed berth's check.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Passed {
+    pub commit: String,
+    /// Full reference, pinned by digest.
+    pub image: String,
+    pub source_digest: Option<String>,
+    pub content_digest: Option<String>,
+    /// When it passed (RFC 3339).
+    pub at: String,
+}
+
+/// The passed images a lease records, newest first; an unreadable record is none.
+pub fn passed_of(annotations: &BTreeMap<String, String>) -> Vec<Passed> {
+    annotations
+        .get(PASSED_ANNOTATION)
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default()
 }
 
 /// The change berth makes.
@@ -403,6 +429,39 @@ impl Deployer {
             deployed.image.clone().unwrap_or_default(),
         );
         lock.annotate(&record).await
+    }
+}
+
+impl Deployer {
+    /// The images that passed on `target`, newest first.
+    pub async fn passed(&self, target: &DeploymentTarget) -> Result<Vec<Passed>, DeployError> {
+        Ok(passed_of(&lease::annotations_of(&self.client, target).await?))
+    }
+
+    /// Records on the lease (held as `lock`) that `change` rolled out and
+    /// passed berth's check, keeping the newest [`PASSED_KEPT`].
+    pub async fn record_passed(
+        &self,
+        lock: &lease::LeaseLock,
+        target: &DeploymentTarget,
+        change: &Change,
+    ) -> Result<(), DeployError> {
+        let mut passed = self.passed(target).await?;
+        passed.retain(|p| p.image != change.image);
+        passed.insert(
+            0,
+            Passed {
+                commit: change.commit.clone(),
+                image: change.image.clone(),
+                source_digest: Some(change.source_digest.clone()).filter(|d| !d.is_empty()),
+                content_digest: change.content_digest.clone(),
+                at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            },
+        );
+        passed.truncate(PASSED_KEPT);
+        let text = serde_json::to_string(&passed).expect("plain strings serialise");
+        lock.annotate(&BTreeMap::from([(PASSED_ANNOTATION.to_string(), text)]))
+            .await
     }
 }
 

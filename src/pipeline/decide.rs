@@ -1,13 +1,16 @@
 //! The pipeline's decisions, as pure functions of what berth read: is this
 //! site unchanged, is its commit older than the deployed one, does the running
-//! image already serve its files, which tag does its image get, and what is
-//! its source digest. `run` and `plan` both decide through these, so they
-//! cannot disagree; the tests below pin each decision on fixtures.
+//! image already serve its files, which tag does its image get, what is its
+//! source digest, may an environment's image be promoted, and what would a
+//! promotion change. `run`, `promote`, `plan` and `status` decide through
+//! these, so they cannot disagree; the tests below pin each decision on
+//! fixtures.
 
 use sha2::{Digest, Sha256};
 
 use crate::config::{ImageSource, Site};
-use crate::deploy::Deployed;
+use crate::deploy::rollout::RolloutState;
+use crate::deploy::{Deployed, Passed};
 use crate::reference;
 
 /// What the check stage found, before anything is built or pushed.
@@ -43,6 +46,227 @@ pub async fn check(
     match older().await {
         Some(deployed_commit) => Check::Older { deployed_commit },
         None => Check::Proceed,
+    }
+}
+
+/// The image `berth promote` takes from the source environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotable {
+    /// Full reference, pinned by digest.
+    pub image: String,
+    pub digest: String,
+    pub commit: String,
+    pub source_digest: Option<String>,
+    pub content_digest: Option<String>,
+    /// It is what the source runs now (not an earlier image that passed there).
+    pub current: bool,
+}
+
+/// Why `berth promote` will not take the source environment's image.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PromoteRefusal {
+    /// The source's rollout is failed or still going: what runs has not passed.
+    #[error(
+        "{environment}: the rollout of {deployment} is {state}; berth promotes only what rolled out and passed"
+    )]
+    NotHealthy {
+        environment: String,
+        deployment: String,
+        state: String,
+    },
+    /// The source runs an image berth did not set (no commit recorded, or set
+    /// by someone else since).
+    #[error(
+        "{environment}: {deployment} runs {image}, which berth did not ship there; ship a commit to {environment} first"
+    )]
+    NotShipped {
+        environment: String,
+        deployment: String,
+        image: String,
+    },
+    /// The source runs an image by tag only: its bytes are not pinned.
+    #[error(
+        "{environment}: {deployment} runs {image}, a tag without a digest; berth promotes images pinned by digest only"
+    )]
+    NotPinned {
+        environment: String,
+        deployment: String,
+        image: String,
+    },
+    /// The commit asked for neither runs in the source nor passed there.
+    #[error(
+        "{environment}: commit {commit} {history}, and {deployment} runs {running}; berth promotes what runs there, or an image that passed there"
+    )]
+    CommitNotPassed {
+        environment: String,
+        deployment: String,
+        commit: String,
+        /// What the source's history says of it, in words.
+        history: String,
+        running: String,
+    },
+}
+
+/// What the source of a promotion runs and ran: its Deployment as berth
+/// sees it, its rollout's state, the images that passed there (newest
+/// first), and the commits of its ReplicaSet revisions.
+pub struct Source<'a> {
+    pub environment: &'a str,
+    pub deployment: &'a str,
+    pub deployed: &'a Deployed,
+    pub rollout: &'a RolloutState,
+    pub passed: &'a [Passed],
+    pub revisions: &'a [String],
+}
+
+/// The image to promote from `source`: what it runs (its rollout complete,
+/// the image pinned and set by berth), or with `commit` (a full id or a
+/// prefix) that commit's image if it runs there or passed there before.
+pub fn promotable(source: &Source<'_>, commit: Option<&str>) -> Result<Promotable, PromoteRefusal> {
+    let deployed = source.deployed;
+    let running = deployed.image.clone().unwrap_or_else(|| "no image".into());
+    let matches = |full: &str| commit.is_none_or(|asked| !asked.is_empty() && full.starts_with(asked));
+    let current = deployed
+        .commit
+        .as_deref()
+        .filter(|full| matches(full) && deployed.runs_what_berth_set());
+    if let (Some(full), RolloutState::Complete) = (current, source.rollout) {
+        let Some(digest) = verify_digest(&running) else {
+            return Err(PromoteRefusal::NotPinned {
+                environment: source.environment.into(),
+                deployment: source.deployment.into(),
+                image: running,
+            });
+        };
+        return Ok(Promotable {
+            image: running,
+            digest,
+            commit: full.to_string(),
+            source_digest: deployed.source_digest.clone(),
+            content_digest: deployed.content_digest.clone(),
+            current: true,
+        });
+    }
+    if commit.is_some()
+        && let Some(passed) = source.passed.iter().find(|p| matches(&p.commit))
+        && let Some(digest) = verify_digest(&passed.image)
+    {
+        let current = deployed.image.as_deref() == Some(passed.image.as_str());
+        if !current || matches!(source.rollout, RolloutState::Complete) {
+            return Ok(Promotable {
+                image: passed.image.clone(),
+                digest,
+                commit: passed.commit.clone(),
+                source_digest: passed.source_digest.clone(),
+                content_digest: passed.content_digest.clone(),
+                current,
+            });
+        }
+    }
+    let environment = source.environment.to_string();
+    let deployment = source.deployment.to_string();
+    match (commit, source.rollout) {
+        (_, RolloutState::Progressing(message) | RolloutState::Failed(message))
+            if commit.is_none() || current.is_some() =>
+        {
+            let word = if matches!(source.rollout, RolloutState::Failed(_)) {
+                "failed"
+            } else {
+                "not complete"
+            };
+            Err(PromoteRefusal::NotHealthy {
+                environment,
+                deployment,
+                state: format!("{word} ({message})"),
+            })
+        }
+        (None, _) => Err(PromoteRefusal::NotShipped {
+            environment,
+            deployment,
+            image: running,
+        }),
+        (Some(asked), _) => Err(PromoteRefusal::CommitNotPassed {
+            environment,
+            deployment,
+            commit: asked.to_string(),
+            history: if source.revisions.iter().any(|r| matches(r)) {
+                "ran there but did not pass berth's check (its rollout failed or was rolled back)".into()
+            } else {
+                "never ran there".into()
+            },
+            running: match &deployed.commit {
+                Some(full) => format!("{} ({running})", reference::short(full)),
+                None => running,
+            },
+        }),
+    }
+}
+
+/// The digest a pinned image reference names.
+fn verify_digest(image: &str) -> Option<String> {
+    image
+        .split_once('@')
+        .map(|(_, digest)| digest.to_string())
+        .filter(|digest| digest.starts_with("sha256:"))
+}
+
+/// What `berth promote` would change in an environment, from its source.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "change", rename_all = "kebab-case")]
+pub enum PromoteChange {
+    /// The source runs nothing berth could promote.
+    Nothing { from: String },
+    /// The environment runs the image the source runs (the same digest).
+    Same { from: String },
+    /// Promote would deploy the source's commit; the environment runs `current`.
+    Deploy {
+        from: String,
+        commit: Option<String>,
+        current: Option<String>,
+    },
+}
+
+impl std::fmt::Display for PromoteChange {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = |commit: &Option<String>| commit.as_deref().map_or("-", reference::short).to_string();
+        match self {
+            Self::Nothing { from } => write!(formatter, "nothing in {from}"),
+            Self::Same { from } => write!(formatter, "same as {from}"),
+            Self::Deploy {
+                from,
+                commit,
+                current,
+            } => {
+                write!(
+                    formatter,
+                    "{} from {from} (replaces {})",
+                    short(commit),
+                    short(current)
+                )
+            }
+        }
+    }
+}
+
+/// What promoting from `from` would change: the source runs `source` (image,
+/// commit), the target `target`. Images compare by digest, since another
+/// registry holds the same bytes under another name.
+pub fn promote_change(
+    from: &str,
+    source: (Option<&str>, Option<&str>),
+    target: (Option<&str>, Option<&str>),
+) -> PromoteChange {
+    let from = from.to_string();
+    let Some(source_digest) = source.0.and_then(verify_digest) else {
+        return PromoteChange::Nothing { from };
+    };
+    if target.0.and_then(verify_digest).as_deref() == Some(source_digest.as_str()) {
+        return PromoteChange::Same { from };
+    }
+    PromoteChange::Deploy {
+        from,
+        commit: source.1.map(str::to_string),
+        current: target.1.map(str::to_string),
     }
 }
 
@@ -257,6 +481,147 @@ mod tests {
         assert_eq!(
             existing(&HashMap::new(), "sha256:1".into(), "source-1"),
             Existing::Different
+        );
+    }
+
+    fn source<'a>(
+        deployed: &'a Deployed,
+        rollout: &'a RolloutState,
+        passed: &'a [Passed],
+        revisions: &'a [String],
+    ) -> Source<'a> {
+        Source {
+            environment: "staging",
+            deployment: "web/blog",
+            deployed,
+            rollout,
+            passed,
+            revisions,
+        }
+    }
+
+    fn passed(commit: &str, hex: char) -> Passed {
+        Passed {
+            commit: commit.into(),
+            image: format!("{REPOSITORY}:{commit}@sha256:{}", hex.to_string().repeat(64)),
+            source_digest: Some(format!("source-{commit}")),
+            content_digest: None,
+            at: "2026-12-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn what_runs_and_rolled_out_is_promotable_by_its_digest() {
+        let deployed = running("source-1", Some("files-1"));
+        let chosen = promotable(&source(&deployed, &RolloutState::Complete, &[], &[]), None).unwrap();
+        assert!(chosen.current);
+        assert_eq!(chosen.commit, COMMIT);
+        assert_eq!(chosen.digest, format!("sha256:{}", "a".repeat(64)));
+        assert_eq!(chosen.content_digest.as_deref(), Some("files-1"));
+        // Asked by a prefix of the commit it runs.
+        assert!(
+            promotable(
+                &source(&deployed, &RolloutState::Complete, &[], &[]),
+                Some("0123456")
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_unfinished_or_failed_rollout_is_refused() {
+        let deployed = running("source-1", None);
+        for rollout in [
+            RolloutState::Progressing("1 of 2 updated".into()),
+            RolloutState::Failed("ProgressDeadlineExceeded".into()),
+        ] {
+            let refused = promotable(&source(&deployed, &rollout, &[], &[]), None).unwrap_err();
+            assert!(matches!(refused, PromoteRefusal::NotHealthy { .. }), "{refused}");
+        }
+    }
+
+    #[test]
+    fn an_image_berth_did_not_set_or_not_pinned_is_refused() {
+        let behind = Deployed {
+            image: Some(format!("{REPOSITORY}:other@sha256:{}", "b".repeat(64))),
+            ..running("source-1", None)
+        };
+        let refused = promotable(&source(&behind, &RolloutState::Complete, &[], &[]), None).unwrap_err();
+        assert!(matches!(refused, PromoteRefusal::NotShipped { .. }), "{refused}");
+        let tag_only = format!("{REPOSITORY}:{COMMIT}");
+        let unpinned = Deployed {
+            image: Some(tag_only.clone()),
+            shipped_image: Some(tag_only),
+            ..running("source-1", None)
+        };
+        let refused = promotable(&source(&unpinned, &RolloutState::Complete, &[], &[]), None).unwrap_err();
+        assert!(matches!(refused, PromoteRefusal::NotPinned { .. }), "{refused}");
+    }
+
+    #[test]
+    fn an_earlier_commit_is_promotable_only_if_it_passed_there() {
+        let deployed = running("source-1", None);
+        let earlier = passed("fedcba9876543210fedcba9876543210fedcba98", 'c');
+        let passed_list = [earlier.clone()];
+        let chosen = promotable(
+            &source(&deployed, &RolloutState::Complete, &passed_list, &[]),
+            Some("fedcba9"),
+        )
+        .unwrap();
+        assert!(!chosen.current);
+        assert_eq!(chosen.image, earlier.image);
+        // A commit that ran (a revision) but never passed: its rollout failed.
+        let failed = "9999999999999999999999999999999999999999".to_string();
+        let revisions = [failed.clone()];
+        let refused = promotable(
+            &source(&deployed, &RolloutState::Complete, &passed_list, &revisions),
+            Some(&failed),
+        )
+        .unwrap_err();
+        let PromoteRefusal::CommitNotPassed { history, .. } = &refused else {
+            panic!("{refused}")
+        };
+        assert!(history.contains("did not pass"), "{history}");
+        let refused = promotable(
+            &source(&deployed, &RolloutState::Complete, &passed_list, &[]),
+            Some("7777777"),
+        )
+        .unwrap_err();
+        assert!(refused.to_string().contains("never ran there"), "{refused}");
+    }
+
+    #[test]
+    fn promote_changes_compare_digests_not_registries() {
+        let staging = format!("127.0.0.1:5000/sites/blog:c1@sha256:{}", "a".repeat(64));
+        let production_same = format!("127.0.0.1:5001/sites/blog:c1@sha256:{}", "a".repeat(64));
+        let production_old = format!("127.0.0.1:5001/sites/blog:c0@sha256:{}", "b".repeat(64));
+        assert_eq!(
+            promote_change(
+                "staging",
+                (Some(&staging), Some("c1")),
+                (Some(&production_same), Some("c1"))
+            ),
+            PromoteChange::Same {
+                from: "staging".into()
+            }
+        );
+        assert_eq!(
+            promote_change(
+                "staging",
+                (Some(&staging), Some("c1")),
+                (Some(&production_old), Some("c0"))
+            ),
+            PromoteChange::Deploy {
+                from: "staging".into(),
+                commit: Some("c1".into()),
+                current: Some("c0".into())
+            }
+        );
+        assert_eq!(
+            promote_change("staging", (None, None), (Some(&production_old), Some("c0"))),
+            PromoteChange::Nothing {
+                from: "staging".into()
+            }
         );
     }
 }

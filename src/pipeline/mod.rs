@@ -16,6 +16,7 @@
 pub mod connect;
 pub mod decide;
 pub mod generator;
+pub mod promote;
 pub mod report;
 pub mod select;
 pub mod site;
@@ -32,7 +33,7 @@ use crate::ui::Printer;
 
 pub use connect::{connect_cluster, connect_docker, registry_auth};
 pub use generator::Generator;
-pub use report::{FailureKind, RunReport, SiteAction, SiteReport};
+pub use report::{FailureKind, Promotion, RunReport, SiteAction, SiteReport};
 pub use select::{Shard, select};
 pub use sync::{CommitChoice, Synced, mirror_all};
 
@@ -74,6 +75,16 @@ pub enum SetupError {
         config: String,
         known: String,
     },
+    /// A site named on the command line does not ship to the environment.
+    #[error("site `{site}` does not ship to environment `{environment}` (it ships to: {ships_to})")]
+    NotInEnvironment {
+        site: String,
+        environment: String,
+        ships_to: String,
+    },
+    /// `berth promote` was asked to promote from an environment to itself.
+    #[error("cannot promote from `{0}` to itself; name another environment with --from")]
+    SameEnvironment(String),
     /// The Docker Engine or the cluster cannot be reached.
     #[error("{0}")]
     Environment(String),
@@ -118,5 +129,8 @@ pub async fn run(
     .buffered(jobs.max(1))
     .collect()
     .await;
-    Ok(RunReport { sites: reports })
+    Ok(RunReport {
+        environment: config.environment.clone(),
+        sites: reports,
+    })
 }

@@ -58,6 +58,30 @@ pub struct SiteReport {
     /// What berth checked after a rollout Kubernetes called complete: the
     /// digest each ready pod runs, and a request through each Service.
     pub verification: Option<deploy::verify::Verification>,
+    /// `berth promote`: where the image came from and what it is in each
+    /// environment.
+    pub promotion: Option<Promotion>,
+}
+
+/// What `berth promote` took from one environment and deployed to another.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Promotion {
+    pub from: String,
+    pub to: String,
+    /// The image as the source environment runs (or ran) it.
+    pub source_image: String,
+    pub source_digest: String,
+    /// The image as the target environment's registry holds it.
+    pub target_image: String,
+    pub target_digest: String,
+    /// The two digests are the same: the target runs the bytes that passed.
+    pub same_digest: bool,
+    /// The image was copied to the target's registry (another registry).
+    pub copied: bool,
+    /// Blobs the copy uploaded, and their bytes; blobs the target already held.
+    pub blobs_copied: usize,
+    pub bytes_copied: u64,
+    pub blobs_present: usize,
 }
 
 impl SiteReport {
@@ -77,6 +101,7 @@ impl SiteReport {
             error: None,
             failure: None,
             verification: None,
+            promotion: None,
         }
     }
 }
@@ -84,6 +109,8 @@ impl SiteReport {
 /// The result of a run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunReport {
+    /// The environment it worked in (`None` in a file without environments).
+    pub environment: Option<String>,
     pub sites: Vec<SiteReport>,
 }
 
@@ -101,6 +128,7 @@ impl RunReport {
             "started_at": humantime::format_rfc3339_seconds(started).to_string(),
             "duration_seconds": started.elapsed().unwrap_or_default().as_secs_f64(),
             "exit_code": exit_code,
+            "environment": self.environment,
             "sites": self.sites,
         })
     }

@@ -15,6 +15,20 @@ pub fn named<'c>(config: &'c Config, names: &[String]) -> Result<Vec<&'c Site>, 
     names
         .iter()
         .map(|name| {
+            if let (Some(environment), Some(declared)) = (&config.environment, config.declared_site(name))
+                && config.site(name).is_none()
+            {
+                return Err(SetupError::NotInEnvironment {
+                    site: name.clone(),
+                    environment: environment.clone(),
+                    ships_to: declared
+                        .environments
+                        .iter()
+                        .map(|e| e.environment.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
             config.site(name).ok_or_else(|| SetupError::UnknownSite {
                 name: name.clone(),
                 config: config.path.display().to_string(),

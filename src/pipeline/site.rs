@@ -406,7 +406,8 @@ impl RunContext<'_> {
             if again.unchanged {
                 return Ok(None);
             }
-            self.deployer
+            let outcome = self
+                .deployer
                 .apply(
                     &site.name,
                     &site.deployment,
@@ -415,11 +416,14 @@ impl RunContext<'_> {
                     self.printer,
                 )
                 .await
-                .map(Some)
                 .map_err(|error| {
                     report.verification = verification_of(&error);
                     deploy_failure(error)
-                })
+                })?;
+            if matches!(outcome, Outcome::RolledOut(_)) {
+                record_passed(self.deployer, &lock, site, &change, self.printer).await;
+            }
+            Ok::<_, StageFailure>(Some(outcome))
         }
         .await;
         lock.release().await;
@@ -846,6 +850,25 @@ pub async fn lock_site(
         );
     };
     deployer.lock(&site.deployment, &identity, wait, &on_wait).await
+}
+
+/// Records on the lease that `change` rolled out on `site`'s Deployment and
+/// passed (what `berth promote` may take elsewhere); a failure is a warning.
+pub async fn record_passed(
+    deployer: &Deployer,
+    lock: &deploy::lease::LeaseLock,
+    site: &Site,
+    change: &Change,
+    printer: &Printer,
+) {
+    if let Err(error) = deployer.record_passed(lock, &site.deployment, change).await {
+        printer.stage(
+            &site.name,
+            "deploy",
+            Status::Warning,
+            &format!("cannot record that the image passed (berth promote will not find it): {error}"),
+        );
+    }
 }
 
 /// What berth checked before a rollout failed, if Kubernetes had called it complete.

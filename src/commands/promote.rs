@@ -1,0 +1,24 @@
+//! `berth promote SITE --to ENV [--from ENV] [--commit C]`: the image a site
+//! runs (or ran, and passed) in one environment, deployed to another by
+//! digest ([`crate::pipeline::promote`]); its result printed, logged in the
+//! target environment and sent to the target's webhook, as `run`'s is.
+
+use std::time::SystemTime;
+
+use crate::commands::run;
+use crate::config::Config;
+use crate::pipeline::promote::{self, Request};
+use crate::settings::Settings;
+use crate::ui::Printer;
+
+/// Promotes, then ends as `run` does ([`run::finish`]) in the target environment.
+pub async fn command(
+    settings: &Settings,
+    declared: &Config,
+    request: &Request<'_>,
+    printer: &Printer,
+    started: SystemTime,
+) -> anyhow::Result<u8> {
+    let (target, report) = promote::promote(declared, request, printer).await?;
+    run::finish(settings, &target, "promote", &report, printer, started).await
+}

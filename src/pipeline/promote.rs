@@ -1,0 +1,434 @@
+//! `berth promote`: the exact image one environment runs (or ran, and that
+//! passed there) deployed to another, by digest, with every guarantee of a
+//! deploy. Nothing is built and nothing is re-tagged on the source side.
+//!
+//! 1. **Source**: read the source Deployment, its rollout, the images that
+//!    passed there and its revisions; [`decide::promotable`] picks the image
+//!    or refuses (a failed or unfinished rollout, a commit that did not pass).
+//! 2. **Copy**: when the target names another registry, the image is copied
+//!    by digest through the registry API ([`registry::copy`]): the same
+//!    manifest bytes, so the same digest in both registries.
+//! 3. **Deploy**: mirror the repo (for the out-of-order guard), take the
+//!    target Deployment's lease, decide again under it ([`decide::check`]),
+//!    preflight, set the image by digest, wait, check what is served, roll
+//!    back on failure, and record that the image passed in the target too.
+
+use std::time::Instant;
+
+use anyhow::anyhow;
+
+use crate::config::{Config, Site};
+use crate::deploy::rollout::rollout_state;
+use crate::deploy::{self, Change, Deployer, Outcome};
+use crate::pipeline::decide::{self, Check, Promotable};
+use crate::pipeline::site::{failure_kind, lock_site, record_passed, verification_of};
+use crate::pipeline::{
+    CommitChoice, DeployOptions, FailureKind, Promotion, RunReport, SetupError, SiteAction, SiteReport,
+    connect_cluster, mirror_all, registry_auth, select,
+};
+use crate::reference;
+use crate::registry;
+use crate::ui::{Printer, Status};
+
+/// What to promote: a site, from one environment to another.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub site: &'a str,
+    /// `None`: the target's `promote_from`, else the default environment.
+    pub from: Option<&'a str>,
+    pub to: &'a str,
+    /// `None`: what the source runs.
+    pub commit: Option<&'a str>,
+    pub options: &'a DeployOptions,
+}
+
+/// The two environments of a promotion, as views of the pipeline file.
+pub struct Environments {
+    pub source: Config,
+    pub target: Config,
+}
+
+/// Resolves the request's environments; a usage error when one is unknown,
+/// they are the same, or the site does not ship to both.
+pub fn environments(declared: &Config, request: &Request<'_>) -> anyhow::Result<Environments> {
+    let target = declared.in_environment(Some(request.to))?;
+    let from = match request.from {
+        Some(from) => from,
+        None => declared
+            .promote_source(request.to)
+            .ok_or_else(|| anyhow!(SetupError::SameEnvironment(request.to.to_string())))?,
+    };
+    if from == request.to {
+        return Err(SetupError::SameEnvironment(from.to_string()).into());
+    }
+    let source = declared.in_environment(Some(from))?;
+    select::named(&source, &[request.site.to_string()])?;
+    select::named(&target, &[request.site.to_string()])?;
+    Ok(Environments { source, target })
+}
+
+/// Promotes `request.site`; the report names the target environment. The
+/// returned views let the caller log and notify in the target's terms.
+pub async fn promote(
+    declared: &Config,
+    request: &Request<'_>,
+    printer: &Printer,
+) -> anyhow::Result<(Config, RunReport)> {
+    let Environments { source, target } = environments(declared, request)?;
+    let source_deployer = connect_cluster(&source).await?;
+    let target_deployer = connect_cluster(&target).await?;
+    let site_in_source = source.site(request.site).expect("selected").clone();
+    let site_in_target = target.site(request.site).expect("selected").clone();
+    let mut report = SiteReport::new(request.site);
+    let promotion = Promotion {
+        from: source.environment.clone().unwrap_or_default(),
+        to: target.environment.clone().unwrap_or_default(),
+        ..Promotion::default()
+    };
+    report.promotion = Some(promotion);
+    let parts = Parts {
+        source: &source,
+        target: &target,
+        site_in_source: &site_in_source,
+        site_in_target: &site_in_target,
+        source_deployer: &source_deployer,
+        target_deployer: &target_deployer,
+        options: request.options,
+        printer,
+    };
+    if let Err(failure) = parts.run(request.commit, &mut report).await {
+        report.action = SiteAction::Failed;
+        report.failure = Some(failure.kind);
+        let message = format!("{:#}", failure.error);
+        printer.stage(request.site, "result", Status::Failed, &message);
+        report.error = Some(message);
+    }
+    let environment = target.environment.clone();
+    Ok((
+        target,
+        RunReport {
+            environment,
+            sites: vec![report],
+        },
+    ))
+}
+
+/// A stage's failure and its kind (for the exit code).
+struct Failure {
+    kind: FailureKind,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn site(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            kind: FailureKind::Site,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<deploy::DeployError> for Failure {
+    fn from(error: deploy::DeployError) -> Self {
+        Self {
+            kind: failure_kind(&error),
+            error: error.into(),
+        }
+    }
+}
+
+/// Everything one promotion works with.
+struct Parts<'a> {
+    source: &'a Config,
+    target: &'a Config,
+    site_in_source: &'a Site,
+    site_in_target: &'a Site,
+    source_deployer: &'a Deployer,
+    target_deployer: &'a Deployer,
+    options: &'a DeployOptions,
+    printer: &'a Printer,
+}
+
+impl Parts<'_> {
+    async fn run(&self, commit: Option<&str>, report: &mut SiteReport) -> Result<(), Failure> {
+        let started = Instant::now();
+        let chosen = self.choose(commit).await?;
+        report
+            .durations
+            .insert("source".into(), started.elapsed().as_secs_f64());
+        report.commit = Some(chosen.commit.clone());
+        report.source_digest.clone_from(&chosen.source_digest);
+        report.content_digest.clone_from(&chosen.content_digest);
+        let started = Instant::now();
+        let target_image = self.copy(&chosen, report).await?;
+        report
+            .durations
+            .insert("copy".into(), started.elapsed().as_secs_f64());
+        report.image = Some(target_image.clone());
+        report.digest = Some(chosen.digest.clone());
+        let started = Instant::now();
+        let outcome = self.deploy(&chosen, target_image, report).await;
+        report
+            .durations
+            .insert("deploy".into(), started.elapsed().as_secs_f64());
+        report.action = outcome?;
+        Ok(())
+    }
+
+    /// The source stage: what runs (or ran) there, and whether it may go on.
+    async fn choose(&self, commit: Option<&str>) -> Result<Promotable, Failure> {
+        let site = self.site_in_source;
+        let environment = self.source.environment.as_deref().unwrap_or_default();
+        let target = &site.deployment;
+        let deployment = self.source_deployer.read(target).await?;
+        let deployed = self.source_deployer.deployed_of(&deployment, target).await?;
+        let passed = self.source_deployer.passed(target).await?;
+        let revisions: Vec<String> = self
+            .source_deployer
+            .history(target)
+            .await?
+            .into_iter()
+            .filter_map(|revision| revision.commit)
+            .collect();
+        let rollout = rollout_state(&deployment);
+        let source = decide::Source {
+            environment,
+            deployment: &format!("{}/{}", target.namespace, target.name),
+            deployed: &deployed,
+            rollout: &rollout,
+            passed: &passed,
+            revisions: &revisions,
+        };
+        let chosen = decide::promotable(&source, commit).map_err(Failure::site)?;
+        self.printer.stage(
+            &site.name,
+            "source",
+            Status::Done,
+            &format!(
+                "{environment} {} {} ({})",
+                if chosen.current { "runs" } else { "passed" },
+                reference::short(&chosen.commit),
+                chosen.image
+            ),
+        );
+        Ok(chosen)
+    }
+
+    /// The copy stage: the image as the target's registry holds it, copied
+    /// there by digest when it is another registry.
+    async fn copy(&self, chosen: &Promotable, report: &mut SiteReport) -> Result<String, Failure> {
+        let site = &self.site_in_target.name;
+        let promotion = report.promotion.as_mut().expect("set by promote");
+        promotion.source_image.clone_from(&chosen.image);
+        promotion.source_digest.clone_from(&chosen.digest);
+        let tag = tag_of(&chosen.image).unwrap_or_else(|| reference::commit_tag(&chosen.commit));
+        let repository = self.target.image_repository(self.site_in_target);
+        let target_image = format!("{repository}:{tag}@{}", chosen.digest);
+        let source_registry = &self.source.registry.address;
+        if source_registry == &self.target.registry.address {
+            promotion.target_image.clone_from(&chosen.image);
+            promotion.target_digest.clone_from(&chosen.digest);
+            promotion.same_digest = true;
+            self.printer
+                .stage(site, "copy", Status::Skipped, "same registry: nothing to copy");
+            return Ok(chosen.image.clone());
+        }
+        let from_auth = registry_auth(self.source).await.map_err(|error| Failure {
+            kind: FailureKind::Environment,
+            error,
+        })?;
+        let to_auth = registry_auth(self.target).await.map_err(|error| Failure {
+            kind: FailureKind::Environment,
+            error,
+        })?;
+        self.printer.progress(
+            site,
+            "copy",
+            &format!("copying {} to {repository}", chosen.digest),
+        );
+        let copied = registry::copy::copy_by_digest(
+            registry::copy::Endpoint {
+                auth: &from_auth,
+                repository: &self.site_in_source.image,
+            },
+            &chosen.digest,
+            registry::copy::Endpoint {
+                auth: &to_auth,
+                repository: &self.site_in_target.image,
+            },
+            &tag,
+        )
+        .await
+        .map_err(|error| Failure {
+            kind: if matches!(error, registry::copy::CopyError::Unreachable { .. }) {
+                FailureKind::Environment
+            } else {
+                FailureKind::Site
+            },
+            error: error.into(),
+        })?;
+        promotion.target_image.clone_from(&target_image);
+        promotion.target_digest.clone_from(&copied.digest);
+        promotion.same_digest = copied.digest == chosen.digest;
+        promotion.copied = true;
+        promotion.blobs_copied = copied.blobs_copied;
+        promotion.bytes_copied = copied.bytes_copied;
+        promotion.blobs_present = copied.blobs_present;
+        if !promotion.same_digest {
+            return Err(Failure::site(anyhow!(
+                "the copy in {} has digest {}, not {}; nothing was deployed",
+                self.target.registry.address,
+                copied.digest,
+                chosen.digest
+            )));
+        }
+        self.printer.stage(
+            site,
+            "copy",
+            Status::Done,
+            &format!(
+                "{target_image}: {} blobs copied ({} bytes), {} already there; same digest",
+                copied.blobs_copied, copied.bytes_copied, copied.blobs_present
+            ),
+        );
+        Ok(target_image)
+    }
+
+    /// The deploy stage in the target, under its Deployment's lease.
+    async fn deploy(
+        &self,
+        chosen: &Promotable,
+        image: String,
+        report: &mut SiteReport,
+    ) -> Result<SiteAction, Failure> {
+        let site = self.site_in_target;
+        let target = &site.deployment;
+        let from = self.source.environment.as_deref().unwrap_or_default();
+        let to = self.target.environment.as_deref().unwrap_or_default();
+        // The mirror, for the out-of-order guard (is the commit older than
+        // what the target runs?).
+        let mirrored = mirror_all(
+            self.target,
+            &[site],
+            &CommitChoice::Exact(chosen.commit.clone()),
+            1,
+            self.printer,
+        )
+        .await;
+        let synced = mirrored[&site.repo]
+            .as_ref()
+            .map_err(|error| Failure::site(anyhow::Error::new(error.clone())))?;
+        let change = Change {
+            image: image.clone(),
+            commit: chosen.commit.clone(),
+            source_digest: chosen.source_digest.clone().unwrap_or_default(),
+            content_digest: chosen.content_digest.clone(),
+            change_cause: format!(
+                "berth promote: {} {} from {from}",
+                site.name,
+                reference::short(&chosen.commit)
+            ),
+        };
+        let purpose = format!("promoting from {from} to {to}:");
+        let lock = lock_site(
+            self.target_deployer,
+            site,
+            &purpose,
+            self.options.lock_wait,
+            self.printer,
+        )
+        .await?;
+        let outcome = async {
+            let deployment = self.target_deployer.read(target).await?;
+            let deployed = self.target_deployer.deployed_of(&deployment, target).await?;
+            let repository = self.target.image_repository(site);
+            let older = async || synced.older_than(&chosen.commit, &deployed).await;
+            let check = decide::check(
+                &deployed,
+                &repository,
+                &change.source_digest,
+                self.options.allow_older,
+                older,
+            )
+            .await;
+            if deployed.image.as_deref() == Some(image.as_str()) || check == Check::Unchanged {
+                return Ok(None);
+            }
+            if let Check::Older { deployed_commit } = check {
+                return Err(Failure::site(anyhow!(
+                    "{to} runs {}, a newer commit than {}; promoting it would go back (--allow-older to do it anyway)",
+                    reference::short(&deployed_commit),
+                    reference::short(&chosen.commit)
+                )));
+            }
+            self.preflight(&deployment)?;
+            let outcome = self
+                .target_deployer
+                .apply(&site.name, target, &change, Some(deployment), self.printer)
+                .await
+                .inspect_err(|error| report.verification = verification_of(error))?;
+            if matches!(outcome, Outcome::RolledOut(_)) {
+                record_passed(self.target_deployer, &lock, site, &change, self.printer).await;
+            }
+            Ok(Some(outcome))
+        }
+        .await;
+        lock.release().await;
+        let name = format!("{to} {}/{}", target.namespace, target.name);
+        let (status, text, action) = match outcome? {
+            None | Some(Outcome::UpToDate) => (
+                Status::Skipped,
+                format!("up to date: {name} already runs {image}"),
+                SiteAction::UpToDate,
+            ),
+            Some(Outcome::RolledOut(verification)) => {
+                report.verification = Some(verification);
+                (Status::Done, format!("{name} rolled out"), SiteAction::Deployed)
+            }
+        };
+        self.printer.stage(&site.name, "deploy", status, &text);
+        Ok(action)
+    }
+
+    /// Preflight of the target Deployment: warnings, or with `--strict` an
+    /// error before anything changes.
+    fn preflight(&self, deployment: &k8s_openapi::api::apps::v1::Deployment) -> Result<(), Failure> {
+        let site = self.site_in_target;
+        let findings = deploy::preflight::preflight(deployment, &site.deployment.container);
+        if findings.is_empty() {
+            return Ok(());
+        }
+        if self.options.strict {
+            return Err(deploy::DeployError::Preflight {
+                namespace: site.deployment.namespace.clone(),
+                name: site.deployment.name.clone(),
+                findings,
+            }
+            .into());
+        }
+        for finding in &findings {
+            self.printer
+                .stage(&site.name, "preflight", Status::Warning, &finding.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// The tag of a `<repository>:<tag>@<digest>` reference.
+fn tag_of(image: &str) -> Option<String> {
+    let name = image.split_once('@').map_or(image, |(name, _)| name);
+    let (repository, tag) = name.rsplit_once(':')?;
+    (!tag.contains('/') && !repository.is_empty()).then(|| tag.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_tag_is_read_from_a_pinned_reference_and_a_port_is_no_tag() {
+        assert_eq!(
+            super::tag_of("127.0.0.1:5000/sites/www:abc@sha256:11").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(super::tag_of("127.0.0.1:5000/sites/www@sha256:11"), None);
+    }
+}
