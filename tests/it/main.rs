@@ -4,6 +4,7 @@
 
 mod callers;
 mod deploy;
+mod environments;
 mod images;
 mod layout;
 mod mirror;

@@ -224,6 +224,8 @@ impl World {
             repos: Vec::new(),
             sites: Vec::new(),
             notify: None,
+            environments: Vec::new(),
+            default_environment: None,
         }
     }
 
@@ -535,6 +537,8 @@ pub struct Pipeline {
     pub state_dir: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub templates: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_environment: Option<String>,
     pub registry: Registry,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<Kubernetes>,
@@ -544,6 +548,47 @@ pub struct Pipeline {
     pub sites: Vec<SiteSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify: Option<Notify>,
+    #[serde(rename = "environment", skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<EnvironmentSpec>,
+}
+
+/// `[[environment]]`
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EnvironmentSpec {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promote_from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<Registry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
+}
+
+/// `[site.environment.<name>]`: a site's Deployment (any key left out is
+/// the site's) and webhook in one environment.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SiteEnvironmentSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<TargetOverride>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
+}
+
+/// `[site.environment.<name>.deployment]`
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TargetOverride {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 impl Pipeline {
@@ -653,6 +698,10 @@ pub struct SiteSpec {
     pub git_history: bool,
     pub image: String,
     pub deployment: Target,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environments: Option<Vec<String>>,
+    #[serde(rename = "environment", skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, SiteEnvironmentSpec>,
 }
 
 impl SiteSpec {
@@ -676,6 +725,8 @@ impl SiteSpec {
                 name: deployment.into(),
                 container: "web".into(),
             },
+            environments: None,
+            environment: BTreeMap::new(),
         }
     }
 

@@ -1,0 +1,399 @@
+//! Environments on the stack: staging is the test's namespace, reached as the
+//! stack's admin, with the open registry; production is a second namespace,
+//! reached through the stack's second kubeconfig context (its own user, whom
+//! RBAC lets into that namespace only), with the registry that wants a
+//! password. A site is shipped to staging and promoted to production, where
+//! the real node pulls it from the other registry by the same digest.
+
+use std::process::{Command, Output};
+
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+
+use crate::support::{
+    Credentials, EnvironmentSpec, Registry, World, image_of, json_of, kube_client, text, validate_against,
+};
+
+const GOOD: &str = "FROM berth-base:busybox\nCOPY . /www/\n";
+const CRASHING: &str = "FROM berth-base:busybox\nCOPY . /www/\nENTRYPOINT [\"/bin/sh\", \"-c\", \"echo 'landing: broken on purpose' >&2; exit 3\"]\n";
+
+/// The `landing` site with two environments, each with Deployment `web`.
+struct Environments {
+    world: World,
+    url: String,
+    production: String,
+}
+
+fn stack_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} (run `eval \"$(scripts/stack env)\"`)"))
+}
+
+fn kubectl(args: &[&str]) -> Output {
+    Command::new(stack_env("BERTH_STACK_KUBECTL"))
+        .args(args)
+        .output()
+        .expect("run kubectl")
+}
+
+impl Environments {
+    /// `real_node`: the Deployments run on the real node (else on kwok).
+    async fn new(test: &str, real_node: bool) -> Self {
+        let world = World::new(test).await;
+        let url = world.copy_repo("landing");
+        world.commit(&url, "main", &[("Dockerfile", GOOD)], "Serve it our way");
+        let production = format!("{}-prod", world.namespace);
+        for args in [
+            vec!["create", "namespace", &production],
+            vec!["label", "namespace", &production, "berth.dev/test=true"],
+        ] {
+            let output = kubectl(&args);
+            assert!(output.status.success(), "{}", text(&output));
+        }
+        let role = stack_env("BERTH_STACK_CLUSTER_ROLE");
+        let user = stack_env("BERTH_STACK_PRODUCTION_USER");
+        let server = format!("--docker-server={}", world.stack.auth_registry);
+        let username = format!("--docker-username={}", world.stack.auth_username);
+        let password = format!("--docker-password={}", world.stack.auth_password);
+        for args in [
+            vec![
+                "-n",
+                &production,
+                "create",
+                "rolebinding",
+                "berth",
+                "--clusterrole",
+                &role,
+                "--user",
+                &user,
+            ],
+            vec![
+                "-n",
+                &production,
+                "create",
+                "secret",
+                "docker-registry",
+                "auth-registry",
+                &server,
+                &username,
+                &password,
+            ],
+        ] {
+            let output = kubectl(&args);
+            assert!(output.status.success(), "{}", text(&output));
+        }
+        let mut body = if real_node {
+            world.real_node_deployment("web", 1, &world.stack.placeholder_image)
+        } else {
+            kwok_deployment(&world.busybox())
+        };
+        world.create_deployment_json(body.clone()).await;
+        body["metadata"]["namespace"] = json!(production);
+        body["spec"]["template"]["spec"]["imagePullSecrets"] = json!([{"name": "auth-registry"}]);
+        let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(kube_client().await, &production);
+        api.create(&PostParams::default(), &serde_json::from_value(body).unwrap())
+            .await
+            .expect("create the production Deployment");
+
+        let mut pipeline = world.landing_pipeline().with_rollout_timeout("90s");
+        pipeline.site_mut("landing").dockerfile = Some("Dockerfile".into());
+        pipeline.environments = vec![
+            EnvironmentSpec {
+                name: "staging".into(),
+                context: Some(stack_env("BERTH_STACK_CONTEXT")),
+                namespace: Some(world.namespace.clone()),
+                ..EnvironmentSpec::default()
+            },
+            EnvironmentSpec {
+                name: "production".into(),
+                context: Some(stack_env("BERTH_STACK_PRODUCTION_CONTEXT")),
+                namespace: Some(production.clone()),
+                promote_from: Some("staging".into()),
+                registry: Some(Registry {
+                    address: world.stack.auth_registry.clone(),
+                    credentials: Credentials::Env {
+                        username_env: "PRODUCTION_REGISTRY_USER".into(),
+                        password_env: "PRODUCTION_REGISTRY_PASSWORD".into(),
+                    },
+                }),
+                ..EnvironmentSpec::default()
+            },
+        ];
+        world.write_pipeline(&pipeline);
+        Self {
+            world,
+            url,
+            production,
+        }
+    }
+
+    fn berth(&self, args: &[&str]) -> Output {
+        self.world.berth_with_env(
+            args,
+            &[
+                ("PRODUCTION_REGISTRY_USER", &self.world.stack.auth_username),
+                ("PRODUCTION_REGISTRY_PASSWORD", &self.world.stack.auth_password),
+            ],
+        )
+    }
+
+    async fn production_image(&self) -> String {
+        let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(kube_client().await, &self.production);
+        image_of(&api.get("web").await.unwrap())
+    }
+
+    async fn staging_image(&self) -> String {
+        image_of(&self.world.deployment("web").await)
+    }
+}
+
+impl Drop for Environments {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "namespace", &self.production, "--wait=false"]);
+    }
+}
+
+/// A Deployment `web` of one replica on a kwok node.
+fn kwok_deployment(image: &str) -> Value {
+    json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": image}]}
+            }
+        }
+    })
+}
+
+fn succeeded(output: &Output) -> Value {
+    assert!(output.status.success(), "{}", text(output));
+    let report = json_of(output);
+    validate_against("report.schema.json", &report);
+    report
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[expect(clippy::too_many_lines, reason = "one scenario: ship, promote, refuse, show")]
+async fn staging_is_promoted_to_production_by_digest_and_a_commit_that_failed_in_staging_is_refused() {
+    let stage = Environments::new("env-promote", true).await;
+    let good = stage.world.head(&stage.url, "main");
+
+    // Shipped to the default environment: staging.
+    let shipped = succeeded(&stage.berth(&["ship", "landing", "--commit", &good, "--json"]));
+    assert_eq!(shipped["environment"], "staging", "{shipped:#}");
+    assert_eq!(shipped["sites"][0]["action"], "deployed", "{shipped:#}");
+    let staging_image = stage.staging_image().await;
+    let digest = staging_image.rsplit_once('@').unwrap().1.to_string();
+    assert!(
+        staging_image.starts_with(&stage.world.stack.registry),
+        "{staging_image}"
+    );
+
+    // Promoted: copied to the other registry by digest, rolled out there.
+    let promoted = succeeded(&stage.berth(&["promote", "landing", "--to", "production", "--json"]));
+    assert_eq!(promoted["environment"], "production", "{promoted:#}");
+    let site = &promoted["sites"][0];
+    assert_eq!(site["action"], "deployed", "{promoted:#}");
+    assert_eq!(site["commit"], good.as_str(), "{promoted:#}");
+    let promotion = &site["promotion"];
+    assert_eq!(promotion["from"], "staging");
+    assert_eq!(promotion["source_image"], staging_image.as_str(), "{promotion:#}");
+    assert_eq!(promotion["source_digest"], digest.as_str(), "{promotion:#}");
+    assert_eq!(promotion["target_digest"], digest.as_str(), "{promotion:#}");
+    assert_eq!(promotion["same_digest"], true);
+    assert_eq!(promotion["copied"], true);
+    assert!(promotion["blobs_copied"].as_u64().unwrap() > 0, "{promotion:#}");
+    let production_image = stage.production_image().await;
+    assert_eq!(promotion["target_image"], production_image.as_str());
+    assert!(
+        production_image.starts_with(&format!("{}/", stage.world.stack.auth_registry))
+            && production_image.ends_with(&format!("@{digest}")),
+        "{production_image}"
+    );
+    // The real node pulled those bytes from the registry behind a password,
+    // and berth checked that every ready pod runs that digest.
+    let verification = &site["verification"];
+    assert_eq!(verification["digest"], digest.as_str(), "{verification:#}");
+    assert!(
+        verification["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|pod| pod["matches"] == true),
+        "{verification:#}"
+    );
+    // The production user may not touch staging: the environments are apart.
+    let output = kubectl(&[
+        "--context",
+        &stack_env("BERTH_STACK_PRODUCTION_CONTEXT"),
+        "-n",
+        &stage.world.namespace,
+        "auth",
+        "can-i",
+        "patch",
+        "deployments",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "no",
+        "{}",
+        text(&output)
+    );
+
+    // Again: nothing to do, nothing copied.
+    let again = succeeded(&stage.berth(&["promote", "landing", "--to", "production", "--json"]));
+    assert_eq!(again["sites"][0]["action"], "up-to-date", "{again:#}");
+    assert_eq!(again["sites"][0]["promotion"]["blobs_copied"], 0, "{again:#}");
+
+    // A commit whose rollout fails in staging is rolled back there...
+    let broken = stage
+        .world
+        .commit(&stage.url, "main", &[("Dockerfile", CRASHING)], "Break it");
+    let failed = stage.berth(&["ship", "landing", "--commit", &broken, "--json"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    assert_eq!(stage.staging_image().await, staging_image);
+    // ...and never promoted: it did not pass there.
+    let refused = stage.berth(&[
+        "promote",
+        "landing",
+        "--to",
+        "production",
+        "--commit",
+        &broken,
+        "--json",
+    ]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let report = json_of(&refused);
+    validate_against("report.schema.json", &report);
+    let error = report["sites"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("did not pass berth's check") && error.contains(&broken),
+        "{error}"
+    );
+    assert_eq!(
+        stage.production_image().await,
+        production_image,
+        "production was not touched"
+    );
+
+    // plan and status show both environments side by side.
+    let status = stage.berth(&["status", "--json"]);
+    assert!(status.status.success(), "{}", text(&status));
+    let status = json_of(&status);
+    validate_against("status.schema.json", &status);
+    let entries = status["sites"].as_array().unwrap();
+    let entry = |environment: &str| {
+        entries
+            .iter()
+            .find(|e| e["environment"] == environment)
+            .unwrap_or_else(|| panic!("no {environment} entry: {status:#}"))
+    };
+    assert_eq!(entry("staging")["deployed_commit"], good.as_str(), "{status:#}");
+    assert_eq!(
+        entry("production")["deployed_commit"],
+        good.as_str(),
+        "{status:#}"
+    );
+    assert_eq!(entry("production")["promote"]["change"], "same", "{status:#}");
+    let plan = stage.berth(&["plan"]);
+    assert!(plan.status.success(), "{}", text(&plan));
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.contains("ENV") && plan.contains("production") && plan.contains("same as staging"),
+        "{plan}"
+    );
+
+    // History per environment: the promotion is production's, the failed ship staging's.
+    let history = json_of(&stage.berth(&["history", "landing", "--json"]));
+    let environments = history["environments"].as_array().unwrap();
+    let runs = |environment: &str| -> Vec<String> {
+        environments
+            .iter()
+            .find(|h| h["environment"] == environment)
+            .unwrap()["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| {
+                format!(
+                    "{} {}",
+                    run["command"].as_str().unwrap(),
+                    run["action"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(runs("staging"), ["ship deployed", "ship failed"], "{history:#}");
+    assert_eq!(
+        runs("production"),
+        ["promote deployed", "promote up-to-date", "promote failed"],
+        "{history:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_held_in_production_makes_a_promote_wait_but_not_a_ship_to_staging() {
+    let stage = Environments::new("env-locks", false).await;
+    let first = stage.world.head(&stage.url, "main");
+    succeeded(&stage.berth(&["ship", "landing", "--commit", &first, "--json"]));
+    // Someone else holds production's lease (a promote on another machine).
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "berth-web", "namespace": stage.production},
+        "spec": {
+            "holderIdentity": "berth promoting on another machine",
+            "leaseDurationSeconds": 120,
+            "renewTime": micro_time_now(),
+            "acquireTime": micro_time_now()
+        }
+    });
+    let file = stage.world.dir.path().join("lease.json");
+    std::fs::write(&file, lease.to_string()).unwrap();
+    let output = kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+
+    let before = stage.production_image().await;
+    let waited = stage.berth(&["promote", "landing", "--to", "production", "--lock-wait", "3s"]);
+    assert_eq!(waited.status.code(), Some(1), "{}", text(&waited));
+    assert!(
+        text(&waited).contains("berth promoting on another machine"),
+        "{}",
+        text(&waited)
+    );
+    assert_eq!(
+        stage.production_image().await,
+        before,
+        "production was not touched"
+    );
+
+    // Staging's lease is another one: a ship there does not wait.
+    let second = stage
+        .world
+        .commit(&stage.url, "main", &[("news.html", "<p>News</p>\n")], "Add news");
+    let started = std::time::Instant::now();
+    let shipped = succeeded(&stage.berth(&[
+        "ship",
+        "landing",
+        "--commit",
+        &second,
+        "--lock-wait",
+        "3s",
+        "--json",
+    ]));
+    assert_eq!(shipped["sites"][0]["action"], "deployed", "{shipped:#}");
+    assert!(!text(&stage.berth(&["status"])).is_empty());
+    eprintln!(
+        "shipped to staging in {:.1}s while production was locked",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Now, as a Kubernetes `MicroTime` (RFC 3339 with microseconds).
+fn micro_time_now() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
