@@ -67,6 +67,17 @@ pub async fn finish(
     if let Some(webhook) = &config.notify {
         notify::send(webhook, command, report, document.clone(), printer).await;
     }
+    // A site's own webhook in this environment hears of that site only.
+    for site in &report.sites {
+        if let Some(webhook) = config.site(&site.site).and_then(|s| s.notify.as_ref()) {
+            let own = RunReport {
+                environment: report.environment.clone(),
+                sites: vec![site.clone()],
+            };
+            let document = own.document(command, started, exit::of_run(&own));
+            notify::send(webhook, command, &own, document, printer).await;
+        }
+    }
     if settings.json {
         printer.result(&serde_json::to_string_pretty(&document)?);
     } else {

@@ -42,7 +42,8 @@ struct SiteContext<'a> {
 #[derive(Default)]
 struct Taken {
     names: HashSet<String>,
-    targets: HashMap<(Option<String>, DeploymentTarget), String>,
+    /// Per container: the index and name of the site that ships to it.
+    targets: HashMap<(Option<String>, DeploymentTarget), (usize, String)>,
 }
 
 /// A `deployment` table's keys as written (each may be left out).
@@ -455,9 +456,9 @@ impl Checker<'_> {
         let listed = self.site_environments(&mut table, context);
         let overrides = self.site_overrides(&mut table, listed.as_deref());
         table.finish(self);
-        let (Some(name), Some(repo), Some(image_source), Some(image), Some((keys, span))) =
-            (name, repo, image_source, image, deployment)
-        else {
+        // Who ships where is checked whenever the name and Deployment were
+        // read, whatever else is wrong with the site.
+        let (Some(name), Some((keys, span))) = (name, deployment) else {
             return None;
         };
         let (Some(deployment_name), Some(container)) = (keys.name.clone(), keys.container.clone()) else {
@@ -487,6 +488,9 @@ impl Checker<'_> {
             context,
             taken,
         );
+        let (Some(repo), Some(image_source), Some(image)) = (repo, image_source, image) else {
+            return None;
+        };
         Some(Site {
             name: name.into_inner(),
             repo: repo.into_inner(),
@@ -535,9 +539,10 @@ impl Checker<'_> {
         for (context_name, target, where_) in targets {
             if let Some(other) = taken
                 .targets
-                .insert((context_name, target.clone()), name.to_string())
+                .insert((context_name, target.clone()), (index, name.to_string()))
             {
-                let other = if other == name {
+                let (other_index, other) = other;
+                let other = if other_index == index {
                     "another environment of this site".to_string()
                 } else {
                     format!("site `{other}`")
@@ -1174,5 +1179,152 @@ mod tests {
         assert!(check_url("https://user:token@example.com/a.git").is_err());
         assert!(check_url("ftp://x").is_err());
         assert!(check_url("/srv/git/a.git").is_ok());
+    }
+
+    /// A file beside the repo's `templates/`, so the `static` template exists.
+    fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(&Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.toml"), text)
+    }
+
+    const ENVIRONMENTS: &str = r#"
+[registry]
+address = "127.0.0.1:5000"
+credentials = "none"
+
+[[environment]]
+name = "staging"
+context = "stack"
+namespace = "web-staging"
+
+[[environment]]
+name = "production"
+context = "stack-production"
+namespace = "web"
+registry = { address = "registry.example.com", credentials = "docker-config" }
+notify = { webhook_env = "PRODUCTION_WEBHOOK", on = "always" }
+
+[[repo]]
+name = "site"
+url = "https://git.example.com/site.git"
+
+[[site]]
+name = "www"
+repo = "site"
+image = "sites/www"
+deployment = { name = "www", container = "web" }
+
+[site.environment.production]
+deployment = { name = "www-live" }
+
+[[site]]
+name = "docs"
+repo = "site"
+image = "sites/docs"
+environments = ["staging"]
+deployment = { name = "docs", namespace = "docs", container = "web" }
+"#;
+
+    #[test]
+    fn each_environment_has_its_cluster_registry_webhook_and_deployments() {
+        let declared = parse(ENVIRONMENTS).unwrap();
+        // Loaded as the default (first) environment sees it.
+        assert_eq!(declared.environment.as_deref(), Some("staging"));
+        assert_eq!(declared.default_environment.as_deref(), Some("staging"));
+        let staging = declared.in_environment(Some("staging")).unwrap();
+        assert_eq!(staging.kubernetes.context.as_deref(), Some("stack"));
+        assert_eq!(staging.registry.address, "127.0.0.1:5000");
+        assert!(staging.notify.is_none());
+        let www = staging.site("www").unwrap();
+        assert_eq!(
+            (www.deployment.namespace.as_str(), www.deployment.name.as_str()),
+            ("web-staging", "www")
+        );
+        assert_eq!(staging.site("docs").unwrap().deployment.namespace, "docs");
+
+        let production = declared.in_environment(Some("production")).unwrap();
+        assert_eq!(production.kubernetes.context.as_deref(), Some("stack-production"));
+        assert_eq!(production.registry.address, "registry.example.com");
+        assert_eq!(
+            production.notify.as_ref().unwrap().webhook_env,
+            "PRODUCTION_WEBHOOK"
+        );
+        let www = production.site("www").unwrap();
+        assert_eq!(
+            (www.deployment.namespace.as_str(), www.deployment.name.as_str()),
+            ("web", "www-live")
+        );
+        assert!(production.site("docs").is_none(), "docs ships to staging only");
+        assert_eq!(declared.promote_source("production"), Some("staging"));
+        assert_eq!(declared.promote_source("staging"), None);
+        assert!(matches!(
+            declared.in_environment(Some("qa")),
+            Err(crate::config::EnvironmentError::Unknown { .. })
+        ));
+    }
+
+    #[test]
+    fn a_file_without_environments_is_read_as_before_and_refuses_env() {
+        let text = ENVIRONMENTS.split("[[environment]]").next().unwrap().to_string()
+            + "[[repo]]\nname = \"site\"\nurl = \"https://git.example.com/site.git\"\n\n[[site]]\nname = \"www\"\nrepo = \"site\"\nimage = \"sites/www\"\ndeployment = { name = \"www\", container = \"web\" }\n";
+        let config = parse(&text).unwrap();
+        assert!(config.environments.is_empty() && config.environment.is_none());
+        assert_eq!(config.site("www").unwrap().deployment.namespace, "default");
+        assert!(matches!(
+            config.in_environment(Some("staging")),
+            Err(crate::config::EnvironmentError::NoEnvironments { .. })
+        ));
+    }
+
+    /// The problems of `text` as `line: key: message`.
+    fn problems(text: &str) -> Vec<String> {
+        let error = parse(text).unwrap_err();
+        error
+            .diagnostics()
+            .iter()
+            .map(|d| format!("{}: {}: {}", d.line, d.key.clone().unwrap_or_default(), d.message))
+            .collect()
+    }
+
+    #[test]
+    fn environment_mistakes_are_reported_where_they_are() {
+        let text = ENVIRONMENTS
+            .replace(
+                "environments = [\"staging\"]",
+                "environments = [\"staging\", \"qa\"]",
+            )
+            .replace(
+                "name = \"production\"\n",
+                "name = \"production\"\npromote_from = \"qa\"\n",
+            )
+            .replace("[site.environment.production]", "[site.environment.prod]")
+            .replace("[registry]", "default_environment = \"live\"\n\n[registry]");
+        let found = problems(&text);
+        let expect = [
+            "2: default_environment: no [[environment]] is named `live`",
+            "15: environment[1].promote_from: no [[environment]] is named `qa`",
+            "site[0].environment.prod: the site does not ship to `prod`",
+            "site[1].environments: no [[environment]] is named `qa`",
+        ];
+        for expected in expect {
+            assert!(
+                found.iter().any(|p| p.contains(expected)),
+                "{expected:?} not in {found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_environments_of_one_cluster_cannot_share_a_deployment() {
+        let text = ENVIRONMENTS
+            .replace(
+                "context = \"stack-production\"\nnamespace = \"web\"",
+                "context = \"stack\"\nnamespace = \"web-staging\"",
+            )
+            .replace("deployment = { name = \"www-live\" }", "");
+        let found = problems(&text);
+        assert!(
+            found.iter().any(|p| p.contains("another environment of this site already ships to container `web` of Deployment web-staging/www in environment `production`")),
+            "{found:#?}"
+        );
     }
 }

@@ -349,7 +349,8 @@ impl Config {
         }
         let name = name
             .or(self.default_environment.as_deref())
-            .expect("a file with environments has a default one");
+            .or_else(|| self.environments.first().map(|e| e.name.as_str()))
+            .expect("the file has environments");
         let environment = self
             .environments
             .iter()
