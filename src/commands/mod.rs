@@ -181,6 +181,21 @@ struct Row<'a> {
     commit: Option<&'a str>,
 }
 
+/// Fills each entry's promote column ([`promote_column`]): `row` reads an
+/// entry, `set` writes its column.
+fn fill_promote_column<E>(
+    declared: &Config,
+    entries: &mut [E],
+    row: impl Fn(&E) -> Row<'_>,
+    set: impl Fn(&mut E, Option<PromoteChange>),
+) {
+    let rows: Vec<Row<'_>> = entries.iter().map(row).collect();
+    let column = promote_column(declared, &rows);
+    for (entry, change) in entries.iter_mut().zip(column) {
+        set(entry, change);
+    }
+}
+
 /// Per row, what `berth promote` would change in its environment, when its
 /// source environment's row for the same site is shown too
 /// ([`decide::promote_change`]).

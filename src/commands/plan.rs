@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::commands::{Row, json_document, promote_column, selected_in};
+use crate::commands::{Row, fill_promote_column, json_document, selected_in};
 use crate::config::{Config, Site};
 use crate::deploy::{Deployed, Deployer};
 use crate::exit;
@@ -34,19 +34,17 @@ pub async fn command(
     for (config, selected) in selected_in(views, sites, shard)? {
         entries.extend(plan(config, &selected, printer).await?);
     }
-    let rows: Vec<Row<'_>> = entries
-        .iter()
-        .map(|e| Row {
+    fill_promote_column(
+        &views[0],
+        &mut entries,
+        |e| Row {
             site: &e.site,
             environment: e.environment.as_deref(),
             image: e.deployed_image.as_deref(),
             commit: e.deployed_commit.as_deref(),
-        })
-        .collect();
-    let promote = promote_column(&views[0], &rows);
-    for (entry, change) in entries.iter_mut().zip(promote) {
-        entry.promote = change;
-    }
+        },
+        |e, change| e.promote = change,
+    );
     if settings.json {
         printer.result(&json_document("berth.plan/v1", "plan", started, &entries)?);
     } else {

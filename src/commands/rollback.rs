@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::deploy::{Change, Outcome};
-use crate::pipeline::site::{failure_kind, lock_site, record_passed, verification_of};
+use crate::pipeline::site::{failure_kind, lock_site, verification_of};
 use crate::pipeline::{self, DeployOptions, RunReport, SiteAction, SiteReport, connect_cluster};
 use crate::reference;
 use crate::ui::{Printer, Status};
@@ -56,7 +56,7 @@ pub async fn rollback(
                 .await
                 .inspect_err(|error| report.verification = verification_of(error))?;
             if matches!(outcome, Outcome::RolledOut(_)) {
-                record_passed(&deployer, &lock, site, &change, printer).await;
+                crate::deploy::Deployer::record_passed(&lock, &change);
             }
             Ok((outcome, change))
         }

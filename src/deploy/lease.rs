@@ -33,6 +33,8 @@ pub struct LeaseLock {
     name: String,
     identity: String,
     renewal: tokio::task::JoinHandle<()>,
+    /// An image that passed, recorded on the lease by the write that frees it.
+    passed: std::sync::Mutex<Option<super::Passed>>,
 }
 
 /// Who holds a lease that berth could not take.
@@ -166,6 +168,7 @@ pub async fn acquire(
         name,
         identity: identity.to_string(),
         renewal,
+        passed: std::sync::Mutex::default(),
     })
 }
 
@@ -244,7 +247,14 @@ impl LeaseLock {
         self.api.namespace().unwrap_or_default()
     }
 
-    /// Stops renewing and frees the lease (if still ours).
+    /// Records `passed` ([`super::PASSED_ANNOTATION`]) with the write that
+    /// frees the lease: no request of its own.
+    pub fn record_passed_on_release(&self, passed: super::Passed) {
+        *self.passed.lock().expect("not poisoned") = Some(passed);
+    }
+
+    /// Stops renewing and frees the lease (if still ours), recording the
+    /// image that passed, if any.
     pub async fn release(self) {
         self.renewal.abort();
         for _ in 0..3 {
@@ -258,6 +268,12 @@ impl LeaseLock {
             spec.holder_identity = None;
             spec.renew_time = None;
             spec.acquire_time = None;
+            if let Some(passed) = self.passed.lock().expect("not poisoned").clone() {
+                super::add_passed(
+                    lease.metadata.annotations.get_or_insert_with(BTreeMap::new),
+                    passed,
+                );
+            }
             match self.api.replace(&self.name, &PostParams::default(), &lease).await {
                 Err(kube::Error::Api(response)) if response.code == 409 => {}
                 _ => return,

@@ -438,31 +438,28 @@ impl Deployer {
         Ok(passed_of(&lease::annotations_of(&self.client, target).await?))
     }
 
-    /// Records on the lease (held as `lock`) that `change` rolled out and
-    /// passed berth's check, keeping the newest [`PASSED_KEPT`].
-    pub async fn record_passed(
-        &self,
-        lock: &lease::LeaseLock,
-        target: &DeploymentTarget,
-        change: &Change,
-    ) -> Result<(), DeployError> {
-        let mut passed = self.passed(target).await?;
-        passed.retain(|p| p.image != change.image);
-        passed.insert(
-            0,
-            Passed {
-                commit: change.commit.clone(),
-                image: change.image.clone(),
-                source_digest: Some(change.source_digest.clone()).filter(|d| !d.is_empty()),
-                content_digest: change.content_digest.clone(),
-                at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            },
-        );
-        passed.truncate(PASSED_KEPT);
-        let text = serde_json::to_string(&passed).expect("plain strings serialise");
-        lock.annotate(&BTreeMap::from([(PASSED_ANNOTATION.to_string(), text)]))
-            .await
+    /// Records that `change` rolled out on the Deployment whose lease is
+    /// `lock` and passed berth's check; written when the lease is freed.
+    pub fn record_passed(lock: &lease::LeaseLock, change: &Change) {
+        lock.record_passed_on_release(Passed {
+            commit: change.commit.clone(),
+            image: change.image.clone(),
+            source_digest: Some(change.source_digest.clone()).filter(|d| !d.is_empty()),
+            content_digest: change.content_digest.clone(),
+            at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        });
     }
+}
+
+/// `annotations` with `passed` first in their passed record, keeping the
+/// newest [`PASSED_KEPT`].
+fn add_passed(annotations: &mut BTreeMap<String, String>, passed: Passed) {
+    let mut list = passed_of(annotations);
+    list.retain(|p| p.image != passed.image);
+    list.insert(0, passed);
+    list.truncate(PASSED_KEPT);
+    let text = serde_json::to_string(&list).expect("plain strings serialise");
+    annotations.insert(PASSED_ANNOTATION.to_string(), text);
 }
 
 /// Why berth could not read what a Service check needs.

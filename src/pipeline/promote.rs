@@ -21,7 +21,7 @@ use crate::config::{Config, Site};
 use crate::deploy::rollout::rollout_state;
 use crate::deploy::{self, Change, Deployer, Outcome};
 use crate::pipeline::decide::{self, Check, Promotable};
-use crate::pipeline::site::{failure_kind, lock_site, record_passed, verification_of};
+use crate::pipeline::site::{failure_kind, lock_site, preflight_verdict, verification_of};
 use crate::pipeline::{
     CommitChoice, DeployOptions, FailureKind, Promotion, RunReport, SetupError, SiteAction, SiteReport,
     connect_cluster, mirror_all, registry_auth, select,
@@ -368,7 +368,7 @@ impl Parts<'_> {
                 .await
                 .inspect_err(|error| report.verification = verification_of(error))?;
             if matches!(outcome, Outcome::RolledOut(_)) {
-                record_passed(self.target_deployer, &lock, site, &change, self.printer).await;
+                Deployer::record_passed(&lock, &change);
             }
             Ok(Some(outcome))
         }
@@ -395,22 +395,12 @@ impl Parts<'_> {
     fn preflight(&self, deployment: &k8s_openapi::api::apps::v1::Deployment) -> Result<(), Failure> {
         let site = self.site_in_target;
         let findings = deploy::preflight::preflight(deployment, &site.deployment.container);
-        if findings.is_empty() {
-            return Ok(());
-        }
-        if self.options.strict {
-            return Err(deploy::DeployError::Preflight {
-                namespace: site.deployment.namespace.clone(),
-                name: site.deployment.name.clone(),
-                findings,
-            }
-            .into());
-        }
-        for finding in &findings {
-            self.printer
-                .stage(&site.name, "preflight", Status::Warning, &finding.to_string());
-        }
-        Ok(())
+        Ok(preflight_verdict(
+            site,
+            findings,
+            self.options.strict,
+            self.printer,
+        )?)
     }
 }
 

@@ -421,7 +421,7 @@ impl RunContext<'_> {
                     deploy_failure(error)
                 })?;
             if matches!(outcome, Outcome::RolledOut(_)) {
-                record_passed(self.deployer, &lock, site, &change, self.printer).await;
+                Deployer::record_passed(&lock, &change);
             }
             Ok::<_, StageFailure>(Some(outcome))
         }
@@ -488,22 +488,12 @@ impl RunContext<'_> {
         site: &Site,
         findings: Vec<deploy::preflight::Finding>,
     ) -> Result<(), StageFailure> {
-        if findings.is_empty() {
-            return Ok(());
-        }
-        if self.options.strict {
-            return Err(DeployError::Preflight {
-                namespace: site.deployment.namespace.clone(),
-                name: site.deployment.name.clone(),
-                findings,
-            }
-            .into());
-        }
-        for finding in &findings {
-            self.printer
-                .stage(&site.name, "preflight", Status::Warning, &finding.to_string());
-        }
-        Ok(())
+        Ok(preflight_verdict(
+            site,
+            findings,
+            self.options.strict,
+            self.printer,
+        )?)
     }
 
     /// The TCP ports an image declares it serves (`EXPOSE`, its base's included).
@@ -852,23 +842,28 @@ pub async fn lock_site(
     deployer.lock(&site.deployment, &identity, wait, &on_wait).await
 }
 
-/// Records on the lease that `change` rolled out on `site`'s Deployment and
-/// passed (what `berth promote` may take elsewhere); a failure is a warning.
-pub async fn record_passed(
-    deployer: &Deployer,
-    lock: &deploy::lease::LeaseLock,
+/// Preflight findings on `site`'s Deployment: warnings on `printer`, or with
+/// `strict` the error that stops the site before anything changes.
+pub fn preflight_verdict(
     site: &Site,
-    change: &Change,
+    findings: Vec<deploy::preflight::Finding>,
+    strict: bool,
     printer: &Printer,
-) {
-    if let Err(error) = deployer.record_passed(lock, &site.deployment, change).await {
-        printer.stage(
-            &site.name,
-            "deploy",
-            Status::Warning,
-            &format!("cannot record that the image passed (berth promote will not find it): {error}"),
-        );
+) -> Result<(), DeployError> {
+    if findings.is_empty() {
+        return Ok(());
     }
+    if strict {
+        return Err(DeployError::Preflight {
+            namespace: site.deployment.namespace.clone(),
+            name: site.deployment.name.clone(),
+            findings,
+        });
+    }
+    for finding in &findings {
+        printer.stage(&site.name, "preflight", Status::Warning, &finding.to_string());
+    }
+    Ok(())
 }
 
 /// What berth checked before a rollout failed, if Kubernetes had called it complete.
