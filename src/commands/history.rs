@@ -6,6 +6,7 @@
 
 use std::io::Write as _;
 
+use crate::commands::selected_in;
 use crate::config::{Config, Site};
 use crate::deploy;
 use crate::exit;
@@ -24,12 +25,10 @@ pub async fn command(
     printer: &Printer,
 ) -> anyhow::Result<u8> {
     let mut histories = Vec::new();
-    for config in views {
-        if views.len() > 1 && config.site(site).is_none() && config.declared_site(site).is_some() {
-            continue;
+    for (config, sites) in selected_in(views, &[site.to_string()], None)? {
+        if let Some(site) = sites.first() {
+            histories.push(history(config, site).await?);
         }
-        let selected = pipeline::select(config, &[site.to_string()], None)?;
-        histories.push(history(config, selected[0]).await?);
     }
     if settings.json {
         let document = match histories.as_slice() {

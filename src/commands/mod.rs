@@ -78,57 +78,47 @@ pub async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u
             let views = views(&declared, environment)?;
             history::command(settings, &views, site, printer).await
         }
-        action => {
-            let config = declared.in_environment(environment)?;
-            execute_in(settings, &config, action, printer, started).await
-        }
-    }
-}
-
-/// The commands that work in one environment (`--env`, or the default one).
-async fn execute_in(
-    settings: &Settings,
-    config: &Config,
-    action: &Action,
-    printer: &Printer,
-    started: SystemTime,
-) -> anyhow::Result<u8> {
-    match action {
+        // The rest work in one environment: `--env`, or the default one.
         Action::Run {
             sites,
             jobs,
             shard,
             deploy,
-        } => run::run(settings, config, sites, *jobs, *shard, deploy, printer, started).await,
+        } => {
+            let config = declared.in_environment(environment)?;
+            run::run(settings, &config, sites, *jobs, *shard, deploy, printer, started).await
+        }
         Action::Ship { site, commit, deploy } => {
-            run::ship(settings, config, site, commit, deploy, printer, started).await
+            let config = declared.in_environment(environment)?;
+            run::ship(settings, &config, site, commit, deploy, printer, started).await
         }
         Action::Rollback { site, to, deploy } => {
-            let report = rollback::rollback(config, site, to.as_deref(), deploy, printer).await?;
-            run::finish(settings, config, "rollback", &report, printer, started).await
+            let config = declared.in_environment(environment)?;
+            let report = rollback::rollback(&config, site, to.as_deref(), deploy, printer).await?;
+            run::finish(settings, &config, "rollback", &report, printer, started).await
         }
-        Action::Mirror { repos } => mirror::command(config, repos, printer).await,
+        Action::Mirror { repos } => {
+            mirror::command(&declared.in_environment(environment)?, repos, printer).await
+        }
         Action::Export {
             site,
             directory,
             commit,
             offline,
-        } => export::command(config, site, directory, commit.clone(), *offline, printer).await,
+        } => {
+            let config = declared.in_environment(environment)?;
+            export::command(&config, site, directory, commit.clone(), *offline, printer).await
+        }
         Action::Build { site, source } => {
-            let built = build::command(config, site, source, printer).await?;
+            let built = build::command(&declared.in_environment(environment)?, site, source, printer).await?;
             printer.result(&built.tag);
             Ok(exit::OK)
         }
         Action::Preview { site, source, port } => {
-            let built = build::command(config, site, source, printer).await?;
+            let built = build::command(&declared.in_environment(environment)?, site, source, printer).await?;
             preview::preview(&built, *port, printer).await?;
             Ok(exit::OK)
         }
-        Action::Validate
-        | Action::Promote { .. }
-        | Action::Plan { .. }
-        | Action::Status { .. }
-        | Action::History { .. } => unreachable!("dispatched by `execute`"),
     }
 }
 
@@ -173,6 +163,18 @@ fn selected_in<'c>(
         .collect()
 }
 
+/// Every site of `selected` once (a site shipping to several environments
+/// is mirrored, and its generator run, once for all of them).
+fn every_site<'c>(selected: &[(&Config, Vec<&'c crate::config::Site>)]) -> Vec<&'c crate::config::Site> {
+    let mut sites: Vec<&crate::config::Site> = selected
+        .iter()
+        .flat_map(|(_, sites)| sites.iter().copied())
+        .collect();
+    sites.sort_by(|a, b| a.name.cmp(&b.name));
+    sites.dedup_by(|a, b| a.name == b.name);
+    sites
+}
+
 /// One row of `plan` or `status`, as the promote column reads it.
 struct Row<'a> {
     site: &'a str,
@@ -181,18 +183,19 @@ struct Row<'a> {
     commit: Option<&'a str>,
 }
 
-/// Fills each entry's promote column ([`promote_column`]): `row` reads an
-/// entry, `set` writes its column.
-fn fill_promote_column<E>(
-    declared: &Config,
-    entries: &mut [E],
-    row: impl Fn(&E) -> Row<'_>,
-    set: impl Fn(&mut E, Option<PromoteChange>),
-) {
-    let rows: Vec<Row<'_>> = entries.iter().map(row).collect();
+/// An entry of `plan` or `status`: one site in one environment, with a
+/// promote column.
+trait SideBySide {
+    fn row(&self) -> Row<'_>;
+    fn set_promote(&mut self, change: Option<PromoteChange>);
+}
+
+/// Fills each entry's promote column ([`promote_column`]).
+fn fill_promote_column<E: SideBySide>(declared: &Config, entries: &mut [E]) {
+    let rows: Vec<Row<'_>> = entries.iter().map(SideBySide::row).collect();
     let column = promote_column(declared, &rows);
     for (entry, change) in entries.iter_mut().zip(column) {
-        set(entry, change);
+        entry.set_promote(change);
     }
 }
 

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::commands::{Row, fill_promote_column, json_document, selected_in};
+use crate::commands::{Row, SideBySide, every_site, fill_promote_column, json_document, selected_in};
 use crate::config::{Config, Site};
 use crate::deploy::{Deployed, Deployer};
 use crate::exit;
 use crate::pipeline::decide::PromoteChange;
 use crate::pipeline::decide::{self, Check};
-use crate::pipeline::sync::SyncError;
+use crate::pipeline::sync::{Mirrored, SyncError};
 use crate::pipeline::{self, CommitChoice, Generator, Shard, Synced};
 use crate::reference;
 use crate::registry;
@@ -30,21 +30,32 @@ pub async fn command(
     printer: &Printer,
     started: SystemTime,
 ) -> anyhow::Result<u8> {
+    let selected = selected_in(views, sites, shard)?;
+    let docker = match pipeline::connect_docker().await {
+        Ok(docker) => Some(docker),
+        Err(error) => {
+            printer.warning(&format!("{error}; registry presence is unknown"));
+            None
+        }
+    };
+    // Each repo fetched, and each generator run, once for every environment shown.
+    let shared = Shared {
+        docker,
+        mirrored: pipeline::mirror_all(
+            &views[0],
+            &every_site(&selected),
+            &CommitChoice::BranchHead,
+            2,
+            printer,
+        )
+        .await,
+        generator: Generator::new(&views[0], printer)?,
+    };
     let mut entries = Vec::new();
-    for (config, selected) in selected_in(views, sites, shard)? {
-        entries.extend(plan(config, &selected, printer).await?);
+    for (config, sites) in &selected {
+        entries.extend(plan(config, sites, &shared, printer).await?);
     }
-    fill_promote_column(
-        &views[0],
-        &mut entries,
-        |e| Row {
-            site: &e.site,
-            environment: e.environment.as_deref(),
-            image: e.deployed_image.as_deref(),
-            commit: e.deployed_commit.as_deref(),
-        },
-        |e, change| e.promote = change,
-    );
+    fill_promote_column(&views[0], &mut entries);
     if settings.json {
         printer.result(&json_document("berth.plan/v1", "plan", started, &entries)?);
     } else {
@@ -99,16 +110,38 @@ pub struct PlanEntry {
     pub error: Option<String>,
 }
 
-/// What `run` would do for `sites`, without changing anything.
-pub async fn plan(config: &Config, sites: &[&Site], printer: &Printer) -> anyhow::Result<Vec<PlanEntry>> {
-    let deployer = pipeline::connect_cluster(config).await?;
-    let docker = match pipeline::connect_docker().await {
-        Ok(docker) => Some(docker),
-        Err(error) => {
-            printer.warning(&format!("{error}; registry presence is unknown"));
-            None
+impl SideBySide for PlanEntry {
+    fn row(&self) -> Row<'_> {
+        Row {
+            site: &self.site,
+            environment: self.environment.as_deref(),
+            image: self.deployed_image.as_deref(),
+            commit: self.deployed_commit.as_deref(),
         }
-    };
+    }
+
+    fn set_promote(&mut self, change: Option<PromoteChange>) {
+        self.promote = change;
+    }
+}
+
+/// What every environment's plan reads alike: the Engine (when it
+/// answers), the mirrors at their branch heads, the generator's runs.
+pub struct Shared<'a> {
+    pub docker: Option<bollard::Docker>,
+    pub mirrored: Mirrored,
+    pub generator: Generator<'a>,
+}
+
+/// What `run` would do for `sites` in `config`'s environment, without
+/// changing anything.
+pub async fn plan(
+    config: &Config,
+    sites: &[&Site],
+    shared: &Shared<'_>,
+    printer: &Printer,
+) -> anyhow::Result<Vec<PlanEntry>> {
+    let deployer = pipeline::connect_cluster(config).await?;
     let auth = match pipeline::registry_auth(config).await {
         Ok(auth) => Some(auth),
         Err(error) => {
@@ -116,9 +149,6 @@ pub async fn plan(config: &Config, sites: &[&Site], printer: &Printer) -> anyhow
             None
         }
     };
-    let mirrored = pipeline::mirror_all(config, sites, &CommitChoice::BranchHead, 2, printer).await;
-    // Whether a site's files changed is known only from them: generators run.
-    let generator = Generator::new(config, printer)?;
     let mut entries = Vec::new();
     for site in sites {
         let repo = config.repo(&site.repo).expect("validated");
@@ -140,11 +170,12 @@ pub async fn plan(config: &Config, sites: &[&Site], printer: &Printer) -> anyhow
         };
         let sources = Sources {
             deployer: &deployer,
-            generator: &generator,
-            docker: docker.as_ref(),
+            generator: &shared.generator,
+            docker: shared.docker.as_ref(),
             auth: auth.as_ref(),
         };
-        if let Err(error) = plan_site(config, site, &mirrored[&site.repo], &sources, &mut entry).await {
+        if let Err(error) = plan_site(config, site, &shared.mirrored[&site.repo], &sources, &mut entry).await
+        {
             entry.error = Some(format!("{error:#}"));
             entry.action = PlanAction::Error;
         }

@@ -4,11 +4,12 @@
 
 use std::time::SystemTime;
 
-use crate::commands::{Row, fill_promote_column, json_document, selected_in};
+use crate::commands::{Row, SideBySide, every_site, fill_promote_column, json_document, selected_in};
 use crate::config::{Config, Site};
 use crate::deploy::rollout::{RolloutState, rollout_state};
 use crate::exit;
 use crate::pipeline::decide::PromoteChange;
+use crate::pipeline::sync::Mirrored;
 use crate::pipeline::{self, CommitChoice};
 use crate::reference;
 use crate::settings::Settings;
@@ -23,21 +24,21 @@ pub async fn command(
     printer: &Printer,
     started: SystemTime,
 ) -> anyhow::Result<u8> {
-    let mut entries = Vec::new();
-    for (config, selected) in selected_in(views, sites, None)? {
-        entries.extend(status(config, &selected, printer).await?);
-    }
-    fill_promote_column(
+    let selected = selected_in(views, sites, None)?;
+    // Each repo fetched once, for every environment shown.
+    let mirrored = pipeline::mirror_all(
         &views[0],
-        &mut entries,
-        |e| Row {
-            site: &e.site,
-            environment: e.environment.as_deref(),
-            image: e.deployed_image.as_deref(),
-            commit: e.deployed_commit.as_deref(),
-        },
-        |e, change| e.promote = change,
-    );
+        &every_site(&selected),
+        &CommitChoice::BranchHead,
+        2,
+        printer,
+    )
+    .await;
+    let mut entries = Vec::new();
+    for (config, sites) in &selected {
+        entries.extend(status(config, sites, &mirrored).await?);
+    }
+    fill_promote_column(&views[0], &mut entries);
     if settings.json {
         printer.result(&json_document("berth.status/v1", "status", started, &entries)?);
     } else {
@@ -69,10 +70,29 @@ pub struct StatusEntry {
     pub error: Option<String>,
 }
 
-/// Per site: branch head, what the Deployment runs, its rollout state.
-pub async fn status(config: &Config, sites: &[&Site], printer: &Printer) -> anyhow::Result<Vec<StatusEntry>> {
+impl SideBySide for StatusEntry {
+    fn row(&self) -> Row<'_> {
+        Row {
+            site: &self.site,
+            environment: self.environment.as_deref(),
+            image: self.deployed_image.as_deref(),
+            commit: self.deployed_commit.as_deref(),
+        }
+    }
+
+    fn set_promote(&mut self, change: Option<PromoteChange>) {
+        self.promote = change;
+    }
+}
+
+/// Per site: branch head (from `mirrored`), what the Deployment runs, its
+/// rollout state.
+pub async fn status(
+    config: &Config,
+    sites: &[&Site],
+    mirrored: &Mirrored,
+) -> anyhow::Result<Vec<StatusEntry>> {
     let deployer = pipeline::connect_cluster(config).await?;
-    let mirrored = pipeline::mirror_all(config, sites, &CommitChoice::BranchHead, 2, printer).await;
     let mut entries = Vec::new();
     for site in sites {
         let repo = config.repo(&site.repo).expect("validated");

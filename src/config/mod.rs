@@ -352,9 +352,7 @@ impl Config {
             .or_else(|| self.environments.first().map(|e| e.name.as_str()))
             .expect("the file has environments");
         let environment = self
-            .environments
-            .iter()
-            .find(|environment| environment.name == name)
+            .environment_named(name)
             .ok_or_else(|| EnvironmentError::Unknown {
                 name: name.to_string(),
                 config: self.path.display().to_string(),

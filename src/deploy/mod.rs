@@ -433,9 +433,18 @@ impl Deployer {
 }
 
 impl Deployer {
-    /// The images that passed on `target`, newest first.
-    pub async fn passed(&self, target: &DeploymentTarget) -> Result<Vec<Passed>, DeployError> {
-        Ok(passed_of(&lease::annotations_of(&self.client, target).await?))
+    /// What `deployment` runs, as [`Self::deployed_of`] says, and the
+    /// images that passed on it, newest first: one read of its lease.
+    pub async fn deployed_and_passed(
+        &self,
+        deployment: &Deployment,
+        target: &DeploymentTarget,
+    ) -> Result<(Deployed, Vec<Passed>), DeployError> {
+        let record = lease::annotations_of(&self.client, target).await?;
+        Ok((
+            deployed_of(deployment, target)?.with_record(&record),
+            passed_of(&record),
+        ))
     }
 
     /// Records that `change` rolled out on the Deployment whose lease is

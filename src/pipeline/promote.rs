@@ -181,15 +181,21 @@ impl Parts<'_> {
         let environment = self.source.environment.as_deref().unwrap_or_default();
         let target = &site.deployment;
         let deployment = self.source_deployer.read(target).await?;
-        let deployed = self.source_deployer.deployed_of(&deployment, target).await?;
-        let passed = self.source_deployer.passed(target).await?;
-        let revisions: Vec<String> = self
+        let (deployed, passed) = self
             .source_deployer
-            .history(target)
-            .await?
-            .into_iter()
-            .filter_map(|revision| revision.commit)
-            .collect();
+            .deployed_and_passed(&deployment, target)
+            .await?;
+        // The revisions only say why a commit asked for did not pass.
+        let revisions: Vec<String> = match commit {
+            Some(_) => self
+                .source_deployer
+                .history(target)
+                .await?
+                .into_iter()
+                .filter_map(|revision| revision.commit)
+                .collect(),
+            None => Vec::new(),
+        };
         let rollout = rollout_state(&deployment);
         let source = decide::Source {
             environment,
@@ -233,14 +239,8 @@ impl Parts<'_> {
                 .stage(site, "copy", Status::Skipped, "same registry: nothing to copy");
             return Ok(chosen.image.clone());
         }
-        let from_auth = registry_auth(self.source).await.map_err(|error| Failure {
-            kind: FailureKind::Environment,
-            error,
-        })?;
-        let to_auth = registry_auth(self.target).await.map_err(|error| Failure {
-            kind: FailureKind::Environment,
-            error,
-        })?;
+        let from_auth = registry_auth(self.source).await.map_err(Failure::site)?;
+        let to_auth = registry_auth(self.target).await.map_err(Failure::site)?;
         self.printer.progress(
             site,
             "copy",
@@ -351,9 +351,8 @@ impl Parts<'_> {
                 older,
             )
             .await;
-            if deployed.image.as_deref() == Some(image.as_str()) || check == Check::Unchanged {
-                return Ok(None);
-            }
+            // The same source under another digest is no reason to stop: promote
+            // deploys the bytes that passed (`apply` knows when they already run).
             if let Check::Older { deployed_commit } = check {
                 return Err(Failure::site(anyhow!(
                     "{to} runs {}, a newer commit than {}; promoting it would go back (--allow-older to do it anyway)",
@@ -370,18 +369,18 @@ impl Parts<'_> {
             if matches!(outcome, Outcome::RolledOut(_)) {
                 Deployer::record_passed(&lock, &change);
             }
-            Ok(Some(outcome))
+            Ok(outcome)
         }
         .await;
         lock.release().await;
         let name = format!("{to} {}/{}", target.namespace, target.name);
         let (status, text, action) = match outcome? {
-            None | Some(Outcome::UpToDate) => (
+            Outcome::UpToDate => (
                 Status::Skipped,
                 format!("up to date: {name} already runs {image}"),
                 SiteAction::UpToDate,
             ),
-            Some(Outcome::RolledOut(verification)) => {
+            Outcome::RolledOut(verification) => {
                 report.verification = Some(verification);
                 (Status::Done, format!("{name} rolled out"), SiteAction::Deployed)
             }
