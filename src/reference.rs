@@ -183,15 +183,24 @@ pub fn short(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
 }
 
+/// The tag of a reference `<repository>[:<tag>][@<digest>]`; none when it
+/// names none (a registry's port is no tag).
+pub fn tag(image: &str) -> Option<&str> {
+    let named = image.split_once('@').map_or(image, |(named, _)| named);
+    let (repository, tag) = named.rsplit_once(':')?;
+    (!repository.is_empty() && !repository.ends_with('/') && !tag.contains('/')).then_some(tag)
+}
+
+/// The digest a reference pins (`…@sha256:…`), if it pins one.
+pub fn digest(image: &str) -> Option<&str> {
+    image.rsplit_once('@').map(|(_, digest)| digest)
+}
+
 /// The commit an image berth pushed was built from, read from its reference
 /// (`<repository>:<commit>[-<variant>]@sha256:…`): none for a tag that is not
 /// a commit id.
 pub fn built_commit(image: &str) -> Option<&str> {
-    let named = image.split_once('@').map_or(image, |(named, _)| named);
-    let (repository, tag) = named.rsplit_once(':')?;
-    if repository.ends_with('/') || tag.contains('/') {
-        return None;
-    }
+    let tag = tag(image)?;
     let commit = tag.split_once('-').map_or(tag, |(commit, _)| commit);
     let is_commit = matches!(commit.len(), 40 | 64) && commit.bytes().all(|b| b.is_ascii_hexdigit());
     is_commit.then_some(commit)
@@ -210,6 +219,19 @@ mod tests {
         assert_eq!(super::built_commit("127.0.0.1:5000/berth/placeholder:2"), None);
         assert_eq!(super::built_commit("registry.example:5000/www"), None);
         assert_eq!(super::built_commit("nginx:1.27"), None);
+    }
+
+    #[test]
+    fn a_references_tag_and_digest_are_read_and_a_port_is_no_tag() {
+        assert_eq!(super::tag("127.0.0.1:5000/sites/www:abc@sha256:11"), Some("abc"));
+        assert_eq!(super::tag("127.0.0.1:5000/sites/www@sha256:11"), None);
+        assert_eq!(super::tag("127.0.0.1:5000/sites/www"), None);
+        assert_eq!(super::tag("nginx:1.27"), Some("1.27"));
+        assert_eq!(
+            super::digest("127.0.0.1:5000/sites/www:abc@sha256:11"),
+            Some("sha256:11")
+        );
+        assert_eq!(super::digest("nginx:1.27"), None);
     }
     use super::*;
 

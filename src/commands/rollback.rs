@@ -72,7 +72,7 @@ pub async fn rollback(
         Ok((outcome, change)) => {
             report.commit = Some(change.commit).filter(|c| !c.is_empty());
             report.source_digest = Some(change.source_digest).filter(|d| !d.is_empty());
-            report.digest = change.image.split_once('@').map(|(_, d)| d.to_string());
+            report.digest = reference::digest(&change.image).map(str::to_string);
             report.image = Some(change.image);
             report.action = match outcome {
                 Outcome::UpToDate => SiteAction::UpToDate,

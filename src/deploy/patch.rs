@@ -12,8 +12,9 @@ use crate::deploy::wait::RolloutFailure;
 use crate::deploy::{
     CHANGE_CAUSE_ANNOTATION, COMMIT_ANNOTATION, CONTENT_DIGEST_ANNOTATION, Change, DeployError, Deployed,
     Deployer, FIELD_MANAGER, IMAGE_ANNOTATION, Outcome, RolledBack, SOURCE_DIGEST_ANNOTATION, deployed_of,
-    target_error, verify,
+    target_error,
 };
+use crate::reference;
 use crate::ui::{Printer, Status};
 
 /// Why rolling back after a failed rollout failed too.
@@ -50,7 +51,7 @@ impl Deployer {
         else {
             return Ok(Outcome::UpToDate);
         };
-        let digest = verify::digest_of(&change.image);
+        let digest = reference::digest(&change.image);
         let (reason, verification) = match self.wait(site, target, printer).await {
             Ok(deployment) => {
                 let verification = self.verify(target, &deployment, digest).await;
@@ -162,7 +163,7 @@ impl Deployer {
             .wait(site, target, printer)
             .await
             .map_err(|failure| RollbackFailure::Wait(Box::new(failure)))?;
-        let verification = self.verify(target, &deployment, verify::digest_of(image)).await;
+        let verification = self.verify(target, &deployment, reference::digest(image)).await;
         Ok(verification.failure())
     }
 

@@ -18,6 +18,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::preflight::resolve_port;
+use crate::reference;
 
 /// What berth checked after a rollout, for the report and `--json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -144,11 +145,6 @@ fn short_digest(digest: &str) -> &str {
     &digest[..digest.len().min("sha256:".len() + 12)]
 }
 
-/// The digest part of an image reference (`...@sha256:...`), if any.
-pub fn digest_of(image: &str) -> Option<&str> {
-    image.rsplit_once('@').map(|(_, digest)| digest)
-}
-
 /// The ready pods among `pods` and whether `container` in each runs `digest`.
 /// Pods that are not ready are left out: they serve nothing.
 pub fn pod_images(pods: &[Pod], container: &str, digest: Option<&str>) -> Vec<PodImage> {
@@ -168,7 +164,7 @@ pub fn pod_images(pods: &[Pod], container: &str, digest: Option<&str>) -> Vec<Po
             }
             let image_id = Some(status.image_id.clone()).filter(|id| !id.is_empty());
             let matches = match digest {
-                Some(digest) => image_id.as_deref().and_then(digest_of) == Some(digest),
+                Some(digest) => image_id.as_deref().and_then(reference::digest) == Some(digest),
                 None => true,
             };
             Some(PodImage {

@@ -204,10 +204,9 @@ pub fn promotable(source: &Source<'_>, commit: Option<&str>) -> Result<Promotabl
 
 /// The digest a pinned image reference names.
 fn verify_digest(image: &str) -> Option<String> {
-    image
-        .split_once('@')
-        .map(|(_, digest)| digest.to_string())
+    reference::digest(image)
         .filter(|digest| digest.starts_with("sha256:"))
+        .map(str::to_string)
 }
 
 /// What `berth promote` would change in an environment, from its source.

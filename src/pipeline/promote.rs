@@ -227,7 +227,8 @@ impl Parts<'_> {
         let promotion = report.promotion.as_mut().expect("set by promote");
         promotion.source_image.clone_from(&chosen.image);
         promotion.source_digest.clone_from(&chosen.digest);
-        let tag = tag_of(&chosen.image).unwrap_or_else(|| reference::commit_tag(&chosen.commit));
+        let tag = reference::tag(&chosen.image)
+            .map_or_else(|| reference::commit_tag(&chosen.commit), str::to_string);
         let repository = self.target.image_repository(self.site_in_target);
         let target_image = format!("{repository}:{tag}@{}", chosen.digest);
         let source_registry = &self.source.registry.address;
@@ -400,24 +401,5 @@ impl Parts<'_> {
             self.options.strict,
             self.printer,
         )?)
-    }
-}
-
-/// The tag of a `<repository>:<tag>@<digest>` reference.
-fn tag_of(image: &str) -> Option<String> {
-    let name = image.split_once('@').map_or(image, |(name, _)| name);
-    let (repository, tag) = name.rsplit_once(':')?;
-    (!tag.contains('/') && !repository.is_empty()).then(|| tag.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_tag_is_read_from_a_pinned_reference_and_a_port_is_no_tag() {
-        assert_eq!(
-            super::tag_of("127.0.0.1:5000/sites/www:abc@sha256:11").as_deref(),
-            Some("abc")
-        );
-        assert_eq!(super::tag_of("127.0.0.1:5000/sites/www@sha256:11"), None);
     }
 }

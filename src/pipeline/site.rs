@@ -803,8 +803,6 @@ impl RunContext<'_> {
     }
 }
 
-/// Exports sites' folders and runs their generators, once per (repo, commit,
-/// folder, command): for `run` (sites sharing a generator share its run) and
 /// The site's source digest ([`decide::source_digest`]), its template's
 /// Dockerfile read from the templates folder.
 pub fn source_digest(config: &Config, site: &Site, tree: &str) -> anyhow::Result<String> {
@@ -903,7 +901,7 @@ fn digest_of(deployed: &Deployed) -> Option<String> {
     deployed
         .image
         .as_deref()
-        .and_then(deploy::verify::digest_of)
+        .and_then(reference::digest)
         .map(String::from)
 }
 
