@@ -51,14 +51,11 @@ pub async fn rollback(
                     }
                 ),
             };
-            let outcome = deployer
-                .apply(&site.name, &site.deployment, &change, None, printer)
+            deployer
+                .apply(&site.name, &site.deployment, &change, None, &lock, printer)
                 .await
-                .inspect_err(|error| report.verification = verification_of(error))?;
-            if matches!(outcome, Outcome::RolledOut(_)) {
-                crate::deploy::Deployer::record_passed(&lock, &change);
-            }
-            Ok((outcome, change))
+                .map(|outcome| (outcome, change))
+                .inspect_err(|error| report.verification = verification_of(error))
         }
         .await;
         lock.release().await;

@@ -446,17 +446,18 @@ impl Deployer {
             passed_of(&record),
         ))
     }
+}
 
-    /// Records that `change` rolled out on the Deployment whose lease is
-    /// `lock` and passed berth's check; written when the lease is freed.
-    pub fn record_passed(lock: &lease::LeaseLock, change: &Change) {
-        lock.record_passed_on_release(Passed {
+impl Passed {
+    /// `change`, passed now.
+    pub(crate) fn of(change: &Change) -> Self {
+        Self {
             commit: change.commit.clone(),
             image: change.image.clone(),
             source_digest: Some(change.source_digest.clone()).filter(|d| !d.is_empty()),
             content_digest: change.content_digest.clone(),
             at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        });
+        }
     }
 }
 

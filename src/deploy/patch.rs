@@ -8,11 +8,12 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::config::DeploymentTarget;
+use crate::deploy::lease::LeaseLock;
 use crate::deploy::wait::RolloutFailure;
 use crate::deploy::{
     CHANGE_CAUSE_ANNOTATION, COMMIT_ANNOTATION, CONTENT_DIGEST_ANNOTATION, Change, DeployError, Deployed,
-    Deployer, FIELD_MANAGER, IMAGE_ANNOTATION, Outcome, RolledBack, SOURCE_DIGEST_ANNOTATION, deployed_of,
-    target_error,
+    Deployer, FIELD_MANAGER, IMAGE_ANNOTATION, Outcome, Passed, RolledBack, SOURCE_DIGEST_ANNOTATION,
+    deployed_of, target_error,
 };
 use crate::reference;
 use crate::ui::{Printer, Status};
@@ -29,13 +30,16 @@ pub enum RollbackFailure {
 }
 
 impl Deployer {
-    /// Sets the image, waits for the rollout, rolls back on failure.
+    /// Sets the image, waits for the rollout, rolls back on failure; under
+    /// the Deployment's lease `lock`, which records an image that rolled out
+    /// and passed ([`Passed`]: what `berth promote` may take elsewhere).
     pub async fn apply(
         &self,
         site: &str,
         target: &DeploymentTarget,
         change: &Change,
         current: Option<Deployment>,
+        lock: &LeaseLock,
         printer: &Printer,
     ) -> Result<Outcome, DeployError> {
         let Some(previous) = self
@@ -58,6 +62,7 @@ impl Deployer {
                 match verification.failure() {
                     None => {
                         printer.stage(site, "verify", Status::Done, &verification.summary());
+                        lock.record_passed_on_release(Passed::of(change));
                         return Ok(Outcome::RolledOut(verification));
                     }
                     Some(failure) => (

@@ -364,12 +364,9 @@ impl Parts<'_> {
             self.preflight(&deployment)?;
             let outcome = self
                 .target_deployer
-                .apply(&site.name, target, &change, Some(deployment), self.printer)
+                .apply(&site.name, target, &change, Some(deployment), &lock, self.printer)
                 .await
                 .inspect_err(|error| report.verification = verification_of(error))?;
-            if matches!(outcome, Outcome::RolledOut(_)) {
-                Deployer::record_passed(&lock, &change);
-            }
             Ok(outcome)
         }
         .await;

@@ -413,6 +413,7 @@ impl RunContext<'_> {
                     &site.deployment,
                     &change,
                     Some(again.deployment),
+                    &lock,
                     self.printer,
                 )
                 .await
@@ -420,9 +421,6 @@ impl RunContext<'_> {
                     report.verification = verification_of(&error);
                     deploy_failure(error)
                 })?;
-            if matches!(outcome, Outcome::RolledOut(_)) {
-                Deployer::record_passed(&lock, &change);
-            }
             Ok::<_, StageFailure>(Some(outcome))
         }
         .await;
