@@ -86,12 +86,7 @@ pub async fn rollback(
                 &format!("{target} rolled back ({:.1}s)", started.elapsed().as_secs_f64()),
             );
         }
-        Err(error) => {
-            report.failure = Some(failure_kind(&error));
-            let message = format!("{:#}", anyhow::Error::new(error));
-            printer.stage(&site.name, "result", Status::Failed, &message);
-            report.error = Some(message);
-        }
+        Err(error) => report.fail(failure_kind(&error), &anyhow::Error::new(error), printer),
     }
     Ok(RunReport {
         environment: config.environment.clone(),

@@ -123,7 +123,7 @@ pub async fn status(
                 };
                 entry.rollout = Some(state.into());
                 entry.rollout_message = message;
-                if let Ok(history) = deployer.history(&site.deployment).await {
+                if let Ok(history) = deployer.history_of(&deployment, &site.deployment).await {
                     entry.deployed_at = history.iter().find(|r| r.current).and_then(|r| r.created.clone());
                 }
                 if let (Some(head), Some(deployed)) = (&entry.branch_head, &entry.deployed_commit) {

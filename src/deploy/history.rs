@@ -1,7 +1,7 @@
 //! A Deployment's past: its ReplicaSet revisions (image, commit, cause,
 //! time) for `berth history`, and the revision `berth rollback` returns to.
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::api::{Api, ListParams};
 
 use crate::config::DeploymentTarget;
@@ -14,13 +14,22 @@ impl Deployer {
     /// The Deployment's revisions, newest first, from its ReplicaSets.
     pub async fn history(&self, target: &DeploymentTarget) -> Result<Vec<Revision>, DeployError> {
         let deployment = self.read(target).await?;
+        self.history_of(&deployment, target).await
+    }
+
+    /// The revisions of `deployment` (just read), newest first.
+    pub async fn history_of(
+        &self,
+        deployment: &Deployment,
+        target: &DeploymentTarget,
+    ) -> Result<Vec<Revision>, DeployError> {
         let current = deployment
             .metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(REVISION_ANNOTATION))
             .cloned();
-        let labels = selector_of(&deployment).unwrap_or_default();
+        let labels = selector_of(deployment).unwrap_or_default();
         let replica_sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &target.namespace);
         let list = replica_sets
             .list(&ListParams::default().labels(&labels))

@@ -358,10 +358,6 @@ impl Deployer {
         })
     }
 
-    pub fn client(&self) -> &kube::Client {
-        &self.client
-    }
-
     fn deployments(&self, namespace: &str) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), namespace)
     }

@@ -13,18 +13,21 @@
 //!    preflight, set the image by digest, wait, check what is served, roll
 //!    back on failure, and record that the image passed in the target too.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::anyhow;
 
 use crate::config::{Config, Site};
 use crate::deploy::rollout::rollout_state;
-use crate::deploy::{self, Change, Deployer, Outcome};
+use crate::deploy::{self, Change, DeployError, Deployer, Outcome};
 use crate::pipeline::decide::{self, Check, Promotable};
-use crate::pipeline::site::{failure_kind, lock_site, preflight_verdict, verification_of};
+use crate::pipeline::site::{
+    StageFailure, deploy_failure, environment, lock_site, preflight_verdict, verification_of,
+};
 use crate::pipeline::{
-    CommitChoice, DeployOptions, FailureKind, Promotion, RunReport, SetupError, SiteAction, SiteReport,
-    connect_cluster, mirror_all, registry_auth, select,
+    CommitChoice, DeployOptions, Promotion, RunReport, SetupError, SiteAction, SiteReport, connect_cluster,
+    mirror_all, registry_auth, select,
 };
 use crate::reference;
 use crate::registry;
@@ -48,8 +51,8 @@ pub struct Environments {
     pub target: Config,
 }
 
-/// Resolves the request's environments; a usage error when one is unknown,
-/// they are the same, or the site does not ship to both.
+/// Resolves the request's environments; a usage error when one is unknown
+/// or they are the same.
 pub fn environments(declared: &Config, request: &Request<'_>) -> anyhow::Result<Environments> {
     let target = declared.in_environment(Some(request.to))?;
     let from = match request.from {
@@ -62,8 +65,6 @@ pub fn environments(declared: &Config, request: &Request<'_>) -> anyhow::Result<
         return Err(SetupError::SameEnvironment(from.to_string()).into());
     }
     let source = declared.in_environment(Some(from))?;
-    select::named(&source, &[request.site.to_string()])?;
-    select::named(&target, &[request.site.to_string()])?;
     Ok(Environments { source, target })
 }
 
@@ -75,10 +76,12 @@ pub async fn promote(
     printer: &Printer,
 ) -> anyhow::Result<(Config, RunReport)> {
     let Environments { source, target } = environments(declared, request)?;
+    // A usage error when the site does not ship to both.
+    let named = [request.site.to_string()];
+    let site_in_source = select::named(&source, &named)?.remove(0);
+    let site_in_target = select::named(&target, &named)?.remove(0);
     let source_deployer = connect_cluster(&source).await?;
     let target_deployer = connect_cluster(&target).await?;
-    let site_in_source = source.site(request.site).expect("selected").clone();
-    let site_in_target = target.site(request.site).expect("selected").clone();
     let mut report = SiteReport::new(request.site);
     let promotion = Promotion {
         from: source.environment.clone().unwrap_or_default(),
@@ -89,19 +92,15 @@ pub async fn promote(
     let parts = Parts {
         source: &source,
         target: &target,
-        site_in_source: &site_in_source,
-        site_in_target: &site_in_target,
+        site_in_source,
+        site_in_target,
         source_deployer: &source_deployer,
         target_deployer: &target_deployer,
         options: request.options,
         printer,
     };
     if let Err(failure) = parts.run(request.commit, &mut report).await {
-        report.action = SiteAction::Failed;
-        report.failure = Some(failure.kind);
-        let message = format!("{:#}", failure.error);
-        printer.stage(request.site, "result", Status::Failed, &message);
-        report.error = Some(message);
+        report.fail(failure.kind, &failure.error, printer);
     }
     let environment = target.environment.clone();
     Ok((
@@ -111,30 +110,6 @@ pub async fn promote(
             sites: vec![report],
         },
     ))
-}
-
-/// A stage's failure and its kind (for the exit code).
-struct Failure {
-    kind: FailureKind,
-    error: anyhow::Error,
-}
-
-impl Failure {
-    fn site(error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            kind: FailureKind::Site,
-            error: error.into(),
-        }
-    }
-}
-
-impl From<deploy::DeployError> for Failure {
-    fn from(error: deploy::DeployError) -> Self {
-        Self {
-            kind: failure_kind(&error),
-            error: error.into(),
-        }
-    }
 }
 
 /// Everything one promotion works with.
@@ -150,7 +125,7 @@ struct Parts<'a> {
 }
 
 impl Parts<'_> {
-    async fn run(&self, commit: Option<&str>, report: &mut SiteReport) -> Result<(), Failure> {
+    async fn run(&self, commit: Option<&str>, report: &mut SiteReport) -> Result<(), StageFailure> {
         let started = Instant::now();
         let chosen = self.choose(commit).await?;
         report
@@ -176,21 +151,23 @@ impl Parts<'_> {
     }
 
     /// The source stage: what runs (or ran) there, and whether it may go on.
-    async fn choose(&self, commit: Option<&str>) -> Result<Promotable, Failure> {
+    async fn choose(&self, commit: Option<&str>) -> Result<Promotable, StageFailure> {
         let site = self.site_in_source;
         let environment = self.source.environment.as_deref().unwrap_or_default();
         let target = &site.deployment;
-        let deployment = self.source_deployer.read(target).await?;
+        let deployment = self.source_deployer.read(target).await.map_err(deploy_failure)?;
         let (deployed, passed) = self
             .source_deployer
             .deployed_and_passed(&deployment, target)
-            .await?;
+            .await
+            .map_err(deploy_failure)?;
         // The revisions only say why a commit asked for did not pass.
         let revisions: Vec<String> = match commit {
             Some(_) => self
                 .source_deployer
-                .history(target)
-                .await?
+                .history_of(&deployment, target)
+                .await
+                .map_err(deploy_failure)?
                 .into_iter()
                 .filter_map(|revision| revision.commit)
                 .collect(),
@@ -205,7 +182,7 @@ impl Parts<'_> {
             passed: &passed,
             revisions: &revisions,
         };
-        let chosen = decide::promotable(&source, commit).map_err(Failure::site)?;
+        let chosen = decide::promotable(&source, commit)?;
         self.printer.stage(
             &site.name,
             "source",
@@ -222,7 +199,7 @@ impl Parts<'_> {
 
     /// The copy stage: the image as the target's registry holds it, copied
     /// there by digest when it is another registry.
-    async fn copy(&self, chosen: &Promotable, report: &mut SiteReport) -> Result<String, Failure> {
+    async fn copy(&self, chosen: &Promotable, report: &mut SiteReport) -> Result<String, StageFailure> {
         let site = &self.site_in_target.name;
         let promotion = report.promotion.as_mut().expect("set by promote");
         promotion.source_image.clone_from(&chosen.image);
@@ -240,8 +217,8 @@ impl Parts<'_> {
                 .stage(site, "copy", Status::Skipped, "same registry: nothing to copy");
             return Ok(chosen.image.clone());
         }
-        let from_auth = registry_auth(self.source).await.map_err(Failure::site)?;
-        let to_auth = registry_auth(self.target).await.map_err(Failure::site)?;
+        let from_auth = registry_auth(self.source).await?;
+        let to_auth = registry_auth(self.target).await?;
         self.printer.progress(
             site,
             "copy",
@@ -260,14 +237,12 @@ impl Parts<'_> {
             &tag,
         )
         .await
-        .map_err(|error| Failure {
-            kind: if matches!(error, registry::copy::CopyError::Unreachable { .. }) {
-                FailureKind::Environment
-            } else {
-                FailureKind::Site
-            },
-            error: error.into(),
+        .map_err(|error| match error {
+            registry::copy::CopyError::Unreachable { .. } => environment(error),
+            other => other.into(),
         })?;
+        // `copied.digest` is what the target answers it stores: the copy
+        // fails unless it is the source's.
         promotion.target_image.clone_from(&target_image);
         promotion.target_digest.clone_from(&copied.digest);
         promotion.same_digest = copied.digest == chosen.digest;
@@ -275,14 +250,6 @@ impl Parts<'_> {
         promotion.blobs_copied = copied.blobs_copied;
         promotion.bytes_copied = copied.bytes_copied;
         promotion.blobs_present = copied.blobs_present;
-        if !promotion.same_digest {
-            return Err(Failure::site(anyhow!(
-                "the copy in {} has digest {}, not {}; nothing was deployed",
-                self.target.registry.address,
-                copied.digest,
-                chosen.digest
-            )));
-        }
         self.printer.stage(
             site,
             "copy",
@@ -301,24 +268,23 @@ impl Parts<'_> {
         chosen: &Promotable,
         image: String,
         report: &mut SiteReport,
-    ) -> Result<SiteAction, Failure> {
+    ) -> Result<SiteAction, StageFailure> {
         let site = self.site_in_target;
         let target = &site.deployment;
         let from = self.source.environment.as_deref().unwrap_or_default();
         let to = self.target.environment.as_deref().unwrap_or_default();
         // The mirror, for the out-of-order guard (is the commit older than
-        // what the target runs?).
-        let mirrored = mirror_all(
-            self.target,
-            &[site],
-            &CommitChoice::Exact(chosen.commit.clone()),
-            1,
-            self.printer,
-        )
-        .await;
-        let synced = mirrored[&site.repo]
-            .as_ref()
-            .map_err(|error| Failure::site(anyhow::Error::new(error.clone())))?;
+        // what the target runs?): not asked with --allow-older.
+        let mirrored = if self.options.allow_older {
+            None
+        } else {
+            let choice = CommitChoice::Exact(chosen.commit.clone());
+            Some(mirror_all(self.target, &[site], &choice, 1, self.printer).await)
+        };
+        let synced = match &mirrored {
+            Some(mirrored) => Some(mirrored[&site.repo].as_ref().map_err(Arc::clone)?),
+            None => None,
+        };
         let change = Change {
             image: image.clone(),
             commit: chosen.commit.clone(),
@@ -338,12 +304,16 @@ impl Parts<'_> {
             self.options.lock_wait,
             self.printer,
         )
-        .await?;
+        .await
+        .map_err(deploy_failure)?;
         let outcome = async {
             let deployment = self.target_deployer.read(target).await?;
             let deployed = self.target_deployer.deployed_of(&deployment, target).await?;
             let repository = self.target.image_repository(site);
-            let older = async || synced.older_than(&chosen.commit, &deployed).await;
+            let older = async || match synced {
+                Some(synced) => synced.older_than(&chosen.commit, &deployed).await,
+                None => None,
+            };
             let check = decide::check(
                 &deployed,
                 &repository,
@@ -355,21 +325,19 @@ impl Parts<'_> {
             // The same source under another digest is no reason to stop: promote
             // deploys the bytes that passed (`apply` knows when they already run).
             if let Check::Older { deployed_commit } = check {
-                return Err(Failure::site(anyhow!(
-                    "{to} runs {}, a newer commit than {}; promoting it would go back (--allow-older to do it anyway)",
-                    reference::short(&deployed_commit),
-                    reference::short(&chosen.commit)
-                )));
+                return Err(DeployError::Older {
+                    commit: chosen.commit.clone(),
+                    deployed: deployed_commit,
+                });
             }
             self.preflight(&deployment)?;
-            let outcome = self
-                .target_deployer
+            self.target_deployer
                 .apply(&site.name, target, &change, Some(deployment), &lock, self.printer)
                 .await
-                .inspect_err(|error| report.verification = verification_of(error))?;
-            Ok(outcome)
+                .inspect_err(|error| report.verification = verification_of(error))
         }
-        .await;
+        .await
+        .map_err(deploy_failure);
         lock.release().await;
         let name = format!("{to} {}/{}", target.namespace, target.name);
         let (status, text, action) = match outcome? {
@@ -389,14 +357,9 @@ impl Parts<'_> {
 
     /// Preflight of the target Deployment: warnings, or with `--strict` an
     /// error before anything changes.
-    fn preflight(&self, deployment: &k8s_openapi::api::apps::v1::Deployment) -> Result<(), Failure> {
+    fn preflight(&self, deployment: &k8s_openapi::api::apps::v1::Deployment) -> Result<(), DeployError> {
         let site = self.site_in_target;
         let findings = deploy::preflight::preflight(deployment, &site.deployment.container);
-        Ok(preflight_verdict(
-            site,
-            findings,
-            self.options.strict,
-            self.printer,
-        )?)
+        preflight_verdict(site, findings, self.options.strict, self.printer)
     }
 }

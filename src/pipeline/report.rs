@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::deploy;
 use crate::reference;
-use crate::ui::table;
+use crate::ui::{Printer, Status, table};
 
 /// What happened to one site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -103,6 +103,19 @@ impl SiteReport {
             verification: None,
             promotion: None,
         }
+    }
+
+    /// The site failed (or was interrupted) with `error`, said on `printer`.
+    pub fn fail(&mut self, kind: FailureKind, error: &anyhow::Error, printer: &Printer) {
+        let message = format!("{error:#}");
+        printer.stage(&self.site, "result", Status::Failed, &message);
+        self.error = Some(message);
+        self.failure = Some(kind);
+        self.action = if kind == FailureKind::Interrupted {
+            SiteAction::Interrupted
+        } else {
+            SiteAction::Failed
+        };
     }
 }
 

@@ -40,9 +40,9 @@ pub struct RunContext<'a> {
 }
 
 /// Turns a stage error into the site's failure, keeping its kind.
-struct StageFailure {
-    kind: FailureKind,
-    error: anyhow::Error,
+pub(crate) struct StageFailure {
+    pub(crate) kind: FailureKind,
+    pub(crate) error: anyhow::Error,
 }
 
 impl<E: Into<anyhow::Error>> From<E> for StageFailure {
@@ -54,7 +54,8 @@ impl<E: Into<anyhow::Error>> From<E> for StageFailure {
     }
 }
 
-fn environment(error: impl Into<anyhow::Error>) -> StageFailure {
+/// A failure of a part the site needs (exit 3), not of the site.
+pub(crate) fn environment(error: impl Into<anyhow::Error>) -> StageFailure {
     StageFailure {
         kind: FailureKind::Environment,
         error: error.into(),
@@ -118,17 +119,7 @@ impl RunContext<'_> {
         let mut report = SiteReport::new(&site.name);
         match self.site_stages(site, synced, &mut report).await {
             Ok(action) => report.action = action,
-            Err(failure) => {
-                let message = format!("{:#}", failure.error);
-                self.printer.stage(&site.name, "result", Status::Failed, &message);
-                report.error = Some(message);
-                report.failure = Some(failure.kind);
-                report.action = if failure.kind == FailureKind::Interrupted {
-                    SiteAction::Interrupted
-                } else {
-                    SiteAction::Failed
-                };
-            }
+            Err(failure) => report.fail(failure.kind, &failure.error, self.printer),
         }
         report
     }
@@ -878,7 +869,8 @@ pub fn failure_kind(error: &DeployError) -> FailureKind {
     }
 }
 
-fn deploy_failure(error: DeployError) -> StageFailure {
+/// A deploy error, the cluster unreachable being the environment's.
+pub(crate) fn deploy_failure(error: DeployError) -> StageFailure {
     StageFailure {
         kind: failure_kind(&error),
         error: error.into(),

@@ -69,7 +69,9 @@ pub struct Endpoint<'a> {
 /// What a copy did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Copied {
-    /// The manifest's digest (`sha256:…`), the same in both registries.
+    /// The manifest's digest (`sha256:…`), the same in both registries: a
+    /// copy ends well only when the target answers that it stores this one
+    /// (otherwise [`CopyError::StoredDigestDiffers`]).
     pub digest: String,
     /// Blobs streamed from the source to the target.
     pub blobs_copied: usize,
