@@ -15,6 +15,7 @@ pub mod config;
 pub mod deploy;
 pub mod exit;
 pub mod git;
+pub mod http;
 pub mod image;
 
 pub mod pipeline;

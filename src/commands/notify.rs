@@ -10,10 +10,9 @@
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::config::{Notify, NotifyOn};
+use crate::http::{self, HttpClient};
 use crate::pipeline::{RunReport, SiteAction};
 use crate::ui::Printer;
 
@@ -66,9 +65,16 @@ pub async fn send(
         return;
     };
     let body = serde_json::json!({ "text": summary_text(command, report), "berth": document }).to_string();
+    let client = match http::client(Duration::from_secs(10)) {
+        Ok(client) => client,
+        Err(error) => {
+            printer.warning(&format!("no notification sent: {error}"));
+            return;
+        }
+    };
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
-        match post(&url, &body).await {
+        match post(&client, &url, &body).await {
             Ok(()) => return,
             Err(error) => {
                 last = error;
@@ -85,23 +91,16 @@ pub async fn send(
     ));
 }
 
-async fn post(url: &str, body: &str) -> Result<(), String> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| format!("no TLS roots: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+async fn post(client: &HttpClient<Full<bytes::Bytes>>, url: &str, body: &str) -> Result<(), String> {
     let request = hyper::Request::post(url)
         .header("content-type", "application/json")
-        .header("user-agent", concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .header("user-agent", http::USER_AGENT)
         .body(Full::new(bytes::Bytes::from(body.to_string())))
         .map_err(|_| "the webhook URL is not a valid URL".to_string())?;
     let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
         .await
         .map_err(|_| "no answer within 10s".to_string())?
-        .map_err(|e| connection_error(&e))?;
+        .map_err(|e| http::connection_error(&e))?;
     let status = response.status();
     let _ = response.into_body().collect().await;
     if status.is_success() {
@@ -109,15 +108,4 @@ async fn post(url: &str, body: &str) -> Result<(), String> {
     } else {
         Err(format!("HTTP {status}"))
     }
-}
-
-/// The error without the URL (which may hold a token).
-fn connection_error(error: &hyper_util::client::legacy::Error) -> String {
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
-    let mut text = "connection failed".to_string();
-    while let Some(cause) = source {
-        text = cause.to_string();
-        source = cause.source();
-    }
-    text
 }

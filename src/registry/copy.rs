@@ -29,10 +29,6 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use sha2::{Digest as _, Sha256};
 
 use crate::registry::RegistryAuth;
@@ -54,7 +50,7 @@ const REDIRECTS: usize = 5;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = UnsyncBoxBody<Bytes, BoxError>;
-type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+type HttpClient = crate::http::HttpClient<Body>;
 type Response = http::Response<hyper::body::Incoming>;
 
 /// One side of a copy: a registry, with its credentials, and a repository in it.
@@ -170,7 +166,7 @@ pub async fn copy_by_digest(
     check_repository(from.repository)?;
     check_repository(to.repository)?;
     check_tag(tag)?;
-    let client = http_client().map_err(|message| CopyError::Unreachable {
+    let client = crate::http::client(CONNECT_TIMEOUT).map_err(|message| CopyError::Unreachable {
         registry: to.auth.registry.clone(),
         message,
     })?;
@@ -554,7 +550,7 @@ impl<'a> Session<'a> {
         let mut builder = http::Request::builder()
             .method(method.clone())
             .uri(url)
-            .header(header::USER_AGENT, concat!("berth/", env!("CARGO_PKG_VERSION")));
+            .header(header::USER_AGENT, crate::http::USER_AGENT);
         for (name, value) in headers {
             builder = builder.header(name, *value);
         }
@@ -581,7 +577,7 @@ impl<'a> Session<'a> {
                 .map_err(|_| self.unreachable(&format!("no answer within {}s", timeout.as_secs())))?,
             None => future.await,
         };
-        result.map_err(|error| self.unreachable(&connection_error(&error)))
+        result.map_err(|error| self.unreachable(&crate::http::connection_error(&error)))
     }
 
     fn same_authority(&self, url: &str) -> bool {
@@ -613,9 +609,6 @@ impl<'a> Session<'a> {
     /// A Bearer token from the challenge's token service, asked with the
     /// credentials there are (none: an anonymous token, for public images).
     async fn token(&self, bearer: &Bearer, credentials: &Credentials) -> Result<HeaderValue, CopyError> {
-        if let Some(token) = &credentials.registry_token {
-            return Ok(token.clone());
-        }
         let realm_host = authority(&bearer.realm).to_string();
         let request = token_request(bearer, credentials).map_err(|()| {
             CopyError::InvalidReference(format!(
@@ -631,7 +624,7 @@ impl<'a> Session<'a> {
             })?
             .map_err(|error| CopyError::Unreachable {
                 registry: realm_host.clone(),
-                message: connection_error(&error),
+                message: crate::http::connection_error(&error),
             })?;
         let status = answer.status();
         if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
@@ -736,8 +729,6 @@ struct Credentials {
     basic: Option<HeaderValue>,
     /// An OAuth2 refresh token (`identitytoken` in Docker's config.json).
     refresh_token: Option<String>,
-    /// `Bearer …`, from a registry token given as is.
-    registry_token: Option<HeaderValue>,
 }
 
 impl Credentials {
@@ -752,16 +743,16 @@ impl Credentials {
             return Self {
                 basic: None,
                 refresh_token: None,
-                registry_token: None,
             };
         };
-        let basic = match (&credentials.username, &credentials.password, &credentials.auth) {
-            (Some(username), Some(password), _) => {
+        // `resolve_credentials` gives a user name and password, or an
+        // identity token (`config.json`'s `auth` is decoded there).
+        let basic = match (&credentials.username, &credentials.password) {
+            (Some(username), Some(password)) => {
                 let encoded =
                     base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
                 sensitive(format!("Basic {encoded}"))
             }
-            (_, _, Some(encoded)) if !encoded.is_empty() => sensitive(format!("Basic {}", encoded.trim())),
             _ => None,
         };
         Self {
@@ -770,11 +761,6 @@ impl Credentials {
                 .identitytoken
                 .clone()
                 .filter(|token| !token.is_empty()),
-            registry_token: credentials
-                .registrytoken
-                .as_ref()
-                .filter(|token| !token.is_empty())
-                .and_then(|token| sensitive(format!("Bearer {token}"))),
         }
     }
 }
@@ -789,8 +775,7 @@ fn token_request(bearer: &Bearer, credentials: &Credentials) -> Result<http::Req
     for scope in bearer.scope.iter().flat_map(|scope| scope.split_whitespace()) {
         query.push(format!("scope={}", encode_query(scope)));
     }
-    let builder =
-        http::Request::builder().header(header::USER_AGENT, concat!("berth/", env!("CARGO_PKG_VERSION")));
+    let builder = http::Request::builder().header(header::USER_AGENT, crate::http::USER_AGENT);
     if let Some(refresh_token) = &credentials.refresh_token {
         query.push("grant_type=refresh_token".to_string());
         query.push("client_id=berth".to_string());
@@ -956,20 +941,6 @@ fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<(String, C
     }
 }
 
-/// The HTTPS-or-HTTP client, with the system's roots for HTTPS.
-fn http_client() -> Result<HttpClient, String> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|error| format!("no TLS root certificates: {error}"))?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new()).build(https))
-}
-
 /// The scheme and API host of a registry address: `http` on loopback
 /// (`127.x.x.x`, `localhost`, `[::1]`), `https` elsewhere, unless the address
 /// names its scheme. Docker Hub's API is at `registry-1.docker.io`.
@@ -1124,17 +1095,6 @@ fn excerpt(body: &[u8]) -> String {
     }
 }
 
-/// The innermost cause of a connection failure (not the URL).
-fn connection_error(error: &hyper_util::client::legacy::Error) -> String {
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
-    let mut text = "connection failed".to_string();
-    while let Some(cause) = source {
-        text = cause.to_string();
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1274,7 +1234,6 @@ mod tests {
         let basic = Credentials {
             basic: HeaderValue::try_from("Basic dTpw").ok(),
             refresh_token: None,
-            registry_token: None,
         };
         let request = token_request(&bearer, &basic).unwrap();
         assert_eq!(request.method(), Method::GET);
@@ -1286,7 +1245,6 @@ mod tests {
         let refresh = Credentials {
             basic: None,
             refresh_token: Some("refresh-me".into()),
-            registry_token: None,
         };
         let request = token_request(&bearer, &refresh).unwrap();
         assert_eq!(request.method(), Method::POST);

@@ -16,18 +16,9 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["pipeline"],
     &["image"],
-    &[
-        "registry",
-        "deploy",
-        "git",
-        "mirror",
-        "smart_http",
-        "pack_index",
-        "ssh",
-        "wildcard",
-    ],
+    &["registry", "deploy", "git"],
     &["config"],
-    &["reference", "ui"],
+    &["reference", "ui", "http"],
 ];
 
 /// The top-level module of each file (`lib` for lib.rs and main.rs), and the
@@ -52,20 +43,68 @@ fn imports(source: &Path) -> BTreeMap<String, BTreeSet<String>> {
         };
         let text = std::fs::read_to_string(entry.path()).unwrap();
         let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        let code: Vec<&str> = code
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect();
         let used = graph.entry(module.clone()).or_default();
-        for line in code.lines().filter(|line| !line.trim_start().starts_with("//")) {
-            for (at, _) in line.match_indices("crate::") {
-                let name: String = line[at + "crate::".len()..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-                    .collect();
-                if !name.is_empty() && name != module {
-                    used.insert(name);
-                }
+        for name in crate_paths(&code.join("\n")) {
+            if name != module {
+                used.insert(name);
             }
         }
     }
     graph
+}
+
+/// The top-level modules `code` names through `crate::`, in a path
+/// (`crate::deploy::Deployer`) or a group (`use crate::{deploy, ui::Printer}`).
+fn crate_paths(code: &str) -> BTreeSet<String> {
+    let word = |text: &str| -> String {
+        text.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect()
+    };
+    let mut names = BTreeSet::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        let Some(group) = rest.strip_prefix('{') else {
+            names.insert(word(rest));
+            continue;
+        };
+        // The group's own items, split at its top-level commas.
+        let mut depth = 0_usize;
+        let mut item = String::new();
+        for c in group.chars() {
+            match c {
+                '}' if depth == 0 => break,
+                ',' if depth == 0 => {
+                    names.insert(word(&item));
+                    item.clear();
+                    continue;
+                }
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ => {}
+            }
+            item.push(c);
+        }
+        names.insert(word(&item));
+    }
+    names.remove("");
+    names
+}
+
+#[test]
+fn a_grouped_crate_import_names_each_of_its_modules() {
+    let names = crate_paths(
+        "use crate::{\n    deploy::{self, Deployer},\n    ui::Printer,\n};\nlet x = crate::exit::OK;",
+    );
+    assert_eq!(
+        names,
+        BTreeSet::from(["deploy".into(), "exit".into(), "ui".into()])
+    );
 }
 
 fn layer_of(module: &str) -> usize {
