@@ -100,13 +100,18 @@ impl Checker<'_> {
         let registry_table = top.table(self, "registry", false);
         let registry_present = registry_table.is_some();
         let registry = registry_table.and_then(|table| self.registry(table));
+        let defaults = Kubernetes {
+            context: None,
+            namespace: "default".into(),
+            rollout_timeout: DEFAULT_TIMEOUT,
+        };
         let kubernetes = match top.table(self, "kubernetes", false) {
-            Some(table) => self.kubernetes(table),
-            None => Kubernetes {
-                context: None,
-                namespace: "default".into(),
-                rollout_timeout: DEFAULT_TIMEOUT,
-            },
+            Some(mut table) => {
+                let kubernetes = self.cluster(&mut table, &defaults);
+                table.finish(self);
+                kubernetes
+            }
+            None => defaults,
         };
         let default_namespace = kubernetes.namespace.clone();
         let notify = top
@@ -196,14 +201,7 @@ impl Checker<'_> {
                     );
                 }
             }
-            let context = table.string(self, "context").map(Spanned::into_inner);
-            let namespace = table.string(self, "namespace");
-            if let Some(namespace) = &namespace
-                && let Err(problem) = reference::check_dns_label(namespace.get_ref())
-            {
-                self.report(namespace.span(), Some(table.key_path("namespace")), problem);
-            }
-            let rollout_timeout = table.duration(self, "rollout_timeout");
+            let cluster = self.cluster(&mut table, kubernetes);
             let own_registry = table.table(self, "registry", false);
             let has_registry = own_registry.is_some();
             let own_registry = own_registry.and_then(|t| self.registry(t));
@@ -226,12 +224,7 @@ impl Checker<'_> {
             environments.push((
                 Environment {
                     name: name.into_inner(),
-                    kubernetes: Kubernetes {
-                        context: context.or_else(|| kubernetes.context.clone()),
-                        namespace: namespace
-                            .map_or_else(|| kubernetes.namespace.clone(), Spanned::into_inner),
-                        rollout_timeout: rollout_timeout.unwrap_or(kubernetes.rollout_timeout),
-                    },
+                    kubernetes: cluster,
                     registry,
                     notify: own_notify.or_else(|| notify.cloned()),
                     promote_from: promote_from.map(Spanned::into_inner),
@@ -332,8 +325,10 @@ impl Checker<'_> {
         })
     }
 
-    /// `[kubernetes]`.
-    fn kubernetes(&mut self, mut table: TableReader<'_>) -> Kubernetes {
+    /// The cluster keys of `[kubernetes]` or an `[[environment]]`
+    /// (`context`, `namespace`, `rollout_timeout`), each left out taken from
+    /// `defaults`.
+    fn cluster(&mut self, table: &mut TableReader<'_>, defaults: &Kubernetes) -> Kubernetes {
         let context = table.string(self, "context").map(Spanned::into_inner);
         let namespace = table.string(self, "namespace");
         if let Some(namespace) = &namespace
@@ -341,12 +336,11 @@ impl Checker<'_> {
         {
             self.report(namespace.span(), Some(table.key_path("namespace")), problem);
         }
-        let rollout_timeout = table.duration(self, "rollout_timeout").unwrap_or(DEFAULT_TIMEOUT);
-        table.finish(self);
+        let rollout_timeout = table.duration(self, "rollout_timeout");
         Kubernetes {
-            context,
-            namespace: namespace.map_or_else(|| "default".into(), Spanned::into_inner),
-            rollout_timeout,
+            context: context.or_else(|| defaults.context.clone()),
+            namespace: namespace.map_or_else(|| defaults.namespace.clone(), Spanned::into_inner),
+            rollout_timeout: rollout_timeout.unwrap_or(defaults.rollout_timeout),
         }
     }
 

@@ -152,10 +152,6 @@ impl Printer {
         }
     }
 
-    pub fn verbosity(&self) -> Verbosity {
-        self.inner.verbosity
-    }
-
     fn prefix(&self) -> String {
         if self.inner.timestamps {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();

@@ -386,7 +386,13 @@ async fn a_lock_held_in_production_makes_a_promote_wait_but_not_a_ship_to_stagin
         "--json",
     ]));
     assert_eq!(shipped["sites"][0]["action"], "deployed", "{shipped:#}");
-    assert!(!text(&stage.berth(&["status"])).is_empty());
+    let status = stage.berth(&["status", "--env", "staging"]);
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(
+        text(&status).contains(&second[..12]),
+        "staging runs the new commit: {}",
+        text(&status)
+    );
     eprintln!(
         "shipped to staging in {:.1}s while production was locked",
         started.elapsed().as_secs_f64()
