@@ -11,7 +11,8 @@ use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Credentials, EnvironmentSpec, Registry, World, image_of, json_of, kube_client, text, validate_against,
+    Credentials, EnvironmentSpec, Notify, Pipeline, Registry, SiteEnvironmentSpec, World, http_receiver,
+    image_of, json_of, kube_client, text, validate_against,
 };
 
 const GOOD: &str = "FROM berth-base:busybox\nCOPY . /www/\n";
@@ -22,6 +23,8 @@ struct Environments {
     world: World,
     url: String,
     production: String,
+    /// The pipeline file written, to change and write again.
+    pipeline: Pipeline,
 }
 
 fn stack_env(name: &str) -> String {
@@ -124,7 +127,14 @@ impl Environments {
             world,
             url,
             production,
+            pipeline,
         }
+    }
+
+    /// Writes the pipeline again after `change`.
+    fn rewrite(&mut self, change: impl FnOnce(&mut Pipeline)) {
+        change(&mut self.pipeline);
+        self.world.write_pipeline(&self.pipeline);
     }
 
     fn berth(&self, args: &[&str]) -> Output {
@@ -397,6 +407,89 @@ async fn a_lock_held_in_production_makes_a_promote_wait_but_not_a_ship_to_stagin
         "shipped to staging in {:.1}s while production was locked",
         started.elapsed().as_secs_f64()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_environments_webhook_and_a_sites_own_one_there_hear_of_a_promote_and_a_ship_to_staging_tells_neither()
+ {
+    let mut stage = Environments::new("env-hooks", false).await;
+    let always = |webhook_env: &str| Notify {
+        webhook_env: webhook_env.into(),
+        on: Some("always".into()),
+    };
+    stage.rewrite(|pipeline| {
+        pipeline.environments[1].notify = Some(always("PRODUCTION_WEBHOOK"));
+        pipeline.site_mut("landing").environment.insert(
+            "production".into(),
+            SiteEnvironmentSpec {
+                notify: Some(always("LANDING_TEAM_WEBHOOK")),
+                ..SiteEnvironmentSpec::default()
+            },
+        );
+    });
+    let ok: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let (production_port, production_hook) = http_receiver(1, ok);
+    let (team_port, team_hook) = http_receiver(1, ok);
+    let hooks = [
+        (
+            "PRODUCTION_WEBHOOK",
+            format!("http://127.0.0.1:{production_port}/hook"),
+        ),
+        (
+            "LANDING_TEAM_WEBHOOK",
+            format!("http://127.0.0.1:{team_port}/hook"),
+        ),
+        (
+            "PRODUCTION_REGISTRY_USER",
+            stage.world.stack.auth_username.clone(),
+        ),
+        (
+            "PRODUCTION_REGISTRY_PASSWORD",
+            stage.world.stack.auth_password.clone(),
+        ),
+    ];
+    let hooks: Vec<(&str, &str)> = hooks.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let wait = std::time::Duration::from_secs(10);
+
+    // A ship to staging tells neither of production's webhooks.
+    let head = stage.world.head(&stage.url, "main");
+    succeeded(
+        &stage
+            .world
+            .berth_with_env(&["ship", "landing", "--commit", &head, "--json"], &hooks),
+    );
+    assert!(
+        production_hook
+            .recv_timeout(std::time::Duration::from_secs(2))
+            .is_err(),
+        "staging's ship reached production's webhook"
+    );
+    assert!(
+        team_hook.try_recv().is_err(),
+        "staging's ship reached the site's production webhook"
+    );
+
+    // A promote to production tells both: the environment's and the site's own.
+    succeeded(
+        &stage
+            .world
+            .berth_with_env(&["promote", "landing", "--to", "production", "--json"], &hooks),
+    );
+    for (name, hook) in [("production's", &production_hook), ("the site's", &team_hook)] {
+        let request = hook
+            .recv_timeout(wait)
+            .unwrap_or_else(|_| panic!("{name} webhook heard nothing"));
+        let body: Value = serde_json::from_str(&request.body).unwrap();
+        assert_eq!(
+            body["text"], "berth promote: 1 deployed, 0 unchanged, 0 up to date, 0 failed",
+            "{name}: {body:#}"
+        );
+        validate_against("report.schema.json", &body["berth"]);
+        assert_eq!(body["berth"]["environment"], "production", "{name}: {body:#}");
+        let sites = body["berth"]["sites"].as_array().unwrap();
+        assert_eq!(sites.len(), 1, "{name}: {body:#}");
+        assert_eq!(sites[0]["site"], "landing", "{name}: {body:#}");
+    }
 }
 
 /// Now, as a Kubernetes `MicroTime` (RFC 3339 with microseconds).
