@@ -275,7 +275,7 @@ fn folder_entry(
         }
         let bytes = target.as_os_str().as_encoded_bytes();
         let time = times
-            .of_content(relative, bytes.len() as u64, bytes)
+            .of_content(relative, bytes.len() as u64, || Ok(bytes))
             .map_err(|e| context_error(entry.path(), e))?;
         (ItemKind::Symlink(target), time)
     } else if file_type.is_dir() {
@@ -285,8 +285,9 @@ fn folder_entry(
         let metadata = entry
             .metadata()
             .map_err(|e| context_error(entry.path(), std::io::Error::other(e.to_string())))?;
-        let time = std::fs::File::open(entry.path())
-            .and_then(|file| times.of_content(relative, metadata.len(), file))
+        // Opened only when its time needs its content (its blob id is not known).
+        let time = times
+            .of_content(relative, metadata.len(), || std::fs::File::open(entry.path()))
             .map_err(|e| context_error(entry.path(), e))?;
         let kind = ItemKind::File {
             executable: metadata.permissions().mode() & 0o111 != 0,
