@@ -113,12 +113,9 @@ pub(crate) fn collect_tree(
         Some(TreeFile {
             kind: TreeFileKind::File { blob, .. },
             ..
-        }) => Ignore::parse(&String::from_utf8_lossy(&read(*blob).map_err(|source| {
-            BuildError::Context {
-                path: PathBuf::from(".dockerignore"),
-                source,
-            }
-        })?))?,
+        }) => Ignore::parse(&String::from_utf8_lossy(
+            &read(*blob).map_err(|source| BuildError::context(".dockerignore", source))?,
+        ))?,
         _ => Ignore::default(),
     };
     let mut left_out: Vec<String> = Vec::new();
@@ -191,7 +188,7 @@ pub(crate) fn collect_folder(
     always: &[&str],
     times: &FileTimes,
 ) -> Result<Vec<Item>, BuildError> {
-    let canonical_root = root.canonicalize().map_err(|e| context_error(root, e))?;
+    let canonical_root = root.canonicalize().map_err(|e| BuildError::context(root, e))?;
     let ignore = Ignore::read(&root.join(".dockerignore"))?;
     let walker = walkdir::WalkDir::new(root)
         .min_depth(1)
@@ -211,7 +208,7 @@ pub(crate) fn collect_folder(
     for entry in walker {
         let entry = entry.map_err(|e| {
             let path = e.path().map_or_else(|| root.to_path_buf(), Path::to_path_buf);
-            context_error(&path, std::io::Error::other(e.to_string()))
+            BuildError::context(&path, std::io::Error::other(e.to_string()))
         })?;
         let relative = entry
             .path()
@@ -256,7 +253,7 @@ fn folder_entry(
 ) -> Result<Option<(ItemKind, u64)>, BuildError> {
     let file_type = entry.file_type();
     Ok(Some(if file_type.is_symlink() {
-        let target = std::fs::read_link(entry.path()).map_err(|e| context_error(entry.path(), e))?;
+        let target = std::fs::read_link(entry.path()).map_err(|e| BuildError::context(entry.path(), e))?;
         // Inside by its names, or (a link through another link) once resolved.
         let resolves_inside = || {
             entry
@@ -276,7 +273,7 @@ fn folder_entry(
         let bytes = target.as_os_str().as_encoded_bytes();
         let time = times
             .of_content(relative, bytes.len() as u64, || Ok(bytes))
-            .map_err(|e| context_error(entry.path(), e))?;
+            .map_err(|e| BuildError::context(entry.path(), e))?;
         (ItemKind::Symlink(target), time)
     } else if file_type.is_dir() {
         (ItemKind::Directory, 0)
@@ -284,11 +281,11 @@ fn folder_entry(
         use std::os::unix::fs::PermissionsExt;
         let metadata = entry
             .metadata()
-            .map_err(|e| context_error(entry.path(), std::io::Error::other(e.to_string())))?;
+            .map_err(|e| BuildError::context(entry.path(), std::io::Error::other(e.to_string())))?;
         // Opened only when its time needs its content (its blob id is not known).
         let time = times
             .of_content(relative, metadata.len(), || std::fs::File::open(entry.path()))
-            .map_err(|e| context_error(entry.path(), e))?;
+            .map_err(|e| BuildError::context(entry.path(), e))?;
         let kind = ItemKind::File {
             executable: metadata.permissions().mode() & 0o111 != 0,
             length: metadata.len(),
@@ -297,12 +294,4 @@ fn folder_entry(
     } else {
         return Ok(None);
     }))
-}
-
-/// A context entry that could not be read.
-fn context_error(path: &Path, source: std::io::Error) -> BuildError {
-    BuildError::Context {
-        path: path.to_path_buf(),
-        source,
-    }
 }

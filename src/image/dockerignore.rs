@@ -48,10 +48,7 @@ impl Ignore {
         match std::fs::read_to_string(path) {
             Ok(text) => Ok(Self::parse(&text)?),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(BuildError::Context {
-                path: path.to_path_buf(),
-                source,
-            }),
+            Err(source) => Err(BuildError::context(path, source)),
         }
     }
 
