@@ -190,22 +190,13 @@ pub(crate) fn collect_folder(
 ) -> Result<Vec<Item>, BuildError> {
     let canonical_root = root.canonicalize().map_err(|e| BuildError::context(root, e))?;
     let ignore = Ignore::read(&root.join(".dockerignore"))?;
-    let walker = walkdir::WalkDir::new(root)
+    let mut walker = walkdir::WalkDir::new(root)
         .min_depth(1)
         .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|entry| {
-            let relative = entry
-                .path()
-                .strip_prefix(root)
-                .unwrap_or(entry.path())
-                .to_string_lossy()
-                .into_owned();
-            kept(&relative, always, &ignore) || (ignore.has_exceptions() && entry.file_type().is_dir())
-        });
+        .into_iter();
     let mut excluded_folders = ExcludedFolders::default();
     let mut items = Vec::new();
-    for entry in walker {
+    while let Some(entry) = walker.next() {
         let entry = entry.map_err(|e| {
             let path = e.path().map_or_else(|| root.to_path_buf(), Path::to_path_buf);
             BuildError::context(&path, std::io::Error::other(e.to_string()))
@@ -217,6 +208,14 @@ pub(crate) fn collect_folder(
             .to_string_lossy()
             .into_owned();
         if !kept(&relative, always, &ignore) {
+            if !entry.file_type().is_dir() {
+                continue;
+            }
+            if !ignore.has_exceptions() {
+                // Nothing below an excluded folder can come back: not walked.
+                walker.skip_current_dir();
+                continue;
+            }
             // Walked only for a `!` line that may take back something below it.
             excluded_folders.walk_into(Item {
                 path: entry.into_path(),
