@@ -120,13 +120,7 @@ pub async fn index_of(
         image: pinned.clone(),
         message,
     };
-    if docker.inspect_image(&pinned).await.is_err() {
-        registry::pull(docker, &pinned, auth)
-            .await
-            .map_err(|e| engine(e.to_string()))?;
-    }
-    let id = docker
-        .inspect_image(&pinned)
+    let id = registry::inspect_or_pull(docker, &pinned, auth)
         .await
         .map_err(|e| engine(e.to_string()))?
         .id
