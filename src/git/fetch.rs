@@ -90,17 +90,25 @@ pub(super) fn transfer_line(total: usize, received: usize, indexed: usize, bytes
     }
 }
 
+/// How libgit2 words an HTTP status it did not expect: its own transport
+/// (`transports/http.c`, the one berth uses), and Windows' (`transports/winhttp.c`).
+const UNEXPECTED_STATUS: [&str; 2] = [
+    "unexpected http status code: ",
+    "request failed with status code: ",
+];
+
 /// Whether an HTTP error says the server refused us (401, 403, 404), which no
-/// retry changes. Only the status code counts, not a port or path in the message
-/// that happens to hold the same digits.
+/// retry changes. Only the status code libgit2 names counts, not a port or path
+/// in the message that happens to hold the same digits.
 pub(super) fn refused_by_server(message: &str) -> bool {
     let lower = message.to_ascii_lowercase();
-    lower.match_indices("status code: ").any(|(at, found)| {
-        let code = &lower[at + found.len()..];
-        ["401", "403", "404"]
-            .iter()
-            .any(|refused| code.starts_with(refused) && !code[3..].starts_with(|c: char| c.is_ascii_digit()))
-    })
+    UNEXPECTED_STATUS
+        .iter()
+        .filter_map(|prefix| lower.strip_prefix(prefix))
+        .any(|rest| {
+            let code = &rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())];
+            matches!(code, "401" | "403" | "404")
+        })
 }
 
 /// A failed fetch's message with what to do about it: libgit2 says neither why
@@ -340,6 +348,12 @@ mod tests {
         assert!(!refused_by_server(
             "cannot connect to 127.0.0.1:4011: Connection refused"
         ));
+        assert!(refused_by_server("unexpected http status code: 401"));
+        // Only libgit2's own words name the status: not a proxy's page quoted after them.
+        assert!(!refused_by_server(
+            "unexpected http status code: 502 (proxy said: status code: 404)"
+        ));
+        assert!(!refused_by_server("remote: status code: 403"));
     }
 
     #[test]
