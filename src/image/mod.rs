@@ -43,7 +43,7 @@ pub mod times;
 pub use content::{SiteContent, content_digest};
 pub use context::{
     Content, Context, ContextLayout, ContextStream, ReadBlob, SiteFiles, site_context, stream_site_context,
-    web_root, write_context,
+    web_root,
 };
 pub use dockerignore::{Ignore, IgnoreError};
 pub use engine::{ContextBody, ImageBuild, build_image};
@@ -115,6 +115,7 @@ mod tests {
 
     use super::*;
     use crate::image::collect::collect_tree;
+    use crate::image::context::write_context;
     use crate::image::tar_writer::Exact;
     use crate::image::times::blob_id;
 
