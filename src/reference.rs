@@ -191,6 +191,13 @@ pub fn tag(image: &str) -> Option<&str> {
     (!repository.is_empty() && !repository.ends_with('/') && !tag.contains('/')).then_some(tag)
 }
 
+/// The repository of a reference `<repository>[:<tag>][@<digest>]`, its tag
+/// and digest left off (a registry's port stays: it is no tag).
+pub fn repository(image: &str) -> &str {
+    let named = image.split_once('@').map_or(image, |(named, _)| named);
+    tag(named).map_or(named, |tag| &named[..named.len() - tag.len() - 1])
+}
+
 /// The digest a reference pins (`…@sha256:…`), if it pins one.
 pub fn digest(image: &str) -> Option<&str> {
     image.rsplit_once('@').map(|(_, digest)| digest)
@@ -232,6 +239,19 @@ mod tests {
             Some("sha256:11")
         );
         assert_eq!(super::digest("nginx:1.27"), None);
+        assert_eq!(
+            super::repository("127.0.0.1:5000/sites/www:abc@sha256:11"),
+            "127.0.0.1:5000/sites/www"
+        );
+        assert_eq!(
+            super::repository("127.0.0.1:5000/sites/www@sha256:11"),
+            "127.0.0.1:5000/sites/www"
+        );
+        assert_eq!(
+            super::repository("127.0.0.1:5000/sites/www"),
+            "127.0.0.1:5000/sites/www"
+        );
+        assert_eq!(super::repository("nginx:1.27"), "nginx");
     }
     use super::*;
 

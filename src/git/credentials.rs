@@ -81,7 +81,7 @@ impl<'r> Credentials<'r> {
 
 /// The token for an http(s) remote that asks for credentials, from the variable
 /// `token_env` names.
-pub(super) fn token(token_env: Option<&str>) -> Result<String, git2::Error> {
+fn token(token_env: Option<&str>) -> Result<String, git2::Error> {
     token_env
         .and_then(|name| std::env::var(name).ok())
         .ok_or_else(|| {

@@ -23,6 +23,9 @@ pub(super) fn export_error(path: &Path, source: std::io::Error) -> MirrorError {
     }
 }
 
+/// The (path, url) of each submodule a repo's `.gitmodules` names, or why it names none.
+type Gitmodules = Result<Vec<(String, String)>, String>;
+
 /// Writes one file or symlink; its folder exists (the walk made it first).
 pub(super) fn write_entry(target: &Path, content: &[u8], mode: i32) -> std::io::Result<()> {
     if mode == 0o120_000 {
@@ -107,17 +110,33 @@ impl Mirror {
             return Err(failure);
         }
         walked.map_err(|error| self.local(&error))?;
-        for (relative, oid) in submodules {
-            count += self.export_submodule(commit, path, &relative, oid, destination)?;
+        if !submodules.is_empty() {
+            let modules = self.gitmodules(commit)?;
+            for (relative, oid) in submodules {
+                count += self.export_submodule(&modules, path, &relative, oid, destination)?;
+            }
         }
         Ok(count)
     }
 
+    /// The (path, url) of each submodule in `.gitmodules` at `commit`, read once
+    /// for all the submodules an export meets; `Err` says why it names none
+    /// (each submodule's error gives it with the submodule's path).
+    fn gitmodules(&self, commit: &str) -> Result<Gitmodules, MirrorError> {
+        let root = self.subtree(commit, ".")?;
+        let Ok(entry) = root.get_path(Path::new(".gitmodules")) else {
+            return Ok(Err("no .gitmodules names it".into()));
+        };
+        let blob = self.git.find_blob(entry.id()).map_err(|e| self.local(&e))?;
+        Ok(parse_gitmodules(blob.content()).map_err(|error| format!(".gitmodules cannot be read: {error}")))
+    }
+
     /// Exports a submodule (a theme, say) at the commit the parent records, from a
-    /// mirror of its own; its URL comes from the parent's `.gitmodules`.
-    pub(super) fn export_submodule(
+    /// mirror of its own, fetched only when it does not hold that commit yet; its
+    /// URL comes from the parent's `.gitmodules` (`modules`, [`Mirror::gitmodules`]).
+    fn export_submodule(
         &self,
-        commit: &str,
+        modules: &Gitmodules,
         site_path: &str,
         relative: &str,
         oid: Oid,
@@ -132,13 +151,7 @@ impl Mirror {
             repo: self.repo.name.clone(),
             message: format!("submodule `{full_path}`: {detail}"),
         };
-        let root = self.subtree(commit, ".")?;
-        let entry = root
-            .get_path(Path::new(".gitmodules"))
-            .map_err(|_| missing("no .gitmodules names it".into()))?;
-        let blob = self.git.find_blob(entry.id()).map_err(|e| self.local(&e))?;
-        let modules = parse_gitmodules(blob.content())
-            .map_err(|error| missing(format!(".gitmodules cannot be read: {error}")))?;
+        let modules = modules.as_ref().map_err(|detail| missing(detail.clone()))?;
         let url = modules
             .iter()
             .find(|(path, _)| path == &full_path)
@@ -155,7 +168,10 @@ impl Mirror {
             known_hosts: self.repo.known_hosts.clone(),
         };
         let warn = |message: String| tracing::warn!("{message}");
-        let sub = Mirror::sync(&self.mirrors_dir, &repo, &warn, &|_| {})?;
+        let mut sub = Mirror::open(&self.mirrors_dir, &repo, &warn)?;
+        if sub.git.find_commit(oid).is_err() {
+            sub.fetch(&warn, &|_| {})?;
+        }
         sub.export(&oid.to_string(), ".", &destination.join(relative))
     }
 

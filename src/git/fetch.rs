@@ -14,14 +14,14 @@ use crate::config::Repo;
 use crate::git::credentials::{Credentials, check_host_key};
 use crate::git::{Mirror, MirrorError, ffi, is_corruption, recreate};
 
-pub(super) const FETCH_ATTEMPTS: u32 = 3;
+const FETCH_ATTEMPTS: u32 = 3;
 
 /// Loads the system's CA bundle into libgit2 for https remotes, once: berth
 /// starts libgit2 without it ([`ffi::start_without_ca_bundle`]).
 /// `SSL_CERT_FILE` names it, or it is where OpenSSL keeps it on this system.
 /// An `http://` remote that redirects to `https://` loads it when its first
 /// attempt meets the certificate (see [`Mirror::fetch`]).
-pub(super) fn load_ca_bundle() {
+fn load_ca_bundle() {
     ffi::load_ca_bundle_once(|| {
         std::env::var_os("SSL_CERT_FILE")
             .map(PathBuf::from)
@@ -35,7 +35,7 @@ pub(super) fn load_ca_bundle() {
 /// has none. The limit is long because a server may say nothing while it packs
 /// a large repo: behind a proxy that buffers whole responses (lighttpd's
 /// default), the stack's server sent a 1 GB repo's first byte after 2 minutes.
-pub(super) fn silence() -> Duration {
+fn silence() -> Duration {
     let seconds = std::env::var("BERTH_GIT_TIMEOUT")
         .ok()
         .and_then(|text| text.parse::<u64>().ok())
@@ -45,17 +45,17 @@ pub(super) fn silence() -> Duration {
 }
 
 /// How long a connection may take to open (or less, if the silence allowed is).
-pub(super) fn connect_limit() -> Duration {
+fn connect_limit() -> Duration {
     silence().min(Duration::from_secs(60))
 }
 
 /// Sets libgit2's limits on a server's silence and on opening a connection,
 /// once, before the first fetch.
-pub(super) fn limit_silence() {
+fn limit_silence() {
     ffi::limit_silence_once(connect_limit(), silence());
 }
 
-pub(super) fn is_transient(error: &git2::Error) -> bool {
+fn is_transient(error: &git2::Error) -> bool {
     matches!(
         error.class(),
         git2::ErrorClass::Net | git2::ErrorClass::Os | git2::ErrorClass::Http | git2::ErrorClass::Ssl
@@ -72,14 +72,14 @@ pub(super) fn is_transient(error: &git2::Error) -> bool {
 }
 
 /// libgit2's refusal of a redirect (to another host, or from https to http).
-pub(super) fn is_refused_redirect(message: &str) -> bool {
+fn is_refused_redirect(message: &str) -> bool {
     message.starts_with("cannot redirect from ")
 }
 
 /// The progress line of a fetch. libgit2's indexer counts objects as they
 /// arrive; a new mirror's first pack goes to [`crate::git::pack_index`], which knows
 /// only the total until the pack is complete, so its line counts bytes.
-pub(super) fn transfer_line(total: usize, received: usize, indexed: usize, bytes: usize) -> String {
+fn transfer_line(total: usize, received: usize, indexed: usize, bytes: usize) -> String {
     let mebibytes = bytes / 1_048_576;
     match (total, received) {
         (0, _) => format!("receiving, {mebibytes} MiB"),
@@ -90,23 +90,31 @@ pub(super) fn transfer_line(total: usize, received: usize, indexed: usize, bytes
     }
 }
 
+/// How libgit2 words an HTTP status it did not expect: its own transport
+/// (`transports/http.c`, the one berth uses), and Windows' (`transports/winhttp.c`).
+const UNEXPECTED_STATUS: [&str; 2] = [
+    "unexpected http status code: ",
+    "request failed with status code: ",
+];
+
 /// Whether an HTTP error says the server refused us (401, 403, 404), which no
-/// retry changes. Only the status code counts, not a port or path in the message
-/// that happens to hold the same digits.
-pub(super) fn refused_by_server(message: &str) -> bool {
+/// retry changes. Only the status code libgit2 names counts, not a port or path
+/// in the message that happens to hold the same digits.
+fn refused_by_server(message: &str) -> bool {
     let lower = message.to_ascii_lowercase();
-    lower.match_indices("status code: ").any(|(at, found)| {
-        let code = &lower[at + found.len()..];
-        ["401", "403", "404"]
-            .iter()
-            .any(|refused| code.starts_with(refused) && !code[3..].starts_with(|c: char| c.is_ascii_digit()))
-    })
+    UNEXPECTED_STATUS
+        .iter()
+        .filter_map(|prefix| lower.strip_prefix(prefix))
+        .any(|rest| {
+            let code = &rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())];
+            matches!(code, "401" | "403" | "404")
+        })
 }
 
 /// A failed fetch's message with what to do about it: libgit2 says neither why
 /// it refused a redirect nor how long it waited, and libssh2 says "Unsupported
 /// private key format" for a wrong passphrase too.
-pub(super) fn with_hint(message: &str, repo: &Repo) -> String {
+fn with_hint(message: &str, repo: &Repo) -> String {
     if is_refused_redirect(message) {
         return format!(
             "{message} (berth follows a redirect on the repo's host only, where its token may go, and never from https to http: \
@@ -138,7 +146,7 @@ pub(super) fn with_hint(message: &str, repo: &Repo) -> String {
 
 /// Removes the token and the key's passphrase (if any) from a message, so no
 /// secret reaches an error.
-pub(super) fn redact(message: &str, repo: &Repo) -> String {
+fn redact(message: &str, repo: &Repo) -> String {
     let mut message = message.to_string();
     for name in [&repo.token_env, &repo.ssh_key_passphrase_env]
         .into_iter()
@@ -221,7 +229,7 @@ impl Mirror {
         Err(self.fetch_error(FETCH_ATTEMPTS, last_error))
     }
 
-    pub(super) fn fetch_error(&self, attempts: u32, message: String) -> MirrorError {
+    fn fetch_error(&self, attempts: u32, message: String) -> MirrorError {
         MirrorError::Fetch {
             repo: self.repo.name.clone(),
             url: self.repo.url.clone(),
@@ -232,10 +240,7 @@ impl Mirror {
 
     /// One fetch from the repo's URL. With it, the host of the https:// server
     /// an `http://` remote redirected libgit2 to (on the same host), if it did.
-    pub(super) fn fetch_once(
-        &self,
-        on_progress: &dyn Fn(String),
-    ) -> (Result<(), git2::Error>, Option<String>) {
+    fn fetch_once(&self, on_progress: &dyn Fn(String)) -> (Result<(), git2::Error>, Option<String>) {
         let mut remote = match self.git.find_remote("origin") {
             Ok(remote) => remote,
             Err(error) => return (Err(error), None),
@@ -340,6 +345,12 @@ mod tests {
         assert!(!refused_by_server(
             "cannot connect to 127.0.0.1:4011: Connection refused"
         ));
+        assert!(refused_by_server("unexpected http status code: 401"));
+        // Only libgit2's own words name the status: not a proxy's page quoted after them.
+        assert!(!refused_by_server(
+            "unexpected http status code: 502 (proxy said: status code: 404)"
+        ));
+        assert!(!refused_by_server("remote: status code: 403"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! ssh remotes: which URLs are ssh, the port they name, and whether a server's
-//! host key is listed in OpenSSH `known_hosts` files.
+//! ssh remotes: the port an ssh URL names, and whether a server's host key is
+//! listed in OpenSSH `known_hosts` files (which URLs are ssh is
+//! [`crate::config::is_ssh_url`]'s to say).
 //!
 //! berth checks host keys itself rather than leaving it to libgit2, which reads
 //! only `~/.ssh/known_hosts` and reports any failure as "invalid or unknown remote

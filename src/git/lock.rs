@@ -6,7 +6,10 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::git::{LOCK_WAIT, MirrorError};
+use crate::git::MirrorError;
+
+/// How long a second process waits for a mirror's lock before giving up.
+const LOCK_WAIT: Duration = Duration::from_secs(120);
 
 /// Takes `<name>.lock` with a bounded wait; the file says who holds it.
 pub(super) fn lock(dir: &Path, name: &str) -> Result<File, MirrorError> {

@@ -113,9 +113,6 @@ pub struct Mirror {
     _lock: File,
 }
 
-/// How long a second process waits for a mirror's lock before giving up.
-const LOCK_WAIT: Duration = Duration::from_secs(120);
-
 fn describe(commit: &git2::Commit<'_>) -> Commit {
     Commit {
         id: commit.id().to_string(),

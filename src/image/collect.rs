@@ -113,12 +113,9 @@ pub(crate) fn collect_tree(
         Some(TreeFile {
             kind: TreeFileKind::File { blob, .. },
             ..
-        }) => Ignore::parse(&String::from_utf8_lossy(&read(*blob).map_err(|source| {
-            BuildError::Context {
-                path: PathBuf::from(".dockerignore"),
-                source,
-            }
-        })?))?,
+        }) => Ignore::parse(&String::from_utf8_lossy(
+            &read(*blob).map_err(|source| BuildError::context(".dockerignore", source))?,
+        ))?,
         _ => Ignore::default(),
     };
     let mut left_out: Vec<String> = Vec::new();
@@ -191,27 +188,18 @@ pub(crate) fn collect_folder(
     always: &[&str],
     times: &FileTimes,
 ) -> Result<Vec<Item>, BuildError> {
-    let canonical_root = root.canonicalize().map_err(|e| context_error(root, e))?;
+    let canonical_root = root.canonicalize().map_err(|e| BuildError::context(root, e))?;
     let ignore = Ignore::read(&root.join(".dockerignore"))?;
-    let walker = walkdir::WalkDir::new(root)
+    let mut walker = walkdir::WalkDir::new(root)
         .min_depth(1)
         .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|entry| {
-            let relative = entry
-                .path()
-                .strip_prefix(root)
-                .unwrap_or(entry.path())
-                .to_string_lossy()
-                .into_owned();
-            kept(&relative, always, &ignore) || (ignore.has_exceptions() && entry.file_type().is_dir())
-        });
+        .into_iter();
     let mut excluded_folders = ExcludedFolders::default();
     let mut items = Vec::new();
-    for entry in walker {
+    while let Some(entry) = walker.next() {
         let entry = entry.map_err(|e| {
             let path = e.path().map_or_else(|| root.to_path_buf(), Path::to_path_buf);
-            context_error(&path, std::io::Error::other(e.to_string()))
+            BuildError::context(&path, std::io::Error::other(e.to_string()))
         })?;
         let relative = entry
             .path()
@@ -220,6 +208,14 @@ pub(crate) fn collect_folder(
             .to_string_lossy()
             .into_owned();
         if !kept(&relative, always, &ignore) {
+            if !entry.file_type().is_dir() {
+                continue;
+            }
+            if !ignore.has_exceptions() {
+                // Nothing below an excluded folder can come back: not walked.
+                walker.skip_current_dir();
+                continue;
+            }
             // Walked only for a `!` line that may take back something below it.
             excluded_folders.walk_into(Item {
                 path: entry.into_path(),
@@ -256,7 +252,7 @@ fn folder_entry(
 ) -> Result<Option<(ItemKind, u64)>, BuildError> {
     let file_type = entry.file_type();
     Ok(Some(if file_type.is_symlink() {
-        let target = std::fs::read_link(entry.path()).map_err(|e| context_error(entry.path(), e))?;
+        let target = std::fs::read_link(entry.path()).map_err(|e| BuildError::context(entry.path(), e))?;
         // Inside by its names, or (a link through another link) once resolved.
         let resolves_inside = || {
             entry
@@ -275,8 +271,8 @@ fn folder_entry(
         }
         let bytes = target.as_os_str().as_encoded_bytes();
         let time = times
-            .of_content(relative, bytes.len() as u64, bytes)
-            .map_err(|e| context_error(entry.path(), e))?;
+            .of_content(relative, bytes.len() as u64, || Ok(bytes))
+            .map_err(|e| BuildError::context(entry.path(), e))?;
         (ItemKind::Symlink(target), time)
     } else if file_type.is_dir() {
         (ItemKind::Directory, 0)
@@ -284,10 +280,11 @@ fn folder_entry(
         use std::os::unix::fs::PermissionsExt;
         let metadata = entry
             .metadata()
-            .map_err(|e| context_error(entry.path(), std::io::Error::other(e.to_string())))?;
-        let time = std::fs::File::open(entry.path())
-            .and_then(|file| times.of_content(relative, metadata.len(), file))
-            .map_err(|e| context_error(entry.path(), e))?;
+            .map_err(|e| BuildError::context(entry.path(), std::io::Error::other(e.to_string())))?;
+        // Opened only when its time needs its content (its blob id is not known).
+        let time = times
+            .of_content(relative, metadata.len(), || std::fs::File::open(entry.path()))
+            .map_err(|e| BuildError::context(entry.path(), e))?;
         let kind = ItemKind::File {
             executable: metadata.permissions().mode() & 0o111 != 0,
             length: metadata.len(),
@@ -296,12 +293,4 @@ fn folder_entry(
     } else {
         return Ok(None);
     }))
-}
-
-/// A context entry that could not be read.
-fn context_error(path: &Path, source: std::io::Error) -> BuildError {
-    BuildError::Context {
-        path: path.to_path_buf(),
-        source,
-    }
 }

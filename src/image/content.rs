@@ -21,10 +21,6 @@ use crate::image::{BuildError, ContextLayout, FileTimes, SiteFiles};
 /// once; blobs of the mirror are known by id. Blocking.
 pub fn content_digest(site: &Site, templates_dir: &Path, root: SiteFiles) -> Result<SiteContent, BuildError> {
     let plan = Plan::new(site, templates_dir, root)?;
-    let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
-        path: path.to_path_buf(),
-        source,
-    };
     let mut hasher = Sha256::new();
     let mut field = |bytes: &[u8]| {
         hasher.update((bytes.len() as u64).to_le_bytes());
@@ -37,7 +33,7 @@ pub fn content_digest(site: &Site, templates_dir: &Path, root: SiteFiles) -> Res
             web_root,
         } => {
             field(b"template");
-            field(&std::fs::read(dockerfile).map_err(|e| context_error(dockerfile, e))?);
+            field(&std::fs::read(dockerfile).map_err(|e| BuildError::context(dockerfile, e))?);
             field(web_root.as_bytes());
             (content, Vec::new())
         }
@@ -64,7 +60,7 @@ pub fn content_digest(site: &Site, templates_dir: &Path, root: SiteFiles) -> Res
                 field(bytes);
                 blobs.insert(
                     item.relative.clone(),
-                    blob_id(bytes.len() as u64, bytes).map_err(|e| context_error(&item.path, e))?,
+                    blob_id(bytes.len() as u64, bytes).map_err(|e| BuildError::context(&item.path, e))?,
                 );
             }
             ItemKind::File { executable, length } => {
@@ -73,7 +69,7 @@ pub fn content_digest(site: &Site, templates_dir: &Path, root: SiteFiles) -> Res
                     Some(blob) => blob,
                     None => std::fs::File::open(&item.path)
                         .and_then(|file| blob_id(*length, file))
-                        .map_err(|e| context_error(&item.path, e))?,
+                        .map_err(|e| BuildError::context(&item.path, e))?,
                 };
                 field(id.as_bytes());
                 blobs.insert(item.relative.clone(), id);

@@ -178,10 +178,8 @@ pub async fn site_context(
     let destination = destination.to_path_buf();
     let dockerfile = plan.dockerfile.clone();
     let context = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::create(&destination).map_err(|source| BuildError::Context {
-            path: destination.clone(),
-            source,
-        })?;
+        let file = std::fs::File::create(&destination)
+            .map_err(|source| BuildError::context(&destination, source))?;
         write_context(
             &plan.layout(),
             &times,
@@ -196,10 +194,7 @@ pub async fn site_context(
 
 /// The context writer's thread ended without an answer (it panicked).
 pub(crate) fn writer_stopped(error: tokio::task::JoinError) -> BuildError {
-    BuildError::Context {
-        path: PathBuf::from("(context writer)"),
-        source: std::io::Error::other(error),
-    }
+    BuildError::context("(context writer)", std::io::Error::other(error))
 }
 
 /// A build context on its way to the Engine: the tar arrives in `body` while it
@@ -245,10 +240,7 @@ pub async fn stream_site_context(
                 std::fs::File::create(&path).map(|file| std::io::BufWriter::with_capacity(CHUNK, file))
             })
             .transpose()
-            .map_err(|source| BuildError::Context {
-                path: PathBuf::from("(copy of the context)"),
-                source,
-            })?;
+            .map_err(|source| BuildError::context("(copy of the context)", source))?;
         let sink = ChannelWriter {
             sender,
             buffer: Vec::with_capacity(CHUNK),
@@ -340,11 +332,6 @@ pub fn write_context<W: std::io::Write>(
     sink: W,
     checked: impl FnOnce(),
 ) -> Result<Context, BuildError> {
-    let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
-        path: path.to_path_buf(),
-        source,
-    };
-    let sink_error = |source| context_error(Path::new("(build context)"), source);
     let mut hashing = HashingWriter {
         inner: CountingWriter {
             inner: sink,
@@ -363,10 +350,10 @@ pub fn write_context<W: std::io::Write>(
                 web_root,
             } => {
                 let items = collect(*content, &[], times)?;
-                let text = std::fs::read(dockerfile).map_err(|e| context_error(dockerfile, e))?;
+                let text = std::fs::read(dockerfile).map_err(|e| BuildError::context(dockerfile, e))?;
                 checked();
                 append_bytes(&mut builder, "Dockerfile", &text, 0o644, newest(items.iter()))
-                    .map_err(sink_error)?;
+                    .map_err(BuildError::sink)?;
                 files += 1;
                 for (name, pages) in [("assets.tar", false), ("pages.tar", true)] {
                     let chosen = || {
@@ -380,24 +367,24 @@ pub fn write_context<W: std::io::Write>(
                     let (_, size) =
                         write_layer_tar(chosen(), *content, web_root, time, std::io::sink(), true)?;
                     let mut header = header(tar::EntryType::Regular, 0o644, time, size);
-                    header.set_path(name).map_err(sink_error)?;
+                    header.set_path(name).map_err(BuildError::sink)?;
                     header.set_cksum();
                     let outer = builder.get_mut();
-                    std::io::Write::write_all(outer, header.as_bytes()).map_err(sink_error)?;
+                    std::io::Write::write_all(outer, header.as_bytes()).map_err(BuildError::sink)?;
                     let (layer_files, written) =
                         write_layer_tar(chosen(), *content, web_root, time, &mut *outer, false)?;
                     // Both passes write the same headers and, through `Exact`, the
                     // listed length of every file (a file that changed fails there);
                     // were they ever to differ, the context must not go out broken.
                     if written != size {
-                        return Err(sink_error(std::io::Error::other(format!(
+                        return Err(BuildError::sink(std::io::Error::other(format!(
                             "{name}: the sizing pass counted {size} bytes and the writing pass {written}"
                         ))));
                     }
                     files += layer_files;
                     let padding = (512 - size % 512) % 512;
                     std::io::Write::write_all(outer, &[0; 512][..usize::try_from(padding).expect("< 512")])
-                        .map_err(sink_error)?;
+                        .map_err(BuildError::sink)?;
                 }
             }
             ContextLayout::Folder { root, dockerfile } => {
@@ -406,9 +393,9 @@ pub fn write_context<W: std::io::Write>(
                 files += append_items(&mut builder, items.iter(), *root, "", newest(items.iter()), false)?;
             }
         }
-        builder.finish().map_err(sink_error)?;
+        builder.finish().map_err(BuildError::sink)?;
     }
-    std::io::Write::flush(&mut hashing.inner).map_err(sink_error)?;
+    std::io::Write::flush(&mut hashing.inner).map_err(BuildError::sink)?;
     let digest = hex::encode(hashing.hasher.finalize());
     Ok(Context {
         digest,

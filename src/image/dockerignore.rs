@@ -48,10 +48,7 @@ impl Ignore {
         match std::fs::read_to_string(path) {
             Ok(text) => Ok(Self::parse(&text)?),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(BuildError::Context {
-                path: path.to_path_buf(),
-                source,
-            }),
+            Err(source) => Err(BuildError::context(path, source)),
         }
     }
 
@@ -285,5 +282,13 @@ mod tests {
             names,
             ["drafts", "drafts/deep", "drafts/deep/keep.html", "index.html"]
         );
+        // Without a `!` line an excluded folder is left out whole, and its
+        // neighbours after it are still walked.
+        std::fs::write(root.path().join(".dockerignore"), "drafts\n*.psd\n").unwrap();
+        std::fs::write(root.path().join("art.psd"), "art").unwrap();
+        std::fs::write(root.path().join("zebra.html"), "zebra").unwrap();
+        let items = collect_folder(root.path(), &[], &FileTimes::uniform(0)).unwrap();
+        let names: Vec<&str> = items.iter().map(|item| item.relative.as_str()).collect();
+        assert_eq!(names, ["index.html", "zebra.html"]);
     }
 }

@@ -44,7 +44,7 @@ pub async fn build_image(
         ContextBody::File(path) => {
             let file = tokio::fs::File::open(&path)
                 .await
-                .map_err(|source| BuildError::Context { path, source })?;
+                .map_err(|source| BuildError::context(path, source))?;
             bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(file, CHUNK))
         }
         ContextBody::Stream(receiver) => bollard::body_try_stream(futures_util::stream::unfold(

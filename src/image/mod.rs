@@ -43,7 +43,7 @@ pub mod times;
 pub use content::{SiteContent, content_digest};
 pub use context::{
     Content, Context, ContextLayout, ContextStream, ReadBlob, SiteFiles, site_context, stream_site_context,
-    web_root, write_context,
+    web_root,
 };
 pub use dockerignore::{Ignore, IgnoreError};
 pub use engine::{ContextBody, ImageBuild, build_image};
@@ -87,6 +87,19 @@ pub enum BuildError {
 }
 
 impl BuildError {
+    /// Reading `path` for the build context, or writing it there, failed.
+    pub(crate) fn context(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Context {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Writing the context's tar itself failed (its sink, not one of its files).
+    pub(crate) fn sink(source: std::io::Error) -> Self {
+        Self::context("(build context)", source)
+    }
+
     /// Whether this is the writer's side of the Engine giving up on the build:
     /// the Engine's own answer is the error to show.
     pub fn is_context_not_read(&self) -> bool {
@@ -102,6 +115,7 @@ mod tests {
 
     use super::*;
     use crate::image::collect::collect_tree;
+    use crate::image::context::write_context;
     use crate::image::tar_writer::Exact;
     use crate::image::times::blob_id;
 

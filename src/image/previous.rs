@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 
 use crate::image::FileIndex;
 use crate::image::times::blob_id;
+use crate::reference;
 use crate::registry::{self, RegistryAuth};
 
 /// What can go wrong while finding the previous build's files. None of it
@@ -108,26 +109,18 @@ pub async fn index_of(
     image: &str,
     web_root: &str,
 ) -> Result<FileIndex, PreviousError> {
-    let Some((named, digest)) = image.split_once('@') else {
+    let Some((pinned, digest)) = pinned(image) else {
         return Ok(FileIndex::new());
     };
     let kept = kept_path(state_dir, digest);
     if let Some(index) = read_kept(&kept) {
         return Ok(index);
     }
-    let repository = named.rsplit_once(':').map_or(named, |(repository, _)| repository);
-    let pinned = format!("{repository}@{digest}");
     let engine = |message: String| PreviousError::Engine {
         image: pinned.clone(),
         message,
     };
-    if docker.inspect_image(&pinned).await.is_err() {
-        registry::pull(docker, &pinned, auth)
-            .await
-            .map_err(|e| engine(e.to_string()))?;
-    }
-    let id = docker
-        .inspect_image(&pinned)
+    let id = registry::inspect_or_pull(docker, &pinned, auth)
         .await
         .map_err(|e| engine(e.to_string()))?
         .id
@@ -168,6 +161,13 @@ pub async fn index_of(
         })?;
     keep(state_dir, digest, &index)?;
     Ok(index)
+}
+
+/// `image` pinned by its digest alone (`<repository>@sha256:…`, its tag left
+/// off), and the digest; `None` when it names no digest.
+fn pinned(image: &str) -> Option<(String, &str)> {
+    let digest = reference::digest(image)?;
+    Some((format!("{}@{digest}", reference::repository(image)), digest))
 }
 
 /// The files below `web_root` of the image `docker save` wrote to `saved`: its
@@ -274,6 +274,20 @@ fn layer_entries(layer: impl Read, web_root: &str) -> Result<Vec<LayerEntry>, Sa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_is_pinned_by_its_digest_with_or_without_a_tag() {
+        let digest = format!("sha256:{}", "b".repeat(64));
+        let pinned_as = |image: &str| pinned(image).map(|(pinned, digest)| (pinned, digest.to_string()));
+        let expected = Some((format!("host:5000/site@{digest}"), digest.clone()));
+        assert_eq!(pinned_as(&format!("host:5000/site:abc@{digest}")), expected);
+        assert_eq!(
+            pinned_as(&format!("host:5000/site@{digest}")),
+            expected,
+            "no tag: the registry's port stays"
+        );
+        assert_eq!(pinned_as("host:5000/site:abc"), None);
+    }
 
     fn append(builder: &mut tar::Builder<Vec<u8>>, path: &str, content: &[u8], mtime: u64) {
         let mut header = tar::Header::new_gnu();

@@ -1,9 +1,6 @@
 //! Tar writing for the build context: headers with fixed owners and times,
 //! layer tars nested with their exact size, and readers that fail a file
 //! that changes while it is read.
-
-use std::path::{Path, PathBuf};
-
 use sha2::{Digest, Sha256};
 
 use crate::image::collect::{Item, ItemKind};
@@ -21,10 +18,6 @@ pub(crate) fn write_layer_tar<'a, W: std::io::Write>(
     sink: W,
     dry: bool,
 ) -> Result<(usize, u64), BuildError> {
-    let sink_error = |source| BuildError::Context {
-        path: PathBuf::from("(build context)"),
-        source,
-    };
     let mut counting = CountingWriter {
         inner: sink,
         bytes: 0,
@@ -35,11 +28,11 @@ pub(crate) fn write_layer_tar<'a, W: std::io::Write>(
     let mut prefix = String::new();
     for part in root.split('/').filter(|p| !p.is_empty()) {
         prefix.push_str(part);
-        append_directory(&mut builder, &prefix, folder_time).map_err(sink_error)?;
+        append_directory(&mut builder, &prefix, folder_time).map_err(BuildError::sink)?;
         prefix.push('/');
     }
     let files = append_items(&mut builder, items, content, &prefix, folder_time, dry)?;
-    builder.finish().map_err(sink_error)?;
+    builder.finish().map_err(BuildError::sink)?;
     drop(builder);
     Ok((files, counting.bytes))
 }
@@ -121,22 +114,19 @@ pub(crate) fn append_items<'a, W: std::io::Write>(
     folder_time: u64,
     dry: bool,
 ) -> Result<usize, BuildError> {
-    let context_error = |path: &Path, source: std::io::Error| BuildError::Context {
-        path: path.to_path_buf(),
-        source,
-    };
     let mut files = 0;
     for item in items {
         let name = format!("{prefix}{}", item.relative);
         match &item.kind {
             ItemKind::Directory => {
-                append_directory(builder, &name, folder_time).map_err(|e| context_error(&item.path, e))?;
+                append_directory(builder, &name, folder_time)
+                    .map_err(|e| BuildError::context(&item.path, e))?;
             }
             ItemKind::Symlink(target) => {
                 let mut header = header(tar::EntryType::Symlink, 0o777, item.time, 0);
                 builder
                     .append_link(&mut header, &name, target)
-                    .map_err(|e| context_error(&item.path, e))?;
+                    .map_err(|e| BuildError::context(&item.path, e))?;
             }
             ItemKind::File { executable, length } => {
                 let mode = if *executable { 0o755 } else { 0o644 };
@@ -144,9 +134,11 @@ pub(crate) fn append_items<'a, W: std::io::Write>(
                 let data: Box<dyn std::io::Read> = match (dry, content, item.blob) {
                     (true, ..) => Box::new(std::io::Read::take(std::io::repeat(0), *length)),
                     (false, Content::Tree { read, .. }, Some(blob)) => Box::new(std::io::Cursor::new(
-                        read(blob).map_err(|e| context_error(&item.path, e))?,
+                        read(blob).map_err(|e| BuildError::context(&item.path, e))?,
                     )),
-                    _ => Box::new(std::fs::File::open(&item.path).map_err(|e| context_error(&item.path, e))?),
+                    _ => Box::new(
+                        std::fs::File::open(&item.path).map_err(|e| BuildError::context(&item.path, e))?,
+                    ),
                 };
                 // A file whose size changed since it was listed would make a broken tar.
                 let data = Exact {
@@ -155,7 +147,7 @@ pub(crate) fn append_items<'a, W: std::io::Write>(
                 };
                 builder
                     .append_data(&mut header, &name, data)
-                    .map_err(|e| context_error(&item.path, e))?;
+                    .map_err(|e| BuildError::context(&item.path, e))?;
                 files += 1;
             }
         }

@@ -622,21 +622,11 @@ impl RunContext<'_> {
         };
         // The registry holds the tag: was it built from this source? Ask the local
         // Engine's copy, pulling it when this machine has none (a fresh CronJob pod).
-        let pinned = format!(
-            "{}@{digest}",
-            reference.rsplit_once(':').map_or(reference, |(name, _)| name)
-        );
-        if self.docker.inspect_image(&pinned).await.is_err() {
-            registry::pull(self.docker, &pinned, self.auth)
-                .await
-                .map_err(push_failure)?;
-        }
-        let labels = self
-            .docker
-            .inspect_image(&pinned)
+        let pinned = format!("{}@{digest}", reference::repository(reference));
+        let labels = registry::inspect_or_pull(self.docker, &pinned, self.auth)
             .await
-            .ok()
-            .and_then(|image| image.config)
+            .map_err(push_failure)?
+            .config
             .and_then(|c| c.labels)
             .unwrap_or_default();
         Ok(Some(decide::existing(&labels, digest, source_digest)))

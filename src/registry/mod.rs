@@ -23,7 +23,7 @@ pub mod push;
 
 pub use copy::{Copied, CopyError, Endpoint, copy_by_digest};
 pub use credentials::{RegistryAuth, resolve_credentials};
-pub use push::{pull, push, registry_digest};
+pub use push::{inspect_or_pull, pull, push, registry_digest};
 
 /// What can go wrong with the registry: its credentials, a push, a pull or
 /// a question about a tag.

@@ -1,10 +1,11 @@
 //! The push through the Engine API, with retries; the pull of an image by
-//! digest; and the registry's digest for a tag. The Engine's words about a
+//! digest (when the Engine does not have it); and the registry's digest for a tag. The Engine's words about a
 //! failure are read in one place (`EngineWords`).
 
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::models::ImageInspect;
 use bollard::query_parameters::{PushImageOptions, TagImageOptions};
 use futures_util::StreamExt;
 
@@ -221,6 +222,23 @@ pub async fn pull(docker: &Docker, reference: &str, auth: &RegistryAuth) -> Resu
             message,
         },
     })
+}
+
+/// The Engine's view of `reference`, pulled into it first when this machine
+/// does not have it (a fresh CronJob pod); a first answer is kept, not asked again.
+pub async fn inspect_or_pull(
+    docker: &Docker,
+    reference: &str,
+    auth: &RegistryAuth,
+) -> Result<ImageInspect, RegistryError> {
+    if let Ok(inspect) = docker.inspect_image(reference).await {
+        return Ok(inspect);
+    }
+    pull(docker, reference, auth).await?;
+    docker
+        .inspect_image(reference)
+        .await
+        .map_err(|error| RegistryError::Unreachable(error.to_string()))
 }
 
 /// The digest the registry holds, read back from the image's `RepoDigests`

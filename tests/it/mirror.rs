@@ -668,21 +668,49 @@ async fn a_theme_in_a_submodule_is_exported_from_its_own_mirror() {
     world.write_pipeline(&world.one_site_pipeline(Repo::new("site", &url)));
     let output = world.berth(&["run"]);
     assert!(output.status.success(), "{}", text(&output));
-    let image = crate::support::image_of(&world.deployment("web").await);
-    let css = std::process::Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--entrypoint",
-            "cat",
-            &image,
-            "/www/vendor/theme/theme.css",
-        ])
-        .output()
-        .unwrap();
+    let theme_css = |image: &str| {
+        std::process::Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--entrypoint",
+                "cat",
+                image,
+                "/www/vendor/theme/theme.css",
+            ])
+            .output()
+            .unwrap()
+    };
+    let css = theme_css(&crate::support::image_of(&world.deployment("web").await));
     assert!(
         String::from_utf8_lossy(&css.stdout).contains("teal"),
         "the theme is in the image: {}",
+        text(&css)
+    );
+
+    // A new commit of the site with the same theme commit: the theme's mirror
+    // holds it, so its server is not asked again (here it has gone).
+    world.commit(
+        &url,
+        "main",
+        &[("index.html", "<h1>still with a theme</h1>\n")],
+        "Site changed",
+    );
+    std::fs::rename(
+        root.join(format!("{theme}.git")),
+        root.join(format!("{theme}-gone.git")),
+    )
+    .unwrap();
+    let output = world.berth(&["run"]);
+    assert!(
+        output.status.success(),
+        "the theme is exported from its mirror without a fetch: {}",
+        text(&output)
+    );
+    let css = theme_css(&crate::support::image_of(&world.deployment("web").await));
+    assert!(
+        String::from_utf8_lossy(&css.stdout).contains("teal"),
+        "the theme is in the new image: {}",
         text(&css)
     );
 }
