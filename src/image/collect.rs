@@ -55,13 +55,14 @@ pub(crate) fn collect(
     }
 }
 
-/// Whether `relative` goes into the context: not `.git`, not `.dockerignore` and
-/// not excluded by it, except the names in `always` (the Dockerfile and
-/// `.dockerignore` of a site's own context go to the Engine, as docker sends
-/// them, which applies `.dockerignore` to `COPY`).
+/// Whether `relative` goes into the context: nothing of `.git` (not even a
+/// `!` line takes a file of it back), not `.dockerignore` and not what it
+/// excludes, except the names in `always` (the Dockerfile and `.dockerignore`
+/// of a site's own context go to the Engine, as docker sends them, which
+/// applies `.dockerignore` to `COPY`).
 pub(crate) fn kept(relative: &str, always: &[&str], ignore: &Ignore) -> bool {
-    always.contains(&relative)
-        || (relative != ".dockerignore" && relative != ".git" && !ignore.excludes(relative))
+    let in_git = relative == ".git" || relative.starts_with(".git/");
+    always.contains(&relative) || (relative != ".dockerignore" && !in_git && !ignore.excludes(relative))
 }
 
 /// Whether a symlink at `link` (relative to the content root) pointing to
@@ -293,4 +294,24 @@ fn folder_entry(
     } else {
         return Ok(None);
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kept;
+    use crate::image::dockerignore::Ignore;
+
+    #[test]
+    fn nothing_of_git_is_kept_even_when_a_later_line_takes_files_back() {
+        let ignore = Ignore::parse("drafts\n!drafts/keep.html\n!.git/config\n").unwrap();
+        assert!(!kept(".git", &[], &ignore));
+        assert!(!kept(".git/config", &[], &ignore));
+        assert!(!kept(".git/objects/ab/cdef", &[], &ignore));
+        assert!(kept("drafts/keep.html", &[], &ignore));
+        assert!(
+            kept(".github/workflow.yml", &[], &ignore),
+            "only .git itself is left out"
+        );
+        assert!(!kept("drafts/other.html", &[], &ignore));
+    }
 }

@@ -185,6 +185,10 @@ async fn a_local_build_of_a_dirty_tree_is_tagged_dirty_and_preview_serves_it() {
     std::fs::write(checkout.join("draft.html"), "untracked draft\n").unwrap();
     std::fs::write(checkout.join(".gitignore"), "secret.txt\n").unwrap();
     std::fs::write(checkout.join("secret.txt"), "must not ship\n").unwrap();
+    // A `!` line makes the walk enter excluded folders: `.git` must stay out all the same.
+    std::fs::create_dir(checkout.join("drafts")).unwrap();
+    std::fs::write(checkout.join("drafts/keep.html"), "kept\n").unwrap();
+    std::fs::write(checkout.join(".dockerignore"), "drafts\n!drafts/keep.html\n").unwrap();
     world.write_pipeline(&world.landing_pipeline());
     let output = world.berth(&["build", "landing", "--source", checkout.to_str().unwrap()]);
     assert!(output.status.success(), "{}", text(&output));
@@ -200,6 +204,25 @@ async fn a_local_build_of_a_dirty_tree_is_tagged_dirty_and_preview_serves_it() {
         .await
         .expect("the image is in the local Engine");
     assert_eq!(image.config.unwrap().labels.unwrap()["dev.berth.dirty"], "true");
+    let in_image = |path: &str| {
+        std::process::Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--entrypoint",
+                "/bin/busybox",
+                &tag,
+                "test",
+                "-e",
+                path,
+            ])
+            .status()
+            .expect("run docker")
+            .success()
+    };
+    assert!(in_image("/www/drafts/keep.html"), "a `!` line takes a file back");
+    assert!(!in_image("/www/.git"), "nothing of .git ships");
+    assert!(!in_image("/www/.git/config"), "nothing of .git ships");
     // Not pushed.
     let port: u16 = world.stack.registry_port();
     let (status, _) = http_get(port, &format!("/v2/{}/landing/tags/list", world.prefix)).unwrap();

@@ -609,6 +609,56 @@ async fn a_generator_that_reads_git_history_gets_a_checkout_and_no_git_reaches_t
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_checkout_with_history_ships_no_git_even_when_dockerignore_takes_files_back() {
+    let world = World::new("git-history-root").await;
+    let url = world.copy_repo("landing");
+    // A `!` line makes berth walk the folders it excludes, `.git` among them.
+    world.commit(
+        &url,
+        "main",
+        &[
+            (".dockerignore", "drafts\n!drafts/keep.html\n"),
+            ("drafts/keep.html", "kept\n"),
+            ("drafts/other.html", "left out\n"),
+        ],
+        "Drafts, one of them kept",
+    );
+    let mut pipeline = world.landing_pipeline();
+    let landing = pipeline.site_mut("landing");
+    // The site's folder is the checkout itself, `.git` and all.
+    landing.build = Some("test -d .git".into());
+    landing.git_history = true;
+    world.write_pipeline(&pipeline);
+    world.create_deployment("web", 1, &world.busybox()).await;
+    let output = world.berth(&["run"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let image = crate::support::image_of(&world.deployment("web").await);
+    let in_image = |path: &str| {
+        std::process::Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--entrypoint",
+                "/bin/busybox",
+                &image,
+                "test",
+                "-e",
+                path,
+            ])
+            .status()
+            .expect("run docker")
+            .success()
+    };
+    assert!(
+        in_image("/www/drafts/keep.html"),
+        "the `!` line takes the file back"
+    );
+    assert!(!in_image("/www/drafts/other.html"));
+    assert!(!in_image("/www/.git"), "no .git in the image");
+    assert!(!in_image("/www/.git/config"), "nothing of .git in the image");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_theme_in_a_submodule_is_exported_from_its_own_mirror() {
     let world = World::new("submodule").await;
     let root = &world.stack.git_root;
