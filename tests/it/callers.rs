@@ -204,25 +204,18 @@ async fn a_local_build_of_a_dirty_tree_is_tagged_dirty_and_preview_serves_it() {
         .await
         .expect("the image is in the local Engine");
     assert_eq!(image.config.unwrap().labels.unwrap()["dev.berth.dirty"], "true");
-    let in_image = |path: &str| {
-        std::process::Command::new("docker")
-            .args([
-                "run",
-                "--rm",
-                "--entrypoint",
-                "/bin/busybox",
-                &tag,
-                "test",
-                "-e",
-                path,
-            ])
-            .status()
-            .expect("run docker")
-            .success()
-    };
-    assert!(in_image("/www/drafts/keep.html"), "a `!` line takes a file back");
-    assert!(!in_image("/www/.git"), "nothing of .git ships");
-    assert!(!in_image("/www/.git/config"), "nothing of .git ships");
+    assert!(
+        crate::support::image_has(&tag, "/www/drafts/keep.html"),
+        "a `!` line takes a file back"
+    );
+    assert!(
+        !crate::support::image_has(&tag, "/www/.git"),
+        "nothing of .git ships"
+    );
+    assert!(
+        !crate::support::image_has(&tag, "/www/.git/config"),
+        "nothing of .git ships"
+    );
     // Not pushed.
     let port: u16 = world.stack.registry_port();
     let (status, _) = http_get(port, &format!("/v2/{}/landing/tags/list", world.prefix)).unwrap();

@@ -633,29 +633,19 @@ async fn a_checkout_with_history_ships_no_git_even_when_dockerignore_takes_files
     let output = world.berth(&["run"]);
     assert!(output.status.success(), "{}", text(&output));
     let image = crate::support::image_of(&world.deployment("web").await);
-    let in_image = |path: &str| {
-        std::process::Command::new("docker")
-            .args([
-                "run",
-                "--rm",
-                "--entrypoint",
-                "/bin/busybox",
-                &image,
-                "test",
-                "-e",
-                path,
-            ])
-            .status()
-            .expect("run docker")
-            .success()
-    };
     assert!(
-        in_image("/www/drafts/keep.html"),
+        crate::support::image_has(&image, "/www/drafts/keep.html"),
         "the `!` line takes the file back"
     );
-    assert!(!in_image("/www/drafts/other.html"));
-    assert!(!in_image("/www/.git"), "no .git in the image");
-    assert!(!in_image("/www/.git/config"), "nothing of .git in the image");
+    assert!(!crate::support::image_has(&image, "/www/drafts/other.html"));
+    assert!(
+        !crate::support::image_has(&image, "/www/.git"),
+        "no .git in the image"
+    );
+    assert!(
+        !crate::support::image_has(&image, "/www/.git/config"),
+        "nothing of .git in the image"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

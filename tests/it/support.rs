@@ -862,6 +862,24 @@ pub fn text(output: &Output) -> String {
     )
 }
 
+/// Whether `path` exists in `image` (busybox's `test -e` in a container of it).
+pub fn image_has(image: &str, path: &str) -> bool {
+    Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/busybox",
+            image,
+            "test",
+            "-e",
+            path,
+        ])
+        .status()
+        .expect("run docker")
+        .success()
+}
+
 /// The image of container `web` of a Deployment.
 pub fn image_of(deployment: &Deployment) -> String {
     deployment.spec.template.spec.as_ref().unwrap().containers[0]
