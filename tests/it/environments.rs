@@ -410,6 +410,85 @@ async fn a_lock_held_in_production_makes_a_promote_wait_but_not_a_ship_to_stagin
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_earlier_commit_that_passed_in_staging_is_promoted_and_going_back_is_refused() {
+    let stage = Environments::new("env-passed", false).await;
+    let first = stage.world.head(&stage.url, "main");
+    succeeded(&stage.berth(&["ship", "landing", "--commit", &first, "--json"]));
+    let first_image = stage.staging_image().await;
+    let second = stage
+        .world
+        .commit(&stage.url, "main", &[("news.html", "<p>News</p>\n")], "Add news");
+    succeeded(&stage.berth(&["ship", "landing", "--commit", &second, "--json"]));
+    let second_image = stage.staging_image().await;
+    let digest = |image: &str| image.rsplit_once('@').unwrap().1.to_string();
+
+    // Staging runs the second commit; the first passed there before.
+    let promoted = succeeded(&stage.berth(&[
+        "promote",
+        "landing",
+        "--to",
+        "production",
+        "--commit",
+        &first[..10],
+        "--json",
+    ]));
+    assert_eq!(promoted["sites"][0]["commit"], first.as_str(), "{promoted:#}");
+    assert_eq!(
+        promoted["sites"][0]["promotion"]["source_image"],
+        first_image.as_str(),
+        "{promoted:#}"
+    );
+    assert!(
+        stage
+            .production_image()
+            .await
+            .ends_with(&format!("@{}", digest(&first_image)))
+    );
+
+    // What staging runs now.
+    let promoted = succeeded(&stage.berth(&["promote", "landing", "--to", "production", "--json"]));
+    assert_eq!(promoted["sites"][0]["commit"], second.as_str(), "{promoted:#}");
+    assert!(
+        stage
+            .production_image()
+            .await
+            .ends_with(&format!("@{}", digest(&second_image)))
+    );
+
+    // Back to the first: an older commit than production runs, refused...
+    let refused = stage.berth(&["promote", "landing", "--to", "production", "--commit", &first]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("is older than the deployed"),
+        "{}",
+        text(&refused)
+    );
+    assert!(
+        stage
+            .production_image()
+            .await
+            .ends_with(&format!("@{}", digest(&second_image)))
+    );
+    // ...unless asked for.
+    succeeded(&stage.berth(&[
+        "promote",
+        "landing",
+        "--to",
+        "production",
+        "--commit",
+        &first,
+        "--allow-older",
+        "--json",
+    ]));
+    assert!(
+        stage
+            .production_image()
+            .await
+            .ends_with(&format!("@{}", digest(&first_image)))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_environments_webhook_and_a_sites_own_one_there_hear_of_a_promote_and_a_ship_to_staging_tells_neither()
  {
     let mut stage = Environments::new("env-hooks", false).await;
