@@ -31,7 +31,7 @@ use clap::Parser;
 
 use crate::config::ConfigError;
 use crate::settings::Settings;
-use crate::ui::Printer;
+use crate::ui::{Printer, Verbosity};
 
 /// Parses the command line, runs the command, returns the exit code.
 pub fn main() -> ExitCode {
@@ -43,7 +43,15 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let settings = Settings::from_cli(cli);
+    let completions = match &cli.command {
+        cli::Command::Completions(args) => Some(args.shell),
+        _ => None,
+    };
+    let Some(settings) = Settings::from_cli(cli) else {
+        let script = completions.map(cli::completion_script).unwrap_or_default();
+        Printer::new(Verbosity::Normal, false, false).result(&String::from_utf8_lossy(&script));
+        return ExitCode::from(exit::OK);
+    };
     git::ffi::start_without_ca_bundle();
     // libgit2 re-hashes every object it reads (SHA-1 with collision detection,
     // not SHA-NI): for a site read from the mirror that was 37 % of berth's CPU in
@@ -52,7 +60,7 @@ pub fn main() -> ExitCode {
     // hashed by the indexer as before.
     git2::opts::strict_hash_verification(false);
     git::ffi::bound_memory();
-    let printer = Printer::from_environment(settings.verbosity);
+    let printer = Printer::from_environment(settings.verbosity, settings.colour);
     init_logging(settings.debug_logs, &printer);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -82,8 +90,8 @@ pub async fn run(settings: &Settings, printer: &Printer) -> u8 {
         Ok(code) => code,
         Err(error) => {
             match error.downcast_ref::<ConfigError>() {
-                Some(invalid @ ConfigError::Invalid { .. }) => printer.diagnostics(&invalid.to_string()),
-                _ => printer.error(&error),
+                Some(invalid) => commands::validate::print_problems(invalid, printer),
+                None => printer.error(&error),
             }
             exit::of_error(&error)
         }

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{Cli, Command, DeployArgs};
-use crate::config::{Config, ConfigError};
+use crate::cli::{Cli, ColorChoice, Command, DeployArgs};
+use crate::config::{self, ClusterOverrides, Config, ConfigError};
 use crate::pipeline::{DeployOptions, Shard};
-use crate::ui::Verbosity;
+use crate::ui::{Colour, Verbosity};
 
 /// What to do.
 #[derive(Debug, Clone)]
@@ -80,20 +80,27 @@ fn deploy_options(args: &DeployArgs) -> DeployOptions {
 /// Everything a command needs, resolved.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub config_path: PathBuf,
+    /// `--config`; `None`: [`config::find`] from the current folder.
+    pub config_path: Option<PathBuf>,
     pub state_dir_override: Option<PathBuf>,
     pub verbosity: Verbosity,
     pub debug_logs: bool,
     /// Results as one JSON document on stdout.
     pub json: bool,
+    /// `--color`.
+    pub colour: Colour,
     /// `--env`: the environment to work in; `None` is the file's default
     /// (every environment, for plan, status and history).
     pub environment: Option<String>,
+    /// `--context`, `--namespace`, `--kubeconfig`, `--timeout`.
+    pub cluster: ClusterOverrides,
     pub action: Action,
 }
 
 impl Settings {
-    pub fn from_cli(cli: Cli) -> Self {
+    /// The settings of a command line; `None` for a command about the
+    /// command line itself (`completions`), which [`crate::main`] answers.
+    pub fn from_cli(cli: Cli) -> Option<Self> {
         let verbosity = if cli.global.quiet {
             Verbosity::Quiet
         } else if cli.global.verbose > 0 {
@@ -148,22 +155,45 @@ impl Settings {
                 source: args.source,
                 port: args.port,
             },
+            Command::Completions(_) => return None,
         };
-        Self {
-            config_path: cli.global.config,
-            state_dir_override: cli.global.state_dir,
+        let global = cli.global;
+        Some(Self {
+            config_path: global.config,
+            state_dir_override: global.state_dir,
             verbosity,
-            debug_logs: cli.global.verbose > 1,
-            json: cli.global.json,
-            environment: cli.global.environment,
+            debug_logs: global.verbose > 1,
+            json: global.json,
+            colour: match global.color {
+                ColorChoice::Auto => Colour::Auto,
+                ColorChoice::Always => Colour::Always,
+                ColorChoice::Never => Colour::Never,
+            },
+            environment: global.environment,
+            cluster: ClusterOverrides {
+                context: global.context,
+                namespace: global.namespace,
+                kubeconfig: global.kubeconfig,
+                rollout_timeout: global.timeout,
+            },
             action,
-        }
+        })
     }
 
-    /// Loads the pipeline file, applying the state-dir override: the file as
-    /// its default environment sees it, every environment still declared.
+    /// Loads the pipeline file (`--config`, else the one [`config::find`]
+    /// finds), applying the state-dir override: the file as its default
+    /// environment sees it, every environment still declared.
     pub fn load_config(&self) -> Result<Config, ConfigError> {
-        let mut config = Config::load(&self.config_path)?;
+        let path = if let Some(path) = &self.config_path {
+            path.clone()
+        } else {
+            let start = std::env::current_dir().map_err(|source| ConfigError::Read {
+                path: PathBuf::from("."),
+                source,
+            })?;
+            config::find(&start).ok_or(ConfigError::NotFound { start })?
+        };
+        let mut config = Config::load(&path)?;
         if let Some(state_dir) = &self.state_dir_override {
             config.state_dir.clone_from(state_dir);
         }

@@ -11,9 +11,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::SystemTime;
 
 use anyhow::{Context as _, anyhow};
 
+use crate::commands::json_document;
 use crate::config::{Config, Site};
 use crate::image::{self, ImageBuild};
 use crate::pipeline;
@@ -27,9 +29,20 @@ pub async fn command(config: &Config, site: &str, source: &Path, printer: &Print
     build(config, selected[0], source, printer).await
 }
 
-/// A local build.
-#[derive(Debug, Clone)]
+/// Prints a local build: its tag, or with `json` the whole [`Built`].
+pub fn print(built: &Built, json: bool, printer: &Printer, started: SystemTime) -> anyhow::Result<()> {
+    if json {
+        printer.result(&json_document("berth.build/v1", "build", started, built)?);
+    } else {
+        printer.result(&built.tag);
+    }
+    Ok(())
+}
+
+/// A local build (`build --json` prints it).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Built {
+    pub site: String,
     pub tag: String,
     pub image_id: String,
 }
@@ -166,5 +179,9 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
         Status::Done,
         &format!("{tag} (local only, not pushed)"),
     );
-    Ok(Built { tag, image_id })
+    Ok(Built {
+        site: site.name.clone(),
+        tag,
+        image_id,
+    })
 }

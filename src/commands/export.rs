@@ -2,10 +2,11 @@
 //! mirror, into an empty folder; offline, from the mirror as it is.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use anyhow::Context as _;
 
+use crate::commands::json_document;
 use crate::config::{Config, Site};
 use crate::exit;
 use crate::git::{Commit, Mirror, MirrorError};
@@ -14,19 +15,39 @@ use crate::pipeline::{self, CommitChoice, SetupError};
 use crate::reference;
 use crate::ui::{Printer, Status};
 
-/// `berth export`: prints the commit written; `commit` `None` is the branch head.
+/// What `berth export` is asked to do.
+pub struct Request<'a> {
+    pub site: &'a str,
+    pub directory: &'a Path,
+    /// `None`: the branch head.
+    pub commit: Option<String>,
+    /// Read the mirror as it is, without fetching.
+    pub offline: bool,
+}
+
+/// `berth export`: prints the commit written (or, with `--json`, the site,
+/// commit, folder and number of files).
 pub async fn command(
     config: &Config,
-    site: &str,
-    directory: &Path,
-    commit: Option<String>,
-    offline: bool,
+    request: Request<'_>,
+    json: bool,
     printer: &Printer,
+    started: SystemTime,
 ) -> anyhow::Result<u8> {
-    let selected = pipeline::select(config, &[site.to_string()], None)?;
-    let choice = commit.map_or(CommitChoice::BranchHead, CommitChoice::Exact);
-    let exported = export_site(config, selected[0], choice, offline, directory, printer).await?;
-    printer.result(&exported.commit.id);
+    let selected = pipeline::select(config, &[request.site.to_string()], None)?;
+    let choice = request.commit.map_or(CommitChoice::BranchHead, CommitChoice::Exact);
+    let exported = export_site(config, selected[0], choice, request.offline, request.directory, printer).await?;
+    if json {
+        let body = serde_json::json!({
+            "site": request.site,
+            "commit": exported.commit.id,
+            "directory": request.directory.display().to_string(),
+            "files": exported.files,
+        });
+        printer.result(&json_document("berth.export/v1", "export", started, &body)?);
+    } else {
+        printer.result(&exported.commit.id);
+    }
     Ok(exit::OK)
 }
 

@@ -1,9 +1,11 @@
 //! `berth mirror`: fetches the named repos' mirrors (all when none), one
-//! after the other, and prints each one's branch head. A repo that fails is
-//! reported and the next one is tried; the exit code is 1 if any failed.
+//! after the other, and prints each one's branch head (a table, or `--json`).
+//! A repo that fails is reported and the next one is tried; the exit code is
+//! 1 if any failed.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
+use crate::commands::json_document;
 use crate::config::Config;
 use crate::exit;
 use crate::pipeline::SetupError;
@@ -11,20 +13,38 @@ use crate::pipeline::sync::sync_mirror;
 use crate::reference;
 use crate::ui::{Printer, Status, table};
 
-/// `berth mirror`: the table of mirrored repos, and the exit code.
-pub async fn command(config: &Config, repos: &[String], printer: &Printer) -> anyhow::Result<u8> {
-    let report = mirror_repos(config, repos, printer).await?;
-    if !report.rows.is_empty() {
-        printer.result(&table(&["REPO", "BRANCH", "HEAD"], &report.rows));
+/// `berth mirror`: the mirrored repos as a table or `--json`, and the exit code.
+pub async fn command(
+    config: &Config,
+    repos: &[String],
+    json: bool,
+    printer: &Printer,
+    started: SystemTime,
+) -> anyhow::Result<u8> {
+    let mirrored = mirror_repos(config, repos, printer).await?;
+    if json {
+        let body = serde_json::json!({ "repos": mirrored });
+        printer.result(&json_document("berth.mirror/v1", "mirror", started, &body)?);
+    } else {
+        let rows: Vec<Vec<String>> = mirrored
+            .iter()
+            .filter_map(|repo| Some(vec![repo.repo.clone(), repo.branch.clone(), repo.head.clone()?]))
+            .collect();
+        if !rows.is_empty() {
+            printer.result(&table(&["REPO", "BRANCH", "HEAD"], &rows));
+        }
     }
-    Ok(exit::of_failures(std::iter::once(report.failed > 0)))
+    Ok(exit::of_failures(mirrored.iter().map(|repo| repo.error.is_some())))
 }
 
-/// What `berth mirror` did: a row of repo, branch and head per mirrored repo,
-/// and how many repos failed (each reported as it failed).
-pub struct MirrorReport {
-    pub rows: Vec<Vec<String>>,
-    pub failed: usize,
+/// One repo `berth mirror` fetched: its branch head, or why it failed (each
+/// failure also reported as it happened).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MirroredRepo {
+    pub repo: String,
+    pub branch: String,
+    pub head: Option<String>,
+    pub error: Option<String>,
 }
 
 /// Fetches the mirrors of `names` (all repos when empty), one after the other.
@@ -33,7 +53,7 @@ pub async fn mirror_repos(
     config: &Config,
     names: &[String],
     printer: &Printer,
-) -> anyhow::Result<MirrorReport> {
+) -> anyhow::Result<Vec<MirroredRepo>> {
     if let Some(unknown) = names.iter().find(|name| config.repo(name).is_none()) {
         return Err(SetupError::UnknownRepo {
             name: unknown.clone(),
@@ -47,10 +67,7 @@ pub async fn mirror_repos(
         }
         .into());
     }
-    let mut report = MirrorReport {
-        rows: Vec::new(),
-        failed: 0,
-    };
+    let mut mirrored = Vec::new();
     for repo in &config.repos {
         if !names.is_empty() && !names.contains(&repo.name) {
             continue;
@@ -62,6 +79,12 @@ pub async fn mirror_repos(
             sync_mirror(&mirrors_dir, &repo_copy, &printer_copy)?.branch_head(&repo_copy.branch)
         })
         .await?;
+        let mut entry = MirroredRepo {
+            repo: repo.name.clone(),
+            branch: repo.branch.clone(),
+            head: None,
+            error: None,
+        };
         match head {
             Ok(head) => {
                 printer.stage(
@@ -74,15 +97,14 @@ pub async fn mirror_repos(
                         started.elapsed().as_secs_f64()
                     ),
                 );
-                report
-                    .rows
-                    .push(vec![repo.name.clone(), repo.branch.clone(), head.id]);
+                entry.head = Some(head.id);
             }
             Err(error) => {
                 printer.stage(&repo.name, "mirror", Status::Failed, &error.to_string());
-                report.failed += 1;
+                entry.error = Some(error.to_string());
             }
         }
+        mirrored.push(entry);
     }
-    Ok(report)
+    Ok(mirrored)
 }

@@ -20,10 +20,11 @@ pub mod promote;
 pub mod rollback;
 pub mod run;
 pub mod status;
+pub mod validate;
 
 use std::time::SystemTime;
 
-use crate::config::{Config, EnvironmentError};
+use crate::config::{Config, EnvironmentError, OverrideError};
 use crate::exit;
 use crate::pipeline::decide::{self, PromoteChange};
 use crate::settings::{Action, Settings};
@@ -32,24 +33,22 @@ use crate::ui::Printer;
 /// Runs the command `settings` names; its exit code, or the error it stopped with.
 pub async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {
     let started = SystemTime::now();
-    let declared = settings.load_config()?;
-    let environment = settings.environment.as_deref();
-    match &settings.action {
-        Action::Validate => {
-            declared.in_environment(environment)?;
-            let environments = if declared.environments.is_empty() {
-                String::new()
-            } else {
-                format!(", {} environments", declared.environments.len())
-            };
-            printer.note(&format!(
-                "{}: ok ({} repos, {} sites{environments})",
-                settings.config_path.display(),
-                declared.repos.len(),
-                declared.declared_sites.len()
-            ));
-            Ok(exit::OK)
+    let declared = match settings.load_config() {
+        Ok(declared) => declared,
+        Err(error) if matches!(settings.action, Action::Validate) => {
+            return Ok(validate::refused(settings, &error, printer));
         }
+        Err(error) => return Err(error.into()),
+    };
+    let environment = settings.environment.as_deref();
+    // The one environment a command works in, with the cluster options applied.
+    let view = || -> anyhow::Result<Config> {
+        Ok(declared
+            .in_environment(environment)?
+            .with_cluster(&settings.cluster)?)
+    };
+    match &settings.action {
+        Action::Validate => Ok(validate::command(settings, &declared, printer)),
         Action::Promote {
             site,
             from,
@@ -63,19 +62,20 @@ pub async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u
                 to,
                 commit: commit.as_deref(),
                 options: deploy,
+                rollout_timeout: settings.cluster.rollout_timeout,
             };
             promote::command(settings, &declared, &request, printer, started).await
         }
         Action::Plan { sites, shard } => {
-            let views = views(&declared, environment)?;
+            let views = views(&declared, environment, settings, "plan")?;
             plan::command(settings, &views, sites, *shard, printer, started).await
         }
         Action::Status { sites } => {
-            let views = views(&declared, environment)?;
+            let views = views(&declared, environment, settings, "status")?;
             status::command(settings, &views, sites, printer, started).await
         }
         Action::History { site } => {
-            let views = views(&declared, environment)?;
+            let views = views(&declared, environment, settings, "history")?;
             history::command(settings, &views, site, printer).await
         }
         // The rest work in one environment: `--env`, or the default one.
@@ -85,54 +85,77 @@ pub async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u
             shard,
             deploy,
         } => {
-            let config = declared.in_environment(environment)?;
+            let config = view()?;
             run::run(settings, &config, sites, *jobs, *shard, deploy, printer, started).await
         }
         Action::Ship { site, commit, deploy } => {
-            let config = declared.in_environment(environment)?;
+            let config = view()?;
             run::ship(settings, &config, site, commit, deploy, printer, started).await
         }
         Action::Rollback { site, to, deploy } => {
-            let config = declared.in_environment(environment)?;
+            let config = view()?;
             let report = rollback::rollback(&config, site, to.as_deref(), deploy, printer).await?;
             run::finish(settings, &config, "rollback", &report, printer, started).await
         }
-        Action::Mirror { repos } => {
-            mirror::command(&declared.in_environment(environment)?, repos, printer).await
-        }
+        Action::Mirror { repos } => mirror::command(&view()?, repos, settings.json, printer, started).await,
         Action::Export {
             site,
             directory,
             commit,
             offline,
         } => {
-            let config = declared.in_environment(environment)?;
-            export::command(&config, site, directory, commit.clone(), *offline, printer).await
+            let request = export::Request {
+                site,
+                directory,
+                commit: commit.clone(),
+                offline: *offline,
+            };
+            export::command(&view()?, request, settings.json, printer, started).await
         }
         Action::Build { site, source } => {
-            let built = build::command(&declared.in_environment(environment)?, site, source, printer).await?;
-            printer.result(&built.tag);
+            let built = build::command(&view()?, site, source, printer).await?;
+            build::print(&built, settings.json, printer, started)?;
             Ok(exit::OK)
         }
         Action::Preview { site, source, port } => {
-            let built = build::command(&declared.in_environment(environment)?, site, source, printer).await?;
-            preview::preview(&built, *port, printer).await?;
+            let built = build::command(&view()?, site, source, printer).await?;
+            preview::preview(&built, *port, settings.json, printer, started).await?;
             Ok(exit::OK)
         }
     }
 }
 
 /// The views `plan`, `status` and `history` show: the one `--env` names, or
-/// every environment (the file itself when it declares none).
-fn views(declared: &Config, environment: Option<&str>) -> Result<Vec<Config>, EnvironmentError> {
-    if environment.is_some() || declared.environments.is_empty() {
-        return Ok(vec![declared.in_environment(environment)?]);
+/// every environment (the file itself when it declares none), with the
+/// cluster options applied; those naming one cluster need one view.
+fn views(
+    declared: &Config,
+    environment: Option<&str>,
+    settings: &Settings,
+    command: &'static str,
+) -> anyhow::Result<Vec<Config>> {
+    let views: Vec<Config> = if environment.is_some() || declared.environments.is_empty() {
+        vec![declared.in_environment(environment)?]
+    } else {
+        declared
+            .environment_names()
+            .into_iter()
+            .map(|name| declared.in_environment(Some(name)))
+            .collect::<Result<_, EnvironmentError>>()?
+    };
+    let given = settings.cluster.given();
+    if views.len() > 1 && !given.is_empty() {
+        return Err(OverrideError::SeveralEnvironments {
+            options: given.join(", "),
+            command,
+            environments: declared.environment_names().join(", "),
+        }
+        .into());
     }
-    declared
-        .environment_names()
+    Ok(views
         .into_iter()
-        .map(|name| declared.in_environment(Some(name)))
-        .collect()
+        .map(|view| view.with_cluster(&settings.cluster))
+        .collect::<Result<_, OverrideError>>()?)
 }
 
 /// The sites named (all when none) in each of `views`: with several views
@@ -218,18 +241,22 @@ fn promote_column(declared: &Config, rows: &[Row<'_>]) -> Vec<Option<PromoteChan
         .collect()
 }
 
-/// The `--json` document of `plan` and `status`: their entries, with the
-/// schema, command and start time.
+/// A command's `--json` document: `body`'s fields (an object), after the
+/// schema, command and start time every document begins with.
 fn json_document<T: serde::Serialize>(
     schema: &str,
     command: &str,
     started: SystemTime,
-    sites: &T,
+    body: &T,
 ) -> anyhow::Result<String> {
-    Ok(serde_json::to_string_pretty(&serde_json::json!({
+    let mut document = serde_json::json!({
         "schema": schema,
         "command": command,
         "started_at": humantime::format_rfc3339_seconds(started).to_string(),
-        "sites": sites,
-    }))?)
+    });
+    match (serde_json::to_value(body)?, document.as_object_mut()) {
+        (serde_json::Value::Object(fields), Some(head)) => head.extend(fields),
+        (other, _) => anyhow::bail!("a {command} document is an object, not {other}"),
+    }
+    Ok(serde_json::to_string_pretty(&document)?)
 }

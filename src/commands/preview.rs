@@ -6,12 +6,22 @@ use std::collections::HashMap;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions, StartContainerOptions};
 
+use std::time::SystemTime;
+
 use crate::commands::build::Built;
+use crate::commands::json_document;
 use crate::pipeline;
 use crate::ui::Printer;
 
-/// Runs `built` on a loopback port, prints the URL, waits for Ctrl-C, removes the container.
-pub async fn preview(built: &Built, port: u16, printer: &Printer) -> anyhow::Result<()> {
+/// Runs `built` on a loopback port, prints the URL (with `json`, a document
+/// with the site, tag and URL), waits for Ctrl-C, removes the container.
+pub async fn preview(
+    built: &Built,
+    port: u16,
+    json: bool,
+    printer: &Printer,
+    started: SystemTime,
+) -> anyhow::Result<()> {
     let docker = pipeline::connect_docker().await?;
     let inspect = docker.inspect_image(&built.tag).await?;
     let container_port = inspect
@@ -31,7 +41,13 @@ pub async fn preview(built: &Built, port: u16, printer: &Printer) -> anyhow::Res
         docker
             .start_container(&name, None::<StartContainerOptions>)
             .await?;
-        printer.result(&format!("http://127.0.0.1:{port}/"));
+        let url = format!("http://127.0.0.1:{port}/");
+        if json {
+            let body = serde_json::json!({"site": built.site, "tag": built.tag, "url": url});
+            printer.result(&json_document("berth.preview/v1", "preview", started, &body)?);
+        } else {
+            printer.result(&url);
+        }
         printer.note(&format!(
             "serving {} (container port {container_port}); Ctrl-C stops it",
             built.tag

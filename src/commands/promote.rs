@@ -6,12 +6,14 @@
 use std::time::SystemTime;
 
 use crate::commands::run;
-use crate::config::Config;
+use crate::config::{Config, OverrideError};
 use crate::pipeline::promote::{self, Request};
 use crate::settings::Settings;
 use crate::ui::Printer;
 
-/// Promotes, then ends as `run` does ([`run::finish`]) in the target environment.
+/// Promotes, then ends as `run` does ([`run::finish`]) in the target
+/// environment. `--context`, `--namespace` and `--kubeconfig` are refused
+/// (each environment names its own cluster); `--timeout` is the target's.
 pub async fn command(
     settings: &Settings,
     declared: &Config,
@@ -19,6 +21,13 @@ pub async fn command(
     printer: &Printer,
     started: SystemTime,
 ) -> anyhow::Result<u8> {
+    let given = settings.cluster.given();
+    if !given.is_empty() {
+        return Err(OverrideError::Promote {
+            options: given.join(", "),
+        }
+        .into());
+    }
     let (target, report) = promote::promote(declared, request, printer).await?;
     run::finish(settings, &target, "promote", &report, printer, started).await
 }

@@ -91,5 +91,6 @@ pub async fn rollback(
     Ok(RunReport {
         environment: config.environment.clone(),
         sites: vec![report],
+        interrupted: false,
     })
 }

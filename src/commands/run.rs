@@ -73,6 +73,7 @@ pub async fn finish(
             let own = RunReport {
                 environment: report.environment.clone(),
                 sites: vec![site.clone()],
+                interrupted: report.interrupted,
             };
             let document = own.document(command, started, exit::of_run(&own));
             notify::send(webhook, command, &own, document, printer).await;
@@ -119,7 +120,7 @@ async fn watch_signals(interrupted: Arc<AtomicBool>, printer: Printer) {
             printer.warning("interrupted: no new work starts; rollouts in flight finish or roll back, then berth stops (again to abort now)");
         } else {
             printer.warning("aborted: Deployment leases held now expire within 30s");
-            std::process::exit(i32::from(exit::ABORTED));
+            std::process::exit(i32::from(exit::INTERRUPTED));
         }
     }
 }

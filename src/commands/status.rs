@@ -1,6 +1,6 @@
 //! `berth status`: per site, the branch head, what the Deployment runs (as
 //! berth sees it, its lease's record applied), its rollout state, and since
-//! when.
+//! when. It exits 1 when a site's last rollout failed ([`StatusEntry::failed`]).
 
 use std::time::SystemTime;
 
@@ -40,11 +40,11 @@ pub async fn command(
     }
     fill_promote_column(&views[0], &mut entries);
     if settings.json {
-        printer.result(&json_document("berth.status/v1", "status", started, &entries)?);
+        printer.result(&json_document("berth.status/v1", "status", started, &serde_json::json!({"sites": entries}))?);
     } else {
         printer.result(&status_table(&entries));
     }
-    Ok(exit::OK)
+    Ok(exit::of_failures(entries.iter().map(StatusEntry::failed)))
 }
 
 /// One site's state.
@@ -68,6 +68,15 @@ pub struct StatusEntry {
     /// promotes from (when that one is shown too).
     pub promote: Option<PromoteChange>,
     pub error: Option<String>,
+}
+
+impl StatusEntry {
+    /// What makes `status` exit 1, as `kubectl rollout status` does: the
+    /// site's last rollout failed (its progress deadline passed), or berth
+    /// could not read its state.
+    pub fn failed(&self) -> bool {
+        self.rollout.as_deref() == Some("failed") || self.error.is_some()
+    }
 }
 
 impl SideBySide for StatusEntry {

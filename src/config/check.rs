@@ -104,6 +104,7 @@ impl Checker<'_> {
             context: None,
             namespace: "default".into(),
             rollout_timeout: DEFAULT_TIMEOUT,
+            kubeconfig: None,
         };
         let kubernetes = match top.table(self, "kubernetes", false) {
             Some(mut table) => {
@@ -341,6 +342,7 @@ impl Checker<'_> {
             context: context.or_else(|| defaults.context.clone()),
             namespace: namespace.map_or_else(|| defaults.namespace.clone(), Spanned::into_inner),
             rollout_timeout: rollout_timeout.unwrap_or(defaults.rollout_timeout),
+            kubeconfig: None,
         }
     }
 
@@ -496,6 +498,7 @@ impl Checker<'_> {
             git_history,
             image: image.into_inner(),
             deployment: default_target,
+            default_namespace: keys.namespace.is_none(),
             notify: None,
             environments,
         })
@@ -1050,12 +1053,12 @@ fn resolve_environments(
             let override_ = overrides.iter().find(|o| o.name.get_ref() == environment);
             let written = override_.map(|o| &o.deployment);
             let pick = |key: fn(&DeploymentKeys) -> &Option<String>| written.and_then(|w| key(w).clone());
+            let namespace = pick(|k| &k.namespace).or_else(|| keys.namespace.clone());
             Some(SiteEnvironment {
                 environment: environment.clone(),
+                default_namespace: namespace.is_none(),
                 deployment: DeploymentTarget {
-                    namespace: pick(|k| &k.namespace)
-                        .or_else(|| keys.namespace.clone())
-                        .unwrap_or_else(|| declared.kubernetes.namespace.clone()),
+                    namespace: namespace.unwrap_or_else(|| declared.kubernetes.namespace.clone()),
                     name: pick(|k| &k.name).unwrap_or_else(|| default_target.name.clone()),
                     container: pick(|k| &k.container).unwrap_or_else(|| default_target.container.clone()),
                 },
@@ -1254,6 +1257,79 @@ deployment = { name = "docs", namespace = "docs", container = "web" }
             declared.in_environment(Some("qa")),
             Err(crate::config::EnvironmentError::Unknown { .. })
         ));
+    }
+
+    #[test]
+    fn cluster_options_replace_the_environments_keys_and_move_only_sites_that_name_no_namespace() {
+        let declared = parse(ENVIRONMENTS).unwrap();
+        let overrides = crate::config::ClusterOverrides {
+            context: Some("other".into()),
+            namespace: Some("web-preview".into()),
+            kubeconfig: Some("/tmp/kubeconfig".into()),
+            rollout_timeout: Some(std::time::Duration::from_secs(7)),
+        };
+        let staging = declared
+            .in_environment(Some("staging"))
+            .unwrap()
+            .with_cluster(&overrides)
+            .unwrap();
+        assert_eq!(staging.kubernetes.context.as_deref(), Some("other"));
+        assert_eq!(staging.kubernetes.namespace, "web-preview");
+        assert_eq!(
+            staging.kubernetes.kubeconfig.as_deref(),
+            Some(Path::new("/tmp/kubeconfig"))
+        );
+        assert_eq!(staging.kubernetes.rollout_timeout, std::time::Duration::from_secs(7));
+        // www names no namespace: it moves; docs names its own: it stays.
+        assert_eq!(staging.site("www").unwrap().deployment.namespace, "web-preview");
+        assert_eq!(staging.site("docs").unwrap().deployment.namespace, "docs");
+        // Without options, nothing changes.
+        let untouched = declared
+            .in_environment(Some("production"))
+            .unwrap()
+            .with_cluster(&crate::config::ClusterOverrides::default())
+            .unwrap();
+        assert_eq!(untouched.kubernetes.context.as_deref(), Some("stack-production"));
+        assert_eq!(untouched.site("www").unwrap().deployment.namespace, "web");
+        let bad = crate::config::ClusterOverrides {
+            namespace: Some("Not_A_Name".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            declared.in_environment(None).unwrap().with_cluster(&bad),
+            Err(crate::config::OverrideError::Namespace { .. })
+        ));
+    }
+
+    #[test]
+    fn the_pipeline_file_is_found_here_or_in_the_nearest_parent() {
+        let root = tempfile::tempdir().unwrap();
+        let deep = root.path().join("a/b/c");
+        std::fs::create_dir_all(&deep).unwrap();
+        assert_eq!(crate::config::find(&deep), None);
+        std::fs::write(root.path().join("pipeline.toml"), "").unwrap();
+        assert_eq!(
+            crate::config::find(&deep),
+            Some(Path::new("../../../pipeline.toml").to_path_buf())
+        );
+        std::fs::write(root.path().join("a/pipeline.toml"), "").unwrap();
+        assert_eq!(
+            crate::config::find(&deep),
+            Some(Path::new("../../pipeline.toml").to_path_buf()),
+            "the nearest one wins"
+        );
+        std::fs::write(deep.join("pipeline.toml"), "").unwrap();
+        assert_eq!(
+            crate::config::find(&deep),
+            Some(Path::new("pipeline.toml").to_path_buf())
+        );
+        // A folder named pipeline.toml is not the file.
+        let other = root.path().join("x/pipeline.toml");
+        std::fs::create_dir_all(&other).unwrap();
+        assert_eq!(
+            crate::config::find(&root.path().join("x")),
+            Some(Path::new("../pipeline.toml").to_path_buf())
+        );
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Environment {
 pub struct SiteEnvironment {
     pub environment: String,
     pub deployment: DeploymentTarget,
+    /// The Deployment's namespace is the environment's (the site names none).
+    pub default_namespace: bool,
     /// `[site.environment.<name>] notify`: told about this site only.
     pub notify: Option<Notify>,
 }
@@ -90,6 +92,15 @@ pub enum EnvironmentError {
     /// `--env` was given for a file that declares no `[[environment]]`.
     #[error("{config} declares no [[environment]]; leave out --env {name}, or declare the environment")]
     NoEnvironments { name: String, config: String },
+}
+
+impl EnvironmentError {
+    /// The pipeline file, as its path was given.
+    pub fn config(&self) -> &str {
+        match self {
+            Self::Unknown { config, .. } | Self::NoEnvironments { config, .. } => config,
+        }
+    }
 }
 
 /// `[notify]`
@@ -174,6 +185,58 @@ pub struct Kubernetes {
     pub namespace: String,
     /// How long berth waits for one rollout before it fails it.
     pub rollout_timeout: Duration,
+    /// The kubeconfig file, from `--kubeconfig` only (a pipeline file is
+    /// shared; where a kubeconfig lives is not); `None`: `KUBECONFIG`, then
+    /// `~/.kube/config`, then the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// What `--context`, `--namespace`, `--kubeconfig` and `--timeout` put in
+/// place of the pipeline file's cluster keys, in the one environment a
+/// command works in.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOverrides {
+    pub context: Option<String>,
+    pub namespace: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub rollout_timeout: Option<Duration>,
+}
+
+impl ClusterOverrides {
+    /// The options given, as the command line spells them.
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        if self.context.is_some() {
+            given.push("--context");
+        }
+        if self.namespace.is_some() {
+            given.push("--namespace");
+        }
+        if self.kubeconfig.is_some() {
+            given.push("--kubeconfig");
+        }
+        given
+    }
+}
+
+/// A cluster option the command cannot take as given.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OverrideError {
+    /// `--context`, `--namespace` or `--kubeconfig` name one cluster, and the
+    /// command would work in several environments.
+    #[error("{options} name one cluster, and {command} works in {environments}: add --env NAME to choose one")]
+    SeveralEnvironments {
+        options: String,
+        command: &'static str,
+        environments: String,
+    },
+    /// `--context`, `--namespace` or `--kubeconfig` name one cluster, and
+    /// `promote` works in two.
+    #[error("{options} name one cluster, and promote works in two: each takes its cluster from its [[environment]] in the pipeline file")]
+    Promote { options: String },
+    /// `--namespace` is not a namespace name.
+    #[error("--namespace `{namespace}`: {problem}")]
+    Namespace { namespace: String, problem: String },
 }
 
 /// `[[repo]]`
@@ -214,6 +277,9 @@ pub struct Site {
     pub image: String,
     /// Its Deployment in [`Config::environment`].
     pub deployment: DeploymentTarget,
+    /// That Deployment's namespace is the environment's (the site names none),
+    /// so `--namespace` moves it.
+    pub default_namespace: bool,
     /// Its own webhook in [`Config::environment`], besides the environment's.
     pub notify: Option<Notify>,
     /// The environments it ships to, in the file's order of environments,
@@ -255,9 +321,29 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+/// The pipeline file's name, looked for when `--config` is not given.
+pub const FILE_NAME: &str = "pipeline.toml";
+
+/// The pipeline file for a command started in `start` (an absolute folder):
+/// [`FILE_NAME`] there or in the nearest folder above it, as cargo finds
+/// `Cargo.toml`; the path is relative to `start` (`pipeline.toml`,
+/// `../../pipeline.toml`), so messages stay short.
+pub fn find(start: &Path) -> Option<PathBuf> {
+    start.ancestors().enumerate().find_map(|(levels, folder)| {
+        folder.join(FILE_NAME).is_file().then(|| {
+            let mut path: PathBuf = std::iter::repeat_n("..", levels).collect();
+            path.push(FILE_NAME);
+            path
+        })
+    })
+}
+
 /// All problems found in one file, in file order.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// No `--config` was given, and no pipeline file is in the folder or above it.
+    #[error("no {FILE_NAME} in {} or any folder above it; name the file with --config (or BERTH_CONFIG)", start.display())]
+    NotFound { start: PathBuf },
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
@@ -298,7 +384,7 @@ fn render(path: &Path, diagnostics: &[Diagnostic]) -> String {
 impl ConfigError {
     pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {
-            Self::Read { .. } => &[],
+            Self::Read { .. } | Self::NotFound { .. } => &[],
             Self::Invalid { diagnostics, .. } => diagnostics,
         }
     }
@@ -370,11 +456,37 @@ impl Config {
                 let there = site.environment(name)?;
                 let mut site = site.clone();
                 site.deployment = there.deployment.clone();
+                site.default_namespace = there.default_namespace;
                 site.notify.clone_from(&there.notify);
                 Some(site)
             })
             .collect();
         Ok(view)
+    }
+
+    /// This view with `overrides` in place of its cluster keys: `--namespace`
+    /// moves the Deployments of sites that name no namespace.
+    pub fn with_cluster(mut self, overrides: &ClusterOverrides) -> Result<Self, OverrideError> {
+        if let Some(context) = &overrides.context {
+            self.kubernetes.context = Some(context.clone());
+        }
+        if let Some(timeout) = overrides.rollout_timeout {
+            self.kubernetes.rollout_timeout = timeout;
+        }
+        if let Some(kubeconfig) = &overrides.kubeconfig {
+            self.kubernetes.kubeconfig = Some(kubeconfig.clone());
+        }
+        if let Some(namespace) = &overrides.namespace {
+            crate::reference::check_dns_label(namespace).map_err(|problem| OverrideError::Namespace {
+                namespace: namespace.clone(),
+                problem,
+            })?;
+            self.kubernetes.namespace.clone_from(namespace);
+            for site in self.sites.iter_mut().filter(|site| site.default_namespace) {
+                site.deployment.namespace.clone_from(namespace);
+            }
+        }
+        Ok(self)
     }
 
     /// The names of the environments, in file order.

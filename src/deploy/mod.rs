@@ -327,21 +327,33 @@ pub struct Deployer {
 
 impl Deployer {
     /// Connects with the kubeconfig (`KUBECONFIG` or `~/.kube/config`) and `context`.
-    pub async fn connect(context: Option<&str>, timeout: Duration) -> Result<Self, DeployError> {
-        // A named context needs a kubeconfig; without one, berth infers the
-        // configuration as kubectl does: KUBECONFIG, ~/.kube/config, or the
-        // in-cluster service account (the nightly CronJob).
-        let config = match context {
-            Some(context) => {
-                let options = kube::config::KubeConfigOptions {
-                    context: Some(context.to_string()),
-                    ..Default::default()
-                };
-                kube::Config::from_kubeconfig(&options).await.map_err(|error| {
-                    DeployError::Unreachable(format!("cannot load the kubeconfig: {error}"))
-                })?
+    pub async fn connect(
+        context: Option<&str>,
+        kubeconfig: Option<&std::path::Path>,
+        timeout: Duration,
+    ) -> Result<Self, DeployError> {
+        // A named context or kubeconfig file needs a kubeconfig; without
+        // either, berth infers the configuration as kubectl does: KUBECONFIG,
+        // ~/.kube/config, or the in-cluster service account (the nightly CronJob).
+        let options = kube::config::KubeConfigOptions {
+            context: context.map(str::to_string),
+            ..Default::default()
+        };
+        let config = match (kubeconfig, context) {
+            (Some(path), _) => {
+                let file = kube::config::Kubeconfig::read_from(path).map_err(|error| {
+                    DeployError::Unreachable(format!("cannot read the kubeconfig {}: {error}", path.display()))
+                })?;
+                kube::Config::from_custom_kubeconfig(file, &options)
+                    .await
+                    .map_err(|error| {
+                        DeployError::Unreachable(format!("cannot load the kubeconfig {}: {error}", path.display()))
+                    })?
             }
-            None => kube::Config::infer()
+            (None, Some(_)) => kube::Config::from_kubeconfig(&options).await.map_err(|error| {
+                DeployError::Unreachable(format!("cannot load the kubeconfig: {error}"))
+            })?,
+            (None, None) => kube::Config::infer()
                 .await
                 .map_err(|error| DeployError::Unreachable(format!("no cluster configuration: {error}")))?,
         };

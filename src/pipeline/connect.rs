@@ -16,6 +16,7 @@ use crate::registry::{self, RegistryAuth};
 pub async fn connect_cluster(config: &Config) -> Result<Deployer, SetupError> {
     Deployer::connect(
         config.kubernetes.context.as_deref(),
+        config.kubernetes.kubeconfig.as_deref(),
         config.kubernetes.rollout_timeout,
     )
     .await

@@ -119,7 +119,7 @@ pub async fn run(
         printer,
         generator,
         options,
-        interrupted,
+        interrupted: interrupted.clone(),
     };
     let reports: Vec<SiteReport> = futures_util::stream::iter(sites.iter().map(|site| {
         let synced = mirrored.get(&site.repo).expect("every repo was mirrored");
@@ -132,5 +132,6 @@ pub async fn run(
     Ok(RunReport {
         environment: config.environment.clone(),
         sites: reports,
+        interrupted: interrupted.load(std::sync::atomic::Ordering::SeqCst),
     })
 }

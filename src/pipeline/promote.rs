@@ -43,6 +43,8 @@ pub struct Request<'a> {
     /// `None`: what the source runs.
     pub commit: Option<&'a str>,
     pub options: &'a DeployOptions,
+    /// `--timeout`: the target's rollout timeout instead of its `rollout_timeout`.
+    pub rollout_timeout: Option<std::time::Duration>,
 }
 
 /// The two environments of a promotion, as views of the pipeline file.
@@ -54,7 +56,10 @@ pub struct Environments {
 /// Resolves the request's environments; a usage error when one is unknown
 /// or they are the same.
 pub fn environments(declared: &Config, request: &Request<'_>) -> anyhow::Result<Environments> {
-    let target = declared.in_environment(Some(request.to))?;
+    let mut target = declared.in_environment(Some(request.to))?;
+    if let Some(timeout) = request.rollout_timeout {
+        target.kubernetes.rollout_timeout = timeout;
+    }
     let from = match request.from {
         Some(from) => from,
         None => declared
@@ -108,6 +113,7 @@ pub async fn promote(
         RunReport {
             environment,
             sites: vec![report],
+            interrupted: false,
         },
     ))
 }

@@ -125,6 +125,9 @@ pub struct RunReport {
     /// The environment it worked in (`None` in a file without environments).
     pub environment: Option<String>,
     pub sites: Vec<SiteReport>,
+    /// berth was interrupted (Ctrl-C, SIGTERM) during the run: sites not
+    /// started then were left alone.
+    pub interrupted: bool,
 }
 
 impl RunReport {
@@ -142,6 +145,7 @@ impl RunReport {
             "duration_seconds": started.elapsed().unwrap_or_default().as_secs_f64(),
             "exit_code": exit_code,
             "environment": self.environment,
+            "interrupted": self.interrupted,
             "sites": self.sites,
         })
     }

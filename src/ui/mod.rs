@@ -6,5 +6,5 @@
 pub mod printer;
 pub mod table;
 
-pub use printer::{LogWriter, Printer, Status, Verbosity};
+pub use printer::{Colour, LogWriter, Printer, Status, Verbosity};
 pub use table::table;

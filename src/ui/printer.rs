@@ -1,8 +1,9 @@
 //! The [`Printer`]: everything the user sees goes through it.
 //!
 //! 1. Progress lines (one per stage per site) go to stderr, with a timestamp when
-//!    stderr is not a terminal or `CI` is set, in colour only on a terminal
-//!    without `NO_COLOR`.
+//!    stderr is not a terminal or `CI` is set, in colour as [`colour_on`]
+//!    decides (`--color`, `NO_COLOR`, `CLICOLOR_FORCE`, a terminal, a CI that
+//!    shows colour).
 //! 2. Results (tables, JSON documents) go to stdout.
 //! 3. `-q` keeps only warnings, errors and results; `-v` adds detail lines.
 //!
@@ -23,6 +24,38 @@ pub enum Verbosity {
     Quiet,
     Normal,
     Verbose,
+}
+
+/// `--color`: when to colour what berth writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Colour {
+    /// As [`colour_on`] decides from the environment.
+    Auto,
+    Always,
+    Never,
+}
+
+/// Whether to colour, for `choice` and the environment (`variable` reads one):
+/// `always` and `never` win; then `NO_COLOR` (set, not empty) turns colour
+/// off and `CLICOLOR_FORCE` (set, not `0`) on, as no-color.org and
+/// bixense.com/clicolors say; then a CI whose log shows ANSI colours
+/// (GitHub Actions, GitLab CI) gets them; then a terminal gets them, unless
+/// it is dumb or `CI` is set.
+pub fn colour_on(choice: Colour, variable: impl Fn(&str) -> Option<String>, terminal: bool) -> bool {
+    let set = |name: &str| variable(name).filter(|value| !value.is_empty());
+    match choice {
+        Colour::Always => true,
+        Colour::Never => false,
+        Colour::Auto if set("NO_COLOR").is_some() => false,
+        Colour::Auto if set("CLICOLOR_FORCE").is_some_and(|value| value != "0") => true,
+        Colour::Auto if set("GITHUB_ACTIONS").as_deref() == Some("true") => true,
+        Colour::Auto if set("GITLAB_CI").as_deref() == Some("true") => true,
+        Colour::Auto => {
+            terminal
+                && set("TERM").as_deref() != Some("dumb")
+                && set("CI").is_none_or(|value| value == "false")
+        }
+    }
 }
 
 /// What a stage line reports.
@@ -67,6 +100,9 @@ struct Inner {
     verbosity: Verbosity,
     colour: bool,
     timestamps: bool,
+    /// Under GitHub Actions (`GITHUB_ACTIONS=true`): problems in files are
+    /// also written as workflow annotations ([`Printer::annotation`]).
+    annotations: bool,
     /// The live board (terminal only): one line per site with a stage in progress,
     /// redrawn in place under the log. `None` elsewhere.
     board: Option<MultiProgress>,
@@ -104,12 +140,11 @@ impl Out {
 }
 
 impl Printer {
-    /// Decides colour and timestamps from the environment: a terminal without
-    /// `NO_COLOR` gets colour; a non-terminal or `CI` gets timestamps.
-    pub fn from_environment(verbosity: Verbosity) -> Self {
+    /// Decides colour ([`colour_on`]) and timestamps from `colour` and the
+    /// environment: a non-terminal or `CI` gets timestamps.
+    pub fn from_environment(verbosity: Verbosity, colour: Colour) -> Self {
         let terminal = std::io::stderr().is_terminal();
         let ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty() && value != "false");
-        let no_colour = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
         // indicatif draws nothing on a terminal that cannot move its cursor
         // (`TERM=dumb`): there progress lines are plain `-v` lines, as elsewhere.
         let board = (terminal && !ci)
@@ -117,15 +152,16 @@ impl Printer {
             .filter(|_| !console::is_dumb());
         Self::build(
             verbosity,
-            terminal && !no_colour && !ci,
+            colour_on(colour, |name| std::env::var(name).ok(), terminal),
             !terminal || ci,
+            std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true"),
             board,
             Out::Stderr,
         )
     }
 
     pub fn new(verbosity: Verbosity, colour: bool, timestamps: bool) -> Self {
-        Self::build(verbosity, colour, timestamps, None, Out::Stderr)
+        Self::build(verbosity, colour, timestamps, false, None, Out::Stderr)
     }
 
     /// A printer whose board draws to `board` (a terminal), or none.
@@ -137,6 +173,7 @@ impl Printer {
         verbosity: Verbosity,
         colour: bool,
         timestamps: bool,
+        annotations: bool,
         board: Option<ProgressDrawTarget>,
         out: Out,
     ) -> Self {
@@ -145,6 +182,7 @@ impl Printer {
                 verbosity,
                 colour,
                 timestamps,
+                annotations,
                 board: board.map(MultiProgress::with_draw_target),
                 lines: Mutex::new(BTreeMap::new()),
                 out,
@@ -301,6 +339,16 @@ impl Printer {
         self.write_stderr(text);
     }
 
+    /// Under GitHub Actions, an error annotation on `file` (at `line` and
+    /// `column` when known): `::error file=…,line=…,col=…::message`, which the
+    /// runner reads from stderr as from stdout and shows on the file's line.
+    /// Elsewhere nothing.
+    pub fn annotation(&self, file: &str, line: Option<usize>, column: Option<usize>, message: &str) {
+        if self.inner.annotations {
+            self.write_stderr(&annotation_line(file, line, column, message));
+        }
+    }
+
     /// A result on stdout (tables, JSON): never hidden. The board leaves the
     /// screen meanwhile, as stdout is often the same terminal.
     pub fn result(&self, text: &str) {
@@ -343,6 +391,26 @@ impl Write for LogWriter {
     }
 }
 
+/// A GitHub Actions `::error` workflow command, its values escaped as the
+/// Actions toolkit escapes them (`%`, CR and LF; in properties `:` and `,` too).
+fn annotation_line(file: &str, line: Option<usize>, column: Option<usize>, message: &str) -> String {
+    let data = |text: &str| {
+        text.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    };
+    let property = |text: &str| data(text).replace(':', "%3A").replace(',', "%2C");
+    let mut properties = vec![format!("file={}", property(file))];
+    if let Some(line) = line {
+        properties.push(format!("line={line}"));
+    }
+    if let Some(column) = column {
+        properties.push(format!("col={column}"));
+    }
+    properties.push("title=berth".into());
+    format!("::error {}::{}", properties.join(","), data(message))
+}
+
 /// A site's line on the live board, before it is cut to the terminal's width:
 /// `SITE STAGE text`, on one line (line breaks and tabs in `text` become spaces).
 fn board_line(site: &str, stage: &str, text: &str) -> String {
@@ -379,6 +447,7 @@ mod tests {
             Printer::build(
                 verbosity,
                 colour,
+                false,
                 false,
                 Some(ProgressDrawTarget::term_like(Box::new(self.clone()))),
                 Out::Term(Box::new(self.term.clone())),
@@ -441,7 +510,53 @@ mod tests {
         }
     }
 
+    fn colour_with(choice: Colour, variables: &[(&str, &str)], terminal: bool) -> bool {
+        let variable = |name: &str| {
+            variables
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_string())
+        };
+        colour_on(choice, variable, terminal)
+    }
+
+    #[test]
+    fn colour_follows_the_flag_then_no_color_then_clicolor_force_then_the_terminal() {
+        // --color wins over every variable.
+        assert!(colour_with(Colour::Always, &[("NO_COLOR", "1")], false));
+        assert!(!colour_with(Colour::Never, &[("CLICOLOR_FORCE", "1")], true));
+        // auto: a terminal, unless NO_COLOR, a dumb terminal or CI.
+        assert!(colour_with(Colour::Auto, &[], true));
+        assert!(!colour_with(Colour::Auto, &[], false));
+        assert!(!colour_with(Colour::Auto, &[("NO_COLOR", "1")], true));
+        assert!(colour_with(Colour::Auto, &[("NO_COLOR", "")], true), "an empty NO_COLOR is unset");
+        assert!(!colour_with(Colour::Auto, &[("TERM", "dumb")], true));
+        assert!(!colour_with(Colour::Auto, &[("CI", "true")], true));
+        assert!(colour_with(Colour::Auto, &[("CI", "false")], true));
+        // CLICOLOR_FORCE turns it on off a terminal, but not over NO_COLOR.
+        assert!(colour_with(Colour::Auto, &[("CLICOLOR_FORCE", "1")], false));
+        assert!(!colour_with(Colour::Auto, &[("CLICOLOR_FORCE", "0")], false));
+        assert!(!colour_with(Colour::Auto, &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")], false));
+        // A CI that shows colours gets them, its log being no terminal.
+        for ci in ["GITHUB_ACTIONS", "GITLAB_CI"] {
+            assert!(colour_with(Colour::Auto, &[("CI", "true"), (ci, "true")], false), "{ci}");
+            assert!(!colour_with(Colour::Auto, &[("CI", "true"), (ci, "true"), ("NO_COLOR", "1")], false));
+        }
+    }
+
     const LONG: &str = "2 of 3 updated replicas are available, 1 old replica is pending termination";
+
+    #[test]
+    fn annotations_escape_as_the_actions_toolkit_does() {
+        assert_eq!(
+            annotation_line("pipeline.toml", Some(3), Some(9), "site[0].path: 100% wrong\nsee docs"),
+            "::error file=pipeline.toml,line=3,col=9,title=berth::site[0].path: 100%25 wrong%0Asee docs"
+        );
+        assert_eq!(
+            annotation_line("a,b:c.toml", None, None, "cannot read"),
+            "::error file=a%2Cb%3Ac.toml,title=berth::cannot read"
+        );
+    }
 
     #[test]
     fn board_line_is_one_line() {
