@@ -56,7 +56,13 @@ pub struct GlobalArgs {
     pub context: Option<String>,
     /// The namespace of Deployments whose site names none, instead of the
     /// environment's `namespace`.
-    #[arg(long, short = 'n', global = true, env = "BERTH_NAMESPACE", value_name = "NAME")]
+    #[arg(
+        long,
+        short = 'n',
+        global = true,
+        env = "BERTH_NAMESPACE",
+        value_name = "NAME"
+    )]
     pub namespace: Option<String>,
     /// The kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`).
     #[arg(long, global = true, env = "BERTH_KUBECONFIG", value_name = "PATH")]

@@ -92,7 +92,11 @@ mod tests {
         let failed = (SiteAction::Failed, Some(FailureKind::Environment));
         let skipped = (SiteAction::Interrupted, Some(FailureKind::Interrupted));
         assert_eq!(of_run(&report(&[deployed], false)), OK);
-        assert_eq!(of_run(&report(&[deployed], true)), INTERRUPTED, "in flight, then done");
+        assert_eq!(
+            of_run(&report(&[deployed], true)),
+            INTERRUPTED,
+            "in flight, then done"
+        );
         assert_eq!(of_run(&report(&[deployed, skipped], true)), INTERRUPTED);
         assert_eq!(of_run(&report(&[failed, skipped], true)), INTERRUPTED);
         assert_eq!(of_run(&report(&[failed], false)), ENVIRONMENT);

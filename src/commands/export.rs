@@ -35,8 +35,18 @@ pub async fn command(
     started: SystemTime,
 ) -> anyhow::Result<u8> {
     let selected = pipeline::select(config, &[request.site.to_string()], None)?;
-    let choice = request.commit.map_or(CommitChoice::BranchHead, CommitChoice::Exact);
-    let exported = export_site(config, selected[0], choice, request.offline, request.directory, printer).await?;
+    let choice = request
+        .commit
+        .map_or(CommitChoice::BranchHead, CommitChoice::Exact);
+    let exported = export_site(
+        config,
+        selected[0],
+        choice,
+        request.offline,
+        request.directory,
+        printer,
+    )
+    .await?;
     if json {
         let body = serde_json::json!({
             "site": request.site,

@@ -6,7 +6,7 @@
 
 use std::io::Write as _;
 
-use crate::commands::selected_in;
+use crate::commands::{json_document, selected_in};
 use crate::config::{Config, Site};
 use crate::deploy;
 use crate::exit;
@@ -16,13 +16,14 @@ use crate::settings::Settings;
 use crate::ui::{Printer, table};
 
 /// `berth history`: one site's history in each of `views` (one per
-/// environment) that it ships to, as tables or `--json` (one environment:
-/// its history; several: `{"site", "environments": [...]}`).
+/// environment) that it ships to, as tables or `--json` (`{"site",
+/// "environments": [...]}`, one entry in a file without environments).
 pub async fn command(
     settings: &Settings,
     views: &[Config],
     site: &str,
     printer: &Printer,
+    started: std::time::SystemTime,
 ) -> anyhow::Result<u8> {
     let mut histories = Vec::new();
     for (config, sites) in selected_in(views, &[site.to_string()], None)? {
@@ -31,11 +32,8 @@ pub async fn command(
         }
     }
     if settings.json {
-        let document = match histories.as_slice() {
-            [one] => serde_json::to_value(one)?,
-            _ => serde_json::json!({"site": site, "environments": histories}),
-        };
-        printer.result(&serde_json::to_string_pretty(&document)?);
+        let body = serde_json::json!({"site": site, "environments": histories});
+        printer.result(&json_document("berth.history/v1", "history", started, &body)?);
     } else {
         let texts: Vec<String> = histories
             .iter()

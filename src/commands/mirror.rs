@@ -34,7 +34,9 @@ pub async fn command(
             printer.result(&table(&["REPO", "BRANCH", "HEAD"], &rows));
         }
     }
-    Ok(exit::of_failures(mirrored.iter().map(|repo| repo.error.is_some())))
+    Ok(exit::of_failures(
+        mirrored.iter().map(|repo| repo.error.is_some()),
+    ))
 }
 
 /// One repo `berth mirror` fetched: its branch head, or why it failed (each

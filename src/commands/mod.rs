@@ -76,7 +76,7 @@ pub async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u
         }
         Action::History { site } => {
             let views = views(&declared, environment, settings, "history")?;
-            history::command(settings, &views, site, printer).await
+            history::command(settings, &views, site, printer, started).await
         }
         // The rest work in one environment: `--env`, or the default one.
         Action::Run {

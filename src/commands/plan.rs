@@ -57,7 +57,12 @@ pub async fn command(
     }
     fill_promote_column(&views[0], &mut entries);
     if settings.json {
-        printer.result(&json_document("berth.plan/v1", "plan", started, &serde_json::json!({"sites": entries}))?);
+        printer.result(&json_document(
+            "berth.plan/v1",
+            "plan",
+            started,
+            &serde_json::json!({"sites": entries}),
+        )?);
     } else {
         printer.result(&plan_table(&entries));
     }

@@ -40,7 +40,12 @@ pub async fn command(
     }
     fill_promote_column(&views[0], &mut entries);
     if settings.json {
-        printer.result(&json_document("berth.status/v1", "status", started, &serde_json::json!({"sites": entries}))?);
+        printer.result(&json_document(
+            "berth.status/v1",
+            "status",
+            started,
+            &serde_json::json!({"sites": entries}),
+        )?);
     } else {
         printer.result(&status_table(&entries));
     }

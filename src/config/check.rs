@@ -1279,7 +1279,10 @@ deployment = { name = "docs", namespace = "docs", container = "web" }
             staging.kubernetes.kubeconfig.as_deref(),
             Some(Path::new("/tmp/kubeconfig"))
         );
-        assert_eq!(staging.kubernetes.rollout_timeout, std::time::Duration::from_secs(7));
+        assert_eq!(
+            staging.kubernetes.rollout_timeout,
+            std::time::Duration::from_secs(7)
+        );
         // www names no namespace: it moves; docs names its own: it stays.
         assert_eq!(staging.site("www").unwrap().deployment.namespace, "web-preview");
         assert_eq!(staging.site("docs").unwrap().deployment.namespace, "docs");

@@ -224,7 +224,9 @@ impl ClusterOverrides {
 pub enum OverrideError {
     /// `--context`, `--namespace` or `--kubeconfig` name one cluster, and the
     /// command would work in several environments.
-    #[error("{options} name one cluster, and {command} works in {environments}: add --env NAME to choose one")]
+    #[error(
+        "{options} name one cluster, and {command} works in {environments}: add --env NAME to choose one"
+    )]
     SeveralEnvironments {
         options: String,
         command: &'static str,
@@ -232,7 +234,9 @@ pub enum OverrideError {
     },
     /// `--context`, `--namespace` or `--kubeconfig` name one cluster, and
     /// `promote` works in two.
-    #[error("{options} name one cluster, and promote works in two: each takes its cluster from its [[environment]] in the pipeline file")]
+    #[error(
+        "{options} name one cluster, and promote works in two: each takes its cluster from its [[environment]] in the pipeline file"
+    )]
     Promote { options: String },
     /// `--namespace` is not a namespace name.
     #[error("--namespace `{namespace}`: {problem}")]

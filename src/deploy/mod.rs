@@ -342,17 +342,23 @@ impl Deployer {
         let config = match (kubeconfig, context) {
             (Some(path), _) => {
                 let file = kube::config::Kubeconfig::read_from(path).map_err(|error| {
-                    DeployError::Unreachable(format!("cannot read the kubeconfig {}: {error}", path.display()))
+                    DeployError::Unreachable(format!(
+                        "cannot read the kubeconfig {}: {error}",
+                        path.display()
+                    ))
                 })?;
                 kube::Config::from_custom_kubeconfig(file, &options)
                     .await
                     .map_err(|error| {
-                        DeployError::Unreachable(format!("cannot load the kubeconfig {}: {error}", path.display()))
+                        DeployError::Unreachable(format!(
+                            "cannot load the kubeconfig {}: {error}",
+                            path.display()
+                        ))
                     })?
             }
-            (None, Some(_)) => kube::Config::from_kubeconfig(&options).await.map_err(|error| {
-                DeployError::Unreachable(format!("cannot load the kubeconfig: {error}"))
-            })?,
+            (None, Some(_)) => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|error| DeployError::Unreachable(format!("cannot load the kubeconfig: {error}")))?,
             (None, None) => kube::Config::infer()
                 .await
                 .map_err(|error| DeployError::Unreachable(format!("no cluster configuration: {error}")))?,

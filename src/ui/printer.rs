@@ -334,9 +334,15 @@ impl Printer {
         self.write_stderr(&text);
     }
 
-    /// Text that already says it is an error (compiler-style diagnostics), to stderr as it is.
+    /// Text that already says it is an error (compiler-style diagnostics,
+    /// `FILE:LINE:COLUMN: error: ...`), to stderr, its `error:` words in colour.
     pub fn diagnostics(&self, text: &str) {
-        self.write_stderr(text);
+        let label = self.paint(&Style::new().red().bold(), "error:");
+        let lines: Vec<String> = text
+            .lines()
+            .map(|line| line.replacen(": error: ", &format!(": {label} "), 1))
+            .collect();
+        self.write_stderr(&lines.join("\n"));
     }
 
     /// Under GitHub Actions, an error annotation on `file` (at `line` and
@@ -394,11 +400,7 @@ impl Write for LogWriter {
 /// A GitHub Actions `::error` workflow command, its values escaped as the
 /// Actions toolkit escapes them (`%`, CR and LF; in properties `:` and `,` too).
 fn annotation_line(file: &str, line: Option<usize>, column: Option<usize>, message: &str) -> String {
-    let data = |text: &str| {
-        text.replace('%', "%25")
-            .replace('\r', "%0D")
-            .replace('\n', "%0A")
-    };
+    let data = |text: &str| text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A");
     let property = |text: &str| data(text).replace(':', "%3A").replace(',', "%2C");
     let mut properties = vec![format!("file={}", property(file))];
     if let Some(line) = line {
@@ -529,18 +531,32 @@ mod tests {
         assert!(colour_with(Colour::Auto, &[], true));
         assert!(!colour_with(Colour::Auto, &[], false));
         assert!(!colour_with(Colour::Auto, &[("NO_COLOR", "1")], true));
-        assert!(colour_with(Colour::Auto, &[("NO_COLOR", "")], true), "an empty NO_COLOR is unset");
+        assert!(
+            colour_with(Colour::Auto, &[("NO_COLOR", "")], true),
+            "an empty NO_COLOR is unset"
+        );
         assert!(!colour_with(Colour::Auto, &[("TERM", "dumb")], true));
         assert!(!colour_with(Colour::Auto, &[("CI", "true")], true));
         assert!(colour_with(Colour::Auto, &[("CI", "false")], true));
         // CLICOLOR_FORCE turns it on off a terminal, but not over NO_COLOR.
         assert!(colour_with(Colour::Auto, &[("CLICOLOR_FORCE", "1")], false));
         assert!(!colour_with(Colour::Auto, &[("CLICOLOR_FORCE", "0")], false));
-        assert!(!colour_with(Colour::Auto, &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")], false));
+        assert!(!colour_with(
+            Colour::Auto,
+            &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")],
+            false
+        ));
         // A CI that shows colours gets them, its log being no terminal.
         for ci in ["GITHUB_ACTIONS", "GITLAB_CI"] {
-            assert!(colour_with(Colour::Auto, &[("CI", "true"), (ci, "true")], false), "{ci}");
-            assert!(!colour_with(Colour::Auto, &[("CI", "true"), (ci, "true"), ("NO_COLOR", "1")], false));
+            assert!(
+                colour_with(Colour::Auto, &[("CI", "true"), (ci, "true")], false),
+                "{ci}"
+            );
+            assert!(!colour_with(
+                Colour::Auto,
+                &[("CI", "true"), (ci, "true"), ("NO_COLOR", "1")],
+                false
+            ));
         }
     }
 
@@ -549,7 +565,12 @@ mod tests {
     #[test]
     fn annotations_escape_as_the_actions_toolkit_does() {
         assert_eq!(
-            annotation_line("pipeline.toml", Some(3), Some(9), "site[0].path: 100% wrong\nsee docs"),
+            annotation_line(
+                "pipeline.toml",
+                Some(3),
+                Some(9),
+                "site[0].path: 100% wrong\nsee docs"
+            ),
             "::error file=pipeline.toml,line=3,col=9,title=berth::site[0].path: 100%25 wrong%0Asee docs"
         );
         assert_eq!(

@@ -139,6 +139,19 @@ async fn plan_status_and_history_print_what_they_should() {
     let output = world.berth(&["history", "landing"]);
     assert!(output.status.success(), "{}", text(&output));
     insta::assert_snapshot!("history_landing", String::from_utf8_lossy(&output.stdout));
+    // The same as JSON: one environment entry (the file declares none), the run logged.
+    let history = crate::support::json_of(&world.berth(&["history", "landing", "--json"]));
+    validate_against("history.schema.json", &history);
+    let only = &history["environments"][0];
+    assert!(only["environment"].is_null(), "{history:#}");
+    assert_eq!(only["runs"][0]["command"], "run", "{history:#}");
+    assert!(
+        only["revisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["current"] == true)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -215,6 +228,20 @@ async fn a_local_build_of_a_dirty_tree_is_tagged_dirty_and_preview_serves_it() {
     assert!(
         !crate::support::image_has(&tag, "/www/.git/config"),
         "nothing of .git ships"
+    );
+    // --json names the same build.
+    let output = world.berth(&[
+        "build",
+        "landing",
+        "--json",
+        "--source",
+        checkout.to_str().unwrap(),
+    ]);
+    let built = crate::support::json_of(&output);
+    validate_against("build.schema.json", &built);
+    assert_eq!(
+        (built["site"].as_str(), built["tag"].as_str()),
+        (Some("landing"), Some(tag.as_str()))
     );
     // Not pushed.
     let port: u16 = world.stack.registry_port();
@@ -335,7 +362,11 @@ async fn sigint_mid_run_leaves_every_deployment_whole_and_no_lease_held() {
         .status()
         .unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(1), "interrupted runs exit 1");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "an interrupted run exits 130, as shells report SIGINT"
+    );
     let stderr = reader.join().expect("the stderr reader");
     assert!(stderr.contains("interrupted: no new work starts"), "{stderr}");
     let mut untouched = 0;

@@ -319,6 +319,7 @@ async fn staging_is_promoted_to_production_by_digest_and_a_commit_that_failed_in
 
     // History per environment: the promotion is production's, the failed ship staging's.
     let history = json_of(&stage.berth(&["history", "landing", "--json"]));
+    validate_against("history.schema.json", &history);
     let environments = history["environments"].as_array().unwrap();
     let runs = |environment: &str| -> Vec<String> {
         environments

@@ -855,6 +855,22 @@ async fn export_writes_a_sites_folder_at_a_commit_into_an_empty_folder() {
         "not fetched yet: {}",
         text(&output)
     );
+
+    // --json: the commit written, where, and how many files; then the mirror's heads.
+    let as_json = world.dir.path().join("as-json");
+    let output = world.berth(&["export", "landing", as_json.to_str().unwrap(), "--json"]);
+    let exported = crate::support::json_of(&output);
+    crate::support::validate_against("export.schema.json", &exported);
+    assert_eq!(exported["commit"], second.as_str(), "{exported:#}");
+    assert_eq!(
+        exported["files"].as_u64(),
+        Some(expected.len() as u64),
+        "{exported:#}"
+    );
+    let mirrored = crate::support::json_of(&world.berth(&["mirror", "--json"]));
+    crate::support::validate_against("mirror.schema.json", &mirrored);
+    assert_eq!(mirrored["repos"][0]["head"], second.as_str(), "{mirrored:#}");
+    assert!(mirrored["repos"][0]["error"].is_null(), "{mirrored:#}");
 }
 
 /// An https remote (the stack's Git server behind TLS, with a certificate of the

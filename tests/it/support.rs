@@ -453,6 +453,20 @@ impl World {
     }
 
     /// The image of container `web` of Deployment `name`.
+    /// Sets the image of container `web` of Deployment `name`, as `kubectl set image` does.
+    pub async fn set_image(&self, name: &str, image: &str) {
+        let api: Api<Deployment> = Api::namespaced(kube_client().await, &self.namespace);
+        let patch =
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}});
+        api.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(patch),
+        )
+        .await
+        .expect("set the image");
+    }
+
     pub async fn image_of(&self, name: &str) -> String {
         image_of(&self.deployment(name).await)
     }
@@ -797,15 +811,24 @@ pub fn berth_in(dir: &Path, args: &[&str]) -> Output {
     berth_command(dir, args).output().expect("run berth")
 }
 
-fn berth_command(dir: &Path, args: &[&str]) -> Command {
+/// The real berth binary in `dir`, as a test runs it: no colour, `CI` set, none
+/// of the developer's `BERTH_*` variables.
+pub fn berth_command(dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
     command
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
         .env("CI", "true")
-        .env_remove("BERTH_CONFIG")
-        .env_remove("BERTH_STATE_DIR");
+        .env_remove("CLICOLOR_FORCE")
+        .env_remove("GITHUB_ACTIONS");
+    // A developer's BERTH_* variables (every global option has one) stay out.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("BERTH_") && !name.to_string_lossy().starts_with("BERTH_STACK_")
+        {
+            command.env_remove(name);
+        }
+    }
     command
 }
 

@@ -1,0 +1,175 @@
+//! The command-line conventions users of kubectl, Helm and cargo expect, on
+//! the real stack: the cluster options as kubectl spells them and their
+//! `BERTH_*` variables, `status`'s exit code, `--timeout`, and completion
+//! scripts that a real shell loads.
+
+use std::time::Duration;
+
+use crate::support::{Kubernetes, RolloutState, World, json_of, rollout_state, text};
+
+/// The stack's admin context, the one a test's kubeconfig names.
+fn stack_context() -> String {
+    std::env::var("BERTH_STACK_CONTEXT").expect("BERTH_STACK_CONTEXT (eval \"$(scripts/stack env)\")")
+}
+
+fn kubeconfig() -> String {
+    std::env::var("KUBECONFIG").expect("KUBECONFIG (eval \"$(scripts/stack env)\")")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_options_and_their_variables_replace_the_files_cluster_and_status_exits_1_on_a_failed_rollout()
+ {
+    let world = World::new("cluster-options").await;
+    world.copy_repo("landing");
+    // A Deployment whose rollout fails: its pods never get ready, and its
+    // progress deadline is 5 seconds.
+    let never_ready = format!("{}/{}/notready-web:1", world.stack.registry, world.prefix);
+    world
+        .create_deployment_with_deadline("web", 1, &never_ready, 5)
+        .await;
+    // The file names a context the kubeconfig lacks and a namespace that
+    // does not exist; the site names no namespace of its own.
+    let mut pipeline = world.landing_pipeline();
+    pipeline.kubernetes = Some(Kubernetes {
+        context: Some("no-such-context".into()),
+        namespace: Some("no-such-namespace".into()),
+        rollout_timeout: Some("2m".into()),
+    });
+    assert!(pipeline.site_mut("landing").deployment.namespace.is_none());
+    world.write_pipeline(&pipeline);
+
+    let as_written = world.berth(&["status"]);
+    assert_eq!(as_written.status.code(), Some(3), "{}", text(&as_written));
+    assert!(
+        text(&as_written).contains("no-such-context"),
+        "{}",
+        text(&as_written)
+    );
+
+    for _ in 0..60 {
+        if matches!(
+            rollout_state(&world.deployment("web").await),
+            RolloutState::Failed(_)
+        ) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let context = stack_context();
+    let flags = [
+        "status",
+        "--json",
+        "--context",
+        &context,
+        "--namespace",
+        &world.namespace,
+    ];
+    let by_flags = world.berth(&flags);
+    let by_variables = world.berth_with_env(
+        &["status", "--json"],
+        &[
+            ("BERTH_CONTEXT", context.as_str()),
+            ("BERTH_NAMESPACE", world.namespace.as_str()),
+        ],
+    );
+    for output in [&by_flags, &by_variables] {
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "a failed rollout: {}",
+            text(output)
+        );
+        let status = json_of(output);
+        let site = &status["sites"][0];
+        assert_eq!(site["rollout"], "failed", "{status:#}");
+        assert_eq!(site["deployed_image"], never_ready.as_str(), "{status:#}");
+        assert!(site["error"].is_null(), "{status:#}");
+    }
+
+    // --kubeconfig (and BERTH_KUBECONFIG) wins over KUBECONFIG.
+    let kubeconfig = kubeconfig();
+    let mut with_file = flags.to_vec();
+    with_file.extend(["--kubeconfig", kubeconfig.as_str()]);
+    let lost = [("KUBECONFIG", "/nonexistent/kubeconfig")];
+    let without = world.berth_with_env(&flags, &lost);
+    assert_eq!(without.status.code(), Some(3), "{}", text(&without));
+    let by_flag = world.berth_with_env(&with_file, &lost);
+    assert_eq!(by_flag.status.code(), Some(1), "{}", text(&by_flag));
+    let by_variable = world.berth_with_env(&flags, &[lost[0], ("BERTH_KUBECONFIG", kubeconfig.as_str())]);
+    assert_eq!(by_variable.status.code(), Some(1), "{}", text(&by_variable));
+
+    // The rollout mended, status exits 0.
+    world.set_image("web", &world.busybox()).await;
+    for _ in 0..60 {
+        if rollout_state(&world.deployment("web").await) == RolloutState::Complete {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mended = world.berth(&flags);
+    assert_eq!(mended.status.code(), Some(0), "{}", text(&mended));
+    assert_eq!(json_of(&mended)["sites"][0]["rollout"], "complete");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timeout_replaces_the_files_rollout_timeout() {
+    let world = World::new("timeout-flag").await;
+    world.copy_repo("landing");
+    let base = world.busybox();
+    // A progress deadline of 60 s, a file's timeout of 2 minutes: only
+    // --timeout can end the wait after 3 s.
+    world.create_deployment_with_deadline("web", 1, &base, 60).await;
+    let mut pipeline = world.landing_pipeline();
+    pipeline.site_mut("landing").image = world.image("notready-web");
+    world.write_pipeline(&pipeline);
+    for (args, env) in [
+        (vec!["run", "--timeout", "3s"], vec![]),
+        (vec!["run"], vec![("BERTH_TIMEOUT", "3s")]),
+    ] {
+        let started = std::time::Instant::now();
+        let output = world.berth_with_env(&args, &env);
+        let all = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{all}");
+        assert!(all.contains("timed out after 3s"), "{all}");
+        assert!(all.contains("rolled back"), "{all}");
+        assert!(
+            started.elapsed() < Duration::from_secs(50),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(world.image_of("web").await, base, "rolled back");
+    }
+}
+
+#[test]
+fn bash_loads_the_completion_script_and_completes_commands_and_options() {
+    let berth = env!("CARGO_BIN_EXE_berth");
+    let complete = |line: &str| {
+        let words: Vec<&str> = line.split(' ').collect();
+        // Bash calls a completion function with the command, the word being
+        // completed and the one before it.
+        let script = format!(
+            "source <({berth} completions bash) && COMP_WORDS=({}) && COMP_CWORD={} && _berth berth \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\" && printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            words
+                .iter()
+                .map(|word| format!("'{word}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            words.len() - 1
+        );
+        let output = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .output()
+            .expect("run bash");
+        assert!(output.status.success(), "{}", text(&output));
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let commands = complete("berth st");
+    assert!(commands.lines().any(|l| l == "status"), "{commands}");
+    let options = complete("berth status --kube");
+    assert!(options.lines().any(|l| l == "--kubeconfig"), "{options}");
+    let colours = complete("berth --color ");
+    for choice in ["auto", "always", "never"] {
+        assert!(colours.lines().any(|l| l == choice), "{colours}");
+    }
+}
