@@ -434,6 +434,9 @@ mod tests {
     struct Screen {
         term: InMemoryTerm,
         pieces: Arc<Mutex<Vec<String>>>,
+        /// The width the board is told, when the terminal narrowed after it
+        /// was made (`None`: the in-memory terminal's own).
+        narrowed: Arc<Mutex<Option<u16>>>,
     }
 
     impl Screen {
@@ -441,6 +444,7 @@ mod tests {
             Self {
                 term: InMemoryTerm::new(rows, columns),
                 pieces: Arc::default(),
+                narrowed: Arc::default(),
             }
         }
 
@@ -479,7 +483,7 @@ mod tests {
 
     impl TermLike for Screen {
         fn width(&self) -> u16 {
-            self.term.width()
+            self.narrowed.lock().unwrap().unwrap_or_else(|| self.term.width())
         }
         fn height(&self) -> u16 {
             self.term.height()
@@ -608,6 +612,21 @@ mod tests {
                 assert!(screen.widest_piece() <= usize::from(columns), "{columns} columns");
             }
         }
+    }
+
+    #[test]
+    fn board_lines_follow_a_terminal_that_narrows() {
+        let screen = Screen::new(10, 80);
+        let printer = screen.printer(Verbosity::Normal, false);
+        printer.progress("www-en", "deploy", LONG);
+        assert!(screen.widest_piece() > 30);
+        *screen.narrowed.lock().unwrap() = Some(30);
+        screen.pieces.lock().unwrap().clear();
+        printer.progress("www-en", "deploy", &format!("{LONG}, still"));
+        printer.progress("docs", "push", LONG);
+        // Every line drawn since is cut to the new width: none wraps.
+        assert!(screen.widest_piece() <= 30, "{:?}", screen.pieces.lock().unwrap());
+        assert!(screen.widest_piece() > 0);
     }
 
     #[test]

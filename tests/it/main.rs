@@ -3,6 +3,7 @@
 //! with kwok and a real node). Run them with `scripts/test`, which starts the stack first.
 
 mod callers;
+mod ci_examples;
 mod conventions;
 mod deploy;
 mod environments;
