@@ -5,6 +5,7 @@
 mod callers;
 mod deploy;
 mod environments;
+mod helm;
 mod images;
 mod layout;
 mod mirror;
