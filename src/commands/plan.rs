@@ -2,12 +2,15 @@
 //! not, deployed commit, action), changing nothing in the cluster or the
 //! registry. It decides through [`crate::pipeline::decide`], as `run` does;
 //! a site's generator runs only when its Deployment records what it serves.
+//! Its preflight is `run`'s ([`crate::deploy::preflight::preflight`]):
+//! the same findings, as warnings and in the JSON.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::commands::{Row, SideBySide, every_site, fill_promote_column, json_document, selected_in};
 use crate::config::{Config, Site};
+use crate::deploy::preflight::{Finding, preflight};
 use crate::deploy::{Deployed, Deployer};
 use crate::exit;
 use crate::pipeline::decide::PromoteChange;
@@ -112,6 +115,9 @@ pub struct PlanEntry {
     /// What `berth promote` would change here, from the environment it
     /// promotes from (when that one is shown too).
     pub promote: Option<PromoteChange>,
+    /// What `run`'s preflight would warn about (a Helm release that would
+    /// undo the image, a shape that loses requests).
+    pub preflight: Vec<Finding>,
     pub error: Option<String>,
 }
 
@@ -171,6 +177,7 @@ pub async fn plan(
             action: PlanAction::Error,
             reason: None,
             promote: None,
+            preflight: Vec::new(),
             error: None,
         };
         let sources = Sources {
@@ -184,6 +191,8 @@ pub async fn plan(
             entry.error = Some(format!("{error:#}"));
             entry.action = PlanAction::Error;
         }
+        // As `run` prints them, without `--strict`.
+        pipeline::site::preflight_verdict(site, entry.preflight.clone(), false, printer)?;
         entries.push(entry);
     }
     Ok(entries)
@@ -222,7 +231,8 @@ async fn plan_site(
     entry.head_commit = Some(commit.clone());
     entry.source_digest = Some(digest.clone());
     entry.image = Some(image.clone());
-    let deployed = deployer.deployed(&site.deployment).await?;
+    let deployment = deployer.read(&site.deployment).await?;
+    let deployed = deployer.deployed_of(&deployment, &site.deployment).await?;
     entry.deployed_commit.clone_from(&deployed.commit);
     entry.deployed_image.clone_from(&deployed.image);
     if let (Some(docker), Some(auth)) = (docker, auth) {
@@ -232,7 +242,12 @@ async fn plan_site(
             .map(|d| d.is_some());
     }
     let older = async || synced.older_than(&commit, &deployed).await;
-    entry.action = match decide::check(&deployed, &repository, &digest, false, older).await {
+    let check = decide::check(&deployed, &repository, &digest, false, older).await;
+    if check == Check::Proceed {
+        // Where `run` checks the Deployment's shape: it would go on.
+        entry.preflight = preflight(&deployment, &site.deployment.container, &site.helm);
+    }
+    entry.action = match check {
         Check::Unchanged => PlanAction::Unchanged,
         Check::Older { .. } => PlanAction::RefuseOlder,
         Check::Proceed => match same_files(generator, site, synced, &deployed).await? {

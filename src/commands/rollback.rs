@@ -50,6 +50,7 @@ pub async fn rollback(
                         reference::short(&commit).to_string()
                     }
                 ),
+                helm: site.helm.clone(),
             };
             deployer
                 .apply(&site.name, &site.deployment, &change, None, &lock, printer)

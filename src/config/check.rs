@@ -5,7 +5,7 @@
 //! reported, each at its `file:line:column` with the key it concerns; a
 //! check's reason is a sentence for that report, never branched on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
@@ -14,8 +14,9 @@ use toml::de::DeTable;
 
 use crate::config::table::{TableReader, line_column};
 use crate::config::{
-    Config, CredentialSource, DEFAULT_TIMEOUT, DeploymentTarget, Diagnostic, Environment, ImageSource,
-    Kubernetes, Notify, NotifyOn, Registry, Repo, Site, SiteEnvironment,
+    Config, CredentialSource, DEFAULT_TIMEOUT, DeploymentTarget, Diagnostic, Environment,
+    HELM_REPOSITORY_KEY, HELM_TAG_KEY, HelmImageKeys, HelmValues, ImageSource, Kubernetes, Notify, NotifyOn,
+    Registry, Repo, Site, SiteEnvironment,
 };
 use crate::reference;
 
@@ -451,6 +452,10 @@ impl Checker<'_> {
             .map(|deployment| self.deployment(deployment, true));
         let listed = self.site_environments(&mut table, context);
         let overrides = self.site_overrides(&mut table, listed.as_deref());
+        let helm = table
+            .table(self, "helm", false)
+            .map(|helm| self.helm(helm))
+            .unwrap_or_default();
         table.finish(self);
         // Who ships where is checked whenever the name and Deployment were
         // read, whatever else is wrong with the site.
@@ -501,7 +506,56 @@ impl Checker<'_> {
             default_namespace: keys.namespace.is_none(),
             notify: None,
             environments,
+            helm,
         })
+    }
+
+    /// A site's `helm = { chart, registry, repository, tag, digest }` or
+    /// `{ chart, reference }`: each values key as `helm --set` takes it; the
+    /// keys left out are `helm create`'s (`image.repository`, `image.tag`).
+    fn helm(&mut self, mut table: TableReader<'_>) -> HelmValues {
+        let chart = table.string(self, "chart");
+        if let Some(chart) = &chart
+            && (chart.get_ref().is_empty() || chart.get_ref().contains(char::is_whitespace))
+        {
+            self.report(
+                chart.span(),
+                Some(table.key_path("chart")),
+                "a chart is one word for `helm upgrade` (a path, `repo/name` or `oci://…`)",
+            );
+        }
+        let mut keys = BTreeMap::new();
+        for key in ["reference", "registry", "repository", "tag", "digest"] {
+            if let Some(value) = table.string(self, key) {
+                if let Err(problem) = check_values_key(value.get_ref()) {
+                    self.report(value.span(), Some(table.key_path(key)), problem);
+                }
+                keys.insert(key, value);
+            }
+        }
+        let keys = if let Some(reference) = keys.remove("reference") {
+            if let Some((key, value)) = keys.iter().next() {
+                self.report(
+                    value.span(),
+                    Some(table.key_path(key)),
+                    "give either `reference` (one value holds the whole image) or the parts (`registry`, `repository`, `tag`, `digest`), not both",
+                );
+            }
+            HelmImageKeys::Reference(reference.into_inner())
+        } else {
+            let mut part = |key: &str| keys.remove(key).map(Spanned::into_inner);
+            HelmImageKeys::Parts {
+                registry: part("registry"),
+                repository: part("repository").unwrap_or_else(|| HELM_REPOSITORY_KEY.into()),
+                tag: part("tag").unwrap_or_else(|| HELM_TAG_KEY.into()),
+                digest: part("digest"),
+            }
+        };
+        table.finish(self);
+        HelmValues {
+            chart: chart.map(Spanned::into_inner),
+            keys,
+        }
     }
 
     /// Records the site's Deployment containers in `taken` (per kubeconfig
@@ -1020,6 +1074,34 @@ fn check_private_key(path: &Path) -> Result<(), String> {
     }
 }
 
+/// A values key as `helm --set` takes it: names (letters, digits, `_`,
+/// `-`) joined by `.`, each with list indexes if any (`containers[0]`).
+fn check_values_key(key: &str) -> Result<(), String> {
+    let name_ok = |segment: &str| {
+        let (name, indexes) = segment
+            .split_once('[')
+            .map_or((segment, ""), |(n, rest)| (n, rest));
+        let indexes_ok = indexes.is_empty()
+            || indexes.strip_suffix(']').is_some_and(|inner| {
+                inner
+                    .split("][")
+                    .all(|index| !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()))
+            });
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            && indexes_ok
+    };
+    if key.split('.').all(name_ok) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{key}` is not a values key as `helm --set` takes it: names of letters, digits, `_` and `-` joined by `.` (`image.tag`, `containers[0].image`)"
+        ))
+    }
+}
+
 fn check_env_name(checker: &mut Checker<'_>, name: &Spanned<String>, key: &str) {
     let valid = !name.get_ref().is_empty()
         && !name.get_ref().starts_with(|c: char| c.is_ascii_digit())
@@ -1259,6 +1341,12 @@ deployment = { name = "docs", namespace = "docs", container = "web" }
         ));
     }
 
+    /// [`ENVIRONMENTS`]' registry and site `www`, without environments.
+    fn one_site() -> String {
+        ENVIRONMENTS.split("[[environment]]").next().unwrap().to_string()
+            + "[[repo]]\nname = \"site\"\nurl = \"https://git.example.com/site.git\"\n\n[[site]]\nname = \"www\"\nrepo = \"site\"\nimage = \"sites/www\"\ndeployment = { name = \"www\", container = \"web\" }\n"
+    }
+
     #[test]
     fn cluster_options_replace_the_environments_keys_and_move_only_sites_that_name_no_namespace() {
         let declared = parse(ENVIRONMENTS).unwrap();
@@ -1337,9 +1425,7 @@ deployment = { name = "docs", namespace = "docs", container = "web" }
 
     #[test]
     fn a_file_without_environments_is_read_as_before_and_refuses_env() {
-        let text = ENVIRONMENTS.split("[[environment]]").next().unwrap().to_string()
-            + "[[repo]]\nname = \"site\"\nurl = \"https://git.example.com/site.git\"\n\n[[site]]\nname = \"www\"\nrepo = \"site\"\nimage = \"sites/www\"\ndeployment = { name = \"www\", container = \"web\" }\n";
-        let config = parse(&text).unwrap();
+        let config = parse(&one_site()).unwrap();
         assert!(config.environments.is_empty() && config.environment.is_none());
         assert_eq!(config.site("www").unwrap().deployment.namespace, "default");
         assert!(matches!(
@@ -1371,14 +1457,21 @@ deployment = { name = "docs", namespace = "docs", container = "web" }
             )
             .replace("[site.environment.production]", "[site.environment.prod]")
             .replace("[registry]", "default_environment = \"live\"\n\n[registry]");
-        let found = problems(&text);
-        let expect = [
-            "2: default_environment: no [[environment]] is named `live`",
-            "15: environment[1].promote_from: no [[environment]] is named `qa`",
-            "site[0].environment.prod: the site does not ship to `prod`",
-            "site[1].environments: no [[environment]] is named `qa`",
-        ];
-        for expected in expect {
+        assert_reported(
+            &text,
+            &[
+                "2: default_environment: no [[environment]] is named `live`",
+                "15: environment[1].promote_from: no [[environment]] is named `qa`",
+                "site[0].environment.prod: the site does not ship to `prod`",
+                "site[1].environments: no [[environment]] is named `qa`",
+            ],
+        );
+    }
+
+    /// Each of `expected` is in a problem of `text` (`line: key: message`).
+    fn assert_reported(text: &str, expected: &[&str]) {
+        let found = problems(text);
+        for expected in expected {
             assert!(
                 found.iter().any(|p| p.contains(expected)),
                 "{expected:?} not in {found:#?}"
@@ -1399,5 +1492,73 @@ deployment = { name = "docs", namespace = "docs", container = "web" }
             found.iter().any(|p| p.contains("another environment of this site already ships to container `web` of Deployment web-staging/www in environment `production`")),
             "{found:#?}"
         );
+    }
+    #[test]
+    fn helm_values_keys_default_to_helm_creates_chart_and_are_read_as_written() {
+        let config = parse(&one_site()).unwrap();
+        assert_eq!(config.site("www").unwrap().helm, HelmValues::default());
+        let text = format!(
+            "{}helm = {{ chart = \"oci://charts.example.com/web\", registry = \"image.registry\", tag = \"web.image.tag\", digest = \"image.digest\" }}\n",
+            one_site()
+        );
+        let helm = parse(&text).unwrap().site("www").unwrap().helm.clone();
+        assert_eq!(helm.chart.as_deref(), Some("oci://charts.example.com/web"));
+        assert_eq!(
+            helm.keys,
+            HelmImageKeys::Parts {
+                registry: Some("image.registry".into()),
+                repository: "image.repository".into(),
+                tag: "web.image.tag".into(),
+                digest: Some("image.digest".into()),
+            }
+        );
+        let text = format!("{}helm = {{ reference = \"containers[0].image\" }}\n", one_site());
+        assert_eq!(
+            parse(&text).unwrap().site("www").unwrap().helm.keys,
+            HelmImageKeys::Reference("containers[0].image".into())
+        );
+    }
+
+    #[test]
+    fn helm_values_mistakes_are_reported_where_they_are() {
+        let text = format!(
+            "{}helm = {{ chart = \"my chart\", tag = \"image..tag\", reference = \"image\", values = \"x\" }}\n",
+            one_site()
+        );
+        assert_reported(
+            &text,
+            &[
+                "15: site[0].helm.chart: a chart is one word",
+                "15: site[0].helm.tag: `image..tag` is not a values key",
+                "15: site[0].helm.tag: give either `reference`",
+                "15: site[0].helm.values: ",
+            ],
+        );
+    }
+
+    #[test]
+    fn values_keys_are_what_helm_set_takes() {
+        for key in [
+            "image.tag",
+            "image",
+            "web-app.image_tag",
+            "containers[0].image",
+            "a[1][2].b",
+        ] {
+            assert!(check_values_key(key).is_ok(), "{key}");
+        }
+        for key in [
+            "",
+            "image.",
+            ".tag",
+            "image..tag",
+            "image tag",
+            "a[x]",
+            "a[]",
+            "a[0",
+            "image=tag",
+        ] {
+            assert!(check_values_key(key).is_err(), "{key}");
+        }
     }
 }

@@ -289,6 +289,9 @@ pub struct Site {
     /// The environments it ships to, in the file's order of environments,
     /// with its Deployment in each; empty in a file without environments.
     pub environments: Vec<SiteEnvironment>,
+    /// How the chart's values name the image, where a Helm release manages
+    /// the Deployment (`helm`).
+    pub helm: HelmValues,
 }
 
 impl Site {
@@ -305,6 +308,54 @@ pub enum ImageSource {
     Template(String),
     /// A Dockerfile inside the site's folder, relative to `path`.
     Dockerfile(String),
+}
+
+/// The values key of the image's repository in `helm create`'s chart.
+pub const HELM_REPOSITORY_KEY: &str = "image.repository";
+/// The values key of the image's tag in `helm create`'s chart.
+pub const HELM_TAG_KEY: &str = "image.tag";
+
+/// A site's `helm`: the chart and the values keys that name the image, for
+/// the `helm upgrade` that keeps berth's image in a Helm release's values
+/// (`deploy::helm`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelmValues {
+    /// The chart as `helm upgrade` takes it (a path, `repo/name`, `oci://…`);
+    /// `None` prints the placeholder `CHART`.
+    pub chart: Option<String>,
+    pub keys: HelmImageKeys,
+}
+
+impl Default for HelmValues {
+    /// `helm create`'s chart: `image.repository` and `image.tag`.
+    fn default() -> Self {
+        Self {
+            chart: None,
+            keys: HelmImageKeys::Parts {
+                registry: None,
+                repository: HELM_REPOSITORY_KEY.into(),
+                tag: HELM_TAG_KEY.into(),
+                digest: None,
+            },
+        }
+    }
+}
+
+/// The values keys of a chart that name a container's image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HelmImageKeys {
+    /// One value holds the whole reference, `<repository>:<tag>@sha256:…`.
+    Reference(String),
+    /// A value for each part. Without `registry`, `repository` holds the
+    /// registry's address too; without `digest`, the tag's value carries the
+    /// digest (`<tag>@sha256:…`), which a chart writing
+    /// `{{ .repository }}:{{ .tag }}` turns into the pinned reference.
+    Parts {
+        registry: Option<String>,
+        repository: String,
+        tag: String,
+        digest: Option<String>,
+    },
 }
 
 /// `[site.deployment]`

@@ -15,7 +15,9 @@
 //! 5. Check what is served ([`serve`], deciding by [`verify`]): every ready pod of the new ReplicaSet
 //!    runs the pushed digest, and a request through each Service that selects
 //!    the pods (the API server's Service proxy) answers 2xx from the new
-//!    revision. A failed check fails the rollout like a failed wait.
+//!    revision. A failed check fails the rollout like a failed wait. When a
+//!    Helm release manages the Deployment ([`helm`]), say which `helm
+//!    upgrade` keeps the image (the next one would set the chart's back).
 //! 6. Roll back on failure: patch the previous image and annotations back, wait
 //!    for that rollout, check it, report both. [`history`] serves `berth
 //!    history` and `berth rollback`.
@@ -28,6 +30,7 @@
 //! is detected in preflight and reported (an error with `--strict`), not taken
 //! over silently.
 
+pub mod helm;
 pub mod history;
 pub mod lease;
 pub mod patch;
@@ -43,7 +46,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 
-use crate::config::DeploymentTarget;
+use crate::config::{DeploymentTarget, HelmValues};
 use verify::Verification;
 
 /// Annotation holding the full commit id of what the Deployment runs.
@@ -292,6 +295,9 @@ pub struct Change {
     /// the image's label); none removes the annotation.
     pub content_digest: Option<String>,
     pub change_cause: String,
+    /// How the chart's values name the image, for the `helm upgrade` berth
+    /// prints after a rollout when a Helm release manages the Deployment.
+    pub helm: HelmValues,
 }
 
 /// What the deploy stage did.

@@ -13,7 +13,7 @@ use crate::deploy::wait::RolloutFailure;
 use crate::deploy::{
     CHANGE_CAUSE_ANNOTATION, COMMIT_ANNOTATION, CONTENT_DIGEST_ANNOTATION, Change, DeployError, Deployed,
     Deployer, FIELD_MANAGER, IMAGE_ANNOTATION, Outcome, Passed, RolledBack, SOURCE_DIGEST_ANNOTATION,
-    deployed_of, target_error,
+    deployed_of, helm, target_error,
 };
 use crate::reference;
 use crate::ui::{Printer, Status};
@@ -62,6 +62,10 @@ impl Deployer {
                 match verification.failure() {
                     None => {
                         printer.stage(site, "verify", Status::Done, &verification.summary());
+                        if let Some(release) = helm::release(&deployment) {
+                            let keep = release.keep_image(&change.image, &change.helm);
+                            printer.stage(site, "deploy", Status::Warning, &keep);
+                        }
                         lock.record_passed_on_release(Passed::of(change));
                         return Ok(Outcome::RolledOut(verification));
                     }

@@ -6,7 +6,8 @@
 //! 3. The named container exists and has a readiness probe.
 //! 4. The Deployment is not paused.
 //! 5. No other field manager owns the container's image (its next apply would
-//!    undo berth's change).
+//!    undo berth's change), and no Helm release manages the Deployment
+//!    ([`super::helm`]: its next `helm upgrade` would).
 //! 6. The container has a preStop delay ([`stop_delay`]): without one, a pod
 //!    whose server exits at SIGTERM refuses requests that Services still send
 //!    it while its endpoint is being removed everywhere; and the grace period
@@ -18,6 +19,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::helm;
+use crate::config::HelmValues;
+
 /// How long berth allows a server, after its preStop delay, to finish the
 /// requests it has before the kubelet kills it.
 pub const DRAIN_SECONDS: i64 = 5;
@@ -28,7 +32,7 @@ pub const RECOMMENDED_STOP_DELAY: i64 = 5;
 const DEFAULT_GRACE_SECONDS: i64 = 30;
 
 /// One problem found before touching the cluster; `fix` says what to change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
     pub problem: String,
     pub fix: String,
@@ -61,8 +65,10 @@ pub fn scaled(value: Option<&IntOrString>, total: i32, default_percent: i32, rou
     i32::try_from(result).unwrap_or(i32::MAX)
 }
 
-/// Checks `deployment` for a rollout of `container` without downtime.
-pub fn preflight(deployment: &Deployment, container: &str) -> Vec<Finding> {
+/// Checks `deployment` for a rollout of `container` without downtime, and
+/// for a Helm release that would undo it (its fix named in `helm`'s values
+/// keys).
+pub fn preflight(deployment: &Deployment, container: &str, helm: &HelmValues) -> Vec<Finding> {
     let mut findings = Vec::new();
     let spec = &deployment.spec;
     let replicas = spec.replicas.unwrap_or(1);
@@ -133,6 +139,12 @@ pub fn preflight(deployment: &Deployment, container: &str) -> Vec<Finding> {
         findings.push(Finding {
             problem: "the Deployment is paused, so the rollout would not start".into(),
             fix: "resume it (kubectl rollout resume) or set spec.paused: false".into(),
+        });
+    }
+    if let Some(release) = helm::release(deployment) {
+        findings.push(Finding {
+            problem: release.problem(container),
+            fix: release.fix(helm),
         });
     }
     if let Some(manager) = image_owner(deployment, container) {
@@ -296,6 +308,7 @@ pub fn probe_ports(deployment: &Deployment, container: &str, exposed: &[i32]) ->
 
 /// A field manager other than berth that applied this container's image: a
 /// server-side-apply manager, or `kubectl apply` (its last-applied annotation).
+/// Helm's manager is left to [`helm::release`], whose finding says more.
 fn image_owner(deployment: &Deployment, container: &str) -> Option<String> {
     let last_applied = deployment
         .metadata
@@ -324,7 +337,9 @@ fn image_owner(deployment: &Deployment, container: &str) -> Option<String> {
         .flatten()
         .find_map(|entry| {
             let manager = entry.manager.as_deref().unwrap_or_default();
-            if manager == super::FIELD_MANAGER || entry.operation.as_deref() != Some("Apply") {
+            if [super::FIELD_MANAGER, helm::FIELD_MANAGER].contains(&manager)
+                || entry.operation.as_deref() != Some("Apply")
+            {
                 return None;
             }
             let fields = &entry.fields_v1.as_ref()?.0;
@@ -356,6 +371,10 @@ mod tests {
         serde_json::from_value(base).unwrap()
     }
 
+    fn check(deployment: &Deployment, container: &str) -> Vec<Finding> {
+        preflight(deployment, container, &HelmValues::default())
+    }
+
     fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
         match (base, patch) {
             (serde_json::Value::Object(base), serde_json::Value::Object(patch)) => {
@@ -371,7 +390,7 @@ mod tests {
     fn an_image_in_the_last_applied_manifest_is_flagged() {
         let applied = r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:1"}]}}}}"#;
         let spec = serde_json::json!({"metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": applied}}});
-        let findings = preflight(&deployment(spec), "web");
+        let findings = check(&deployment(spec), "web");
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert!(findings[0].problem.contains("kubectl apply"));
     }
@@ -389,17 +408,17 @@ mod tests {
 
     #[test]
     fn a_sound_deployment_has_no_findings() {
-        assert_eq!(preflight(&deployment(serde_json::json!({})), "web"), vec![]);
+        assert_eq!(check(&deployment(serde_json::json!({})), "web"), vec![]);
         // One replica with the defaults: maxUnavailable 25% of 1 rounds down to 0.
         assert_eq!(
-            preflight(&deployment(serde_json::json!({"spec": {"replicas": 1}})), "web"),
+            check(&deployment(serde_json::json!({"spec": {"replicas": 1}})), "web"),
             vec![]
         );
     }
 
     #[test]
     fn recreate_is_flagged() {
-        let findings = preflight(
+        let findings = check(
             &deployment(serde_json::json!({"spec": {"strategy": {"type": "Recreate"}}})),
             "web",
         );
@@ -410,7 +429,7 @@ mod tests {
     #[test]
     fn a_strategy_that_drops_every_pod_is_flagged() {
         let spec = serde_json::json!({"spec": {"replicas": 2, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%", "maxSurge": 0}}}});
-        let findings = preflight(&deployment(spec), "web");
+        let findings = check(&deployment(spec), "web");
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert!(findings[0].problem.contains("every ready pod"));
     }
@@ -418,7 +437,7 @@ mod tests {
     #[test]
     fn both_zero_means_one_unavailable() {
         let spec = serde_json::json!({"spec": {"replicas": 1, "strategy": {"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 0}}}});
-        assert_eq!(preflight(&deployment(spec), "web").len(), 1);
+        assert_eq!(check(&deployment(spec), "web").len(), 1);
     }
 
     fn container(json: serde_json::Value) -> Container {
@@ -429,7 +448,7 @@ mod tests {
     fn a_missing_prestop_delay_is_flagged_with_the_manifest_to_add() {
         let spec = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "x",
             "readinessProbe": {"httpGet": {"path": "/", "port": 8080}}, "lifecycle": null}]}}}});
-        let findings = preflight(&deployment(spec), "web");
+        let findings = check(&deployment(spec), "web");
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert!(findings[0].problem.contains("no preStop delay"), "{findings:?}");
         assert!(
@@ -485,14 +504,14 @@ mod tests {
                 "containers": [{"name": "web", "image": "x", "readinessProbe": {"httpGet": {"path": "/", "port": 8080}},
                     "lifecycle": {"preStop": {"sleep": {"seconds": 5}}}}]}}}})
         };
-        let findings = preflight(&deployment(spec(8)), "web");
+        let findings = check(&deployment(spec(8)), "web");
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert!(
             findings[0].problem.contains("terminationGracePeriodSeconds 8"),
             "{findings:?}"
         );
         assert!(findings[0].fix.contains("to 10 or more"), "{findings:?}");
-        assert_eq!(preflight(&deployment(spec(10)), "web"), vec![]);
+        assert_eq!(check(&deployment(spec(10)), "web"), vec![]);
     }
 
     #[test]
@@ -502,7 +521,7 @@ mod tests {
             "readinessProbe": {"httpGet": {"path": "/", "port": "web"}},
             "livenessProbe": {"tcpSocket": {"port": "http"}},
             "lifecycle": {"preStop": {"sleep": {"seconds": 5}}}}]}}}});
-        let findings = preflight(&deployment(spec), "web");
+        let findings = check(&deployment(spec), "web");
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert!(findings[0].problem.contains("readinessProbe") && findings[0].problem.contains("`web`"));
     }
@@ -546,11 +565,83 @@ mod tests {
             "spec": {"paused": true, "template": {"spec": {"containers": [{"name": "web", "image": "x",
                 "lifecycle": {"preStop": {"sleep": {"seconds": 5}}}}]}}}
         });
-        let findings = preflight(&deployment(spec), "web");
+        let findings = check(&deployment(spec), "web");
         let text: Vec<String> = findings.iter().map(ToString::to_string).collect();
         assert_eq!(findings.len(), 3, "{text:?}");
         assert!(text[0].contains("readiness probe"));
         assert!(text[1].contains("paused"));
         assert!(text[2].contains("argocd-controller"));
+    }
+
+    /// Helm's managedFields entry: an `Update` that owns container `web`'s image.
+    fn helm_update() -> serde_json::Value {
+        serde_json::json!({
+            "manager": "helm", "operation": "Update", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:labels": {"f:app.kubernetes.io/managed-by": {}}},
+                "f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {"f:image": {}}}}}}}
+        })
+    }
+
+    #[test]
+    fn a_deployment_as_helm_install_leaves_it_is_flagged_once_with_helms_fix() {
+        let installed = serde_json::json!({"metadata": {
+            "namespace": "site-a",
+            "labels": {"app.kubernetes.io/managed-by": "Helm", "helm.sh/chart": "web-0.1.0"},
+            "annotations": {"meta.helm.sh/release-name": "web", "meta.helm.sh/release-namespace": "site-a"},
+            "managedFields": [helm_update()]
+        }});
+        let findings = check(&deployment(installed), "web");
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(
+            findings[0].problem.starts_with(
+                "Helm release `web` (namespace `site-a`) manages this Deployment: the next `helm upgrade` sets container `web`'s image back"
+            ),
+            "{findings:?}"
+        );
+        assert!(
+            findings[0].fix.contains(
+                "`helm upgrade web CHART --namespace site-a --reuse-values --set-string image.repository=<repository> --set-string image.tag=<tag>@sha256:<digest>`"
+            ),
+            "{findings:?}"
+        );
+        // Helm 4's server-side apply: the same one finding, not the generic one too.
+        let mut applied = helm_update();
+        applied["operation"] = serde_json::json!("Apply");
+        let findings = check(
+            &deployment(serde_json::json!({"metadata": {"managedFields": [applied]}})),
+            "web",
+        );
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(
+            findings[0].problem.contains("field manager `helm`"),
+            "{findings:?}"
+        );
+    }
+
+    #[test]
+    fn after_berths_patch_took_the_image_helms_labels_still_flag_it() {
+        // berth's Update took f:image from Helm's entry; the release's marks stay.
+        let mut helm = helm_update();
+        helm["fieldsV1"]["f:spec"] = serde_json::json!({"f:replicas": {}});
+        let shipped = serde_json::json!({"metadata": {
+            "labels": {"app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {"meta.helm.sh/release-name": "web", "meta.helm.sh/release-namespace": "site-a"},
+            "managedFields": [helm, {
+                "manager": "berth", "operation": "Update", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {"f:image": {}}}}}}}
+            }]
+        }});
+        let findings = check(&deployment(shipped), "web");
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(findings[0].problem.contains("Helm release `web`"), "{findings:?}");
+    }
+
+    #[test]
+    fn an_image_set_by_kubectl_set_image_is_not_flagged() {
+        let set_image = serde_json::json!({"metadata": {"managedFields": [{
+            "manager": "kubectl-set", "operation": "Update", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {"f:image": {}}}}}}}
+        }]}});
+        assert_eq!(check(&deployment(set_image), "web"), vec![]);
     }
 }

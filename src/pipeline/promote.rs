@@ -301,6 +301,7 @@ impl Parts<'_> {
                 site.name,
                 reference::short(&chosen.commit)
             ),
+            helm: site.helm.clone(),
         };
         let purpose = format!("promoting from {from} to {to}:");
         let lock = lock_site(
@@ -365,7 +366,7 @@ impl Parts<'_> {
     /// error before anything changes.
     fn preflight(&self, deployment: &k8s_openapi::api::apps::v1::Deployment) -> Result<(), DeployError> {
         let site = self.site_in_target;
-        let findings = deploy::preflight::preflight(deployment, &site.deployment.container);
+        let findings = deploy::preflight::preflight(deployment, &site.deployment.container, &site.helm);
         preflight_verdict(site, findings, self.options.strict, self.printer)
     }
 }

@@ -238,7 +238,7 @@ impl RunContext<'_> {
         }
         self.preflight_findings(
             site,
-            deploy::preflight::preflight(&deployment, &site.deployment.container),
+            deploy::preflight::preflight(&deployment, &site.deployment.container, &site.helm),
         )?;
         report
             .durations
@@ -388,6 +388,7 @@ impl RunContext<'_> {
                 reference::short(&commit.id),
                 commit.summary
             ),
+            helm: site.helm.clone(),
         };
         let target = format!("{}/{}", site.deployment.namespace, site.deployment.name);
         self.check_interrupted("deploy")?;

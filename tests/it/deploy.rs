@@ -399,6 +399,8 @@ async fn an_image_set_behind_berths_back_is_shipped_again_not_called_unchanged()
     assert!(plan.status.success(), "{}", text(&plan));
     let entry = &crate::support::json_of(&plan)["sites"][0];
     assert_eq!(entry["action"], "deploy", "{entry}");
+    // kubectl's `Update` owns the image now, but nothing applies it again.
+    assert!(!entry["preflight"].to_string().contains("helm"), "{entry}");
 
     let output = world.berth(&["ship", "landing", "--commit", &second]);
     let all = text(&output);

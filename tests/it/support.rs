@@ -716,6 +716,26 @@ pub struct SiteSpec {
     pub environments: Option<Vec<String>>,
     #[serde(rename = "environment", skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<String, SiteEnvironmentSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helm: Option<HelmSpec>,
+}
+
+/// A site's `helm`: the chart and the values keys naming the image (each
+/// left out is berth's default).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HelmSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chart: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 impl SiteSpec {
@@ -741,6 +761,7 @@ impl SiteSpec {
             },
             environments: None,
             environment: BTreeMap::new(),
+            helm: None,
         }
     }
 
