@@ -15,7 +15,7 @@ fn examples() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = walkdir::WalkDir::new(repo_root().join("docs/ci"))
         .into_iter()
         .flatten()
-        .map(|entry| entry.into_path())
+        .map(walkdir::DirEntry::into_path)
         .filter(|path| path.extension().is_some_and(|e| e == "yml"))
         .collect();
     files.sort();
