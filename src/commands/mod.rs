@@ -36,7 +36,7 @@ pub async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u
     let declared = match settings.load_config() {
         Ok(declared) => declared,
         Err(error) if matches!(settings.action, Action::Validate) => {
-            return Ok(validate::refused(settings, &error, printer));
+            return Ok(validate::refused(settings, &error, printer, started));
         }
         Err(error) => return Err(error.into()),
     };
@@ -48,7 +48,7 @@ pub async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u
             .with_cluster(&settings.cluster)?)
     };
     match &settings.action {
-        Action::Validate => Ok(validate::command(settings, &declared, printer)),
+        Action::Validate => Ok(validate::command(settings, &declared, printer, started)),
         Action::Promote {
             site,
             from,

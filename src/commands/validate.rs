@@ -5,7 +5,9 @@
 //! the file's lines.
 
 use std::path::Path;
+use std::time::SystemTime;
 
+use crate::commands::json_document;
 use crate::config::{Config, ConfigError};
 use crate::exit;
 use crate::settings::Settings;
@@ -75,11 +77,11 @@ fn annotate(problems: &[Problem], printer: &Printer) {
 
 /// `berth validate` of a file that loaded: OK when the environment it is
 /// seen in (`--env`, or its default one) exists; USAGE otherwise.
-pub fn command(settings: &Settings, declared: &Config, printer: &Printer) -> u8 {
+pub fn command(settings: &Settings, declared: &Config, printer: &Printer, started: SystemTime) -> u8 {
     match declared.in_environment(settings.environment.as_deref()) {
         Ok(_) => {
             if settings.json {
-                printer.result(&document(Some(declared), &[]));
+                printer.result(&document(Some(declared), &[], started));
             } else {
                 let environments = if declared.environments.is_empty() {
                     String::new()
@@ -104,7 +106,7 @@ pub fn command(settings: &Settings, declared: &Config, printer: &Printer) -> u8 
                 message: error.to_string(),
             }];
             if settings.json {
-                printer.result(&document(Some(declared), &problems));
+                printer.result(&document(Some(declared), &problems, started));
             } else {
                 printer.error(&anyhow::Error::new(error));
             }
@@ -115,9 +117,9 @@ pub fn command(settings: &Settings, declared: &Config, printer: &Printer) -> u8 
 }
 
 /// `berth validate` of a file that did not load: its problems, USAGE.
-pub fn refused(settings: &Settings, error: &ConfigError, printer: &Printer) -> u8 {
+pub fn refused(settings: &Settings, error: &ConfigError, printer: &Printer, started: SystemTime) -> u8 {
     if settings.json {
-        printer.result(&document(None, &problems(error)));
+        printer.result(&document(None, &problems(error), started));
         annotate(&problems(error), printer);
     } else {
         print_problems(error, printer);
@@ -126,10 +128,8 @@ pub fn refused(settings: &Settings, error: &ConfigError, printer: &Printer) -> u
 }
 
 /// `validate --json`: the file's counts when it loaded, and its problems.
-fn document(declared: Option<&Config>, problems: &[Problem]) -> String {
-    let document = serde_json::json!({
-        "schema": "berth.validate/v1",
-        "command": "validate",
+fn document(declared: Option<&Config>, problems: &[Problem], started: SystemTime) -> String {
+    let body = serde_json::json!({
         "valid": problems.is_empty(),
         "file": declared
             .map(|c| c.path.display().to_string())
@@ -139,5 +139,5 @@ fn document(declared: Option<&Config>, problems: &[Problem]) -> String {
         "environments": declared.map(Config::environment_names),
         "problems": problems,
     });
-    serde_json::to_string_pretty(&document).expect("a JSON value")
+    json_document("berth.validate/v1", "validate", started, &body).expect("an object")
 }
