@@ -248,12 +248,23 @@ async fn a_local_build_of_a_dirty_tree_is_tagged_dirty_and_preview_serves_it() {
     let (status, _) = http_get(port, &format!("/v2/{}/landing/tags/list", world.prefix)).unwrap();
     assert_eq!(status, 404);
 
-    let mut child = world.spawn_berth(&["preview", "landing", "--source", checkout.to_str().unwrap()]);
+    // With --json the URL comes in a document (the plain URL is its one line otherwise).
+    let source = checkout.to_str().unwrap();
+    let mut child = world.spawn_berth(&["preview", "landing", "--json", "--source", source]);
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
+    let mut document = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "{document}");
+        document.push_str(&line);
+        if line == "}\n" {
+            break;
+        }
+    }
+    let serving: serde_json::Value = serde_json::from_str(&document).unwrap();
+    validate_against("preview.schema.json", &serving);
+    let line = serving["url"].as_str().unwrap();
     let preview_port: u16 = line
-        .trim()
         .trim_start_matches("http://127.0.0.1:")
         .trim_end_matches('/')
         .parse()
