@@ -124,23 +124,14 @@ async fn preflight_warns_about_recreate_and_missing_probes_and_strict_refuses() 
     );
     let world = one_site("deploy-preflight", "web", Some(world_body(&base))).await;
 
-    let generation = world.generation("web").await;
-    let output = world.berth(&["run", "--strict"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("strategy Recreate") && all.contains("set spec.strategy.type: RollingUpdate"),
-        "{all}"
-    );
-    assert!(
-        all.contains("no readiness probe") && all.contains("add a readinessProbe"),
-        "{all}"
-    );
-    assert_eq!(
-        world.generation("web").await,
-        generation,
-        "--strict touched nothing"
-    );
+    world
+        .assert_strict_refuses(&[
+            "strategy Recreate",
+            "set spec.strategy.type: RollingUpdate",
+            "no readiness probe",
+            "add a readinessProbe",
+        ])
+        .await;
 
     let output = world.berth(&["run"]);
     let all = text(&output);

@@ -476,6 +476,23 @@ impl World {
         self.deployment(name).await.metadata.generation.unwrap()
     }
 
+    /// `berth run --strict` refuses Deployment `web` with every one of
+    /// `needles` in its output (exit 1), and writes nothing to it.
+    pub async fn assert_strict_refuses(&self, needles: &[&str]) {
+        let generation = self.generation("web").await;
+        let output = self.berth(&["run", "--strict"]);
+        let all = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{all}");
+        for needle in needles {
+            assert!(all.contains(needle), "output lacks {needle:?}:\n{all}");
+        }
+        assert_eq!(
+            self.generation("web").await,
+            generation,
+            "--strict touched nothing"
+        );
+    }
+
     /// Runs the real berth binary in the test's dir.
     pub fn berth(&self, args: &[&str]) -> Output {
         berth_in(self.dir.path(), args)
