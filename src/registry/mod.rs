@@ -22,7 +22,7 @@ pub mod credentials;
 pub mod push;
 
 pub use copy::{Copied, CopyError, Endpoint, copy_by_digest};
-pub use credentials::{RegistryAuth, resolve_credentials};
+pub use credentials::{BuildCredentials, RegistryAuth, build_credentials, resolve_credentials};
 pub use push::{inspect_or_pull, pull, push, registry_digest};
 
 /// What can go wrong with the registry: its credentials, a push, a pull or
