@@ -4,7 +4,7 @@
 //! its time in the site's report, and hands the next a typed value; the
 //! decisions between them are [`super::decide`]'s.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -653,9 +653,18 @@ impl RunContext<'_> {
         let context =
             image::stream_site_context(site, &self.config.templates_dir, generated, times, copy).await?;
         let labels = self.labels(site, checked, content);
-        let mut credentials = HashMap::new();
-        if let Some(creds) = &self.auth.credentials {
-            credentials.insert(self.auth.registry.clone(), creds.clone());
+        // Every registry the credential source knows, for the base images the
+        // Dockerfile pulls; a helper is a process, so off the runtime.
+        let (auth, source) = (self.auth.clone(), self.config.registry.credentials.clone());
+        let build_credentials =
+            tokio::task::spawn_blocking(move || registry::build_credentials(&auth, &source)).await?;
+        for message in &build_credentials.unreadable {
+            printer.stage(
+                &site.name,
+                "build",
+                Status::Warning,
+                &format!("{message}; the build pulls from there without credentials"),
+            );
         }
         let request = ImageBuild {
             context: image::ContextBody::Stream(context.body),
@@ -663,7 +672,7 @@ impl RunContext<'_> {
             tag,
             build_args: &site.build_args,
             labels: &labels,
-            credentials,
+            credentials: build_credentials.credentials,
         };
         printer.progress(
             &site.name,
