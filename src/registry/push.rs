@@ -9,6 +9,7 @@ use bollard::models::ImageInspect;
 use bollard::query_parameters::{PushImageOptions, TagImageOptions};
 use futures_util::StreamExt;
 
+use crate::reference;
 use crate::registry::{RegistryAuth, RegistryError};
 
 /// The manifest digest the registry holds for `reference`, or `None` when it has none.
@@ -248,17 +249,46 @@ async fn pushed_digest(docker: &Docker, repository: &str, reference: &str) -> Re
         .inspect_image(reference)
         .await
         .map_err(|error| RegistryError::Unreachable(error.to_string()))?;
-    inspect
-        .repo_digests
-        .unwrap_or_default()
-        .iter()
-        .find_map(|entry| entry.strip_prefix(&format!("{repository}@")).map(str::to_string))
+    digest_in(&inspect.repo_digests.unwrap_or_default(), repository)
         .ok_or_else(|| RegistryError::NoDigest(reference.to_string()))
+}
+
+/// The digest of `repository` among an image's `RepoDigests`
+/// (`<repository>@sha256:…`), which name a Docker Hub repository by its
+/// familiar name (`user/img`, `nginx`: [`reference::familiar`]).
+fn digest_in(repo_digests: &[String], repository: &str) -> Option<String> {
+    let wanted = reference::familiar(repository);
+    repo_digests.iter().find_map(|entry| {
+        let (named, digest) = entry.rsplit_once('@')?;
+        (reference::familiar(named) == wanted).then(|| digest.to_string())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pushed_digest_is_found_under_docker_hubs_familiar_name() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let other = format!("sha256:{}", "b".repeat(64));
+        let digests = |entries: &[&str]| entries.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let hub = digests(&[&format!("other/img@{other}"), &format!("user/img@{digest}")]);
+        assert_eq!(digest_in(&hub, "docker.io/user/img"), Some(digest.clone()));
+        assert_eq!(digest_in(&hub, "index.docker.io/user/img"), Some(digest.clone()));
+        let official = digests(&[&format!("nginx@{digest}")]);
+        assert_eq!(
+            digest_in(&official, "docker.io/library/nginx"),
+            Some(digest.clone())
+        );
+        let local = digests(&[
+            &format!("127.0.0.1:5000/sites/www-de@{other}"),
+            &format!("127.0.0.1:5000/sites/www@{digest}"),
+        ]);
+        assert_eq!(digest_in(&local, "127.0.0.1:5000/sites/www"), Some(digest));
+        assert_eq!(digest_in(&hub, "docker.io/user/none"), None);
+        assert_eq!(digest_in(&local, "127.0.0.1:5000/sites"), None);
+    }
 
     #[test]
     fn the_engines_words_tell_refused_from_unreachable() {
