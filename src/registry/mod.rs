@@ -17,11 +17,13 @@
 //! The names of what goes in a registry (addresses, repositories, tags) are
 //! [`crate::reference`]'s: the pipeline file's checks use them too.
 
+pub mod api;
 pub mod copy;
 pub mod credentials;
 pub mod push;
 
-pub use copy::{Copied, CopyError, Endpoint, copy_by_digest};
+pub use api::{ApiError, Endpoint, image_labels};
+pub use copy::{Copied, CopyError, copy_by_digest};
 pub use credentials::{BuildCredentials, RegistryAuth, build_credentials, resolve_credentials};
 pub use push::{inspect_or_pull, pull, push, registry_digest};
 
