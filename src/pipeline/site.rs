@@ -270,9 +270,7 @@ impl RunContext<'_> {
         } = checked;
         let started = Instant::now();
         let commit_tag = reference::commit_tag(&synced.commit.id);
-        let mut existing = self
-            .existing(&format!("{repository}:{commit_tag}"), source_digest)
-            .await?;
+        let mut existing = self.existing(site, &commit_tag, source_digest).await?;
         let tag = decide::tag(&synced.commit.id, existing.as_ref(), source_digest);
         let reference_with_tag = format!("{repository}:{tag}");
         if tag != commit_tag {
@@ -282,7 +280,7 @@ impl RunContext<'_> {
                 Status::Warning,
                 &format!("the commit's tag holds an image of other build inputs; using {tag}"),
             );
-            existing = self.existing(&reference_with_tag, source_digest).await?;
+            existing = self.existing(site, &tag, source_digest).await?;
         }
         if let Some(Existing::Same {
             digest,
@@ -611,24 +609,33 @@ impl RunContext<'_> {
         Ok((deployment, deployed))
     }
 
-    /// The registry's digest for `reference` when the local Engine knows that image
-    /// was built from `source_digest` and the registry holds it.
-    async fn existing(&self, reference: &str, source_digest: &str) -> Result<Option<Existing>, StageFailure> {
-        let Some(digest) = registry::registry_digest(self.docker, reference, self.auth)
+    /// What the registry holds under `site`'s image tagged `tag`: its digest,
+    /// and whether it was built from `source_digest` (its labels say).
+    async fn existing(
+        &self,
+        site: &Site,
+        tag: &str,
+        source_digest: &str,
+    ) -> Result<Option<Existing>, StageFailure> {
+        let reference = format!("{}:{tag}", self.config.image_repository(site));
+        let Some(digest) = registry::registry_digest(self.docker, &reference, self.auth)
             .await
             .map_err(push_failure)?
         else {
             return Ok(None);
         };
-        // The registry holds the tag: was it built from this source? Ask the local
-        // Engine's copy, pulling it when this machine has none (a fresh CronJob pod).
-        let pinned = format!("{}@{digest}", reference::repository(reference));
-        let labels = registry::inspect_or_pull(self.docker, &pinned, self.auth)
+        // The registry holds the tag: was it built from this source? Its
+        // manifest and config say, read from the registry: nothing is pulled.
+        let endpoint = registry::Endpoint {
+            auth: self.auth,
+            repository: &site.image,
+        };
+        let labels = registry::image_labels(endpoint, &digest)
             .await
-            .map_err(push_failure)?
-            .config
-            .and_then(|c| c.labels)
-            .unwrap_or_default();
+            .map_err(|error| match error {
+                registry::ApiError::Unreachable { .. } => environment(error),
+                other => other.into(),
+            })?;
         Ok(Some(decide::existing(&labels, digest, source_digest)))
     }
 
