@@ -625,12 +625,14 @@ impl RunContext<'_> {
             return Ok(None);
         };
         // The registry holds the tag: was it built from this source? Its
-        // manifest and config say, read from the registry: nothing is pulled.
+        // manifest and config say, read from the registry (as the Engine
+        // speaks to it: HTTP for an insecure one): nothing is pulled.
         let endpoint = registry::Endpoint {
             auth: self.auth,
             repository: &site.image,
         };
-        let labels = registry::image_labels(endpoint, &digest)
+        let plain_http = registry::plain_http(self.docker, &self.auth.registry).await;
+        let labels = registry::image_labels(endpoint, &digest, plain_http)
             .await
             .map_err(|error| match error {
                 registry::ApiError::Unreachable { .. } => environment(error),

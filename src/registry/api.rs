@@ -154,14 +154,20 @@ pub(super) struct Child {
 /// config's `config.Labels`), read from the registry: the manifest (for an
 /// index, the child for this machine's platform, or its first) and the
 /// config blob, each checked against its digest. Nothing is pulled.
-pub async fn image_labels(endpoint: Endpoint<'_>, digest: &str) -> Result<HashMap<String, String>, ApiError> {
+/// `plain_http`: the registry is spoken to over HTTP, as the Engine speaks to
+/// it (an insecure registry: [`super::push::plain_http`]).
+pub async fn image_labels(
+    endpoint: Endpoint<'_>,
+    digest: &str,
+    plain_http: bool,
+) -> Result<HashMap<String, String>, ApiError> {
     check_digest(digest)?;
     check_repository(endpoint.repository)?;
     let client = crate::http::client(CONNECT_TIMEOUT).map_err(|message| ApiError::Unreachable {
         registry: endpoint.auth.registry.clone(),
         message,
     })?;
-    let session = Session::new(&client, endpoint);
+    let session = Session::new(&client, endpoint, plain_http);
     let mut manifest = session.get_manifest(digest).await?;
     if let Content::Index(children) = &manifest.content {
         let child = platform_child(children, std::env::consts::ARCH)
@@ -233,8 +239,10 @@ pub(super) struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    pub(super) fn new(client: &'a HttpClient, endpoint: Endpoint<'a>) -> Self {
-        let (scheme, host) = scheme_and_host(&endpoint.auth.registry);
+    /// A session with `endpoint`'s registry, over plain HTTP on loopback or
+    /// with `plain_http` ([`scheme_and_host`]).
+    pub(super) fn new(client: &'a HttpClient, endpoint: Endpoint<'a>, plain_http: bool) -> Self {
+        let (scheme, host) = scheme_and_host(&endpoint.auth.registry, plain_http);
         Self {
             client,
             auth: endpoint.auth,
@@ -786,9 +794,10 @@ fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<(String, C
 }
 
 /// The scheme and API host of a registry address: `http` on loopback
-/// (`127.x.x.x`, `localhost`, `[::1]`), `https` elsewhere, unless the address
-/// names its scheme. Docker Hub's API is at `registry-1.docker.io`.
-pub(super) fn scheme_and_host(registry: &str) -> (&'static str, String) {
+/// (`127.x.x.x`, `localhost`, `[::1]`) or when `plain_http` (the Engine
+/// calls the registry insecure), `https` elsewhere, unless the address names
+/// its scheme. Docker Hub's API is at `registry-1.docker.io`.
+pub(super) fn scheme_and_host(registry: &str, plain_http: bool) -> (&'static str, String) {
     let registry = registry.trim_end_matches('/');
     let (named, host) = if let Some(host) = registry.strip_prefix("https://") {
         (Some("https"), host)
@@ -801,7 +810,11 @@ pub(super) fn scheme_and_host(registry: &str) -> (&'static str, String) {
         "docker.io" | "index.docker.io" => "registry-1.docker.io",
         other => other,
     };
-    let scheme = named.unwrap_or(if is_loopback(host) { "http" } else { "https" });
+    let scheme = named.unwrap_or(if plain_http || is_loopback(host) {
+        "http"
+    } else {
+        "https"
+    });
     (scheme, host.to_string())
 }
 
@@ -981,7 +994,7 @@ mod tests {
             "[::1]",
         ] {
             assert_eq!(
-                scheme_and_host(loopback),
+                scheme_and_host(loopback, false),
                 ("http", loopback.to_string()),
                 "{loopback}"
             );
@@ -993,19 +1006,31 @@ mod tests {
             "[2001:db8::1]:443",
             "localhost.example",
         ] {
-            assert_eq!(scheme_and_host(remote), ("https", remote.to_string()), "{remote}");
+            assert_eq!(
+                scheme_and_host(remote, false),
+                ("https", remote.to_string()),
+                "{remote}"
+            );
         }
         assert_eq!(
-            scheme_and_host("docker.io"),
+            scheme_and_host("docker.io", false),
             ("https", "registry-1.docker.io".into())
         );
         assert_eq!(
-            scheme_and_host("http://registry.lan:5000/"),
+            scheme_and_host("http://registry.lan:5000/", false),
             ("http", "registry.lan:5000".into())
         );
         assert_eq!(
-            scheme_and_host("https://localhost:5443"),
+            scheme_and_host("https://localhost:5443", false),
             ("https", "localhost:5443".into())
+        );
+        assert_eq!(
+            scheme_and_host("registry.lan:5000", true),
+            ("http", "registry.lan:5000".into())
+        );
+        assert_eq!(
+            scheme_and_host("https://registry.lan:5000", true),
+            ("https", "registry.lan:5000".into())
         );
     }
 

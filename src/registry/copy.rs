@@ -85,8 +85,8 @@ pub async fn copy_by_digest(
         registry: to.auth.registry.clone(),
         message,
     })?;
-    let source = Session::new(&client, from);
-    let target = Session::new(&client, to);
+    let source = Session::new(&client, from, false);
+    let target = Session::new(&client, to, false);
     tracing::debug!(
         source = %source.host, from = from.repository, target = %target.host, to = to.repository,
         %digest, %tag, "copying by digest"
@@ -333,7 +333,7 @@ mod tests {
     use crate::registry::api::scheme_and_host;
 
     fn session_urls(registry: &str) -> (String, String) {
-        let (scheme, host) = scheme_and_host(registry);
+        let (scheme, host) = scheme_and_host(registry, false);
         let base = format!("{scheme}://{host}");
         (base.clone(), format!("{base}/v2/sites/www/manifests/1"))
     }
