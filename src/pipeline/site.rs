@@ -4,16 +4,17 @@
 //! its time in the site's report, and hands the next a typed value; the
 //! decisions between them are [`super::decide`]'s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow};
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use k8s_openapi::api::apps::v1::Deployment;
 
-use crate::config::{Config, ImageSource, Site};
+use crate::config::{Config, CredentialSource, ImageSource, Site};
 use crate::deploy::{self, Change, DeployError, Deployed, Deployer, Outcome};
 use crate::image::{self, ImageBuild};
 use crate::pipeline::DeployOptions;
@@ -662,26 +663,15 @@ impl RunContext<'_> {
         let context =
             image::stream_site_context(site, &self.config.templates_dir, generated, times, copy).await?;
         let labels = self.labels(site, checked, content);
-        // Every registry the credential source knows, for the base images the
-        // Dockerfile pulls; a helper is a process, so off the runtime.
-        let (auth, source) = (self.auth.clone(), self.config.registry.credentials.clone());
-        let build_credentials =
-            tokio::task::spawn_blocking(move || registry::build_credentials(&auth, &source)).await?;
-        for message in &build_credentials.unreadable {
-            printer.stage(
-                &site.name,
-                "build",
-                Status::Warning,
-                &format!("{message}; the build pulls from there without credentials"),
-            );
-        }
+        let credentials =
+            build_credentials(site, self.auth, &self.config.registry.credentials, printer).await?;
         let request = ImageBuild {
             context: image::ContextBody::Stream(context.body),
             dockerfile: &context.dockerfile,
             tag,
             build_args: &site.build_args,
             labels: &labels,
-            credentials: build_credentials.credentials,
+            credentials,
         };
         printer.progress(
             &site.name,
@@ -798,6 +788,30 @@ impl RunContext<'_> {
             }
         }
     }
+}
+
+/// The credentials a build of `site` gives BuildKit, for the base images its
+/// Dockerfile pulls ([`registry::build_credentials`]: every registry the
+/// source knows, and `auth`'s), read off the runtime (a helper is a process).
+/// A registry whose credentials cannot be read is a warning on the site's
+/// build line.
+pub async fn build_credentials(
+    site: &Site,
+    auth: &RegistryAuth,
+    source: &CredentialSource,
+    printer: &Printer,
+) -> anyhow::Result<HashMap<String, DockerCredentials>> {
+    let (auth, source) = (auth.clone(), source.clone());
+    let build = tokio::task::spawn_blocking(move || registry::build_credentials(&auth, &source)).await?;
+    for message in &build.unreadable {
+        printer.stage(
+            &site.name,
+            "build",
+            Status::Warning,
+            &format!("{message}; the build pulls from there without credentials"),
+        );
+    }
+    Ok(build.credentials)
 }
 
 /// The site's source digest ([`decide::source_digest`]), its template's

@@ -90,6 +90,14 @@ async fn a_build_pulls_its_base_from_a_registry_only_config_json_knows() {
     assert!(output.status.success(), "{all}");
     let image = image_of(&world.deployment("web").await);
     assert!(image.starts_with(&format!("{}/", stack.registry)), "{image}");
+
+    // A developer's `berth build` of a working tree gets them too.
+    let checkout = world.clone_of(&world.url("landing"));
+    let output = world.berth_with_env(
+        &["build", "landing", "--source", checkout.to_str().unwrap()],
+        &[("DOCKER_CONFIG", &config)],
+    );
+    assert!(output.status.success(), "berth build: {}", text(&output));
 }
 
 #[tokio::test(flavor = "multi_thread")]
