@@ -267,8 +267,19 @@ fn read_docker_config() -> Result<DockerConfig, String> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(DockerConfig::default()),
         Err(error) => return Err(format!("{}: {error}", path.display())),
     };
-    // serde_json's message names a line and column, never the text there.
-    serde_json::from_str(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))
+    serde_json::from_str(&text).map_err(|error| format!("{}: {}", path.display(), json_complaint(&error)))
+}
+
+/// What is wrong with a `config.json`, where, without its text: serde's own
+/// words for a value of the wrong type quote the value, which may be a secret.
+fn json_complaint(error: &serde_json::Error) -> String {
+    let what = match error.classify() {
+        serde_json::error::Category::Data => "a value of the wrong type (not as docker writes config.json)",
+        serde_json::error::Category::Io
+        | serde_json::error::Category::Syntax
+        | serde_json::error::Category::Eof => "not valid JSON",
+    };
+    format!("{what} at line {}, column {}", error.line(), error.column())
 }
 
 /// The credentials for `registry` as docker finds them (`GetAuthConfig`):
@@ -616,5 +627,17 @@ mod tests {
             ["registry-1.docker.io"]
         );
         assert!(!format!("{build:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_config_json_of_the_wrong_shape_is_said_without_its_values() {
+        let error = serde_json::from_str::<DockerConfig>(r#"{"auths":{"h:1":"aHVudGVyMg=="}}"#)
+            .err()
+            .unwrap();
+        let complaint = json_complaint(&error);
+        assert!(complaint.starts_with("a value of the wrong type"), "{complaint}");
+        assert!(!complaint.contains("aHVudGVyMg"), "{complaint}");
+        let error = serde_json::from_str::<DockerConfig>("{\"auths\":").err().unwrap();
+        assert_eq!(json_complaint(&error), "not valid JSON at line 1, column 9");
     }
 }
