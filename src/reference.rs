@@ -213,8 +213,42 @@ pub fn built_commit(image: &str) -> Option<&str> {
     is_commit.then_some(commit)
 }
 
+/// A repository as docker shows it (its "familiar" name, as in an image's
+/// `RepoDigests`): Docker Hub's `docker.io/` (or `index.docker.io/`) left
+/// off, and `library/` too for an official image (`docker.io/library/nginx`
+/// is `nginx`); any other repository as it is.
+pub fn familiar(repository: &str) -> &str {
+    let path = ["docker.io/", "index.docker.io/"]
+        .iter()
+        .find_map(|domain| repository.strip_prefix(domain));
+    let Some(path) = path.or_else(|| repository.strip_prefix("library/").map(|_| repository)) else {
+        return repository;
+    };
+    path.strip_prefix("library/")
+        .filter(|name| !name.contains('/'))
+        .unwrap_or(path)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn docker_hubs_repositories_have_their_familiar_names() {
+        for (repository, familiar) in [
+            ("docker.io/user/img", "user/img"),
+            ("index.docker.io/user/img", "user/img"),
+            ("docker.io/library/nginx", "nginx"),
+            ("library/nginx", "nginx"),
+            ("nginx", "nginx"),
+            ("user/img", "user/img"),
+            ("docker.io/library/a/b", "library/a/b"),
+            ("127.0.0.1:5000/sites/www", "127.0.0.1:5000/sites/www"),
+            ("ghcr.io/library/x", "ghcr.io/library/x"),
+            ("registry.example/docker.io/x", "registry.example/docker.io/x"),
+        ] {
+            assert_eq!(super::familiar(repository), familiar, "{repository}");
+        }
+    }
 
     #[test]
     fn built_commit_reads_the_commit_tag_and_its_variant() {

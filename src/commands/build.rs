@@ -6,6 +6,8 @@
 //! 2. Run the site's generator there and build the image through the Engine as
 //!    the pipeline does, tagged `<commit>-dirty-<context digest>` so it can never
 //!    be mistaken for a commit image; it stays in the local Engine, never pushed.
+//!    BuildKit gets the credentials of every registry Docker's config.json
+//!    knows, for the base images (when the pipeline file reads config.json).
 //!
 //! `preview` ([`super::preview`]) then runs that image.
 
@@ -20,6 +22,7 @@ use crate::config::{Config, Site};
 use crate::image::{self, ImageBuild};
 use crate::pipeline;
 use crate::reference;
+use crate::registry;
 use crate::ui::{Printer, Status};
 
 /// `berth build` (and the first half of `preview`): the named site built
@@ -164,13 +167,23 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
     labels.insert("dev.berth.site".to_string(), site.name.clone());
     labels.insert("dev.berth.dirty".to_string(), "true".to_string());
     labels.insert("dev.berth.context-digest".to_string(), context.digest.clone());
+    // The base images' registries' credentials, as the pipeline's builds
+    // get them from config.json; berth's own registry's other sources are
+    // not read (nothing is pushed, and their variables may not be set here).
+    let anonymous = registry::RegistryAuth {
+        registry: config.registry.address.clone(),
+        credentials: None,
+        source_description: config.registry.credentials.to_string(),
+    };
+    let credentials =
+        pipeline::site::build_credentials(site, &anonymous, &config.registry.credentials, printer).await?;
     let request = ImageBuild {
         context: image::ContextBody::File(context_file),
         dockerfile: &dockerfile,
         tag: &tag,
         build_args: &site.build_args,
         labels: &labels,
-        credentials: std::collections::HashMap::new(),
+        credentials,
     };
     let image_id = image::build_image(&docker, request, printer).await?;
     printer.stage(

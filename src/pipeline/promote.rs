@@ -231,12 +231,12 @@ impl Parts<'_> {
             &format!("copying {} to {repository}", chosen.digest),
         );
         let copied = registry::copy::copy_by_digest(
-            registry::copy::Endpoint {
+            registry::Endpoint {
                 auth: &from_auth,
                 repository: &self.site_in_source.image,
             },
             &chosen.digest,
-            registry::copy::Endpoint {
+            registry::Endpoint {
                 auth: &to_auth,
                 repository: &self.site_in_target.image,
             },
@@ -244,7 +244,7 @@ impl Parts<'_> {
         )
         .await
         .map_err(|error| match error {
-            registry::copy::CopyError::Unreachable { .. } => environment(error),
+            registry::CopyError::Api(registry::ApiError::Unreachable { .. }) => environment(error),
             other => other.into(),
         })?;
         // `copied.digest` is what the target answers it stores: the copy

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow};
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use k8s_openapi::api::apps::v1::Deployment;
 
-use crate::config::{Config, ImageSource, Site};
+use crate::config::{Config, CredentialSource, ImageSource, Site};
 use crate::deploy::{self, Change, DeployError, Deployed, Deployer, Outcome};
 use crate::image::{self, ImageBuild};
 use crate::pipeline::DeployOptions;
@@ -270,9 +271,7 @@ impl RunContext<'_> {
         } = checked;
         let started = Instant::now();
         let commit_tag = reference::commit_tag(&synced.commit.id);
-        let mut existing = self
-            .existing(&format!("{repository}:{commit_tag}"), source_digest)
-            .await?;
+        let mut existing = self.existing(site, &commit_tag, source_digest).await?;
         let tag = decide::tag(&synced.commit.id, existing.as_ref(), source_digest);
         let reference_with_tag = format!("{repository}:{tag}");
         if tag != commit_tag {
@@ -282,7 +281,7 @@ impl RunContext<'_> {
                 Status::Warning,
                 &format!("the commit's tag holds an image of other build inputs; using {tag}"),
             );
-            existing = self.existing(&reference_with_tag, source_digest).await?;
+            existing = self.existing(site, &tag, source_digest).await?;
         }
         if let Some(Existing::Same {
             digest,
@@ -612,24 +611,35 @@ impl RunContext<'_> {
         Ok((deployment, deployed))
     }
 
-    /// The registry's digest for `reference` when the local Engine knows that image
-    /// was built from `source_digest` and the registry holds it.
-    async fn existing(&self, reference: &str, source_digest: &str) -> Result<Option<Existing>, StageFailure> {
-        let Some(digest) = registry::registry_digest(self.docker, reference, self.auth)
+    /// What the registry holds under `site`'s image tagged `tag`: its digest,
+    /// and whether it was built from `source_digest` (its labels say).
+    async fn existing(
+        &self,
+        site: &Site,
+        tag: &str,
+        source_digest: &str,
+    ) -> Result<Option<Existing>, StageFailure> {
+        let reference = format!("{}:{tag}", self.config.image_repository(site));
+        let Some(digest) = registry::registry_digest(self.docker, &reference, self.auth)
             .await
             .map_err(push_failure)?
         else {
             return Ok(None);
         };
-        // The registry holds the tag: was it built from this source? Ask the local
-        // Engine's copy, pulling it when this machine has none (a fresh CronJob pod).
-        let pinned = format!("{}@{digest}", reference::repository(reference));
-        let labels = registry::inspect_or_pull(self.docker, &pinned, self.auth)
+        // The registry holds the tag: was it built from this source? Its
+        // manifest and config say, read from the registry (as the Engine
+        // speaks to it: HTTP for an insecure one): nothing is pulled.
+        let endpoint = registry::Endpoint {
+            auth: self.auth,
+            repository: &site.image,
+        };
+        let plain_http = registry::plain_http(self.docker, &self.auth.registry).await;
+        let labels = registry::image_labels(endpoint, &digest, plain_http)
             .await
-            .map_err(push_failure)?
-            .config
-            .and_then(|c| c.labels)
-            .unwrap_or_default();
+            .map_err(|error| match error {
+                registry::ApiError::Unreachable { .. } => environment(error),
+                other => other.into(),
+            })?;
         Ok(Some(decide::existing(&labels, digest, source_digest)))
     }
 
@@ -654,10 +664,8 @@ impl RunContext<'_> {
         let context =
             image::stream_site_context(site, &self.config.templates_dir, generated, times, copy).await?;
         let labels = self.labels(site, checked, content);
-        let mut credentials = HashMap::new();
-        if let Some(creds) = &self.auth.credentials {
-            credentials.insert(self.auth.registry.clone(), creds.clone());
-        }
+        let credentials =
+            build_credentials(site, self.auth, &self.config.registry.credentials, printer).await?;
         let request = ImageBuild {
             context: image::ContextBody::Stream(context.body),
             dockerfile: &context.dockerfile,
@@ -781,6 +789,30 @@ impl RunContext<'_> {
             }
         }
     }
+}
+
+/// The credentials a build of `site` gives BuildKit, for the base images its
+/// Dockerfile pulls ([`registry::build_credentials`]: every registry the
+/// source knows, and `auth`'s), read off the runtime (a helper is a process).
+/// A registry whose credentials cannot be read is a warning on the site's
+/// build line.
+pub async fn build_credentials(
+    site: &Site,
+    auth: &RegistryAuth,
+    source: &CredentialSource,
+    printer: &Printer,
+) -> anyhow::Result<HashMap<String, DockerCredentials>> {
+    let (auth, source) = (auth.clone(), source.clone());
+    let build = tokio::task::spawn_blocking(move || registry::build_credentials(&auth, &source)).await?;
+    for message in &build.unreadable {
+        printer.stage(
+            &site.name,
+            "build",
+            Status::Warning,
+            &format!("{message}; the build pulls from there without credentials"),
+        );
+    }
+    Ok(build.credentials)
 }
 
 /// The site's source digest ([`decide::source_digest`]), its template's

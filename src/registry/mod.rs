@@ -1,29 +1,35 @@
-//! Registry stage: credentials, the push itself, the pushed digest, and the
-//! names of what goes in a registry.
+//! Registry stage: credentials, the push itself, the pushed digest, what
+//! the registry holds, and the names of what goes in a registry.
 //!
 //! 1. [`credentials`]: resolve credentials for the registry from the source
 //!    the pipeline file names: Docker's `config.json` (`auths`, `credHelpers`,
-//!    `credsStore`), environment variables, or files. The secret stays in
-//!    memory and is never printed.
+//!    `credsStore`, read by docker's rules), environment variables, or files;
+//!    and, for a build, every registry's credentials `config.json` knows. The
+//!    secret stays in memory and is never printed.
 //! 2. [`push`](mod@push): ask the registry (through the Engine) whether the tag exists,
 //!    and its digest; push through the Engine API, retrying transient failures
 //!    with backoff (an authentication failure is not retried and names the
 //!    registry and the credential source, never the secret); read back the
 //!    manifest digest the registry now holds for the tag.
-//! 3. [`copy`](mod@copy): copy an image from one registry to another by
-//!    digest, byte for byte, through the Registry HTTP API v2 (for `berth
-//!    promote`: production runs the very manifest staging ran).
+//! 3. [`api`]: the Registry HTTP API v2 session (anonymous first, then Basic
+//!    or a Bearer token): an image's labels read from its manifest and
+//!    config, with nothing pulled.
+//! 4. [`copy`](mod@copy): copy an image from one registry to another by
+//!    digest, byte for byte, over that API (for `berth promote`: production
+//!    runs the very manifest staging ran).
 //!
 //! The names of what goes in a registry (addresses, repositories, tags) are
 //! [`crate::reference`]'s: the pipeline file's checks use them too.
 
+pub mod api;
 pub mod copy;
 pub mod credentials;
 pub mod push;
 
-pub use copy::{Copied, CopyError, Endpoint, copy_by_digest};
-pub use credentials::{RegistryAuth, resolve_credentials};
-pub use push::{inspect_or_pull, pull, push, registry_digest};
+pub use api::{ApiError, Endpoint, image_labels};
+pub use copy::{Copied, CopyError, copy_by_digest};
+pub use credentials::{BuildCredentials, RegistryAuth, build_credentials, resolve_credentials};
+pub use push::{inspect_or_pull, plain_http, pull, push, registry_digest};
 
 /// What can go wrong with the registry: its credentials, a push, a pull or
 /// a question about a tag.

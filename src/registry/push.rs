@@ -9,6 +9,7 @@ use bollard::models::ImageInspect;
 use bollard::query_parameters::{PushImageOptions, TagImageOptions};
 use futures_util::StreamExt;
 
+use crate::reference;
 use crate::registry::{RegistryAuth, RegistryError};
 
 /// The manifest digest the registry holds for `reference`, or `None` when it has none.
@@ -32,6 +33,70 @@ pub async fn registry_digest(
         }
         Err(error) => Err(RegistryError::Unreachable(error.to_string())),
     }
+}
+
+/// Whether the Engine speaks to `registry` over plain HTTP: it is an
+/// insecure registry of the Engine's (`insecure-registries` in daemon.json),
+/// which berth's own requests to it then follow. An Engine that does not say
+/// is taken to speak HTTPS.
+pub async fn plain_http(docker: &Docker, registry: &str) -> bool {
+    match docker.info().await {
+        Ok(info) => info
+            .registry_config
+            .is_some_and(|config| insecure(&config, registry)),
+        Err(error) => {
+            tracing::debug!("cannot read the Engine's registry settings: {error}");
+            false
+        }
+    }
+}
+
+/// Whether the Engine's registry settings call `registry` (`host[:port]`)
+/// insecure: by name (`IndexConfigs`, `Secure: false`), or an IP address of
+/// it within `InsecureRegistryCIDRs` (a name is not resolved).
+fn insecure(config: &bollard::models::RegistryServiceConfig, registry: &str) -> bool {
+    let by_name = config
+        .index_configs
+        .as_ref()
+        .and_then(|configs| configs.get(registry))
+        .and_then(|index| index.secure)
+        == Some(false);
+    let host = registry.strip_prefix('[').map_or_else(
+        || registry.rsplit_once(':').map_or(registry, |(host, _)| host),
+        |rest| rest.split(']').next().unwrap_or_default(),
+    );
+    let Ok(ip) = host.parse::<std::net::IpAddr>() else {
+        return by_name;
+    };
+    by_name
+        || config
+            .insecure_registry_cidrs
+            .iter()
+            .flatten()
+            .any(|cidr| in_cidr(ip, cidr))
+}
+
+/// Whether `ip` is within `cidr` (`10.0.0.0/8`, `::1/128`).
+fn in_cidr(ip: std::net::IpAddr, cidr: &str) -> bool {
+    use std::net::IpAddr;
+    let Some((network, bits)) = cidr.split_once('/') else {
+        return false;
+    };
+    let (Ok(network), Ok(bits)) = (network.parse::<IpAddr>(), bits.parse::<u32>()) else {
+        return false;
+    };
+    let (ip, network, width) = match (ip, network) {
+        (IpAddr::V4(ip), IpAddr::V4(network)) => {
+            (u128::from(ip.to_bits()), u128::from(network.to_bits()), 32)
+        }
+        (IpAddr::V6(ip), IpAddr::V6(network)) => (ip.to_bits(), network.to_bits(), 128),
+        _ => return false,
+    };
+    if bits > width {
+        return false;
+    }
+    let shift = width - bits;
+    shift >= 128 || ip >> shift == network >> shift
 }
 
 /// What the Engine's words about a registry failure mean. The Engine hands
@@ -248,17 +313,46 @@ async fn pushed_digest(docker: &Docker, repository: &str, reference: &str) -> Re
         .inspect_image(reference)
         .await
         .map_err(|error| RegistryError::Unreachable(error.to_string()))?;
-    inspect
-        .repo_digests
-        .unwrap_or_default()
-        .iter()
-        .find_map(|entry| entry.strip_prefix(&format!("{repository}@")).map(str::to_string))
+    digest_in(&inspect.repo_digests.unwrap_or_default(), repository)
         .ok_or_else(|| RegistryError::NoDigest(reference.to_string()))
+}
+
+/// The digest of `repository` among an image's `RepoDigests`
+/// (`<repository>@sha256:…`), which name a Docker Hub repository by its
+/// familiar name (`user/img`, `nginx`: [`reference::familiar`]).
+fn digest_in(repo_digests: &[String], repository: &str) -> Option<String> {
+    let wanted = reference::familiar(repository);
+    repo_digests.iter().find_map(|entry| {
+        let (named, digest) = entry.rsplit_once('@')?;
+        (reference::familiar(named) == wanted).then(|| digest.to_string())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pushed_digest_is_found_under_docker_hubs_familiar_name() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let other = format!("sha256:{}", "b".repeat(64));
+        let digests = |entries: &[&str]| entries.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let hub = digests(&[&format!("other/img@{other}"), &format!("user/img@{digest}")]);
+        assert_eq!(digest_in(&hub, "docker.io/user/img"), Some(digest.clone()));
+        assert_eq!(digest_in(&hub, "index.docker.io/user/img"), Some(digest.clone()));
+        let official = digests(&[&format!("nginx@{digest}")]);
+        assert_eq!(
+            digest_in(&official, "docker.io/library/nginx"),
+            Some(digest.clone())
+        );
+        let local = digests(&[
+            &format!("127.0.0.1:5000/sites/www-de@{other}"),
+            &format!("127.0.0.1:5000/sites/www@{digest}"),
+        ]);
+        assert_eq!(digest_in(&local, "127.0.0.1:5000/sites/www"), Some(digest));
+        assert_eq!(digest_in(&hub, "docker.io/user/none"), None);
+        assert_eq!(digest_in(&local, "127.0.0.1:5000/sites"), None);
+    }
 
     #[test]
     fn the_engines_words_tell_refused_from_unreachable() {
@@ -282,5 +376,38 @@ mod tests {
             EngineWords::of("blob upload invalid: digest mismatch"),
             EngineWords::Other
         );
+    }
+
+    #[test]
+    fn an_insecure_registry_is_named_or_within_an_insecure_cidr() {
+        let config: bollard::models::RegistryServiceConfig = serde_json::from_value(serde_json::json!({
+            "InsecureRegistryCIDRs": ["::1/128", "127.0.0.0/8", "10.20.0.0/16"],
+            "IndexConfigs": {
+                "docker.io": {"Name": "docker.io", "Secure": true, "Official": true},
+                "registry.lan:5000": {"Name": "registry.lan:5000", "Secure": false},
+            },
+        }))
+        .unwrap();
+        for registry in [
+            "registry.lan:5000",
+            "127.0.0.1:5000",
+            "10.20.3.4:5000",
+            "10.20.3.4",
+            "[::1]:5000",
+        ] {
+            assert!(insecure(&config, registry), "{registry}");
+        }
+        for registry in [
+            "registry.lan",
+            "docker.io",
+            "10.21.0.1:5000",
+            "ghcr.io",
+            "[::2]:5000",
+        ] {
+            assert!(!insecure(&config, registry), "{registry}");
+        }
+        assert!(in_cidr("192.168.1.9".parse().unwrap(), "0.0.0.0/0"));
+        assert!(!in_cidr("192.168.1.9".parse().unwrap(), "192.168.1.0/33"));
+        assert!(!in_cidr("192.168.1.9".parse().unwrap(), "not a cidr"));
     }
 }

@@ -12,7 +12,7 @@ use crate::support::{
 /// A world with a copy of `landing` and Deployment `web` (2 replicas on the
 /// busybox base); the tests write their own pipelines, from
 /// [`World::landing_pipeline`].
-async fn landing_world(test: &str) -> World {
+pub(crate) async fn landing_world(test: &str) -> World {
     let world = World::new(test).await;
     world.copy_repo("landing");
     world.create_deployment("web", 2, &world.busybox()).await;
@@ -20,7 +20,7 @@ async fn landing_world(test: &str) -> World {
 }
 
 /// The `landing` pipeline pushing to `registry` with `credentials`.
-fn pushing_to(world: &World, registry: &str, credentials: Credentials) -> Pipeline {
+pub(crate) fn pushing_to(world: &World, registry: &str, credentials: Credentials) -> Pipeline {
     let mut pipeline = world.landing_pipeline();
     pipeline.registry = Registry {
         address: registry.into(),

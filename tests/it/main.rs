@@ -14,6 +14,7 @@ mod mirror;
 mod pipeline;
 mod real_node;
 mod registry_copy;
+mod registry_credentials;
 mod stack;
 mod support;
 mod validate;

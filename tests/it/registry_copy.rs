@@ -10,8 +10,8 @@ use base64::Engine as _;
 use sha2::Digest as _;
 
 use crate::support::{
-    ContextBody, Copied, CopyError, CredentialSource, Endpoint, ImageBuild, Printer, RegistryAuth, Stack,
-    Verbosity, build_image, copy_by_digest, docker, push_image, resolve_credentials, unique,
+    ApiError, ContextBody, Copied, CopyError, CredentialSource, Endpoint, ImageBuild, Printer, RegistryAuth,
+    Stack, Verbosity, build_image, copy_by_digest, docker, push_image, resolve_credentials, unique,
 };
 
 /// An answer of a registry: status, headers (names lowercase), body.
@@ -338,7 +338,7 @@ async fn the_auth_registry_refuses_a_copy_without_or_with_wrong_credentials_and_
             repository: &repository,
         };
         let error = copy_by_digest(from, &digest, to, "1").await.expect_err("refused");
-        let CopyError::Refused { registry, status, .. } = &error else {
+        let CopyError::Api(ApiError::Refused { registry, status, .. }) = &error else {
             panic!("not Refused: {error:?}");
         };
         assert_eq!((registry.as_str(), *status), (stack.auth_registry.as_str(), 401));
@@ -380,11 +380,11 @@ async fn a_digest_the_source_does_not_hold_is_not_found() {
         let error = copy_by_digest(from, &missing, to, "1")
             .await
             .expect_err("not found");
-        let CopyError::NotFound {
+        let CopyError::Api(ApiError::NotFound {
             registry,
             repository: named,
             digest,
-        } = &error
+        }) = &error
         else {
             panic!("not NotFound: {error:?}");
         };
@@ -402,5 +402,8 @@ async fn a_digest_the_source_does_not_hold_is_not_found() {
     let error = copy_by_digest(from, "sha256:nope", to, "1")
         .await
         .expect_err("invalid");
-    assert!(matches!(error, CopyError::InvalidReference(_)), "{error:?}");
+    assert!(
+        matches!(error, CopyError::Api(ApiError::InvalidReference(_))),
+        "{error:?}"
+    );
 }

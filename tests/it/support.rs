@@ -14,7 +14,9 @@ pub use berth::config::CredentialSource;
 pub use berth::deploy::rollout::{RolloutState, pod_problem, rollout_state};
 pub use berth::image::{BuildError, ContextBody, ImageBuild, build_image};
 pub use berth::registry::push as push_image;
-pub use berth::registry::{Copied, CopyError, Endpoint, RegistryAuth, copy_by_digest, resolve_credentials};
+pub use berth::registry::{
+    ApiError, Copied, CopyError, Endpoint, RegistryAuth, copy_by_digest, resolve_credentials,
+};
 pub use berth::ui::{Printer, Verbosity};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
