@@ -7,8 +7,8 @@
 //!    gc decides and deletes; a deploy checks under its lease that its image
 //!    is still there.
 //! 2. Gather what may still need an image: what each Deployment runs, its
-//!    ReplicaSet revisions, what passed there (the lease's record), and the
-//!    branch heads and tags of the repo's mirror (fetched first).
+//!    ReplicaSet revisions, and the branch heads and tags of the repo's
+//!    mirror (fetched first).
 //! 3. For each registry the site's image goes to: list the repository's tags,
 //!    read each manifest's config, and take as candidates only the images
 //!    whose labels name the site (`dev.berth.site`); nothing else there is
@@ -378,15 +378,10 @@ async fn gather(
         Err(DeployError::NotFound { .. }) => return Ok(()),
         Err(error) => return Err(error),
     };
-    let (deployed, passed) = deployer
-        .deployed_and_passed(&deployment, &site.deployment)
-        .await?;
+    let deployed = deployer.deployed_of(&deployment, &site.deployment).await?;
     for image in [deployed.image, deployed.shipped_image].into_iter().flatten() {
         needed.running.push((place.to_string(), image));
     }
-    needed
-        .passed
-        .extend(passed.into_iter().map(|p| (place.to_string(), p.image)));
     for revision in deployer.history_of(&deployment, &site.deployment).await? {
         if let Some(image) = revision.image {
             needed

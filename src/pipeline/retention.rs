@@ -6,13 +6,15 @@
 //! 1. a Deployment of the pipeline runs it now, in any environment;
 //! 2. one of a Deployment's ReplicaSet revisions names it (what `berth
 //!    rollback` can go back to);
-//! 3. it passed in an environment (the lease's record, what `berth promote
-//!    --commit` can deploy);
-//! 4. its commit is a branch head or a tag of the repo's mirror;
-//! 5. it is among the newest `keep_last` by build time;
-//! 6. it was built less than `keep_days` ago, or berth cannot tell when;
-//! 7. a tag that is not berth's (another tool's) names it too: deleting the
+//! 3. its commit is a branch head or a tag of the repo's mirror;
+//! 4. it is among the newest `keep_last` by build time;
+//! 5. it was built less than `keep_days` ago, or berth cannot tell when;
+//! 6. a tag that is not berth's (another tool's) names it too: deleting the
 //!    manifest would take that tag with it.
+//!
+//! An image that passed in an environment long ago (the lease's record of
+//! the last 20) is not kept for that alone: `berth promote --commit` of it
+//! needs the keep policy to cover it.
 //!
 //! Everything else is deleted (with `--delete`). Images whose labels do not
 //! name the site are never candidates: the caller leaves them out.
@@ -43,8 +45,6 @@ pub struct Needed {
     /// `(environment or "", revision number, image reference)` of each
     /// ReplicaSet revision Kubernetes keeps.
     pub revisions: Vec<(String, i64, String)>,
-    /// `(environment or "", image reference)` that passed there.
-    pub passed: Vec<(String, String)>,
     /// `(ref name, commit)` of each branch head and tag.
     pub refs: Vec<(String, String)>,
 }
@@ -57,8 +57,6 @@ pub enum Reason {
     Running { environment: String },
     /// A ReplicaSet revision names it.
     Revision { environment: String, revision: i64 },
-    /// It passed in an environment.
-    Passed { environment: String },
     /// Its commit is this branch head or tag.
     Ref { name: String },
     /// It is the `rank`-th newest (1 is the newest) of `keep_last`.
@@ -86,7 +84,6 @@ impl std::fmt::Display for Reason {
                 environment,
                 revision,
             } => write!(formatter, "revision {revision}{}", place(environment)),
-            Self::Passed { environment } => write!(formatter, "passed{}", place(environment)),
             Self::Ref { name } => write!(
                 formatter,
                 "{}",
@@ -172,13 +169,6 @@ pub fn verdicts(
                     reasons.push(Reason::Revision {
                         environment: environment.clone(),
                         revision: *revision,
-                    });
-                }
-            }
-            for (environment, image) in &needed.passed {
-                if names(image, candidate, repository) {
-                    reasons.push(Reason::Passed {
-                        environment: environment.clone(),
                     });
                 }
             }
@@ -298,13 +288,17 @@ mod tests {
     }
 
     #[test]
-    fn running_revisions_passed_and_refs_keep_old_images() {
+    fn running_revisions_and_refs_keep_old_images() {
         let candidates: Vec<Candidate> = (1..=6).map(|n| image(n, 100 + u64::from(n))).collect();
         let needed = Needed {
-            running: vec![(
-                "production".into(),
-                format!("{REPOSITORY}:{}@{}", commit(1), digest(1)),
-            )],
+            running: vec![
+                (
+                    "production".into(),
+                    format!("{REPOSITORY}:{}@{}", commit(1), digest(1)),
+                ),
+                // By digest in another registry (a promoted copy): the same bytes.
+                ("staging".into(), format!("elsewhere/sites/www@{}", digest(5))),
+            ],
             revisions: vec![
                 (
                     String::new(),
@@ -316,7 +310,6 @@ mod tests {
                 // The same tag in another repository: not this image.
                 (String::new(), 1, format!("127.0.0.1:5000/other:{}", commit(4))),
             ],
-            passed: vec![("staging".into(), format!("elsewhere/sites/www@{}", digest(5)))],
             refs: vec![
                 ("refs/heads/main".into(), commit(6)),
                 ("refs/tags/v1".into(), commit(6)),
@@ -331,7 +324,7 @@ mod tests {
                 "01 running in production, newest 1 of 1",
                 "02 revision 3",
                 "03 revision 2",
-                "05 passed in staging",
+                "05 running in staging",
                 "06 head of main, tag v1",
             ]
         );

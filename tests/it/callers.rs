@@ -14,16 +14,6 @@ use crate::support::{
     validate_against,
 };
 
-async fn leases_held(world: &World) -> usize {
-    let api: Api<Lease> = Api::namespaced(kube_client().await, &world.namespace);
-    let leases = api.list(&ListParams::default()).await.unwrap();
-    leases
-        .items
-        .iter()
-        .filter(|l| l.spec.as_ref().and_then(|s| s.holder_identity.as_ref()).is_some())
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_nightly_run_twice_reports_json_and_the_second_run_writes_nothing() {
     let world = World::example("nightly").await;
@@ -394,7 +384,7 @@ async fn sigint_mid_run_leaves_every_deployment_whole_and_no_lease_held() {
             "{site}"
         );
     }
-    assert_eq!(leases_held(&world).await, 0, "no lease held");
+    assert_eq!(world.leases_held().await, 0, "no lease held");
     assert!(untouched > 0, "the interrupt stopped nothing: {stderr}");
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::json;
 
 use crate::support::{World, kube_client, text};
@@ -190,33 +190,10 @@ async fn an_older_commit_is_refused_unless_allowed() {
     assert!(world.image_of("web").await.contains(&older));
 }
 
-async fn hold_lease(world: &World, holder: &str, renewed_seconds_ago: i64) {
-    let renew = k8s_openapi::jiff::Timestamp::now()
-        - k8s_openapi::jiff::SignedDuration::from_secs(renewed_seconds_ago);
-    let lease: Lease = serde_json::from_value(json!({
-        "metadata": {"name": "berth-web"},
-        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 30, "acquireTime": renew.to_string(), "renewTime": renew.to_string()}
-    }))
-    .unwrap();
-    let api: Api<Lease> = Api::namespaced(kube_client().await, &world.namespace);
-    match api.get_opt("berth-web").await.unwrap() {
-        Some(existing) => {
-            let mut lease = lease;
-            lease.metadata.resource_version = existing.metadata.resource_version;
-            api.replace("berth-web", &PostParams::default(), &lease)
-                .await
-                .unwrap();
-        }
-        None => {
-            api.create(&PostParams::default(), &lease).await.unwrap();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_lease_makes_berth_wait_then_fail_naming_the_holder_and_an_expired_one_is_taken() {
     let world = one_site("deploy-lease", "web", None).await;
-    hold_lease(&world, "nightly-runner on build-host", 0).await;
+    world.hold_lease("nightly-runner on build-host", 0).await;
     let generation = world.generation("web").await;
     let output = world.berth(&["run", "--lock-wait", "3s"]);
     let all = text(&output);
@@ -228,7 +205,7 @@ async fn a_held_lease_makes_berth_wait_then_fail_naming_the_holder_and_an_expire
     assert_eq!(world.generation("web").await, generation);
 
     // A crashed holder: its lease was last renewed long ago and has expired.
-    hold_lease(&world, "crashed-runner", 3600).await;
+    world.hold_lease("crashed-runner", 3600).await;
     let output = world.berth(&["run", "--lock-wait", "3s"]);
     assert!(output.status.success(), "{}", text(&output));
     // Released afterwards: no holder left.

@@ -118,6 +118,8 @@ impl Environments {
                         username_env: "PRODUCTION_REGISTRY_USER".into(),
                         password_env: "PRODUCTION_REGISTRY_PASSWORD".into(),
                     },
+                    keep_last: None,
+                    keep_days: None,
                 }),
                 ..EnvironmentSpec::default()
             },

@@ -25,6 +25,8 @@ pub(crate) fn pushing_to(world: &World, registry: &str, credentials: Credentials
     pipeline.registry = Registry {
         address: registry.into(),
         credentials,
+        keep_last: None,
+        keep_days: None,
     };
     pipeline
 }

@@ -217,6 +217,8 @@ impl World {
             registry: Registry {
                 address: self.stack.registry.clone(),
                 credentials: Credentials::None,
+                keep_last: None,
+                keep_days: None,
             },
             kubernetes: Some(Kubernetes {
                 context: None,
@@ -495,6 +497,44 @@ impl World {
         );
     }
 
+    /// Makes `holder` hold the lease of Deployment `web`, last renewed
+    /// `renewed_seconds_ago` (30 s or more: expired).
+    pub async fn hold_lease(&self, holder: &str, renewed_seconds_ago: i64) {
+        let renew = k8s_openapi::jiff::Timestamp::now()
+            - k8s_openapi::jiff::SignedDuration::from_secs(renewed_seconds_ago);
+        let lease: k8s_openapi::api::coordination::v1::Lease = serde_json::from_value(json!({
+            "metadata": {"name": "berth-web"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 30, "acquireTime": renew.to_string(), "renewTime": renew.to_string()}
+        }))
+        .unwrap();
+        let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(kube_client().await, &self.namespace);
+        match api.get_opt("berth-web").await.unwrap() {
+            Some(existing) => {
+                let mut lease = lease;
+                lease.metadata.resource_version = existing.metadata.resource_version;
+                api.replace("berth-web", &PostParams::default(), &lease)
+                    .await
+                    .unwrap();
+            }
+            None => {
+                api.create(&PostParams::default(), &lease).await.unwrap();
+            }
+        }
+    }
+
+    /// How many leases in this world's namespace have a holder.
+    pub async fn leases_held(&self) -> usize {
+        let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(kube_client().await, &self.namespace);
+        let leases = api.list(&kube::api::ListParams::default()).await.unwrap();
+        leases
+            .items
+            .iter()
+            .filter(|l| l.spec.as_ref().and_then(|s| s.holder_identity.as_ref()).is_some())
+            .count()
+    }
+
     /// Runs the real berth binary in the test's dir.
     pub fn berth(&self, args: &[&str]) -> Output {
         berth_in(self.dir.path(), args)
@@ -653,6 +693,10 @@ pub struct Registry {
     pub address: String,
     #[serde(flatten)]
     pub credentials: Credentials,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_days: Option<u32>,
 }
 
 /// `[registry]`'s `credentials` and the keys each kind reads.
@@ -737,6 +781,10 @@ pub struct SiteSpec {
     pub environment: BTreeMap<String, SiteEnvironmentSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub helm: Option<HelmSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_days: Option<u32>,
 }
 
 /// A site's `helm`: the chart and the values keys naming the image (each
@@ -781,6 +829,8 @@ impl SiteSpec {
             environments: None,
             environment: BTreeMap::new(),
             helm: None,
+            keep_last: None,
+            keep_days: None,
         }
     }
 
