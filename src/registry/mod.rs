@@ -17,6 +17,8 @@
 //! 4. [`copy`](mod@copy): copy an image from one registry to another by
 //!    digest, byte for byte, over that API (for `berth promote`: production
 //!    runs the very manifest staging ran).
+//! 5. [`inventory`]: what a repository holds (its tags, each image's labels,
+//!    build time and bytes) and the delete of a manifest, for `berth gc`.
 //!
 //! The names of what goes in a registry (addresses, repositories, tags) are
 //! [`crate::reference`]'s: the pipeline file's checks use them too.
