@@ -1404,6 +1404,62 @@ deployment = { name = "docs", namespace = "docs", container = "web" }
     }
 
     #[test]
+    fn the_keep_policy_is_the_registrys_unless_the_site_says_and_is_checked() {
+        let with = |registry: &str, site: &str| {
+            ENVIRONMENTS
+                .replacen(
+                    "credentials = \"none\"\n",
+                    &format!("credentials = \"none\"\n{registry}"),
+                    1,
+                )
+                .replacen(
+                    "image = \"sites/www\"\n",
+                    &format!("image = \"sites/www\"\n{site}"),
+                    1,
+                )
+        };
+        let declared = parse(&with("keep_last = 3\n", "keep_days = 2\n")).unwrap();
+        let staging = declared.in_environment(Some("staging")).unwrap();
+        let www = staging.site("www").unwrap();
+        assert_eq!(
+            staging.retention(www),
+            crate::config::Retention { last: 3, days: 2 }
+        );
+        // Production's own registry says nothing: the defaults, under the site's days.
+        let production = declared.in_environment(Some("production")).unwrap();
+        let www = production.site("www").unwrap();
+        assert_eq!(
+            production.retention(www),
+            crate::config::Retention { last: 10, days: 2 }
+        );
+        for (registry, site, key, message) in [
+            (
+                "keep_last = 0\n",
+                "",
+                "registry.keep_last",
+                "expected a whole number from 1",
+            ),
+            (
+                "",
+                "keep_days = -1\n",
+                "site[0].keep_days",
+                "expected a whole number from 0",
+            ),
+            (
+                "",
+                "keep_last = \"ten\"\n",
+                "site[0].keep_last",
+                "expected a whole number, found a string",
+            ),
+        ] {
+            let error = parse(&with(registry, site)).unwrap_err();
+            let diagnostic = &error.diagnostics()[0];
+            assert_eq!(diagnostic.key.as_deref(), Some(key), "{error}");
+            assert!(diagnostic.message.starts_with(message), "{error}");
+        }
+    }
+
+    #[test]
     fn the_pipeline_file_is_found_here_or_in_the_nearest_parent() {
         let root = tempfile::tempdir().unwrap();
         let deep = root.path().join("a/b/c");
