@@ -30,7 +30,7 @@ use crate::deploy::{DeployError, Deployer};
 use crate::pipeline::retention::{self, Candidate, Needed, Verdict};
 use crate::pipeline::site::{StageFailure, deploy_failure, environment, lock_site};
 use crate::pipeline::sync::Mirrored;
-use crate::pipeline::{CommitChoice, FailureKind, SetupError, connect_cluster, mirror_all, registry_auth};
+use crate::pipeline::{CommitChoice, FailureKind, connect_cluster, mirror_all, registry_auth};
 use crate::registry::{self, ApiError, Endpoint, Repository};
 use crate::ui::{Printer, Status};
 
@@ -100,28 +100,7 @@ pub struct ImageGc {
 /// the pipeline file, or the file itself when it declares none).
 pub async fn gc(views: &[Config], request: &Request<'_>, printer: &Printer) -> anyhow::Result<GcReport> {
     let declared = &views[0];
-    let sites: Vec<&Site> = if request.sites.is_empty() {
-        declared.declared_sites.iter().collect()
-    } else {
-        request
-            .sites
-            .iter()
-            .map(|name| {
-                declared
-                    .declared_site(name)
-                    .ok_or_else(|| SetupError::UnknownSite {
-                        name: name.clone(),
-                        config: declared.path.display().to_string(),
-                        known: declared
-                            .declared_sites
-                            .iter()
-                            .map(|s| s.name.clone())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })
-            })
-            .collect::<Result<_, _>>()?
-    };
+    let sites = super::select::declared(declared, request.sites)?;
     let mirrored = mirror_all(declared, &sites, &CommitChoice::BranchHead, 2, printer).await;
     // An insecure registry is spoken to over HTTP, as the Engine speaks to it;
     // without an Engine, only loopback is.

@@ -29,18 +29,40 @@ pub fn named<'c>(config: &'c Config, names: &[String]) -> Result<Vec<&'c Site>, 
                         .join(", "),
                 });
             }
-            config.site(name).ok_or_else(|| SetupError::UnknownSite {
-                name: name.clone(),
-                config: config.path.display().to_string(),
-                known: config
-                    .sites
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+            config
+                .site(name)
+                .ok_or_else(|| unknown(config, name, &config.sites))
         })
         .collect()
+}
+
+/// The declared sites named (all when none), whichever environments they
+/// ship to, or a usage error naming the unknown one.
+pub fn declared<'c>(config: &'c Config, names: &[String]) -> Result<Vec<&'c Site>, SetupError> {
+    if names.is_empty() {
+        return Ok(config.declared_sites.iter().collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            config
+                .declared_site(name)
+                .ok_or_else(|| unknown(config, name, &config.declared_sites))
+        })
+        .collect()
+}
+
+/// No site `name` among `known` of `config`.
+fn unknown(config: &Config, name: &str, known: &[Site]) -> SetupError {
+    SetupError::UnknownSite {
+        name: name.to_string(),
+        config: config.path.display().to_string(),
+        known: known
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 /// One of N shards, 1-based: `2/4`.
