@@ -578,3 +578,108 @@ async fn an_environments_webhook_and_a_sites_own_one_there_hear_of_a_promote_and
 fn micro_time_now() -> String {
     humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_cleans_each_environments_registry_and_keeps_what_any_environment_runs() {
+    let mut stage = Environments::new("env-gc", false).await;
+    stage.rewrite(|pipeline| {
+        let site = pipeline.site_mut("landing");
+        site.keep_last = Some(1);
+        site.keep_days = Some(0);
+    });
+    // No old ReplicaSet kept: only what runs and the policy keep images.
+    let no_history = json!({"spec": {"revisionHistoryLimit": 0}});
+    for namespace in [&stage.world.namespace, &stage.production] {
+        let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(kube_client().await, namespace);
+        api.patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&no_history),
+        )
+        .await
+        .unwrap();
+    }
+    let url = stage.url.clone();
+    let ship = |page: &str| {
+        let commit = stage.world.commit(&url, "main", &[("index.html", page)], page);
+        succeeded(&stage.berth(&["ship", "landing", "--commit", &commit, "--json"]));
+        commit
+    };
+    let one = ship("<h1>one</h1>");
+    succeeded(&stage.berth(&["promote", "landing", "--to", "production", "--json"]));
+    let two = ship("<h1>two</h1>");
+    // Staging runs two; production still runs one (promoted), so one stays in staging's registry too.
+    let dry = json_of(&stage.berth(&["gc", "--json"]));
+    validate_against("gc.schema.json", &dry);
+    let by_environment = |document: &Value, environment: &str| -> Value {
+        document["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|site| site["environments"] == json!([environment]))
+            .unwrap_or_else(|| panic!("no {environment} in {document:#}"))
+            .clone()
+    };
+    let staging = by_environment(&dry, "staging");
+    let image = |site: &Value, commit: &str| -> Value {
+        site["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["commit"] == commit)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(image(&staging, &one)["action"], "keep", "{dry:#}");
+    assert!(
+        image(&staging, &one)["reasons"]
+            .to_string()
+            .contains("running in production"),
+        "{dry:#}"
+    );
+    assert_eq!(
+        by_environment(&dry, "production")["registry"],
+        stage.world.stack.auth_registry.as_str()
+    );
+
+    let three = ship("<h1>three</h1>");
+    succeeded(&stage.berth(&["promote", "landing", "--to", "production", "--json"]));
+    // --env narrows the registries, not what is needed.
+    let production_only = json_of(&stage.berth(&["gc", "--env", "production", "--json"]));
+    assert_eq!(
+        production_only["sites"].as_array().unwrap().len(),
+        1,
+        "{production_only:#}"
+    );
+    let output = stage.berth(&["gc", "--delete", "--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let done = json_of(&output);
+    let deleted = |site: &Value| -> Vec<String> {
+        site["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["action"] == "deleted")
+            .map(|i| i["commit"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        deleted(&by_environment(&done, "staging")),
+        [two, one.clone()],
+        "{done:#}"
+    );
+    assert_eq!(deleted(&by_environment(&done, "production")), [one], "{done:#}");
+    // Read again, through the auth registry's login: only three is left in each.
+    let after = json_of(&stage.berth(&["gc", "--json"]));
+    for environment in ["staging", "production"] {
+        let site = by_environment(&after, environment);
+        let commits: Vec<&str> = site["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["commit"].as_str().unwrap())
+            .collect();
+        assert_eq!(commits, [three.as_str()], "{environment}: {after:#}");
+    }
+}

@@ -324,7 +324,11 @@ async fn a_registry_that_refuses_deletes_is_an_error_and_nothing_is_deleted() {
     assert_eq!(world.leases_held().await, 0, "no lease left held");
     let unknown = world.berth(&["gc", "no-such-site"]);
     assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
-    assert!(text(&unknown).contains("no site named `no-such-site`"), "{}", text(&unknown));
+    assert!(
+        text(&unknown).contains("no site named `no-such-site`"),
+        "{}",
+        text(&unknown)
+    );
 }
 
 /// The digest the registry at `registry` holds for `repository:tag` (curl's HEAD).
