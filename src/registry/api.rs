@@ -93,11 +93,9 @@ pub enum ApiError {
         expected: String,
         got: String,
     },
-    /// The target stored the manifest under another digest than the source's:
-    /// the two registries would not hold the same image.
-    /// The source answered a blob of another size than its manifest says.
-    /// A manifest berth cannot copy: not JSON, no known media type, a nested index.
-    #[error("the manifest {digest} in {registry}/{repository} cannot be copied: {message}")]
+    /// A manifest (or image config) berth cannot read: not JSON, no known
+    /// media type, a nested index, no config.
+    #[error("berth cannot read the manifest {digest} in {registry}/{repository}: {message}")]
     InvalidManifest {
         registry: String,
         repository: String,
