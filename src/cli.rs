@@ -100,6 +100,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Show a site's past deployments (ReplicaSet revisions and berth's run log).
     History(HistoryArgs),
+    /// Delete old images of the named sites (default: all) from their registries, keeping
+    /// every one still needed; a dry run without --delete.
+    Gc(GcArgs),
     /// Fetch the mirrors of the named repos (default: all) and print each branch head.
     Mirror(MirrorArgs),
     /// Write a site's folder at a commit, from its repo's mirror, into an empty folder.
@@ -141,6 +144,18 @@ pub struct PlanArgs {
 pub struct StatusArgs {
     /// Sites to show (default: all).
     pub sites: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Sites whose images to clean (default: all).
+    pub sites: Vec<String>,
+    /// Delete the images the keep policy lets go (without it: only say which).
+    #[arg(long)]
+    pub delete: bool,
+    /// How long to wait for another caller's lock on a Deployment, for example `2m`.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub lock_wait: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 //! count of failures.
 
 use crate::config::{ConfigError, EnvironmentError, OverrideError};
+use crate::pipeline::gc::GcReport;
 use crate::pipeline::{FailureKind, RunReport, SetupError, SiteAction};
 
 /// Everything went well.
@@ -59,6 +60,23 @@ pub fn of_error(error: &anyhow::Error) -> u8 {
         }
     }
     SITE_FAILED
+}
+
+/// `berth gc`'s code: ENVIRONMENT when a registry or cluster could not be
+/// reached, else SITE_FAILED when a site's gc failed (a registry refused a
+/// delete), else OK.
+pub fn of_gc(report: &GcReport) -> u8 {
+    if report
+        .sites
+        .iter()
+        .any(|s| s.failure == Some(FailureKind::Environment))
+    {
+        ENVIRONMENT
+    } else if report.sites.iter().any(|s| s.error.is_some()) {
+        SITE_FAILED
+    } else {
+        OK
+    }
 }
 
 /// SITE_FAILED when any of `failed` is true, else OK (plan, mirror).

@@ -47,6 +47,11 @@ pub enum Action {
     History {
         site: String,
     },
+    Gc {
+        sites: Vec<String>,
+        delete: bool,
+        lock_wait: std::time::Duration,
+    },
     Mirror {
         repos: Vec<String>,
     },
@@ -139,6 +144,11 @@ impl Settings {
             },
             Command::Status(args) => Action::Status { sites: args.sites },
             Command::History(args) => Action::History { site: args.site },
+            Command::Gc(args) => Action::Gc {
+                sites: args.sites,
+                delete: args.delete,
+                lock_wait: args.lock_wait,
+            },
             Command::Mirror(args) => Action::Mirror { repos: args.repos },
             Command::Export(args) => Action::Export {
                 site: args.site,

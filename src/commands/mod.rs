@@ -5,12 +5,14 @@
 //! - `run`, `ship`, `rollback`, `promote`: change the cluster ([`run`],
 //!   [`rollback`], [`promote`]).
 //! - `plan`, `status`, `history`: read only ([`plan`], [`status`], [`history`]).
+//! - `gc`: the registries ([`gc`]).
 //! - `mirror`, `export`: the mirrors ([`mirror`], [`export`]).
 //! - `build`, `preview`: a developer's working tree ([`build`], [`preview`]).
 //! - `validate`: the pipeline file alone.
 
 pub mod build;
 pub mod export;
+pub mod gc;
 pub mod history;
 pub mod mirror;
 pub mod notify;
@@ -31,6 +33,7 @@ use crate::settings::{Action, Settings};
 use crate::ui::Printer;
 
 /// Runs the command `settings` names; its exit code, or the error it stopped with.
+#[expect(clippy::too_many_lines, reason = "one arm per command, each a few lines")]
 pub async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {
     let started = SystemTime::now();
     let declared = match settings.load_config() {
@@ -96,6 +99,22 @@ pub async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u
             let config = view()?;
             let report = rollback::rollback(&config, site, to.as_deref(), deploy, printer).await?;
             run::finish(settings, &config, "rollback", &report, printer, started).await
+        }
+        Action::Gc {
+            sites,
+            delete,
+            lock_wait,
+        } => {
+            // Every environment's Deployments say what is needed; `--env` narrows the registries.
+            declared.in_environment(environment)?;
+            let views = views(&declared, None, settings, "gc")?;
+            let request = crate::pipeline::gc::Request {
+                sites,
+                environment,
+                delete: *delete,
+                lock_wait: *lock_wait,
+            };
+            gc::command(settings, &views, &request, printer, started).await
         }
         Action::Mirror { repos } => mirror::command(&view()?, repos, settings.json, printer, started).await,
         Action::Export {

@@ -16,7 +16,7 @@ use crate::config::table::{TableReader, line_column};
 use crate::config::{
     Config, CredentialSource, DEFAULT_TIMEOUT, DeploymentTarget, Diagnostic, Environment,
     HELM_REPOSITORY_KEY, HELM_TAG_KEY, HelmImageKeys, HelmValues, ImageSource, Kubernetes, Notify, NotifyOn,
-    Registry, Repo, Site, SiteEnvironment,
+    Registry, Repo, Retention, Site, SiteEnvironment,
 };
 use crate::reference;
 
@@ -219,6 +219,7 @@ impl Checker<'_> {
                 (!has_registry).then(|| Registry {
                     address: String::new(),
                     credentials: CredentialSource::None,
+                    keep: Retention::default(),
                 })
             }) else {
                 continue;
@@ -320,10 +321,16 @@ impl Checker<'_> {
             self.report(address.span(), Some(table.key_path("address")), problem);
         }
         let credentials = self.credentials(&mut table);
+        let defaults = Retention::default();
+        let keep = Retention {
+            last: table.count(self, "keep_last", 1).unwrap_or(defaults.last),
+            days: table.count(self, "keep_days", 0).unwrap_or(defaults.days),
+        };
         table.finish(self);
         Some(Registry {
             address: address?.into_inner(),
             credentials: credentials?,
+            keep,
         })
     }
 
@@ -425,6 +432,8 @@ impl Checker<'_> {
         let repo = self.site_repo(&mut table, context);
         let site_path = self.relative_path(&mut table, "path");
         let git_history = table.boolean(self, "git_history").unwrap_or(false);
+        let keep_last = table.count(self, "keep_last", 1);
+        let keep_days = table.count(self, "keep_days", 0);
         let build = table.string(self, "build");
         if let Some(build) = &build
             && build.get_ref().trim().is_empty()
@@ -505,6 +514,8 @@ impl Checker<'_> {
             deployment: default_target,
             default_namespace: keys.namespace.is_none(),
             notify: None,
+            keep_last,
+            keep_days,
             environments,
             helm,
         })

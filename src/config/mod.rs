@@ -126,6 +126,24 @@ pub struct Registry {
     pub address: String,
     /// Where the credentials come from.
     pub credentials: CredentialSource,
+    /// What `berth gc` keeps of each site's images here, unless a site says.
+    pub keep: Retention,
+}
+
+/// `keep_last` and `keep_days`: what `berth gc` keeps of a site's images
+/// besides those it must (running, in a revision, a branch head or tag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The newest images per site, by when they were built; at least 1.
+    pub last: u32,
+    /// Images built less than this many days ago.
+    pub days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { last: 10, days: 14 }
+    }
 }
 
 /// Where registry credentials come from. Secrets are read when needed and never stored here.
@@ -286,6 +304,9 @@ pub struct Site {
     pub default_namespace: bool,
     /// Its own webhook in [`Config::environment`], besides the environment's.
     pub notify: Option<Notify>,
+    /// Its own `keep_last` / `keep_days`, each over its registry's.
+    pub keep_last: Option<u32>,
+    pub keep_days: Option<u32>,
     /// The environments it ships to, in the file's order of environments,
     /// with its Deployment in each; empty in a file without environments.
     pub environments: Vec<SiteEnvironment>,
@@ -577,6 +598,15 @@ impl Config {
 
     pub fn repo(&self, name: &str) -> Option<&Repo> {
         self.repos.iter().find(|repo| repo.name == name)
+    }
+
+    /// What `berth gc` keeps of `site`'s images in this view's registry: the
+    /// site's `keep_last` / `keep_days`, else the registry's.
+    pub fn retention(&self, site: &Site) -> Retention {
+        Retention {
+            last: site.keep_last.unwrap_or(self.registry.keep.last),
+            days: site.keep_days.unwrap_or(self.registry.keep.days),
+        }
     }
 
     /// The full image repository of a site: `<registry>/<image>`.

@@ -109,6 +109,30 @@ impl<'a> TableReader<'a> {
         }
     }
 
+    /// A whole number of at least `least`.
+    pub(crate) fn count(&mut self, checker: &mut Checker<'_>, key: &str, least: u32) -> Option<u32> {
+        let (_, value) = self.get(key)?;
+        let DeValue::Integer(integer) = value.get_ref() else {
+            checker.report(
+                value.span(),
+                Some(self.key_path(key)),
+                format!("expected a whole number, found {}", type_name(value.get_ref())),
+            );
+            return None;
+        };
+        match u32::from_str_radix(integer.as_str(), integer.radix()) {
+            Ok(count) if count >= least => Some(count),
+            _ => {
+                checker.report(
+                    value.span(),
+                    Some(self.key_path(key)),
+                    format!("expected a whole number from {least} to {}", u32::MAX),
+                );
+                None
+            }
+        }
+    }
+
     pub(crate) fn duration(&mut self, checker: &mut Checker<'_>, key: &str) -> Option<Duration> {
         let text = self.string(checker, key)?;
         match humantime::parse_duration(text.get_ref()) {

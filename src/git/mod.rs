@@ -252,6 +252,26 @@ impl Mirror {
         Ok(describe(&commit))
     }
 
+    /// Every branch head and tag, by the commit it is (a tag peeled to its
+    /// commit; a tag of no commit is left out): `refs/heads/…`, `refs/tags/…`.
+    pub fn refs(&self) -> Result<Vec<(String, String)>, MirrorError> {
+        let mut refs = Vec::new();
+        for glob in ["refs/heads/*", "refs/tags/*"] {
+            let references = self
+                .git
+                .references_glob(glob)
+                .map_err(|error| self.local(&error))?;
+            for reference in references {
+                let reference = reference.map_err(|error| self.local(&error))?;
+                let (Ok(name), Ok(commit)) = (reference.name(), reference.peel_to_commit()) else {
+                    continue;
+                };
+                refs.push((name.to_string(), commit.id().to_string()));
+            }
+        }
+        Ok(refs)
+    }
+
     /// An exact commit, full or abbreviated (at least 7 hex digits), or a tag.
     pub fn resolve(&self, spec: &str) -> Result<Commit, MirrorError> {
         let no_commit = |detail: String| MirrorError::NoCommit {

@@ -15,9 +15,11 @@
 
 pub mod connect;
 pub mod decide;
+pub mod gc;
 pub mod generator;
 pub mod promote;
 pub mod report;
+pub mod retention;
 pub mod select;
 pub mod site;
 pub mod sync;

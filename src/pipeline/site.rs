@@ -397,6 +397,7 @@ impl RunContext<'_> {
             if again.unchanged {
                 return Ok(None);
             }
+            self.still_in_registry(site, &image).await?;
             let outcome = self
                 .deployer
                 .apply(
@@ -441,6 +442,30 @@ impl RunContext<'_> {
         };
         self.printer.stage(&site.name, "deploy", status, &text);
         Ok(action)
+    }
+
+    /// Under the lease: the registry still holds `image` (`berth gc` takes
+    /// the same lease, so it cannot delete it from here on); nothing changes
+    /// when it was deleted since berth found it there.
+    async fn still_in_registry(&self, site: &Site, image: &str) -> Result<(), StageFailure> {
+        let Some(digest) = reference::digest(image) else {
+            return Ok(());
+        };
+        let endpoint = registry::Endpoint {
+            auth: self.auth,
+            repository: &site.image,
+        };
+        let plain_http = registry::plain_http(self.docker, &self.auth.registry).await;
+        let repository = registry::Repository::new(endpoint, plain_http).map_err(environment)?;
+        match repository.digest_of(digest).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(anyhow!(
+                "{image} is no longer in the registry (deleted since berth found it there, by `berth gc`?); the Deployment was not touched, and the next run builds it again"
+            )
+            .into()),
+            Err(error @ registry::ApiError::Unreachable { .. }) => Err(environment(error)),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Under the lease: the Deployment read again, and the check made again

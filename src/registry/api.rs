@@ -104,6 +104,20 @@ pub enum ApiError {
         digest: String,
         message: String,
     },
+    /// The registry's answer to a request is not what the API says (a tag
+    /// list that is not JSON, a manifest without its digest header).
+    #[error("registry {registry} answered {request} with {message}")]
+    Answer {
+        registry: String,
+        request: String,
+        message: String,
+    },
+    /// The registry does not allow deletes (405: distribution's
+    /// `storage.delete.enabled` is off).
+    #[error(
+        "registry {registry} does not allow deletes in {repository} (HTTP 405); enable them (the distribution registry's storage.delete.enabled: true) or leave gc's --delete out"
+    )]
+    DeleteRefused { registry: String, repository: String },
     /// The registry answered a request with a status berth did not expect.
     #[error("registry {registry} answered {status} to {request}: {body}")]
     Http {
@@ -161,30 +175,16 @@ pub async fn image_labels(
     digest: &str,
     plain_http: bool,
 ) -> Result<HashMap<String, String>, ApiError> {
-    check_digest(digest)?;
     check_repository(endpoint.repository)?;
     let client = crate::http::client(CONNECT_TIMEOUT).map_err(|message| ApiError::Unreachable {
         registry: endpoint.auth.registry.clone(),
         message,
     })?;
     let session = Session::new(&client, endpoint, plain_http);
-    let mut manifest = session.get_manifest(digest).await?;
-    if let Content::Index(children) = &manifest.content {
-        let child = platform_child(children, std::env::consts::ARCH)
-            .ok_or_else(|| session.invalid_manifest(digest, "an index of no manifests"))?
-            .to_string();
-        manifest = session.get_manifest(&child).await?;
-    }
-    let config = match &manifest.content {
-        Content::Image(blobs) => blobs
-            .first()
-            .ok_or_else(|| session.invalid_manifest(&manifest.digest, "a manifest without a config"))?,
-        Content::Index(_) => {
-            return Err(session.invalid_manifest(&manifest.digest, "an index inside an index"));
-        }
-    };
-    let bytes = session.read_blob(&config.digest, CONFIG_LIMIT).await?;
-    labels_of(&bytes).map_err(|message| session.invalid_manifest(&config.digest, &message))
+    let (config, _) = session.image_config(digest).await?;
+    let document: serde_json::Value = serde_json::from_slice(&config)
+        .map_err(|error| session.invalid_manifest(digest, &format!("its config is not JSON: {error}")))?;
+    Ok(labels_of(&document))
 }
 
 /// The child of an index to read for this machine: the first for
@@ -210,19 +210,17 @@ fn platform_child<'c>(children: &'c [Child], arch: &str) -> Option<&'c str> {
 }
 
 /// The labels in an image config (`config.Labels`; none is an empty map).
-fn labels_of(config: &[u8]) -> Result<HashMap<String, String>, String> {
-    let document: serde_json::Value =
-        serde_json::from_slice(config).map_err(|error| format!("its config is not JSON: {error}"))?;
-    let Some(labels) = document
+pub(super) fn labels_of(config: &serde_json::Value) -> HashMap<String, String> {
+    config
         .pointer("/config/Labels")
         .and_then(serde_json::Value::as_object)
-    else {
-        return Ok(HashMap::new());
-    };
-    Ok(labels
-        .iter()
-        .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_string())))
-        .collect())
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One registry and repository, with the authorization it accepted last.
@@ -288,6 +286,28 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// The config of image `digest` (for an index, of the child for this
+    /// machine's platform, or its first), checked against its digest, and
+    /// the bytes of the blobs its manifest names (config and layers).
+    pub(super) async fn image_config(&self, digest: &str) -> Result<(Bytes, u64), ApiError> {
+        check_digest(digest)?;
+        let mut manifest = self.get_manifest(digest).await?;
+        if let Content::Index(children) = &manifest.content {
+            let child = platform_child(children, std::env::consts::ARCH)
+                .ok_or_else(|| self.invalid_manifest(digest, "an index of no manifests"))?
+                .to_string();
+            manifest = self.get_manifest(&child).await?;
+        }
+        let Content::Image(blobs) = &manifest.content else {
+            return Err(self.invalid_manifest(&manifest.digest, "an index inside an index"));
+        };
+        let config = blobs
+            .first()
+            .ok_or_else(|| self.invalid_manifest(&manifest.digest, "a manifest without a config"))?;
+        let bytes = self.read_blob(&config.digest, CONFIG_LIMIT).await?;
+        Ok((bytes, blobs.iter().map(|blob| blob.size).sum()))
+    }
+
     pub(super) async fn blob_exists(&self, digest: &str) -> Result<bool, ApiError> {
         let url = self.url(&format!("blobs/{digest}"));
         let response = self.send(Method::HEAD, &url, &[], Bytes::new()).await?;
@@ -326,6 +346,30 @@ impl<'a> Session<'a> {
     pub(super) async fn read_blob(&self, digest: &str, limit: usize) -> Result<Bytes, ApiError> {
         let response = self.get_blob(digest).await?;
         self.verified(response, digest, limit, "blob").await
+    }
+
+    /// The body of `response`, at most `limit` bytes: the bytes of `what`
+    /// (for messages).
+    pub(super) async fn read_body(
+        &self,
+        response: Response,
+        limit: usize,
+        what: &str,
+    ) -> Result<Bytes, ApiError> {
+        Ok(Limited::new(response.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|error| self.unreachable(&format!("reading {what}: {error}")))?
+            .to_bytes())
+    }
+
+    /// An answer to `method url` that berth cannot read, and why.
+    pub(super) fn answer_error(&self, method: &Method, url: &str, message: &str) -> ApiError {
+        ApiError::Answer {
+            registry: self.auth.registry.clone(),
+            request: request_text(method, url),
+            message: message.to_string(),
+        }
     }
 
     /// The body of `response` (at most `limit` bytes), which must hash to
@@ -1241,12 +1285,12 @@ mod tests {
 
     #[test]
     fn an_image_configs_labels_are_read_and_none_is_empty() {
-        let config = br#"{"architecture":"amd64","config":{"Labels":{"dev.berth.source-digest":"abc","n":1}},"rootfs":{}}"#;
-        let labels = labels_of(config).unwrap();
-        assert_eq!(labels.len(), 1);
+        let config = serde_json::json!({"architecture": "amd64",
+            "config": {"Labels": {"dev.berth.source-digest": "abc", "n": 1}}, "rootfs": {}});
+        let labels = labels_of(&config);
+        assert_eq!(labels.len(), 1, "a label that is not a string is left out");
         assert_eq!(labels["dev.berth.source-digest"], "abc");
-        assert!(labels_of(br#"{"config":{"Labels":null}}"#).unwrap().is_empty());
-        assert!(labels_of(br#"{"rootfs":{}}"#).unwrap().is_empty());
-        assert!(labels_of(b"<html>").unwrap_err().contains("not JSON"));
+        assert!(labels_of(&serde_json::json!({"config": {"Labels": null}})).is_empty());
+        assert!(labels_of(&serde_json::json!({"rootfs": {}})).is_empty());
     }
 }

@@ -24,11 +24,13 @@
 pub mod api;
 pub mod copy;
 pub mod credentials;
+pub mod inventory;
 pub mod push;
 
 pub use api::{ApiError, Endpoint, image_labels};
 pub use copy::{Copied, CopyError, copy_by_digest};
 pub use credentials::{BuildCredentials, RegistryAuth, build_credentials, resolve_credentials};
+pub use inventory::{Image, Repository};
 pub use push::{inspect_or_pull, plain_http, pull, push, registry_digest};
 
 /// What can go wrong with the registry: its credentials, a push, a pull or

@@ -1,0 +1,434 @@
+//! `berth gc`: each site's old images deleted from its registries, keeping
+//! every one that may still be needed ([`super::retention`] decides).
+//!
+//! Per site:
+//! 1. Take the lease of its Deployment in every environment it ships to (the
+//!    lease deploys take), so no rollout starts to reference an image while
+//!    gc decides and deletes; a deploy checks under its lease that its image
+//!    is still there.
+//! 2. Gather what may still need an image: what each Deployment runs, its
+//!    ReplicaSet revisions, what passed there (the lease's record), and the
+//!    branch heads and tags of the repo's mirror (fetched first).
+//! 3. For each registry the site's image goes to: list the repository's tags,
+//!    read each manifest's config, and take as candidates only the images
+//!    whose labels name the site (`dev.berth.site`); nothing else there is
+//!    touched.
+//! 4. Decide, and with `--delete` delete each manifest that may go (the
+//!    distribution registry deletes by digest; its blobs stay on disk until
+//!    `registry garbage-collect`). The first refusal stops that registry's
+//!    deletes: what was deleted is said, nothing is left half-deleted.
+//! 5. Free the leases.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use anyhow::anyhow;
+use bollard::Docker;
+
+use crate::config::{Config, Site};
+use crate::deploy::{DeployError, Deployer};
+use crate::pipeline::retention::{self, Candidate, Needed, Verdict};
+use crate::pipeline::site::{StageFailure, deploy_failure, environment, lock_site};
+use crate::pipeline::sync::Mirrored;
+use crate::pipeline::{CommitChoice, FailureKind, SetupError, connect_cluster, mirror_all, registry_auth};
+use crate::registry::{self, ApiError, Endpoint, Repository};
+use crate::ui::{Printer, Status};
+
+/// The label that names the site an image was built for.
+pub const SITE_LABEL: &str = "dev.berth.site";
+const COMMIT_LABEL: &str = "org.opencontainers.image.revision";
+
+/// What `berth gc` is asked to do.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// Sites to clean (all when empty).
+    pub sites: &'a [String],
+    /// Only this environment's registries (`--env`); what every
+    /// environment's Deployments need is kept all the same.
+    pub environment: Option<&'a str>,
+    /// Delete; without it, only say what would be deleted.
+    pub delete: bool,
+    /// How long to wait for another caller's lease on a Deployment.
+    pub lock_wait: Duration,
+}
+
+/// What `berth gc` did (or would do), per site and registry.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GcReport {
+    pub delete: bool,
+    pub sites: Vec<SiteGc>,
+}
+
+/// One site's images in one registry.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SiteGc {
+    pub site: String,
+    /// The environments whose registry this is (none in a file without environments).
+    pub environments: Vec<String>,
+    pub registry: String,
+    pub repository: String,
+    pub keep_last: u32,
+    pub keep_days: u32,
+    /// The site's images, newest first.
+    pub images: Vec<ImageGc>,
+    pub kept: usize,
+    /// Deleted, or (in a dry run) to delete.
+    pub deleted: usize,
+    pub bytes_deleted: u64,
+    /// Tags in the repository of images that are not the site's: left alone.
+    pub other_tags: Vec<String>,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub failure: Option<FailureKind>,
+}
+
+/// One image's verdict.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageGc {
+    pub digest: String,
+    pub tags: Vec<String>,
+    pub commit: Option<String>,
+    pub created: Option<String>,
+    pub bytes: u64,
+    /// `keep`, `delete` (in a dry run) or `deleted`.
+    pub action: &'static str,
+    /// Why it stays (empty when it goes).
+    pub reasons: Vec<String>,
+}
+
+/// Runs `berth gc` over `request.sites` of `views` (every environment of
+/// the pipeline file, or the file itself when it declares none).
+pub async fn gc(views: &[Config], request: &Request<'_>, printer: &Printer) -> anyhow::Result<GcReport> {
+    let declared = &views[0];
+    let sites: Vec<&Site> = if request.sites.is_empty() {
+        declared.declared_sites.iter().collect()
+    } else {
+        request
+            .sites
+            .iter()
+            .map(|name| {
+                declared
+                    .declared_site(name)
+                    .ok_or_else(|| SetupError::UnknownSite {
+                        name: name.clone(),
+                        config: declared.path.display().to_string(),
+                        known: declared
+                            .declared_sites
+                            .iter()
+                            .map(|s| s.name.clone())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let mirrored = mirror_all(declared, &sites, &CommitChoice::BranchHead, 2, printer).await;
+    // An insecure registry is spoken to over HTTP, as the Engine speaks to it;
+    // without an Engine, only loopback is.
+    let docker = super::connect_docker().await.ok();
+    let mut deployers: HashMap<String, Deployer> = HashMap::new();
+    let mut report = GcReport {
+        delete: request.delete,
+        sites: Vec::new(),
+    };
+    for site in sites {
+        let shipped: Vec<(&Config, &Site)> = views
+            .iter()
+            .filter_map(|view| Some((view, view.site(&site.name)?)))
+            .collect();
+        let gc = SiteRun {
+            site,
+            shipped: &shipped,
+            request,
+            docker: docker.as_ref(),
+            printer,
+        };
+        report.sites.extend(gc.run(&mut deployers, &mirrored).await);
+    }
+    Ok(report)
+}
+
+/// One site's gc.
+struct SiteRun<'a> {
+    site: &'a Site,
+    /// Each view it ships to, with the site as that view sees it.
+    shipped: &'a [(&'a Config, &'a Site)],
+    request: &'a Request<'a>,
+    docker: Option<&'a Docker>,
+    printer: &'a Printer,
+}
+
+impl SiteRun<'_> {
+    /// One entry per registry the site's image goes to.
+    async fn run(&self, deployers: &mut HashMap<String, Deployer>, mirrored: &Mirrored) -> Vec<SiteGc> {
+        let mut units: BTreeMap<(String, String), SiteGc> = BTreeMap::new();
+        let narrowed = self.shipped.iter().filter(|(view, _)| {
+            self.request.environment.is_none() || view.environment.as_deref() == self.request.environment
+        });
+        for (view, site) in narrowed {
+            let keep = view.retention(site);
+            let unit = units
+                .entry((view.registry.address.clone(), site.image.clone()))
+                .or_insert_with(|| SiteGc {
+                    site: site.name.clone(),
+                    environments: Vec::new(),
+                    registry: view.registry.address.clone(),
+                    repository: site.image.clone(),
+                    keep_last: keep.last,
+                    keep_days: keep.days,
+                    images: Vec::new(),
+                    kept: 0,
+                    deleted: 0,
+                    bytes_deleted: 0,
+                    other_tags: Vec::new(),
+                    error: None,
+                    failure: None,
+                });
+            unit.environments.extend(view.environment.clone());
+        }
+        let mut locks = Vec::new();
+        let outcome = self.locked(deployers, mirrored, &mut locks, &mut units).await;
+        for lock in locks {
+            lock.release().await;
+        }
+        let mut units: Vec<SiteGc> = units.into_values().collect();
+        if let Err(failure) = outcome {
+            let message = format!("{:#}", failure.error);
+            self.printer
+                .stage(&self.site.name, "gc", Status::Failed, &message);
+            for unit in &mut units {
+                unit.error.get_or_insert_with(|| message.clone());
+                unit.failure.get_or_insert(failure.kind);
+            }
+        }
+        units
+    }
+
+    /// Steps 1 to 4, with the leases taken into `locks` (freed by the caller).
+    async fn locked(
+        &self,
+        deployers: &mut HashMap<String, Deployer>,
+        mirrored: &Mirrored,
+        locks: &mut Vec<crate::deploy::lease::LeaseLock>,
+        units: &mut BTreeMap<(String, String), SiteGc>,
+    ) -> Result<(), StageFailure> {
+        let mut needed = Needed::default();
+        for (view, site) in self.shipped {
+            let place = view.environment.clone().unwrap_or_default();
+            if !deployers.contains_key(&place) {
+                let deployer = connect_cluster(view).await.map_err(environment)?;
+                deployers.insert(place.clone(), deployer);
+            }
+            let deployer = &deployers[&place];
+            let purpose = "cleaning the registry of";
+            let lock = lock_site(deployer, site, purpose, self.request.lock_wait, self.printer)
+                .await
+                .map_err(deploy_failure)?;
+            locks.push(lock);
+            gather(deployer, site, &place, &mut needed)
+                .await
+                .map_err(deploy_failure)?;
+        }
+        let synced = mirrored[&self.site.repo].as_ref().map_err(|error| {
+            anyhow!("cannot tell the repo's branch heads and tags, so nothing is deleted: {error}")
+        })?;
+        let mirror = synced.mirror.clone();
+        needed.refs = tokio::task::spawn_blocking(move || mirror.lock().expect("not poisoned").refs())
+            .await
+            .map_err(|error| anyhow!(error))??;
+        for ((_, _), unit) in units.iter_mut() {
+            let (view, site) = self
+                .shipped
+                .iter()
+                .find(|(view, site)| view.registry.address == unit.registry && site.image == unit.repository)
+                .expect("every unit is of a view");
+            self.registry(view, site, &needed, unit).await?;
+        }
+        Ok(())
+    }
+
+    /// Steps 3 and 4 in `view`'s registry.
+    async fn registry(
+        &self,
+        view: &Config,
+        site: &Site,
+        needed: &Needed,
+        unit: &mut SiteGc,
+    ) -> Result<(), StageFailure> {
+        let auth = registry_auth(view).await?;
+        let plain_http = match self.docker {
+            Some(docker) => registry::plain_http(docker, &auth.registry).await,
+            None => false,
+        };
+        let endpoint = Endpoint {
+            auth: &auth,
+            repository: &site.image,
+        };
+        let repository = Repository::new(endpoint, plain_http).map_err(api_failure)?;
+        self.printer
+            .progress(&site.name, "gc", "listing the repository's tags");
+        let mut by_digest: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for tag in repository.tags().await.map_err(api_failure)? {
+            if let Some(digest) = repository.digest_of(&tag).await.map_err(api_failure)? {
+                by_digest.entry(digest).or_default().push(tag);
+            }
+        }
+        let mut candidates = Vec::new();
+        let mut created = HashMap::new();
+        for (index, (digest, tags)) in by_digest.into_iter().enumerate() {
+            self.printer.progress(
+                &site.name,
+                "gc",
+                &format!("reading image {} of the repository", index + 1),
+            );
+            let image = repository.image(&digest).await.map_err(api_failure)?;
+            if image.labels.get(SITE_LABEL) != Some(&site.name) {
+                unit.other_tags.extend(tags);
+                continue;
+            }
+            created.insert(digest.clone(), image.created.clone());
+            candidates.push(Candidate {
+                built: image
+                    .created
+                    .as_deref()
+                    .and_then(|text| humantime::parse_rfc3339_weak(text).ok()),
+                commit: image.labels.get(COMMIT_LABEL).cloned(),
+                digest,
+                tags,
+                bytes: image.bytes,
+            });
+        }
+        let full = format!("{}/{}", auth.registry, site.image);
+        let verdicts = retention::verdicts(
+            &candidates,
+            &full,
+            needed,
+            view.retention(site),
+            SystemTime::now(),
+        );
+        unit.images = verdicts
+            .iter()
+            .map(|verdict| image_gc(verdict, created[&verdict.candidate.digest].clone()))
+            .collect();
+        unit.kept = verdicts.iter().filter(|v| v.keep()).count();
+        let doomed: Vec<usize> = (0..verdicts.len()).filter(|&i| !verdicts[i].keep()).collect();
+        if !self.request.delete {
+            unit.deleted = doomed.len();
+            unit.bytes_deleted = doomed.iter().map(|&i| verdicts[i].candidate.bytes).sum();
+            self.say(unit);
+            return Ok(());
+        }
+        for index in doomed {
+            self.printer.progress(
+                &site.name,
+                "gc",
+                &format!("deleting {}", verdicts[index].candidate.digest),
+            );
+            repository
+                .delete(&verdicts[index].candidate.digest)
+                .await
+                .map_err(|error| {
+                    anyhow!(
+                        "{error}; {} of the images to delete were deleted before it",
+                        unit.deleted
+                    )
+                })?;
+            unit.images[index].action = "deleted";
+            unit.deleted += 1;
+            unit.bytes_deleted += verdicts[index].candidate.bytes;
+        }
+        self.say(unit);
+        Ok(())
+    }
+
+    /// The site's line: how many images stay and go.
+    fn say(&self, unit: &SiteGc) {
+        let verb = if self.request.delete {
+            "deleted"
+        } else {
+            "to delete"
+        };
+        self.printer.stage(
+            &unit.site,
+            "gc",
+            Status::Done,
+            &format!(
+                "{}/{}: {} images, {} kept, {} {verb} ({})",
+                unit.registry,
+                unit.repository,
+                unit.images.len(),
+                unit.kept,
+                unit.deleted,
+                bytes_text(unit.bytes_deleted)
+            ),
+        );
+    }
+}
+
+/// What may still need an image, from the site's Deployment in one place.
+async fn gather(
+    deployer: &Deployer,
+    site: &Site,
+    place: &str,
+    needed: &mut Needed,
+) -> Result<(), DeployError> {
+    let deployment = match deployer.read(&site.deployment).await {
+        Ok(deployment) => deployment,
+        // Not deployed there (yet): nothing runs, no revision.
+        Err(DeployError::NotFound { .. }) => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    let (deployed, passed) = deployer
+        .deployed_and_passed(&deployment, &site.deployment)
+        .await?;
+    for image in [deployed.image, deployed.shipped_image].into_iter().flatten() {
+        needed.running.push((place.to_string(), image));
+    }
+    needed
+        .passed
+        .extend(passed.into_iter().map(|p| (place.to_string(), p.image)));
+    for revision in deployer.history_of(&deployment, &site.deployment).await? {
+        if let Some(image) = revision.image {
+            needed
+                .revisions
+                .push((place.to_string(), revision.revision, image));
+        }
+    }
+    Ok(())
+}
+
+fn image_gc(verdict: &Verdict, created: Option<String>) -> ImageGc {
+    let candidate = &verdict.candidate;
+    ImageGc {
+        digest: candidate.digest.clone(),
+        tags: candidate.tags.clone(),
+        commit: candidate.commit.clone(),
+        created,
+        bytes: candidate.bytes,
+        action: if verdict.keep() { "keep" } else { "delete" },
+        reasons: verdict.reasons.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// A registry's refusal is the site's failure; an unreachable one, the environment's.
+fn api_failure(error: ApiError) -> StageFailure {
+    match error {
+        ApiError::Unreachable { .. } => environment(error),
+        other => other.into(),
+    }
+}
+
+/// `1.2 MiB`, `340 KiB`, `12 B`.
+pub fn bytes_text(bytes: u64) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "a size for a person, to one decimal")]
+    let value = bytes as f64;
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", value / f64::from(1u32 << 30))
+    } else if bytes >= 1 << 20 {
+        format!("{:.1} MiB", value / f64::from(1u32 << 20))
+    } else if bytes >= 1 << 10 {
+        format!("{:.0} KiB", value / 1024.0)
+    } else {
+        format!("{bytes} B")
+    }
+}

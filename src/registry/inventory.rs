@@ -1,0 +1,202 @@
+//! What a repository holds, for `berth gc`: its tags, the image each names
+//! (digest, labels, when it was built, its bytes), and the delete of a
+//! manifest, through the Registry HTTP API v2 ([`super::api`]'s session:
+//! the same logins, limits and checked digests as the copy and the reads).
+//!
+//! The distribution registry deletes a manifest by digest only: every tag
+//! that names it goes with it, and its blobs stay on disk until the
+//! registry's own garbage collection (`registry garbage-collect`) runs.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{Method, StatusCode};
+
+use crate::registry::api::{
+    ApiError, DOCKER_CONTENT_DIGEST, Endpoint, MANIFEST_TYPES, Session, check_digest, check_repository,
+    header_text,
+};
+
+/// The most tags berth asks for in one page of `tags/list`.
+const PAGE: usize = 1000;
+/// The largest `tags/list` page berth reads.
+const TAGS_LIMIT: usize = 8 << 20;
+
+/// One image a tag names, as the registry holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub digest: String,
+    /// Its config's `config.Labels`.
+    pub labels: HashMap<String, String>,
+    /// Its config's `created` (RFC 3339), when it has one.
+    pub created: Option<String>,
+    /// The config's and layers' sizes as its manifest (or, for an index,
+    /// its manifests) gives them: what the registry keeps for it alone at
+    /// most (layers shared with other images are counted in each).
+    pub bytes: u64,
+}
+
+/// One repository of one registry, read and pruned over one session.
+pub struct Repository {
+    client: crate::http::HttpClient<super::api::Body>,
+    auth: super::RegistryAuth,
+    /// The repository's path in the registry (`sites/www`).
+    path: String,
+    plain_http: bool,
+}
+
+impl Repository {
+    /// The repository `endpoint` names; `plain_http` as for [`super::image_labels`].
+    pub fn new(endpoint: Endpoint<'_>, plain_http: bool) -> Result<Self, ApiError> {
+        check_repository(endpoint.repository)?;
+        let client =
+            crate::http::client(super::api::CONNECT_TIMEOUT).map_err(|message| ApiError::Unreachable {
+                registry: endpoint.auth.registry.clone(),
+                message,
+            })?;
+        Ok(Self {
+            client,
+            auth: endpoint.auth.clone(),
+            path: endpoint.repository.to_string(),
+            plain_http,
+        })
+    }
+
+    fn session(&self) -> Session<'_> {
+        let endpoint = Endpoint {
+            auth: &self.auth,
+            repository: &self.path,
+        };
+        Session::new(&self.client, endpoint, self.plain_http)
+    }
+
+    /// Every tag, page by page (`?n=` and the `Link` header); none when the
+    /// registry does not know the repository.
+    pub async fn tags(&self) -> Result<Vec<String>, ApiError> {
+        let session = self.session();
+        let mut tags = Vec::new();
+        let mut url = session.url(&format!("tags/list?n={PAGE}"));
+        loop {
+            let response = session.send(Method::GET, &url, &[], Bytes::new()).await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                return Ok(tags);
+            }
+            let response = session
+                .expect(response, &[StatusCode::OK], &Method::GET, &url)
+                .await?;
+            let next = header_text(&response, header::LINK).and_then(|link| next_page(&link));
+            let body = session.read_body(response, TAGS_LIMIT, "the tag list").await?;
+            let page: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|error| session.answer_error(&Method::GET, &url, &format!("not JSON: {error}")))?;
+            tags.extend(
+                page["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|tag| tag.as_str().map(str::to_string)),
+            );
+            match next {
+                Some(path) => url = super::api::absolute_url(&session.base, &path),
+                None => return Ok(tags),
+            }
+        }
+    }
+
+    /// The digest `tag` names (`HEAD` of its manifest); `None` when the tag
+    /// is gone.
+    pub async fn digest_of(&self, tag: &str) -> Result<Option<String>, ApiError> {
+        let session = self.session();
+        let url = session.url(&format!("manifests/{tag}"));
+        let accept: [(HeaderName, &str); 1] = [(header::ACCEPT, MANIFEST_TYPES)];
+        let response = session.send(Method::HEAD, &url, &accept, Bytes::new()).await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = session
+            .expect(response, &[StatusCode::OK], &Method::HEAD, &url)
+            .await?;
+        let digest = header_text(&response, DOCKER_CONTENT_DIGEST)
+            .ok_or_else(|| session.answer_error(&Method::HEAD, &url, "no Docker-Content-Digest header"))?;
+        check_digest(&digest)?;
+        Ok(Some(digest))
+    }
+
+    /// The image `digest`: its manifest (an index's child for this
+    /// platform gives the config) and config, each checked against its digest.
+    pub async fn image(&self, digest: &str) -> Result<Image, ApiError> {
+        let session = self.session();
+        let (config, bytes) = session.image_config(digest).await?;
+        let document: serde_json::Value = serde_json::from_slice(&config)
+            .map_err(|error| session.invalid_manifest(digest, &format!("its config is not JSON: {error}")))?;
+        Ok(Image {
+            digest: digest.to_string(),
+            labels: super::api::labels_of(&document),
+            created: document["created"].as_str().map(str::to_string),
+            bytes,
+        })
+    }
+
+    /// Deletes the manifest `digest` (and so every tag that names it). Gone
+    /// already is done; a registry that does not allow deletes says so
+    /// ([`ApiError::DeleteRefused`]).
+    pub async fn delete(&self, digest: &str) -> Result<(), ApiError> {
+        check_digest(digest)?;
+        let session = self.session();
+        let url = session.url(&format!("manifests/{digest}"));
+        let response = session.send(Method::DELETE, &url, &[], Bytes::new()).await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(()),
+            StatusCode::METHOD_NOT_ALLOWED => Err(ApiError::DeleteRefused {
+                registry: self.auth.registry.clone(),
+                repository: self.path.clone(),
+            }),
+            _ => {
+                session
+                    .expect(
+                        response,
+                        &[StatusCode::ACCEPTED, StatusCode::OK, StatusCode::NO_CONTENT],
+                        &Method::DELETE,
+                        &url,
+                    )
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The path of the next page a `Link: <path>; rel="next"` header names.
+fn next_page(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, parameters) = part.split_once(';')?;
+        parameters
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"")
+            .then(|| {
+                target
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_page_is_read_from_the_link_header() {
+        assert_eq!(
+            next_page(r#"</v2/sites/www/tags/list?last=abc&n=1000>; rel="next""#).as_deref(),
+            Some("/v2/sites/www/tags/list?last=abc&n=1000")
+        );
+        assert_eq!(next_page(r#"<https://r.example/x>; rel="prev""#), None);
+        assert_eq!(
+            next_page(r#"<a>; rel="prev", <b>; rel = "next""#).as_deref(),
+            Some("b")
+        );
+    }
+}
