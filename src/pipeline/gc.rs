@@ -19,11 +19,12 @@
 //!    deletes: what was deleted is said, nothing is left half-deleted.
 //! 5. Free the leases.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use anyhow::anyhow;
 use bollard::Docker;
+use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 
 use crate::config::{Config, Site};
 use crate::deploy::{DeployError, Deployer};
@@ -37,6 +38,8 @@ use crate::ui::{Printer, Status};
 /// The label that names the site an image was built for.
 pub const SITE_LABEL: &str = "dev.berth.site";
 const COMMIT_LABEL: &str = "org.opencontainers.image.revision";
+/// How many registry reads gc has in flight at once.
+const READS_AT_ONCE: usize = 8;
 
 /// What `berth gc` is asked to do.
 #[derive(Debug, Clone)]
@@ -74,6 +77,9 @@ pub struct SiteGc {
     pub kept: usize,
     /// Deleted, or (in a dry run) to delete.
     pub deleted: usize,
+    /// The bytes of the blobs only deleted images name (not kept ones, nor
+    /// other tools' images here): what the registry's own garbage
+    /// collection frees at most (another repository may share a blob).
     pub bytes_deleted: u64,
     /// Tags in the repository of images that are not the site's: left alone.
     pub other_tags: Vec<String>,
@@ -246,23 +252,38 @@ impl SiteRun<'_> {
         let repository = Repository::new(endpoint, plain_http).map_err(api_failure)?;
         self.printer
             .progress(&site.name, "gc", "listing the repository's tags");
+        // Reads go READS_AT_ONCE at a time: one after the other, 300 images took 3.3 s.
+        let tags = repository.tags().await.map_err(api_failure)?;
+        let digests: Vec<Option<String>> = stream::iter(tags.iter().map(|tag| repository.digest_of(tag)))
+            .buffered(READS_AT_ONCE)
+            .try_collect()
+            .await
+            .map_err(api_failure)?;
         let mut by_digest: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for tag in repository.tags().await.map_err(api_failure)? {
-            if let Some(digest) = repository.digest_of(&tag).await.map_err(api_failure)? {
+        for (tag, digest) in tags.into_iter().zip(digests) {
+            if let Some(digest) = digest {
                 by_digest.entry(digest).or_default().push(tag);
             }
         }
+        self.printer.progress(
+            &site.name,
+            "gc",
+            &format!("reading the {} images of the repository", by_digest.len()),
+        );
+        let images: Vec<registry::Image> =
+            stream::iter(by_digest.keys().map(|digest| repository.image(digest)))
+                .buffered(READS_AT_ONCE)
+                .try_collect()
+                .await
+                .map_err(api_failure)?;
         let mut candidates = Vec::new();
         let mut created = HashMap::new();
-        for (index, (digest, tags)) in by_digest.into_iter().enumerate() {
-            self.printer.progress(
-                &site.name,
-                "gc",
-                &format!("reading image {} of the repository", index + 1),
-            );
-            let image = repository.image(&digest).await.map_err(api_failure)?;
+        // Blobs of images that are not the site's stay whatever gc does.
+        let mut others = HashSet::new();
+        for ((digest, tags), image) in by_digest.into_iter().zip(images) {
             if image.labels.get(SITE_LABEL) != Some(&site.name) {
                 unit.other_tags.extend(tags);
+                others.extend(image.blobs.into_iter().map(|(blob, _)| blob));
                 continue;
             }
             created.insert(digest.clone(), image.created.clone());
@@ -274,7 +295,7 @@ impl SiteRun<'_> {
                 commit: image.labels.get(COMMIT_LABEL).cloned(),
                 digest,
                 tags,
-                bytes: image.bytes,
+                blobs: image.blobs,
             });
         }
         let full = format!("{}/{}", auth.registry, site.image);
@@ -291,9 +312,9 @@ impl SiteRun<'_> {
             .collect();
         unit.kept = verdicts.iter().filter(|v| v.keep()).count();
         let doomed: Vec<usize> = (0..verdicts.len()).filter(|&i| !verdicts[i].keep()).collect();
+        unit.bytes_deleted = retention::freed(&verdicts, &others);
         if !self.request.delete {
             unit.deleted = doomed.len();
-            unit.bytes_deleted = doomed.iter().map(|&i| verdicts[i].candidate.bytes).sum();
             self.say(unit);
             return Ok(());
         }
@@ -314,7 +335,6 @@ impl SiteRun<'_> {
                 })?;
             unit.images[index].action = "deleted";
             unit.deleted += 1;
-            unit.bytes_deleted += verdicts[index].candidate.bytes;
         }
         self.say(unit);
         Ok(())
@@ -378,7 +398,7 @@ fn image_gc(verdict: &Verdict, created: Option<String>) -> ImageGc {
         tags: candidate.tags.clone(),
         commit: candidate.commit.clone(),
         created,
-        bytes: candidate.bytes,
+        bytes: candidate.bytes(),
         action: if verdict.keep() { "keep" } else { "delete" },
         reasons: verdict.reasons.iter().map(ToString::to_string).collect(),
     }

@@ -34,7 +34,15 @@ pub struct Candidate {
     pub commit: Option<String>,
     /// When it was built (its config's `created`).
     pub built: Option<SystemTime>,
-    pub bytes: u64,
+    /// The blobs its manifest names, with their sizes.
+    pub blobs: Vec<(String, u64)>,
+}
+
+impl Candidate {
+    /// Its config's and layers' bytes, shared layers included.
+    pub fn bytes(&self) -> u64 {
+        self.blobs.iter().map(|(_, size)| size).sum()
+    }
 }
 
 /// What may still need an image, gathered from the clusters and the mirror.
@@ -113,6 +121,27 @@ impl Verdict {
     pub fn keep(&self) -> bool {
         !self.reasons.is_empty()
     }
+}
+
+/// The bytes the images `verdicts` let go free once the registry collects
+/// its garbage: each blob they name that no kept image, and none of
+/// `others` (blobs of images gc does not consider), names; once each.
+pub fn freed<S: std::hash::BuildHasher>(verdicts: &[Verdict], others: &HashSet<String, S>) -> u64 {
+    let kept: HashSet<&str> = verdicts
+        .iter()
+        .filter(|v| v.keep())
+        .flat_map(|v| v.candidate.blobs.iter().map(|(blob, _)| blob.as_str()))
+        .collect();
+    let mut counted = HashSet::new();
+    verdicts
+        .iter()
+        .filter(|v| !v.keep())
+        .flat_map(|v| v.candidate.blobs.iter())
+        .filter(|(blob, _)| {
+            !kept.contains(blob.as_str()) && !others.contains(blob) && counted.insert(blob.as_str())
+        })
+        .map(|(_, size)| size)
+        .sum()
 }
 
 /// Whether `tag` is one berth gives an image: a commit id (40 or 64 hex
@@ -244,7 +273,8 @@ mod tests {
             tags: vec![commit(n)],
             commit: Some(commit(n)),
             built: Some(now() - Duration::from_secs(days * DAY)),
-            bytes: 1000,
+            // Its own layer, and a base layer every image shares.
+            blobs: vec![(format!("layer-{n}"), 1000), ("base".into(), 5000)],
         }
     }
 
@@ -358,6 +388,25 @@ mod tests {
                 "02 no build time"
             ]
         );
+    }
+
+    #[test]
+    fn freed_bytes_count_each_blob_only_deleted_images_name_once() {
+        let candidates: Vec<Candidate> = (1..=4).map(|n| image(n, u64::from(n) * 100)).collect();
+        let policy = Retention { last: 1, days: 0 };
+        let verdicts = verdicts(&candidates, REPOSITORY, &Needed::default(), policy, now());
+        // Three go: their own layers (the base stays with the kept one).
+        assert_eq!(freed(&verdicts, &HashSet::new()), 3000);
+        // Another tool's image names layer 2.
+        assert_eq!(freed(&verdicts, &HashSet::from(["layer-2".to_string()])), 2000);
+        let all_go = verdicts
+            .iter()
+            .map(|v| Verdict {
+                reasons: Vec::new(),
+                ..v.clone()
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(freed(&all_go, &HashSet::new()), 9000, "the base once");
     }
 
     #[test]

@@ -286,8 +286,8 @@ impl<'a> Session<'a> {
 
     /// The config of image `digest` (for an index, of the child for this
     /// machine's platform, or its first), checked against its digest, and
-    /// the bytes of the blobs its manifest names (config and layers).
-    pub(super) async fn image_config(&self, digest: &str) -> Result<(Bytes, u64), ApiError> {
+    /// the blobs its manifest names (config and layers) with their sizes.
+    pub(super) async fn image_config(&self, digest: &str) -> Result<(Bytes, Vec<(String, u64)>), ApiError> {
         check_digest(digest)?;
         let mut manifest = self.get_manifest(digest).await?;
         if let Content::Index(children) = &manifest.content {
@@ -303,7 +303,13 @@ impl<'a> Session<'a> {
             .first()
             .ok_or_else(|| self.invalid_manifest(&manifest.digest, "a manifest without a config"))?;
         let bytes = self.read_blob(&config.digest, CONFIG_LIMIT).await?;
-        Ok((bytes, blobs.iter().map(|blob| blob.size).sum()))
+        Ok((
+            bytes,
+            blobs
+                .iter()
+                .map(|blob| (blob.digest.clone(), blob.size))
+                .collect(),
+        ))
     }
 
     pub(super) async fn blob_exists(&self, digest: &str) -> Result<bool, ApiError> {

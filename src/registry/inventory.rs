@@ -1,5 +1,5 @@
 //! What a repository holds, for `berth gc`: its tags, the image each names
-//! (digest, labels, when it was built, its bytes), and the delete of a
+//! (digest, labels, when it was built, its blobs), and the delete of a
 //! manifest, through the Registry HTTP API v2 ([`super::api`]'s session:
 //! the same logins, limits and checked digests as the copy and the reads).
 //!
@@ -31,10 +31,10 @@ pub struct Image {
     pub labels: HashMap<String, String>,
     /// Its config's `created` (RFC 3339), when it has one.
     pub created: Option<String>,
-    /// The config's and layers' sizes as its manifest (or, for an index,
-    /// its manifests) gives them: what the registry keeps for it alone at
-    /// most (layers shared with other images are counted in each).
-    pub bytes: u64,
+    /// The blobs its manifest names (config and layers; for an index, those
+    /// of the manifest for this platform), with their sizes: layers shared
+    /// with other images are in each.
+    pub blobs: Vec<(String, u64)>,
 }
 
 /// One repository of one registry, read and pruned over one session.
@@ -126,14 +126,14 @@ impl Repository {
     /// platform gives the config) and config, each checked against its digest.
     pub async fn image(&self, digest: &str) -> Result<Image, ApiError> {
         let session = self.session();
-        let (config, bytes) = session.image_config(digest).await?;
+        let (config, blobs) = session.image_config(digest).await?;
         let document: serde_json::Value = serde_json::from_slice(&config)
             .map_err(|error| session.invalid_manifest(digest, &format!("its config is not JSON: {error}")))?;
         Ok(Image {
             digest: digest.to_string(),
             labels: super::api::labels_of(&document),
             created: document["created"].as_str().map(str::to_string),
-            bytes,
+            blobs,
         })
     }
 
