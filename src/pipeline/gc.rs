@@ -318,25 +318,54 @@ impl SiteRun<'_> {
             self.say(unit);
             return Ok(());
         }
-        for index in doomed {
-            self.printer.progress(
-                &site.name,
-                "gc",
-                &format!("deleting {}", verdicts[index].candidate.digest),
-            );
-            repository
-                .delete(&verdicts[index].candidate.digest)
-                .await
-                .map_err(|error| {
-                    anyhow!(
-                        "{error}; {} of the images to delete were deleted before it",
-                        unit.deleted
-                    )
-                })?;
-            unit.images[index].action = "deleted";
-            unit.deleted += 1;
-        }
+        self.delete(&repository, &verdicts, &doomed, unit).await?;
         self.say(unit);
+        Ok(())
+    }
+
+    /// Deletes the images at `doomed` of `verdicts`, marking each in `unit`.
+    /// The first delete goes alone (a registry that refuses deletes refuses
+    /// it, and nothing is deleted), then READS_AT_ONCE at a time; after a
+    /// failure no batch starts, and every answered delete is counted.
+    async fn delete(
+        &self,
+        repository: &Repository,
+        verdicts: &[Verdict],
+        doomed: &[usize],
+        unit: &mut SiteGc,
+    ) -> Result<(), StageFailure> {
+        let (first, rest) = doomed.split_at(doomed.len().min(1));
+        for batch in std::iter::once(first).chain(rest.chunks(READS_AT_ONCE)) {
+            self.printer.progress(
+                &unit.site,
+                "gc",
+                &format!("deleting images: {} of {} done", unit.deleted, doomed.len()),
+            );
+            let answers = futures_util::future::join_all(
+                batch
+                    .iter()
+                    .map(|&index| repository.delete(&verdicts[index].candidate.digest)),
+            )
+            .await;
+            let mut failed = None;
+            for (&index, answer) in batch.iter().zip(answers) {
+                match answer {
+                    Ok(()) => {
+                        unit.images[index].action = "deleted";
+                        unit.deleted += 1;
+                    }
+                    Err(error) => failed = failed.or(Some(error)),
+                }
+            }
+            if let Some(error) = failed {
+                return Err(anyhow!(
+                    "{error}; {} of the {} images to delete were deleted",
+                    unit.deleted,
+                    doomed.len()
+                )
+                .into());
+            }
+        }
         Ok(())
     }
 
