@@ -133,6 +133,20 @@ pub enum DeployError {
         holder: String,
         waited: Duration,
     },
+    /// berth lost the Deployment's lease while it held it (another caller took
+    /// it, or berth could not renew it in time): it stopped acting on the
+    /// Deployment there, with no further patch and no rollback (the Deployment
+    /// may be another caller's now). `set` is the image berth had set before.
+    #[error(
+        "berth lost the lock on Deployment {namespace}/{name} ({loss}) and touched it no more after that{}",
+        set.as_ref().map(|image| format!(": it had set {image}, and leaves it (no rollback of what another caller may own now)")).unwrap_or_default()
+    )]
+    LostLock {
+        namespace: String,
+        name: String,
+        loss: lease::Loss,
+        set: Option<String>,
+    },
     /// Preflight found problems and `--strict` turns them into errors.
     #[error(
         "Deployment {namespace}/{name} cannot roll without downtime (--strict):\n{}",

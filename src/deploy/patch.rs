@@ -1,14 +1,16 @@
 //! The change itself: one container's image set by a strategic-merge patch
 //! (berth's field manager, the read `resourceVersion` as a precondition),
 //! with berth's annotations; then the wait, the check, and on failure the
-//! rollback to what ran before.
+//! rollback to what ran before. All under the Deployment's lease: each patch
+//! checks the lock first ([`LeaseLock::check`]) and each wait ends when it is
+//! lost ([`LeaseLock::lost`]); then berth stops, and never rolls back.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::config::DeploymentTarget;
-use crate::deploy::lease::LeaseLock;
+use crate::deploy::lease::{LeaseLock, Loss};
 use crate::deploy::wait::RolloutFailure;
 use crate::deploy::{
     CHANGE_CAUSE_ANNOTATION, COMMIT_ANNOTATION, CONTENT_DIGEST_ANNOTATION, Change, DeployError, Deployed,
@@ -27,6 +29,10 @@ pub enum RollbackFailure {
     /// The rollout back did not complete.
     #[error(transparent)]
     Wait(Box<RolloutFailure>),
+    /// berth lost the lock while it rolled back ([`DeployError::LostLock`]),
+    /// before setting the previous image back or while that rolled out.
+    #[error(transparent)]
+    Lost(Box<DeployError>),
 }
 
 impl Deployer {
@@ -49,6 +55,7 @@ impl Deployer {
                 &change.image,
                 &annotations_of(change),
                 current,
+                lock,
                 printer,
             )
             .await?
@@ -56,7 +63,11 @@ impl Deployer {
             return Ok(Outcome::UpToDate);
         };
         let digest = reference::digest(&change.image);
-        let (reason, verification) = match self.wait(site, target, printer).await {
+        let waited = self
+            .wait_holding(site, target, lock, printer)
+            .await
+            .map_err(|loss| lock.lost_lock(loss, Some(change.image.clone())))?;
+        let (reason, verification) = match waited {
             Ok(deployment) => {
                 let verification = self.verify(target, &deployment, digest).await;
                 match verification.failure() {
@@ -79,12 +90,14 @@ impl Deployer {
         };
         printer.stage(site, "deploy", Status::Failed, &format!("{reason}; rolling back"));
         let rolled_back = match &previous.image {
-            Some(image) => Some(self.roll_back(site, target, image, &previous, printer).await.map(
-                |check_failure| RolledBack {
-                    image: image.clone(),
-                    check_failure,
-                },
-            )),
+            Some(image) => Some(
+                self.roll_back(site, target, image, &previous, lock, printer)
+                    .await
+                    .map(|check_failure| RolledBack {
+                        image: image.clone(),
+                        check_failure,
+                    }),
+            ),
             None => None,
         };
         Err(DeployError::RolloutFailed {
@@ -98,6 +111,11 @@ impl Deployer {
     /// Patches image and annotations with the read `resourceVersion` as precondition,
     /// re-reading on 409. Returns what ran before, or `None` when the image was already set.
     /// `current` is the Deployment as the caller has just read it, if it has.
+    /// Each patch is made only while berth holds `lock`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the change, where, and under which lock"
+    )]
     pub(super) async fn set(
         &self,
         site: &str,
@@ -105,6 +123,7 @@ impl Deployer {
         image: &str,
         annotations: &serde_json::Map<String, serde_json::Value>,
         mut current: Option<Deployment>,
+        lock: &LeaseLock,
         printer: &Printer,
     ) -> Result<Option<Deployed>, DeployError> {
         for _ in 0..5 {
@@ -117,6 +136,7 @@ impl Deployer {
                 return Ok(None);
             }
             let resource_version = deployment.metadata.resource_version.clone().unwrap_or_default();
+            lock.check()?;
             match self.patch(target, image, annotations, &resource_version).await {
                 Ok(()) => return Ok(Some(previous)),
                 Err(DeployError::Conflict { .. }) => {
@@ -140,13 +160,15 @@ impl Deployer {
     }
 
     /// Sets the previous image and annotations back and waits for that rollout;
-    /// returns why berth's check of it failed, if it did.
+    /// returns why berth's check of it failed, if it did. A lost `lock`
+    /// stops it (before the patch, or during the wait).
     pub(super) async fn roll_back(
         &self,
         site: &str,
         target: &DeploymentTarget,
         image: &str,
         previous: &Deployed,
+        lock: &LeaseLock,
         printer: &Printer,
     ) -> Result<Option<String>, RollbackFailure> {
         let mut annotations = serde_json::Map::new();
@@ -165,15 +187,36 @@ impl Deployer {
                     .map_or(serde_json::Value::Null, |v| json!(v)),
             );
         }
-        self.set(site, target, image, &annotations, None, printer)
+        self.set(site, target, image, &annotations, None, lock, printer)
             .await
-            .map_err(|error| RollbackFailure::Set(Box::new(error)))?;
+            .map_err(|error| match error {
+                lost @ DeployError::LostLock { .. } => RollbackFailure::Lost(Box::new(lost)),
+                other => RollbackFailure::Set(Box::new(other)),
+            })?;
         let deployment = self
-            .wait(site, target, printer)
+            .wait_holding(site, target, lock, printer)
             .await
+            .map_err(|loss| RollbackFailure::Lost(Box::new(lock.lost_lock(loss, Some(image.to_string())))))?
             .map_err(|failure| RollbackFailure::Wait(Box::new(failure)))?;
         let verification = self.verify(target, &deployment, reference::digest(image)).await;
         Ok(verification.failure())
+    }
+
+    /// The wait for the rollout, ended early by the loss of `lock`.
+    async fn wait_holding(
+        &self,
+        site: &str,
+        target: &DeploymentTarget,
+        lock: &LeaseLock,
+        printer: &Printer,
+    ) -> Result<Result<Deployment, RolloutFailure>, Loss> {
+        tokio::select! {
+            waited = self.wait(site, target, printer) => Ok(waited),
+            loss = lock.lost() => {
+                printer.clear_progress(site);
+                Err(loss)
+            }
+        }
     }
 
     pub(super) async fn patch(

@@ -188,7 +188,7 @@ async fn gc_keeps_what_may_be_needed_and_deletes_only_the_rest() {
         before,
         "nothing deleted while the lease is held"
     );
-    world.hold_lease("berth ship on ci-runner", 3600).await;
+    world.free_lease().await;
 
     // --delete: exactly those two go; other tools' tags and the kept images stay.
     let output = world.berth(&["gc", "--delete", "--json"]);
@@ -402,7 +402,7 @@ async fn a_ship_whose_image_is_deleted_while_it_waits_for_the_lease_touches_noth
         .status()
         .unwrap();
     assert!(deleted.success());
-    world.hold_lease("berth gc on nightly-runner", 3600).await;
+    world.free_lease().await;
     let status = child.wait().unwrap();
     let stderr = reader.join().unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");

@@ -11,6 +11,7 @@ mod gc;
 mod helm;
 mod images;
 mod layout;
+mod lease;
 mod mirror;
 mod pipeline;
 mod real_node;

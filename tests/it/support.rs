@@ -498,29 +498,56 @@ impl World {
     }
 
     /// Makes `holder` hold the lease of Deployment `web`, last renewed
-    /// `renewed_seconds_ago` (30 s or more: expired).
+    /// `renewed_seconds_ago` by the holder's clock (negative: a clock ahead of
+    /// this one). berth decides expiry by its own clock: a record that does not
+    /// change for 30 s while berth watches is expired, whatever it says.
+    /// Written over whatever holds it (read again on a conflict with berth's
+    /// renewal).
     pub async fn hold_lease(&self, holder: &str, renewed_seconds_ago: i64) {
         let renew = k8s_openapi::jiff::Timestamp::now()
             - k8s_openapi::jiff::SignedDuration::from_secs(renewed_seconds_ago);
-        let lease: k8s_openapi::api::coordination::v1::Lease = serde_json::from_value(json!({
-            "metadata": {"name": "berth-web"},
-            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 30, "acquireTime": renew.to_string(), "renewTime": renew.to_string()}
-        }))
-        .unwrap();
+        self.write_lease(json!({"holderIdentity": holder, "leaseDurationSeconds": 30, "acquireTime": renew.to_string(), "renewTime": renew.to_string()}))
+            .await;
+    }
+
+    /// Frees the lease of Deployment `web` as berth's release does (no holder).
+    pub async fn free_lease(&self) {
+        self.write_lease(json!({"leaseDurationSeconds": 30})).await;
+    }
+
+    async fn write_lease(&self, spec: serde_json::Value) {
         let api: Api<k8s_openapi::api::coordination::v1::Lease> =
             Api::namespaced(kube_client().await, &self.namespace);
-        match api.get_opt("berth-web").await.unwrap() {
-            Some(existing) => {
-                let mut lease = lease;
-                lease.metadata.resource_version = existing.metadata.resource_version;
-                api.replace("berth-web", &PostParams::default(), &lease)
-                    .await
+        for _ in 0..10 {
+            let mut lease: k8s_openapi::api::coordination::v1::Lease =
+                serde_json::from_value(json!({"metadata": {"name": "berth-web"}, "spec": spec.clone()}))
                     .unwrap();
-            }
-            None => {
-                api.create(&PostParams::default(), &lease).await.unwrap();
+            let written = match api.get_opt("berth-web").await.unwrap() {
+                Some(existing) => {
+                    lease.metadata.resource_version = existing.metadata.resource_version;
+                    api.replace("berth-web", &PostParams::default(), &lease).await
+                }
+                None => api.create(&PostParams::default(), &lease).await,
+            };
+            match written {
+                Ok(_) => return,
+                Err(kube::Error::Api(response)) if response.code == 409 => {}
+                Err(error) => panic!("cannot write lease berth-web: {error}"),
             }
         }
+        panic!("lease berth-web kept changing");
+    }
+
+    /// Who holds the lease of Deployment `web` (empty: nobody).
+    pub async fn lease_holder(&self) -> String {
+        let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(kube_client().await, &self.namespace);
+        api.get("berth-web")
+            .await
+            .unwrap()
+            .spec
+            .and_then(|spec| spec.holder_identity)
+            .unwrap_or_default()
     }
 
     /// How many leases in this world's namespace have a holder.
