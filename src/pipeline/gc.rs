@@ -27,6 +27,7 @@ use bollard::Docker;
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 
 use crate::config::{Config, Site};
+use crate::deploy::lease::LeaseLock;
 use crate::deploy::{DeployError, Deployer};
 use crate::pipeline::retention::{self, Candidate, Needed, Verdict};
 use crate::pipeline::site::{StageFailure, deploy_failure, environment, lock_site};
@@ -194,7 +195,7 @@ impl SiteRun<'_> {
         &self,
         deployers: &mut HashMap<String, Deployer>,
         mirrored: &Mirrored,
-        locks: &mut Vec<crate::deploy::lease::LeaseLock>,
+        locks: &mut Vec<LeaseLock>,
         units: &mut BTreeMap<(String, String), SiteGc>,
     ) -> Result<(), StageFailure> {
         let mut needed = Needed::default();
@@ -227,7 +228,7 @@ impl SiteRun<'_> {
                 .iter()
                 .find(|(view, site)| view.registry.address == unit.registry && site.image == unit.repository)
                 .expect("every unit is of a view");
-            self.registry(view, site, &needed, unit).await?;
+            self.registry(view, site, &needed, locks, unit).await?;
         }
         Ok(())
     }
@@ -238,6 +239,7 @@ impl SiteRun<'_> {
         view: &Config,
         site: &Site,
         needed: &Needed,
+        locks: &[LeaseLock],
         unit: &mut SiteGc,
     ) -> Result<(), StageFailure> {
         let auth = registry_auth(view).await?;
@@ -318,7 +320,7 @@ impl SiteRun<'_> {
             self.say(unit);
             return Ok(());
         }
-        self.delete(&repository, &verdicts, &doomed, unit).await?;
+        self.delete(&repository, &verdicts, &doomed, locks, unit).await?;
         self.say(unit);
         Ok(())
     }
@@ -326,16 +328,27 @@ impl SiteRun<'_> {
     /// Deletes the images at `doomed` of `verdicts`, marking each in `unit`.
     /// The first delete goes alone (a registry that refuses deletes refuses
     /// it, and nothing is deleted), then READS_AT_ONCE at a time; after a
-    /// failure no batch starts, and every answered delete is counted.
+    /// failure no batch starts, and every answered delete is counted. Each
+    /// batch starts only while every lease in `locks` is still held.
     async fn delete(
         &self,
         repository: &Repository,
         verdicts: &[Verdict],
         doomed: &[usize],
+        locks: &[LeaseLock],
         unit: &mut SiteGc,
     ) -> Result<(), StageFailure> {
         let (first, rest) = doomed.split_at(doomed.len().min(1));
         for batch in std::iter::once(first).chain(rest.chunks(READS_AT_ONCE)) {
+            for lock in locks {
+                lock.check().map_err(|error| {
+                    anyhow!(
+                        "{error}; {} of the {} images to delete were deleted before",
+                        unit.deleted,
+                        doomed.len()
+                    )
+                })?;
+            }
             self.printer.progress(
                 &unit.site,
                 "gc",
