@@ -335,6 +335,32 @@ pub struct Revision {
     pub current: bool,
 }
 
+impl Revision {
+    /// What the Deployment ran at this revision, as [`deployed_of`] reads it
+    /// from the Deployment: what a rollback to it sets back.
+    pub fn deployed(&self) -> Deployed {
+        let annotations: BTreeMap<String, String> = [
+            (COMMIT_ANNOTATION, &self.commit),
+            (SOURCE_DIGEST_ANNOTATION, &self.source_digest),
+            (IMAGE_ANNOTATION, &self.image),
+            (CONTENT_DIGEST_ANNOTATION, &self.content_digest),
+            (CHANGE_CAUSE_ANNOTATION, &self.change_cause),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key.to_string(), value.clone()?)))
+        .collect();
+        Deployed {
+            image: self.image.clone(),
+            commit: self.commit.clone(),
+            source_digest: self.source_digest.clone(),
+            shipped_image: self.image.clone(),
+            content_digest: self.content_digest.clone(),
+            generation: 0,
+            annotations,
+        }
+    }
+}
+
 /// Talks to one cluster.
 #[derive(Clone)]
 pub struct Deployer {

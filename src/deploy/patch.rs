@@ -62,6 +62,38 @@ impl Deployer {
         else {
             return Ok(Outcome::UpToDate);
         };
+        self.settle(site, target, change, Some(&previous), lock, printer)
+            .await
+    }
+
+    /// Sees through a rollout of `change` that a run before began and did not
+    /// finish (killed, or its machine gone): the Deployment already runs
+    /// `change`'s image. Waits for it and checks it, as [`Self::apply`]
+    /// does; on failure rolls back to `previous` (the revision before), or
+    /// fails without a rollback when there is none.
+    pub async fn resume(
+        &self,
+        site: &str,
+        target: &DeploymentTarget,
+        change: &Change,
+        previous: Option<&Deployed>,
+        lock: &LeaseLock,
+        printer: &Printer,
+    ) -> Result<Outcome, DeployError> {
+        self.settle(site, target, change, previous, lock, printer).await
+    }
+
+    /// The rollout of `change`, once its image is set: wait, check, and on
+    /// failure roll back to `previous`.
+    async fn settle(
+        &self,
+        site: &str,
+        target: &DeploymentTarget,
+        change: &Change,
+        previous: Option<&Deployed>,
+        lock: &LeaseLock,
+        printer: &Printer,
+    ) -> Result<Outcome, DeployError> {
         let digest = reference::digest(&change.image);
         let waited = self
             .wait_holding(site, target, lock, printer)
@@ -89,9 +121,9 @@ impl Deployer {
             Err(failure) => (failure.to_string(), None),
         };
         printer.stage(site, "deploy", Status::Failed, &format!("{reason}; rolling back"));
-        let rolled_back = match &previous.image {
-            Some(image) => Some(
-                self.roll_back(site, target, image, &previous, lock, printer)
+        let rolled_back = match previous.and_then(|previous| Some((previous.image.as_ref()?, previous))) {
+            Some((image, previous)) => Some(
+                self.roll_back(site, target, image, previous, lock, printer)
                     .await
                     .map(|check_failure| RolledBack {
                         image: image.clone(),

@@ -15,6 +15,7 @@ use bollard::auth::DockerCredentials;
 use k8s_openapi::api::apps::v1::Deployment;
 
 use crate::config::{Config, CredentialSource, ImageSource, Site};
+use crate::deploy::rollout::{RolloutState, rollout_state};
 use crate::deploy::{self, Change, DeployError, Deployed, Deployer, Outcome};
 use crate::image::{self, ImageBuild};
 use crate::pipeline::DeployOptions;
@@ -70,6 +71,17 @@ struct Checked<'s> {
     repository: String,
     deployment: Deployment,
     deployed: Deployed,
+}
+
+/// Where the check stage leaves a site.
+enum Step<'s> {
+    /// It runs this source, rolled out.
+    Unchanged,
+    /// It runs this source, but its rollout is not finished: a run before
+    /// set the image and stopped.
+    Unfinished(Deployed),
+    /// Build (or find) the image and deploy it.
+    Ship(Box<Checked<'s>>),
 }
 
 /// The Deployment as read again under its lease.
@@ -132,8 +144,10 @@ impl RunContext<'_> {
         report: &mut SiteReport,
     ) -> Result<SiteAction, StageFailure> {
         let synced = self.mirrored(site, synced, report)?;
-        let Some(checked) = self.check(site, synced, report).await? else {
-            return Ok(SiteAction::Unchanged);
+        let checked = match self.check(site, synced, report).await? {
+            Step::Unchanged => return Ok(SiteAction::Unchanged),
+            Step::Unfinished(deployed) => return self.resume(site, &deployed, report).await,
+            Step::Ship(checked) => *checked,
         };
         self.check_interrupted("build")?;
         match self.image(site, &checked, report).await? {
@@ -188,13 +202,12 @@ impl RunContext<'_> {
     }
 
     /// Check, reading only: unchanged, older than what runs, preflight.
-    /// `None` when the site is unchanged.
     async fn check<'s>(
         &self,
         site: &Site,
         synced: &'s Synced,
         report: &mut SiteReport,
-    ) -> Result<Option<Checked<'s>>, StageFailure> {
+    ) -> Result<Step<'s>, StageFailure> {
         let tree = synced.tree(&site.path)?;
         let source_digest = source_digest(self.config, site, &tree)?;
         report.source_digest = Some(source_digest.clone());
@@ -210,6 +223,19 @@ impl RunContext<'_> {
         )
         .await;
         match check {
+            Check::Unchanged if rollout_state(&deployment) != RolloutState::Complete => {
+                self.printer.stage(
+                    &site.name,
+                    "check",
+                    Status::Warning,
+                    &format!(
+                        "{} runs source {} but has not finished rolling it out (a run before stopped mid-rollout?): berth sees it through",
+                        site.deployment.name,
+                        &source_digest[..12]
+                    ),
+                );
+                return Ok(Step::Unfinished(deployed));
+            }
             Check::Unchanged => {
                 report
                     .durations
@@ -226,7 +252,7 @@ impl RunContext<'_> {
                         &source_digest[..12]
                     ),
                 );
-                return Ok(None);
+                return Ok(Step::Unchanged);
             }
             Check::Older { deployed_commit } => {
                 return Err(DeployError::Older {
@@ -244,13 +270,91 @@ impl RunContext<'_> {
         report
             .durations
             .insert("check".into(), started.elapsed().as_secs_f64());
-        Ok(Some(Checked {
+        Ok(Step::Ship(Box::new(Checked {
             synced,
             source_digest,
             repository,
             deployment,
             deployed,
-        }))
+        })))
+    }
+
+    /// Sees through the rollout of `deployed` that a run before began
+    /// ([`Deployer::resume`]), under the lease: waits and checks it, or
+    /// rolls back to the revision before when it fails.
+    async fn resume(
+        &self,
+        site: &Site,
+        deployed: &Deployed,
+        report: &mut SiteReport,
+    ) -> Result<SiteAction, StageFailure> {
+        let started = Instant::now();
+        report.image.clone_from(&deployed.image);
+        report.digest = digest_of(deployed);
+        let Some(image) = deployed.image.clone() else {
+            return Ok(SiteAction::Unchanged);
+        };
+        let lock = self.lock(site).await?;
+        let outcome = async {
+            let deployment = self
+                .deployer
+                .read(&site.deployment)
+                .await
+                .map_err(deploy_failure)?;
+            if rollout_state(&deployment) == RolloutState::Complete {
+                // Another caller saw it through meanwhile.
+                return Ok(None);
+            }
+            let history = self
+                .deployer
+                .history_of(&deployment, &site.deployment)
+                .await
+                .map_err(deploy_failure)?;
+            let previous = history
+                .iter()
+                .find(|revision| {
+                    !revision.current && revision.image.is_some() && revision.image != deployed.image
+                })
+                .map(deploy::Revision::deployed);
+            let change = Change {
+                image: image.clone(),
+                commit: deployed.commit.clone().unwrap_or_default(),
+                source_digest: deployed.source_digest.clone().unwrap_or_default(),
+                content_digest: deployed.content_digest.clone(),
+                change_cause: String::new(),
+                helm: site.helm.clone(),
+            };
+            self.deployer
+                .resume(
+                    &site.name,
+                    &site.deployment,
+                    &change,
+                    previous.as_ref(),
+                    &lock,
+                    self.printer,
+                )
+                .await
+                .map(Some)
+                .map_err(|error| {
+                    report.verification = verification_of(&error);
+                    deploy_failure(error)
+                })
+        }
+        .await;
+        lock.release().await;
+        report
+            .durations
+            .insert("deploy".into(), started.elapsed().as_secs_f64());
+        let target = format!("{}/{}", site.deployment.namespace, site.deployment.name);
+        let text = match outcome? {
+            Some(Outcome::RolledOut(verification)) => {
+                report.verification = Some(verification);
+                format!("{target} rolled out ({:.1}s)", started.elapsed().as_secs_f64())
+            }
+            _ => format!("{target} finished rolling out meanwhile"),
+        };
+        self.printer.stage(&site.name, "deploy", Status::Done, &text);
+        Ok(SiteAction::Deployed)
     }
 
     /// The image to roll out: the registry's, when it holds this commit's

@@ -7,6 +7,7 @@ mod ci_examples;
 mod conventions;
 mod deploy;
 mod environments;
+mod faults;
 mod gc;
 mod helm;
 mod images;
