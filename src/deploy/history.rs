@@ -10,6 +10,7 @@
 //! contradict.
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 
 use crate::config::DeploymentTarget;
@@ -56,8 +57,9 @@ pub enum Skip {
     /// berth's run log records a failed run of its image, and the lease's
     /// passed record does not name it.
     Failed,
-    /// berth set it, and the lease's passed record does not name its image:
-    /// its rollout or its check failed, on whichever machine shipped it.
+    /// berth set it after the lease's passed record began ([`record_since`]),
+    /// and the record does not name its image: its rollout or its check
+    /// failed, on whichever machine shipped it.
     NeverPassed,
 }
 
@@ -149,6 +151,25 @@ fn same_image(a: &str, b: &str) -> bool {
     }
 }
 
+/// Since when the lease's passed record names every image that passed: its
+/// oldest entry's time (an image that passed later is newer in the record,
+/// which drops its oldest first); none without a record (no image passed
+/// yet, the lease was lost, or a berth older than the record shipped).
+fn record_since(passed: &[Passed]) -> Option<Timestamp> {
+    passed.iter().filter_map(|p| p.at.parse::<Timestamp>().ok()).min()
+}
+
+/// The record speaks for `past`: its ReplicaSet was made after the record
+/// began, so each time its image was set is too.
+fn covered(past: &Past, since: Option<Timestamp>) -> bool {
+    let created = past
+        .revision
+        .created
+        .as_deref()
+        .and_then(|c| c.parse::<Timestamp>().ok());
+    matches!((created, since), (Some(created), Some(since)) if created >= since)
+}
+
 fn verdict(past: &Past, current_image: Option<&str>, passed: &[Passed], failed: &[FailedRun]) -> Verdict {
     let Some(image) = past.revision.image.as_deref() else {
         return Verdict::Skip(Skip::NoImage, "it has no container of that name".into());
@@ -170,7 +191,7 @@ fn verdict(past: &Past, current_image: Option<&str>, passed: &[Passed], failed: 
             ),
         );
     }
-    if past.set_by_berth() {
+    if past.set_by_berth() && covered(past, record_since(passed)) {
         return Verdict::Skip(
             Skip::NeverPassed,
             "berth shipped it, but it never passed berth's check (the Deployment's passed record does not name it)"
@@ -390,7 +411,8 @@ mod tests {
         format!("{REPO}:c{n}@sha256:{}", format!("{n}").repeat(64))
     }
 
-    /// Revision `n` ran berth's image `n` (commit `c<n>`), set by berth.
+    /// Revision `n` ran `image` (commit `c<n>`), set by berth at `1<n>:30`,
+    /// after the fixtures' passes (10:00).
     fn berths(n: i64, image: &str) -> Past {
         Past {
             revision: Revision {
@@ -400,7 +422,7 @@ mod tests {
                 source_digest: None,
                 content_digest: None,
                 change_cause: None,
-                created: None,
+                created: Some(format!("2026-12-01T1{n}:30:00Z")),
                 current: false,
             },
             shipped_image: Some(image.to_string()),
@@ -530,13 +552,25 @@ mod tests {
     }
 
     #[test]
-    fn the_first_ship_failing_is_never_passed_even_with_an_empty_passed_record() {
-        let pasts = vec![current(berths(3, "busybox:1.36")), berths(2, &image(3))];
-        let mut pasts = pasts;
-        pasts[0].shipped_image = None;
-        let skipped = choose(&pasts, &[], &[]).unwrap_err();
-        assert_eq!(skipped.len(), 1);
-        assert_eq!(skipped[0].reason, Skip::NeverPassed);
+    fn the_passed_record_speaks_only_for_what_berth_set_after_it_began() {
+        // Revision 2 was shipped by a berth older than the passed record (or
+        // the lease was lost): berth knows nothing of it.
+        let mut before = berths(2, &image(3));
+        before.revision.created = Some("2026-12-01T09:00:00Z".into());
+        let pasts = vec![current(berths(3, &image(2))), before.clone()];
+        let choice = choose(&pasts, &[passed(&image(2))], &[]).unwrap();
+        assert_eq!((choice.revision, choice.basis), (2, Basis::Unknown));
+        // No record at all: the same, unless the run log says it failed.
+        let choice = choose(&after_a_failed_ship(), &[], &[]).unwrap();
+        assert_eq!((choice.revision, choice.basis), (3, Basis::Unknown));
+        let choice = choose(&after_a_failed_ship(), &[], &[failed(&image(3))]).unwrap();
+        assert_eq!((choice.revision, choice.basis), (2, Basis::Unknown));
+        assert_eq!(choice.skipped[0].reason, Skip::Failed);
+        // A ReplicaSet without a creation time is not known to be covered.
+        before.revision.created = None;
+        let pasts = vec![current(berths(3, &image(2))), before];
+        let choice = choose(&pasts, &[passed(&image(2))], &[]).unwrap();
+        assert_eq!(choice.basis, Basis::Unknown);
     }
 
     #[test]
