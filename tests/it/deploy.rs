@@ -101,6 +101,20 @@ async fn a_broken_image_is_diagnosed_and_rolled_back() {
     let world = one_site("deploy-broken", "broken-web", None).await;
     let image_prefix = format!("{}/{}/broken-web:", world.stack.registry, world.prefix);
     assert_fails_and_rolls_back(&world, &["ImagePullBackOff", &image_prefix]).await;
+    // The only earlier revision is the failed one: rollback says so and
+    // touches nothing.
+    let generation = world.generation("web").await;
+    let output = world.berth(&["rollback", "landing"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("no earlier revision is known to be good")
+            && all.contains("its rollout failed and was rolled back")
+            && all.contains("--to COMMIT"),
+        "{all}"
+    );
+    assert_eq!(world.generation("web").await, generation);
+    assert_eq!(world.image_of("web").await, world.busybox());
 }
 
 /// A good ship, another, then one the cluster cannot pull (rolled back):
