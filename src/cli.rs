@@ -89,7 +89,8 @@ pub enum Command {
     Run(RunArgs),
     /// Ship exactly one commit of one site (per-commit CI).
     Ship(ShipArgs),
-    /// Roll a site's Deployment back to its previous revision, or to a commit it ran before.
+    /// Roll a site's Deployment back to its newest earlier revision not known to have failed,
+    /// or to a commit it ran before.
     Rollback(RollbackArgs),
     /// Deploy the exact image a site runs (or ran) in one environment to another, by digest.
     Promote(PromoteArgs),
@@ -227,7 +228,8 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 pub struct RollbackArgs {
     /// The site whose Deployment to roll back.
     pub site: String,
-    /// A commit (or its prefix) the Deployment ran before; default: the previous revision.
+    /// A commit (or its prefix) the Deployment ran before, failed or not; default: the newest
+    /// earlier revision not known to have failed.
     #[arg(long)]
     pub to: Option<String>,
     #[command(flatten)]

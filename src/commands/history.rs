@@ -96,7 +96,8 @@ pub fn append_log(config: &Config, command: &str, report: &RunReport) -> std::io
     file.write_all(text.as_bytes())
 }
 
-fn read_log(config: &Config, site: &str) -> Vec<LogEntry> {
+/// The run log's lines about `site` in `config`'s environment, oldest first.
+pub(crate) fn read_log(config: &Config, site: &str) -> Vec<LogEntry> {
     let Ok(text) = std::fs::read_to_string(config.state_dir.join("runs.jsonl")) else {
         return Vec::new();
     };

@@ -1,18 +1,24 @@
-//! `berth rollback`: the site's Deployment back to its previous revision, or
-//! to the newest earlier one that ran a given commit, under its lease, waited
-//! for and verified like a rollout.
+//! `berth rollback`: the site's Deployment back to the newest earlier
+//! revision that passed berth's check (or that berth has no record of),
+//! passing over the ones berth knows failed and saying why
+//! ([`crate::deploy::history::choose`]), or to the newest earlier one that ran a
+//! given commit, failed or not; under its lease, waited for and verified like
+//! a rollout.
 
 use std::time::Instant;
 
+use crate::commands::history::read_log;
 use crate::config::Config;
+use crate::deploy::history::FailedRun;
 use crate::deploy::{Change, Outcome};
 use crate::pipeline::site::{failure_kind, lock_site, verification_of};
 use crate::pipeline::{self, DeployOptions, RunReport, SiteAction, SiteReport, connect_cluster};
 use crate::reference;
 use crate::ui::{Printer, Status};
 
-/// Rolls `site`'s Deployment back to its previous revision, or to the newest
-/// earlier revision that ran `to` (a commit or its prefix), and waits for it.
+/// Rolls `site`'s Deployment back to the newest earlier revision that is not
+/// known to have failed, or to the newest earlier revision that ran `to` (a
+/// commit or its prefix), and waits for it.
 pub async fn rollback(
     config: &Config,
     name: &str,
@@ -27,20 +33,26 @@ pub async fn rollback(
     let result = async {
         let lock = lock_site(&deployer, site, "rolling back", options.lock_wait, printer).await?;
         let outcome = async {
-            let revision = deployer.revision(&site.deployment, to).await?;
+            let failed = failed_runs(config, &site.name);
+            let choice = deployer.rollback_choice(&site.deployment, to, &failed).await?;
+            if let Some(warning) = &choice.warning {
+                printer.stage(
+                    &site.name,
+                    "rollback",
+                    Status::Warning,
+                    &format!("{warning}; trying it, as --to asks"),
+                );
+            }
+            printer.stage(&site.name, "rollback", Status::Done, &choice.summary());
+            let revision = choice.target.clone();
+            report.rollback = Some(choice);
             let image = revision.image.clone().unwrap_or_default();
             let commit = revision.commit.clone().unwrap_or_default();
-            printer.stage(
-                &site.name,
-                "rollback",
-                Status::Done,
-                &format!("to revision {} ({image})", revision.revision),
-            );
             let change = Change {
                 image: image.clone(),
                 commit: commit.clone(),
-                source_digest: revision.source_digest.clone().unwrap_or_default(),
-                content_digest: revision.content_digest.clone(),
+                source_digest: revision.source_digest.unwrap_or_default(),
+                content_digest: revision.content_digest,
                 change_cause: format!(
                     "berth rollback: {} to {}",
                     site.name,
@@ -52,10 +64,14 @@ pub async fn rollback(
                 ),
                 helm: site.helm.clone(),
             };
+            // Said before the rollout, so a failed one logs the image it tried.
+            report.commit = Some(change.commit.clone()).filter(|c| !c.is_empty());
+            report.source_digest = Some(change.source_digest.clone()).filter(|d| !d.is_empty());
+            report.digest = reference::digest(&change.image).map(str::to_string);
+            report.image = Some(change.image.clone());
             deployer
                 .apply(&site.name, &site.deployment, &change, None, &lock, printer)
                 .await
-                .map(|outcome| (outcome, change))
                 .inspect_err(|error| report.verification = verification_of(error))
         }
         .await;
@@ -67,11 +83,7 @@ pub async fn rollback(
         .durations
         .insert("deploy".into(), started.elapsed().as_secs_f64());
     match result {
-        Ok((outcome, change)) => {
-            report.commit = Some(change.commit).filter(|c| !c.is_empty());
-            report.source_digest = Some(change.source_digest).filter(|d| !d.is_empty());
-            report.digest = reference::digest(&change.image).map(str::to_string);
-            report.image = Some(change.image);
+        Ok(outcome) => {
             report.action = match outcome {
                 Outcome::UpToDate => SiteAction::UpToDate,
                 Outcome::RolledOut(verification) => {
@@ -94,4 +106,20 @@ pub async fn rollback(
         sites: vec![report],
         interrupted: false,
     })
+}
+
+/// The runs of `site` that berth's run log (this state dir's) records as
+/// failed, with the image each set, oldest first.
+fn failed_runs(config: &Config, site: &str) -> Vec<FailedRun> {
+    let failed = serde_json::to_value(SiteAction::Failed).ok();
+    read_log(config, site)
+        .into_iter()
+        .filter(|entry| failed.as_ref().and_then(|v| v.as_str()) == Some(entry.action.as_str()))
+        .filter_map(|entry| {
+            Some(FailedRun {
+                image: entry.image?,
+                time: entry.time,
+            })
+        })
+        .collect()
 }

@@ -61,6 +61,9 @@ pub struct SiteReport {
     /// `berth promote`: where the image came from and what it is in each
     /// environment.
     pub promotion: Option<Promotion>,
+    /// `berth rollback`: the revision it went to, why, and the earlier ones
+    /// it passed over.
+    pub rollback: Option<deploy::history::RollbackChoice>,
 }
 
 /// What `berth promote` took from one environment and deployed to another.
@@ -102,6 +105,7 @@ impl SiteReport {
             failure: None,
             verification: None,
             promotion: None,
+            rollback: None,
         }
     }
 

@@ -101,6 +101,99 @@ async fn a_broken_image_is_diagnosed_and_rolled_back() {
     let world = one_site("deploy-broken", "broken-web", None).await;
     let image_prefix = format!("{}/{}/broken-web:", world.stack.registry, world.prefix);
     assert_fails_and_rolls_back(&world, &["ImagePullBackOff", &image_prefix]).await;
+    // The only earlier revision is the failed one: rollback says so and
+    // touches nothing.
+    let generation = world.generation("web").await;
+    let output = world.berth(&["rollback", "landing"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("no earlier revision is known to be good")
+            && all.contains("its rollout failed and was rolled back")
+            && all.contains("--to COMMIT"),
+        "{all}"
+    );
+    assert_eq!(world.generation("web").await, generation);
+    assert_eq!(world.image_of("web").await, world.busybox());
+}
+
+/// A good ship, another, then one the cluster cannot pull (rolled back):
+/// `berth rollback` goes past the failed revision to the good one before
+/// it, naming what it skipped and why; `--to` still tries the failed one;
+/// and a machine whose run log knows nothing skips it by the lease alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_goes_past_a_revision_that_failed_to_the_newest_good_one() {
+    let world = one_site("deploy-rollback-skip", "web", None).await;
+    let url = world.url("landing");
+    let page = |text: &str| world.commit(&url, "main", &[("index.html", text)], text);
+    let first = world.repo_head("landing");
+    let output = world.berth(&["run"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let second = page("<h1>second</h1>\n");
+    let output = world.berth(&["run"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let broken = page("<h1>broken</h1>\n");
+    let mut pipeline = world.landing_pipeline().with_rollout_timeout("90s");
+    pipeline.site_mut("landing").image = world.image("broken-web");
+    world.write_pipeline(&pipeline);
+    assert_fails_and_rolls_back(&world, &["ImagePullBackOff"]).await;
+    assert!(world.image_of("web").await.contains(&second));
+
+    // Revisions: 1 busybox, 2 first, 4 broken, 5 second (current, was 3).
+    let output = world.berth(&["rollback", "landing", "--json"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(
+        world.image_of("web").await.contains(&format!(":{first}@sha256:")),
+        "the good revision before the failed one runs:\n{all}"
+    );
+    let skipped = format!(
+        "skipped revision 4 (commit {}…): its rollout failed and was rolled back",
+        &broken[..12]
+    );
+    assert!(all.contains("rollback ok   to revision 2 ("), "{all}");
+    assert!(all.contains(&skipped), "output lacks {skipped:?}:\n{all}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    crate::support::validate_against("report.schema.json", &report);
+    let rollback = &report["sites"][0]["rollback"];
+    assert_eq!(
+        (&rollback["revision"], &rollback["basis"]),
+        (&json!(2), &json!("passed")),
+        "{report:#}"
+    );
+    assert_eq!(rollback["skipped"][0]["reason"], "failed", "{report:#}");
+    assert_eq!(rollback["skipped"][0]["commit"], broken.as_str(), "{report:#}");
+
+    // `--to` names any revision: the failed one is tried again, and fails again.
+    let output = world.berth(&["rollback", "landing", "--to", &broken[..10]]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("rollback warn revision 4 (commit") && all.contains("trying it, as --to asks"),
+        "{all}"
+    );
+    assert!(all.contains("ImagePullBackOff"), "{all}");
+    assert!(world.image_of("web").await.contains(&format!(":{first}@sha256:")));
+
+    // Another machine (its own state dir, no run log): the lease's passed
+    // record alone says berth shipped the broken image and it never passed.
+    let output = world.berth(&["rollback", "landing", "--state-dir", "other-machine"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(
+        world
+            .image_of("web")
+            .await
+            .contains(&format!(":{second}@sha256:")),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!(
+            "(commit {}…): berth shipped it, but it never passed",
+            &broken[..12]
+        )),
+        "{all}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
