@@ -64,7 +64,12 @@ async fn berth_killed_mid_rollout_leaves_a_rollout_the_next_run_sees_through() {
         .into_iter()
         .flatten()
         .map(|entry| entry.file_name().to_string_lossy().to_string())
-        .filter(|name| name.ends_with(".tmp") || name.starts_with(".tmp"))
+        .filter(|name| {
+            name.starts_with(".tmp")
+                || std::path::Path::new(name)
+                    .extension()
+                    .is_some_and(|extension| extension.eq_ignore_ascii_case("tmp"))
+        })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
