@@ -73,3 +73,97 @@ async fn berth_killed_mid_rollout_leaves_a_rollout_the_next_run_sees_through() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// A tmpfs of `megabytes` mounted on a fresh folder, unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        std::fs::create_dir(&path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount a tmpfs (the tests run as root)");
+        Self { path, _dir: dir }
+    }
+
+    /// Fills the disk but for `left` bytes, with one file.
+    fn fill(&self, left: u64) -> std::path::PathBuf {
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0_u8; 64 << 10];
+        loop {
+            let free = fs_free(&self.path);
+            if free <= left {
+                break;
+            }
+            let size = usize::try_from((free - left).min(chunk.len() as u64)).unwrap();
+            if std::io::Write::write_all(&mut file, &chunk[..size]).is_err() {
+                break;
+            }
+        }
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// Free bytes of the file system holding `path` (`df`'s view).
+fn fs_free(path: &std::path::Path) -> u64 {
+    let output = std::process::Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|line| line.trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_state_folder_is_a_clear_error_and_the_next_run_works_once_there_is_room() {
+    let disk = SmallDisk::mount(16);
+    let world = World::new("fault-disk").await;
+    world.copy_repo("landing");
+    let base = world.busybox();
+    world.create_deployment("web", 1, &base).await;
+    let mut pipeline = world.landing_pipeline();
+    pipeline.state_dir = Some(disk.path.display().to_string());
+    world.write_pipeline(&pipeline);
+    let filler = disk.fill(4096);
+    let output = world.berth(&["run"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains(&disk.path.display().to_string()),
+        "names the folder: {all}"
+    );
+    assert!(all.to_lowercase().contains("no space left"), "says why: {all}");
+    assert_eq!(
+        world.image_of("web").await,
+        base,
+        "the Deployment was not touched"
+    );
+    assert_eq!(world.leases_held().await, 0);
+    // Room again: the next run ships, from whatever the full disk left.
+    std::fs::remove_file(filler).unwrap();
+    let output = world.berth(&["run"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(world.image_of("web").await.contains(&world.repo_head("landing")));
+}
