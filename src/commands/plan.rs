@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use crate::commands::{Row, SideBySide, every_site, fill_promote_column, json_document, selected_in};
 use crate::config::{Config, Site};
 use crate::deploy::preflight::{Finding, preflight};
+use crate::deploy::rollout::rollout_state;
 use crate::deploy::{Deployed, Deployer};
 use crate::exit;
 use crate::pipeline::decide::PromoteChange;
@@ -80,6 +81,9 @@ pub async fn command(
 pub enum PlanAction {
     /// The Deployment runs this source: nothing to do.
     Unchanged,
+    /// The Deployment runs this source but has not rolled it out (a run
+    /// before stopped mid-rollout): `run` waits for it, or rolls back.
+    Resume,
     /// The Deployment's image serves this commit's files: `run` records the
     /// commit, without a build or a rollout; `reason` says which image.
     UpToDate,
@@ -248,6 +252,7 @@ async fn plan_site(
         entry.preflight = preflight(&deployment, &site.deployment.container, &site.helm);
     }
     entry.action = match check {
+        _ if decide::unfinished(&check, &rollout_state(&deployment)) => PlanAction::Resume,
         Check::Unchanged => PlanAction::Unchanged,
         Check::Older { .. } => PlanAction::RefuseOlder,
         Check::Proceed => match same_files(generator, site, synced, &deployed).await? {
@@ -330,6 +335,7 @@ pub fn plan_table(entries: &[PlanEntry]) -> String {
 fn action_word(action: PlanAction) -> &'static str {
     match action {
         PlanAction::Unchanged => "unchanged",
+        PlanAction::Resume => "resume",
         PlanAction::UpToDate => "up to date",
         PlanAction::Deploy => "deploy",
         PlanAction::BuildAndDeploy => "build+deploy",

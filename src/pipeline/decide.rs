@@ -25,6 +25,13 @@ pub enum Check {
     Proceed,
 }
 
+/// Whether an unchanged site still has its rollout to be seen through: the
+/// Deployment runs this source, but a run before set it and stopped before
+/// Kubernetes rolled it out (`run` waits for it, and rolls back on failure).
+pub fn unfinished(check: &Check, rollout: &crate::deploy::rollout::RolloutState) -> bool {
+    *check == Check::Unchanged && *rollout != crate::deploy::rollout::RolloutState::Complete
+}
+
 /// The check of a site whose Deployment is `deployed`, for an image of
 /// `repository` built from `source_digest`. `older` gives the deployed commit
 /// when the commit to ship is its ancestor ([`super::Synced::older_than`]);
@@ -366,6 +373,24 @@ pub fn source_digest(site: &Site, template: Option<&[u8]>, tree: &str) -> String
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_unchanged_site_not_rolled_out_is_unfinished() {
+        use crate::deploy::rollout::RolloutState;
+        assert!(!unfinished(&Check::Unchanged, &RolloutState::Complete));
+        assert!(unfinished(
+            &Check::Unchanged,
+            &RolloutState::Progressing("1 of 2".into())
+        ));
+        assert!(unfinished(
+            &Check::Unchanged,
+            &RolloutState::Failed("deadline".into())
+        ));
+        assert!(!unfinished(
+            &Check::Proceed,
+            &RolloutState::Progressing("1 of 2".into())
+        ));
+    }
+
     use std::collections::HashMap;
 
     use super::*;

@@ -223,7 +223,7 @@ impl RunContext<'_> {
         )
         .await;
         match check {
-            Check::Unchanged if rollout_state(&deployment) != RolloutState::Complete => {
+            _ if decide::unfinished(&check, &rollout_state(&deployment)) => {
                 self.printer.stage(
                     &site.name,
                     "check",
