@@ -62,30 +62,16 @@ impl Deployer {
         else {
             return Ok(Outcome::UpToDate);
         };
-        self.settle(site, target, change, Some(&previous), lock, printer)
+        self.see_through(site, target, change, Some(&previous), lock, printer)
             .await
     }
 
-    /// Sees through a rollout of `change` that a run before began and did not
-    /// finish (killed, or its machine gone): the Deployment already runs
-    /// `change`'s image. Waits for it and checks it, as [`Self::apply`]
-    /// does; on failure rolls back to `previous` (the revision before), or
-    /// fails without a rollback when there is none.
-    pub async fn resume(
-        &self,
-        site: &str,
-        target: &DeploymentTarget,
-        change: &Change,
-        previous: Option<&Deployed>,
-        lock: &LeaseLock,
-        printer: &Printer,
-    ) -> Result<Outcome, DeployError> {
-        self.settle(site, target, change, previous, lock, printer).await
-    }
-
     /// The rollout of `change`, once its image is set: wait, check, and on
-    /// failure roll back to `previous`.
-    async fn settle(
+    /// failure roll back to `previous` (or fail without a rollback when there
+    /// is none). [`Self::apply`] sets the image first; a run that finds a
+    /// rollout a run before began and did not finish (killed, its machine
+    /// gone) calls it with the revision before.
+    pub async fn see_through(
         &self,
         site: &str,
         target: &DeploymentTarget,

@@ -280,7 +280,7 @@ impl RunContext<'_> {
     }
 
     /// Sees through the rollout of `deployed` that a run before began
-    /// ([`Deployer::resume`]), under the lease: waits and checks it, or
+    /// ([`Deployer::see_through`]), under the lease: waits and checks it, or
     /// rolls back to the revision before when it fails.
     async fn resume(
         &self,
@@ -325,7 +325,7 @@ impl RunContext<'_> {
                 helm: site.helm.clone(),
             };
             self.deployer
-                .resume(
+                .see_through(
                     &site.name,
                     &site.deployment,
                     &change,
