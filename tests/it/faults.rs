@@ -167,3 +167,96 @@ async fn a_full_state_folder_is_a_clear_error_and_the_next_run_works_once_there_
     assert!(output.status.success(), "{}", text(&output));
     assert!(world.image_of("web").await.contains(&world.repo_head("landing")));
 }
+
+/// `tests/fixtures/flaky-registry-proxy.py` in front of the stack's open
+/// registry on a free loopback port, answering 500 to the first `count`
+/// manifest PUTs (-1: every one); stopped when dropped.
+struct FlakyRegistry {
+    child: std::process::Child,
+    address: String,
+}
+
+impl FlakyRegistry {
+    fn start(upstream: &str, count: i32) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .arg(crate::support::repo_root().join("tests/fixtures/flaky-registry-proxy.py"))
+            .args([
+                &port.to_string(),
+                upstream,
+                "PUT",
+                "/manifests/",
+                &count.to_string(),
+            ])
+            .spawn()
+            .expect("start the proxy");
+        for _ in 0..100 {
+            if crate::support::http_get(port, "/v2/").is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            address: format!("127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for FlakyRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_answering_500_is_retried_and_never_leaves_a_deployment_on_a_digest_it_lacks() {
+    let world = World::new("fault-registry-500").await;
+    let url = world.copy_repo("landing");
+    let base = world.busybox();
+    world.create_deployment("web", 1, &base).await;
+    let path = world.image("landing");
+    let status_of = |tag: &str| {
+        let port = world.stack.registry_port();
+        crate::support::http_get(port, &format!("/v2/{path}/manifests/{tag}"))
+            .unwrap()
+            .0
+    };
+
+    // Two 500s on the manifest's PUT: berth's third push goes through.
+    let flaky = FlakyRegistry::start(&world.stack.registry, 2);
+    let mut pipeline = world.landing_pipeline();
+    pipeline.registry.address.clone_from(&flaky.address);
+    world.write_pipeline(&pipeline);
+    let output = world.berth(&["run"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let head = world.repo_head("landing");
+    let image = world.image_of("web").await;
+    assert!(image.contains(&head), "{image}");
+    let digest = image.split_once('@').unwrap().1.to_string();
+    assert_eq!(
+        status_of(&digest),
+        200,
+        "the registry holds the digest the Deployment runs"
+    );
+    drop(flaky);
+
+    // Every manifest PUT fails: the site fails after its retries, the
+    // Deployment stays, and no tag of the commit is in the registry.
+    let flaky = FlakyRegistry::start(&world.stack.registry, -1);
+    pipeline.registry.address.clone_from(&flaky.address);
+    world.write_pipeline(&pipeline);
+    let second = world.commit(&url, "main", &[("index.html", "<h1>again</h1>\n")], "Again");
+    let output = world.berth(&["run"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("failed after 3 attempts"), "{all}");
+    assert_eq!(world.image_of("web").await, image, "the Deployment stays");
+    assert_eq!(status_of(&second), 404, "no tag of the commit");
+    assert_eq!(world.leases_held().await, 0);
+}
