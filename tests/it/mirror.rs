@@ -1060,6 +1060,24 @@ async fn a_first_pack_cut_off_half_way_leaves_nothing_and_a_whole_one_is_complet
         &mirror_path(&world),
         &["fsck", "--full", "--no-progress", "--no-dangling"],
     );
+
+    // The server gone mid-pack on a later fetch: the mirror stays as it
+    // was (refs and objects), and the next fetch works.
+    let last = world.commit(&url, "main", &[("index.html", "<h1>last</h1>\n")], "Last");
+    configure(&world, landing(&format!("http://127.0.0.1:{port}/git/{path}")));
+    let output = world.berth(&["mirror"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(
+        git(&mirror_path(&world), &["rev-parse", "refs/heads/main"]).trim(),
+        next,
+        "the refs as they were"
+    );
+    git(
+        &mirror_path(&world),
+        &["fsck", "--full", "--no-progress", "--no-dangling"],
+    );
+    configure(&world, landing(&url));
+    assert_eq!(mirror_head(&world), last);
 }
 
 /// A first pack larger than gix-pack may take (it maps the whole pack while it
