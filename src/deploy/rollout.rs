@@ -20,7 +20,12 @@ pub enum RolloutState {
 
 /// Decides as `kubectl rollout status` does (kubectl's `DeploymentStatusViewer`):
 /// 1. the controller has not observed the latest generation: waiting;
-/// 2. a `Progressing` condition with reason `ProgressDeadlineExceeded`: failed;
+/// 2. a `Progressing` condition with reason `ProgressDeadlineExceeded`: failed,
+///    unless berth wrote the Deployment since (its field manager's time, on
+///    the API server's clock, not before the condition's last update): then
+///    the condition is the previous rollout's, which the controller has not
+///    replaced yet (seen after an API server restart, when berth rolled
+///    back), and berth waits;
 /// 3. updated replicas < desired: waiting;
 /// 4. more replicas than updated ones (old ones terminating): waiting;
 /// 5. available < updated: waiting;
@@ -34,12 +39,27 @@ pub fn rollout_state(deployment: &Deployment) -> RolloutState {
     if generation > status.observed_generation.unwrap_or(0) {
         return RolloutState::Progressing("Waiting for deployment spec update to be observed...".into());
     }
-    let progress_deadline_exceeded = status.conditions.iter().flatten().any(|condition| {
+    let berth_wrote = deployment
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| entry.manager.as_deref() == Some(super::FIELD_MANAGER))
+        .filter_map(|entry| entry.time.as_ref().map(|time| time.0))
+        .max();
+    let exceeded = status.conditions.iter().flatten().find(|condition| {
         condition.type_.as_deref() == Some("Progressing")
             && condition.reason.as_deref() == Some("ProgressDeadlineExceeded")
     });
-    if progress_deadline_exceeded {
-        return RolloutState::Failed(format!("deployment {name:?} exceeded its progress deadline"));
+    if let Some(condition) = exceeded {
+        let updated = condition.last_update_time.as_ref().map(|time| time.0);
+        let stale = matches!((updated, berth_wrote), (Some(updated), Some(wrote)) if updated <= wrote);
+        if !stale {
+            return RolloutState::Failed(format!("deployment {name:?} exceeded its progress deadline"));
+        }
+        return RolloutState::Progressing(
+            "Waiting for the controller to replace the last rollout's ProgressDeadlineExceeded...".into(),
+        );
     }
     let desired = deployment.spec.replicas.unwrap_or(1);
     let updated = status.updated_replicas.unwrap_or(0);
@@ -152,6 +172,39 @@ pub fn pod_problem(pod: &Pod, container: &str) -> Option<PodProblem> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_deadline_exceeded_before_berths_last_write_is_the_last_rollouts_and_waits() {
+        let deployment = |condition_time: &str, berth_time: &str| -> Deployment {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web", "generation": 4, "managedFields": [
+                    {"manager": "berth", "operation": "Apply", "time": berth_time},
+                    {"manager": "kube-controller-manager", "operation": "Update", "time": "2026-12-01T10:00:59Z"}
+                ]},
+                "spec": {"replicas": 1, "selector": {}, "template": {}},
+                "status": {"observedGeneration": 4, "replicas": 2, "updatedReplicas": 1, "conditions": [
+                    {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                     "lastUpdateTime": condition_time, "lastTransitionTime": condition_time}
+                ]}
+            }))
+            .unwrap()
+        };
+        // The rollout berth set at 10:00:00 failed at 10:00:40: failed.
+        assert!(matches!(
+            rollout_state(&deployment("2026-12-01T10:00:40Z", "2026-12-01T10:00:00Z")),
+            RolloutState::Failed(_)
+        ));
+        // berth rolled back at 10:00:41: that condition is the old rollout's.
+        assert!(matches!(
+            rollout_state(&deployment("2026-12-01T10:00:40Z", "2026-12-01T10:00:41Z")),
+            RolloutState::Progressing(_)
+        ));
+        // In the same second as berth's write: stale too.
+        assert!(matches!(
+            rollout_state(&deployment("2026-12-01T10:00:41Z", "2026-12-01T10:00:41Z")),
+            RolloutState::Progressing(_)
+        ));
+    }
+
     use super::*;
 
     fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {

@@ -260,3 +260,133 @@ async fn a_registry_answering_500_is_retried_and_never_leaves_a_deployment_on_a_
     assert_eq!(status_of(&second), 404, "no tag of the commit");
     assert_eq!(world.leases_held().await, 0);
 }
+
+/// Kills the stack's `part` (its pid file under `$BERTH_STACK_DIR/pids`)
+/// and waits until it is gone; [`stack_up`] brings it back.
+fn kill_part(part: &str) {
+    let pids =
+        std::path::PathBuf::from(std::env::var("BERTH_STACK_DIR").expect("BERTH_STACK_DIR")).join("pids");
+    let pid = std::fs::read_to_string(pids.join(format!("{part}.pid")))
+        .unwrap()
+        .trim()
+        .to_string();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
+    for _ in 0..100 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `scripts/stack up`: starts what is stopped, leaves the rest.
+fn stack_up() {
+    let output = std::process::Command::new(crate::support::repo_root().join("scripts/stack"))
+        .arg("up")
+        .output()
+        .expect("run scripts/stack up");
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+/// Spawns `berth -v run` and returns it once a line of its stderr holds `needle`,
+/// with a thread that collects the rest of its stderr.
+fn run_until(world: &World, needle: &'static str) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    use std::io::BufRead as _;
+    let mut child = world.spawn_berth(&["-v", "run"]);
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut collected = String::new();
+        for line in stderr.lines() {
+            let line = line.unwrap();
+            if line.contains(needle) {
+                let _ = sender.send(());
+            }
+            collected.push_str(&line);
+            collected.push('\n');
+        }
+        collected
+    });
+    receiver
+        .recv_timeout(Duration::from_secs(180))
+        .unwrap_or_else(|_| panic!("berth never said {needle:?}"));
+    (child, reader)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "restarts the stack's Docker Engine: scripts/test runs it alone, after the others"]
+async fn an_engine_restarted_during_a_build_is_a_clear_error_with_nothing_pushed() {
+    let world = World::new("fault-engine").await;
+    let url = world.copy_repo("landing");
+    // A build that takes a while inside the Engine (its own step, so no
+    // cache from an earlier run skips it).
+    let dockerfile = format!(
+        "FROM berth-base:busybox\nRUN echo {} && sleep 15\nCOPY . /www/\n",
+        world.prefix
+    );
+    world.commit(
+        &url,
+        "main",
+        &[("Dockerfile", dockerfile.as_str())],
+        "A slow build",
+    );
+    let base = world.busybox();
+    world.create_deployment("web", 1, &base).await;
+    let mut pipeline = world.landing_pipeline();
+    pipeline.site_mut("landing").dockerfile = Some("Dockerfile".into());
+    world.write_pipeline(&pipeline);
+    let (mut child, reader) = run_until(&world, "building the image");
+    std::thread::sleep(Duration::from_secs(3));
+    kill_part("dockerd");
+    let status = child.wait().unwrap();
+    let stderr = reader.join().unwrap();
+    stack_up();
+    assert!(matches!(status.code(), Some(1 | 3)), "{stderr}");
+    assert!(stderr.contains("FAIL"), "{stderr}");
+    assert_eq!(
+        world.image_of("web").await,
+        base,
+        "the Deployment was not touched"
+    );
+    let head = world.repo_head("landing");
+    let port = world.stack.registry_port();
+    let path = world.image("landing");
+    let (pushed, _) = crate::support::http_get(port, &format!("/v2/{path}/manifests/{head}")).unwrap();
+    assert_eq!(pushed, 404, "nothing pushed");
+    assert_eq!(world.leases_held().await, 0);
+    // The Engine back, the next run ships.
+    let output = world.berth(&["run"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(world.image_of("web").await.contains(&head));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "restarts the stack's API server: scripts/test runs it alone, after the others"]
+async fn an_api_server_restarted_during_the_rollout_watch_is_reconnected_and_the_real_end_reported() {
+    let world = World::new("fault-apiserver").await;
+    world.copy_repo("landing");
+    let base = world.busybox();
+    // Pods that never get ready: the rollout really ends at its 30 s deadline.
+    world.create_deployment_with_deadline("web", 1, &base, 30).await;
+    let mut pipeline = world.landing_pipeline();
+    pipeline.site_mut("landing").image = world.image("notready-web");
+    world.write_pipeline(&pipeline);
+    let (mut child, reader) = run_until(&world, "rollout to finish");
+    std::thread::sleep(Duration::from_secs(3));
+    kill_part("kube-apiserver");
+    stack_up();
+    let status = child.wait().unwrap();
+    let stderr = reader.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("exceeded its progress deadline"), "{stderr}");
+    assert!(stderr.contains("rolled back"), "{stderr}");
+    assert_eq!(world.image_of("web").await, base, "on its old image");
+    assert_eq!(
+        rollout_state(&world.deployment("web").await),
+        RolloutState::Complete
+    );
+    assert_eq!(world.leases_held().await, 0);
+}
