@@ -26,12 +26,12 @@ pub struct GlobalArgs {
     /// Where mirrors and the run log live (default: `state_dir` in the pipeline file).
     #[arg(long, global = true, env = "BERTH_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Say less: only warnings, errors and results.
+    /// Say less: only warnings, errors and results (`-v` wins over it, so a
+    /// `BERTH_QUIET` set for a job does not refuse a `-v` on the command line).
     #[arg(
         long,
         short = 'q',
         global = true,
-        conflicts_with = "verbose",
         env = "BERTH_QUIET",
         value_parser = FalseyValueParser::new()
     )]
@@ -325,6 +325,9 @@ mod tests {
         assert_eq!(cli.global.timeout, Some(std::time::Duration::from_secs(90)));
         assert_eq!(cli.global.color, ColorChoice::Never);
         assert!(Cli::try_parse_from(["berth", "status", "--timeout", "soon"]).is_err());
+        // -q and -v together parse (settings lets -v win).
+        let both = Cli::try_parse_from(["berth", "-q", "-v", "status"]).unwrap();
+        assert!(both.global.quiet && both.global.verbose == 1);
         assert!(Cli::try_parse_from(["berth", "status", "--color", "sometimes"]).is_err());
     }
 

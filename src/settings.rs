@@ -106,10 +106,11 @@ impl Settings {
     /// The settings of a command line; `None` for a command about the
     /// command line itself (`completions`), which [`crate::main`] answers.
     pub fn from_cli(cli: Cli) -> Option<Self> {
-        let verbosity = if cli.global.quiet {
-            Verbosity::Quiet
-        } else if cli.global.verbose > 0 {
+        // -v wins over -q: more output never hides a problem.
+        let verbosity = if cli.global.verbose > 0 {
             Verbosity::Verbose
+        } else if cli.global.quiet {
+            Verbosity::Quiet
         } else {
             Verbosity::Normal
         };

@@ -1,5 +1,5 @@
 //! `berth gc [SITE...] [--delete]`: each site's images that no Deployment,
-//! revision, passed record, branch head, tag or keep policy needs, deleted
+//! revision, branch head, tag or keep policy needs, deleted
 //! from its registries ([`crate::pipeline::gc`]); without `--delete`, a dry
 //! run that says what would go and why each kept image stays.
 

@@ -65,7 +65,7 @@ pub async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u
                 to,
                 commit: commit.as_deref(),
                 options: deploy,
-                rollout_timeout: settings.cluster.rollout_timeout,
+                cluster: &settings.cluster,
             };
             promote::command(settings, &declared, &request, printer, started).await
         }
@@ -107,6 +107,13 @@ pub async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u
         } => {
             // Every environment's Deployments say what is needed; `--env` narrows the registries.
             declared.in_environment(environment)?;
+            let given = settings.cluster.given();
+            if declared.environments.len() > 1 && !given.is_empty() {
+                return Err(OverrideError::Gc {
+                    options: given.join(", "),
+                }
+                .into());
+            }
             let views = views(&declared, None, settings, "gc")?;
             let request = crate::pipeline::gc::Request {
                 sites,

@@ -48,7 +48,8 @@ pub async fn send(
     document: serde_json::Value,
     printer: &Printer,
 ) {
-    let failed = report.sites.iter().any(|s| s.action == SiteAction::Failed);
+    // As the exit code says: an interrupted run is no success either.
+    let failed = crate::exit::of_run(report) != crate::exit::OK;
     let wanted = match notify.on {
         NotifyOn::Always => true,
         NotifyOn::Failure => failed,

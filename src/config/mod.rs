@@ -256,6 +256,12 @@ pub enum OverrideError {
         "{options} name one cluster, and promote works in two: each takes its cluster from its [[environment]] in the pipeline file"
     )]
     Promote { options: String },
+    /// `--context`, `--namespace` or `--kubeconfig` name one cluster, and
+    /// `gc` reads every environment's (what any of them runs stays).
+    #[error(
+        "{options} name one cluster, and gc reads every environment's to keep what any of them runs: each takes its cluster from its [[environment]] in the pipeline file"
+    )]
+    Gc { options: String },
     /// `--namespace` is not a namespace name.
     #[error("--namespace `{namespace}`: {problem}")]
     Namespace { namespace: String, problem: String },

@@ -26,14 +26,14 @@ use anyhow::anyhow;
 use bollard::Docker;
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 
-use crate::config::{Config, Site};
+use crate::config::{Config, Retention, Site};
 use crate::deploy::lease::LeaseLock;
 use crate::deploy::{DeployError, Deployer};
 use crate::pipeline::retention::{self, Candidate, Needed, Verdict};
-use crate::pipeline::site::{StageFailure, deploy_failure, environment, lock_site};
+use crate::pipeline::site::{StageFailure, api_failure, deploy_failure, environment, lock_site};
 use crate::pipeline::sync::Mirrored;
 use crate::pipeline::{CommitChoice, FailureKind, connect_cluster, mirror_all, registry_auth};
-use crate::registry::{self, ApiError, Endpoint, Repository};
+use crate::registry::{self, Endpoint, Repository};
 use crate::ui::{Printer, Status};
 
 /// The label that names the site an image was built for.
@@ -87,6 +87,9 @@ pub struct SiteGc {
     pub error: Option<String>,
     #[serde(skip)]
     pub failure: Option<FailureKind>,
+    /// The first of the site's views (in [`SiteRun::shipped`]) whose registry this is.
+    #[serde(skip)]
+    view: usize,
 }
 
 /// One image's verdict.
@@ -151,11 +154,12 @@ impl SiteRun<'_> {
         let narrowed = self.shipped.iter().filter(|(view, _)| {
             self.request.environment.is_none() || view.environment.as_deref() == self.request.environment
         });
-        for (view, site) in narrowed {
+        for (index, (view, site)) in narrowed.enumerate() {
             let keep = view.retention(site);
             let unit = units
                 .entry((view.registry.address.clone(), site.image.clone()))
                 .or_insert_with(|| SiteGc {
+                    view: index,
                     site: site.name.clone(),
                     environments: Vec::new(),
                     registry: view.registry.address.clone(),
@@ -171,6 +175,12 @@ impl SiteRun<'_> {
                     failure: None,
                 });
             unit.environments.extend(view.environment.clone());
+            // Environments sharing a registry keep what the most keeping one says.
+            unit.keep_last = unit.keep_last.max(keep.last);
+            unit.keep_days = unit.keep_days.max(keep.days);
+        }
+        if units.is_empty() {
+            return Vec::new();
         }
         let mut locks = Vec::new();
         let outcome = self.locked(deployers, mirrored, &mut locks, &mut units).await;
@@ -222,12 +232,8 @@ impl SiteRun<'_> {
         needed.refs = tokio::task::spawn_blocking(move || mirror.lock().expect("not poisoned").refs())
             .await
             .map_err(|error| anyhow!(error))??;
-        for ((_, _), unit) in units.iter_mut() {
-            let (view, site) = self
-                .shipped
-                .iter()
-                .find(|(view, site)| view.registry.address == unit.registry && site.image == unit.repository)
-                .expect("every unit is of a view");
+        for unit in units.values_mut() {
+            let (view, site) = self.shipped[unit.view];
             self.registry(view, site, &needed, locks, unit).await?;
         }
         Ok(())
@@ -301,13 +307,11 @@ impl SiteRun<'_> {
             });
         }
         let full = format!("{}/{}", auth.registry, site.image);
-        let verdicts = retention::verdicts(
-            &candidates,
-            &full,
-            needed,
-            view.retention(site),
-            SystemTime::now(),
-        );
+        let policy = Retention {
+            last: unit.keep_last,
+            days: unit.keep_days,
+        };
+        let verdicts = retention::verdicts(&candidates, &full, needed, policy, SystemTime::now());
         unit.images = verdicts
             .iter()
             .map(|verdict| image_gc(verdict, created[&verdict.candidate.digest].clone()))
@@ -443,14 +447,6 @@ fn image_gc(verdict: &Verdict, created: Option<String>) -> ImageGc {
         bytes: candidate.bytes(),
         action: if verdict.keep() { "keep" } else { "delete" },
         reasons: verdict.reasons.iter().map(ToString::to_string).collect(),
-    }
-}
-
-/// A registry's refusal is the site's failure; an unreachable one, the environment's.
-fn api_failure(error: ApiError) -> StageFailure {
-    match error {
-        ApiError::Unreachable { .. } => environment(error),
-        other => other.into(),
     }
 }
 

@@ -113,11 +113,13 @@ pub async fn run(
 
     let mirrored = mirror_all(config, sites, &choice, jobs, printer).await;
 
+    let plain_http = crate::registry::plain_http(&docker, &auth.registry).await;
     let context = site::RunContext {
         config,
         docker: &docker,
         deployer: &deployer,
         auth: &auth,
+        plain_http,
         printer,
         generator,
         options,

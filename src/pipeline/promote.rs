@@ -43,8 +43,9 @@ pub struct Request<'a> {
     /// `None`: what the source runs.
     pub commit: Option<&'a str>,
     pub options: &'a DeployOptions,
-    /// `--timeout`: the target's rollout timeout instead of its `rollout_timeout`.
-    pub rollout_timeout: Option<std::time::Duration>,
+    /// The cluster options, applied to the target (only `--timeout` gets
+    /// here: the command refuses the others).
+    pub cluster: &'a crate::config::ClusterOverrides,
 }
 
 /// The two environments of a promotion, as views of the pipeline file.
@@ -56,10 +57,9 @@ pub struct Environments {
 /// Resolves the request's environments; a usage error when one is unknown
 /// or they are the same.
 pub fn environments(declared: &Config, request: &Request<'_>) -> anyhow::Result<Environments> {
-    let mut target = declared.in_environment(Some(request.to))?;
-    if let Some(timeout) = request.rollout_timeout {
-        target.kubernetes.rollout_timeout = timeout;
-    }
+    let target = declared
+        .in_environment(Some(request.to))?
+        .with_cluster(request.cluster)?;
     let from = match request.from {
         Some(from) => from,
         None => declared

@@ -34,6 +34,9 @@ pub struct RunContext<'a> {
     pub docker: &'a Docker,
     pub deployer: &'a Deployer,
     pub auth: &'a RegistryAuth,
+    /// The registry is spoken to over HTTP, as the Engine speaks to it
+    /// ([`registry::plain_http`], asked once per run).
+    pub plain_http: bool,
     pub printer: &'a Printer,
     pub generator: Generator<'a>,
     pub options: &'a DeployOptions,
@@ -291,18 +294,13 @@ impl RunContext<'_> {
         let started = Instant::now();
         report.image.clone_from(&deployed.image);
         report.digest = digest_of(deployed);
-        let Some(image) = deployed.image.clone() else {
-            return Ok(SiteAction::Unchanged);
-        };
+        // `Unfinished` means the Deployment runs this source: it has an image.
+        let image = deployed.image.clone().unwrap_or_default();
         let lock = self.lock(site).await?;
         let outcome = async {
-            let deployment = self
-                .deployer
-                .read(&site.deployment)
-                .await
-                .map_err(deploy_failure)?;
-            if rollout_state(&deployment) == RolloutState::Complete {
-                // Another caller saw it through meanwhile.
+            // Under the lease: still this image, still not rolled out?
+            let (deployment, now) = self.read_deployed(site).await?;
+            if now.image != deployed.image || rollout_state(&deployment) == RolloutState::Complete {
                 return Ok(None);
             }
             let history = self
@@ -346,15 +344,23 @@ impl RunContext<'_> {
             .durations
             .insert("deploy".into(), started.elapsed().as_secs_f64());
         let target = format!("{}/{}", site.deployment.namespace, site.deployment.name);
-        let text = match outcome? {
+        let (status, text, action) = match outcome? {
             Some(Outcome::RolledOut(verification)) => {
                 report.verification = Some(verification);
-                format!("{target} rolled out ({:.1}s)", started.elapsed().as_secs_f64())
+                (
+                    Status::Done,
+                    format!("{target} rolled out ({:.1}s)", started.elapsed().as_secs_f64()),
+                    SiteAction::Deployed,
+                )
             }
-            _ => format!("{target} finished rolling out meanwhile"),
+            _ => (
+                Status::Skipped,
+                format!("unchanged: another caller saw {target} through, or changed it, meanwhile"),
+                SiteAction::Unchanged,
+            ),
         };
-        self.printer.stage(&site.name, "deploy", Status::Done, &text);
-        Ok(SiteAction::Deployed)
+        self.printer.stage(&site.name, "deploy", status, &text);
+        Ok(action)
     }
 
     /// The image to roll out: the registry's, when it holds this commit's
@@ -559,16 +565,13 @@ impl RunContext<'_> {
             auth: self.auth,
             repository: &site.image,
         };
-        let plain_http = registry::plain_http(self.docker, &self.auth.registry).await;
-        let repository = registry::Repository::new(endpoint, plain_http).map_err(environment)?;
-        match repository.digest_of(digest).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(anyhow!(
+        let repository = registry::Repository::new(endpoint, self.plain_http).map_err(api_failure)?;
+        match repository.digest_of(digest).await.map_err(api_failure)? {
+            Some(_) => Ok(()),
+            None => Err(anyhow!(
                 "{image} is no longer in the registry (deleted since berth found it there, by `berth gc`?); the Deployment was not touched, and the next run builds it again"
             )
             .into()),
-            Err(error @ registry::ApiError::Unreachable { .. }) => Err(environment(error)),
-            Err(error) => Err(error.into()),
         }
     }
 
@@ -762,13 +765,12 @@ impl RunContext<'_> {
             auth: self.auth,
             repository: &site.image,
         };
-        let plain_http = registry::plain_http(self.docker, &self.auth.registry).await;
-        let labels = registry::image_labels(endpoint, &digest, plain_http)
+        let labels = registry::Repository::new(endpoint, self.plain_http)
+            .map_err(api_failure)?
+            .image(&digest)
             .await
-            .map_err(|error| match error {
-                registry::ApiError::Unreachable { .. } => environment(error),
-                other => other.into(),
-            })?;
+            .map_err(api_failure)?
+            .labels;
         Ok(Some(decide::existing(&labels, digest, source_digest)))
     }
 
@@ -1026,6 +1028,15 @@ pub(crate) fn deploy_failure(error: DeployError) -> StageFailure {
     StageFailure {
         kind: failure_kind(&error),
         error: error.into(),
+    }
+}
+
+/// A registry API's refusal is the site's failure; an unreachable registry,
+/// the environment's.
+pub(crate) fn api_failure(error: registry::ApiError) -> StageFailure {
+    match error {
+        registry::ApiError::Unreachable { .. } => environment(error),
+        other => other.into(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The Registry HTTP API v2, as berth speaks it: one session per registry
 //! and repository, shared by the copy between registries
 //! ([`super::copy`]) and the reads of an image's manifest and config
-//! ([`image_labels`], the existing-image check, which so pulls nothing).
+//! ([`super::Repository`]: the existing-image check, which so pulls nothing, and gc).
 //!
 //! Each registry is asked anonymously first; a 401 says how to log in: HTTP
 //! Basic, or a Bearer token from the registry's token service (Docker Hub,
@@ -162,29 +162,6 @@ pub(super) struct Child {
     pub(super) architecture: Option<String>,
 }
 
-/// The labels of the image `digest` in `endpoint`'s repository (its
-/// config's `config.Labels`), read from the registry: the manifest (for an
-/// index, the child for this machine's platform, or its first) and the
-/// config blob, each checked against its digest. Nothing is pulled.
-/// `plain_http`: the registry is spoken to over HTTP, as the Engine speaks to
-/// it (an insecure registry: [`super::push::plain_http`]).
-pub async fn image_labels(
-    endpoint: Endpoint<'_>,
-    digest: &str,
-    plain_http: bool,
-) -> Result<HashMap<String, String>, ApiError> {
-    check_repository(endpoint.repository)?;
-    let client = crate::http::client(CONNECT_TIMEOUT).map_err(|message| ApiError::Unreachable {
-        registry: endpoint.auth.registry.clone(),
-        message,
-    })?;
-    let session = Session::new(&client, endpoint, plain_http);
-    let (config, _) = session.image_config(digest).await?;
-    let document: serde_json::Value = serde_json::from_slice(&config)
-        .map_err(|error| session.invalid_manifest(digest, &format!("its config is not JSON: {error}")))?;
-    Ok(labels_of(&document))
-}
-
 /// The child of an index to read for this machine: the first for
 /// `linux/<arch>` (`arch` as Rust names it), else the first for a platform
 /// that is not `unknown` (an attestation's), else the first.
@@ -231,7 +208,9 @@ pub(super) struct Session<'a> {
     pub(super) host: String,
     /// `scheme://host`
     pub(super) base: String,
-    pub(super) authorization: Mutex<Option<HeaderValue>>,
+    /// Shared by the sessions of one [`super::Repository`], so a login lasts
+    /// for all its requests.
+    pub(super) authorization: std::sync::Arc<Mutex<Option<HeaderValue>>>,
 }
 
 impl<'a> Session<'a> {
@@ -245,7 +224,20 @@ impl<'a> Session<'a> {
             repository: endpoint.repository,
             base: format!("{scheme}://{host}"),
             host,
-            authorization: Mutex::new(None),
+            authorization: std::sync::Arc::default(),
+        }
+    }
+
+    /// [`Session::new`], starting from (and keeping) `authorization`.
+    pub(super) fn sharing(
+        client: &'a HttpClient,
+        endpoint: Endpoint<'a>,
+        plain_http: bool,
+        authorization: std::sync::Arc<Mutex<Option<HeaderValue>>>,
+    ) -> Self {
+        Self {
+            authorization,
+            ..Self::new(client, endpoint, plain_http)
         }
     }
 

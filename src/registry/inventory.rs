@@ -44,10 +44,13 @@ pub struct Repository {
     /// The repository's path in the registry (`sites/www`).
     path: String,
     plain_http: bool,
+    /// The login the registry accepted last, for every request of this repository.
+    authorization: std::sync::Arc<std::sync::Mutex<Option<http::HeaderValue>>>,
 }
 
 impl Repository {
-    /// The repository `endpoint` names; `plain_http` as for [`super::image_labels`].
+    /// The repository `endpoint` names; `plain_http`: spoken to over HTTP, as
+    /// the Engine speaks to an insecure registry ([`super::plain_http`]).
     pub fn new(endpoint: Endpoint<'_>, plain_http: bool) -> Result<Self, ApiError> {
         check_repository(endpoint.repository)?;
         let client =
@@ -60,6 +63,7 @@ impl Repository {
             auth: endpoint.auth.clone(),
             path: endpoint.repository.to_string(),
             plain_http,
+            authorization: std::sync::Arc::default(),
         })
     }
 
@@ -68,7 +72,12 @@ impl Repository {
             auth: &self.auth,
             repository: &self.path,
         };
-        Session::new(&self.client, endpoint, self.plain_http)
+        Session::sharing(
+            &self.client,
+            endpoint,
+            self.plain_http,
+            self.authorization.clone(),
+        )
     }
 
     /// Every tag, page by page (`?n=` and the `Link` header); none when the

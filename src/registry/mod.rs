@@ -29,7 +29,7 @@ pub mod credentials;
 pub mod inventory;
 pub mod push;
 
-pub use api::{ApiError, Endpoint, image_labels};
+pub use api::{ApiError, Endpoint};
 pub use copy::{Copied, CopyError, copy_by_digest};
 pub use credentials::{BuildCredentials, RegistryAuth, build_credentials, resolve_credentials};
 pub use inventory::{Image, Repository};
