@@ -194,12 +194,7 @@ impl FlakyRegistry {
             ])
             .spawn()
             .expect("start the proxy");
-        for _ in 0..100 {
-            if crate::support::http_get(port, "/v2/").is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::support::wait_for_port(port);
         Self {
             child,
             address: format!("127.0.0.1:{port}"),
@@ -280,6 +275,7 @@ fn kill_part(part: &str) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    panic!("{part} (pid {pid}) is still running after SIGKILL");
 }
 
 /// `scripts/stack up`: starts what is stopped, leaves the rest.
@@ -376,8 +372,16 @@ async fn an_api_server_restarted_during_the_rollout_watch_is_reconnected_and_the
     world.write_pipeline(&pipeline);
     let (mut child, reader) = run_until(&world, "rollout to finish");
     std::thread::sleep(Duration::from_secs(3));
+    let down = Instant::now();
     kill_part("kube-apiserver");
     stack_up();
+    // Back before berth's lease renewals run out (20 s), or the run below
+    // would be about a lost lock, not a reconnected watch.
+    assert!(
+        down.elapsed() < Duration::from_secs(17),
+        "the API server took {:?} to come back",
+        down.elapsed()
+    );
     let status = child.wait().unwrap();
     let stderr = reader.join().unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");

@@ -269,12 +269,15 @@ impl NoDeleteRegistry {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start Debian's docker-registry");
+        let mut up = false;
         for _ in 0..100 {
             if crate::support::http_get(port, "/v2/").is_ok_and(|(status, _)| status == 200) {
+                up = true;
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        assert!(up, "the registry without deletes answers on :{port}");
         Self {
             child,
             address: format!("127.0.0.1:{port}"),

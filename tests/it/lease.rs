@@ -74,16 +74,18 @@ async fn a_lease_taken_mid_rollout_stops_berth_without_a_rollback_and_is_left_to
     );
 }
 
-/// A holder whose clock is an hour behind, renewing every 2 s, is alive: red
-/// when berth compares its own clock with the recorded `renewTime` (the lease
-/// looks an hour expired and is taken).
+/// A holder whose clock is an hour behind, renewing every 2 s, is alive for
+/// longer than a lease's 30 s: red when berth compares its own clock with the
+/// recorded `renewTime` (the lease looks an hour expired and is taken at
+/// once), and when it ignores the renewals (taken after 30 s).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lease_that_keeps_being_renewed_is_alive_though_its_times_are_an_hour_old() {
     let world = world("lease-skew-behind", "web", 120).await;
     let holder = "berth ship on a runner whose clock is an hour behind";
     world.hold_lease(holder, 3600).await;
     let generation = world.generation("web").await;
-    let mut child = world.spawn_berth(&["run", "--lock-wait", "8s"]);
+    let started = std::time::Instant::now();
+    let mut child = world.spawn_berth(&["run", "--lock-wait", "45s"]);
     // The holder renews every 2 s, by its clock an hour behind, while berth waits.
     while child.try_wait().unwrap().is_none() {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -93,6 +95,10 @@ async fn a_lease_that_keeps_being_renewed_is_alive_though_its_times_are_an_hour_
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(all.contains(&format!("is being deployed by {holder}")), "{all}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(44),
+        "waited out --lock-wait: {all}"
+    );
     assert_eq!(world.generation("web").await, generation, "nothing changed");
     assert_eq!(world.lease_holder().await, holder);
 }
