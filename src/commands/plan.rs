@@ -114,7 +114,8 @@ pub struct PlanEntry {
     pub deployed_commit: Option<String>,
     pub deployed_image: Option<String>,
     pub action: PlanAction,
-    /// Why the site is up to date, as `run` would say it.
+    /// Why the site is up to date, or ships although its files may be the
+    /// same ("image moved from A to B"), as `run` would say it.
     pub reason: Option<String>,
     /// What `berth promote` would change here, from the environment it
     /// promotes from (when that one is shown too).
@@ -255,13 +256,19 @@ async fn plan_site(
         _ if decide::unfinished(&check, &rollout_state(&deployment)) => PlanAction::Resume,
         Check::Unchanged => PlanAction::Unchanged,
         Check::Older { .. } => PlanAction::RefuseOlder,
-        Check::Proceed => match same_files(generator, site, synced, &deployed).await? {
+        Check::Proceed => match same_files(generator, site, synced, &repository, &deployed).await? {
             Some(reason) => {
                 entry.reason = Some(reason);
                 PlanAction::UpToDate
             }
-            None if entry.image_present == Some(true) => PlanAction::Deploy,
-            None => PlanAction::BuildAndDeploy,
+            None => {
+                entry.reason = decide::moved(&deployed, &repository);
+                if entry.image_present == Some(true) {
+                    PlanAction::Deploy
+                } else {
+                    PlanAction::BuildAndDeploy
+                }
+            }
         },
     };
     Ok(())
@@ -274,11 +281,13 @@ async fn same_files(
     generator: &Generator<'_>,
     site: &Site,
     synced: &Synced,
+    repository: &str,
     deployed: &Deployed,
 ) -> anyhow::Result<Option<String>> {
     match deployed.content_digest.as_deref() {
-        Some(recorded) if deployed.serves_files(recorded) => Ok(decide::same_files(
+        Some(recorded) if deployed.serves_files(repository, recorded) => Ok(decide::same_files(
             deployed,
+            repository,
             &generator.content(site, synced).await?.digest,
         )),
         _ => Ok(None),
@@ -313,6 +322,7 @@ pub fn plan_table(entries: &[PlanEntry]) -> String {
             row.push(
                 e.error
                     .clone()
+                    .or_else(|| e.reason.clone())
                     .unwrap_or_default()
                     .lines()
                     .next()
@@ -324,10 +334,10 @@ pub fn plan_table(entries: &[PlanEntry]) -> String {
         .collect();
     let headers: &[&str] = if environments {
         &[
-            "SITE", "ENV", "HEAD", "IMAGE", "DEPLOYED", "ACTION", "PROMOTE", "ERROR",
+            "SITE", "ENV", "HEAD", "IMAGE", "DEPLOYED", "ACTION", "PROMOTE", "NOTE",
         ]
     } else {
-        &["SITE", "HEAD", "IMAGE", "DEPLOYED", "ACTION", "ERROR"]
+        &["SITE", "HEAD", "IMAGE", "DEPLOYED", "ACTION", "NOTE"]
     };
     table(headers, &rows)
 }

@@ -62,6 +62,10 @@ pub struct StatusEntry {
     pub branch_head: Option<String>,
     pub deployed_commit: Option<String>,
     pub deployed_image: Option<String>,
+    /// The repository the site ships to next (`<registry>/<image>`), when the
+    /// running image is from another one: the site's `image` or registry
+    /// changed, or berth has not shipped it yet.
+    pub ships_to: Option<String>,
     /// `complete`, `progressing` or `failed`.
     pub rollout: Option<String>,
     pub rollout_message: Option<String>,
@@ -117,6 +121,7 @@ pub async fn status(
             branch_head: mirrored[&site.repo].as_ref().ok().map(|s| s.commit.id.clone()),
             deployed_commit: None,
             deployed_image: None,
+            ships_to: None,
             rollout: None,
             rollout_message: None,
             deployed_at: None,
@@ -127,6 +132,10 @@ pub async fn status(
         match deployer.read(&site.deployment).await {
             Ok(deployment) => {
                 if let Ok(deployed) = deployer.deployed_of(&deployment, &site.deployment).await {
+                    let repository = config.image_repository(site);
+                    if deployed.image.is_some() && !deployed.in_repository(&repository) {
+                        entry.ships_to = Some(repository);
+                    }
                     entry.deployed_commit.clone_from(&deployed.commit);
                     entry.deployed_image = deployed.image;
                 }
@@ -168,9 +177,11 @@ pub fn status_table(entries: &[StatusEntry]) -> String {
                     .to_string(),
                 e.rollout.clone().unwrap_or_else(|| "-".into()),
                 e.deployed_at.clone().unwrap_or_else(|| "-".into()),
-                e.deployed_image
-                    .clone()
-                    .unwrap_or_else(|| e.error.clone().unwrap_or_else(|| "-".into())),
+                match (&e.deployed_image, &e.ships_to) {
+                    (Some(image), Some(next)) => format!("{image} (ships to {next})"),
+                    (Some(image), None) => image.clone(),
+                    (None, _) => e.error.clone().unwrap_or_else(|| "-".into()),
+                },
             ]);
             if environments {
                 row.push(e.promote.as_ref().map_or_else(|| "-".into(), ToString::to_string));

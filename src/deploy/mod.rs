@@ -47,6 +47,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 
 use crate::config::{DeploymentTarget, HelmValues};
+use crate::reference;
 use verify::Verification;
 
 /// Annotation holding the full commit id of what the Deployment runs.
@@ -240,12 +241,21 @@ impl Deployed {
         let Some(image) = self.image.as_deref() else {
             return false;
         };
-        let pinned = image.starts_with(&format!("{repository}:")) && image.contains("@sha256:");
+        let pinned = self.in_repository(repository) && image.contains("@sha256:");
         let as_shipped = self
             .shipped_image
             .as_deref()
             .is_none_or(|shipped| shipped == image);
         self.source_digest.as_deref() == Some(source_digest) && pinned && as_shipped
+    }
+
+    /// Whether the running image is in `repository` (`<registry>/<path>`):
+    /// the one the site's configuration names now, in the registry of the
+    /// environment shipped to.
+    pub fn in_repository(&self, repository: &str) -> bool {
+        self.image
+            .as_deref()
+            .is_some_and(|image| reference::repository(image) == repository)
     }
 
     /// This state with berth's record from the Deployment's lease applied:
@@ -264,11 +274,15 @@ impl Deployed {
         self
     }
 
-    /// Whether the Deployment runs, as berth set it, an image that serves the
-    /// files of `content_digest`: a new commit with those files needs no image
-    /// and no rollout.
-    pub fn serves_files(&self, content_digest: &str) -> bool {
-        self.content_digest.as_deref() == Some(content_digest) && self.runs_what_berth_set()
+    /// Whether the Deployment runs, as berth set it, an image of `repository`
+    /// that serves the files of `content_digest`: a new commit with those
+    /// files needs no image and no rollout. An image in another repository
+    /// (the site's `image` or registry changed) does not count: the site
+    /// must move there.
+    pub fn serves_files(&self, repository: &str, content_digest: &str) -> bool {
+        self.content_digest.as_deref() == Some(content_digest)
+            && self.runs_what_berth_set()
+            && self.in_repository(repository)
     }
 
     /// Whether the container runs the image berth recorded setting (nobody
@@ -690,18 +704,38 @@ mod tests {
             content_digest: Some("files-1".into()),
             ..shipped(IMAGE, Some(IMAGE))
         };
-        assert!(deployed.serves_files("files-1"));
-        assert!(!deployed.serves_files("files-2"));
+        assert!(deployed.serves_files(REPOSITORY, "files-1"));
+        assert!(!deployed.serves_files(REPOSITORY, "files-2"));
         let behind_our_back = Deployed {
             image: Some("127.0.0.1:5000/sites/www:def456@sha256:2222".into()),
             ..deployed.clone()
         };
-        assert!(!behind_our_back.serves_files("files-1"));
+        assert!(!behind_our_back.serves_files(REPOSITORY, "files-1"));
         let before_the_annotation = Deployed {
             shipped_image: None,
             ..deployed
         };
-        assert!(!before_the_annotation.serves_files("files-1"));
+        assert!(!before_the_annotation.serves_files(REPOSITORY, "files-1"));
+    }
+
+    #[test]
+    fn the_same_files_in_another_repository_or_registry_are_not_served() {
+        let deployed = Deployed {
+            content_digest: Some("files-1".into()),
+            ..shipped(IMAGE, Some(IMAGE))
+        };
+        // The site's `image` renamed; its `[registry]` moved; a repository
+        // whose name only starts like the running one.
+        for repository in [
+            "127.0.0.1:5000/sites/web",
+            "127.0.0.1:5001/sites/www",
+            "127.0.0.1:5000/sites/www-en",
+            "127.0.0.1:5000/sites",
+        ] {
+            assert!(!deployed.serves_files(repository, "files-1"), "{repository}");
+            assert!(!deployed.runs_source(repository, "source-1"), "{repository}");
+        }
+        assert!(deployed.in_repository(REPOSITORY));
     }
 
     #[test]

@@ -276,13 +276,31 @@ pub fn promote_change(
     }
 }
 
-/// Why the site is up to date, when the running image, as berth set it,
-/// serves exactly `content_digest` (the files of the commit's image, times
-/// left out); `None` when it does not, and the image must be rolled out.
-pub fn same_files(deployed: &Deployed, content_digest: &str) -> Option<String> {
+/// Why the site is up to date, when the running image, as berth set it, is
+/// in `repository` and serves exactly `content_digest` (the files of the
+/// commit's image, times left out); `None` when it does not, and an image
+/// must be rolled out.
+pub fn same_files(deployed: &Deployed, repository: &str, content_digest: &str) -> Option<String> {
     deployed
-        .serves_files(content_digest)
+        .serves_files(repository, content_digest)
         .then(|| same_files_reason(deployed))
+}
+
+/// Why the site ships although its files may be the same: the image berth
+/// set runs from another repository than `repository`, the one the site's
+/// `image` and registry name now ("image moved from A to B"). `None` when
+/// it runs from `repository`, or runs an image berth did not set (a first
+/// ship is no move).
+pub fn moved(deployed: &Deployed, repository: &str) -> Option<String> {
+    let image = deployed.image.as_deref()?;
+    let set_by_berth = deployed.runs_what_berth_set()
+        || (deployed.shipped_image.is_none() && deployed.source_digest.is_some());
+    (set_by_berth && !deployed.in_repository(repository)).then(|| {
+        format!(
+            "image moved from {} to {repository}",
+            reference::repository(image)
+        )
+    })
 }
 
 /// Why a site whose files the running image serves is up to date, naming the
@@ -410,6 +428,17 @@ mod tests {
         }
     }
 
+    /// `check` in `repository`, with no older commit deployed.
+    async fn checked_in(deployed: &Deployed, repository: &str, source: &str) -> (Check, bool) {
+        let asked = std::cell::Cell::new(false);
+        let check = check(deployed, repository, source, false, async || {
+            asked.set(true);
+            None
+        })
+        .await;
+        (check, asked.get())
+    }
+
     /// `check` with `older` answering `answer`; and whether it was asked.
     async fn checked(
         deployed: &Deployed,
@@ -462,11 +491,52 @@ mod tests {
     fn same_files_names_the_commit_the_running_image_was_built_at() {
         let deployed = running("source-1", Some("files-1"));
         assert_eq!(
-            same_files(&deployed, "files-1").as_deref(),
+            same_files(&deployed, REPOSITORY, "files-1").as_deref(),
             Some("same files as the running image, built at `0123456789ab`")
         );
-        assert_eq!(same_files(&deployed, "files-2"), None);
-        assert_eq!(same_files(&running("source-1", None), "files-1"), None);
+        assert_eq!(same_files(&deployed, REPOSITORY, "files-2"), None);
+        assert_eq!(
+            same_files(&running("source-1", None), REPOSITORY, "files-1"),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_site_whose_image_moved_ships_with_the_same_source_and_files() {
+        let deployed = running("source-1", Some("files-1"));
+        assert_eq!(moved(&deployed, REPOSITORY), None);
+        for (repository, why) in [
+            ("127.0.0.1:5000/sites/www", "its `image` renamed"),
+            ("127.0.0.1:5001/sites/blog", "its `[registry] address` moved"),
+            ("registry.example.com/sites/blog", "an environment's own registry"),
+        ] {
+            assert_eq!(
+                moved(&deployed, repository).as_deref(),
+                Some(format!("image moved from {REPOSITORY} to {repository}").as_str()),
+                "{why}"
+            );
+            assert_eq!(same_files(&deployed, repository, "files-1"), None, "{why}");
+            let (check, _) = checked_in(&deployed, repository, "source-1").await;
+            assert_eq!(check, Check::Proceed, "{why}");
+        }
+        // A first ship over an image berth never set is no move.
+        let placeholder = Deployed {
+            image: Some("127.0.0.1:5000/berth/placeholder:2".into()),
+            ..Deployed::default()
+        };
+        assert_eq!(moved(&placeholder, REPOSITORY), None);
+        // Set behind berth's back: berth ships, but calls it no move of its own.
+        let behind = Deployed {
+            image: Some("127.0.0.1:5000/elsewhere:1@sha256:2".into()),
+            ..deployed.clone()
+        };
+        assert_eq!(moved(&behind, REPOSITORY), None);
+        // Shipped by a berth older than the image annotation: berth's own.
+        let older_berth = Deployed {
+            shipped_image: None,
+            ..deployed
+        };
+        assert!(moved(&older_berth, "127.0.0.1:5000/sites/www").is_some());
     }
 
     #[test]

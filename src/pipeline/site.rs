@@ -266,6 +266,15 @@ impl RunContext<'_> {
             }
             Check::Proceed => {}
         }
+        if let Some(moved) = decide::moved(&deployed, &repository) {
+            self.printer.stage(
+                &site.name,
+                "check",
+                Status::Done,
+                &format!("{moved}: shipping it there"),
+            );
+            report.reason = Some(moved);
+        }
         self.preflight_findings(
             site,
             deploy::preflight::preflight(&deployment, &site.deployment.container, &site.helm),
@@ -399,7 +408,10 @@ impl RunContext<'_> {
         }) = existing
         {
             // The commit's image is in the registry; its label says what it serves.
-            if let Some(content) = content_digest.as_deref().filter(|c| deployed.serves_files(c)) {
+            if let Some(content) = content_digest
+                .as_deref()
+                .filter(|c| deployed.serves_files(repository, c))
+            {
                 return Ok(Image::SameFiles(content.to_string()));
             }
             self.printer.stage(
@@ -418,7 +430,7 @@ impl RunContext<'_> {
         // image (another output of a shared generator changed, or only files
         // the site leaves out): nothing to build or roll out.
         let content = self.generator.content(site, synced).await?;
-        if deployed.serves_files(&content.digest) {
+        if deployed.serves_files(repository, &content.digest) {
             return Ok(Image::SameFiles(content.digest));
         }
         let built = self.build(site, checked, &content, &reference_with_tag).await?;
@@ -679,7 +691,7 @@ impl RunContext<'_> {
             if unchanged {
                 return Ok::<_, StageFailure>((deployed, false));
             }
-            if decide::same_files(&deployed, content_digest).is_none() {
+            if decide::same_files(&deployed, &checked.repository, content_digest).is_none() {
                 return Err(anyhow!(
                     "{}/{} changed while berth compared its files; nothing was recorded (run again)",
                     site.deployment.namespace,

@@ -14,6 +14,7 @@ mod images;
 mod layout;
 mod lease;
 mod mirror;
+mod moved;
 mod pipeline;
 mod real_node;
 mod registry_copy;
