@@ -1,10 +1,18 @@
-//! Command-line interface: clap types only. They are resolved into
-//! [`crate::settings`] before any stage runs; stage code never sees them.
+//! Command-line interface: the global options and the top of the command
+//! tree, as clap types. Each verb's own arguments are clap types in the
+//! verb's file (`commands::<verb>::Args`, gathered in [`commands::Command`]);
+//! the global options become [`Settings`] here, before any command runs.
+//! Nothing below the commands sees a clap type.
 
 use std::path::PathBuf;
 
 use clap::builder::FalseyValueParser;
 use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+use crate::config::ClusterOverrides;
+use crate::settings::{Settings, parse_duration};
+use crate::ui::{Colour, Verbosity};
 
 /// Ship static websites to Kubernetes without downtime.
 #[derive(Debug, Parser)]
@@ -81,40 +89,47 @@ pub enum ColorChoice {
     Never,
 }
 
+/// The command: one of berth's verbs, or a completion script.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check the pipeline file and report every problem with <file:line:column>.
-    Validate,
-    /// Mirror, build, push and deploy every site (or the named ones), skipping unchanged ones.
-    Run(RunArgs),
-    /// Ship exactly one commit of one site (per-commit CI).
-    Ship(ShipArgs),
-    /// Roll a site's Deployment back to its newest earlier revision not known to have failed,
-    /// or to a commit it ran before.
-    Rollback(RollbackArgs),
-    /// Deploy the exact image a site runs (or ran) in one environment to another, by digest.
-    Promote(PromoteArgs),
-    /// Show what `run` would do for each site, changing nothing.
-    Plan(PlanArgs),
-    /// Show each site's branch head, deployed commit and image, rollout state;
-    /// exit 1 when a site's last rollout failed.
-    Status(StatusArgs),
-    /// Show a site's past deployments (ReplicaSet revisions and berth's run log).
-    History(HistoryArgs),
-    /// Delete old images of the named sites (default: all) from their registries, keeping
-    /// every one still needed; a dry run without --delete.
-    Gc(GcArgs),
-    /// Fetch the mirrors of the named repos (default: all) and print each branch head.
-    Mirror(MirrorArgs),
-    /// Write a site's folder at a commit, from its repo's mirror, into an empty folder.
-    Export(ExportArgs),
-    /// Build a site from a working tree (uncommitted changes included) into the local Engine.
-    Build(BuildArgs),
-    /// Build a site from a working tree and serve it on a loopback port until Ctrl-C.
-    Preview(PreviewArgs),
+    #[command(flatten)]
+    Verb(commands::Command),
     /// Print a completion script for a shell, for example
     /// `berth completions bash > /etc/bash_completion.d/berth`.
     Completions(CompletionsArgs),
+}
+
+impl GlobalArgs {
+    /// The settings every command is given.
+    pub fn settings(self) -> Settings {
+        // -v wins over -q: more output never hides a problem.
+        let verbosity = if self.verbose > 0 {
+            Verbosity::Verbose
+        } else if self.quiet {
+            Verbosity::Quiet
+        } else {
+            Verbosity::Normal
+        };
+        Settings {
+            config_path: self.config,
+            state_dir_override: self.state_dir,
+            verbosity,
+            debug_logs: self.verbose > 1,
+            json: self.json,
+            colour: match self.color {
+                ColorChoice::Auto => Colour::Auto,
+                ColorChoice::Always => Colour::Always,
+                ColorChoice::Never => Colour::Never,
+            },
+            environment: self.environment,
+            cluster: ClusterOverrides {
+                context: self.context,
+                namespace: self.namespace,
+                kubeconfig: self.kubeconfig,
+                rollout_timeout: self.timeout,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -130,152 +145,6 @@ pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut command, "berth", &mut script);
     script
-}
-
-#[derive(Debug, Args)]
-pub struct PlanArgs {
-    /// Sites to plan (default: all).
-    pub sites: Vec<String>,
-    /// Only this shard of the sites, `I/N` (1-based).
-    #[arg(long)]
-    pub shard: Option<crate::pipeline::Shard>,
-}
-
-#[derive(Debug, Args)]
-pub struct StatusArgs {
-    /// Sites to show (default: all).
-    pub sites: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct GcArgs {
-    /// Sites whose images to clean (default: all).
-    pub sites: Vec<String>,
-    /// Delete the images the keep policy lets go (without it: only say which).
-    #[arg(long)]
-    pub delete: bool,
-    /// How long to wait for another caller's lock on a Deployment, for example `2m`.
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
-    pub lock_wait: std::time::Duration,
-}
-
-#[derive(Debug, Args)]
-pub struct MirrorArgs {
-    /// Repos to fetch (default: all).
-    pub repos: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct ExportArgs {
-    /// The site whose folder to export.
-    pub site: String,
-    /// Where to write the files: a new or empty folder.
-    pub directory: PathBuf,
-    /// A commit (full or at least 7 hex digits) or tag (default: the head of the site's branch).
-    #[arg(long)]
-    pub commit: Option<String>,
-    /// Read the mirror as it is, without fetching (it must exist).
-    #[arg(long)]
-    pub offline: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct HistoryArgs {
-    /// The site.
-    pub site: String,
-}
-
-#[derive(Debug, Args)]
-pub struct BuildArgs {
-    /// The site to build.
-    pub site: String,
-    /// A working tree of the site's repo (default: the current folder).
-    #[arg(long, default_value = ".")]
-    pub source: PathBuf,
-}
-
-#[derive(Debug, Args)]
-pub struct PreviewArgs {
-    /// The site to preview.
-    pub site: String,
-    /// A working tree of the site's repo (default: the current folder).
-    #[arg(long, default_value = ".")]
-    pub source: PathBuf,
-    /// Loopback port to serve on (default: a free one).
-    #[arg(long, default_value_t = 0)]
-    pub port: u16,
-}
-
-#[derive(Debug, Args)]
-pub struct DeployArgs {
-    /// Turn preflight warnings (a rollout that could drop the site) into errors.
-    #[arg(long)]
-    pub strict: bool,
-    /// Deploy a commit that is older than (an ancestor of) the deployed one.
-    #[arg(long)]
-    pub allow_older: bool,
-    /// How long to wait for another caller's lock on a Deployment, for example `2m`.
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
-    pub lock_wait: std::time::Duration,
-}
-
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|error| format!("`{text}` is not a duration ({error}); write for example 90s or 5m"))
-}
-
-#[derive(Debug, Args)]
-pub struct RollbackArgs {
-    /// The site whose Deployment to roll back.
-    pub site: String,
-    /// A commit (or its prefix) the Deployment ran before, failed or not; default: the newest
-    /// earlier revision not known to have failed.
-    #[arg(long)]
-    pub to: Option<String>,
-    #[command(flatten)]
-    pub deploy: DeployArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct PromoteArgs {
-    /// The site to promote.
-    pub site: String,
-    /// The environment whose image to take (default: the target's `promote_from`, else the default environment).
-    #[arg(long)]
-    pub from: Option<String>,
-    /// The environment to deploy it to.
-    #[arg(long)]
-    pub to: String,
-    /// A commit (or its prefix) that runs, or ran and passed, in the source environment (default: what runs there).
-    #[arg(long)]
-    pub commit: Option<String>,
-    #[command(flatten)]
-    pub deploy: DeployArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Sites to run (default: all).
-    pub sites: Vec<String>,
-    /// How many sites to work on at once.
-    #[arg(long, short = 'j', default_value_t = 2)]
-    pub jobs: usize,
-    /// Only this shard of the sites, `I/N` (1-based); shards split sites deterministically.
-    #[arg(long)]
-    pub shard: Option<crate::pipeline::Shard>,
-    #[command(flatten)]
-    pub deploy: DeployArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct ShipArgs {
-    /// The site to ship.
-    pub site: String,
-    /// The commit (full or at least 7 hex digits) or tag to ship.
-    #[arg(long)]
-    pub commit: String,
-    #[command(flatten)]
-    pub deploy: DeployArgs,
 }
 
 #[cfg(test)]
@@ -325,9 +194,10 @@ mod tests {
         assert_eq!(cli.global.timeout, Some(std::time::Duration::from_secs(90)));
         assert_eq!(cli.global.color, ColorChoice::Never);
         assert!(Cli::try_parse_from(["berth", "status", "--timeout", "soon"]).is_err());
-        // -q and -v together parse (settings lets -v win).
+        // -q and -v together parse, and -v wins.
         let both = Cli::try_parse_from(["berth", "-q", "-v", "status"]).unwrap();
         assert!(both.global.quiet && both.global.verbose == 1);
+        assert_eq!(both.global.settings().verbosity, Verbosity::Verbose);
         assert!(Cli::try_parse_from(["berth", "status", "--color", "sometimes"]).is_err());
     }
 

@@ -1,10 +1,8 @@
-//! Exit codes, documented in the README, and the one place that decides them:
-//! from a run's report, from the error a command stopped with, or from a
-//! count of failures.
-
-use crate::config::{ConfigError, EnvironmentError, OverrideError};
-use crate::pipeline::gc::GcReport;
-use crate::pipeline::{FailureKind, RunReport, SetupError, SiteAction};
+//! Exit codes, documented in the README, and the one place that turns what
+//! went wrong into one. Each error says its own [`Kind`] beside its variants
+//! (`ConfigError::kind`, `DeployError::kind`, ...), a report says the kinds
+//! its sites failed with, and [`code`] picks the code. A leaf: it imports
+//! nothing of berth.
 
 /// Everything went well.
 pub const OK: u8 = 0;
@@ -14,72 +12,64 @@ pub const SITE_FAILED: u8 = 1;
 pub const USAGE: u8 = 2;
 /// Environment error: Docker Engine, registry or cluster unreachable.
 pub const ENVIRONMENT: u8 = 3;
-
 /// Interrupted (Ctrl-C or SIGTERM): 128 + SIGINT, as shells report it. Once,
 /// the run stops starting work and ends with this code; twice, berth exits at
 /// once, without waiting for rollouts in flight.
 pub const INTERRUPTED: u8 = 130;
 
-/// A run's code: INTERRUPTED when berth was interrupted during it (the
-/// sites in flight then finished or rolled back), else ENVIRONMENT when a site failed on an unreachable part,
-/// else SITE_FAILED when a site failed, else OK.
-pub fn of_run(report: &RunReport) -> u8 {
-    if report.interrupted || report.sites.iter().any(|s| s.action == SiteAction::Interrupted) {
-        INTERRUPTED
-    } else if report
-        .sites
-        .iter()
-        .any(|s| s.failure == Some(FailureKind::Environment))
-    {
-        ENVIRONMENT
-    } else if report.sites.iter().any(|s| s.action == SiteAction::Failed) {
-        SITE_FAILED
-    } else {
-        OK
-    }
+/// What kind of thing went wrong: it decides the exit code, and a site's
+/// report names it (`failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// The command line or the pipeline file asks for something that cannot
+    /// be: nothing ran (exit 2).
+    Usage,
+    /// The site's own problem: its build, its rollout, a missing commit
+    /// (exit 1).
+    Site,
+    /// A part the site needs could not be reached: the Docker Engine, the
+    /// registry, the cluster (exit 3).
+    Environment,
+    /// berth was interrupted (Ctrl-C, SIGTERM) before the site's next stage
+    /// (exit 130).
+    Interrupted,
 }
 
-/// The code of a command that stopped with `error`, by its kind.
-pub fn of_error(error: &anyhow::Error) -> u8 {
-    for cause in error.chain() {
-        if cause.downcast_ref::<ConfigError>().is_some()
-            || cause.downcast_ref::<EnvironmentError>().is_some()
-            || cause.downcast_ref::<OverrideError>().is_some()
-        {
-            return USAGE;
-        }
-        if let Some(setup) = cause.downcast_ref::<SetupError>() {
-            return match setup {
-                SetupError::UnknownSite { .. }
-                | SetupError::UnknownRepo { .. }
-                | SetupError::NotInEnvironment { .. }
-                | SetupError::SameEnvironment(_)
-                | SetupError::NotEmpty { .. } => USAGE,
-                SetupError::Environment(_) => ENVIRONMENT,
-            };
+impl Kind {
+    /// The kind's exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Usage => USAGE,
+            Self::Site => SITE_FAILED,
+            Self::Environment => ENVIRONMENT,
+            Self::Interrupted => INTERRUPTED,
         }
     }
-    SITE_FAILED
-}
 
-/// `berth gc`'s code: ENVIRONMENT when a registry or cluster could not be
-/// reached, else SITE_FAILED when a site's gc failed (a registry refused a
-/// delete), else OK.
-pub fn of_gc(report: &GcReport) -> u8 {
-    if report
-        .sites
-        .iter()
-        .any(|s| s.failure == Some(FailureKind::Environment))
-    {
-        ENVIRONMENT
-    } else if report.sites.iter().any(|s| s.error.is_some()) {
-        SITE_FAILED
-    } else {
-        OK
+    /// Which kind decides the code when several happened in one command:
+    /// interrupted wins over everything (the sites in flight then finished
+    /// or rolled back), then an unreachable part, then usage, then a site.
+    fn rank(self) -> u8 {
+        match self {
+            Self::Interrupted => 3,
+            Self::Environment => 2,
+            Self::Usage => 1,
+            Self::Site => 0,
+        }
     }
 }
 
-/// SITE_FAILED when any of `failed` is true, else OK (plan, mirror).
+/// The code of a command whose parts failed with `kinds`: OK when none did,
+/// else the code of the kind that wins ([`Kind::rank`]).
+pub fn code(kinds: impl IntoIterator<Item = Kind>) -> u8 {
+    kinds
+        .into_iter()
+        .max_by_key(|kind| kind.rank())
+        .map_or(OK, Kind::code)
+}
+
+/// SITE_FAILED when any of `failed` is true, else OK (plan, status, mirror).
 pub fn of_failures(mut failed: impl Iterator<Item = bool>) -> u8 {
     if failed.any(|f| f) { SITE_FAILED } else { OK }
 }
@@ -87,40 +77,22 @@ pub fn of_failures(mut failed: impl Iterator<Item = bool>) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::SiteReport;
 
-    fn report(actions: &[(SiteAction, Option<FailureKind>)], interrupted: bool) -> RunReport {
-        RunReport {
-            environment: None,
-            sites: actions
-                .iter()
-                .map(|(action, failure)| SiteReport {
-                    action: *action,
-                    failure: *failure,
-                    ..SiteReport::new("www")
-                })
-                .collect(),
-            interrupted,
-        }
+    #[test]
+    fn nothing_failed_is_ok_and_the_worst_kind_decides() {
+        assert_eq!(code([]), OK);
+        assert_eq!(code([Kind::Site]), SITE_FAILED);
+        assert_eq!(code([Kind::Site, Kind::Environment, Kind::Site]), ENVIRONMENT);
+        assert_eq!(code([Kind::Usage]), USAGE);
+        assert_eq!(code([Kind::Site, Kind::Usage]), USAGE);
+        // Interrupted wins over every other, even an unreachable part.
+        assert_eq!(code([Kind::Environment, Kind::Interrupted]), INTERRUPTED);
+        assert_eq!(code([Kind::Interrupted, Kind::Site]), INTERRUPTED);
     }
 
     #[test]
-    fn an_interrupted_run_exits_130_whatever_its_sites_did() {
-        let deployed = (SiteAction::Deployed, None);
-        let failed = (SiteAction::Failed, Some(FailureKind::Environment));
-        let skipped = (SiteAction::Interrupted, Some(FailureKind::Interrupted));
-        assert_eq!(of_run(&report(&[deployed], false)), OK);
-        assert_eq!(
-            of_run(&report(&[deployed], true)),
-            INTERRUPTED,
-            "in flight, then done"
-        );
-        assert_eq!(of_run(&report(&[deployed, skipped], true)), INTERRUPTED);
-        assert_eq!(of_run(&report(&[failed, skipped], true)), INTERRUPTED);
-        assert_eq!(of_run(&report(&[failed], false)), ENVIRONMENT);
-        assert_eq!(
-            of_run(&report(&[(SiteAction::Failed, Some(FailureKind::Site))], false)),
-            SITE_FAILED
-        );
+    fn failures_are_counted_as_site_failures() {
+        assert_eq!(of_failures([false, false].into_iter()), OK);
+        assert_eq!(of_failures([false, true].into_iter()), SITE_FAILED);
     }
 }

@@ -1,19 +1,24 @@
 //! berth ships static websites to Kubernetes without downtime.
 //!
-//! Data flows one way, and imports follow it (`tests/it/layout.rs` checks):
-//! [`cli`] (clap types) is resolved into [`settings`]; [`commands`] run one
-//! verb each through the [`pipeline`], which runs the stages for each site:
+//! Data flows one way, and imports follow it. [`cli`] turns the command line
+//! into [`settings`] and a verb of [`commands`]; each verb has the
+//! [`pipeline`] do its work, and the pipeline runs the stages for each site:
 //! [`git`] (mirror, export), [`image`] (generate, build), [`registry`]
-//! (push) and [`deploy`] (roll out, check, roll back). The leaves are the
-//! pipeline file's model ([`config`]), image references and tags
-//! ([`reference`](mod@reference)) and the printer ([`ui`]). [`exit`] is the one place that
-//! decides exit codes; [`git::ffi`] is the one module with `unsafe`.
+//! (push, copy) and [`deploy`] (roll out, check, roll back). The stages do not
+//! know each other, and only the pipeline reaches them. Below them are the
+//! pipeline file's model ([`config`]) and the leaves: [`exit`] (the kinds of
+//! failure and their codes), [`reference`](mod@reference) (image references
+//! and tags), [`files`] (a site's files as the mirror lists them), [`ui`]
+//! (the printer) and [`http`]. The one map of these layers is `LAYERS` in
+//! `tests/it/layout.rs`, which checks every import against it;
+//! [`git::ffi`] is the one module with `unsafe`.
 
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod deploy;
 pub mod exit;
+pub mod files;
 pub mod git;
 pub mod http;
 pub mod image;
@@ -43,14 +48,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let completions = match &cli.command {
-        cli::Command::Completions(args) => Some(args.shell),
-        _ => None,
-    };
-    let Some(settings) = Settings::from_cli(cli) else {
-        let script = completions.map(cli::completion_script).unwrap_or_default();
-        Printer::new(Verbosity::Normal, false, false).result(&String::from_utf8_lossy(&script));
-        return ExitCode::from(exit::OK);
+    let settings = cli.global.settings();
+    let command = match cli.command {
+        cli::Command::Verb(command) => command,
+        cli::Command::Completions(args) => {
+            let script = cli::completion_script(args.shell);
+            Printer::new(Verbosity::Normal, false, false).result(&String::from_utf8_lossy(&script));
+            return ExitCode::from(exit::OK);
+        }
     };
     git::ffi::start_without_ca_bundle();
     // libgit2 re-hashes every object it reads (SHA-1 with collision detection,
@@ -69,7 +74,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::ENVIRONMENT);
         }
     };
-    let code = runtime.block_on(run(&settings, &printer));
+    let code = runtime.block_on(run(&settings, command, &printer));
     ExitCode::from(code)
 }
 
@@ -85,15 +90,16 @@ fn init_logging(debug: bool, printer: &Printer) {
 }
 
 /// Runs one command and maps its outcome to an exit code.
-pub async fn run(settings: &Settings, printer: &Printer) -> u8 {
-    match commands::execute(settings, printer).await {
+pub async fn run(settings: &Settings, command: commands::Command, printer: &Printer) -> u8 {
+    let context = commands::Context::new(settings, printer);
+    match command.run(&context).await {
         Ok(code) => code,
         Err(error) => {
             match error.downcast_ref::<ConfigError>() {
                 Some(invalid) => commands::validate::print_problems(invalid, printer),
                 None => printer.error(&error),
             }
-            exit::of_error(&error)
+            commands::error_code(&error)
         }
     }
 }

@@ -1,125 +1,54 @@
-//! `berth export`: writes a site's folder at a commit, from its repo's
-//! mirror, into an empty folder; offline, from the mirror as it is.
+//! `berth export SITE DIR [--commit C] [--offline]`: writes a site's folder
+//! at a commit, from its repo's mirror, into an empty folder
+//! ([`pipeline::export`]); prints the commit (or `--json`).
 
-use std::path::Path;
-use std::time::{Instant, SystemTime};
+use std::path::PathBuf;
 
-use anyhow::Context as _;
-
-use crate::commands::json_document;
-use crate::config::{Config, Site};
+use crate::commands::Context;
 use crate::exit;
-use crate::git::{Commit, Mirror, MirrorError};
-use crate::pipeline::sync::sync_mirror;
-use crate::pipeline::{self, CommitChoice, SetupError};
-use crate::reference;
-use crate::ui::{Printer, Status};
+use crate::pipeline::{self, CommitChoice};
 
-/// What `berth export` is asked to do.
-pub struct Request<'a> {
-    pub site: &'a str,
-    pub directory: &'a Path,
-    /// `None`: the branch head.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The site whose folder to export.
+    pub site: String,
+    /// Where to write the files: a new or empty folder.
+    pub directory: PathBuf,
+    /// A commit (full or at least 7 hex digits) or tag (default: the head of the site's branch).
+    #[arg(long)]
     pub commit: Option<String>,
-    /// Read the mirror as it is, without fetching.
+    /// Read the mirror as it is, without fetching (it must exist).
+    #[arg(long)]
     pub offline: bool,
 }
 
-/// `berth export`: prints the commit written (or, with `--json`, the site,
-/// commit, folder and number of files).
-pub async fn command(
-    config: &Config,
-    request: Request<'_>,
-    json: bool,
-    printer: &Printer,
-    started: SystemTime,
-) -> anyhow::Result<u8> {
-    let selected = pipeline::select(config, &[request.site.to_string()], None)?;
-    let choice = request
-        .commit
-        .map_or(CommitChoice::BranchHead, CommitChoice::Exact);
-    let exported = export_site(
-        config,
+/// Prints the commit written (or, with `--json`, the site, commit, folder
+/// and number of files).
+pub async fn run(context: &Context<'_>, args: Args) -> anyhow::Result<u8> {
+    let config = context.view()?;
+    let selected = pipeline::select(&config, std::slice::from_ref(&args.site), None)?;
+    let choice = args.commit.map_or(CommitChoice::BranchHead, CommitChoice::Exact);
+    let exported = pipeline::export::export_site(
+        &config,
         selected[0],
         choice,
-        request.offline,
-        request.directory,
-        printer,
+        args.offline,
+        &args.directory,
+        context.printer,
     )
     .await?;
-    if json {
+    if context.settings.json {
         let body = serde_json::json!({
-            "site": request.site,
+            "site": args.site,
             "commit": exported.commit.id,
-            "directory": request.directory.display().to_string(),
+            "directory": args.directory.display().to_string(),
             "files": exported.files,
         });
-        printer.result(&json_document("berth.export/v1", "export", started, &body)?);
+        context
+            .printer
+            .result(&context.document("berth.export/v1", "export", &body)?);
     } else {
-        printer.result(&exported.commit.id);
+        context.printer.result(&exported.commit.id);
     }
     Ok(exit::OK)
-}
-
-/// What `berth export` wrote.
-pub struct Exported {
-    pub commit: Commit,
-    /// Files written (symlinks included).
-    pub files: usize,
-}
-
-/// Writes `site`'s folder at `choice`, from its repo's mirror, into `directory`
-/// (created when missing; refused unless empty). The mirror is fetched first
-/// unless `offline`.
-pub async fn export_site(
-    config: &Config,
-    site: &Site,
-    choice: CommitChoice,
-    offline: bool,
-    directory: &Path,
-    printer: &Printer,
-) -> anyhow::Result<Exported> {
-    let empty = match std::fs::read_dir(directory) {
-        Ok(mut entries) => entries.next().is_none(),
-        Err(error) => error.kind() == std::io::ErrorKind::NotFound,
-    };
-    if !empty {
-        return Err(SetupError::NotEmpty {
-            path: directory.display().to_string(),
-        }
-        .into());
-    }
-    let repo = config.repo(&site.repo).expect("validated").clone();
-    let (mirrors_dir, path, destination, printer_copy) = (
-        config.state_dir.join("mirrors"),
-        site.path.clone(),
-        directory.to_path_buf(),
-        printer.clone(),
-    );
-    let started = Instant::now();
-    let exported = tokio::task::spawn_blocking(move || {
-        let mirror = if offline {
-            Mirror::open_existing(&mirrors_dir, &repo, &|message| printer_copy.warning(&message))?
-        } else {
-            sync_mirror(&mirrors_dir, &repo, &printer_copy)?
-        };
-        let commit = choice.resolve(&mirror, &repo.branch)?;
-        let files = mirror.export(&commit.id, &path, &destination)?;
-        Ok::<_, MirrorError>(Exported { commit, files })
-    })
-    .await?
-    .with_context(|| format!("cannot export site `{}`", site.name))?;
-    printer.stage(
-        &site.name,
-        "export",
-        Status::Done,
-        &format!(
-            "{} files at {} into {} ({:.2}s)",
-            exported.files,
-            reference::short(&exported.commit.id),
-            directory.display(),
-            started.elapsed().as_secs_f64()
-        ),
-    );
-    Ok(exported)
 }

@@ -1,274 +1,260 @@
-//! The CLI verbs. Each takes resolved [`Settings`], works through the
-//! pipeline or its stages, prints its result through the [`Printer`] and
-//! returns its exit code ([`crate::exit`]); none sees a clap type.
+//! The CLI verbs, one file each. A verb's file holds its clap arguments
+//! (`Args`) and its one entry, `pub async fn run(context: &Context<'_>, args:
+//! Args) -> anyhow::Result<u8>`: it reads the pipeline file through its
+//! [`Context`], has the [`crate::pipeline`] do the work, prints the result
+//! (a table or `--json`) and returns the exit code. A verb's steps live in
+//! the pipeline; a verb never reaches a stage (`git`, `image`, `registry`,
+//! `deploy`) itself.
 //!
-//! - `run`, `ship`, `rollback`, `promote`: change the cluster ([`run`],
-//!   [`rollback`], [`promote`]).
-//! - `plan`, `status`, `history`: read only ([`plan`], [`status`], [`history`]).
-//! - `gc`: the registries ([`gc`]).
-//! - `mirror`, `export`: the mirrors ([`mirror`], [`export`]).
-//! - `build`, `preview`: a developer's working tree ([`build`], [`preview`]).
+//! - `run`, `ship`, `rollback`, `promote`: change the cluster.
+//! - `plan`, `status`, `history`: read only.
+//! - `gc`: the registries.
+//! - `mirror`, `export`: the mirrors.
+//! - `build`, `preview`: a developer's working tree.
 //! - `validate`: the pipeline file alone.
+//!
+//! Adding a verb: its file, and its variant of [`Command`].
 
 pub mod build;
 pub mod export;
 pub mod gc;
 pub mod history;
 pub mod mirror;
-pub mod notify;
 pub mod plan;
 pub mod preview;
 pub mod promote;
 pub mod rollback;
 pub mod run;
+pub mod ship;
 pub mod status;
 pub mod validate;
 
-use std::time::SystemTime;
+use std::cell::OnceCell;
+use std::time::{Duration, SystemTime};
 
-use crate::config::{Config, EnvironmentError, OverrideError};
-use crate::exit;
-use crate::pipeline::decide::{self, PromoteChange};
-use crate::settings::{Action, Settings};
+use crate::config::{Config, ConfigError, EnvironmentError, OverrideError};
+use crate::exit::{self, Kind};
+use crate::pipeline::{self, DeployOptions, RunReport, SetupError};
+use crate::settings::{Settings, parse_duration};
 use crate::ui::Printer;
 
-/// Runs the command `settings` names; its exit code, or the error it stopped with.
-#[expect(clippy::too_many_lines, reason = "one arm per command, each a few lines")]
-pub async fn execute(settings: &Settings, printer: &Printer) -> anyhow::Result<u8> {
-    let started = SystemTime::now();
-    let declared = match settings.load_config() {
-        Ok(declared) => declared,
-        Err(error) if matches!(settings.action, Action::Validate) => {
-            return Ok(validate::refused(settings, &error, printer, started));
-        }
-        Err(error) => return Err(error.into()),
-    };
-    let environment = settings.environment.as_deref();
-    // The one environment a command works in, with the cluster options applied.
-    let view = || -> anyhow::Result<Config> {
-        Ok(declared
-            .in_environment(environment)?
-            .with_cluster(&settings.cluster)?)
-    };
-    match &settings.action {
-        Action::Validate => Ok(validate::command(settings, &declared, printer, started)),
-        Action::Promote {
-            site,
-            from,
-            to,
-            commit,
-            deploy,
-        } => {
-            let request = crate::pipeline::promote::Request {
-                site,
-                from: from.as_deref(),
-                to,
-                commit: commit.as_deref(),
-                options: deploy,
-                cluster: &settings.cluster,
-            };
-            promote::command(settings, &declared, &request, printer, started).await
-        }
-        Action::Plan { sites, shard } => {
-            let views = views(&declared, environment, settings, "plan")?;
-            plan::command(settings, &views, sites, *shard, printer, started).await
-        }
-        Action::Status { sites } => {
-            let views = views(&declared, environment, settings, "status")?;
-            status::command(settings, &views, sites, printer, started).await
-        }
-        Action::History { site } => {
-            let views = views(&declared, environment, settings, "history")?;
-            history::command(settings, &views, site, printer, started).await
-        }
-        // The rest work in one environment: `--env`, or the default one.
-        Action::Run {
-            sites,
-            jobs,
-            shard,
-            deploy,
-        } => {
-            let config = view()?;
-            run::run(settings, &config, sites, *jobs, *shard, deploy, printer, started).await
-        }
-        Action::Ship { site, commit, deploy } => {
-            let config = view()?;
-            run::ship(settings, &config, site, commit, deploy, printer, started).await
-        }
-        Action::Rollback { site, to, deploy } => {
-            let config = view()?;
-            let report = rollback::rollback(&config, site, to.as_deref(), deploy, printer).await?;
-            run::finish(settings, &config, "rollback", &report, printer, started).await
-        }
-        Action::Gc {
-            sites,
-            delete,
-            lock_wait,
-        } => {
-            // Every environment's Deployments say what is needed; `--env` narrows the registries.
-            declared.in_environment(environment)?;
-            let given = settings.cluster.given();
-            if declared.environments.len() > 1 && !given.is_empty() {
-                return Err(OverrideError::Gc {
-                    options: given.join(", "),
-                }
-                .into());
-            }
-            let views = views(&declared, None, settings, "gc")?;
-            let request = crate::pipeline::gc::Request {
-                sites,
-                environment,
-                delete: *delete,
-                lock_wait: *lock_wait,
-            };
-            gc::command(settings, &views, &request, printer, started).await
-        }
-        Action::Mirror { repos } => mirror::command(&view()?, repos, settings.json, printer, started).await,
-        Action::Export {
-            site,
-            directory,
-            commit,
-            offline,
-        } => {
-            let request = export::Request {
-                site,
-                directory,
-                commit: commit.clone(),
-                offline: *offline,
-            };
-            export::command(&view()?, request, settings.json, printer, started).await
-        }
-        Action::Build { site, source } => {
-            let built = build::command(&view()?, site, source, printer).await?;
-            build::print(&built, settings.json, printer, started)?;
-            Ok(exit::OK)
-        }
-        Action::Preview { site, source, port } => {
-            let built = build::command(&view()?, site, source, printer).await?;
-            preview::preview(&built, *port, settings.json, printer, started).await?;
-            Ok(exit::OK)
+/// berth's verbs, each with its own arguments.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check the pipeline file and report every problem with <file:line:column>.
+    Validate(validate::Args),
+    /// Mirror, build, push and deploy every site (or the named ones), skipping unchanged ones.
+    Run(run::Args),
+    /// Ship exactly one commit of one site (per-commit CI).
+    Ship(ship::Args),
+    /// Roll a site's Deployment back to its newest earlier revision not known to have failed,
+    /// or to a commit it ran before.
+    Rollback(rollback::Args),
+    /// Deploy the exact image a site runs (or ran) in one environment to another, by digest.
+    Promote(promote::Args),
+    /// Show what `run` would do for each site, changing nothing.
+    Plan(plan::Args),
+    /// Show each site's branch head, deployed commit and image, rollout state;
+    /// exit 1 when a site's last rollout failed.
+    Status(status::Args),
+    /// Show a site's past deployments (ReplicaSet revisions and berth's run log).
+    History(history::Args),
+    /// Delete old images of the named sites (default: all) from their registries, keeping
+    /// every one still needed; a dry run without --delete.
+    Gc(gc::Args),
+    /// Fetch the mirrors of the named repos (default: all) and print each branch head.
+    Mirror(mirror::Args),
+    /// Write a site's folder at a commit, from its repo's mirror, into an empty folder.
+    Export(export::Args),
+    /// Build a site from a working tree (uncommitted changes included) into the local Engine.
+    Build(build::Args),
+    /// Build a site from a working tree and serve it on a loopback port until Ctrl-C.
+    Preview(preview::Args),
+}
+
+impl Command {
+    /// Runs the verb; its exit code, or the error it stopped with.
+    pub async fn run(self, context: &Context<'_>) -> anyhow::Result<u8> {
+        match self {
+            Self::Validate(args) => validate::run(context, args).await,
+            Self::Run(args) => run::run(context, args).await,
+            Self::Ship(args) => ship::run(context, args).await,
+            Self::Rollback(args) => rollback::run(context, args).await,
+            Self::Promote(args) => promote::run(context, args).await,
+            Self::Plan(args) => plan::run(context, args).await,
+            Self::Status(args) => status::run(context, args).await,
+            Self::History(args) => history::run(context, args).await,
+            Self::Gc(args) => gc::run(context, args).await,
+            Self::Mirror(args) => mirror::run(context, args).await,
+            Self::Export(args) => export::run(context, args).await,
+            Self::Build(args) => build::run(context, args).await,
+            Self::Preview(args) => preview::run(context, args).await,
         }
     }
 }
 
-/// The views `plan`, `status` and `history` show: the one `--env` names, or
-/// every environment (the file itself when it declares none), with the
-/// cluster options applied; those naming one cluster need one view.
-fn views(
-    declared: &Config,
-    environment: Option<&str>,
-    settings: &Settings,
-    command: &'static str,
-) -> anyhow::Result<Vec<Config>> {
-    let views: Vec<Config> = if environment.is_some() || declared.environments.is_empty() {
-        vec![declared.in_environment(environment)?]
-    } else {
-        declared
-            .environment_names()
+/// What every verb is given: the settings, the printer, when the command
+/// started, and the pipeline file, read once when a verb first asks.
+pub struct Context<'a> {
+    pub settings: &'a Settings,
+    pub printer: &'a Printer,
+    pub started: SystemTime,
+    declared: OnceCell<Config>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(settings: &'a Settings, printer: &'a Printer) -> Self {
+        Self {
+            settings,
+            printer,
+            started: SystemTime::now(),
+            declared: OnceCell::new(),
+        }
+    }
+
+    /// The pipeline file as declared: every environment, none applied.
+    pub fn declared(&self) -> Result<&Config, ConfigError> {
+        if let Some(declared) = self.declared.get() {
+            return Ok(declared);
+        }
+        let loaded = self.settings.load_config()?;
+        Ok(self.declared.get_or_init(|| loaded))
+    }
+
+    /// The one environment a command that changes things works in (`--env`,
+    /// or the default one), with the cluster options applied.
+    pub fn view(&self) -> anyhow::Result<Config> {
+        Ok(self
+            .declared()?
+            .in_environment(self.settings.environment.as_deref())?
+            .with_cluster(&self.settings.cluster)?)
+    }
+
+    /// The environments `command` shows side by side (`plan`, `status`,
+    /// `history`, `gc`): the one `--env` names, or every environment (the file
+    /// itself when it declares none), with the cluster options applied;
+    /// options that name one cluster need one environment.
+    pub fn views(&self, command: &'static str) -> anyhow::Result<Vec<Config>> {
+        self.views_in(self.settings.environment.as_deref(), command)
+    }
+
+    /// Every environment of the file (the file itself when it declares none),
+    /// whatever `--env` says, with the cluster options applied (`gc`: every
+    /// environment's Deployments say which images are needed).
+    pub fn every_view(&self, command: &'static str) -> anyhow::Result<Vec<Config>> {
+        self.views_in(None, command)
+    }
+
+    fn views_in(&self, environment: Option<&str>, command: &'static str) -> anyhow::Result<Vec<Config>> {
+        let declared = self.declared()?;
+        let views: Vec<Config> = if environment.is_some() || declared.environments.is_empty() {
+            vec![declared.in_environment(environment)?]
+        } else {
+            declared
+                .environment_names()
+                .into_iter()
+                .map(|name| declared.in_environment(Some(name)))
+                .collect::<Result<_, EnvironmentError>>()?
+        };
+        let given = self.settings.cluster.given();
+        if views.len() > 1 && !given.is_empty() {
+            return Err(OverrideError::SeveralEnvironments {
+                options: given.join(", "),
+                command,
+                environments: declared.environment_names().join(", "),
+            }
+            .into());
+        }
+        Ok(views
             .into_iter()
-            .map(|name| declared.in_environment(Some(name)))
-            .collect::<Result<_, EnvironmentError>>()?
-    };
-    let given = settings.cluster.given();
-    if views.len() > 1 && !given.is_empty() {
-        return Err(OverrideError::SeveralEnvironments {
-            options: given.join(", "),
-            command,
-            environments: declared.environment_names().join(", "),
+            .map(|view| view.with_cluster(&self.settings.cluster))
+            .collect::<Result<_, OverrideError>>()?)
+    }
+
+    /// A command's `--json` document: `body`'s fields (an object), after the
+    /// schema, command and start time every document begins with.
+    pub fn document<T: serde::Serialize>(
+        &self,
+        schema: &str,
+        command: &str,
+        body: &T,
+    ) -> anyhow::Result<String> {
+        json_document(schema, command, self.started, body)
+    }
+
+    /// Prints a run's result (table or JSON), logs it in the run log, sends
+    /// it to the `[notify]` webhooks, and gives its exit code: how `run`,
+    /// `ship`, `rollback` and `promote` end.
+    pub async fn finish_run(&self, config: &Config, command: &str, report: &RunReport) -> anyhow::Result<u8> {
+        let code = report.exit_code();
+        let document = report.document(command, self.started, code);
+        pipeline::notify::tell(config, command, report, &document, self.started, self.printer).await;
+        if self.settings.json {
+            self.printer.result(&serde_json::to_string_pretty(&document)?);
+        } else {
+            self.printer.result(&report.summary());
         }
-        .into());
+        if let Err(error) = pipeline::run_log::append(config, command, report) {
+            self.printer.warning(&format!(
+                "cannot write the run log in {}: {error}",
+                config.state_dir.display()
+            ));
+        }
+        Ok(code)
     }
-    Ok(views
-        .into_iter()
-        .map(|view| view.with_cluster(&settings.cluster))
-        .collect::<Result<_, OverrideError>>()?)
 }
 
-/// The sites named (all when none) in each of `views`: with several views
-/// (every environment), a site is left out of those it does not ship to; a
-/// name no environment knows is a usage error.
-fn selected_in<'c>(
-    views: &'c [Config],
-    names: &[String],
-    shard: Option<crate::pipeline::Shard>,
-) -> Result<Vec<(&'c Config, Vec<&'c crate::config::Site>)>, crate::pipeline::SetupError> {
-    views
-        .iter()
-        .map(|config| {
-            let here: Vec<String> = if views.len() > 1 {
-                names
-                    .iter()
-                    .filter(|name| config.site(name).is_some() || config.declared_site(name).is_none())
-                    .cloned()
-                    .collect()
+/// The options of the verbs that deploy (`run`, `ship`, `rollback`, `promote`).
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// Turn preflight warnings (a rollout that could drop the site) into errors.
+    #[arg(long)]
+    pub strict: bool,
+    /// Deploy a commit that is older than (an ancestor of) the deployed one.
+    #[arg(long)]
+    pub allow_older: bool,
+    /// How long to wait for another caller's lock on a Deployment, for example `2m`.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub lock_wait: Duration,
+}
+
+impl DeployArgs {
+    /// The pipeline's deploy options these flags ask for.
+    pub fn options(&self) -> DeployOptions {
+        DeployOptions {
+            strict: self.strict,
+            allow_older: self.allow_older,
+            lock_wait: self.lock_wait,
+        }
+    }
+}
+
+/// What kind of failure `error` is, for its exit code: the kind the first
+/// error of its chain that knows its kind says, else a site's failure.
+pub fn error_kind(error: &anyhow::Error) -> Kind {
+    error
+        .chain()
+        .find_map(|cause| {
+            if let Some(error) = cause.downcast_ref::<ConfigError>() {
+                Some(error.kind())
+            } else if let Some(error) = cause.downcast_ref::<EnvironmentError>() {
+                Some(error.kind())
+            } else if let Some(error) = cause.downcast_ref::<OverrideError>() {
+                Some(error.kind())
             } else {
-                names.to_vec()
-            };
-            if !names.is_empty() && here.is_empty() {
-                return Ok((config, Vec::new()));
+                cause.downcast_ref::<SetupError>().map(SetupError::kind)
             }
-            Ok((config, crate::pipeline::select(config, &here, shard)?))
         })
-        .collect()
+        .unwrap_or(Kind::Site)
 }
 
-/// Every site of `selected` once (a site shipping to several environments
-/// is mirrored, and its generator run, once for all of them).
-fn every_site<'c>(selected: &[(&Config, Vec<&'c crate::config::Site>)]) -> Vec<&'c crate::config::Site> {
-    let mut sites: Vec<&crate::config::Site> = selected
-        .iter()
-        .flat_map(|(_, sites)| sites.iter().copied())
-        .collect();
-    sites.sort_by(|a, b| a.name.cmp(&b.name));
-    sites.dedup_by(|a, b| a.name == b.name);
-    sites
+/// The exit code of a command that stopped with `error`.
+pub fn error_code(error: &anyhow::Error) -> u8 {
+    exit::code([error_kind(error)])
 }
 
-/// One row of `plan` or `status`, as the promote column reads it.
-struct Row<'a> {
-    site: &'a str,
-    environment: Option<&'a str>,
-    image: Option<&'a str>,
-    commit: Option<&'a str>,
-}
-
-/// An entry of `plan` or `status`: one site in one environment, with a
-/// promote column.
-trait SideBySide {
-    fn row(&self) -> Row<'_>;
-    fn set_promote(&mut self, change: Option<PromoteChange>);
-}
-
-/// Fills each entry's promote column ([`promote_column`]).
-fn fill_promote_column<E: SideBySide>(declared: &Config, entries: &mut [E]) {
-    let rows: Vec<Row<'_>> = entries.iter().map(SideBySide::row).collect();
-    let column = promote_column(declared, &rows);
-    for (entry, change) in entries.iter_mut().zip(column) {
-        entry.set_promote(change);
-    }
-}
-
-/// Per row, what `berth promote` would change in its environment, when its
-/// source environment's row for the same site is shown too
-/// ([`decide::promote_change`]).
-fn promote_column(declared: &Config, rows: &[Row<'_>]) -> Vec<Option<PromoteChange>> {
-    rows.iter()
-        .map(|row| {
-            let from = declared.promote_source(row.environment?)?;
-            let source = rows
-                .iter()
-                .find(|other| other.site == row.site && other.environment == Some(from))?;
-            Some(decide::promote_change(
-                from,
-                (source.image, source.commit),
-                (row.image, row.commit),
-            ))
-        })
-        .collect()
-}
-
-/// A command's `--json` document: `body`'s fields (an object), after the
-/// schema, command and start time every document begins with.
+/// A `--json` document: `body`'s fields (an object), after the schema,
+/// command and start time every document begins with.
 fn json_document<T: serde::Serialize>(
     schema: &str,
     command: &str,

@@ -1,119 +1,51 @@
-//! `berth preview`: a local build ([`super::build`]) run on a loopback port;
-//! prints the URL, and removes the container on Ctrl-C.
+//! `berth preview SITE [--source DIR] [--port N]`: a local build
+//! ([`pipeline::local::build`]) served on a loopback port
+//! ([`pipeline::local::serve`]); prints the URL (or `--json`), and removes the
+//! container on Ctrl-C.
 
-use std::collections::HashMap;
+use std::path::PathBuf;
 
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions, StartContainerOptions};
-
-use std::time::SystemTime;
-
-use crate::commands::build::Built;
-use crate::commands::json_document;
+use crate::commands::Context;
+use crate::exit;
 use crate::pipeline;
-use crate::ui::Printer;
 
-/// Runs `built` on a loopback port, prints the URL (with `json`, a document
-/// with the site, tag and URL), waits for Ctrl-C, removes the container.
-pub async fn preview(
-    built: &Built,
-    port: u16,
-    json: bool,
-    printer: &Printer,
-    started: SystemTime,
-) -> anyhow::Result<()> {
-    let docker = pipeline::connect_docker().await?;
-    let inspect = docker.inspect_image(&built.tag).await?;
-    let container_port = inspect
-        .config
-        .and_then(|c| c.exposed_ports)
-        .and_then(|ports| ports.into_iter().next())
-        .map_or_else(|| "8080/tcp".to_string(), |port| port.clone());
-    let port = if port == 0 {
-        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The site to preview.
+    pub site: String,
+    /// A working tree of the site's repo (default: the current folder).
+    #[arg(long, default_value = ".")]
+    pub source: PathBuf,
+    /// Loopback port to serve on (default: a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+}
+
+/// Builds, serves until Ctrl-C (or SIGTERM), then removes the container.
+pub async fn run(context: &Context<'_>, args: Args) -> anyhow::Result<u8> {
+    let config = context.view()?;
+    let site = pipeline::select(&config, std::slice::from_ref(&args.site), None)?[0];
+    let built = pipeline::local::build(&config, site, &args.source, context.printer).await?;
+    let serving = pipeline::local::serve(&built, args.port).await?;
+    let printed = if context.settings.json {
+        let body = serde_json::json!({"site": built.site, "tag": built.tag, "url": serving.url});
+        context.document("berth.preview/v1", "preview", &body)
     } else {
-        port
+        Ok(serving.url.clone())
     };
-    let name = format!("berth-preview-{}-{port}", std::process::id());
-    let labels = [("dev.berth.preview", built.tag.as_str())];
-    create_published(&docker, &built.image_id, &name, &container_port, port, &labels).await?;
-    let result = async {
-        docker
-            .start_container(&name, None::<StartContainerOptions>)
-            .await?;
-        let url = format!("http://127.0.0.1:{port}/");
-        if json {
-            let body = serde_json::json!({"site": built.site, "tag": built.tag, "url": url});
-            printer.result(&json_document("berth.preview/v1", "preview", started, &body)?);
-        } else {
-            printer.result(&url);
+    let printed = match printed {
+        Ok(text) => text,
+        Err(error) => {
+            serving.stop().await?;
+            return Err(error);
         }
-        printer.note(&format!(
-            "serving {} (container port {container_port}); Ctrl-C stops it",
-            built.tag
-        ));
-        wait_for_stop().await;
-        anyhow::Ok(())
-    }
-    .await;
-    docker
-        .remove_container(
-            &name,
-            Some(RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            }),
-        )
-        .await?;
-    printer.note("preview stopped; container removed");
-    result
-}
-
-/// Creates (does not start) a container of `image` named `name`, its
-/// `container_port` (say `8080/tcp`) published on 127.0.0.1:`host_port` only.
-pub async fn create_published(
-    docker: &bollard::Docker,
-    image: &str,
-    name: &str,
-    container_port: &str,
-    host_port: u16,
-    labels: &[(&str, &str)],
-) -> Result<(), bollard::errors::Error> {
-    let binding = PortBinding {
-        host_ip: Some("127.0.0.1".into()),
-        host_port: Some(host_port.to_string()),
     };
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(container_port.to_string(), Some(vec![binding]))])),
-            auto_remove: Some(false),
-            ..Default::default()
-        }),
-        labels: Some(
-            labels
-                .iter()
-                .map(|(key, value)| ((*key).to_string(), (*value).to_string()))
-                .collect(),
-        ),
-        ..Default::default()
-    };
-    docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.to_string()),
-                ..Default::default()
-            }),
-            body,
-        )
-        .await?;
-    Ok(())
-}
-
-async fn wait_for_stop() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = async { match terminate.as_mut() { Some(signal) => { signal.recv().await; } None => std::future::pending().await } } => {}
-    }
+    context.printer.result(&printed);
+    context.printer.note(&format!(
+        "serving {} (container port {}); Ctrl-C stops it",
+        built.tag, serving.container_port
+    ));
+    serving.until_stopped().await?;
+    context.printer.note("preview stopped; container removed");
+    Ok(exit::OK)
 }

@@ -1,26 +1,34 @@
 //! `berth promote SITE --to ENV [--from ENV] [--commit C]`: the image a site
 //! runs (or ran, and passed) in one environment, deployed to another by
-//! digest ([`crate::pipeline::promote`]); its result printed, logged in the
-//! target environment and sent to the target's webhook, as `run`'s is.
+//! digest ([`pipeline::promote`]); its result printed, logged in the target
+//! environment and sent to the target's webhooks, as `run`'s is.
 
-use std::time::SystemTime;
+use crate::commands::{Context, DeployArgs};
+use crate::config::OverrideError;
+use crate::pipeline::{self, promote::Request};
 
-use crate::commands::run;
-use crate::config::{Config, OverrideError};
-use crate::pipeline::promote::{self, Request};
-use crate::settings::Settings;
-use crate::ui::Printer;
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The site to promote.
+    pub site: String,
+    /// The environment whose image to take (default: the target's `promote_from`, else the default environment).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The environment to deploy it to.
+    #[arg(long)]
+    pub to: String,
+    /// A commit (or its prefix) that runs, or ran and passed, in the source environment (default: what runs there).
+    #[arg(long)]
+    pub commit: Option<String>,
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+}
 
-/// Promotes, then ends as `run` does ([`run::finish`]) in the target
-/// environment. `--context`, `--namespace` and `--kubeconfig` are refused
-/// (each environment names its own cluster); `--timeout` is the target's.
-pub async fn command(
-    settings: &Settings,
-    declared: &Config,
-    request: &Request<'_>,
-    printer: &Printer,
-    started: SystemTime,
-) -> anyhow::Result<u8> {
+/// Promotes, then ends as `run` does in the target environment.
+/// `--context`, `--namespace` and `--kubeconfig` are refused (each
+/// environment names its own cluster); `--timeout` is the target's.
+pub async fn run(context: &Context<'_>, args: Args) -> anyhow::Result<u8> {
+    let settings = context.settings;
     let given = settings.cluster.given();
     if !given.is_empty() {
         return Err(OverrideError::Promote {
@@ -28,6 +36,15 @@ pub async fn command(
         }
         .into());
     }
-    let (target, report) = promote::promote(declared, request, printer).await?;
-    run::finish(settings, &target, "promote", &report, printer, started).await
+    let options = args.deploy.options();
+    let request = Request {
+        site: &args.site,
+        from: args.from.as_deref(),
+        to: &args.to,
+        commit: args.commit.as_deref(),
+        options: &options,
+        cluster: &settings.cluster,
+    };
+    let (target, report) = pipeline::promote::promote(context.declared()?, &request, context.printer).await?;
+    context.finish_run(&target, "promote", &report).await
 }

@@ -1,163 +1,34 @@
-//! `berth status`: per site, the branch head, what the Deployment runs (as
-//! berth sees it, its lease's record applied), its rollout state, and since
-//! when. It exits 1 when a site's last rollout failed ([`StatusEntry::failed`]).
+//! `berth status`: per site, the branch head, what the Deployment runs, its
+//! rollout state and since when ([`pipeline::status`]), as a table or
+//! `--json`. It exits 1 when a site's last rollout failed
+//! ([`StatusEntry::failed`]).
 
-use std::time::SystemTime;
-
-use crate::commands::{Row, SideBySide, every_site, fill_promote_column, json_document, selected_in};
-use crate::config::{Config, Site};
-use crate::deploy::rollout::{RolloutState, rollout_state};
+use crate::commands::Context;
 use crate::exit;
-use crate::pipeline::decide::PromoteChange;
-use crate::pipeline::sync::Mirrored;
-use crate::pipeline::{self, CommitChoice};
+use crate::pipeline;
+use crate::pipeline::status::StatusEntry;
 use crate::reference;
-use crate::settings::Settings;
-use crate::ui::{Printer, table};
+use crate::ui::table;
 
-/// `berth status`: the named sites' state in each of `views` (one per
-/// environment shown), side by side, as a table or `--json`.
-pub async fn command(
-    settings: &Settings,
-    views: &[Config],
-    sites: &[String],
-    printer: &Printer,
-    started: SystemTime,
-) -> anyhow::Result<u8> {
-    let selected = selected_in(views, sites, None)?;
-    // Each repo fetched once, for every environment shown.
-    let mirrored = pipeline::mirror_all(
-        &views[0],
-        &every_site(&selected),
-        &CommitChoice::BranchHead,
-        2,
-        printer,
-    )
-    .await;
-    let mut entries = Vec::new();
-    for (config, sites) in &selected {
-        entries.extend(status(config, sites, &mirrored).await?);
-    }
-    fill_promote_column(&views[0], &mut entries);
-    if settings.json {
-        printer.result(&json_document(
-            "berth.status/v1",
-            "status",
-            started,
-            &serde_json::json!({"sites": entries}),
-        )?);
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Sites to show (default: all).
+    pub sites: Vec<String>,
+}
+
+/// The named sites' state in each environment shown, side by side.
+pub async fn run(context: &Context<'_>, args: Args) -> anyhow::Result<u8> {
+    let views = context.views("status")?;
+    let entries = pipeline::status::statuses(&views, &args.sites, None, context.printer).await?;
+    if context.settings.json {
+        let body = serde_json::json!({"sites": entries});
+        context
+            .printer
+            .result(&context.document("berth.status/v1", "status", &body)?);
     } else {
-        printer.result(&status_table(&entries));
+        context.printer.result(&status_table(&entries));
     }
     Ok(exit::of_failures(entries.iter().map(StatusEntry::failed)))
-}
-
-/// One site's state.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StatusEntry {
-    pub site: String,
-    /// The environment (absent in a file without environments).
-    pub environment: Option<String>,
-    pub branch: String,
-    pub branch_head: Option<String>,
-    pub deployed_commit: Option<String>,
-    pub deployed_image: Option<String>,
-    /// The repository the site ships to next (`<registry>/<image>`), when the
-    /// running image is from another one: the site's `image` or registry
-    /// changed, or berth has not shipped it yet.
-    pub ships_to: Option<String>,
-    /// `complete`, `progressing` or `failed`.
-    pub rollout: Option<String>,
-    pub rollout_message: Option<String>,
-    /// When the running revision was created (RFC 3339).
-    pub deployed_at: Option<String>,
-    /// The deployed commit is the branch head.
-    pub up_to_date: Option<bool>,
-    /// What `berth promote` would change here, from the environment it
-    /// promotes from (when that one is shown too).
-    pub promote: Option<PromoteChange>,
-    pub error: Option<String>,
-}
-
-impl StatusEntry {
-    /// What makes `status` exit 1, as `kubectl rollout status` does: the
-    /// site's last rollout failed (its progress deadline passed), or berth
-    /// could not read its state.
-    pub fn failed(&self) -> bool {
-        self.rollout.as_deref() == Some("failed") || self.error.is_some()
-    }
-}
-
-impl SideBySide for StatusEntry {
-    fn row(&self) -> Row<'_> {
-        Row {
-            site: &self.site,
-            environment: self.environment.as_deref(),
-            image: self.deployed_image.as_deref(),
-            commit: self.deployed_commit.as_deref(),
-        }
-    }
-
-    fn set_promote(&mut self, change: Option<PromoteChange>) {
-        self.promote = change;
-    }
-}
-
-/// Per site: branch head (from `mirrored`), what the Deployment runs, its
-/// rollout state.
-pub async fn status(
-    config: &Config,
-    sites: &[&Site],
-    mirrored: &Mirrored,
-) -> anyhow::Result<Vec<StatusEntry>> {
-    let deployer = pipeline::connect_cluster(config).await?;
-    let mut entries = Vec::new();
-    for site in sites {
-        let repo = config.repo(&site.repo).expect("validated");
-        let mut entry = StatusEntry {
-            site: site.name.clone(),
-            environment: config.environment.clone(),
-            branch: repo.branch.clone(),
-            branch_head: mirrored[&site.repo].as_ref().ok().map(|s| s.commit.id.clone()),
-            deployed_commit: None,
-            deployed_image: None,
-            ships_to: None,
-            rollout: None,
-            rollout_message: None,
-            deployed_at: None,
-            up_to_date: None,
-            promote: None,
-            error: mirrored[&site.repo].as_ref().err().map(ToString::to_string),
-        };
-        match deployer.read(&site.deployment).await {
-            Ok(deployment) => {
-                if let Ok(deployed) = deployer.deployed_of(&deployment, &site.deployment).await {
-                    let repository = config.image_repository(site);
-                    if deployed.image.is_some() && !deployed.in_repository(&repository) {
-                        entry.ships_to = Some(repository);
-                    }
-                    entry.deployed_commit.clone_from(&deployed.commit);
-                    entry.deployed_image = deployed.image;
-                }
-                let (state, message) = match rollout_state(&deployment) {
-                    RolloutState::Complete => ("complete", None),
-                    RolloutState::Progressing(message) => ("progressing", Some(message)),
-                    RolloutState::Failed(message) => ("failed", Some(message)),
-                };
-                entry.rollout = Some(state.into());
-                entry.rollout_message = message;
-                if let Ok(history) = deployer.history_of(&deployment, &site.deployment).await {
-                    entry.deployed_at = history.iter().find(|r| r.current).and_then(|r| r.created.clone());
-                }
-                if let (Some(head), Some(deployed)) = (&entry.branch_head, &entry.deployed_commit) {
-                    entry.up_to_date = Some(head == deployed);
-                }
-            }
-            Err(error) => entry.error = Some(error.to_string()),
-        }
-        entries.push(entry);
-    }
-    Ok(entries)
 }
 
 pub fn status_table(entries: &[StatusEntry]) -> String {

@@ -7,11 +7,24 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::commands::json_document;
+use crate::commands::{Context, json_document};
 use crate::config::{Config, ConfigError};
 use crate::exit;
 use crate::settings::Settings;
 use crate::ui::Printer;
+
+/// `berth validate` takes no arguments of its own.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Checks the pipeline file: every problem, or `ok` with its counts.
+#[expect(clippy::unused_async, reason = "every verb's entry has the one shape")]
+pub async fn run(context: &Context<'_>, _args: Args) -> anyhow::Result<u8> {
+    Ok(match context.declared() {
+        Ok(declared) => command(context.settings, declared, context.printer, context.started),
+        Err(error) => refused(context.settings, &error, context.printer, context.started),
+    })
+}
 
 /// One problem of the pipeline file, as `--json` and annotations give it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -77,7 +90,7 @@ fn annotate(problems: &[Problem], printer: &Printer) {
 
 /// `berth validate` of a file that loaded: OK when the environment it is
 /// seen in (`--env`, or its default one) exists; USAGE otherwise.
-pub fn command(settings: &Settings, declared: &Config, printer: &Printer, started: SystemTime) -> u8 {
+fn command(settings: &Settings, declared: &Config, printer: &Printer, started: SystemTime) -> u8 {
     match declared.in_environment(settings.environment.as_deref()) {
         Ok(_) => {
             if settings.json {
@@ -117,7 +130,7 @@ pub fn command(settings: &Settings, declared: &Config, printer: &Printer, starte
 }
 
 /// `berth validate` of a file that did not load: its problems, USAGE.
-pub fn refused(settings: &Settings, error: &ConfigError, printer: &Printer, started: SystemTime) -> u8 {
+fn refused(settings: &Settings, error: &ConfigError, printer: &Printer, started: SystemTime) -> u8 {
     if settings.json {
         printer.result(&document(None, &problems(error), started));
         annotate(&problems(error), printer);

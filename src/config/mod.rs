@@ -95,6 +95,13 @@ pub enum EnvironmentError {
 }
 
 impl EnvironmentError {
+    /// A usage error: the command line names an environment the file lacks.
+    pub fn kind(&self) -> crate::exit::Kind {
+        crate::exit::Kind::Usage
+    }
+}
+
+impl EnvironmentError {
     /// The pipeline file, as its path was given.
     pub fn config(&self) -> &str {
         match self {
@@ -267,6 +274,13 @@ pub enum OverrideError {
     Namespace { namespace: String, problem: String },
 }
 
+impl OverrideError {
+    /// A usage error: the cluster options do not fit the command.
+    pub fn kind(&self) -> crate::exit::Kind {
+        crate::exit::Kind::Usage
+    }
+}
+
 /// `[[repo]]`
 #[derive(Debug, Clone)]
 pub struct Repo {
@@ -435,6 +449,13 @@ pub enum ConfigError {
         path: PathBuf,
         diagnostics: Vec<Diagnostic>,
     },
+}
+
+impl ConfigError {
+    /// A usage error: the pipeline file cannot be used, so nothing ran.
+    pub fn kind(&self) -> crate::exit::Kind {
+        crate::exit::Kind::Usage
+    }
 }
 
 fn render(path: &Path, diagnostics: &[Diagnostic]) -> String {

@@ -34,6 +34,7 @@ pub mod submodule;
 pub mod times;
 pub mod tree;
 pub mod wildcard;
+pub mod worktree;
 
 pub use tree::{TreeFile, TreeFileKind};
 

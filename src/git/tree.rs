@@ -5,33 +5,11 @@ use std::path::Path;
 
 use git2::{ObjectType, Oid, Repository};
 
+pub use crate::files::{TreeFile, TreeFileKind};
 use crate::git::{Mirror, MirrorError};
 
 /// Blobs up to this size are read into memory for a context written from the mirror.
 pub(super) const LARGEST_IN_MEMORY: u64 = 32 * 1024 * 1024;
-
-/// One entry of a folder at a commit (see [`Mirror::files`]).
-#[derive(Debug, Clone)]
-pub struct TreeFile {
-    /// Below the folder, `/`-separated.
-    pub relative: String,
-    pub kind: TreeFileKind,
-}
-
-#[derive(Debug, Clone)]
-pub enum TreeFileKind {
-    Folder,
-    File {
-        blob: Oid,
-        executable: bool,
-        size: u64,
-    },
-    /// Git stores a symlink's target as a blob.
-    Symlink {
-        blob: Oid,
-        target: Vec<u8>,
-    },
-}
 
 /// The tree of `path` (`"."` for the root) at `commit`, or `None` when the commit
 /// has no folder there.

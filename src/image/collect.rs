@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::git::{TreeFile, TreeFileKind};
+use crate::files::{TreeFile, TreeFileKind};
 use crate::image::dockerignore::normalise;
 use crate::image::{BuildError, Content, FileTimes, Ignore, ReadBlob};
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::config::{ImageSource, Site};
-use crate::git::{TreeFile, TreeFileKind};
+use crate::files::{TreeFile, TreeFileKind};
 use crate::image::collect::{collect, newest};
 use crate::image::tar_writer::{
     CountingWriter, HashingWriter, append_bytes, append_items, header, write_layer_tar,

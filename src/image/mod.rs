@@ -31,6 +31,7 @@ use std::path::PathBuf;
 use crate::image::context::ContextNotRead;
 
 pub mod collect;
+pub mod container;
 pub mod content;
 pub mod context;
 pub mod dockerignore;
@@ -368,7 +369,7 @@ mod tests {
 
     #[test]
     fn a_context_from_the_mirror_follows_the_same_rules() {
-        use crate::git::{TreeFile, TreeFileKind};
+        use crate::files::{TreeFile, TreeFileKind};
         let contents: HashMap<git2::Oid, &str> = [
             "drafts\n",
             "drafts\n!drafts/next.html\n",

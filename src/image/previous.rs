@@ -5,9 +5,10 @@
 //! 1. After every push berth keeps the new image's index in the state folder
 //!    (`files/<image digest>.json`), so the next build reads it from there.
 //! 2. With an empty state folder (a CronJob's emptyDir, a fresh CI runner) the
-//!    index is read out of the image itself: pulled into the Engine if it is
-//!    not there, exported (`docker save`), and its layers read in order, the
-//!    files below the web root hashed. It is then kept as in 1.
+//!    index is read out of the image itself: the pipeline has it pulled into
+//!    the Engine if it is not there, then it is exported (`docker save`), and
+//!    its layers read in order, the files below the web root hashed. It is then
+//!    kept as in 1.
 //!
 //! The image is the truth, not a log of builds: what a Deployment runs after a
 //! failed rollout, a rollback or a `kubectl set image` is what is indexed.
@@ -22,7 +23,6 @@ use futures_util::StreamExt;
 use crate::image::FileIndex;
 use crate::image::times::blob_id;
 use crate::reference;
-use crate::registry::{self, RegistryAuth};
 
 /// What can go wrong while finding the previous build's files. None of it
 /// fails a ship: the files then get the commit's time, as with no previous build.
@@ -100,31 +100,36 @@ fn read_kept(path: &Path) -> Option<FileIndex> {
         .collect()
 }
 
+/// The kept index of `image` (`<repository>:<tag>@sha256:<digest>`), when
+/// the state folder has one; `None` also for an image not pinned by digest.
+pub fn kept(state_dir: &Path, image: &str) -> Option<FileIndex> {
+    let (_, digest) = pinned(image)?;
+    read_kept(&kept_path(state_dir, digest))
+}
+
+/// The image to have in the Engine for [`index_of`]: `image` pinned by its
+/// digest alone (`<repository>@sha256:…`); `None` for an image not pinned.
+pub fn to_read(image: &str) -> Option<String> {
+    pinned(image).map(|(pinned, _)| pinned)
+}
+
 /// The files below `web_root` of `image` (`<repository>:<tag>@sha256:<digest>`),
-/// from the state folder or out of the image.
+/// read out of the Engine's image `id` (the pipeline has it pulled first,
+/// [`to_read`]), and kept in the state folder for the next build.
 pub async fn index_of(
     docker: &Docker,
-    auth: &RegistryAuth,
     state_dir: &Path,
     image: &str,
+    id: &str,
     web_root: &str,
 ) -> Result<FileIndex, PreviousError> {
     let Some((pinned, digest)) = pinned(image) else {
         return Ok(FileIndex::new());
     };
-    let kept = kept_path(state_dir, digest);
-    if let Some(index) = read_kept(&kept) {
-        return Ok(index);
-    }
     let engine = |message: String| PreviousError::Engine {
         image: pinned.clone(),
         message,
     };
-    let id = registry::inspect_or_pull(docker, &pinned, auth)
-        .await
-        .map_err(|e| engine(e.to_string()))?
-        .id
-        .ok_or_else(|| engine("the Engine gave no image id".into()))?;
     // `docker save` writes the image as one tar; it is spooled to a file,
     // since its manifest.json may come after the layers it orders.
     let spool = tempfile::tempfile_in(state_dir).map_err(|source| PreviousError::Io {
@@ -135,7 +140,7 @@ pub async fn index_of(
         path: state_dir.to_path_buf(),
         source,
     })?);
-    let mut export = docker.export_image(&id);
+    let mut export = docker.export_image(id);
     while let Some(chunk) = export.next().await {
         let chunk = chunk.map_err(|e| engine(e.to_string()))?;
         tokio::io::AsyncWriteExt::write_all(&mut writer, &chunk)

@@ -1,6 +1,6 @@
 //! Connections to the parts a run talks to: the Docker Engine, the cluster and
 //! the registry's credentials. A part that cannot be reached is a
-//! [`SetupError::Environment`] (exit 3) before any site starts.
+//! [`SetupError::Engine`] or [`SetupError::Cluster`] (exit 3) before any site starts.
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,7 +20,7 @@ pub async fn connect_cluster(config: &Config) -> Result<Deployer, SetupError> {
         config.kubernetes.rollout_timeout,
     )
     .await
-    .map_err(|error| SetupError::Environment(error.to_string()))
+    .map_err(SetupError::Cluster)
 }
 
 /// The registry's credentials from their source, read off the runtime (a
@@ -39,14 +39,13 @@ pub async fn registry_auth(config: &Config) -> anyhow::Result<RegistryAuth> {
 pub async fn connect_docker() -> Result<Docker, SetupError> {
     // DOCKER_HOST may be unix://, tcp:// (with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
     // for TLS) or https://. Builds of large sites can take long: one hour per request.
+    let host = || std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     let docker = Docker::connect_with_defaults()
-        .map_err(|error| SetupError::Environment(format!("cannot reach the Docker Engine: {error}")))?
+        .map_err(|source| SetupError::Engine { host: host(), source })?
         .with_timeout(Duration::from_secs(3600));
-    docker.ping().await.map_err(|error| {
-        SetupError::Environment(format!(
-            "cannot reach the Docker Engine ({}): {error}",
-            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
-        ))
-    })?;
+    docker
+        .ping()
+        .await
+        .map_err(|source| SetupError::Engine { host: host(), source })?;
     Ok(docker)
 }

@@ -29,10 +29,11 @@ use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 use crate::config::{Config, Retention, Site};
 use crate::deploy::lease::LeaseLock;
 use crate::deploy::{DeployError, Deployer};
+use crate::exit::{self, Kind};
 use crate::pipeline::retention::{self, Candidate, Needed, Verdict};
 use crate::pipeline::site::{StageFailure, api_failure, deploy_failure, environment, lock_site};
 use crate::pipeline::sync::Mirrored;
-use crate::pipeline::{CommitChoice, FailureKind, connect_cluster, mirror_all, registry_auth};
+use crate::pipeline::{CommitChoice, connect_cluster, mirror_all, registry_auth};
 use crate::registry::{self, Endpoint, Repository};
 use crate::ui::{Printer, Status};
 
@@ -63,6 +64,20 @@ pub struct GcReport {
     pub sites: Vec<SiteGc>,
 }
 
+impl GcReport {
+    /// `berth gc`'s exit code: ENVIRONMENT when a registry or cluster could
+    /// not be reached, else SITE_FAILED when a site's gc failed (a registry
+    /// refused a delete), else OK.
+    pub fn exit_code(&self) -> u8 {
+        exit::code(
+            self.sites
+                .iter()
+                .filter(|site| site.error.is_some())
+                .map(|site| site.failure.unwrap_or(Kind::Site)),
+        )
+    }
+}
+
 /// One site's images in one registry.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SiteGc {
@@ -86,7 +101,7 @@ pub struct SiteGc {
     pub other_tags: Vec<String>,
     pub error: Option<String>,
     #[serde(skip)]
-    pub failure: Option<FailureKind>,
+    pub failure: Option<Kind>,
     /// The first of the site's views (in [`SiteRun::shipped`]) whose registry this is.
     #[serde(skip)]
     view: usize,

@@ -15,13 +15,22 @@
 
 pub mod connect;
 pub mod decide;
+pub mod export;
 pub mod gc;
 pub mod generator;
+pub mod history;
+pub mod interrupt;
+pub mod local;
+pub mod notify;
+pub mod plan;
 pub mod promote;
 pub mod report;
 pub mod retention;
+pub mod rollback;
+pub mod run_log;
 pub mod select;
 pub mod site;
+pub mod status;
 pub mod sync;
 
 use std::sync::Arc;
@@ -35,7 +44,7 @@ use crate::ui::Printer;
 
 pub use connect::{connect_cluster, connect_docker, registry_auth};
 pub use generator::Generator;
-pub use report::{FailureKind, Promotion, RunReport, SiteAction, SiteReport};
+pub use report::{Promotion, RunReport, SiteAction, SiteReport};
 pub use select::{Shard, select};
 pub use sync::{CommitChoice, Synced, mirror_all};
 
@@ -87,12 +96,34 @@ pub enum SetupError {
     /// `berth promote` was asked to promote from an environment to itself.
     #[error("cannot promote from `{0}` to itself; name another environment with --from")]
     SameEnvironment(String),
-    /// The Docker Engine or the cluster cannot be reached.
-    #[error("{0}")]
-    Environment(String),
+    /// The Docker Engine cannot be reached at `host`.
+    #[error("cannot reach the Docker Engine ({host})")]
+    Engine {
+        host: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The cluster cannot be reached (no kubeconfig, no context, no answer).
+    #[error(transparent)]
+    Cluster(crate::deploy::DeployError),
     /// `berth export` was given a folder that holds something (or is no folder).
     #[error("{path} is not an empty folder; export writes only into a new or empty one")]
     NotEmpty { path: String },
+}
+
+impl SetupError {
+    /// An unreachable part is an environment error; the rest are usage errors:
+    /// the command line asks for what the file does not have.
+    pub fn kind(&self) -> crate::exit::Kind {
+        match self {
+            Self::Engine { .. } | Self::Cluster(_) => crate::exit::Kind::Environment,
+            Self::UnknownSite { .. }
+            | Self::UnknownRepo { .. }
+            | Self::NotInEnvironment { .. }
+            | Self::SameEnvironment(_)
+            | Self::NotEmpty { .. } => crate::exit::Kind::Usage,
+        }
+    }
 }
 
 /// Runs the pipeline for `sites`: each at the commit `choice` names, at most

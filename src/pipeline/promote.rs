@@ -370,3 +370,43 @@ impl Parts<'_> {
         preflight_verdict(site, findings, self.options.strict, self.printer)
     }
 }
+
+/// One row of `plan` or `status`, as the promote column reads it.
+pub struct Row<'a> {
+    pub site: &'a str,
+    pub environment: Option<&'a str>,
+    pub image: Option<&'a str>,
+    pub commit: Option<&'a str>,
+}
+
+/// An entry of `plan` or `status`: one site in one environment, with a
+/// promote column.
+pub trait SideBySide {
+    fn row(&self) -> Row<'_>;
+    fn set_promote(&mut self, change: Option<decide::PromoteChange>);
+}
+
+/// Fills each entry's promote column: what `berth promote` would change in
+/// its environment, when its source environment's entry for the same site is
+/// among `entries` too ([`decide::promote_change`]).
+pub fn fill_promote_column<E: SideBySide>(declared: &Config, entries: &mut [E]) {
+    let column: Vec<Option<decide::PromoteChange>> = {
+        let rows: Vec<Row<'_>> = entries.iter().map(SideBySide::row).collect();
+        rows.iter()
+            .map(|row| {
+                let from = declared.promote_source(row.environment?)?;
+                let source = rows
+                    .iter()
+                    .find(|other| other.site == row.site && other.environment == Some(from))?;
+                Some(decide::promote_change(
+                    from,
+                    (source.image, source.commit),
+                    (row.image, row.commit),
+                ))
+            })
+            .collect()
+    };
+    for (entry, change) in entries.iter_mut().zip(column) {
+        entry.set_promote(change);
+    }
+}

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::deploy;
+use crate::exit::{self, Kind};
 use crate::reference;
 use crate::ui::{Printer, Status, table};
 
@@ -20,18 +21,6 @@ pub enum SiteAction {
     /// Something failed; `error` says what.
     Failed,
     /// berth was interrupted before this site's next stage; its Deployment was not touched.
-    Interrupted,
-}
-
-/// Why a site failed, for the exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailureKind {
-    /// The site's own problem (build, rollout, missing commit...).
-    Site,
-    /// Docker Engine, registry or cluster unreachable.
-    Environment,
-    /// berth was interrupted (Ctrl-C, SIGTERM) before the site's next stage.
     Interrupted,
 }
 
@@ -53,8 +42,8 @@ pub struct SiteReport {
     /// Seconds per stage.
     pub durations: BTreeMap<String, f64>,
     pub error: Option<String>,
-    /// Why it failed: `site` or `environment`.
-    pub failure: Option<FailureKind>,
+    /// Why it failed: `site`, `environment` (or `interrupted`).
+    pub failure: Option<Kind>,
     /// What berth checked after a rollout Kubernetes called complete: the
     /// digest each ready pod runs, and a request through each Service.
     pub verification: Option<deploy::verify::Verification>,
@@ -110,16 +99,27 @@ impl SiteReport {
     }
 
     /// The site failed (or was interrupted) with `error`, said on `printer`.
-    pub fn fail(&mut self, kind: FailureKind, error: &anyhow::Error, printer: &Printer) {
+    pub fn fail(&mut self, kind: Kind, error: &anyhow::Error, printer: &Printer) {
         let message = format!("{error:#}");
         printer.stage(&self.site, "result", Status::Failed, &message);
         self.error = Some(message);
         self.failure = Some(kind);
-        self.action = if kind == FailureKind::Interrupted {
+        self.action = if kind == Kind::Interrupted {
             SiteAction::Interrupted
         } else {
             SiteAction::Failed
         };
+    }
+}
+
+impl SiteReport {
+    /// What the site failed with, for the exit code; none when it did not fail.
+    pub fn failed_with(&self) -> Option<Kind> {
+        match self.action {
+            SiteAction::Failed => Some(self.failure.unwrap_or(Kind::Site)),
+            SiteAction::Interrupted => Some(Kind::Interrupted),
+            SiteAction::Deployed | SiteAction::Unchanged | SiteAction::UpToDate => None,
+        }
     }
 }
 
@@ -135,6 +135,19 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The run's exit code: interrupted when berth was interrupted during it
+    /// (the sites in flight then finished or rolled back), else the worst
+    /// kind a site failed with ([`exit::code`]).
+    pub fn exit_code(&self) -> u8 {
+        let interrupted = self.interrupted.then_some(Kind::Interrupted);
+        exit::code(
+            self.sites
+                .iter()
+                .filter_map(SiteReport::failed_with)
+                .chain(interrupted),
+        )
+    }
+
     /// The `--json` document of run, ship and rollback (schema: docs/schema/report.schema.json).
     pub fn document(
         &self,
@@ -191,4 +204,49 @@ fn short_image(image: &str) -> String {
         text.push_str(&hex[..hex.len().min(12)]);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(actions: &[(SiteAction, Option<Kind>)], interrupted: bool) -> RunReport {
+        RunReport {
+            environment: None,
+            sites: actions
+                .iter()
+                .map(|(action, failure)| SiteReport {
+                    action: *action,
+                    failure: *failure,
+                    ..SiteReport::new("www")
+                })
+                .collect(),
+            interrupted,
+        }
+    }
+
+    #[test]
+    fn an_interrupted_run_exits_130_whatever_its_sites_did() {
+        let deployed = (SiteAction::Deployed, None);
+        let failed = (SiteAction::Failed, Some(Kind::Environment));
+        let skipped = (SiteAction::Interrupted, Some(Kind::Interrupted));
+        assert_eq!(report(&[deployed], false).exit_code(), exit::OK);
+        assert_eq!(
+            report(&[deployed], true).exit_code(),
+            exit::INTERRUPTED,
+            "in flight, then done"
+        );
+        assert_eq!(report(&[deployed, skipped], false).exit_code(), exit::INTERRUPTED);
+        assert_eq!(report(&[failed, skipped], true).exit_code(), exit::INTERRUPTED);
+        assert_eq!(report(&[failed], false).exit_code(), exit::ENVIRONMENT);
+        assert_eq!(
+            report(&[(SiteAction::Failed, Some(Kind::Site))], false).exit_code(),
+            exit::SITE_FAILED
+        );
+        // A failure whose kind was never said is the site's.
+        assert_eq!(
+            report(&[(SiteAction::Failed, None)], false).exit_code(),
+            exit::SITE_FAILED
+        );
+    }
 }

@@ -72,19 +72,34 @@ pub struct Shard {
     pub count: u32,
 }
 
-impl std::str::FromStr for Shard {
-    type Err = String;
+/// A `--shard` that names no shard.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    /// Not two numbers around a slash.
+    #[error("`{0}` is not I/N (for example 2/4)")]
+    NotIOfN(String),
+    /// One side is not a number.
+    #[error("`{0}` is not a number")]
+    NotANumber(String),
+    /// I is not between 1 and N.
+    #[error("shard {index}/{count} does not exist: I must be between 1 and N")]
+    NoSuchShard { index: u32, count: u32 },
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl std::str::FromStr for Shard {
+    type Err = ShardError;
+
+    fn from_str(text: &str) -> Result<Self, ShardError> {
         let (index, count) = text
             .split_once('/')
-            .ok_or_else(|| format!("`{text}` is not I/N (for example 2/4)"))?;
-        let index: u32 = index.parse().map_err(|_| format!("`{index}` is not a number"))?;
-        let count: u32 = count.parse().map_err(|_| format!("`{count}` is not a number"))?;
+            .ok_or_else(|| ShardError::NotIOfN(text.to_string()))?;
+        let number = |text: &str| {
+            text.parse::<u32>()
+                .map_err(|_| ShardError::NotANumber(text.to_string()))
+        };
+        let (index, count) = (number(index)?, number(count)?);
         if count == 0 || index == 0 || index > count {
-            return Err(format!(
-                "shard {index}/{count} does not exist: I must be between 1 and N"
-            ));
+            return Err(ShardError::NoSuchShard { index, count });
         }
         Ok(Self { index, count })
     }
@@ -119,6 +134,46 @@ pub fn select<'c>(
     Ok(sites)
 }
 
+/// The sites named (all when none) in each of `views` (one per environment
+/// shown): with several views (every environment), a site is left out of
+/// those it does not ship to; a name no environment knows is a usage error.
+pub fn in_views<'c>(
+    views: &'c [Config],
+    names: &[String],
+    shard: Option<Shard>,
+) -> Result<Vec<(&'c Config, Vec<&'c Site>)>, SetupError> {
+    views
+        .iter()
+        .map(|config| {
+            let here: Vec<String> = if views.len() > 1 {
+                names
+                    .iter()
+                    .filter(|name| config.site(name).is_some() || config.declared_site(name).is_none())
+                    .cloned()
+                    .collect()
+            } else {
+                names.to_vec()
+            };
+            if !names.is_empty() && here.is_empty() {
+                return Ok((config, Vec::new()));
+            }
+            Ok((config, select(config, &here, shard)?))
+        })
+        .collect()
+}
+
+/// Every site of `selected` once (a site shipping to several environments
+/// is mirrored, and its generator run, once for all of them).
+pub fn every_site<'c>(selected: &[(&Config, Vec<&'c Site>)]) -> Vec<&'c Site> {
+    let mut sites: Vec<&Site> = selected
+        .iter()
+        .flat_map(|(_, sites)| sites.iter().copied())
+        .collect();
+    sites.sort_by(|a, b| a.name.cmp(&b.name));
+    sites.dedup_by(|a, b| a.name == b.name);
+    sites
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +183,13 @@ mod tests {
         assert_eq!("2/4".parse::<Shard>(), Ok(Shard { index: 2, count: 4 }));
         assert!("0/4".parse::<Shard>().is_err());
         assert!("5/4".parse::<Shard>().is_err());
-        assert!("x".parse::<Shard>().is_err());
+        assert_eq!(
+            "x".parse::<Shard>().unwrap_err().to_string(),
+            "`x` is not I/N (for example 2/4)"
+        );
+        assert_eq!(
+            "a/4".parse::<Shard>().unwrap_err().to_string(),
+            "`a` is not a number"
+        );
     }
 }

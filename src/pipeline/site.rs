@@ -17,11 +17,12 @@ use k8s_openapi::api::apps::v1::Deployment;
 use crate::config::{Config, CredentialSource, ImageSource, Site};
 use crate::deploy::rollout::{RolloutState, rollout_state};
 use crate::deploy::{self, Change, DeployError, Deployed, Deployer, Outcome};
+use crate::exit::Kind;
 use crate::image::{self, ImageBuild};
 use crate::pipeline::DeployOptions;
 use crate::pipeline::decide::{self, Check, Existing};
 use crate::pipeline::generator::Generator;
-use crate::pipeline::report::{FailureKind, SiteAction, SiteReport};
+use crate::pipeline::report::{SiteAction, SiteReport};
 use crate::pipeline::sync::{SyncError, Synced};
 use crate::reference;
 use crate::registry::{self, RegistryAuth};
@@ -46,14 +47,14 @@ pub struct RunContext<'a> {
 
 /// Turns a stage error into the site's failure, keeping its kind.
 pub(crate) struct StageFailure {
-    pub(crate) kind: FailureKind,
+    pub(crate) kind: Kind,
     pub(crate) error: anyhow::Error,
 }
 
 impl<E: Into<anyhow::Error>> From<E> for StageFailure {
     fn from(error: E) -> Self {
         Self {
-            kind: FailureKind::Site,
+            kind: Kind::Site,
             error: error.into(),
         }
     }
@@ -62,7 +63,7 @@ impl<E: Into<anyhow::Error>> From<E> for StageFailure {
 /// A failure of a part the site needs (exit 3), not of the site.
 pub(crate) fn environment(error: impl Into<anyhow::Error>) -> StageFailure {
     StageFailure {
-        kind: FailureKind::Environment,
+        kind: Kind::Environment,
         error: error.into(),
     }
 }
@@ -128,7 +129,7 @@ impl RunContext<'_> {
             return SiteReport {
                 action: SiteAction::Interrupted,
                 error: Some("interrupted before this site started".into()),
-                failure: Some(FailureKind::Interrupted),
+                failure: Some(Kind::Interrupted),
                 ..SiteReport::new(&site.name)
             };
         }
@@ -649,7 +650,7 @@ impl RunContext<'_> {
     fn check_interrupted(&self, stage: &str) -> Result<(), StageFailure> {
         if self.interrupted.load(Ordering::SeqCst) {
             return Err(StageFailure {
-                kind: FailureKind::Interrupted,
+                kind: Kind::Interrupted,
                 error: anyhow!("interrupted before {stage}; the Deployment was not touched"),
             });
         }
@@ -911,22 +912,32 @@ impl RunContext<'_> {
             return image::FileIndex::new();
         }
         let web_root = image::web_root(&site.build_args);
-        match crate::image::previous::index_of(
-            self.docker,
-            self.auth,
-            &self.config.state_dir,
-            image,
-            &web_root,
-        )
-        .await
-        {
+        if let Some(index) = image::previous::kept(&self.config.state_dir, image) {
+            return index;
+        }
+        let read = async {
+            let Some(pinned) = image::previous::to_read(image) else {
+                return Ok(image::FileIndex::new());
+            };
+            let engine = || format!("cannot read {pinned} through the Docker Engine");
+            let id = registry::inspect_or_pull(self.docker, &pinned, self.auth)
+                .await
+                .with_context(engine)?
+                .id
+                .ok_or_else(|| anyhow!("the Engine gave no image id"))
+                .with_context(engine)?;
+            Ok::<_, anyhow::Error>(
+                image::previous::index_of(self.docker, &self.config.state_dir, image, &id, &web_root).await?,
+            )
+        };
+        match read.await {
             Ok(index) => index,
             Err(error) => {
                 self.printer.stage(
                     &site.name,
                     "build",
                     Status::Warning,
-                    &format!("{error}; every generated file gets the commit's time"),
+                    &format!("{error:#}; every generated file gets the commit's time"),
                 );
                 image::FileIndex::new()
             }
@@ -1028,10 +1039,10 @@ pub fn verification_of(error: &DeployError) -> Option<deploy::verify::Verificati
 }
 
 /// A deploy error's kind: the cluster unreachable is the environment's.
-pub fn failure_kind(error: &DeployError) -> FailureKind {
+pub fn failure_kind(error: &DeployError) -> Kind {
     match error {
-        DeployError::Unreachable(_) => FailureKind::Environment,
-        _ => FailureKind::Site,
+        DeployError::Unreachable(_) => Kind::Environment,
+        _ => Kind::Site,
     }
 }
 

@@ -14,7 +14,9 @@ use futures_util::StreamExt;
 use crate::config::{Config, Repo, Site};
 use crate::deploy;
 use crate::git::{Commit, Mirror, MirrorError};
-use crate::ui::Printer;
+use crate::pipeline::SetupError;
+use crate::reference;
+use crate::ui::{Printer, Status};
 
 /// Which commit of each site to take.
 #[derive(Debug, Clone)]
@@ -170,4 +172,76 @@ fn sync_repo(
         trees,
         duration: Duration::ZERO,
     })
+}
+
+/// One repo `berth mirror` fetched: its branch head, or why it failed (each
+/// failure also reported as it happened).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MirroredRepo {
+    pub repo: String,
+    pub branch: String,
+    pub head: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Fetches the mirrors of `names` (all repos when empty), one after the other.
+/// A repo that fails is reported and the next one is tried.
+pub async fn mirror_repos(
+    config: &Config,
+    names: &[String],
+    printer: &Printer,
+) -> anyhow::Result<Vec<MirroredRepo>> {
+    if let Some(unknown) = names.iter().find(|name| config.repo(name).is_none()) {
+        return Err(SetupError::UnknownRepo {
+            name: unknown.clone(),
+            config: config.path.display().to_string(),
+            known: config
+                .repos
+                .iter()
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+        .into());
+    }
+    let mut mirrored = Vec::new();
+    for repo in &config.repos {
+        if !names.is_empty() && !names.contains(&repo.name) {
+            continue;
+        }
+        let (mirrors_dir, repo_copy, printer_copy) =
+            (config.state_dir.join("mirrors"), repo.clone(), printer.clone());
+        let started = Instant::now();
+        let head = tokio::task::spawn_blocking(move || {
+            sync_mirror(&mirrors_dir, &repo_copy, &printer_copy)?.branch_head(&repo_copy.branch)
+        })
+        .await?;
+        let mut entry = MirroredRepo {
+            repo: repo.name.clone(),
+            branch: repo.branch.clone(),
+            head: None,
+            error: None,
+        };
+        match head {
+            Ok(head) => {
+                printer.stage(
+                    &repo.name,
+                    "mirror",
+                    Status::Done,
+                    &format!(
+                        "{} ({:.2}s)",
+                        reference::short(&head.id),
+                        started.elapsed().as_secs_f64()
+                    ),
+                );
+                entry.head = Some(head.id);
+            }
+            Err(error) => {
+                printer.stage(&repo.name, "mirror", Status::Failed, &error.to_string());
+                entry.error = Some(error.to_string());
+            }
+        }
+        mirrored.push(entry);
+    }
+    Ok(mirrored)
 }

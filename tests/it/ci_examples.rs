@@ -130,7 +130,7 @@ fn the_ci_examples_parse_and_run_only_commands_berth_has() {
                 "{}: `{command}` is not in berth --help:\n{help}",
                 file.display()
             );
-            if let berth::cli::Command::Ship(ship) = &parsed.command {
+            if let berth::cli::Command::Verb(berth::commands::Command::Ship(ship)) = &parsed.command {
                 assert!(
                     pipeline.site(&ship.site).is_some(),
                     "{}: ships `{}`, which pipeline.toml lacks",

@@ -1,8 +1,12 @@
 //! The source tree's shape: data flows one way, cli → settings → commands →
-//! pipeline → stages → leaves. So each top-level module of `src/` may use only
-//! modules of its own layer or a lower one (`settings` resolves `cli`'s
-//! types, `commands` take `settings`), and the imports form no cycle. This
-//! reads `src/` as text: it needs no stack.
+//! pipeline → stages → leaves. [`LAYERS`] is the one map of it (STYLE.md and
+//! lib.rs point here), and three rules hold, read from `src/` as text (no
+//! stack needed):
+//! - no module imports from a layer above its own, and the imports form no
+//!   cycle;
+//! - the stages (`git`, `image`, `registry`, `deploy`) import no other stage:
+//!   the pipeline hands each what it needs;
+//! - nothing above the pipeline imports a stage: a verb asks the pipeline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -11,15 +15,18 @@ use std::path::Path;
 /// must be placed.
 const LAYERS: &[&[&str]] = &[
     &["lib"],
-    &["commands", "exit"],
-    &["settings"],
     &["cli"],
+    &["commands"],
+    // What cli resolved from the global options: commands read it.
+    &["settings"],
     &["pipeline"],
-    &["image"],
-    &["registry", "deploy", "git"],
+    STAGES,
     &["config"],
-    &["reference", "ui", "http"],
+    &["exit", "reference", "ui", "http", "files"],
 ];
+
+/// The stages, one layer: each imports none of the others.
+const STAGES: &[&str] = &["git", "image", "registry", "deploy"];
 
 /// The top-level module of each file (`lib` for lib.rs and main.rs), and the
 /// top-level modules it names through `crate::`, tests and comments left out.
@@ -158,6 +165,31 @@ fn modules_use_only_their_layer_or_lower_ones_and_form_no_cycle() {
     }
     assert!(upward.is_empty(), "imports that go up a layer: {upward:?}");
     assert_eq!(cycle(&graph), None, "modules that import each other in a circle");
+}
+
+#[test]
+fn stages_import_no_other_stage_and_only_the_pipeline_reaches_them() {
+    let graph = imports(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    let pipeline = layer_of("pipeline");
+    let mut sideways = Vec::new();
+    let mut around = Vec::new();
+    for (module, used) in &graph {
+        for other in used.iter().filter(|other| STAGES.contains(&other.as_str())) {
+            if STAGES.contains(&module.as_str()) {
+                sideways.push(format!("{module} -> {other}"));
+            } else if layer_of(module) < pipeline {
+                around.push(format!("{module} -> {other}"));
+            }
+        }
+    }
+    assert!(
+        sideways.is_empty(),
+        "stages that import another stage: {sideways:?}"
+    );
+    assert!(
+        around.is_empty(),
+        "modules above the pipeline that reach a stage: {around:?}"
+    );
 }
 
 #[test]

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 // What the tests use of berth's library, in one place: these module paths
 // follow src/'s layout.
-use berth::commands::preview::create_published;
 pub use berth::config::CredentialSource;
 pub use berth::deploy::rollout::{RolloutState, pod_problem, rollout_state};
+use berth::image::container::create_published;
 pub use berth::image::{BuildError, ContextBody, ImageBuild, build_image};
 pub use berth::registry::push as push_image;
 pub use berth::registry::{
