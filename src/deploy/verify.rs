@@ -289,7 +289,7 @@ pub fn endpoint_revisions(
 }
 
 #[cfg(test)]
-#[allow(clippy::needless_pass_by_value)] // fixtures built from json! values
+#[expect(clippy::needless_pass_by_value, reason = "fixtures built from json! values")]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -13,7 +13,10 @@
 //!    [`PackWrite`] then gets the pack's bytes and its end, safely. Dropping
 //!    the writer without a commit means the fetch was abandoned.
 
-#![allow(unsafe_code)]
+#![allow(
+    unsafe_code,
+    reason = "the one module with unsafe: libgit2 calls git2 does not wrap"
+)]
 
 use std::ffi::{CString, c_int, c_void};
 use std::path::PathBuf;

@@ -238,12 +238,11 @@ async fn plan_site(
         _ if decide::unfinished(&check, &rollout_state(&deployment)) => PlanAction::Resume,
         Check::Unchanged => PlanAction::Unchanged,
         Check::Older { .. } => PlanAction::RefuseOlder,
-        Check::Proceed => match same_files(generator, site, synced, &repository, &deployed).await? {
-            Some(reason) => {
+        Check::Proceed => {
+            if let Some(reason) = same_files(generator, site, synced, &repository, &deployed).await? {
                 entry.reason = Some(reason);
                 PlanAction::UpToDate
-            }
-            None => {
+            } else {
                 entry.reason = decide::moved(&deployed, &repository);
                 if entry.image_present == Some(true) {
                     PlanAction::Deploy
@@ -251,7 +250,7 @@ async fn plan_site(
                     PlanAction::BuildAndDeploy
                 }
             }
-        },
+        }
     };
     Ok(())
 }
