@@ -137,36 +137,75 @@ pub async fn run(
     interrupted: Arc<AtomicBool>,
     printer: &Printer,
 ) -> anyhow::Result<RunReport> {
-    let docker = connect_docker().await?;
-    let deployer = connect_cluster(config).await?;
-    let auth = registry_auth(config).await?;
-    let generator = Generator::new(config, printer)?;
-
+    let connections = Connections::open(config).await?;
     let mirrored = mirror_all(config, sites, &choice, jobs, printer).await;
+    connections
+        .ship(config, sites, &mirrored, jobs, options, interrupted, printer)
+        .await
+}
 
-    let plain_http = crate::registry::plain_http(&docker, &auth.registry).await;
-    let context = site::RunContext {
-        config,
-        docker: &docker,
-        deployer: &deployer,
-        auth: &auth,
-        plain_http,
-        printer,
-        generator,
-        options,
-        interrupted: interrupted.clone(),
-    };
-    let reports: Vec<SiteReport> = futures_util::stream::iter(sites.iter().map(|site| {
-        let synced = mirrored.get(&site.repo).expect("every repo was mirrored");
-        let context = &context;
-        async move { context.site(site, synced).await }
-    }))
-    .buffered(jobs.max(1))
-    .collect()
-    .await;
-    Ok(RunReport {
-        environment: config.environment.clone(),
-        sites: reports,
-        interrupted: interrupted.load(std::sync::atomic::Ordering::SeqCst),
-    })
+/// What a run talks to, connected once: the Docker Engine, the cluster, the
+/// registry's credentials (and whether it speaks plain HTTP). `berth serve`
+/// keeps one for all its runs.
+pub struct Connections {
+    docker: bollard::Docker,
+    deployer: crate::deploy::Deployer,
+    auth: crate::registry::RegistryAuth,
+    plain_http: bool,
+}
+
+impl Connections {
+    /// Connects to each part `config` names; an unreachable one is an
+    /// environment error (exit 3).
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        let docker = connect_docker().await?;
+        let deployer = connect_cluster(config).await?;
+        let auth = registry_auth(config).await?;
+        let plain_http = crate::registry::plain_http(&docker, &auth.registry).await;
+        Ok(Self {
+            docker,
+            deployer,
+            auth,
+            plain_http,
+        })
+    }
+
+    /// Ships `sites` from their repos as `mirrored`, at most `jobs` at a time.
+    #[expect(clippy::too_many_arguments, reason = "a run's inputs, each its own")]
+    pub async fn ship(
+        &self,
+        config: &Config,
+        sites: &[&Site],
+        mirrored: &sync::Mirrored,
+        jobs: usize,
+        options: &DeployOptions,
+        interrupted: Arc<AtomicBool>,
+        printer: &Printer,
+    ) -> anyhow::Result<RunReport> {
+        let generator = Generator::new(config, printer)?;
+        let context = site::RunContext {
+            config,
+            docker: &self.docker,
+            deployer: &self.deployer,
+            auth: &self.auth,
+            plain_http: self.plain_http,
+            printer,
+            generator,
+            options,
+            interrupted: interrupted.clone(),
+        };
+        let reports: Vec<SiteReport> = futures_util::stream::iter(sites.iter().map(|site| {
+            let synced = mirrored.get(&site.repo).expect("every repo was mirrored");
+            let context = &context;
+            async move { context.site(site, synced).await }
+        }))
+        .buffered(jobs.max(1))
+        .collect()
+        .await;
+        Ok(RunReport {
+            environment: config.environment.clone(),
+            sites: reports,
+            interrupted: interrupted.load(std::sync::atomic::Ordering::SeqCst),
+        })
+    }
 }
