@@ -930,7 +930,8 @@ pub(super) fn check_digest(digest: &str) -> Result<(), ApiError> {
 
 /// A repository path, by the distribution grammar ([`crate::reference`]'s check).
 pub(super) fn check_repository(repository: &str) -> Result<(), ApiError> {
-    crate::reference::check_repository(repository, None).map_err(ApiError::InvalidReference)
+    crate::reference::check_repository(repository, None)
+        .map_err(|e| ApiError::InvalidReference(e.to_string()))
 }
 
 fn full(bytes: Bytes) -> Body {
