@@ -95,7 +95,8 @@ impl Mirror {
                             Ok(())
                         }
                         Ok(blob) => write_entry(&target, blob.content(), entry.filemode()),
-                        Err(error) => Err(std::io::Error::other(error.message().to_string())),
+                        // In libgit2's words, as every mirror error is.
+                        Err(error) => Err(std::io::Error::other(LocalProblem::Git(error))),
                     },
                     // Submodules (commits): exported from their own mirrors below.
                     Some(ObjectType::Commit) => {

@@ -100,17 +100,18 @@ fn in_cidr(ip: std::net::IpAddr, cidr: &str) -> bool {
     shift >= 128 || ip >> shift == network >> shift
 }
 
-/// What the Engine said about a failed push or pull: its words, or why the
-/// connection to it failed.
+/// What the Engine said about a failure (a push, a pull, a build): its
+/// words, or why berth's Engine client failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineFailure {
     /// The Engine's (or the registry's) own words: a progress stream's
     /// `errorDetail.message`, or the message of an error answer.
     #[error("{0}")]
     Said(String),
-    /// The connection to the Engine failed.
+    /// bollard, berth's Engine client, failed: the connection to the
+    /// Engine, or an answer it could not read.
     #[error("{0}")]
-    Transport(bollard::errors::Error),
+    Client(bollard::errors::Error),
 }
 
 impl EngineFailure {
@@ -120,7 +121,7 @@ impl EngineFailure {
             Self::Said(message) => EngineWords::of(message),
             // As berth has always read them: a connection refused or reset is
             // the registry's end being unreachable.
-            Self::Transport(error) => EngineWords::of(&error.to_string()),
+            Self::Client(error) => EngineWords::of(&error.to_string()),
         }
     }
 }
@@ -274,7 +275,7 @@ async fn first_error<T>(
             Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
                 return Some(EngineFailure::Said(message));
             }
-            Err(error) => return Some(EngineFailure::Transport(error)),
+            Err(error) => return Some(EngineFailure::Client(error)),
         }
     }
     None
@@ -290,7 +291,7 @@ pub async fn pull(docker: &Docker, reference: &str, auth: &RegistryAuth) -> Resu
     let failure = match first_error(stream, |info| info.error_detail.and_then(|detail| detail.message)).await
     {
         None => return Ok(()),
-        Some(EngineFailure::Transport(error)) => return Err(RegistryError::Unreachable(error)),
+        Some(EngineFailure::Client(error)) => return Err(RegistryError::Unreachable(error)),
         Some(failure) => failure,
     };
     let image = reference.to_string();
