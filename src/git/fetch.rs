@@ -92,7 +92,7 @@ pub enum FetchFailure {
     Libgit2 { words: String, hint: Option<FetchHint> },
     /// berth refused the server's host key.
     #[error("{0}")]
-    HostKey(HostKeyRefusal),
+    HostKey(Box<HostKeyRefusal>),
 }
 
 /// What to do about a failed fetch, where libgit2 does not say: it says
@@ -217,7 +217,7 @@ impl Mirror {
             match fetched {
                 Ok(()) => return Ok(()),
                 Err(AttemptError::HostKey(refusal)) => {
-                    return Err(self.fetch_error(attempt, FetchFailure::HostKey(refusal)));
+                    return Err(self.fetch_error(attempt, FetchFailure::HostKey(Box::new(refusal))));
                 }
                 Err(AttemptError::Git(error)) if is_corruption(&error) => {
                     on_warning(format!(

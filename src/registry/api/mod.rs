@@ -141,7 +141,7 @@ pub enum InvalidReference {
     Digest { digest: String },
     /// Not a repository path by the distribution grammar.
     #[error(transparent)]
-    Repository(#[from] crate::reference::NameError),
+    Repository(Box<crate::reference::NameError>),
     /// Not a tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
     #[error("`{tag}` is not a valid tag")]
     Tag { tag: String },
@@ -223,7 +223,8 @@ pub(super) fn check_digest(digest: &str) -> Result<(), InvalidReference> {
 
 /// A repository path, by the distribution grammar ([`crate::reference`]'s check).
 pub(super) fn check_repository(repository: &str) -> Result<(), InvalidReference> {
-    Ok(crate::reference::check_repository(repository, None)?)
+    crate::reference::check_repository(repository, None)
+        .map_err(|problem| InvalidReference::Repository(Box::new(problem)))
 }
 
 fn full(bytes: Bytes) -> Body {
