@@ -178,11 +178,23 @@ pub enum DeployError {
     #[error("rollout of {image} failed: {reason}{}", rollback_text(rolled_back.as_ref()))]
     RolloutFailed {
         image: String,
-        reason: String,
+        reason: RolloutReason,
         rolled_back: Option<Result<RolledBack, patch::RollbackFailure>>,
         /// What berth checked, when Kubernetes called the rollout complete.
         verification: Option<Box<Verification>>,
     },
+}
+
+/// Why a rollout failed, for [`DeployError::RolloutFailed`].
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutReason {
+    /// Kubernetes did not complete it, or berth stopped waiting.
+    #[error(transparent)]
+    Wait(Box<wait::RolloutFailure>),
+    /// Kubernetes called it complete, and berth's check of what it serves
+    /// failed, as the check says it.
+    #[error("Kubernetes calls it complete, but berth's check failed: {0}")]
+    Check(String),
 }
 
 /// Why berth cannot talk to the Kubernetes API server, for
