@@ -57,6 +57,8 @@ fn limit_silence() {
     ffi::limit_silence_once(connect_limit(), silence());
 }
 
+/// Whether a fetch that failed with `error` may pass on the next attempt: a
+/// failure of the network, the OS, HTTP or TLS that no one refused.
 fn is_transient(error: &git2::Error) -> bool {
     matches!(
         error.class(),
@@ -97,27 +99,42 @@ pub enum FetchFailure {
 
 /// What to do about a failed fetch, where libgit2 does not say: it says
 /// neither why it refused a redirect nor how long it waited, and libssh2 says
-/// "Unsupported private key format" for a wrong passphrase too.
-#[derive(Debug, Clone, thiserror::Error)]
+/// "Unsupported private key format" for a wrong passphrase too. Its text
+/// follows libgit2's words.
+#[derive(Debug, Clone)]
 pub enum FetchHint {
     /// libgit2 refused a redirect.
-    #[error(
-        " (berth follows a redirect on the repo's host only, where its token may go, and never from https to http: \
-         write the URL the server redirects to in [[repo]])"
-    )]
     Redirect,
     /// The server sent nothing for `seconds`.
-    #[error(": the server sent nothing for {seconds} s (BERTH_GIT_TIMEOUT sets how long to wait)")]
     Silent { seconds: u64 },
     /// No connection opened within `seconds`.
-    #[error(": no connection within {seconds} s (BERTH_GIT_TIMEOUT sets how long to wait, up to 60 s)")]
     ConnectTimeout { seconds: u64 },
     /// libssh2 could not use the key, whose passphrase comes from `variable`.
-    #[error(" (is the passphrase in {variable} the key's?)")]
     Passphrase { variable: String },
     /// libssh2 could not use the key, and no passphrase variable is named.
-    #[error(" (if the key has a passphrase, name its variable in ssh_key_passphrase_env)")]
     NoPassphrase,
+}
+
+impl std::fmt::Display for FetchHint {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Redirect => formatter.write_str(
+                " (berth follows a redirect on the repo's host only, where its token may go, and never from https to http: \
+                 write the URL the server redirects to in [[repo]])",
+            ),
+            Self::Silent { seconds } => write!(
+                formatter,
+                ": the server sent nothing for {seconds} s (BERTH_GIT_TIMEOUT sets how long to wait)"
+            ),
+            Self::ConnectTimeout { seconds } => write!(
+                formatter,
+                ": no connection within {seconds} s (BERTH_GIT_TIMEOUT sets how long to wait, up to 60 s)"
+            ),
+            Self::Passphrase { variable } => write!(formatter, " (is the passphrase in {variable} the key's?)"),
+            Self::NoPassphrase => formatter
+                .write_str(" (if the key has a passphrase, name its variable in ssh_key_passphrase_env)"),
+        }
+    }
 }
 
 /// Why one attempt to fetch failed.
