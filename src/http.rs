@@ -16,8 +16,16 @@ pub const USER_AGENT: &str = concat!("berth/", env!("CARGO_PKG_VERSION"));
 /// A client whose requests have bodies of type `B`.
 pub type HttpClient<B> = Client<HttpsConnector<HttpConnector>, B>;
 
+/// Why berth's HTTP client could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The system's root certificates could not be loaded.
+    #[error("no TLS root certificates: {0}")]
+    NoRoots(std::io::Error),
+}
+
 /// An HTTPS-or-HTTP client, connecting within `connect_timeout`.
-pub fn client<B>(connect_timeout: Duration) -> Result<HttpClient<B>, String>
+pub fn client<B>(connect_timeout: Duration) -> Result<HttpClient<B>, ClientError>
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
@@ -27,7 +35,7 @@ where
     http.set_connect_timeout(Some(connect_timeout));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
-        .map_err(|error| format!("no TLS root certificates: {error}"))?
+        .map_err(ClientError::NoRoots)?
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);

@@ -5,37 +5,93 @@
 //!    against the grammar of `distribution/reference`;
 //! 2. check Kubernetes DNS labels and subdomains;
 //! 3. form the tag of a commit image.
+//!
+//! A check that fails says why in a [`NameError`], whose message is the
+//! sentence shown where the name was given (a pipeline file's
+//! `file:line:column`, an option).
+
+/// Why a name is not one the distribution grammar or Kubernetes takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// A registry address with a scheme or a path.
+    #[error("`{address}` is not a registry address: give host[:port], without scheme or path")]
+    RegistryNotAddress { address: String },
+    /// A registry address whose port is not a number from 0 to 65535.
+    #[error("`{address}` has an invalid port `{port}`")]
+    RegistryPort { address: String, port: String },
+    /// An empty registry address.
+    #[error("the registry address is empty")]
+    RegistryEmpty,
+    /// A bracketed registry host that is not an IPv6 address.
+    #[error("`{host}` is not an IPv6 address")]
+    RegistryIpv6 { host: String },
+    /// A registry host that is not a DNS name.
+    #[error("`{address}` is not a valid registry host")]
+    RegistryHost { address: String },
+    /// An empty image repository.
+    #[error("the image name is empty")]
+    ImageEmpty,
+    /// An image repository with a digest.
+    #[error("`{repository}` holds a digest; give the repository only, berth tags each image by commit")]
+    ImageDigest { repository: String },
+    /// An image repository with a tag (or a registry's port).
+    #[error(
+        "`{repository}` holds a tag or port; give the repository only (berth tags each image by commit) and put the registry in [registry].address"
+    )]
+    ImageTag { repository: String },
+    /// An image repository a part of which breaks the grammar.
+    #[error(
+        "`{repository}` is not a valid image repository: each part between `/` must be lowercase letters and digits, separated by `.`, `_`, `__` or dashes (`{component}` is not)"
+    )]
+    ImagePath { repository: String, component: String },
+    /// A full image reference longer than distribution takes.
+    #[error("the image reference `{reference}` is longer than 255 characters")]
+    ReferenceLength { reference: String },
+    /// Not a DNS-1123 label.
+    #[error(
+        "`{name}` must be at most 63 lowercase letters, digits and `-`, starting and ending with a letter or digit"
+    )]
+    DnsLabel { name: String },
+    /// Not a DNS-1123 subdomain.
+    #[error(
+        "`{name}` must be at most 253 lowercase letters, digits, `-` and `.`, each dot-separated part starting and ending with a letter or digit"
+    )]
+    DnsSubdomain { name: String },
+}
 
 /// Checks `host[:port]` as the distribution grammar's domain.
-pub fn check_registry(address: &str) -> Result<(), String> {
+pub fn check_registry(address: &str) -> Result<(), NameError> {
+    let not_address = || NameError::RegistryNotAddress {
+        address: address.to_string(),
+    };
     if address.contains("://") || address.contains('/') {
-        return Err(format!(
-            "`{address}` is not a registry address: give host[:port], without scheme or path"
-        ));
+        return Err(not_address());
     }
-    let (host, port) = match address.rsplit_once(':') {
+    let host = match address.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
             if port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()) || port.parse::<u16>().is_err() {
-                return Err(format!("`{address}` has an invalid port `{port}`"));
+                return Err(NameError::RegistryPort {
+                    address: address.to_string(),
+                    port: port.to_string(),
+                });
             }
-            (host, Some(port))
+            host
         }
-        _ => (address, None),
+        _ => address,
     };
-    let _ = port;
     if host.is_empty() {
-        return Err("the registry address is empty".into());
+        return Err(NameError::RegistryEmpty);
     }
     if host.contains('/') || address.contains("://") {
-        return Err(format!(
-            "`{address}` is not a registry address: give host[:port], without scheme or path"
-        ));
+        return Err(not_address());
     }
     if host.starts_with('[') && host.ends_with(']') {
         return if host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok() {
             Ok(())
         } else {
-            Err(format!("`{host}` is not an IPv6 address"))
+            Err(NameError::RegistryIpv6 {
+                host: host.to_string(),
+            })
         };
     }
     for component in host.split('.') {
@@ -44,7 +100,9 @@ pub fn check_registry(address: &str) -> Result<(), String> {
             && !component.starts_with('-')
             && !component.ends_with('-');
         if !valid {
-            return Err(format!("`{address}` is not a valid registry host"));
+            return Err(NameError::RegistryHost {
+                address: address.to_string(),
+            });
         }
     }
     Ok(())
@@ -52,33 +110,35 @@ pub fn check_registry(address: &str) -> Result<(), String> {
 
 /// Checks an image repository path (`sites/www`), without tag or digest, and the
 /// full reference's length.
-pub fn check_repository(repository: &str, full: Option<&str>) -> Result<(), String> {
+pub fn check_repository(repository: &str, full: Option<&str>) -> Result<(), NameError> {
     if repository.is_empty() {
-        return Err("the image name is empty".into());
+        return Err(NameError::ImageEmpty);
     }
     if repository.contains('@') {
-        return Err(format!(
-            "`{repository}` holds a digest; give the repository only, berth tags each image by commit"
-        ));
+        return Err(NameError::ImageDigest {
+            repository: repository.to_string(),
+        });
     }
     if repository.contains(':') {
-        return Err(format!(
-            "`{repository}` holds a tag or port; give the repository only (berth tags each image by commit) and put the registry in [registry].address"
-        ));
+        return Err(NameError::ImageTag {
+            repository: repository.to_string(),
+        });
     }
-    for component in repository.split('/') {
-        if !is_path_component(component) {
-            return Err(format!(
-                "`{repository}` is not a valid image repository: each part between `/` must be lowercase letters and digits, separated by `.`, `_`, `__` or dashes (`{component}` is not)"
-            ));
-        }
+    if let Some(component) = repository
+        .split('/')
+        .find(|component| !is_path_component(component))
+    {
+        return Err(NameError::ImagePath {
+            repository: repository.to_string(),
+            component: component.to_string(),
+        });
     }
     if let Some(full) = full
         && full.len() > 255
     {
-        return Err(format!(
-            "the image reference `{full}` is longer than 255 characters"
-        ));
+        return Err(NameError::ReferenceLength {
+            reference: full.to_string(),
+        });
     }
     Ok(())
 }
@@ -123,7 +183,7 @@ fn is_path_component(component: &str) -> bool {
 }
 
 /// A DNS-1123 label: what Kubernetes requires of namespaces and container names.
-pub fn check_dns_label(name: &str) -> Result<(), String> {
+pub fn check_dns_label(name: &str) -> Result<(), NameError> {
     let valid = !name.is_empty()
         && name.len() <= 63
         && name
@@ -134,22 +194,22 @@ pub fn check_dns_label(name: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "`{name}` must be at most 63 lowercase letters, digits and `-`, starting and ending with a letter or digit"
-        ))
+        Err(NameError::DnsLabel {
+            name: name.to_string(),
+        })
     }
 }
 
 /// A DNS-1123 subdomain: what Kubernetes requires of Deployment names.
-pub fn check_dns_subdomain(name: &str) -> Result<(), String> {
+pub fn check_dns_subdomain(name: &str) -> Result<(), NameError> {
     let valid =
         !name.is_empty() && name.len() <= 253 && name.split('.').all(|part| check_dns_label(part).is_ok());
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "`{name}` must be at most 253 lowercase letters, digits, `-` and `.`, each dot-separated part starting and ending with a letter or digit"
-        ))
+        Err(NameError::DnsSubdomain {
+            name: name.to_string(),
+        })
     }
 }
 

@@ -271,7 +271,10 @@ pub enum OverrideError {
     Gc { options: String },
     /// `--namespace` is not a namespace name.
     #[error("--namespace `{namespace}`: {problem}")]
-    Namespace { namespace: String, problem: String },
+    Namespace {
+        namespace: String,
+        problem: crate::reference::NameError,
+    },
 }
 
 impl OverrideError {

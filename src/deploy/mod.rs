@@ -172,17 +172,57 @@ pub enum DeployError {
     },
     /// The API server could not be reached.
     #[error("cannot reach the Kubernetes API server: {0}")]
-    Unreachable(String),
+    Unreachable(ClusterUnreachable),
     /// The rollout failed, or what it serves failed berth's check; the
     /// Deployment was rolled back (or not, as said).
     #[error("rollout of {image} failed: {reason}{}", rollback_text(rolled_back.as_ref()))]
     RolloutFailed {
         image: String,
-        reason: String,
+        reason: RolloutReason,
         rolled_back: Option<Result<RolledBack, patch::RollbackFailure>>,
         /// What berth checked, when Kubernetes called the rollout complete.
         verification: Option<Box<Verification>>,
     },
+}
+
+/// Why a rollout failed, for [`DeployError::RolloutFailed`].
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutReason {
+    /// Kubernetes did not complete it, or berth stopped waiting.
+    #[error(transparent)]
+    Wait(Box<wait::RolloutFailure>),
+    /// Kubernetes called it complete, and berth's check of what it serves
+    /// failed, as the check says it.
+    #[error("Kubernetes calls it complete, but berth's check failed: {0}")]
+    Check(String),
+}
+
+/// Why berth cannot talk to the Kubernetes API server, for
+/// [`DeployError::Unreachable`]: kube's errors, in kube's words.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterUnreachable {
+    /// The kubeconfig file named could not be read.
+    #[error("cannot read the kubeconfig {}: {error}", path.display())]
+    ReadKubeconfig {
+        path: std::path::PathBuf,
+        error: kube::config::KubeconfigError,
+    },
+    /// The kubeconfig (the file named, or the default one) gives no
+    /// configuration for the context.
+    #[error(
+        "cannot load the kubeconfig{}: {error}",
+        path.as_ref().map(|path| format!(" {}", path.display())).unwrap_or_default()
+    )]
+    LoadKubeconfig {
+        path: Option<std::path::PathBuf>,
+        error: kube::config::KubeconfigError,
+    },
+    /// No kubeconfig, and no in-cluster service account.
+    #[error("no cluster configuration: {0}")]
+    Infer(kube::config::InferConfigError),
+    /// The client could not be made, or a request did not reach the server.
+    #[error("{0}")]
+    Kube(kube::Error),
 }
 
 fn list(findings: &[preflight::Finding]) -> String {
@@ -402,33 +442,32 @@ impl Deployer {
         let config = match (kubeconfig, context) {
             (Some(path), _) => {
                 let file = kube::config::Kubeconfig::read_from(path).map_err(|error| {
-                    DeployError::Unreachable(format!(
-                        "cannot read the kubeconfig {}: {error}",
-                        path.display()
-                    ))
+                    DeployError::Unreachable(ClusterUnreachable::ReadKubeconfig {
+                        path: path.to_path_buf(),
+                        error,
+                    })
                 })?;
                 kube::Config::from_custom_kubeconfig(file, &options)
                     .await
                     .map_err(|error| {
-                        DeployError::Unreachable(format!(
-                            "cannot load the kubeconfig {}: {error}",
-                            path.display()
-                        ))
+                        DeployError::Unreachable(ClusterUnreachable::LoadKubeconfig {
+                            path: Some(path.to_path_buf()),
+                            error,
+                        })
                     })?
             }
-            (None, Some(_)) => kube::Config::from_kubeconfig(&options)
-                .await
-                .map_err(|error| DeployError::Unreachable(format!("cannot load the kubeconfig: {error}")))?,
+            (None, Some(_)) => kube::Config::from_kubeconfig(&options).await.map_err(|error| {
+                DeployError::Unreachable(ClusterUnreachable::LoadKubeconfig { path: None, error })
+            })?,
             (None, None) => kube::Config::infer()
                 .await
-                .map_err(|error| DeployError::Unreachable(format!("no cluster configuration: {error}")))?,
+                .map_err(|error| DeployError::Unreachable(ClusterUnreachable::Infer(error)))?,
         };
         let mut proxy_config = config.clone();
         proxy_config.default_retry = false;
-        let client =
-            kube::Client::try_from(config).map_err(|error| DeployError::Unreachable(error.to_string()))?;
-        let proxy_client = kube::Client::try_from(proxy_config)
-            .map_err(|error| DeployError::Unreachable(error.to_string()))?;
+        let unreachable = |error| DeployError::Unreachable(ClusterUnreachable::Kube(error));
+        let client = kube::Client::try_from(config).map_err(unreachable)?;
+        let proxy_client = kube::Client::try_from(proxy_config).map_err(unreachable)?;
         Ok(Self {
             client,
             proxy_client,
@@ -629,7 +668,7 @@ fn api_error(
             name: name.to_string(),
             message: format!("{} ({} {})", response.message, response.code, response.reason),
         },
-        other => DeployError::Unreachable(other.to_string()),
+        other => DeployError::Unreachable(ClusterUnreachable::Kube(other)),
     }
 }
 

@@ -10,6 +10,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::config::DeploymentTarget;
+use crate::deploy::RolloutReason;
 use crate::deploy::lease::{LeaseLock, Loss};
 use crate::deploy::wait::RolloutFailure;
 use crate::deploy::{
@@ -98,13 +99,10 @@ impl Deployer {
                         lock.record_passed_on_release(Passed::of(change));
                         return Ok(Outcome::RolledOut(verification));
                     }
-                    Some(failure) => (
-                        format!("Kubernetes calls it complete, but berth's check failed: {failure}"),
-                        Some(Box::new(verification)),
-                    ),
+                    Some(failure) => (RolloutReason::Check(failure), Some(Box::new(verification))),
                 }
             }
-            Err(failure) => (failure.to_string(), None),
+            Err(failure) => (RolloutReason::Wait(Box::new(failure)), None),
         };
         printer.stage(site, "deploy", Status::Failed, &format!("{reason}; rolling back"));
         let rolled_back = match previous.and_then(|previous| Some((previous.image.as_ref()?, previous))) {

@@ -18,13 +18,13 @@ use crate::deploy::{Deployer, ENDPOINTS_SETTLE, SERVICE_REQUEST_TIMEOUT, not_rea
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// The request could not be formed (a path the Service names that is no URI).
-    #[error("{0}")]
+    #[error(transparent)]
     Request(#[from] http::Error),
     /// Nothing answered in time.
     #[error("no answer within {0:?}")]
     NoAnswer(std::time::Duration),
     /// The API server refused or the connection failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Send(#[from] kube::Error),
 }
 

@@ -91,15 +91,76 @@ fn token(token_env: Option<&str>) -> Result<String, git2::Error> {
         })
 }
 
+/// Why berth refuses an ssh server's host key: the sentence libgit2 is
+/// handed (its callbacks take a message) and the fetch's error says.
+#[derive(Debug, thiserror::Error)]
+pub enum HostKeyRefusal {
+    /// The server sent no key, or one of a type berth cannot read.
+    #[error("the ssh server {host} sent no host key berth can check")]
+    NoKey { host: String },
+    /// A `known_hosts` file could not be read.
+    #[error(transparent)]
+    Unreadable(#[from] known_hosts::KnownHostsError),
+    /// The key is on a `@revoked` line.
+    #[error("the host key of {name} ({presented}) is revoked ({}:{line}); refusing to connect", file.display())]
+    Revoked {
+        name: String,
+        presented: String,
+        file: PathBuf,
+        line: usize,
+    },
+    /// The host is listed with another key of the same type.
+    #[error(
+        "the host key of {name} has CHANGED: the server presents {presented}, but {}:{line} lists another key; \
+         the key was replaced or someone is in between, so berth refuses to connect (if the change is expected, replace that line)",
+        file.display()
+    )]
+    Changed {
+        name: String,
+        presented: String,
+        file: PathBuf,
+        line: usize,
+    },
+    /// The host is not listed with a key of this type.
+    #[error(
+        "unknown ssh host {name}: its key {presented} is not in {listed}{}; berth refuses unknown hosts. \
+         Check the fingerprint with the server's owner, then add the host's line to the file \
+         (`ssh-keyscan{} {host}` prints it), or name a file with known_hosts in [[repo]]",
+        others(other_types),
+        if *port == 22 { String::new() } else { format!(" -p {port}") }
+    )]
+    Unknown {
+        name: String,
+        presented: String,
+        /// The files looked in, `a or b`.
+        listed: String,
+        /// The key types the host is listed with.
+        other_types: Vec<String>,
+        host: String,
+        port: u16,
+    },
+}
+
+/// ` (it lists only A, B keys for that host)`, or nothing.
+fn others(other_types: &[String]) -> String {
+    if other_types.is_empty() {
+        String::new()
+    } else {
+        format!(" (it lists only {} keys for that host)", other_types.join(", "))
+    }
+}
+
 /// Looks the server's host key up in the repo's `known_hosts` file, or in the
 /// user's and the system's; `Err` says why it is refused.
 pub(super) fn check_host_key(
     repo: &Repo,
     host_key: &git2::cert::CertHostkey<'_>,
     host: &str,
-) -> Result<(), String> {
+) -> Result<(), HostKeyRefusal> {
     let Some(key) = host_key.hostkey() else {
-        return Err(format!("the ssh server {host} sent no host key berth can check"));
+        return Err(HostKeyRefusal::NoKey {
+            host: host.to_string(),
+        });
     };
     let port = known_hosts::port_of(&repo.url);
     let files = repo
@@ -112,38 +173,31 @@ pub(super) fn check_host_key(
         known_hosts::key_type(key).unwrap_or("unknown type"),
         known_hosts::fingerprint(key)
     );
-    let listed = files
-        .iter()
-        .map(|file| file.display().to_string())
-        .collect::<Vec<_>>()
-        .join(" or ");
-    match known_hosts::check(&files, host, port, key).map_err(|error| error.to_string())? {
+    match known_hosts::check(&files, host, port, key)? {
         known_hosts::Verdict::Known => Ok(()),
-        known_hosts::Verdict::Revoked { file, line } => Err(format!(
-            "the host key of {name} ({presented}) is revoked ({}:{line}); refusing to connect",
-            file.display()
-        )),
-        known_hosts::Verdict::Changed { file, line } => Err(format!(
-            "the host key of {name} has CHANGED: the server presents {presented}, but {}:{line} lists another key; \
-             the key was replaced or someone is in between, so berth refuses to connect (if the change is expected, replace that line)",
-            file.display()
-        )),
-        known_hosts::Verdict::Unknown { other_types } => {
-            let others = if other_types.is_empty() {
-                String::new()
-            } else {
-                format!(" (it lists only {} keys for that host)", other_types.join(", "))
-            };
-            Err(format!(
-                "unknown ssh host {name}: its key {presented} is not in {listed}{others}; berth refuses unknown hosts. \
-                 Check the fingerprint with the server's owner, then add the host's line to the file \
-                 (`ssh-keyscan{} {host}` prints it), or name a file with known_hosts in [[repo]]",
-                if port == 22 {
-                    String::new()
-                } else {
-                    format!(" -p {port}")
-                }
-            ))
-        }
+        known_hosts::Verdict::Revoked { file, line } => Err(HostKeyRefusal::Revoked {
+            name,
+            presented,
+            file,
+            line,
+        }),
+        known_hosts::Verdict::Changed { file, line } => Err(HostKeyRefusal::Changed {
+            name,
+            presented,
+            file,
+            line,
+        }),
+        known_hosts::Verdict::Unknown { other_types } => Err(HostKeyRefusal::Unknown {
+            name,
+            presented,
+            listed: files
+                .iter()
+                .map(|file| file.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" or "),
+            other_types,
+            host: host.to_string(),
+            port,
+        }),
     }
 }

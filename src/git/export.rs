@@ -5,13 +5,14 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use git2::{ObjectType, Oid};
 use sha2::Digest as _;
 
 use crate::config::Repo;
 use crate::git::submodule::{parse_gitmodules, resolve_url};
-use crate::git::{Mirror, MirrorError};
+use crate::git::{LocalProblem, Mirror, MirrorError};
 
 /// Blobs up to this size are handed to the export's writer thread.
 pub(super) const HANDED_OVER: usize = 1024 * 1024;
@@ -24,7 +25,21 @@ pub(super) fn export_error(path: &Path, source: std::io::Error) -> MirrorError {
 }
 
 /// The (path, url) of each submodule a repo's `.gitmodules` names, or why it names none.
-type Gitmodules = Result<Vec<(String, String)>, String>;
+type Gitmodules = Result<Vec<(String, String)>, SubmoduleProblem>;
+
+/// Why a submodule cannot be exported, for [`crate::git::LocalProblem::Submodule`].
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubmoduleProblem {
+    /// The commit has no `.gitmodules`.
+    #[error("no .gitmodules names it")]
+    NoGitmodules,
+    /// `.gitmodules` is not a git config file (shared by every submodule of the export).
+    #[error(".gitmodules cannot be read: {0}")]
+    Unreadable(Arc<gix_config::file::init::Error>),
+    /// `.gitmodules` names no URL for the submodule's path.
+    #[error(".gitmodules has no url for it")]
+    NoUrl,
+}
 
 /// Writes one file or symlink; its folder exists (the walk made it first).
 pub(super) fn write_entry(target: &Path, content: &[u8], mode: i32) -> std::io::Result<()> {
@@ -80,7 +95,8 @@ impl Mirror {
                             Ok(())
                         }
                         Ok(blob) => write_entry(&target, blob.content(), entry.filemode()),
-                        Err(error) => Err(std::io::Error::other(error.message().to_string())),
+                        // In libgit2's words, as every mirror error is.
+                        Err(error) => Err(std::io::Error::other(LocalProblem::Git(error))),
                     },
                     // Submodules (commits): exported from their own mirrors below.
                     Some(ObjectType::Commit) => {
@@ -109,7 +125,7 @@ impl Mirror {
         if let Some(failure) = failure {
             return Err(failure);
         }
-        walked.map_err(|error| self.local(&error))?;
+        walked.map_err(|error| self.local(error))?;
         if !submodules.is_empty() {
             let modules = self.gitmodules(commit)?;
             for (relative, oid) in submodules {
@@ -125,10 +141,10 @@ impl Mirror {
     fn gitmodules(&self, commit: &str) -> Result<Gitmodules, MirrorError> {
         let root = self.subtree(commit, ".")?;
         let Ok(entry) = root.get_path(Path::new(".gitmodules")) else {
-            return Ok(Err("no .gitmodules names it".into()));
+            return Ok(Err(SubmoduleProblem::NoGitmodules));
         };
-        let blob = self.git.find_blob(entry.id()).map_err(|e| self.local(&e))?;
-        Ok(parse_gitmodules(blob.content()).map_err(|error| format!(".gitmodules cannot be read: {error}")))
+        let blob = self.git.find_blob(entry.id()).map_err(|e| self.local(e))?;
+        Ok(parse_gitmodules(blob.content()).map_err(|error| SubmoduleProblem::Unreadable(Arc::new(error))))
     }
 
     /// Exports a submodule (a theme, say) at the commit the parent records, from a
@@ -147,16 +163,19 @@ impl Mirror {
         } else {
             format!("{site_path}/{relative}")
         };
-        let missing = |detail: String| MirrorError::Local {
+        let missing = |problem: SubmoduleProblem| MirrorError::Local {
             repo: self.repo.name.clone(),
-            message: format!("submodule `{full_path}`: {detail}"),
+            problem: LocalProblem::Submodule {
+                path: full_path.clone(),
+                problem,
+            },
         };
-        let modules = modules.as_ref().map_err(|detail| missing(detail.clone()))?;
+        let modules = modules.as_ref().map_err(|problem| missing(problem.clone()))?;
         let url = modules
             .iter()
             .find(|(path, _)| path == &full_path)
             .map(|(_, url)| resolve_url(&self.repo.url, url))
-            .ok_or_else(|| missing(".gitmodules has no url for it".into()))?;
+            .ok_or_else(|| missing(SubmoduleProblem::NoUrl))?;
         let digest = sha2::Sha256::digest(url.as_bytes());
         let repo = Repo {
             name: format!("submodule-{}", hex::encode(&digest[..6])),
@@ -182,12 +201,12 @@ impl Mirror {
         let clone = git2::build::RepoBuilder::new()
             .bare(false)
             .clone(&source, destination)
-            .map_err(|e| self.local(&e))?;
-        let oid = Oid::from_str(commit).map_err(|e| self.local(&e))?;
-        clone.set_head_detached(oid).map_err(|e| self.local(&e))?;
+            .map_err(|e| self.local(e))?;
+        let oid = Oid::from_str(commit).map_err(|e| self.local(e))?;
+        clone.set_head_detached(oid).map_err(|e| self.local(e))?;
         clone
             .checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
-            .map_err(|e| self.local(&e))?;
+            .map_err(|e| self.local(e))?;
         let files = walkdir::WalkDir::new(destination)
             .into_iter()
             .filter_entry(|e| e.file_name() != ".git")

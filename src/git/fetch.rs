@@ -1,7 +1,8 @@
 //! Fetching a mirror: all branches and tags with pruning, retried on
 //! transient failures, over libgit2's transports. A redirect is followed on
 //! the remote's host only; a server silent for too long fails the attempt;
-//! errors get a hint and never hold a secret.
+//! errors get a hint and never hold a secret. What libgit2's words mean is
+//! read in [`crate::git::words`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +12,8 @@ use git2::{
 };
 
 use crate::config::Repo;
-use crate::git::credentials::{Credentials, check_host_key};
+use crate::git::credentials::{Credentials, HostKeyRefusal, check_host_key};
+use crate::git::words::Libgit2Words;
 use crate::git::{Mirror, MirrorError, ffi, is_corruption, recreate};
 
 const FETCH_ATTEMPTS: u32 = 3;
@@ -55,25 +57,16 @@ fn limit_silence() {
     ffi::limit_silence_once(connect_limit(), silence());
 }
 
+/// Whether a fetch that failed with `error` may pass on the next attempt: a
+/// failure of the network, the OS, HTTP or TLS that no one refused.
 fn is_transient(error: &git2::Error) -> bool {
     matches!(
         error.class(),
         git2::ErrorClass::Net | git2::ErrorClass::Os | git2::ErrorClass::Http | git2::ErrorClass::Ssl
     ) && error.code() != git2::ErrorCode::Auth
-        // A certificate no CA bundle trusts stays untrusted (libgit2 does not
-        // always pass GIT_ECERTIFICATE up from its TLS stream).
+        // A certificate no CA bundle trusts stays untrusted.
         && error.code() != git2::ErrorCode::Certificate
-        && !(error.class() == git2::ErrorClass::Ssl && error.message().contains("certificate"))
-        && !refused_by_server(error.message())
-        // The server answered (git daemon: no such repository, access denied).
-        && !error.message().starts_with("remote error:")
-        // A redirect to another host: the next attempt meets the same one.
-        && !is_refused_redirect(error.message())
-}
-
-/// libgit2's refusal of a redirect (to another host, or from https to http).
-fn is_refused_redirect(message: &str) -> bool {
-    message.starts_with("cannot redirect from ")
+        && !Libgit2Words::of(error).is_final()
 }
 
 /// The progress line of a fetch. libgit2's indexer counts objects as they
@@ -90,57 +83,95 @@ fn transfer_line(total: usize, received: usize, indexed: usize, bytes: usize) ->
     }
 }
 
-/// How libgit2 words an HTTP status it did not expect: its own transport
-/// (`transports/http.c`, the one berth uses), and Windows' (`transports/winhttp.c`).
-const UNEXPECTED_STATUS: [&str; 2] = [
-    "unexpected http status code: ",
-    "request failed with status code: ",
-];
-
-/// Whether an HTTP error says the server refused us (401, 403, 404), which no
-/// retry changes. Only the status code libgit2 names counts, not a port or path
-/// in the message that happens to hold the same digits.
-fn refused_by_server(message: &str) -> bool {
-    let lower = message.to_ascii_lowercase();
-    UNEXPECTED_STATUS
-        .iter()
-        .filter_map(|prefix| lower.strip_prefix(prefix))
-        .any(|rest| {
-            let code = &rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())];
-            matches!(code, "401" | "403" | "404")
-        })
+/// Why a fetch failed, as the error says it: libgit2's words (its secrets
+/// taken out) with what to do about them, or berth's refusal of an ssh
+/// server's host key.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchFailure {
+    /// libgit2 failed the fetch; `words` are its message, the token and the
+    /// key's passphrase replaced by `***`.
+    #[error("{words}{}", hint.as_ref().map(ToString::to_string).unwrap_or_default())]
+    Libgit2 { words: String, hint: Option<FetchHint> },
+    /// berth refused the server's host key.
+    #[error("{0}")]
+    HostKey(Box<HostKeyRefusal>),
 }
 
-/// A failed fetch's message with what to do about it: libgit2 says neither why
-/// it refused a redirect nor how long it waited, and libssh2 says "Unsupported
-/// private key format" for a wrong passphrase too.
-fn with_hint(message: &str, repo: &Repo) -> String {
-    if is_refused_redirect(message) {
-        return format!(
-            "{message} (berth follows a redirect on the repo's host only, where its token may go, and never from https to http: \
-             write the URL the server redirects to in [[repo]])"
-        );
-    }
-    if message.ends_with("socket: timed out") {
-        return format!(
-            "{message}: the server sent nothing for {} s (BERTH_GIT_TIMEOUT sets how long to wait)",
-            silence().as_secs()
-        );
-    }
-    if message.starts_with("failed to connect to ") && message.ends_with("Operation timed out") {
-        return format!(
-            "{message}: no connection within {} s (BERTH_GIT_TIMEOUT sets how long to wait, up to 60 s)",
-            connect_limit().as_secs()
-        );
-    }
-    if repo.ssh_key.is_none() || !message.contains("private key") {
-        return message.to_string();
-    }
-    match &repo.ssh_key_passphrase_env {
-        Some(name) => format!("{message} (is the passphrase in {name} the key's?)"),
-        None => {
-            format!("{message} (if the key has a passphrase, name its variable in ssh_key_passphrase_env)")
+/// What to do about a failed fetch, where libgit2 does not say: it says
+/// neither why it refused a redirect nor how long it waited, and libssh2 says
+/// "Unsupported private key format" for a wrong passphrase too. Its text
+/// follows libgit2's words.
+#[derive(Debug, Clone)]
+pub enum FetchHint {
+    /// libgit2 refused a redirect.
+    Redirect,
+    /// The server sent nothing for `seconds`.
+    Silent { seconds: u64 },
+    /// No connection opened within `seconds`.
+    ConnectTimeout { seconds: u64 },
+    /// libssh2 could not use the key, whose passphrase comes from `variable`.
+    Passphrase { variable: String },
+    /// libssh2 could not use the key, and no passphrase variable is named.
+    NoPassphrase,
+}
+
+impl std::fmt::Display for FetchHint {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Redirect => formatter.write_str(
+                " (berth follows a redirect on the repo's host only, where its token may go, and never from https to http: \
+                 write the URL the server redirects to in [[repo]])",
+            ),
+            Self::Silent { seconds } => write!(
+                formatter,
+                ": the server sent nothing for {seconds} s (BERTH_GIT_TIMEOUT sets how long to wait)"
+            ),
+            Self::ConnectTimeout { seconds } => write!(
+                formatter,
+                ": no connection within {seconds} s (BERTH_GIT_TIMEOUT sets how long to wait, up to 60 s)"
+            ),
+            Self::Passphrase { variable } => write!(formatter, " (is the passphrase in {variable} the key's?)"),
+            Self::NoPassphrase => formatter
+                .write_str(" (if the key has a passphrase, name its variable in ssh_key_passphrase_env)"),
         }
+    }
+}
+
+/// Why one attempt to fetch failed.
+enum AttemptError {
+    /// libgit2 failed it.
+    Git(git2::Error),
+    /// berth refused the ssh server's host key (libgit2's error then says
+    /// only that the check failed).
+    HostKey(HostKeyRefusal),
+}
+
+/// libgit2's failure `error` as a [`FetchFailure`]: its words without the
+/// repo's secrets, and a hint when libgit2's words call for one.
+fn libgit2_failure(error: &git2::Error, repo: &Repo) -> FetchFailure {
+    FetchFailure::Libgit2 {
+        words: redact(error.message(), repo),
+        hint: hint(Libgit2Words::of(error), repo),
+    }
+}
+
+/// What to do about a failure libgit2 words as `words` says.
+fn hint(words: Libgit2Words, repo: &Repo) -> Option<FetchHint> {
+    match words {
+        Libgit2Words::RefusedRedirect => Some(FetchHint::Redirect),
+        Libgit2Words::Silent => Some(FetchHint::Silent {
+            seconds: silence().as_secs(),
+        }),
+        Libgit2Words::ConnectTimeout => Some(FetchHint::ConnectTimeout {
+            seconds: connect_limit().as_secs(),
+        }),
+        Libgit2Words::PrivateKey if repo.ssh_key.is_some() => Some(match &repo.ssh_key_passphrase_env {
+            Some(variable) => FetchHint::Passphrase {
+                variable: variable.clone(),
+            },
+            None => FetchHint::NoPassphrase,
+        }),
+        _ => None,
     }
 }
 
@@ -181,7 +212,7 @@ impl Mirror {
             load_ca_bundle();
         }
         limit_silence();
-        let mut last_error = String::new();
+        let mut last_failure = None;
         // Whether the redirect of an http:// remote to https:// was warned about.
         let mut warned_https = false;
         for attempt in 1..=FETCH_ATTEMPTS {
@@ -202,51 +233,59 @@ impl Mirror {
             }
             match fetched {
                 Ok(()) => return Ok(()),
-                Err(error) if is_corruption(&error) => {
+                Err(AttemptError::HostKey(refusal)) => {
+                    return Err(self.fetch_error(attempt, FetchFailure::HostKey(Box::new(refusal))));
+                }
+                Err(AttemptError::Git(error)) if is_corruption(&error) => {
                     on_warning(format!(
                         "mirror of repo `{}` is damaged ({}); cloning it again",
                         self.repo.name,
                         error.message()
                     ));
                     self.git =
-                        recreate(self.git.path(), &self.repo.url).map_err(|message| MirrorError::Local {
+                        recreate(self.git.path(), &self.repo.url).map_err(|problem| MirrorError::Local {
                             repo: self.repo.name.clone(),
-                            message,
+                            problem,
                         })?;
                 }
-                Err(error) => {
-                    last_error = redact(&with_hint(error.message(), &self.repo), &self.repo);
+                Err(AttemptError::Git(error)) => {
+                    let failure = libgit2_failure(&error, &self.repo);
                     if !is_transient(&error) {
-                        return Err(self.fetch_error(attempt, last_error));
+                        return Err(self.fetch_error(attempt, failure));
                     }
                     if attempt < FETCH_ATTEMPTS {
-                        tracing::debug!(repo = %self.repo.name, attempt, "fetch failed, retrying: {last_error}");
+                        tracing::debug!(repo = %self.repo.name, attempt, "fetch failed, retrying: {failure}");
                         std::thread::sleep(Duration::from_millis(500 * u64::from(attempt * attempt)));
                     }
+                    last_failure = Some(failure);
                 }
             }
         }
-        Err(self.fetch_error(FETCH_ATTEMPTS, last_error))
+        let failure = last_failure.unwrap_or(FetchFailure::Libgit2 {
+            words: String::new(),
+            hint: None,
+        });
+        Err(self.fetch_error(FETCH_ATTEMPTS, failure))
     }
 
-    fn fetch_error(&self, attempts: u32, message: String) -> MirrorError {
+    fn fetch_error(&self, attempts: u32, failure: FetchFailure) -> MirrorError {
         MirrorError::Fetch {
             repo: self.repo.name.clone(),
             url: self.repo.url.clone(),
             attempts,
-            message,
+            failure,
         }
     }
 
     /// One fetch from the repo's URL. With it, the host of the https:// server
     /// an `http://` remote redirected libgit2 to (on the same host), if it did.
-    fn fetch_once(&self, on_progress: &dyn Fn(String)) -> (Result<(), git2::Error>, Option<String>) {
+    fn fetch_once(&self, on_progress: &dyn Fn(String)) -> (Result<(), AttemptError>, Option<String>) {
         let mut remote = match self.git.find_remote("origin") {
             Ok(remote) => remote,
-            Err(error) => return (Err(error), None),
+            Err(error) => return (Err(AttemptError::Git(error)), None),
         };
         // libgit2 replaces a refused host key's message by its own; ours is kept here.
-        let host_key_refusal = std::cell::RefCell::new(None::<String>);
+        let host_key_refusal = std::cell::RefCell::new(None::<HostKeyRefusal>);
         // A certificate on a fetch from an http:// URL: libgit2 followed a redirect to https://.
         let https_host = std::cell::RefCell::new(None::<String>);
         let plain_http = self.repo.url.starts_with("http://");
@@ -263,13 +302,15 @@ impl Mirror {
             };
             match check_host_key(&self.repo, host_key, host) {
                 Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
-                Err(message) => {
-                    *host_key_refusal.borrow_mut() = Some(message.clone());
-                    Err(git2::Error::new(
+                Err(refusal) => {
+                    // libgit2 takes its callbacks' errors as a message.
+                    let error = git2::Error::new(
                         git2::ErrorCode::Certificate,
                         git2::ErrorClass::Ssh,
-                        message,
-                    ))
+                        refusal.to_string(),
+                    );
+                    *host_key_refusal.borrow_mut() = Some(refusal);
+                    Err(error)
                 }
             }
         });
@@ -302,12 +343,8 @@ impl Mirror {
         );
         drop(options);
         let fetched = match (fetched, host_key_refusal.into_inner()) {
-            (Err(_), Some(refusal)) => Err(git2::Error::new(
-                git2::ErrorCode::Certificate,
-                git2::ErrorClass::Ssh,
-                refusal,
-            )),
-            (fetched, _) => fetched,
+            (Err(_), Some(refusal)) => Err(AttemptError::HostKey(refusal)),
+            (fetched, _) => fetched.map_err(AttemptError::Git),
         };
         (fetched, https_host.into_inner())
     }
@@ -331,29 +368,6 @@ mod tests {
     }
 
     #[test]
-    fn only_a_refusing_status_code_stops_the_retries() {
-        // A 503 from a server whose port holds "401" was taken for a refusal.
-        assert!(!refused_by_server(
-            "unexpected http status code: 503 (from GET http://127.0.0.1:40155/git/x.git/info/refs)"
-        ));
-        assert!(refused_by_server(
-            "unexpected http status code: 404 (from GET http://h/x)"
-        ));
-        assert!(refused_by_server("Unexpected HTTP status code: 403"));
-        assert!(refused_by_server("request failed with status code: 401"));
-        assert!(!refused_by_server("unexpected http status code: 4040"));
-        assert!(!refused_by_server(
-            "cannot connect to 127.0.0.1:4011: Connection refused"
-        ));
-        assert!(refused_by_server("unexpected http status code: 401"));
-        // Only libgit2's own words name the status: not a proxy's page quoted after them.
-        assert!(!refused_by_server(
-            "unexpected http status code: 502 (proxy said: status code: 404)"
-        ));
-        assert!(!refused_by_server("remote: status code: 403"));
-    }
-
-    #[test]
     fn a_refused_redirect_and_a_silent_server_say_what_to_do() {
         let repo = Repo {
             name: "site".into(),
@@ -370,11 +384,11 @@ mod tests {
             "cannot redirect from '127.0.0.1' to 'localhost'",
         );
         assert!(!is_transient(&refused), "the same redirect comes back");
+        let said = libgit2_failure(&refused, &repo).to_string();
         assert!(
-            with_hint(refused.message(), &repo)
-                .ends_with("write the URL the server redirects to in [[repo]])"),
-            "{}",
-            with_hint(refused.message(), &repo)
+            said.starts_with("cannot redirect from '127.0.0.1' to 'localhost' (berth follows")
+                && said.ends_with("write the URL the server redirects to in [[repo]])"),
+            "{said}"
         );
         let silent = git2::Error::new(
             git2::ErrorCode::GenericError,
@@ -382,11 +396,47 @@ mod tests {
             "could not read from socket: timed out",
         );
         assert!(is_transient(&silent));
+        let said = libgit2_failure(&silent, &repo).to_string();
         assert!(
-            with_hint(silent.message(), &repo).contains(": the server sent nothing for "),
-            "{}",
-            with_hint(silent.message(), &repo)
+            said.contains("socket: timed out: the server sent nothing for "),
+            "{said}"
         );
-        assert_eq!(with_hint("early EOF", &repo), "early EOF");
+        let eof = git2::Error::new(git2::ErrorCode::GenericError, git2::ErrorClass::Net, "early EOF");
+        assert_eq!(libgit2_failure(&eof, &repo).to_string(), "early EOF");
+    }
+
+    #[test]
+    fn a_key_libssh2_cannot_use_asks_for_its_passphrase_and_no_secret_is_said() {
+        let mut repo = Repo {
+            name: "site".into(),
+            url: "git@git.example:site.git".into(),
+            branch: "main".into(),
+            token_env: None,
+            ssh_key: Some("/keys/id".into()),
+            ssh_key_passphrase_env: Some("BERTH_TEST_UNSET_PASSPHRASE".into()),
+            known_hosts: None,
+        };
+        let unusable = git2::Error::new(
+            git2::ErrorCode::Auth,
+            git2::ErrorClass::Ssh,
+            "Failed to authenticate SSH session: Unsupported private key file format",
+        );
+        assert!(
+            libgit2_failure(&unusable, &repo)
+                .to_string()
+                .ends_with("format (is the passphrase in BERTH_TEST_UNSET_PASSPHRASE the key's?)")
+        );
+        repo.ssh_key_passphrase_env = None;
+        assert!(
+            libgit2_failure(&unusable, &repo)
+                .to_string()
+                .ends_with("(if the key has a passphrase, name its variable in ssh_key_passphrase_env)")
+        );
+        repo.ssh_key = None;
+        assert_eq!(
+            libgit2_failure(&unusable, &repo).to_string(),
+            unusable.message(),
+            "the agent's keys: no hint"
+        );
     }
 }

@@ -121,10 +121,13 @@ pub trait PackBackend: Send + 'static {
 /// One pack being written. Dropped without [`PackWrite::commit`], the fetch
 /// was abandoned.
 pub trait PackWrite: 'static {
+    /// Why writing the pack failed: libgit2 is handed its message, as the
+    /// error of the fetch.
+    type Error: std::fmt::Display;
     /// The pack's next bytes; may set `progress.total_objects`.
-    fn append(&mut self, bytes: &[u8], progress: &mut PackProgress) -> Result<(), String>;
+    fn append(&mut self, bytes: &[u8], progress: &mut PackProgress) -> Result<(), Self::Error>;
     /// The pack is complete: index it; may set the counts of `progress`.
-    fn commit(&mut self, progress: &mut PackProgress) -> Result<(), String>;
+    fn commit(&mut self, progress: &mut PackProgress) -> Result<(), Self::Error>;
 }
 
 /// Above libgit2's own backends (loose objects 1, packs 2), so it is asked first.
@@ -244,7 +247,7 @@ extern "C" fn append<W: PackWrite>(
     set_progress(stats, progress);
     match result {
         Ok(()) => 0,
-        Err(message) => fail(&message),
+        Err(error) => fail(&error.to_string()),
     }
 }
 
@@ -259,7 +262,7 @@ extern "C" fn commit<W: PackWrite>(
     set_progress(stats, progress);
     match result {
         Ok(()) => 0,
-        Err(message) => fail(&message),
+        Err(error) => fail(&error.to_string()),
     }
 }
 
@@ -328,6 +331,7 @@ mod tests {
     }
 
     impl PackWrite for RecordingWriter {
+        type Error = String;
         fn append(&mut self, bytes: &[u8], progress: &mut PackProgress) -> Result<(), String> {
             self.seen.lock().unwrap().bytes.extend_from_slice(bytes);
             progress.total_objects = 7;

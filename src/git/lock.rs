@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::git::MirrorError;
+use crate::git::{LocalProblem, MirrorError};
 
 /// How long a second process waits for a mirror's lock before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(120);
@@ -22,7 +22,11 @@ pub(super) fn lock(dir: &Path, name: &str) -> Result<File, MirrorError> {
         .open(&path)
         .map_err(|error| MirrorError::Local {
             repo: name.to_string(),
-            message: format!("cannot open {}: {error}", path.display()),
+            problem: LocalProblem::File {
+                action: "open",
+                path: path.clone(),
+                error,
+            },
         })?;
     let started = Instant::now();
     loop {
@@ -49,7 +53,11 @@ pub(super) fn lock(dir: &Path, name: &str) -> Result<File, MirrorError> {
             Err(std::fs::TryLockError::Error(error)) => {
                 return Err(MirrorError::Local {
                     repo: name.to_string(),
-                    message: format!("cannot lock {}: {error}", path.display()),
+                    problem: LocalProblem::File {
+                        action: "lock",
+                        path,
+                        error,
+                    },
                 });
             }
         }

@@ -21,7 +21,8 @@
 //! [`credentials`] and [`known_hosts`]), [`tree`] (a folder's files and
 //! blobs), [`times`] (each blob's commit time), [`export`] (a folder written
 //! out, [`submodule`]s included), [`pack_index`] (a first pack indexed on
-//! every core); [`ffi`] is the only module with `unsafe`.
+//! every core); [`ffi`] is the only module with `unsafe`; [`words`] is the
+//! one place berth reads libgit2's error messages.
 
 pub mod credentials;
 pub mod export;
@@ -34,6 +35,7 @@ pub mod submodule;
 pub mod times;
 pub mod tree;
 pub mod wildcard;
+pub mod words;
 pub mod worktree;
 
 pub use tree::{TreeFile, TreeFileKind};
@@ -45,7 +47,7 @@ use std::time::Duration;
 use git2::{ObjectType, Oid, Repository};
 
 use crate::config::Repo;
-use crate::git::fetch::times;
+use crate::git::fetch::{FetchFailure, times};
 use crate::git::lock::lock;
 
 /// What can go wrong while mirroring.
@@ -60,12 +62,12 @@ pub enum MirrorError {
         path: PathBuf,
     },
     /// The remote could not be reached or refused us, after retries.
-    #[error("cannot fetch repo `{repo}` from {url} (tried {}): {message}", times(*attempts))]
+    #[error("cannot fetch repo `{repo}` from {url} (tried {}): {failure}", times(*attempts))]
     Fetch {
         repo: String,
         url: String,
         attempts: u32,
-        message: String,
+        failure: FetchFailure,
     },
     /// The branch does not exist on the remote.
     #[error("repo `{repo}` has no branch `{branch}`")]
@@ -88,11 +90,45 @@ pub enum MirrorError {
     #[error("repo `{repo}` has no mirror yet (no {path}); run without --offline to fetch it")]
     NoMirror { repo: String, path: PathBuf },
     /// A Git operation on the local mirror failed.
-    #[error("mirror of repo `{repo}`: {message}")]
-    Local { repo: String, message: String },
+    #[error("mirror of repo `{repo}`: {problem}")]
+    Local { repo: String, problem: LocalProblem },
     /// Writing the exported files failed.
     #[error("cannot export to {path}: {source}")]
     Export { path: PathBuf, source: std::io::Error },
+}
+
+/// What failed on a mirror's own disk, for [`MirrorError::Local`].
+#[derive(Debug, thiserror::Error)]
+pub enum LocalProblem {
+    /// libgit2 failed an operation on the mirror.
+    #[error("{}", .0.message())]
+    Git(git2::Error),
+    /// A folder or file could not be made, removed, opened or locked.
+    #[error("cannot {action} {}: {error}", path.display())]
+    File {
+        /// `create`, `remove`, `open`, `lock`.
+        action: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// A new mirror could not be made.
+    #[error("cannot create {}: {}", path.display(), error.message())]
+    Create { path: PathBuf, error: git2::Error },
+    /// A mirror's ref points at an object libgit2 cannot read.
+    #[error("{reference} points at an unreadable object: {}", error.message())]
+    Unreadable { reference: String, error: git2::Error },
+    /// A submodule cannot be exported.
+    #[error("submodule `{path}`: {problem}")]
+    Submodule {
+        path: String,
+        problem: export::SubmoduleProblem,
+    },
+}
+
+impl From<git2::Error> for LocalProblem {
+    fn from(error: git2::Error) -> Self {
+        Self::Git(error)
+    }
 }
 
 /// A resolved commit of a mirrored repo.
@@ -133,10 +169,13 @@ fn mirror_path(mirrors_dir: &Path, name: &str) -> PathBuf {
 }
 
 /// Removes whatever is at `path` and creates an empty mirror of `url` there.
-fn recreate(path: &Path, url: &str) -> Result<Repository, String> {
+fn recreate(path: &Path, url: &str) -> Result<Repository, LocalProblem> {
     if path.exists() {
-        std::fs::remove_dir_all(path)
-            .map_err(|error| format!("cannot remove {}: {error}", path.display()))?;
+        std::fs::remove_dir_all(path).map_err(|error| LocalProblem::File {
+            action: "remove",
+            path: path.to_path_buf(),
+            error,
+        })?;
     }
     let create = || -> Result<Repository, git2::Error> {
         let git = Repository::init_bare(path)?;
@@ -145,26 +184,26 @@ fn recreate(path: &Path, url: &str) -> Result<Repository, String> {
         git.config()?.set_str("remote.origin.tagopt", "--tags")?;
         Ok(git)
     };
-    create().map_err(|error| format!("cannot create {}: {}", path.display(), error.message()))
+    create().map_err(|error| LocalProblem::Create {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 /// Opens the mirror and checks that its refs point at readable objects.
-fn open_checked(path: &Path) -> Result<Repository, String> {
-    let git = Repository::open_bare(path).map_err(|error| error.message().to_string())?;
+fn open_checked(path: &Path) -> Result<Repository, LocalProblem> {
+    let git = Repository::open_bare(path)?;
     // A mirror whose first fetch failed is still empty: its next fetch is a first one too.
-    crate::git::pack_index::install(&git).map_err(|error| error.message().to_string())?;
+    crate::git::pack_index::install(&git)?;
     {
-        let references = git.references().map_err(|error| error.message().to_string())?;
-        for reference in references {
-            let reference = reference.map_err(|error| error.message().to_string())?;
+        for reference in git.references()? {
+            let reference = reference?;
             if let Some(target) = reference.target() {
-                git.find_object(target, None).map_err(|error| {
-                    format!(
-                        "{} points at an unreadable object: {}",
-                        reference.name().unwrap_or("?"),
-                        error.message()
-                    )
-                })?;
+                git.find_object(target, None)
+                    .map_err(|error| LocalProblem::Unreadable {
+                        reference: reference.name().unwrap_or("?").to_string(),
+                        error,
+                    })?;
             }
         }
     }
@@ -193,12 +232,17 @@ impl Mirror {
 
     /// Opens (or creates) the mirror without fetching.
     pub fn open(mirrors_dir: &Path, repo: &Repo, on_warning: &dyn Fn(String)) -> Result<Self, MirrorError> {
-        let local = |message: String| MirrorError::Local {
+        let local = |problem: LocalProblem| MirrorError::Local {
             repo: repo.name.clone(),
-            message,
+            problem,
         };
-        std::fs::create_dir_all(mirrors_dir)
-            .map_err(|error| local(format!("cannot create {}: {error}", mirrors_dir.display())))?;
+        std::fs::create_dir_all(mirrors_dir).map_err(|error| {
+            local(LocalProblem::File {
+                action: "create",
+                path: mirrors_dir.to_path_buf(),
+                error,
+            })
+        })?;
         let lock = lock(mirrors_dir, &repo.name)?;
         let path = mirror_path(mirrors_dir, &repo.name);
         let git = match open_checked(&path) {
@@ -215,7 +259,7 @@ impl Mirror {
         };
         // The stored remote URL is the configured one, which never holds credentials.
         git.remote_set_url("origin", &repo.url)
-            .map_err(|error| local(error.message().to_string()))?;
+            .map_err(|error| local(LocalProblem::Git(error)))?;
         Ok(Self {
             mirrors_dir: mirrors_dir.to_path_buf(),
             repo: repo.clone(),
@@ -249,7 +293,7 @@ impl Mirror {
                 repo: self.repo.name.clone(),
                 branch: branch.to_string(),
             })?;
-        let commit = reference.peel_to_commit().map_err(|error| self.local(&error))?;
+        let commit = reference.peel_to_commit().map_err(|error| self.local(error))?;
         Ok(describe(&commit))
     }
 
@@ -261,9 +305,9 @@ impl Mirror {
             let references = self
                 .git
                 .references_glob(glob)
-                .map_err(|error| self.local(&error))?;
+                .map_err(|error| self.local(error))?;
             for reference in references {
-                let reference = reference.map_err(|error| self.local(&error))?;
+                let reference = reference.map_err(|error| self.local(error))?;
                 let (Ok(name), Ok(commit)) = (reference.name(), reference.peel_to_commit()) else {
                     continue;
                 };
@@ -304,22 +348,23 @@ impl Mirror {
         Ok(describe(&commit))
     }
 
-    fn local(&self, error: &git2::Error) -> MirrorError {
+    /// libgit2's `error` on this mirror.
+    fn local(&self, error: git2::Error) -> MirrorError {
         MirrorError::Local {
             repo: self.repo.name.clone(),
-            message: error.message().to_string(),
+            problem: LocalProblem::Git(error),
         }
     }
 
     /// Is `ancestor` an ancestor of (or equal to) `descendant`?
     pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, MirrorError> {
-        let ancestor = Oid::from_str(ancestor).map_err(|e| self.local(&e))?;
-        let descendant = Oid::from_str(descendant).map_err(|e| self.local(&e))?;
+        let ancestor = Oid::from_str(ancestor).map_err(|e| self.local(e))?;
+        let descendant = Oid::from_str(descendant).map_err(|e| self.local(e))?;
         if ancestor == descendant {
             return Ok(true);
         }
         self.git
             .graph_descendant_of(descendant, ancestor)
-            .map_err(|e| self.local(&e))
+            .map_err(|e| self.local(e))
     }
 }

@@ -76,12 +76,49 @@ struct Indexed {
     files: Vec<PathBuf>,
 }
 
+/// Why a first pack could not be indexed: the message libgit2 is handed as
+/// the fetch's error (gix-pack's own errors go to libgit2's indexer, which
+/// has the last word).
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// The indexing thread panicked.
+    #[error("the pack indexing thread panicked")]
+    Panicked,
+    /// The pack was finished once already.
+    #[error("the pack was already finished")]
+    Finished,
+    /// gix-pack indexed the pack, and bytes came after its checksum.
+    #[error("the pack goes on after its checksum")]
+    Trailing,
+    /// The copy of the pack, to hand libgit2's indexer, is gone.
+    #[error("the copy of the pack is missing")]
+    NoCopy,
+    /// The pack was completed before any indexer took it.
+    #[error("the pack has no indexer")]
+    NoIndexer,
+    /// libgit2's indexer failed.
+    #[error("indexing the received pack: {}", .0.message())]
+    Libgit2(git2::Error),
+    /// The bytes could not be given to libgit2's indexer.
+    #[error("indexing the received pack: {0}")]
+    Feed(std::io::Error),
+    /// The copy of the pack could not be written.
+    #[error("cannot keep a copy of the received pack: {0}")]
+    Copy(std::io::Error),
+    /// gix-pack failed to index the pack.
+    #[error("indexing the received pack: {}", chain(.0))]
+    Gix(gix_pack::bundle::write::Error),
+    /// A pack file written could not be made read-only.
+    #[error("cannot make {} read-only: {error}", path.display())]
+    ReadOnly { path: PathBuf, error: std::io::Error },
+}
+
 /// One pack being written.
 struct PackWriter {
     /// Closed to tell the indexing thread the pack is complete.
     chunks: Option<SyncSender<Vec<u8>>>,
     /// Gives the pack written, or what went wrong.
-    worker: Option<JoinHandle<Result<Indexed, String>>>,
+    worker: Option<JoinHandle<Result<Indexed, PackError>>>,
     /// The first bytes of the pack, until its object count is known.
     header: Vec<u8>,
     /// Bytes received so far.
@@ -99,34 +136,32 @@ impl PackWriter {
     /// thread is never interrupted otherwise: gix-pack panics on a read that
     /// fails half-way through its buffer, and takes the channel's end for the
     /// end of the pack (an error if the pack is not complete).
-    fn finish(&mut self) -> Result<Indexed, String> {
+    fn finish(&mut self) -> Result<Indexed, PackError> {
         self.chunks = None;
         match self.worker.take() {
-            Some(worker) => worker
-                .join()
-                .unwrap_or_else(|_| Err("the pack indexing thread panicked".to_string())),
-            None => Err("the pack was already finished".to_string()),
+            Some(worker) => worker.join().unwrap_or(Err(PackError::Panicked)),
+            None => Err(PackError::Finished),
         }
     }
 
     /// Stops gix-pack and says why it stopped. Its temporary files go; a pack it
     /// completed anyway (bytes came after its checksum, or the fetch failed
     /// after the last byte) is removed too, as no ref will point into it.
-    fn stop_parallel(&mut self) -> String {
+    fn stop_parallel(&mut self) -> PackError {
         match self.finish() {
             Ok(indexed) => {
                 for file in indexed.files {
                     let _ = std::fs::remove_file(file);
                 }
-                "the pack goes on after its checksum".to_string()
+                PackError::Trailing
             }
-            Err(message) => message,
+            Err(error) => error,
         }
     }
 
     /// Stops gix-pack (its temporary files go) and gives libgit2's indexer the
     /// bytes received so far, from the copy; `reason` says why, in the debug log.
-    fn hand_over(&mut self, reason: &str) -> Result<(), String> {
+    fn hand_over(&mut self, reason: &dyn std::fmt::Display) -> Result<(), PackError> {
         tracing::debug!(
             received = self.received,
             "libgit2's indexer takes the first pack: {reason}"
@@ -134,30 +169,27 @@ impl PackWriter {
         if self.worker.is_some() {
             self.stop_parallel();
         }
-        let mut copy = self.copy.take().ok_or("the copy of the pack is missing")?;
-        let mut indexer = git2::Indexer::new(None, &self.pack_folder, 0, false)
-            .map_err(|error| format!("indexing the received pack: {}", error.message()))?;
+        let mut copy = self.copy.take().ok_or(PackError::NoCopy)?;
+        let mut indexer =
+            git2::Indexer::new(None, &self.pack_folder, 0, false).map_err(PackError::Libgit2)?;
         copy.seek(SeekFrom::Start(0))
             .and_then(|_| std::io::copy(&mut copy, &mut indexer))
-            .map_err(|error| format!("indexing the received pack: {error}"))?;
+            .map_err(PackError::Feed)?;
         self.fallback = Some(indexer);
         Ok(())
     }
 
     /// Takes the next bytes of the pack.
-    fn take(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn take(&mut self, bytes: &[u8]) -> Result<(), PackError> {
         if self.fallback.is_none() && self.received + bytes.len() as u64 > PARALLEL_LIMIT {
             self.hand_over(&format!("it is larger than {} MiB", PARALLEL_LIMIT / 1_048_576))?;
         }
         if let Some(indexer) = self.fallback.as_mut() {
-            return indexer
-                .write_all(bytes)
-                .map_err(|error| format!("indexing the received pack: {error}"));
+            return indexer.write_all(bytes).map_err(PackError::Feed);
         }
         self.received += bytes.len() as u64;
         if let Some(copy) = self.copy.as_mut() {
-            copy.write_all(bytes)
-                .map_err(|error| format!("cannot keep a copy of the received pack: {error}"))?;
+            copy.write_all(bytes).map_err(PackError::Copy)?;
         }
         let sent = self
             .chunks
@@ -176,18 +208,15 @@ impl PackWriter {
 
     /// The pack is complete: waits for its index. Returns the number of objects,
     /// if known.
-    fn complete(&mut self) -> Result<Option<u32>, String> {
+    fn complete(&mut self) -> Result<Option<u32>, PackError> {
         if self.fallback.is_none() {
             match self.finish() {
                 Ok(indexed) => return Ok(Some(indexed.objects)),
                 Err(reason) => self.hand_over(&reason)?,
             }
         }
-        let indexer = self.fallback.take().ok_or("the pack has no indexer")?;
-        indexer
-            .commit()
-            .map(|_| None)
-            .map_err(|error| format!("indexing the received pack: {}", error.message()))
+        let indexer = self.fallback.take().ok_or(PackError::NoIndexer)?;
+        indexer.commit().map(|_| None).map_err(PackError::Libgit2)
     }
 }
 
@@ -260,7 +289,9 @@ impl ffi::PackBackend for FirstPack {
 }
 
 impl ffi::PackWrite for PackWriter {
-    fn append(&mut self, bytes: &[u8], progress: &mut ffi::PackProgress) -> Result<(), String> {
+    type Error = PackError;
+
+    fn append(&mut self, bytes: &[u8], progress: &mut ffi::PackProgress) -> Result<(), PackError> {
         if self.header.len() < HEADER_LENGTH {
             let wanted = (HEADER_LENGTH - self.header.len()).min(bytes.len());
             self.header.extend_from_slice(&bytes[..wanted]);
@@ -272,7 +303,7 @@ impl ffi::PackWrite for PackWriter {
         self.take(bytes)
     }
 
-    fn commit(&mut self, progress: &mut ffi::PackProgress) -> Result<(), String> {
+    fn commit(&mut self, progress: &mut ffi::PackProgress) -> Result<(), PackError> {
         let count = self.complete()?.unwrap_or(progress.total_objects);
         *progress = ffi::PackProgress {
             total_objects: count,
@@ -302,7 +333,7 @@ fn object_count(header: &[u8]) -> Option<u32> {
 
 /// The indexing thread: reads the pack from `chunks` and writes it, with its
 /// index, into `pack_folder`. Returns the number of objects.
-fn index(chunks: Receiver<Vec<u8>>, pack_folder: &Path) -> Result<Indexed, String> {
+fn index(chunks: Receiver<Vec<u8>>, pack_folder: &Path) -> Result<Indexed, PackError> {
     let mut pack = BufReader::with_capacity(
         64 * 1024,
         ChannelReader {
@@ -324,7 +355,7 @@ fn index(chunks: Receiver<Vec<u8>>, pack_folder: &Path) -> Result<Indexed, Strin
             object_hash: gix_hash::Kind::Sha1,
         },
     )
-    .map_err(|error| format!("indexing the received pack: {}", chain(&error)))?;
+    .map_err(PackError::Gix)?;
     // The `.keep` file guards the pack against a concurrent `git gc` until refs
     // point into it; the mirror's lock already does that.
     if let Some(keep) = outcome.keep_path {
@@ -336,8 +367,12 @@ fn index(chunks: Receiver<Vec<u8>>, pack_folder: &Path) -> Result<Indexed, Strin
         .flatten()
         .collect();
     for path in &files {
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o444))
-            .map_err(|error| format!("cannot make {} read-only: {error}", path.display()))?;
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o444)).map_err(
+            |error| PackError::ReadOnly {
+                path: path.clone(),
+                error,
+            },
+        )?;
     }
     Ok(Indexed {
         objects: outcome.index.num_objects,
@@ -345,6 +380,7 @@ fn index(chunks: Receiver<Vec<u8>>, pack_folder: &Path) -> Result<Indexed, Strin
     })
 }
 
+/// An error and its causes, `: ` between them (gix-pack's say where it failed).
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

@@ -6,13 +6,12 @@
 /// sections of one submodule's name merged, the last value winning. A
 /// submodule without a path or a url is left out. `[include]` is not followed
 /// (git does not either for `.gitmodules`), so a repo's file cannot name local ones.
-pub fn parse_gitmodules(text: &[u8]) -> Result<Vec<(String, String)>, String> {
+pub fn parse_gitmodules(text: &[u8]) -> Result<Vec<(String, String)>, gix_config::file::init::Error> {
     let file = gix_config::File::from_bytes_no_includes(
         text,
         gix_config::file::Metadata::api(),
         gix_config::file::init::Options::default(),
-    )
-    .map_err(|error| error.to_string())?;
+    )?;
     // (name, path, url), in the order the names first appear.
     let mut modules: Vec<(String, Option<String>, Option<String>)> = Vec::new();
     for section in file.sections_by_name("submodule").into_iter().flatten() {

@@ -166,7 +166,7 @@ impl Mirror {
     /// first-parent line, so a build after a few new commits reads those commits
     /// only, not years of history again.
     pub fn content_times(&self, commit: &str, path: &str) -> Result<HashMap<Oid, i64>, MirrorError> {
-        let start = Oid::from_str(commit).map_err(|e| self.local(&e))?;
+        let start = Oid::from_str(commit).map_err(|e| self.local(e))?;
         let cache = self
             .mirrors_dir
             .join(format!("{}.times", self.repo.name))
@@ -178,7 +178,7 @@ impl Mirror {
             .ok()
             .and_then(|bytes| serde_json::from_slice::<TimesCache>(&bytes).ok())
             .filter(|known| known.path == path);
-        let by_path = content_times(&self.git, start, path, known.as_ref()).map_err(|e| self.local(&e))?;
+        let by_path = content_times(&self.git, start, path, known.as_ref()).map_err(|e| self.local(e))?;
         // A rebuild of the kept commit, answered from what was kept, has nothing new to keep.
         let unchanged = known
             .as_ref()

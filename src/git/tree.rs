@@ -39,10 +39,10 @@ impl Mirror {
     pub(super) fn subtree(&self, commit: &str, path: &str) -> Result<git2::Tree<'_>, MirrorError> {
         let commit_object = self
             .git
-            .find_commit(Oid::from_str(commit).map_err(|e| self.local(&e))?)
-            .map_err(|e| self.local(&e))?;
+            .find_commit(Oid::from_str(commit).map_err(|e| self.local(e))?)
+            .map_err(|e| self.local(e))?;
         folder_at(&self.git, &commit_object, path)
-            .map_err(|e| self.local(&e))?
+            .map_err(|e| self.local(e))?
             .ok_or_else(|| MirrorError::NoPath {
                 repo: self.repo.name.clone(),
                 path: path.to_string(),
@@ -55,7 +55,7 @@ impl Mirror {
     /// file too large to read into memory (then `export` writes it to disk).
     pub fn files(&self, commit: &str, path: &str) -> Result<Option<Vec<TreeFile>>, MirrorError> {
         let tree = self.subtree(commit, path)?;
-        let odb = self.git.odb().map_err(|e| self.local(&e))?;
+        let odb = self.git.odb().map_err(|e| self.local(e))?;
         let mut files = Vec::new();
         let mut usable = true;
         let mut failure = None;
@@ -103,18 +103,18 @@ impl Mirror {
             git2::TreeWalkResult::Ok
         });
         if let Some(error) = failure {
-            return Err(self.local(&error));
+            return Err(self.local(error));
         }
         if !usable {
             return Ok(None);
         }
-        walked.map_err(|e| self.local(&e))?;
+        walked.map_err(|e| self.local(e))?;
         Ok(Some(files))
     }
 
     /// The content of a blob.
     pub fn blob(&self, id: Oid) -> Result<Vec<u8>, MirrorError> {
-        let blob = self.git.find_blob(id).map_err(|e| self.local(&e))?;
+        let blob = self.git.find_blob(id).map_err(|e| self.local(e))?;
         Ok(blob.content().to_vec())
     }
 }

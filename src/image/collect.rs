@@ -200,7 +200,7 @@ pub(crate) fn collect_folder(
     while let Some(entry) = walker.next() {
         let entry = entry.map_err(|e| {
             let path = e.path().map_or_else(|| root.to_path_buf(), Path::to_path_buf);
-            BuildError::context(&path, std::io::Error::other(e.to_string()))
+            BuildError::context(&path, std::io::Error::from(e))
         })?;
         let relative = entry
             .path()

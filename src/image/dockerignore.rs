@@ -35,11 +35,12 @@ pub(crate) enum Part {
 
 /// A `.dockerignore` line Docker would refuse too (`ErrBadPattern`).
 #[derive(Debug, thiserror::Error)]
-#[error(".dockerignore:{line}: `{pattern}` is not a valid pattern: {message}")]
+#[error(".dockerignore:{line}: `{pattern}` is not a valid pattern: {problem}")]
 pub struct IgnoreError {
     pub line: usize,
     pub pattern: String,
-    pub message: String,
+    /// What globset finds wrong with it.
+    pub problem: globset::ErrorKind,
 }
 
 impl Ignore {
@@ -79,7 +80,7 @@ impl Ignore {
                         .map_err(|error| IgnoreError {
                             line: index + 1,
                             pattern: line.to_string(),
-                            message: error.kind().to_string(),
+                            problem: error.kind().clone(),
                         })
                 })
                 .collect::<Result<Vec<_>, _>>()?;

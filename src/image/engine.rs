@@ -9,9 +9,9 @@ use bollard::models::BuildInfoAux;
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
 use futures_util::StreamExt;
 
-use crate::image::BuildError;
 use crate::image::context::CHUNK;
 use crate::image::generator::Tail;
+use crate::image::{BuildError, BuildFailure};
 use crate::ui::Printer;
 
 /// Where the Engine reads a build context from.
@@ -66,7 +66,7 @@ pub async fn build_image(
                 if let Some(detail) = info.error_detail {
                     let message = detail.message.unwrap_or_else(|| "unknown error".into());
                     return Err(BuildError::Engine {
-                        message: message.trim().to_string(),
+                        cause: BuildFailure::Said(message.trim().to_string()),
                         tail: tail.text(),
                     });
                 }
@@ -84,11 +84,11 @@ pub async fn build_image(
             }
             Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
                 return Err(BuildError::Engine {
-                    message: message.trim().to_string(),
+                    cause: BuildFailure::Said(message.trim().to_string()),
                     tail: tail.text(),
                 });
             }
-            Err(error) => return Err(engine_error(&error, &tail)),
+            Err(error) => return Err(engine_error(error, &tail)),
         }
     }
     if let Some(id) = image_id {
@@ -98,11 +98,10 @@ pub async fn build_image(
         let inspect = docker
             .inspect_image(request.tag)
             .await
-            .map_err(|error| engine_error(&error, &tail))?;
-        inspect.id.ok_or_else(|| BuildError::Engine {
-            message: "the Engine reported no image id".into(),
-            tail: tail.text(),
-        })
+            .map_err(|error| engine_error(error, &tail))?;
+        inspect
+            .id
+            .ok_or_else(|| BuildError::NoImageId { tail: tail.text() })
     }
 }
 
@@ -162,15 +161,17 @@ pub(crate) fn session_id() -> String {
     format!("berth-{}-{nanos:x}", std::process::id())
 }
 
-pub(crate) fn engine_error(error: &bollard::errors::Error, tail: &Tail) -> BuildError {
+/// A failure of berth's Engine client during a build: the Engine
+/// unreachable, or its answer unreadable.
+pub(crate) fn engine_error(error: bollard::errors::Error, tail: &Tail) -> BuildError {
     use bollard::errors::Error;
     match error {
         Error::HyperResponseError { .. }
         | Error::IOError { .. }
         | Error::SocketNotFoundError(_)
-        | Error::RequestTimeoutError => BuildError::Unreachable(error.to_string()),
+        | Error::RequestTimeoutError => BuildError::Unreachable(error),
         _ => BuildError::Engine {
-            message: error.to_string(),
+            cause: BuildFailure::Client(error),
             tail: tail.text(),
         },
     }

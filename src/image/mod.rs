@@ -80,11 +80,27 @@ pub enum BuildError {
     #[error("cannot write the build context ({path}): {source}")]
     Context { path: PathBuf, source: std::io::Error },
     /// The Engine refused or failed the build; its own words.
-    #[error("the Docker Engine failed the build: {message}{}", tail_text(.tail))]
-    Engine { message: String, tail: String },
+    #[error("the Docker Engine failed the build: {cause}{}", tail_text(.tail))]
+    Engine { cause: BuildFailure, tail: String },
+    /// The Engine built, and gave no id of the image, by the build or by its tag.
+    #[error("the Docker Engine failed the build: the Engine reported no image id{}", tail_text(.tail))]
+    NoImageId { tail: String },
     /// The Engine could not be reached.
     #[error("cannot reach the Docker Engine: {0}")]
-    Unreachable(String),
+    Unreachable(bollard::errors::Error),
+}
+
+/// What the Engine said about a failed build: its words, or why berth's
+/// Engine client failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildFailure {
+    /// The Engine's own words: a build stream's `errorDetail.message`, or
+    /// the message of an error answer.
+    #[error("{0}")]
+    Said(String),
+    /// bollard, berth's Engine client, failed: an answer it could not read.
+    #[error("{0}")]
+    Client(bollard::errors::Error),
 }
 
 impl BuildError {

@@ -29,8 +29,8 @@ use crate::reference;
 #[derive(Debug, thiserror::Error)]
 pub enum PreviousError {
     /// The image could not be pulled or exported through the Engine.
-    #[error("cannot read {image} through the Docker Engine: {message}")]
-    Engine { image: String, message: String },
+    #[error("cannot read {image} through the Docker Engine: {cause}")]
+    Engine { image: String, cause: ExportFailure },
     /// The exported image or a kept index could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -45,6 +45,17 @@ pub enum PreviousError {
         #[source]
         source: SavedError,
     },
+}
+
+/// Why the Engine did not give the image's files, for [`PreviousError::Engine`].
+#[derive(Debug, thiserror::Error)]
+pub enum ExportFailure {
+    /// The export (`docker save`) failed.
+    #[error("{0}")]
+    Export(bollard::errors::Error),
+    /// Reading the export stopped (a panic, or the runtime shut down).
+    #[error("{0}")]
+    Stopped(tokio::task::JoinError),
 }
 
 /// Why an image `docker save` wrote could not be read.
@@ -126,9 +137,9 @@ pub async fn index_of(
     let Some((pinned, digest)) = pinned(image) else {
         return Ok(FileIndex::new());
     };
-    let engine = |message: String| PreviousError::Engine {
+    let engine = |cause: ExportFailure| PreviousError::Engine {
         image: pinned.clone(),
-        message,
+        cause,
     };
     // `docker save` writes the image as one tar; it is spooled to a file,
     // since its manifest.json may come after the layers it orders.
@@ -142,7 +153,7 @@ pub async fn index_of(
     })?);
     let mut export = docker.export_image(id);
     while let Some(chunk) = export.next().await {
-        let chunk = chunk.map_err(|e| engine(e.to_string()))?;
+        let chunk = chunk.map_err(|error| engine(ExportFailure::Export(error)))?;
         tokio::io::AsyncWriteExt::write_all(&mut writer, &chunk)
             .await
             .map_err(|source| PreviousError::Io {
@@ -159,7 +170,7 @@ pub async fn index_of(
     let web_root = web_root.to_string();
     let index = tokio::task::spawn_blocking(move || read_saved(spool, &web_root))
         .await
-        .map_err(|e| engine(e.to_string()))?
+        .map_err(|error| engine(ExportFailure::Stopped(error)))?
         .map_err(|source| PreviousError::Format {
             image: pinned.clone(),
             source,

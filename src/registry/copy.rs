@@ -18,6 +18,7 @@
 
 use std::collections::HashSet;
 
+use ::url::Url;
 use bytes::Bytes;
 use http::header;
 use http::{Method, StatusCode};
@@ -25,8 +26,8 @@ use http_body_util::BodyExt;
 
 use crate::registry::api::{
     ApiError, Blob, Body, BoxError, CONNECT_TIMEOUT, Content, DOCKER_CONTENT_DIGEST, Endpoint,
-    MANIFEST_TYPES, Manifest, Response, Session, absolute_url, check_digest, check_repository,
-    content_length, drain, encode_query, header_text, request_text,
+    InvalidReference, MANIFEST_TYPES, Manifest, ManifestProblem, Response, Session, Unreachable,
+    check_digest, check_repository, content_length, drain, header_text, request_text, with_query,
 };
 /// What a copy did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,12 +55,14 @@ pub enum CopyError {
     /// berth can copy.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The target stored the manifest under another digest (or said none).
     #[error("registry {registry} stored the manifest of {expected} under {got}: the digests differ")]
     StoredDigestDiffers {
         registry: String,
         expected: String,
         got: String,
     },
+    /// The source answered a blob of another size than its manifest says.
     #[error("registry {registry} answered {got} bytes for blob {digest}, its manifest says {expected}")]
     BlobSizeMismatch {
         registry: String,
@@ -77,16 +80,16 @@ pub async fn copy_by_digest(
     to: Endpoint<'_>,
     tag: &str,
 ) -> Result<Copied, CopyError> {
-    check_digest(digest)?;
-    check_repository(from.repository)?;
-    check_repository(to.repository)?;
-    check_tag(tag)?;
-    let client = crate::http::client(CONNECT_TIMEOUT).map_err(|message| ApiError::Unreachable {
+    check_digest(digest).map_err(ApiError::from)?;
+    check_repository(from.repository).map_err(ApiError::from)?;
+    check_repository(to.repository).map_err(ApiError::from)?;
+    check_tag(tag).map_err(ApiError::from)?;
+    let client = crate::http::client(CONNECT_TIMEOUT).map_err(|error| ApiError::Unreachable {
         registry: to.auth.registry.clone(),
-        message,
+        cause: Unreachable::Client(error),
     })?;
-    let source = Session::new(&client, from, false);
-    let target = Session::new(&client, to, false);
+    let source = Session::new(&client, from, false)?;
+    let target = Session::new(&client, to, false)?;
     tracing::debug!(
         source = %source.host, from = from.repository, target = %target.host, to = to.repository,
         %digest, %tag, "copying by digest"
@@ -114,7 +117,7 @@ pub async fn copy_by_digest(
                 Content::Index(_) => {
                     return Err(copy
                         .source
-                        .invalid_manifest(&child.digest, "an index inside an index")
+                        .invalid_manifest(&child.digest, ManifestProblem::NestedIndex)
                         .into());
                 }
             }
@@ -193,7 +196,7 @@ impl Session<'_> {
     /// PUTs the manifest's bytes under `reference` (a tag or its digest) and
     /// checks the digest the registry stored them under.
     async fn put_manifest(&self, manifest: &Manifest, reference: &str) -> Result<(), CopyError> {
-        let url = self.url(&format!("manifests/{reference}"));
+        let url = self.url(&["manifests", reference]);
         let headers = [(header::CONTENT_TYPE, manifest.media_type.as_str())];
         let response = self
             .send(Method::PUT, &url, &headers, manifest.bytes.clone())
@@ -238,12 +241,11 @@ impl Session<'_> {
 
     /// Mounts `digest` from `from` (same registry): `None` when mounted, or the
     /// location of the upload the registry started instead.
-    async fn mount(&self, digest: &str, from: &str) -> Result<Option<String>, CopyError> {
-        let url = self.url(&format!(
-            "blobs/uploads/?mount={}&from={}",
-            encode_query(digest),
-            encode_query(from)
-        ));
+    async fn mount(&self, digest: &str, from: &str) -> Result<Option<Url>, CopyError> {
+        let url = with_query(
+            self.url(&["blobs", "uploads", ""]),
+            &[("mount", digest), ("from", from)],
+        );
         let response = self.send(Method::POST, &url, &[], Bytes::new()).await?;
         let response = self
             .expect(
@@ -257,37 +259,35 @@ impl Session<'_> {
             drain(response).await;
             return Ok(None);
         }
-        self.location(response, &url).await.map(Some)
+        self.upload_location(response, &url).await.map(Some)
     }
 
     /// Starts an upload; returns its location.
-    async fn start_upload(&self) -> Result<String, CopyError> {
-        let url = self.url("blobs/uploads/");
+    async fn start_upload(&self) -> Result<Url, CopyError> {
+        let url = self.url(&["blobs", "uploads", ""]);
         let response = self.send(Method::POST, &url, &[], Bytes::new()).await?;
         let response = self
             .expect(response, &[StatusCode::ACCEPTED], &Method::POST, &url)
             .await?;
-        self.location(response, &url).await
+        self.upload_location(response, &url).await
     }
 
     /// The absolute URL of the `Location` an upload answered.
-    async fn location(&self, response: Response, url: &str) -> Result<String, CopyError> {
+    async fn upload_location(&self, response: Response, url: &Url) -> Result<Url, CopyError> {
         let location = header_text(&response, header::LOCATION);
         drain(response).await;
-        location
-            .map(|location| absolute_url(&self.base, &location))
-            .ok_or_else(|| ApiError::Http {
-                registry: self.auth.registry.clone(),
-                request: request_text(&Method::POST, url),
-                status: StatusCode::ACCEPTED.as_u16(),
-                body: "no Location for the upload".to_string(),
-            })
-            .map_err(CopyError::from)
+        let location = location.ok_or_else(|| ApiError::Http {
+            registry: self.auth.registry.clone(),
+            request: request_text(&Method::POST, url),
+            status: StatusCode::ACCEPTED.as_u16(),
+            body: "no Location for the upload".to_string(),
+        })?;
+        Ok(self.location(&location)?)
     }
 
     /// Completes the upload at `location` with `body`, the blob's bytes streamed.
-    async fn put_blob(&self, location: &str, blob: &Blob, body: Body) -> Result<(), CopyError> {
-        let url = upload_url(location, &blob.digest);
+    async fn put_blob(&self, location: &Url, blob: &Blob, body: Body) -> Result<(), CopyError> {
+        let url = with_query(location.clone(), &[("digest", &blob.digest)]);
         let size = blob.size.to_string();
         let headers = [
             (header::CONTENT_TYPE, "application/octet-stream"),
@@ -304,14 +304,8 @@ impl Session<'_> {
     }
 }
 
-/// The upload location with the blob's digest, which completes it.
-fn upload_url(location: &str, digest: &str) -> String {
-    let separator = if location.contains('?') { '&' } else { '?' };
-    format!("{location}{separator}digest={}", encode_query(digest))
-}
-
 /// A tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
-fn check_tag(tag: &str) -> Result<(), CopyError> {
+fn check_tag(tag: &str) -> Result<(), InvalidReference> {
     let valid = tag.len() <= 128
         && tag
             .bytes()
@@ -323,47 +317,22 @@ fn check_tag(tag: &str) -> Result<(), CopyError> {
     if valid {
         Ok(())
     } else {
-        Err(ApiError::InvalidReference(format!("`{tag}` is not a valid tag")).into())
+        Err(InvalidReference::Tag { tag: tag.to_string() })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::api::scheme_and_host;
-
-    fn session_urls(registry: &str) -> (String, String) {
-        let (scheme, host) = scheme_and_host(registry, false);
-        let base = format!("{scheme}://{host}");
-        (base.clone(), format!("{base}/v2/sites/www/manifests/1"))
-    }
-
-    #[test]
-    fn urls_are_built_from_the_base_and_the_upload_location() {
-        let (base, manifest) = session_urls("127.0.0.1:5001");
-        assert_eq!(manifest, "http://127.0.0.1:5001/v2/sites/www/manifests/1");
-        let digest = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(
-            upload_url(
-                &absolute_url(&base, "/v2/sites/www/blobs/uploads/u-1?_state=xyz"),
-                &digest
-            ),
-            format!(
-                "http://127.0.0.1:5001/v2/sites/www/blobs/uploads/u-1?_state=xyz&digest=sha256%3A{}",
-                "a".repeat(64)
-            )
-        );
-        assert_eq!(
-            upload_url("https://storage.example/up/2", "sha256:0"),
-            "https://storage.example/up/2?digest=sha256%3A0"
-        );
-    }
 
     #[test]
     fn tags_are_checked() {
         assert!(check_tag("v1.2_3-rc").is_ok());
         assert!(check_tag(".hidden").is_err());
         assert!(check_tag("a/b").is_err());
-        assert!(check_tag(&"a".repeat(129)).is_err());
+        assert_eq!(
+            check_tag(&"a".repeat(129)).unwrap_err().to_string(),
+            format!("`{}` is not a valid tag", "a".repeat(129))
+        );
     }
 }

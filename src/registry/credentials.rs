@@ -21,6 +21,54 @@ use bollard::auth::DockerCredentials;
 use crate::config::CredentialSource;
 use crate::registry::RegistryError;
 
+/// Why credentials could not be read from their source: a sentence that
+/// never holds a secret (serde's and the decoders' own words may quote one,
+/// so they are left out).
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// An environment variable the source names is not set.
+    #[error("{variable} is not set")]
+    NotSet { variable: String },
+    /// A file (the password file, Docker's `config.json`) cannot be read.
+    #[error("{}: {error}", path.display())]
+    File { path: PathBuf, error: std::io::Error },
+    /// Docker's `config.json` is not as docker writes it.
+    #[error("{}: {}", path.display(), json_complaint(error))]
+    ConfigJson { path: PathBuf, error: serde_json::Error },
+    /// An `auths` entry's `auth` is not base64.
+    #[error("the `auth` entry for {key} is not base64")]
+    AuthNotBase64 { key: String },
+    /// An `auths` entry's `auth` is not UTF-8 once decoded.
+    #[error("the `auth` entry for {key} is not UTF-8")]
+    AuthNotUtf8 { key: String },
+    /// An `auths` entry's `auth` is not `user:password` once decoded.
+    #[error("the `auth` entry for {key} is not user:password")]
+    AuthNotPair { key: String },
+    /// A credential helper failed; `words` are what it wrote (helpers write
+    /// their error to stdout, and it never holds the secret).
+    #[error("credential helper {program} failed for {key}: {words}")]
+    Helper {
+        program: String,
+        key: String,
+        words: String,
+    },
+    /// A credential helper answered `get` with something else than JSON.
+    #[error("credential helper {program} did not answer JSON for {key}")]
+    HelperAnswer { program: String, key: String },
+    /// A credential helper failed to list its registries, in its words.
+    #[error("credential helper {program} cannot list its registries: {words}")]
+    HelperList { program: String, words: String },
+    /// A credential helper answered `list` with something else than JSON.
+    #[error("credential helper {program} did not answer `list` with JSON")]
+    HelperListAnswer { program: String },
+    /// A credential helper could not be started.
+    #[error("cannot run credential helper {program}: {error}")]
+    HelperStart { program: String, error: std::io::Error },
+    /// Talking to a running credential helper failed.
+    #[error("{program}: {error}")]
+    HelperPipe { program: String, error: std::io::Error },
+}
+
 /// Credentials for one registry, with where they came from (for messages).
 #[derive(Clone)]
 pub struct RegistryAuth {
@@ -30,11 +78,12 @@ pub struct RegistryAuth {
 }
 
 impl RegistryAuth {
-    /// The registry refused these credentials (or their absence).
-    pub(crate) fn refused(&self, message: String) -> RegistryError {
+    /// The registry refused these credentials (or their absence), as the
+    /// Engine says in `cause`.
+    pub(crate) fn refused(&self, cause: crate::registry::EngineFailure) -> RegistryError {
         RegistryError::Auth {
             registry: self.registry.clone(),
-            message,
+            cause,
             source_description: self.source_description.clone(),
         }
     }
@@ -58,9 +107,16 @@ pub fn resolve_credentials(
     config_dir: &std::path::Path,
 ) -> Result<RegistryAuth, RegistryError> {
     let source_description = describe_source(source);
-    let error = |message: String| RegistryError::Credentials {
+    let error = |problem: CredentialError| RegistryError::Credentials {
         source_description: source_description.clone(),
-        message,
+        problem,
+    };
+    let variable = |name: &str| {
+        std::env::var(name).map_err(|_| {
+            error(CredentialError::NotSet {
+                variable: name.to_string(),
+            })
+        })
     };
     let credentials = match source {
         CredentialSource::None => None,
@@ -68,10 +124,8 @@ pub fn resolve_credentials(
             username_env,
             password_env,
         } => {
-            let username =
-                std::env::var(username_env).map_err(|_| error(format!("{username_env} is not set")))?;
-            let password =
-                std::env::var(password_env).map_err(|_| error(format!("{password_env} is not set")))?;
+            let username = variable(username_env)?;
+            let password = variable(password_env)?;
             Some(basic(registry, username, password))
         }
         CredentialSource::Files {
@@ -83,8 +137,12 @@ pub fn resolve_credentials(
             } else {
                 config_dir.join(password_file)
             };
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| error(format!("{}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(&path).map_err(|io_error| {
+                error(CredentialError::File {
+                    path,
+                    error: io_error,
+                })
+            })?;
             let password = text.lines().next().unwrap_or_default().to_string();
             Some(basic(registry, username.clone(), password))
         }
@@ -224,18 +282,20 @@ impl DockerConfig {
 
 /// The credentials in an `auths` entry; `None` for an empty one (docker
 /// leaves `{}` entries beside a `credsStore`).
-fn entry_credentials(key: &str, entry: &AuthEntry) -> Result<Option<DockerCredentials>, String> {
+fn entry_credentials(key: &str, entry: &AuthEntry) -> Result<Option<DockerCredentials>, CredentialError> {
     let (username, password) = match entry.auth.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
         Some(auth) => {
+            // The decoders' errors quote what they read: the secret.
+            let entry_key = || key.to_string();
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth)
-                .map_err(|_| format!("the `auth` entry for {key} is not base64"))?;
+                .map_err(|_| CredentialError::AuthNotBase64 { key: entry_key() })?;
             let decoded =
-                String::from_utf8(decoded).map_err(|_| format!("the `auth` entry for {key} is not UTF-8"))?;
+                String::from_utf8(decoded).map_err(|_| CredentialError::AuthNotUtf8 { key: entry_key() })?;
             let (username, password) = decoded
                 .split_once(':')
                 .filter(|(username, _)| !username.is_empty())
-                .ok_or_else(|| format!("the `auth` entry for {key} is not user:password"))?;
+                .ok_or_else(|| CredentialError::AuthNotPair { key: entry_key() })?;
             (
                 Some(username.to_string()),
                 Some(password.trim_end_matches('\0').to_string()),
@@ -260,14 +320,14 @@ fn entry_credentials(key: &str, entry: &AuthEntry) -> Result<Option<DockerCreden
 }
 
 /// Reads Docker's `config.json`; an absent file is an empty one.
-fn read_docker_config() -> Result<DockerConfig, String> {
+fn read_docker_config() -> Result<DockerConfig, CredentialError> {
     let path = docker_config_path();
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(DockerConfig::default()),
-        Err(error) => return Err(format!("{}: {error}", path.display())),
+        Err(error) => return Err(CredentialError::File { path, error }),
     };
-    serde_json::from_str(&text).map_err(|error| format!("{}: {}", path.display(), json_complaint(&error)))
+    serde_json::from_str(&text).map_err(|error| CredentialError::ConfigJson { path, error })
 }
 
 /// What is wrong with a `config.json`, where, without its text: serde's own
@@ -284,12 +344,12 @@ fn json_complaint(error: &serde_json::Error) -> String {
 
 /// The credentials for `registry` as docker finds them (`GetAuthConfig`):
 /// its helper's, or its `auths` entry; none when the helper has none.
-fn from_docker_config(registry: &str) -> Result<Option<DockerCredentials>, String> {
+fn from_docker_config(registry: &str) -> Result<Option<DockerCredentials>, CredentialError> {
     let config = read_docker_config()?;
     credentials_in(&config, &config_key(registry))
 }
 
-fn credentials_in(config: &DockerConfig, key: &str) -> Result<Option<DockerCredentials>, String> {
+fn credentials_in(config: &DockerConfig, key: &str) -> Result<Option<DockerCredentials>, CredentialError> {
     match config.store_for(key) {
         Store::Helper(helper) => helper_get(helper, key),
         Store::File => config
@@ -303,7 +363,7 @@ fn credentials_in(config: &DockerConfig, key: &str) -> Result<Option<DockerCrede
 const NOT_FOUND: &str = "credentials not found in native keychain";
 
 /// Runs `docker-credential-<helper> get` with the registry on stdin.
-fn helper_get(helper: &str, key: &str) -> Result<Option<DockerCredentials>, String> {
+fn helper_get(helper: &str, key: &str) -> Result<Option<DockerCredentials>, CredentialError> {
     let (success, stdout) = run_helper(helper, "get", key)?;
     helper_answer(helper, key, success, &stdout)
 }
@@ -317,17 +377,24 @@ fn helper_answer(
     key: &str,
     success: bool,
     stdout: &[u8],
-) -> Result<Option<DockerCredentials>, String> {
+) -> Result<Option<DockerCredentials>, CredentialError> {
     let program = format!("docker-credential-{helper}");
     if !success {
-        let message = String::from_utf8_lossy(stdout).trim().to_string();
-        if message == NOT_FOUND {
+        let words = String::from_utf8_lossy(stdout).trim().to_string();
+        if words == NOT_FOUND {
             return Ok(None);
         }
-        return Err(format!("credential helper {program} failed for {key}: {message}"));
+        return Err(CredentialError::Helper {
+            program,
+            key: key.to_string(),
+            words,
+        });
     }
-    let reply: HelperReply = serde_json::from_slice(stdout)
-        .map_err(|_| format!("credential helper {program} did not answer JSON for {key}"))?;
+    // serde's error would quote the answer, which holds the secret.
+    let reply: HelperReply = serde_json::from_slice(stdout).map_err(|_| CredentialError::HelperAnswer {
+        program,
+        key: key.to_string(),
+    })?;
     if reply.secret.is_empty() && reply.username.is_empty() {
         return Ok(None);
     }
@@ -353,23 +420,21 @@ struct HelperReply {
 
 /// The registries a helper holds credentials for (`list`: a JSON object of
 /// server URL to user name).
-fn helper_list(helper: &str) -> Result<Vec<String>, String> {
+fn helper_list(helper: &str) -> Result<Vec<String>, CredentialError> {
     let program = format!("docker-credential-{helper}");
     let (success, stdout) = run_helper(helper, "list", "")?;
     if !success {
-        let message = String::from_utf8_lossy(&stdout).trim().to_string();
-        return Err(format!(
-            "credential helper {program} cannot list its registries: {message}"
-        ));
+        let words = String::from_utf8_lossy(&stdout).trim().to_string();
+        return Err(CredentialError::HelperList { program, words });
     }
-    let listed: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&stdout)
-        .map_err(|_| format!("credential helper {program} did not answer `list` with JSON"))?;
+    let listed: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&stdout).map_err(|_| CredentialError::HelperListAnswer { program })?;
     Ok(listed.into_keys().collect())
 }
 
 /// Runs `docker-credential-<helper> <action>` with `input` on stdin: whether
 /// it succeeded, and its stdout.
-fn run_helper(helper: &str, action: &str, input: &str) -> Result<(bool, Vec<u8>), String> {
+fn run_helper(helper: &str, action: &str, input: &str) -> Result<(bool, Vec<u8>), CredentialError> {
     use std::io::Write;
     let program = format!("docker-credential-{helper}");
     let mut child = std::process::Command::new(&program)
@@ -378,24 +443,31 @@ fn run_helper(helper: &str, action: &str, input: &str) -> Result<(bool, Vec<u8>)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run credential helper {program}: {e}"))?;
+        .map_err(|error| CredentialError::HelperStart {
+            program: program.clone(),
+            error,
+        })?;
+    let pipe = |error| CredentialError::HelperPipe {
+        program: program.clone(),
+        error,
+    };
     child
         .stdin
         .take()
         .expect("piped")
         .write_all(input.as_bytes())
-        .map_err(|e| format!("{program}: {e}"))?;
-    let output = child.wait_with_output().map_err(|e| format!("{program}: {e}"))?;
+        .map_err(pipe)?;
+    let output = child.wait_with_output().map_err(pipe)?;
     Ok((output.status.success(), output.stdout))
 }
 
 /// What a build gets: every registry's credentials, by the name BuildKit
-/// asks for them, and what could not be read (a sentence per registry,
-/// never a secret): the build then pulls from there anonymously.
+/// asks for them, and what could not be read (per registry, never a
+/// secret): the build then pulls from there anonymously.
 #[derive(Default)]
 pub struct BuildCredentials {
     pub credentials: HashMap<String, DockerCredentials>,
-    pub unreadable: Vec<String>,
+    pub unreadable: Vec<CredentialError>,
 }
 
 impl std::fmt::Debug for BuildCredentials {
@@ -418,7 +490,7 @@ pub fn build_credentials(auth: &RegistryAuth, source: &CredentialSource) -> Buil
     if matches!(source, CredentialSource::DockerConfig) {
         match read_docker_config() {
             Ok(config) => all_credentials(&config, &mut build),
-            Err(message) => build.unreadable.push(message),
+            Err(problem) => build.unreadable.push(problem),
         }
     }
     if let Some(credentials) = &auth.credentials {
@@ -435,8 +507,8 @@ fn all_credentials(config: &DockerConfig, build: &mut BuildCredentials) {
     let mut keys: Vec<String> = match config.creds_store.as_deref().filter(|s| !s.is_empty()) {
         Some(helper) => match helper_list(helper) {
             Ok(keys) => keys,
-            Err(message) => {
-                build.unreadable.push(message);
+            Err(problem) => {
+                build.unreadable.push(problem);
                 Vec::new()
             }
         },
@@ -453,7 +525,7 @@ fn all_credentials(config: &DockerConfig, build: &mut BuildCredentials) {
                 build.credentials.insert(build_key(&key), credentials);
             }
             Ok(None) => {}
-            Err(message) => build.unreadable.push(message),
+            Err(problem) => build.unreadable.push(problem),
         }
     }
 }
@@ -564,7 +636,7 @@ mod tests {
     fn a_broken_auth_entry_says_which_registry_and_never_the_secret() {
         let not_pair = base64::engine::general_purpose::STANDARD.encode("hunter2");
         let file = config(&format!(r#"{{"auths":{{"h:1":{{"auth":"{not_pair}"}}}}}}"#));
-        let error = credentials_in(&file, "h:1").unwrap_err();
+        let error = credentials_in(&file, "h:1").unwrap_err().to_string();
         assert!(
             error.contains("h:1") && error.contains("user:password"),
             "{error}"
@@ -574,7 +646,10 @@ mod tests {
             "{error}"
         );
         let file = config(r#"{"auths":{"h:1":{"auth":"%%%"}}}"#);
-        assert!(credentials_in(&file, "h:1").unwrap_err().contains("not base64"));
+        assert!(matches!(
+            credentials_in(&file, "h:1"),
+            Err(CredentialError::AuthNotBase64 { .. })
+        ));
     }
 
     #[test]
@@ -583,7 +658,7 @@ mod tests {
         assert!(helper_answer("s", "h:1", false, not_found).unwrap().is_none());
         let error = helper_answer("s", "h:1", false, b"the keychain is locked").unwrap_err();
         assert_eq!(
-            error,
+            error.to_string(),
             "credential helper docker-credential-s failed for h:1: the keychain is locked"
         );
         let found = helper_answer(
@@ -611,7 +686,7 @@ mod tests {
                 .is_none()
         );
         let error = helper_answer("s", "h:1", true, b"Secret: hunter2").unwrap_err();
-        assert!(!error.contains("hunter2"), "{error}");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
     }
 
     #[test]

@@ -14,8 +14,8 @@ use http::header::{self, HeaderName};
 use http::{Method, StatusCode};
 
 use crate::registry::api::{
-    ApiError, DOCKER_CONTENT_DIGEST, Endpoint, MANIFEST_TYPES, Session, check_digest, check_repository,
-    header_text,
+    AnswerProblem, ApiError, DOCKER_CONTENT_DIGEST, Endpoint, MANIFEST_TYPES, Session, Unreachable,
+    check_digest, check_repository, header_text, read_config, with_query,
 };
 
 /// The most tags berth asks for in one page of `tags/list`.
@@ -54,9 +54,9 @@ impl Repository {
     pub fn new(endpoint: Endpoint<'_>, plain_http: bool) -> Result<Self, ApiError> {
         check_repository(endpoint.repository)?;
         let client =
-            crate::http::client(super::api::CONNECT_TIMEOUT).map_err(|message| ApiError::Unreachable {
+            crate::http::client(super::api::CONNECT_TIMEOUT).map_err(|error| ApiError::Unreachable {
                 registry: endpoint.auth.registry.clone(),
-                message,
+                cause: Unreachable::Client(error),
             })?;
         Ok(Self {
             client,
@@ -67,7 +67,7 @@ impl Repository {
         })
     }
 
-    fn session(&self) -> Session<'_> {
+    fn session(&self) -> Result<Session<'_>, ApiError> {
         let endpoint = Endpoint {
             auth: &self.auth,
             repository: &self.path,
@@ -83,9 +83,9 @@ impl Repository {
     /// Every tag, page by page (`?n=` and the `Link` header); none when the
     /// registry does not know the repository.
     pub async fn tags(&self) -> Result<Vec<String>, ApiError> {
-        let session = self.session();
+        let session = self.session()?;
         let mut tags = Vec::new();
-        let mut url = session.url(&format!("tags/list?n={PAGE}"));
+        let mut url = with_query(session.url(&["tags", "list"]), &[("n", &PAGE.to_string())]);
         loop {
             let response = session.send(Method::GET, &url, &[], Bytes::new()).await?;
             if response.status() == StatusCode::NOT_FOUND {
@@ -97,7 +97,7 @@ impl Repository {
             let next = header_text(&response, header::LINK).and_then(|link| next_page(&link));
             let body = session.read_body(response, TAGS_LIMIT, "the tag list").await?;
             let page: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|error| session.answer_error(&Method::GET, &url, &format!("not JSON: {error}")))?;
+                .map_err(|error| session.answer_error(&Method::GET, &url, AnswerProblem::NotJson(error)))?;
             tags.extend(
                 page["tags"]
                     .as_array()
@@ -106,7 +106,7 @@ impl Repository {
                     .filter_map(|tag| tag.as_str().map(str::to_string)),
             );
             match next {
-                Some(path) => url = super::api::absolute_url(&session.base, &path),
+                Some(path) => url = session.location(&path)?,
                 None => return Ok(tags),
             }
         }
@@ -115,8 +115,8 @@ impl Repository {
     /// The digest `tag` names (`HEAD` of its manifest); `None` when the tag
     /// is gone.
     pub async fn digest_of(&self, tag: &str) -> Result<Option<String>, ApiError> {
-        let session = self.session();
-        let url = session.url(&format!("manifests/{tag}"));
+        let session = self.session()?;
+        let url = session.url(&["manifests", tag]);
         let accept: [(HeaderName, &str); 1] = [(header::ACCEPT, MANIFEST_TYPES)];
         let response = session.send(Method::HEAD, &url, &accept, Bytes::new()).await?;
         if response.status() == StatusCode::NOT_FOUND {
@@ -126,7 +126,7 @@ impl Repository {
             .expect(response, &[StatusCode::OK], &Method::HEAD, &url)
             .await?;
         let digest = header_text(&response, DOCKER_CONTENT_DIGEST)
-            .ok_or_else(|| session.answer_error(&Method::HEAD, &url, "no Docker-Content-Digest header"))?;
+            .ok_or_else(|| session.answer_error(&Method::HEAD, &url, AnswerProblem::NoDigest))?;
         check_digest(&digest)?;
         Ok(Some(digest))
     }
@@ -134,14 +134,13 @@ impl Repository {
     /// The image `digest`: its manifest (an index's child for this
     /// platform gives the config) and config, each checked against its digest.
     pub async fn image(&self, digest: &str) -> Result<Image, ApiError> {
-        let session = self.session();
+        let session = self.session()?;
         let (config, blobs) = session.image_config(digest).await?;
-        let document: serde_json::Value = serde_json::from_slice(&config)
-            .map_err(|error| session.invalid_manifest(digest, &format!("its config is not JSON: {error}")))?;
+        let config = read_config(&config).map_err(|problem| session.invalid_manifest(digest, problem))?;
         Ok(Image {
             digest: digest.to_string(),
-            labels: super::api::labels_of(&document),
-            created: document["created"].as_str().map(str::to_string),
+            labels: config.labels,
+            created: config.created,
             blobs,
         })
     }
@@ -151,8 +150,8 @@ impl Repository {
     /// ([`ApiError::DeleteRefused`]).
     pub async fn delete(&self, digest: &str) -> Result<(), ApiError> {
         check_digest(digest)?;
-        let session = self.session();
-        let url = session.url(&format!("manifests/{digest}"));
+        let session = self.session()?;
+        let url = session.url(&["manifests", digest]);
         let response = session.send(Method::DELETE, &url, &[], Bytes::new()).await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(()),

@@ -31,46 +31,48 @@ pub mod push;
 
 pub use api::{ApiError, Endpoint};
 pub use copy::{Copied, CopyError, copy_by_digest};
-pub use credentials::{BuildCredentials, RegistryAuth, build_credentials, resolve_credentials};
+pub use credentials::{
+    BuildCredentials, CredentialError, RegistryAuth, build_credentials, resolve_credentials,
+};
 pub use inventory::{Image, Repository};
-pub use push::{inspect_or_pull, plain_http, pull, push, registry_digest};
+pub use push::{EngineFailure, inspect_or_pull, plain_http, pull, push, registry_digest};
 
 /// What can go wrong with the registry: its credentials, a push, a pull or
 /// a question about a tag.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The registry refused our credentials (or we had none). Not retried.
-    #[error("registry {registry} refused the push: {message} (credentials from {source_description})")]
+    #[error("registry {registry} refused the push: {cause} (credentials from {source_description})")]
     Auth {
         registry: String,
-        message: String,
+        cause: EngineFailure,
         source_description: String,
     },
     /// Credentials could not be read from their source.
-    #[error("cannot read registry credentials from {source_description}: {message}")]
+    #[error("cannot read registry credentials from {source_description}: {problem}")]
     Credentials {
         source_description: String,
-        message: String,
+        problem: credentials::CredentialError,
     },
     /// The push failed after retries.
-    #[error("pushing {image} failed after {attempts} attempts: {message}")]
+    #[error("pushing {image} failed after {attempts} attempts: {cause}")]
     Failed {
         image: String,
         attempts: u32,
-        message: String,
+        cause: EngineFailure,
     },
     /// The Engine could not reach the registry (down, wrong address), after
     /// retries: an environment error, like an unreachable Engine or cluster.
-    #[error("cannot reach the registry of {image}: failed after {attempts} attempts: {message}")]
+    #[error("cannot reach the registry of {image}: failed after {attempts} attempts: {cause}")]
     RegistryUnreachable {
         image: String,
         attempts: u32,
-        message: String,
+        cause: EngineFailure,
     },
     /// The registry holds no digest for what we pushed.
     #[error("the registry reported no digest for {0}")]
     NoDigest(String),
     /// The Engine could not be reached.
     #[error("cannot reach the Docker Engine: {0}")]
-    Unreachable(String),
+    Unreachable(bollard::errors::Error),
 }

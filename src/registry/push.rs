@@ -1,6 +1,7 @@
 //! The push through the Engine API, with retries; the pull of an image by
-//! digest (when the Engine does not have it); and the registry's digest for a tag. The Engine's words about a
-//! failure are read in one place (`EngineWords`).
+//! digest (when the Engine does not have it); and the registry's digest for a
+//! tag. The Engine's words about a failure are read in one place
+//! (`EngineWords`), as libgit2's are in `git::words`.
 
 use std::time::Duration;
 
@@ -25,13 +26,13 @@ pub async fn registry_digest(
         Ok(inspect) => Ok(inspect.descriptor.digest),
         Err(bollard::errors::Error::DockerResponseServerError { status_code, message }) => {
             if status_code == 401 || EngineWords::of(&message) == EngineWords::Refused {
-                Err(auth.refused(message))
+                Err(auth.refused(EngineFailure::Said(message)))
             } else {
                 // 404 and "manifest unknown": the tag does not exist yet.
                 Ok(None)
             }
         }
-        Err(error) => Err(RegistryError::Unreachable(error.to_string())),
+        Err(error) => Err(RegistryError::Unreachable(error)),
     }
 }
 
@@ -97,6 +98,32 @@ fn in_cidr(ip: std::net::IpAddr, cidr: &str) -> bool {
     }
     let shift = width - bits;
     shift >= 128 || ip >> shift == network >> shift
+}
+
+/// What the Engine said about a failure (a push, a pull, a build): its
+/// words, or why berth's Engine client failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineFailure {
+    /// The Engine's (or the registry's) own words: a progress stream's
+    /// `errorDetail.message`, or the message of an error answer.
+    #[error("{0}")]
+    Said(String),
+    /// bollard, berth's Engine client, failed: the connection to the
+    /// Engine, or an answer it could not read.
+    #[error("{0}")]
+    Client(bollard::errors::Error),
+}
+
+impl EngineFailure {
+    /// What the failure's words mean ([`EngineWords`]).
+    fn words(&self) -> EngineWords {
+        match self {
+            Self::Said(message) => EngineWords::of(message),
+            // As berth has always read them: a connection refused or reset is
+            // the registry's end being unreachable.
+            Self::Client(error) => EngineWords::of(&error.to_string()),
+        }
+    }
 }
 
 /// What the Engine's words about a registry failure mean. The Engine hands
@@ -171,41 +198,44 @@ pub async fn push(
             }),
         )
         .await
-        .map_err(|error| RegistryError::Unreachable(error.to_string()))?;
-    let mut last = String::new();
+        .map_err(RegistryError::Unreachable)?;
+    let mut last = EngineFailure::Said(String::new());
     for attempt in 1..=PUSH_ATTEMPTS {
         match push_once(docker, repository, tag, auth).await {
             Ok(()) => return pushed_digest(docker, repository, &reference).await,
-            Err(PushAttempt::Auth(message)) => {
-                return Err(auth.refused(message));
+            Err(PushAttempt::Auth(failure)) => {
+                return Err(auth.refused(failure));
             }
-            Err(PushAttempt::Transient(message)) => {
-                tracing::debug!(%reference, attempt, "push failed: {message}");
-                last = message;
+            Err(PushAttempt::Transient(failure)) => {
+                tracing::debug!(%reference, attempt, "push failed: {failure}");
+                last = failure;
                 if attempt < PUSH_ATTEMPTS {
                     tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt * attempt))).await;
                 }
             }
         }
     }
-    Err(if EngineWords::of(&last) == EngineWords::Unreachable {
+    Err(if last.words() == EngineWords::Unreachable {
         RegistryError::RegistryUnreachable {
             image: reference,
             attempts: PUSH_ATTEMPTS,
-            message: last,
+            cause: last,
         }
     } else {
         RegistryError::Failed {
             image: reference,
             attempts: PUSH_ATTEMPTS,
-            message: last,
+            cause: last,
         }
     })
 }
 
+/// Why one push failed.
 enum PushAttempt {
-    Auth(String),
-    Transient(String),
+    /// The registry refused the credentials: not retried.
+    Auth(EngineFailure),
+    /// Anything else: may pass on a retry.
+    Transient(EngineFailure),
 }
 
 async fn push_once(
@@ -219,42 +249,33 @@ async fn push_once(
         ..Default::default()
     };
     let stream = docker.push_image(repository, Some(options), auth.credentials.clone());
-    let message = match first_error(stream, |info| info.error_detail.and_then(|detail| detail.message)).await
-    {
-        None => return Ok(()),
-        Some(EngineError::Said(message) | EngineError::Transport(message)) => message,
+    let Some(failure) = first_error(stream, |info| info.error_detail.and_then(|detail| detail.message)).await
+    else {
+        return Ok(());
     };
-    Err(match EngineWords::of(&message) {
-        EngineWords::Refused => PushAttempt::Auth(message),
-        EngineWords::Unreachable | EngineWords::Other => PushAttempt::Transient(message),
+    Err(match failure.words() {
+        EngineWords::Refused => PushAttempt::Auth(failure),
+        EngineWords::Unreachable | EngineWords::Other => PushAttempt::Transient(failure),
     })
 }
 
-/// An error from an Engine progress stream (push, pull).
-enum EngineError {
-    /// The Engine's (or the registry's) own words.
-    Said(String),
-    /// The connection to the Engine failed.
-    Transport(String),
-}
-
-/// Drains `stream` and returns its first error, if any.
+/// Drains `stream` (of a push or pull) and returns its first error, if any.
 async fn first_error<T>(
     stream: impl futures_util::Stream<Item = Result<T, bollard::errors::Error>>,
     detail: impl Fn(T) -> Option<String>,
-) -> Option<EngineError> {
+) -> Option<EngineFailure> {
     let mut stream = std::pin::pin!(stream);
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
                 if let Some(message) = detail(info) {
-                    return Some(EngineError::Said(message));
+                    return Some(EngineFailure::Said(message));
                 }
             }
             Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
-                return Some(EngineError::Said(message));
+                return Some(EngineFailure::Said(message));
             }
-            Err(error) => return Some(EngineError::Transport(error.to_string())),
+            Err(error) => return Some(EngineFailure::Client(error)),
         }
     }
     None
@@ -267,24 +288,24 @@ pub async fn pull(docker: &Docker, reference: &str, auth: &RegistryAuth) -> Resu
         ..Default::default()
     };
     let stream = docker.create_image(Some(options), None, auth.credentials.clone());
-    let message = match first_error(stream, |info| info.error_detail.and_then(|detail| detail.message)).await
+    let failure = match first_error(stream, |info| info.error_detail.and_then(|detail| detail.message)).await
     {
         None => return Ok(()),
-        Some(EngineError::Transport(message)) => return Err(RegistryError::Unreachable(message)),
-        Some(EngineError::Said(message)) => message,
+        Some(EngineFailure::Client(error)) => return Err(RegistryError::Unreachable(error)),
+        Some(failure) => failure,
     };
     let image = reference.to_string();
-    Err(match EngineWords::of(&message) {
-        EngineWords::Refused => auth.refused(message),
+    Err(match failure.words() {
+        EngineWords::Refused => auth.refused(failure),
         EngineWords::Unreachable => RegistryError::RegistryUnreachable {
             image,
             attempts: 1,
-            message,
+            cause: failure,
         },
         EngineWords::Other => RegistryError::Failed {
             image,
             attempts: 1,
-            message,
+            cause: failure,
         },
     })
 }
@@ -303,7 +324,7 @@ pub async fn inspect_or_pull(
     docker
         .inspect_image(reference)
         .await
-        .map_err(|error| RegistryError::Unreachable(error.to_string()))
+        .map_err(RegistryError::Unreachable)
 }
 
 /// The digest the registry holds, read back from the image's `RepoDigests`
@@ -312,7 +333,7 @@ async fn pushed_digest(docker: &Docker, repository: &str, reference: &str) -> Re
     let inspect = docker
         .inspect_image(reference)
         .await
-        .map_err(|error| RegistryError::Unreachable(error.to_string()))?;
+        .map_err(RegistryError::Unreachable)?;
     digest_in(&inspect.repo_digests.unwrap_or_default(), repository)
         .ok_or_else(|| RegistryError::NoDigest(reference.to_string()))
 }
