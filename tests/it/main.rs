@@ -8,6 +8,7 @@ mod conventions;
 mod deploy;
 mod environments;
 mod faults;
+mod forge;
 mod gc;
 mod helm;
 mod images;
