@@ -33,8 +33,8 @@ use std::cell::OnceCell;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, ConfigError, EnvironmentError, OverrideError};
-use crate::exit::{self, Kind};
-use crate::pipeline::{self, DeployOptions, RunReport, SetupError};
+use crate::exit;
+use crate::pipeline::{self, DeployOptions, RunReport};
 use crate::settings::{Settings, parse_duration};
 use crate::ui::Printer;
 
@@ -229,28 +229,9 @@ impl DeployArgs {
     }
 }
 
-/// What kind of failure `error` is, for its exit code: the kind the first
-/// error of its chain that knows its kind says, else a site's failure.
-pub fn error_kind(error: &anyhow::Error) -> Kind {
-    error
-        .chain()
-        .find_map(|cause| {
-            if let Some(error) = cause.downcast_ref::<ConfigError>() {
-                Some(error.kind())
-            } else if let Some(error) = cause.downcast_ref::<EnvironmentError>() {
-                Some(error.kind())
-            } else if let Some(error) = cause.downcast_ref::<OverrideError>() {
-                Some(error.kind())
-            } else {
-                cause.downcast_ref::<SetupError>().map(SetupError::kind)
-            }
-        })
-        .unwrap_or(Kind::Site)
-}
-
 /// The exit code of a command that stopped with `error`.
 pub fn error_code(error: &anyhow::Error) -> u8 {
-    exit::code([error_kind(error)])
+    exit::code([pipeline::failure::kind_of(error)])
 }
 
 /// A `--json` document: `body`'s fields (an object), after the schema,

@@ -185,6 +185,17 @@ pub enum DeployError {
     },
 }
 
+impl DeployError {
+    /// The cluster unreachable is the environment's failure (exit 3); every
+    /// other is the site's.
+    pub fn kind(&self) -> crate::exit::Kind {
+        match self {
+            Self::Unreachable(_) => crate::exit::Kind::Environment,
+            _ => crate::exit::Kind::Site,
+        }
+    }
+}
+
 /// Why a rollout failed, for [`DeployError::RolloutFailed`].
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutReason {

@@ -90,6 +90,17 @@ pub enum BuildError {
     Unreachable(bollard::errors::Error),
 }
 
+impl BuildError {
+    /// The Engine unreachable is the environment's failure (exit 3); a build
+    /// that fails is the site's.
+    pub fn kind(&self) -> crate::exit::Kind {
+        match self {
+            Self::Unreachable(_) => crate::exit::Kind::Environment,
+            _ => crate::exit::Kind::Site,
+        }
+    }
+}
+
 /// What the Engine said about a failed build: its words, or why berth's
 /// Engine client failed.
 #[derive(Debug, thiserror::Error)]

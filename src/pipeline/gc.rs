@@ -30,8 +30,9 @@ use crate::config::{Config, Retention, Site};
 use crate::deploy::lease::LeaseLock;
 use crate::deploy::{DeployError, Deployer};
 use crate::exit::{self, Kind};
+use crate::pipeline::failure::StageFailure;
 use crate::pipeline::retention::{self, Candidate, Needed, Verdict};
-use crate::pipeline::site::{StageFailure, api_failure, deploy_failure, environment, lock_site};
+use crate::pipeline::site::lock_site;
 use crate::pipeline::sync::Mirrored;
 use crate::pipeline::{CommitChoice, connect_cluster, mirror_all, registry_auth};
 use crate::registry::{self, Endpoint, Repository};
@@ -227,18 +228,18 @@ impl SiteRun<'_> {
         for (view, site) in self.shipped {
             let place = view.environment.clone().unwrap_or_default();
             if !deployers.contains_key(&place) {
-                let deployer = connect_cluster(view).await.map_err(environment)?;
+                let deployer = connect_cluster(view).await.map_err(StageFailure::from)?;
                 deployers.insert(place.clone(), deployer);
             }
             let deployer = &deployers[&place];
             let purpose = "cleaning the registry of";
             let lock = lock_site(deployer, site, purpose, self.request.lock_wait, self.printer)
                 .await
-                .map_err(deploy_failure)?;
+                .map_err(StageFailure::from)?;
             locks.push(lock);
             gather(deployer, site, &place, &mut needed)
                 .await
-                .map_err(deploy_failure)?;
+                .map_err(StageFailure::from)?;
         }
         let synced = mirrored[&self.site.repo].as_ref().map_err(|error| {
             anyhow!("cannot tell the repo's branch heads and tags, so nothing is deleted: {error}")
@@ -272,16 +273,16 @@ impl SiteRun<'_> {
             auth: &auth,
             repository: &site.image,
         };
-        let repository = Repository::new(endpoint, plain_http).map_err(api_failure)?;
+        let repository = Repository::new(endpoint, plain_http).map_err(StageFailure::from)?;
         self.printer
             .progress(&site.name, "gc", "listing the repository's tags");
         // Reads go READS_AT_ONCE at a time: one after the other, 300 images took 3.3 s.
-        let tags = repository.tags().await.map_err(api_failure)?;
+        let tags = repository.tags().await.map_err(StageFailure::from)?;
         let digests: Vec<Option<String>> = stream::iter(tags.iter().map(|tag| repository.digest_of(tag)))
             .buffered(READS_AT_ONCE)
             .try_collect()
             .await
-            .map_err(api_failure)?;
+            .map_err(StageFailure::from)?;
         let mut by_digest: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (tag, digest) in tags.into_iter().zip(digests) {
             if let Some(digest) = digest {
@@ -298,7 +299,7 @@ impl SiteRun<'_> {
                 .buffered(READS_AT_ONCE)
                 .try_collect()
                 .await
-                .map_err(api_failure)?;
+                .map_err(StageFailure::from)?;
         let mut candidates = Vec::new();
         let mut created = HashMap::new();
         // Blobs of images that are not the site's stay whatever gc does.

@@ -16,6 +16,7 @@
 pub mod connect;
 pub mod decide;
 pub mod export;
+pub mod failure;
 pub mod gc;
 pub mod generator;
 pub mod history;

@@ -22,9 +22,8 @@ use crate::config::{Config, Site};
 use crate::deploy::rollout::rollout_state;
 use crate::deploy::{self, Change, DeployError, Deployer, Outcome};
 use crate::pipeline::decide::{self, Check, Promotable};
-use crate::pipeline::site::{
-    StageFailure, deploy_failure, environment, lock_site, preflight_verdict, verification_of,
-};
+use crate::pipeline::failure::StageFailure;
+use crate::pipeline::site::{lock_site, preflight_verdict, verification_of};
 use crate::pipeline::{
     CommitChoice, DeployOptions, Promotion, RunReport, SetupError, SiteAction, SiteReport, connect_cluster,
     mirror_all, registry_auth, select,
@@ -161,19 +160,23 @@ impl Parts<'_> {
         let site = self.site_in_source;
         let environment = self.source.environment.as_deref().unwrap_or_default();
         let target = &site.deployment;
-        let deployment = self.source_deployer.read(target).await.map_err(deploy_failure)?;
+        let deployment = self
+            .source_deployer
+            .read(target)
+            .await
+            .map_err(StageFailure::from)?;
         let (deployed, passed) = self
             .source_deployer
             .deployed_and_passed(&deployment, target)
             .await
-            .map_err(deploy_failure)?;
+            .map_err(StageFailure::from)?;
         // The revisions only say why a commit asked for did not pass.
         let revisions: Vec<String> = match commit {
             Some(_) => self
                 .source_deployer
                 .history_of(&deployment, target)
                 .await
-                .map_err(deploy_failure)?
+                .map_err(StageFailure::from)?
                 .into_iter()
                 .filter_map(|revision| revision.commit)
                 .collect(),
@@ -243,10 +246,7 @@ impl Parts<'_> {
             &tag,
         )
         .await
-        .map_err(|error| match error {
-            registry::CopyError::Api(registry::ApiError::Unreachable { .. }) => environment(error),
-            other => other.into(),
-        })?;
+        .map_err(StageFailure::from)?;
         // `copied.digest` is what the target answers it stores: the copy
         // fails unless it is the source's.
         promotion.target_image.clone_from(&target_image);
@@ -312,7 +312,7 @@ impl Parts<'_> {
             self.printer,
         )
         .await
-        .map_err(deploy_failure)?;
+        .map_err(StageFailure::from)?;
         let outcome = async {
             let deployment = self.target_deployer.read(target).await?;
             let deployed = self.target_deployer.deployed_of(&deployment, target).await?;
@@ -344,7 +344,7 @@ impl Parts<'_> {
                 .inspect_err(|error| report.verification = verification_of(error))
         }
         .await
-        .map_err(deploy_failure);
+        .map_err(StageFailure::from);
         lock.release().await;
         let name = format!("{to} {}/{}", target.namespace, target.name);
         let (status, text, action) = match outcome? {

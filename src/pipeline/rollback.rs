@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::deploy::{Change, Outcome};
-use crate::pipeline::site::{failure_kind, lock_site, verification_of};
+use crate::pipeline::site::{lock_site, verification_of};
 use crate::pipeline::{self, DeployOptions, RunReport, SiteAction, SiteReport, connect_cluster, run_log};
 use crate::reference;
 use crate::ui::{Printer, Status};
@@ -97,7 +97,7 @@ pub async fn rollback(
                 &format!("{target} rolled back ({:.1}s)", started.elapsed().as_secs_f64()),
             );
         }
-        Err(error) => report.fail(failure_kind(&error), &anyhow::Error::new(error), printer),
+        Err(error) => report.fail(error.kind(), &anyhow::Error::new(error), printer),
     }
     Ok(RunReport {
         environment: config.environment.clone(),

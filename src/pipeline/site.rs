@@ -21,6 +21,7 @@ use crate::exit::Kind;
 use crate::image::{self, ImageBuild};
 use crate::pipeline::DeployOptions;
 use crate::pipeline::decide::{self, Check, Existing};
+use crate::pipeline::failure::StageFailure;
 use crate::pipeline::generator::Generator;
 use crate::pipeline::report::{SiteAction, SiteReport};
 use crate::pipeline::sync::{SyncError, Synced};
@@ -43,29 +44,6 @@ pub struct RunContext<'a> {
     pub options: &'a DeployOptions,
     /// Set by Ctrl-C or SIGTERM: start no new stage.
     pub interrupted: Arc<AtomicBool>,
-}
-
-/// Turns a stage error into the site's failure, keeping its kind.
-pub(crate) struct StageFailure {
-    pub(crate) kind: Kind,
-    pub(crate) error: anyhow::Error,
-}
-
-impl<E: Into<anyhow::Error>> From<E> for StageFailure {
-    fn from(error: E) -> Self {
-        Self {
-            kind: Kind::Site,
-            error: error.into(),
-        }
-    }
-}
-
-/// A failure of a part the site needs (exit 3), not of the site.
-pub(crate) fn environment(error: impl Into<anyhow::Error>) -> StageFailure {
-    StageFailure {
-        kind: Kind::Environment,
-        error: error.into(),
-    }
 }
 
 /// What the check stage hands on: the site's source, and the Deployment as read.
@@ -317,7 +295,7 @@ impl RunContext<'_> {
                 .deployer
                 .history_of(&deployment, &site.deployment)
                 .await
-                .map_err(deploy_failure)?;
+                .map_err(StageFailure::from)?;
             let previous = history
                 .iter()
                 .find(|revision| {
@@ -345,7 +323,7 @@ impl RunContext<'_> {
                 .map(Some)
                 .map_err(|error| {
                     report.verification = verification_of(&error);
-                    deploy_failure(error)
+                    StageFailure::from(error)
                 })
         }
         .await;
@@ -472,7 +450,7 @@ impl RunContext<'_> {
             .progress(&site.name, "push", &format!("pushing {reference_with_tag}"));
         let digest = registry::push(self.docker, image_id, repository, tag, self.auth)
             .await
-            .map_err(push_failure)?;
+            .map_err(StageFailure::from)?;
         report
             .durations
             .insert("push".into(), started.elapsed().as_secs_f64());
@@ -534,7 +512,7 @@ impl RunContext<'_> {
                 .await
                 .map_err(|error| {
                     report.verification = verification_of(&error);
-                    deploy_failure(error)
+                    StageFailure::from(error)
                 })?;
             Ok::<_, StageFailure>(Some(outcome))
         }
@@ -578,8 +556,8 @@ impl RunContext<'_> {
             auth: self.auth,
             repository: &site.image,
         };
-        let repository = registry::Repository::new(endpoint, self.plain_http).map_err(api_failure)?;
-        match repository.digest_of(digest).await.map_err(api_failure)? {
+        let repository = registry::Repository::new(endpoint, self.plain_http).map_err(StageFailure::from)?;
+        match repository.digest_of(digest).await.map_err(StageFailure::from)? {
             Some(_) => Ok(()),
             None => Err(anyhow!(
                 "{image} is no longer in the registry (deleted since berth found it there, by `berth gc`?); the Deployment was not touched, and the next run builds it again"
@@ -649,10 +627,9 @@ impl RunContext<'_> {
 
     fn check_interrupted(&self, stage: &str) -> Result<(), StageFailure> {
         if self.interrupted.load(Ordering::SeqCst) {
-            return Err(StageFailure {
-                kind: Kind::Interrupted,
-                error: anyhow!("interrupted before {stage}; the Deployment was not touched"),
-            });
+            return Err(StageFailure::interrupted(anyhow!(
+                "interrupted before {stage}; the Deployment was not touched"
+            )));
         }
         Ok(())
     }
@@ -666,7 +643,7 @@ impl RunContext<'_> {
             self.printer,
         )
         .await
-        .map_err(deploy_failure)
+        .map_err(StageFailure::from)
     }
 
     /// A commit whose image would serve the files the Deployment already
@@ -703,7 +680,7 @@ impl RunContext<'_> {
             self.deployer
                 .record(&lock, &deployed, commit, &checked.source_digest)
                 .await
-                .map_err(deploy_failure)?;
+                .map_err(StageFailure::from)?;
             Ok((deployed, true))
         }
         .await;
@@ -747,12 +724,12 @@ impl RunContext<'_> {
             .deployer
             .read(&site.deployment)
             .await
-            .map_err(deploy_failure)?;
+            .map_err(StageFailure::from)?;
         let deployed = self
             .deployer
             .deployed_of(&deployment, &site.deployment)
             .await
-            .map_err(deploy_failure)?;
+            .map_err(StageFailure::from)?;
         Ok((deployment, deployed))
     }
 
@@ -767,7 +744,7 @@ impl RunContext<'_> {
         let reference = format!("{}:{tag}", self.config.image_repository(site));
         let Some(digest) = registry::registry_digest(self.docker, &reference, self.auth)
             .await
-            .map_err(push_failure)?
+            .map_err(StageFailure::from)?
         else {
             return Ok(None);
         };
@@ -779,10 +756,10 @@ impl RunContext<'_> {
             repository: &site.image,
         };
         let labels = registry::Repository::new(endpoint, self.plain_http)
-            .map_err(api_failure)?
+            .map_err(StageFailure::from)?
             .image(&digest)
             .await
-            .map_err(api_failure)?
+            .map_err(StageFailure::from)?
             .labels;
         Ok(Some(decide::existing(&labels, digest, source_digest)))
     }
@@ -842,16 +819,10 @@ impl RunContext<'_> {
             written
         };
         let (built, written) = tokio::join!(image::build_image(self.docker, request, printer), written);
-        let build_failure = |error| match error {
-            image::BuildError::Unreachable(_) => environment(error),
-            other => other.into(),
-        };
         // A writer that stopped because the Engine gave up defers to the Engine's words.
         let (image_id, build_context) = match (built, written) {
             (_, Err(error)) if !error.is_context_not_read() => return Err(error.into()),
-            (Err(error), _) => return Err(build_failure(error)),
-            (Ok(_), Err(error)) => return Err(error.into()),
-            (Ok(image_id), Ok(context)) => (image_id, context),
+            (built, written) => (built?, written?),
         };
         printer.stage(
             &site.name,
@@ -1035,40 +1006,6 @@ pub fn verification_of(error: &DeployError) -> Option<deploy::verify::Verificati
     match error {
         DeployError::RolloutFailed { verification, .. } => verification.as_deref().cloned(),
         _ => None,
-    }
-}
-
-/// A deploy error's kind: the cluster unreachable is the environment's.
-pub fn failure_kind(error: &DeployError) -> Kind {
-    match error {
-        DeployError::Unreachable(_) => Kind::Environment,
-        _ => Kind::Site,
-    }
-}
-
-/// A deploy error, the cluster unreachable being the environment's.
-pub(crate) fn deploy_failure(error: DeployError) -> StageFailure {
-    StageFailure {
-        kind: failure_kind(&error),
-        error: error.into(),
-    }
-}
-
-/// A registry API's refusal is the site's failure; an unreachable registry,
-/// the environment's.
-pub(crate) fn api_failure(error: registry::ApiError) -> StageFailure {
-    match error {
-        registry::ApiError::Unreachable { .. } => environment(error),
-        other => other.into(),
-    }
-}
-
-fn push_failure(error: registry::RegistryError) -> StageFailure {
-    match error {
-        registry::RegistryError::Unreachable(_) | registry::RegistryError::RegistryUnreachable { .. } => {
-            environment(error)
-        }
-        other => other.into(),
     }
 }
 

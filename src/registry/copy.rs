@@ -72,6 +72,16 @@ pub enum CopyError {
     },
 }
 
+impl CopyError {
+    /// As its request's ([`ApiError::kind`]); a copy that went wrong is the site's.
+    pub fn kind(&self) -> crate::exit::Kind {
+        match self {
+            Self::Api(error) => error.kind(),
+            _ => crate::exit::Kind::Site,
+        }
+    }
+}
+
 /// Copies the manifest `digest` from `from` to `to` under `tag`, with every
 /// blob it needs, byte for byte: the target then answers `tag` with `digest`.
 pub async fn copy_by_digest(

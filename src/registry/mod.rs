@@ -76,3 +76,15 @@ pub enum RegistryError {
     #[error("cannot reach the Docker Engine: {0}")]
     Unreachable(bollard::errors::Error),
 }
+
+impl RegistryError {
+    /// An unreachable registry or Engine is the environment's failure (exit
+    /// 3); a refusal (credentials, a push the registry turns down) is the
+    /// site's.
+    pub fn kind(&self) -> crate::exit::Kind {
+        match self {
+            Self::Unreachable(_) | Self::RegistryUnreachable { .. } => crate::exit::Kind::Environment,
+            _ => crate::exit::Kind::Site,
+        }
+    }
+}

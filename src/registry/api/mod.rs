@@ -133,6 +133,17 @@ pub enum ApiError {
     },
 }
 
+impl ApiError {
+    /// An unreachable registry is the environment's failure (exit 3); its
+    /// refusals and answers berth cannot read are the site's.
+    pub fn kind(&self) -> crate::exit::Kind {
+        match self {
+            Self::Unreachable { .. } => crate::exit::Kind::Environment,
+            _ => crate::exit::Kind::Site,
+        }
+    }
+}
+
 /// A name or URL berth cannot use, for [`ApiError::InvalidReference`].
 #[derive(Debug, thiserror::Error)]
 pub enum InvalidReference {
