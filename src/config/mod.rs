@@ -10,15 +10,15 @@
 //! 3. Check what crosses tables ([`check`]): names unique, sites naming known repos and
 //!    templates, image references, paths that stay inside the repo, durations.
 
-pub mod check;
 pub mod table;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::check::Checker;
+use crate::config::validate::Checker;
 
 /// How long a rollout may take unless `[kubernetes] rollout_timeout` says.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -496,7 +496,30 @@ impl ConfigError {
     }
 }
 
+/// A template's Dockerfile that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {}", .path.display())]
+pub struct TemplateError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
 impl Config {
+    /// The Dockerfile of the template `site` is built from, read from the
+    /// templates folder; `None` for a site with a Dockerfile of its own.
+    pub fn template_dockerfile(&self, site: &Site) -> Result<Option<Vec<u8>>, TemplateError> {
+        match &site.image_source {
+            ImageSource::Template(name) => {
+                let path = self.templates_dir.join(name).join("Dockerfile");
+                std::fs::read(&path)
+                    .map(Some)
+                    .map_err(|source| TemplateError { path, source })
+            }
+            ImageSource::Dockerfile(_) => Ok(None),
+        }
+    }
+
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -19,7 +19,7 @@
 //!    Helm release manages the Deployment ([`helm`]), say which `helm
 //!    upgrade` keeps the image (the next one would set the chart's back).
 //! 6. Roll back on failure: patch the previous image and annotations back, wait
-//!    for that rollout, check it, report both. [`history`] serves `berth
+//!    for that rollout, check it, report both. [`revisions`] serves `berth
 //!    history` and `berth rollback`.
 //!
 //! Why a strategic-merge patch rather than server-side apply: berth changes one
@@ -31,10 +31,10 @@
 //! over silently.
 
 pub mod helm;
-pub mod history;
 pub mod lease;
 pub mod patch;
 pub mod preflight;
+pub mod revisions;
 pub mod rollout;
 pub mod serve;
 pub mod verify;
@@ -186,6 +186,15 @@ pub enum DeployError {
 }
 
 impl DeployError {
+    /// What berth checked before a rollout failed, when Kubernetes had called
+    /// it complete.
+    pub fn verification(&self) -> Option<Verification> {
+        match self {
+            Self::RolloutFailed { verification, .. } => verification.as_deref().cloned(),
+            _ => None,
+        }
+    }
+
     /// The cluster unreachable is the environment's failure (exit 3); every
     /// other is the site's.
     pub fn kind(&self) -> crate::exit::Kind {
@@ -519,6 +528,31 @@ impl Deployer {
         on_wait: &(dyn Fn(&lease::Holder) + Sync),
     ) -> Result<lease::LeaseLock, DeployError> {
         lease::acquire(&self.client, target, identity, wait, on_wait).await
+    }
+
+    /// Takes `site`'s Deployment lease for `purpose`, saying on `printer`
+    /// whom it waits for.
+    pub async fn lock_site(
+        &self,
+        site: &crate::config::Site,
+        purpose: &str,
+        wait: Duration,
+        printer: &crate::ui::Printer,
+    ) -> Result<lease::LeaseLock, DeployError> {
+        let identity = lease::identity(&format!("{purpose} {}", site.name));
+        let on_wait = |holder: &lease::Holder| {
+            printer.stage(
+                &site.name,
+                "lock",
+                crate::ui::Status::Warning,
+                &format!(
+                    "waiting for {} (lease expires in {}s at most)",
+                    holder.identity,
+                    holder.expires_in.as_secs()
+                ),
+            );
+        };
+        self.lock(&site.deployment, &identity, wait, &on_wait).await
     }
 
     /// What `deployment` runs, as berth sees it: its annotations, then berth's

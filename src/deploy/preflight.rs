@@ -352,6 +352,35 @@ fn image_owner(deployment: &Deployment, container: &str) -> Option<String> {
         })
 }
 
+/// Preflight findings on `site`'s Deployment: warnings on `printer`, or with
+/// `strict` the error that stops the site before anything changes.
+pub fn verdict(
+    site: &crate::config::Site,
+    findings: Vec<Finding>,
+    strict: bool,
+    printer: &crate::ui::Printer,
+) -> Result<(), super::DeployError> {
+    if findings.is_empty() {
+        return Ok(());
+    }
+    if strict {
+        return Err(super::DeployError::Preflight {
+            namespace: site.deployment.namespace.clone(),
+            name: site.deployment.name.clone(),
+            findings,
+        });
+    }
+    for finding in &findings {
+        printer.stage(
+            &site.name,
+            "preflight",
+            crate::ui::Status::Warning,
+            &finding.to_string(),
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,11 +19,12 @@
 //!
 //! The jobs, a file each: [`lock`] (the mirror's file lock), [`fetch`] (with
 //! [`credentials`] and [`known_hosts`]), [`tree`] (a folder's files and
-//! blobs), [`times`] (each blob's commit time), [`export`] (a folder written
+//! blobs), [`commit_times`] (each blob's commit time), [`export`] (a folder written
 //! out, [`submodule`]s included), [`pack_index`] (a first pack indexed on
 //! every core); [`ffi`] is the only module with `unsafe`; [`words`] is the
 //! one place berth reads libgit2's error messages.
 
+pub mod commit_times;
 pub mod credentials;
 pub mod export;
 pub mod fetch;
@@ -32,7 +33,6 @@ pub mod known_hosts;
 pub mod lock;
 pub mod pack_index;
 pub mod submodule;
-pub mod times;
 pub mod tree;
 pub mod wildcard;
 pub mod words;

@@ -317,6 +317,44 @@ pub fn same_files_reason(deployed: &Deployed) -> String {
     format!("same files as the running image, built at {built_at}")
 }
 
+/// What the image stage does, given what the registry holds under the
+/// commit's tag ([`existing`]) and what the Deployment runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageChoice {
+    /// The registry's image serves the same files as the running one, which
+    /// berth set in this repository: record the commit, roll nothing out.
+    SameFiles(String),
+    /// Deploy the registry's image, built from this source, without building.
+    Reuse {
+        digest: String,
+        content_digest: Option<String>,
+    },
+    /// Nothing usable there: find what the commit's image would serve, and
+    /// build it unless the running image serves that already.
+    Build,
+}
+
+/// The image stage's choice for an image of `repository` when the registry
+/// holds `existing` under the commit's tag and the Deployment runs `deployed`.
+pub fn image_choice(existing: Option<&Existing>, deployed: &Deployed, repository: &str) -> ImageChoice {
+    match existing {
+        Some(Existing::Same {
+            digest,
+            content_digest,
+        }) => match content_digest
+            .as_deref()
+            .filter(|content| deployed.serves_files(repository, content))
+        {
+            Some(content) => ImageChoice::SameFiles(content.to_string()),
+            None => ImageChoice::Reuse {
+                digest: digest.clone(),
+                content_digest: content_digest.clone(),
+            },
+        },
+        Some(Existing::Different) | None => ImageChoice::Build,
+    }
+}
+
 /// What the registry holds under a tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Existing {
@@ -537,6 +575,48 @@ mod tests {
             ..deployed
         };
         assert!(moved(&older_berth, "127.0.0.1:5000/sites/www").is_some());
+    }
+
+    #[test]
+    fn the_registrys_image_is_reused_unless_the_running_one_serves_its_files() {
+        let deployed = running("source-1", Some("files-1"));
+        let same = |content: Option<&str>| Existing::Same {
+            digest: "sha256:2".into(),
+            content_digest: content.map(String::from),
+        };
+        assert_eq!(
+            image_choice(Some(&same(Some("files-1"))), &deployed, REPOSITORY),
+            ImageChoice::SameFiles("files-1".into())
+        );
+        assert_eq!(
+            image_choice(Some(&same(Some("files-2"))), &deployed, REPOSITORY),
+            ImageChoice::Reuse {
+                digest: "sha256:2".into(),
+                content_digest: Some("files-2".into())
+            }
+        );
+        // An image from before berth wrote the label: reused, whatever it serves.
+        assert!(matches!(
+            image_choice(Some(&same(None)), &deployed, REPOSITORY),
+            ImageChoice::Reuse {
+                content_digest: None,
+                ..
+            }
+        ));
+        // The same files, but the site moved to another repository: its copy there is deployed.
+        assert!(matches!(
+            image_choice(
+                Some(&same(Some("files-1"))),
+                &deployed,
+                "127.0.0.1:5001/sites/blog"
+            ),
+            ImageChoice::Reuse { .. }
+        ));
+        assert_eq!(
+            image_choice(Some(&Existing::Different), &deployed, REPOSITORY),
+            ImageChoice::Build
+        );
+        assert_eq!(image_choice(None, &deployed, REPOSITORY), ImageChoice::Build);
     }
 
     #[test]

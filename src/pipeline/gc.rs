@@ -32,7 +32,6 @@ use crate::deploy::{DeployError, Deployer};
 use crate::exit::{self, Kind};
 use crate::pipeline::failure::StageFailure;
 use crate::pipeline::retention::{self, Candidate, Needed, Verdict};
-use crate::pipeline::site::lock_site;
 use crate::pipeline::sync::Mirrored;
 use crate::pipeline::{CommitChoice, connect_cluster, mirror_all, registry_auth};
 use crate::registry::{self, Endpoint, Repository};
@@ -233,7 +232,8 @@ impl SiteRun<'_> {
             }
             let deployer = &deployers[&place];
             let purpose = "cleaning the registry of";
-            let lock = lock_site(deployer, site, purpose, self.request.lock_wait, self.printer)
+            let lock = deployer
+                .lock_site(site, purpose, self.request.lock_wait, self.printer)
                 .await
                 .map_err(StageFailure::from)?;
             locks.push(lock);

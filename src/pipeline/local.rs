@@ -19,7 +19,7 @@ use bollard::Docker;
 use crate::config::{Config, Site};
 use crate::git::worktree;
 use crate::image::{self, ImageBuild, container};
-use crate::pipeline::{self, connect_docker};
+use crate::pipeline::connect_docker;
 use crate::reference;
 use crate::registry;
 use crate::ui::{Printer, Status};
@@ -103,7 +103,8 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
         source_description: config.registry.credentials.to_string(),
     };
     let credentials =
-        pipeline::site::build_credentials(site, &anonymous, &config.registry.credentials, printer).await?;
+        registry::credentials_for_build(&site.name, &anonymous, &config.registry.credentials, printer)
+            .await?;
     let request = ImageBuild {
         context: image::ContextBody::File(context_file),
         dockerfile: &dockerfile,

@@ -18,7 +18,7 @@ pub mod decide;
 pub mod export;
 pub mod failure;
 pub mod gc;
-pub mod generator;
+pub mod generator_runs;
 pub mod history;
 pub mod interrupt;
 pub mod local;
@@ -44,7 +44,7 @@ use crate::config::{Config, Site};
 use crate::ui::Printer;
 
 pub use connect::{connect_cluster, connect_docker, registry_auth};
-pub use generator::Generator;
+pub use generator_runs::Generator;
 pub use report::{Promotion, RunReport, SiteAction, SiteReport};
 pub use select::{Shard, select};
 pub use sync::{CommitChoice, Synced, mirror_all};

@@ -179,7 +179,7 @@ pub async fn plan(
             entry.action = PlanAction::Error;
         }
         // As `run` prints them, without `--strict`.
-        pipeline::site::preflight_verdict(site, entry.preflight.clone(), false, printer)?;
+        crate::deploy::preflight::verdict(site, entry.preflight.clone(), false, printer)?;
         entries.push(entry);
     }
     Ok(entries)
@@ -212,7 +212,7 @@ async fn plan_site(
         .map_err(|error| anyhow::Error::new(error.clone()))?;
     let commit = synced.commit.id.clone();
     let tree = synced.tree(&site.path)?;
-    let digest = pipeline::site::source_digest(config, site, &tree)?;
+    let digest = decide::source_digest(site, config.template_dockerfile(site)?.as_deref(), &tree);
     let repository = config.image_repository(site);
     let image = format!("{repository}:{}", reference::commit_tag(&commit));
     entry.head_commit = Some(commit.clone());

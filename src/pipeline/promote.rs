@@ -23,7 +23,6 @@ use crate::deploy::rollout::rollout_state;
 use crate::deploy::{self, Change, DeployError, Deployer, Outcome};
 use crate::pipeline::decide::{self, Check, Promotable};
 use crate::pipeline::failure::StageFailure;
-use crate::pipeline::site::{lock_site, preflight_verdict, verification_of};
 use crate::pipeline::{
     CommitChoice, DeployOptions, Promotion, RunReport, SetupError, SiteAction, SiteReport, connect_cluster,
     mirror_all, registry_auth, select,
@@ -304,15 +303,11 @@ impl Parts<'_> {
             helm: site.helm.clone(),
         };
         let purpose = format!("promoting from {from} to {to}:");
-        let lock = lock_site(
-            self.target_deployer,
-            site,
-            &purpose,
-            self.options.lock_wait,
-            self.printer,
-        )
-        .await
-        .map_err(StageFailure::from)?;
+        let lock = self
+            .target_deployer
+            .lock_site(site, &purpose, self.options.lock_wait, self.printer)
+            .await
+            .map_err(StageFailure::from)?;
         let outcome = async {
             let deployment = self.target_deployer.read(target).await?;
             let deployed = self.target_deployer.deployed_of(&deployment, target).await?;
@@ -341,7 +336,7 @@ impl Parts<'_> {
             self.target_deployer
                 .apply(&site.name, target, &change, Some(deployment), &lock, self.printer)
                 .await
-                .inspect_err(|error| report.verification = verification_of(error))
+                .inspect_err(|error| report.verification = error.verification())
         }
         .await
         .map_err(StageFailure::from);
@@ -367,7 +362,7 @@ impl Parts<'_> {
     fn preflight(&self, deployment: &k8s_openapi::api::apps::v1::Deployment) -> Result<(), DeployError> {
         let site = self.site_in_target;
         let findings = deploy::preflight::preflight(deployment, &site.deployment.container, &site.helm);
-        preflight_verdict(site, findings, self.options.strict, self.printer)
+        deploy::preflight::verdict(site, findings, self.options.strict, self.printer)
     }
 }
 

@@ -52,7 +52,7 @@ pub struct SiteReport {
     pub promotion: Option<Promotion>,
     /// `berth rollback`: the revision it went to, why, and the earlier ones
     /// it passed over.
-    pub rollback: Option<deploy::history::RollbackChoice>,
+    pub rollback: Option<deploy::revisions::RollbackChoice>,
 }
 
 /// What `berth promote` took from one environment and deployed to another.

@@ -1,7 +1,7 @@
 //! `berth rollback`'s steps: the site's Deployment back to the newest
 //! earlier revision that passed berth's check (or that berth has no record
 //! of), passing over the ones berth knows failed and saying why
-//! ([`crate::deploy::history::choose`]), or to the newest earlier one that ran
+//! ([`crate::deploy::revisions::choose`]), or to the newest earlier one that ran
 //! a given commit, failed or not; under its lease, waited for and verified
 //! like a rollout.
 
@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::deploy::{Change, Outcome};
-use crate::pipeline::site::{lock_site, verification_of};
 use crate::pipeline::{self, DeployOptions, RunReport, SiteAction, SiteReport, connect_cluster, run_log};
 use crate::reference;
 use crate::ui::{Printer, Status};
@@ -29,7 +28,9 @@ pub async fn rollback(
     let started = Instant::now();
     let mut report = SiteReport::new(&site.name);
     let result = async {
-        let lock = lock_site(&deployer, site, "rolling back", options.lock_wait, printer).await?;
+        let lock = deployer
+            .lock_site(site, "rolling back", options.lock_wait, printer)
+            .await?;
         let outcome = async {
             let failed = run_log::failed_runs(config, &site.name);
             let choice = deployer.rollback_choice(&site.deployment, to, &failed).await?;
@@ -70,7 +71,7 @@ pub async fn rollback(
             deployer
                 .apply(&site.name, &site.deployment, &change, None, &lock, printer)
                 .await
-                .inspect_err(|error| report.verification = verification_of(error))
+                .inspect_err(|error| report.verification = error.verification())
         }
         .await;
         lock.release().await;

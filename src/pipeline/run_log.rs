@@ -6,7 +6,7 @@
 use std::io::Write as _;
 
 use crate::config::Config;
-use crate::deploy::history::FailedRun;
+use crate::deploy::revisions::FailedRun;
 use crate::pipeline::{RunReport, SiteAction};
 
 /// The run log's file in a state folder.

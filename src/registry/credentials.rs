@@ -480,6 +480,28 @@ impl std::fmt::Debug for BuildCredentials {
     }
 }
 
+/// [`build_credentials`] off the runtime (a credential helper is a process),
+/// each registry whose credentials cannot be read a warning on `site`'s
+/// build line (the build then pulls from there without them).
+pub async fn credentials_for_build(
+    site: &str,
+    auth: &RegistryAuth,
+    source: &CredentialSource,
+    printer: &crate::ui::Printer,
+) -> Result<HashMap<String, DockerCredentials>, tokio::task::JoinError> {
+    let (auth, source) = (auth.clone(), source.clone());
+    let build = tokio::task::spawn_blocking(move || build_credentials(&auth, &source)).await?;
+    for problem in &build.unreadable {
+        printer.stage(
+            site,
+            "build",
+            crate::ui::Status::Warning,
+            &format!("{problem}; the build pulls from there without credentials"),
+        );
+    }
+    Ok(build.credentials)
+}
+
 /// The credentials a build passes to BuildKit, for the base images its
 /// Dockerfile pulls: with Docker's `config.json` as the source, every
 /// registry it knows (docker's `GetAllCredentials`: the `auths` entries, or

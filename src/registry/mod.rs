@@ -32,7 +32,8 @@ pub mod push;
 pub use api::{ApiError, Endpoint};
 pub use copy::{Copied, CopyError, copy_by_digest};
 pub use credentials::{
-    BuildCredentials, CredentialError, RegistryAuth, build_credentials, resolve_credentials,
+    BuildCredentials, CredentialError, RegistryAuth, build_credentials, credentials_for_build,
+    resolve_credentials,
 };
 pub use inventory::{Image, Repository};
 pub use push::{EngineFailure, inspect_or_pull, plain_http, pull, push, registry_digest};

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 
-use crate::config::check::{Checker, check_env_name};
 use crate::config::table::TableReader;
+use crate::config::validate::{Checker, check_env_name};
 use crate::config::{CredentialSource, Registry, Retention};
 use crate::reference;
 

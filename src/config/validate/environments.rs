@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use toml::Spanned;
 
-use crate::config::check::{Checker, check_env_name, known_list};
 use crate::config::table::TableReader;
+use crate::config::validate::{Checker, check_env_name, known_list};
 use crate::config::{CredentialSource, Environment, Kubernetes, Notify, NotifyOn, Registry, Retention};
 use crate::reference;
 

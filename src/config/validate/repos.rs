@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use crate::config::Repo;
-use crate::config::check::files::{check_file, check_private_key, local_path};
-use crate::config::check::{Checker, check_env_name};
 use crate::config::table::TableReader;
+use crate::config::validate::files::{check_file, check_private_key, local_path};
+use crate::config::validate::{Checker, check_env_name};
 
 impl Checker<'_> {
     /// One `[[repo]]`; its name is added to `names` (a duplicate is reported).

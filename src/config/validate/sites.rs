@@ -9,9 +9,9 @@ use std::path::Path;
 
 use toml::Spanned;
 
-use crate::config::check::files::{check_relative_path, normalise_path};
-use crate::config::check::{Checker, known_list};
 use crate::config::table::TableReader;
+use crate::config::validate::files::{check_relative_path, normalise_path};
+use crate::config::validate::{Checker, known_list};
 use crate::config::{
     DeploymentTarget, Environment, HELM_REPOSITORY_KEY, HELM_TAG_KEY, HelmImageKeys, HelmValues, ImageSource,
     Notify, Registry, Repo, Site, SiteEnvironment,
