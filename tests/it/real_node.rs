@@ -628,14 +628,14 @@ async fn ship_under_load(
     let result = load.stop();
     eprintln!(
         "{}: berth shipped in {:.1}s; the load ran {:.1}s, from before berth started until the old pods were gone \
-         ({:.1}s after berth returned): {} of {} requests failed: {:?}",
+         ({:.1}s after berth returned): {} of {} requests failed{}",
         site.world.prefix,
         shipped.as_secs_f64(),
         result.ran_for.as_secs_f64(),
         (result.ran_for.saturating_sub(shipped)).as_secs_f64() - 0.5,
         result.failures.len(),
         result.requests,
-        result.failures
+        result.failure_kinds()
     );
     if ran.code() == Some(0) {
         assert!(site.image().await.contains(&commit), "{ran}");
