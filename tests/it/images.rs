@@ -244,9 +244,9 @@ async fn the_auth_registry_takes_docker_config_and_helper_credentials_and_names_
         .env("DOCKER_CONFIG", &docker_config)
         .succeeds();
 
-    // A wrong password: refused at once (one push, not retried), naming the
-    // registry and the source, never the secret. Through a proxy that
-    // counts the Engine's pushes.
+    // A wrong password: refused at once (the Engine asks the registry once,
+    // no retry), naming the registry and the source, never the secret.
+    // Through a proxy that counts what the Engine asks.
     let counting = FlakyRegistry::passing_to(&stack.auth_registry);
     let credentials = Credentials::Env {
         username_env: "REG_USER".into(),
@@ -270,7 +270,7 @@ async fn the_auth_registry_takes_docker_config_and_helper_credentials_and_names_
         // The secret never shows.
         .lacks("not-the-password-42");
     assert_eq!(
-        counting.engine_pushes(),
+        counting.engine_sessions(),
         1,
         "a refused login is not retried: {:#?}\n{ran}",
         counting.requests()

@@ -119,9 +119,10 @@ impl FlakyRegistry {
             .collect()
     }
 
-    /// How many pushes the Docker Engine began here: each begins with its
-    /// own `GET /v2/` (berth's own requests name berth as their agent).
-    pub fn engine_pushes(&self) -> usize {
+    /// How many times the Docker Engine began to talk to the registry here
+    /// (a push, a pull, an inspect): each begins with its own `GET /v2/`.
+    /// berth's own requests name berth as their agent, and do not count.
+    pub fn engine_sessions(&self) -> usize {
         self.requests()
             .iter()
             .filter(|line| line.starts_with("GET /v2/ ") && line.contains(" docker/"))
