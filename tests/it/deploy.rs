@@ -438,7 +438,7 @@ async fn two_concurrent_ships_never_interleave_and_the_newer_commit_wins() {
     // The older one deployed before the newer (then the newer followed), or
     // came second and was refused.
     let older_ran = older_ship.wait();
-    if older_ran.code() != Some(0) {
+    if !older_ran.exit_is(exit::OK) {
         older_ran
             .exited(exit::SITE_FAILED)
             .has("is older than the deployed");

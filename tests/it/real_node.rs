@@ -637,7 +637,7 @@ async fn ship_under_load(
         result.requests,
         result.failure_kinds()
     );
-    if ran.code() == Some(0) {
+    if ran.exit_is(exit::OK) {
         assert!(site.image().await.contains(&commit), "{ran}");
     }
     (ran, result)

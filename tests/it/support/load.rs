@@ -89,7 +89,7 @@ impl LoadResult {
             *kinds.entry(kind).or_default() += 1;
         }
         let mut kinds: Vec<(String, usize)> = kinds.into_iter().collect();
-        kinds.sort_by(|a, b| b.1.cmp(&a.1));
+        kinds.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
         if kinds.is_empty() {
             return String::new();
         }

@@ -390,13 +390,14 @@ impl Ran {
         format!("{}{}", self.stdout(), self.stderr())
     }
 
+    /// Whether the exit code is `code` (a constant of `berth::exit`).
+    pub fn exit_is(&self, code: u8) -> bool {
+        self.code() == Some(i32::from(code))
+    }
+
     /// Asserts the exit code is `code` (a constant of `berth::exit`).
     pub fn exited(self, code: u8) -> Self {
-        assert_eq!(
-            self.code(),
-            Some(i32::from(code)),
-            "expected exit code {code}:\n{self}"
-        );
+        assert!(self.exit_is(code), "expected exit code {code}:\n{self}");
         self
     }
 
