@@ -379,12 +379,16 @@ fn run_helper(helper: &str, action: &str, input: &str) -> Result<(bool, Vec<u8>)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run credential helper {program}: {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(input.as_bytes())
-        .map_err(|e| format!("{program}: {e}"))?;
+    let written = child.stdin.take().expect("piped").write_all(input.as_bytes());
+    // A helper that answers without reading its input (one that only says
+    // it failed) may have closed the pipe first: its answer and exit status
+    // still say what happened, as they do to docker (Go's os/exec ignores
+    // that EPIPE).
+    if let Err(error) = written
+        && error.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(format!("{program}: {error}"));
+    }
     let output = child.wait_with_output().map_err(|e| format!("{program}: {e}"))?;
     Ok((output.status.success(), output.stdout))
 }
