@@ -29,13 +29,13 @@ pub struct LoadPlan {
 
 impl LoadPlan {
     /// Pages: 4 clients each asking `/` every 5 ms. Measured on the stack's
-    /// 2-core machine: 99 % of the pages take under 50 ms and the slowest
-    /// 130–230 ms; with two busy loops on the cores and other tests running,
-    /// 99 % under 150 ms and the slowest 290–330 ms. A request is a failure
-    /// after 10 s without an answer, 30 times that: a slow machine makes no
-    /// false failure. A real one is not hidden by it: a stopping pod refuses
-    /// or resets at once, and a connection to a pod that is gone times out
-    /// whatever the limit.
+    /// 2-core machine with one busy loop on a core: 99 % of the pages take
+    /// under 50 ms and the slowest 100–230 ms; with three busy loops and
+    /// other tests running, 99 % under 150 ms and the slowest 290–330 ms. A
+    /// request is a failure after 10 s without an answer, 30 times that: a
+    /// slow machine makes no false failure. A real one is not hidden by
+    /// it: a stopping pod refuses or resets at once, and a connection to a
+    /// pod that is gone times out whatever the limit.
     pub fn pages() -> Self {
         Self {
             path: "/",
