@@ -451,12 +451,16 @@ fn run_helper(helper: &str, action: &str, input: &str) -> Result<(bool, Vec<u8>)
         program: program.clone(),
         error,
     };
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(input.as_bytes())
-        .map_err(pipe)?;
+    let written = child.stdin.take().expect("piped").write_all(input.as_bytes());
+    // A helper that answers without reading its input (one that only says
+    // it failed) may have closed the pipe first: its answer and exit status
+    // still say what happened, as they do to docker (Go's os/exec ignores
+    // that EPIPE).
+    if let Err(error) = written
+        && error.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(pipe(error));
+    }
     let output = child.wait_with_output().map_err(pipe)?;
     Ok((output.status.success(), output.stdout))
 }

@@ -3,30 +3,55 @@
 //! notifications; signals; the CronJob manifests and berth's own image.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
+use serde_json::{Value, json};
 
 use crate::support::{
-    Notify, SITES, World, free_port, http_get, http_receiver, image_of, json_of, kube_client, text,
-    validate_against,
+    Notify, RolloutState, SITES, World, exit, free_port, http_get, http_receiver, image_of, kube_client,
+    rollout_state, text, validate_against,
 };
 
+/// Each site of a `--json` document with the values of `fields`, by site
+/// name: compared whole, so a site missing (or all of them) shows.
+fn by_site(document: &Value, fields: &[&str]) -> Vec<(String, Vec<Value>)> {
+    let mut sites: Vec<(String, Vec<Value>)> = document["sites"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no sites in {document:#}"))
+        .iter()
+        .map(|site| {
+            (
+                site["site"].as_str().unwrap().to_string(),
+                fields.iter().map(|field| site[*field].clone()).collect(),
+            )
+        })
+        .collect();
+    sites.sort_by(|a, b| a.0.cmp(&b.0));
+    sites
+}
+
+/// Every example site, with `values`, sorted as [`by_site`] sorts them.
+fn every_site(values: &[Value]) -> Vec<(String, Vec<Value>)> {
+    let mut sites: Vec<(String, Vec<Value>)> = SITES
+        .iter()
+        .map(|(site, _)| ((*site).to_string(), values.to_vec()))
+        .collect();
+    sites.sort_by(|a, b| a.0.cmp(&b.0));
+    sites
+}
+
+/// Red when a report, plan or status lists fewer sites than the four (an
+/// empty list included), or any with another action or state.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_nightly_run_twice_reports_json_and_the_second_run_writes_nothing() {
     let world = World::example("nightly").await;
-    let output = world.berth(&["run", "--json"]);
-    assert!(output.status.success(), "{}", text(&output));
-    let first = json_of(&output);
+    let first = world.berth(["run", "--json"]).json();
     validate_against("report.schema.json", &first);
-    assert!(
-        first["sites"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["action"] == "deployed"),
+    assert_eq!(
+        by_site(&first, &["action"]),
+        every_site(&[json!("deployed")]),
         "{first:#}"
     );
 
@@ -37,16 +62,11 @@ async fn a_nightly_run_twice_reports_json_and_the_second_run_writes_nothing() {
         4,
         "the first run took one lease per Deployment: {leases_before:?}"
     );
-    let output = world.berth(&["run", "--json"]);
-    assert!(output.status.success(), "{}", text(&output));
-    let second = json_of(&output);
+    let second = world.berth(["run", "--json"]).json();
     validate_against("report.schema.json", &second);
-    assert!(
-        second["sites"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["action"] == "unchanged"),
+    assert_eq!(
+        by_site(&second, &["action"]),
+        every_site(&[json!("unchanged")]),
         "{second:#}"
     );
     assert_eq!(
@@ -61,27 +81,19 @@ async fn a_nightly_run_twice_reports_json_and_the_second_run_writes_nothing() {
     );
 
     // plan and status agree, as JSON documents valid against their schemas.
-    let output = world.berth(&["plan", "--json"]);
-    assert!(output.status.success(), "{}", text(&output));
-    let plan = json_of(&output);
+    let plan = world.berth(["plan", "--json"]).json();
     validate_against("plan.schema.json", &plan);
-    assert!(
-        plan["sites"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["action"] == "unchanged" && s["image_present"] == true)
+    assert_eq!(
+        by_site(&plan, &["action", "image_present"]),
+        every_site(&[json!("unchanged"), json!(true)]),
+        "{plan:#}"
     );
-    let output = world.berth(&["status", "--json"]);
-    assert!(output.status.success(), "{}", text(&output));
-    let status = json_of(&output);
+    let status = world.berth(["status", "--json"]).json();
     validate_against("status.schema.json", &status);
-    assert!(
-        status["sites"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["rollout"] == "complete" && s["up_to_date"] == true)
+    assert_eq!(
+        by_site(&status, &["rollout", "up_to_date"]),
+        every_site(&[json!("complete"), json!(true)]),
+        "{status:#}"
     );
 }
 
@@ -117,20 +129,16 @@ async fn resource_versions(world: &World) -> Vec<String> {
 async fn plan_status_and_history_print_what_they_should() {
     let world = World::example("views").await;
     let _filters = world.snapshot_settings().bind_to_scope();
-    let output = world.berth(&["plan"]);
-    assert!(output.status.success(), "{}", text(&output));
-    insta::assert_snapshot!("plan_before", String::from_utf8_lossy(&output.stdout));
+    insta::assert_snapshot!("plan_before", world.berth(["plan"]).succeeds().stdout());
 
-    let output = world.berth(&["run", "landing"]);
-    assert!(output.status.success(), "{}", text(&output));
-    let output = world.berth(&["status"]);
-    assert!(output.status.success(), "{}", text(&output));
-    insta::assert_snapshot!("status_after_one", String::from_utf8_lossy(&output.stdout));
-    let output = world.berth(&["history", "landing"]);
-    assert!(output.status.success(), "{}", text(&output));
-    insta::assert_snapshot!("history_landing", String::from_utf8_lossy(&output.stdout));
+    world.berth(["run", "landing"]).succeeds();
+    insta::assert_snapshot!("status_after_one", world.berth(["status"]).succeeds().stdout());
+    insta::assert_snapshot!(
+        "history_landing",
+        world.berth(["history", "landing"]).succeeds().stdout()
+    );
     // The same as JSON: one environment entry (the file declares none), the run logged.
-    let history = crate::support::json_of(&world.berth(&["history", "landing", "--json"]));
+    let history = world.berth(["history", "landing", "--json"]).json();
     validate_against("history.schema.json", &history);
     let only = &history["environments"][0];
     assert!(only["environment"].is_null(), "{history:#}");
@@ -150,9 +158,10 @@ async fn shards_cover_every_site_exactly_once() {
     for count in [1, 2, 3, 5] {
         let mut seen = Vec::new();
         for index in 1..=count {
-            let output = world.berth(&["plan", "--json", "--shard", &format!("{index}/{count}")]);
-            assert!(output.status.success(), "{}", text(&output));
-            for site in json_of(&output)["sites"].as_array().unwrap() {
+            let plan = world
+                .berth(["plan", "--json", "--shard", &format!("{index}/{count}")])
+                .json();
+            for site in plan["sites"].as_array().unwrap() {
                 seen.push(site["site"].as_str().unwrap().to_string());
             }
         }
@@ -164,8 +173,10 @@ async fn shards_cover_every_site_exactly_once() {
     for count in 2..=5 {
         let mut together = false;
         for index in 1..=count {
-            let output = world.berth(&["plan", "--json", "--shard", &format!("{index}/{count}")]);
-            let sites: Vec<String> = json_of(&output)["sites"]
+            let plan = world
+                .berth(["plan", "--json", "--shard", &format!("{index}/{count}")])
+                .json();
+            let sites: Vec<String> = plan["sites"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -175,8 +186,7 @@ async fn shards_cover_every_site_exactly_once() {
         }
         assert!(together, "www-en and www-de share a shard of {count}");
     }
-    let output = world.berth(&["plan", "--shard", "4/3"]);
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    world.berth(["plan", "--shard", "4/3"]).fails_with(exit::USAGE);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -193,10 +203,11 @@ async fn a_local_build_of_a_dirty_tree_is_tagged_dirty_and_preview_serves_it() {
     std::fs::write(checkout.join("drafts/keep.html"), "kept\n").unwrap();
     std::fs::write(checkout.join(".dockerignore"), "drafts\n!drafts/keep.html\n").unwrap();
     world.write_pipeline(&world.landing_pipeline());
-    let output = world.berth(&["build", "landing", "--source", checkout.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", text(&output));
-    let tag = String::from_utf8(output.stdout.clone())
-        .unwrap()
+    let tag = world
+        .berth(["build", "landing", "--source"])
+        .arg(&checkout)
+        .succeeds()
+        .stdout()
         .trim()
         .to_string();
     let head = world.head(&url, "main");
@@ -220,14 +231,10 @@ async fn a_local_build_of_a_dirty_tree_is_tagged_dirty_and_preview_serves_it() {
         "nothing of .git ships"
     );
     // --json names the same build.
-    let output = world.berth(&[
-        "build",
-        "landing",
-        "--json",
-        "--source",
-        checkout.to_str().unwrap(),
-    ]);
-    let built = crate::support::json_of(&output);
+    let built = world
+        .berth(["build", "landing", "--json", "--source"])
+        .arg(&checkout)
+        .json();
     validate_against("build.schema.json", &built);
     assert_eq!(
         (built["site"].as_str(), built["tag"].as_str()),
@@ -239,19 +246,15 @@ async fn a_local_build_of_a_dirty_tree_is_tagged_dirty_and_preview_serves_it() {
     assert_eq!(status, 404);
 
     // With --json the URL comes in a document (the plain URL is its one line otherwise).
-    let source = checkout.to_str().unwrap();
-    let mut child = world.spawn_berth(&["preview", "landing", "--json", "--source", source]);
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut document = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "{document}");
-        document.push_str(&line);
-        if line == "}\n" {
-            break;
-        }
-    }
-    let serving: serde_json::Value = serde_json::from_str(&document).unwrap();
+    let mut preview = world
+        .berth(["preview", "landing", "--json", "--source"])
+        .arg(&checkout)
+        .spawn();
+    // The document's last line: a closing brace alone.
+    preview.wait_for_stdout("}\n", crate::support::SPAWN_DEADLINE);
+    let document = preview.stdout_so_far();
+    let serving: serde_json::Value =
+        serde_json::from_str(&document).unwrap_or_else(|error| panic!("{error}:\n{}", preview.so_far()));
     validate_against("preview.schema.json", &serving);
     let line = serving["url"].as_str().unwrap();
     let preview_port: u16 = line
@@ -279,12 +282,8 @@ async fn a_local_build_of_a_dirty_tree_is_tagged_dirty_and_preview_serves_it() {
         404,
         "ignored files are left out"
     );
-    std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success());
+    preview.interrupt();
+    preview.wait().exited(exit::OK);
     assert!(http_get(preview_port, "/").is_err(), "the container is gone");
 }
 
@@ -298,11 +297,10 @@ async fn a_webhook_hears_about_the_run_and_one_that_is_down_does_not_fail_it() {
     });
     world.write_pipeline(&pipeline);
     let (port, requests) = http_receiver(1, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-    let output = world.berth_with_env(
-        &["run", "landing"],
-        &[("TEST_WEBHOOK", &format!("http://127.0.0.1:{port}/hook"))],
-    );
-    assert!(output.status.success(), "{}", text(&output));
+    world
+        .berth(["run", "landing"])
+        .env("TEST_WEBHOOK", format!("http://127.0.0.1:{port}/hook"))
+        .succeeds();
     let body: serde_json::Value =
         serde_json::from_str(&requests.recv_timeout(Duration::from_secs(10)).unwrap().body).unwrap();
     assert_eq!(
@@ -313,79 +311,71 @@ async fn a_webhook_hears_about_the_run_and_one_that_is_down_does_not_fail_it() {
 
     // Nothing listens on this port: retried, then a warning; the run still succeeds.
     let closed = free_port();
-    let output = world.berth_with_env(
-        &["run", "landing"],
-        &[(
+    world
+        .berth(["run", "landing"])
+        .env(
             "TEST_WEBHOOK",
-            &format!("http://127.0.0.1:{closed}/hook?token=s3cret"),
-        )],
-    );
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(
-        all.contains("the webhook in TEST_WEBHOOK did not take the notification"),
-        "{all}"
-    );
-    assert!(!all.contains("s3cret"), "the webhook URL never shows: {all}");
+            format!("http://127.0.0.1:{closed}/hook?token=s3cret"),
+        )
+        .succeeds()
+        .has("the webhook in TEST_WEBHOOK did not take the notification")
+        // The webhook URL never shows.
+        .lacks("s3cret");
 }
 
+/// The first Ctrl-C while a rollout is under way: berth sees that rollout
+/// through, starts nothing more, and exits 130. Red when berth exits before
+/// the rollout in flight is complete, when it touches another site after the
+/// interrupt, or when a lease is left held. The Deployments' own first
+/// rollouts are complete before berth starts, so what is not whole after it
+/// is berth's doing (a loaded machine once caught one of those still going).
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_mid_run_leaves_every_deployment_whole_and_no_lease_held() {
     let world = World::example("sigint").await;
-    let before: Vec<String> = {
-        let mut images = Vec::new();
-        for (site, _) in SITES {
-            images.push(image_of(&world.deployment(site).await));
-        }
-        images
-    };
-    let mut child = world.spawn_berth(&["run", "--jobs", "1"]);
-    // Interrupt once the first site starts deploying.
-    let stderr = child.stderr.take().unwrap();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut collected = String::new();
-        for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            if line.contains(" push ") {
-                let _ = sender.send(());
-            }
-            collected.push_str(&line);
-            collected.push('\n');
-        }
-        collected
-    });
-    receiver
-        .recv_timeout(Duration::from_secs(120))
-        .expect("a site reached push");
-    std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(
-        status.code(),
-        Some(130),
-        "an interrupted run exits 130, as shells report SIGINT"
-    );
-    let stderr = reader.join().expect("the stderr reader");
-    assert!(stderr.contains("interrupted: no new work starts"), "{stderr}");
+    let mut before = std::collections::BTreeMap::new();
+    for (site, _) in SITES {
+        world.wait_until_rolled_out(site).await;
+        let deployment = world.deployment(site).await;
+        before.insert(site, (image_of(&deployment), deployment.metadata.generation));
+    }
+    let mut run = world.berth(["-v", "run", "--jobs", "1"]).spawn();
+    // A site's image is set, and berth waits for its rollout: interrupt now.
+    let waiting = run.wait_for("Waiting for deployment", crate::support::SPAWN_DEADLINE);
+    let in_flight = waiting
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no site in {waiting:?}"))
+        .to_string();
+    run.interrupt();
+    let ran = run
+        .wait()
+        .exited(exit::INTERRUPTED)
+        .has("interrupted: no new work starts")
+        .has(&format!("{in_flight:<14} deploy   ok"));
     let mut untouched = 0;
-    for (index, (site, repo)) in SITES.iter().enumerate() {
+    for (site, repo) in SITES {
         let deployment = world.deployment(site).await;
         let image = image_of(&deployment);
-        let new = image.contains(&world.repo_head(repo));
-        assert!(image == before[index] || new, "{site} runs {image}");
-        // A site berth did not finish runs exactly what it ran before.
-        untouched += usize::from(!new);
-        assert_eq!(
-            crate::support::rollout_state(&deployment),
-            crate::support::RolloutState::Complete,
-            "{site}"
-        );
+        let state = rollout_state(&deployment);
+        if image.contains(&world.repo_head(repo)) {
+            // Shipped: whole, the moment berth returned.
+            assert_eq!(state, RolloutState::Complete, "{site} runs {image}:\n{ran}");
+        } else {
+            assert_ne!(
+                site,
+                in_flight.as_str(),
+                "the rollout in flight was undone:\n{ran}"
+            );
+            assert_eq!(
+                (image, deployment.metadata.generation),
+                before[site].clone(),
+                "{site} was written to, but not shipped:\n{ran}"
+            );
+            untouched += 1;
+        }
     }
-    assert_eq!(world.leases_held().await, 0, "no lease held");
-    assert!(untouched > 0, "the interrupt stopped nothing: {stderr}");
+    assert_eq!(world.leases_held().await, 0, "no lease held:\n{ran}");
+    assert!(untouched > 0, "the interrupt stopped nothing:\n{ran}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -422,20 +412,17 @@ async fn a_remote_engine_over_tcp_with_tls_builds_and_pushes() {
     let world = World::example("remote-engine").await;
     let host = std::env::var("BERTH_STACK_DOCKER_TLS_HOST").expect("the stack's TLS endpoint");
     let certs = std::env::var("BERTH_STACK_DOCKER_CERT_PATH").expect("the stack's client certificates");
-    let output = world.berth_with_env(
-        &["run", "landing"],
-        &[
-            ("DOCKER_HOST", &host),
-            ("DOCKER_TLS_VERIFY", "1"),
-            ("DOCKER_CERT_PATH", &certs),
-        ],
-    );
-    assert!(output.status.success(), "{}", text(&output));
+    world
+        .berth(["run", "landing"])
+        .env("DOCKER_HOST", &host)
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", &certs)
+        .succeeds();
     assert!(image_of(&world.deployment("landing").await).contains(&world.repo_head("landing")));
     // Without the client certificate the Engine is not reachable: an environment error.
-    let output = world.berth_with_env(
-        &["run", "docs"],
-        &[("DOCKER_HOST", &host), ("DOCKER_TLS_VERIFY", "")],
-    );
-    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    world
+        .berth(["run", "docs"])
+        .env("DOCKER_HOST", &host)
+        .env("DOCKER_TLS_VERIFY", "")
+        .fails_with(exit::ENVIRONMENT);
 }

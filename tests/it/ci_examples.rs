@@ -96,8 +96,10 @@ fn arguments(line: &str, folder: &Path) -> Vec<String> {
 
 #[test]
 fn the_ci_examples_parse_and_run_only_commands_berth_has() {
-    let help = crate::support::berth_in(&repo_root(), &["--help"]);
-    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    let help = crate::support::Berth::new(["--help"])
+        .in_dir(repo_root())
+        .succeeds()
+        .stdout();
     let pipeline =
         berth::config::Config::load(&repo_root().join("pipeline.toml")).expect("the bundled pipeline.toml");
     let folder = tempfile::tempdir().unwrap();

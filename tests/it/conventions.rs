@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Kubernetes, RolloutState, World, json_of, rollout_state, text};
+use crate::support::{Kubernetes, RolloutState, World, exit, text};
 
 /// The stack's admin context, the one a test's kubeconfig names.
 fn stack_context() -> String {
@@ -25,7 +25,9 @@ async fn cluster_options_and_their_variables_replace_the_files_cluster_and_statu
     // progress deadline is 5 seconds.
     let never_ready = format!("{}/{}/notready-web:1", world.stack.registry, world.prefix);
     world
-        .create_deployment_with_deadline("web", 1, &never_ready, 5)
+        .kwok_deployment("web", &never_ready)
+        .progress_deadline(5)
+        .create()
         .await;
     // The file names a context the kubeconfig lacks and a namespace that
     // does not exist; the site names no namespace of its own.
@@ -38,23 +40,16 @@ async fn cluster_options_and_their_variables_replace_the_files_cluster_and_statu
     assert!(pipeline.site_mut("landing").deployment.namespace.is_none());
     world.write_pipeline(&pipeline);
 
-    let as_written = world.berth(&["status"]);
-    assert_eq!(as_written.status.code(), Some(3), "{}", text(&as_written));
-    assert!(
-        text(&as_written).contains("no-such-context"),
-        "{}",
-        text(&as_written)
-    );
+    world
+        .berth(["status"])
+        .fails_with(exit::ENVIRONMENT)
+        .has("no-such-context");
 
-    for _ in 0..60 {
-        if matches!(
-            rollout_state(&world.deployment("web").await),
-            RolloutState::Failed(_)
-        ) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    world
+        .wait_for_rollout("web", Duration::from_secs(60), |state| {
+            matches!(state, RolloutState::Failed(_))
+        })
+        .await;
     let context = stack_context();
     let flags = [
         "status",
@@ -64,22 +59,14 @@ async fn cluster_options_and_their_variables_replace_the_files_cluster_and_statu
         "--namespace",
         &world.namespace,
     ];
-    let by_flags = world.berth(&flags);
-    let by_variables = world.berth_with_env(
-        &["status", "--json"],
-        &[
-            ("BERTH_CONTEXT", context.as_str()),
-            ("BERTH_NAMESPACE", world.namespace.as_str()),
-        ],
-    );
-    for output in [&by_flags, &by_variables] {
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "a failed rollout: {}",
-            text(output)
-        );
-        let status = json_of(output);
+    let by_flags = world.berth(flags);
+    let by_variables = world
+        .berth(["status", "--json"])
+        .env("BERTH_CONTEXT", &context)
+        .env("BERTH_NAMESPACE", &world.namespace);
+    for berth in [by_flags, by_variables] {
+        // A failed rollout.
+        let status = berth.fails_with(exit::SITE_FAILED).json();
         let site = &status["sites"][0];
         assert_eq!(site["rollout"], "failed", "{status:#}");
         assert_eq!(site["deployed_image"], never_ready.as_str(), "{status:#}");
@@ -90,25 +77,30 @@ async fn cluster_options_and_their_variables_replace_the_files_cluster_and_statu
     let kubeconfig = kubeconfig();
     let mut with_file = flags.to_vec();
     with_file.extend(["--kubeconfig", kubeconfig.as_str()]);
-    let lost = [("KUBECONFIG", "/nonexistent/kubeconfig")];
-    let without = world.berth_with_env(&flags, &lost);
-    assert_eq!(without.status.code(), Some(3), "{}", text(&without));
-    let by_flag = world.berth_with_env(&with_file, &lost);
-    assert_eq!(by_flag.status.code(), Some(1), "{}", text(&by_flag));
-    let by_variable = world.berth_with_env(&flags, &[lost[0], ("BERTH_KUBECONFIG", kubeconfig.as_str())]);
-    assert_eq!(by_variable.status.code(), Some(1), "{}", text(&by_variable));
+    let lost = ("KUBECONFIG", "/nonexistent/kubeconfig");
+    world
+        .berth(flags)
+        .env(lost.0, lost.1)
+        .fails_with(exit::ENVIRONMENT);
+    world
+        .berth(&with_file)
+        .env(lost.0, lost.1)
+        .fails_with(exit::SITE_FAILED);
+    world
+        .berth(flags)
+        .env(lost.0, lost.1)
+        .env("BERTH_KUBECONFIG", &kubeconfig)
+        .fails_with(exit::SITE_FAILED);
 
     // The rollout mended, status exits 0.
     world.set_image("web", &world.busybox()).await;
-    for _ in 0..60 {
-        if rollout_state(&world.deployment("web").await) == RolloutState::Complete {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let mended = world.berth(&flags);
-    assert_eq!(mended.status.code(), Some(0), "{}", text(&mended));
-    assert_eq!(json_of(&mended)["sites"][0]["rollout"], "complete");
+    world
+        .wait_for_rollout("web", Duration::from_secs(60), |state| {
+            *state == RolloutState::Complete
+        })
+        .await;
+    let mended = world.berth(flags).json();
+    assert_eq!(mended["sites"][0]["rollout"], "complete");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -118,25 +110,28 @@ async fn timeout_replaces_the_files_rollout_timeout() {
     let base = world.busybox();
     // A progress deadline of 60 s, a file's timeout of 2 minutes: only
     // --timeout can end the wait after 3 s.
-    world.create_deployment_with_deadline("web", 1, &base, 60).await;
+    world
+        .kwok_deployment("web", &base)
+        .progress_deadline(60)
+        .create()
+        .await;
     let mut pipeline = world.landing_pipeline();
     pipeline.site_mut("landing").image = world.image("notready-web");
     world.write_pipeline(&pipeline);
-    for (args, env) in [
-        (vec!["run", "--timeout", "3s"], vec![]),
-        (vec!["run"], vec![("BERTH_TIMEOUT", "3s")]),
+    for berth in [
+        world.berth(["run", "--json", "--timeout", "3s"]),
+        world.berth(["run", "--json"]).env("BERTH_TIMEOUT", "3s"),
     ] {
-        let started = std::time::Instant::now();
-        let output = world.berth_with_env(&args, &env);
-        let all = text(&output);
-        assert_eq!(output.status.code(), Some(1), "{all}");
-        assert!(all.contains("timed out after 3s"), "{all}");
-        assert!(all.contains("rolled back"), "{all}");
-        assert!(
-            started.elapsed() < Duration::from_secs(50),
-            "{:?}",
-            started.elapsed()
-        );
+        let ran = berth
+            .fails_with(exit::SITE_FAILED)
+            .has("timed out after 3s")
+            .has("rolled back");
+        // From the patch to the end of the rollback: the 3 s wait, not the
+        // 60 s deadline (the build before it does not count).
+        let deploy = ran.json()["sites"][0]["durations"]["deploy"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no deploy duration:\n{ran}"));
+        assert!(deploy < 40.0, "the deploy stage took {deploy:.1}s:\n{ran}");
         assert_eq!(world.image_of("web").await, base, "rolled back");
     }
 }

@@ -7,112 +7,128 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::json;
 
-use crate::support::{World, kube_client, text};
+use crate::support::{
+    DeploymentBuilder, IntOrString, Probe, RolloutState, Strategy, World, exit, kube_client, rollout_state,
+    text,
+};
 
 /// A world with the `landing` example shipped to Deployment `web` (3 replicas
-/// on the busybox base, or `deployment` when given), the rollout timeout 90 s.
+/// on the busybox base, changed by `shape`), the rollout timeout 90 s.
 /// `image_name` is the last path part of the site's image; a name starting
 /// with `broken`, `crash` or `notready` makes its pods fail that way.
-async fn one_site(test: &str, image_name: &str, deployment: Option<serde_json::Value>) -> World {
+async fn one_site(
+    test: &str,
+    image_name: &str,
+    shape: impl FnOnce(DeploymentBuilder) -> DeploymentBuilder,
+) -> World {
     let world = World::new(test).await;
     world.copy_repo("landing");
-    let base = world.busybox();
-    match deployment {
-        Some(body) => world.create_deployment_json(body).await,
+    let mut web = world.kwok_deployment("web", &world.busybox()).replicas(3);
+    if image_name.starts_with("notready") {
         // A short progress deadline for the image that never gets ready.
-        None if image_name.starts_with("notready") => {
-            world.create_deployment_with_deadline("web", 3, &base, 20).await;
-        }
-        None => world.create_deployment("web", 3, &base).await,
+        web = web.progress_deadline(20);
     }
+    shape(web).create().await;
     let mut pipeline = world.landing_pipeline().with_rollout_timeout("90s");
     pipeline.site_mut("landing").image = world.image(image_name);
     world.write_pipeline(&pipeline);
     world
 }
 
-fn deployment_body(strategy: &serde_json::Value, probe: bool, base: &str) -> serde_json::Value {
-    let mut container =
-        json!({"name": "web", "image": base, "ports": [{"containerPort": 8080, "name": "http"}]});
-    if probe {
-        container["readinessProbe"] = json!({"httpGet": {"path": "/", "port": "http"}});
-    }
-    json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "replicas": 2,
-            "strategy": strategy.clone(),
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [container]}}
+/// The Deployment as [`one_site`] makes it.
+fn as_is(web: DeploymentBuilder) -> DeploymentBuilder {
+    web
+}
+
+/// Two replicas, probed on / at Kubernetes' default period (or not at all),
+/// replaced by `strategy`.
+fn two_replicas(strategy: Strategy, probe: bool) -> impl FnOnce(DeploymentBuilder) -> DeploymentBuilder {
+    move |web| {
+        let web = web.replicas(2).strategy(strategy);
+        if probe {
+            web.readiness(Probe::http("/"))
+        } else {
+            web.without_readiness()
         }
-    })
+    }
+}
+
+/// Asserts Deployment `web` has rolled out completely, all `replicas` of it
+/// updated and available, by kubectl's rule, the moment berth returned.
+async fn assert_rolled_out(world: &World, replicas: i32, what: &str) {
+    let deployment = world.deployment("web").await;
+    let status = deployment.status.clone().unwrap_or_default();
+    assert_eq!(
+        (
+            rollout_state(&deployment),
+            status.updated_replicas,
+            status.available_replicas
+        ),
+        (RolloutState::Complete, Some(replicas), Some(replicas)),
+        "{what}: {status:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_roll_out_and_rollback_returns_to_the_previous_image() {
-    let world = one_site("deploy-three", "web", None).await;
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    let world = one_site("deploy-three", "web", as_is).await;
+    world.berth(["run"]).succeeds();
     let head = world.repo_head("landing");
     assert!(world.image_of("web").await.contains(&format!(":{head}@sha256:")));
-    let status = world.deployment("web").await.status.unwrap();
-    assert_eq!(
-        (status.updated_replicas, status.available_replicas),
-        (Some(3), Some(3))
-    );
+    assert_rolled_out(&world, 3, "the first rollout").await;
 
-    let output = world.berth(&["rollback", "landing"]);
-    assert!(output.status.success(), "{}", text(&output));
+    // Each rollback returns once its rollout is done: red when berth sets
+    // the image and leaves without waiting.
+    world.berth(["rollback", "landing"]).succeeds();
     assert_eq!(world.image_of("web").await, world.busybox());
-    let output = world.berth(&["rollback", "landing", "--to", &head[..10]]);
-    assert!(output.status.success(), "{}", text(&output));
+    assert_rolled_out(&world, 3, "the rollback").await;
+    world
+        .berth(["rollback", "landing", "--to", &head[..10]])
+        .succeeds();
     assert!(world.image_of("web").await.contains(&head));
+    assert_rolled_out(&world, 3, "the rollback --to").await;
 }
 
+/// `berth run` fails naming each of `expected`, rolls back, and is done
+/// with it within 80 s of setting the image (the deploy stage's own
+/// duration in the report: the build before it does not count).
 async fn assert_fails_and_rolls_back(world: &World, expected: &[&str]) {
     let before = world.image_of("web").await;
-    let started = std::time::Instant::now();
-    let output = world.berth(&["run"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    for needle in expected {
-        assert!(all.contains(needle), "output lacks {needle:?}:\n{all}");
-    }
-    assert!(all.contains("rolled back: the previous version"), "{all}");
+    let ran = world
+        .berth(["run", "--json"])
+        .fails_with(exit::SITE_FAILED)
+        .has_all(expected)
+        .has("rolled back: the previous version");
     assert_eq!(
         world.image_of("web").await,
         before,
         "the Deployment runs its previous image again"
     );
     let deployment = world.deployment("web").await;
-    assert_eq!(
-        crate::support::rollout_state(&deployment),
-        crate::support::RolloutState::Complete
-    );
+    assert_eq!(rollout_state(&deployment), RolloutState::Complete);
+    let deploy = ran.json()["sites"][0]["durations"]["deploy"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no deploy duration:\n{ran}"));
     assert!(
-        started.elapsed() < Duration::from_secs(80),
-        "failed fast: {:?}",
-        started.elapsed()
+        deploy < 80.0,
+        "failed fast: the deploy stage took {deploy:.1}s:\n{ran}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_image_is_diagnosed_and_rolled_back() {
-    let world = one_site("deploy-broken", "broken-web", None).await;
+    let world = one_site("deploy-broken", "broken-web", as_is).await;
     let image_prefix = format!("{}/{}/broken-web:", world.stack.registry, world.prefix);
     assert_fails_and_rolls_back(&world, &["ImagePullBackOff", &image_prefix]).await;
     // The only earlier revision is the failed one: rollback says so and
     // touches nothing.
     let generation = world.generation("web").await;
-    let output = world.berth(&["rollback", "landing"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("no earlier revision is known to be good")
-            && all.contains("its rollout failed and was rolled back")
-            && all.contains("--to COMMIT"),
-        "{all}"
-    );
+    world
+        .berth(["rollback", "landing"])
+        .fails_with(exit::SITE_FAILED)
+        .has("no earlier revision is known to be good")
+        .has("its rollout failed and was rolled back")
+        .has("--to COMMIT");
     assert_eq!(world.generation("web").await, generation);
     assert_eq!(world.image_of("web").await, world.busybox());
 }
@@ -123,15 +139,13 @@ async fn a_broken_image_is_diagnosed_and_rolled_back() {
 /// and a machine whose run log knows nothing skips it by the lease alone.
 #[tokio::test(flavor = "multi_thread")]
 async fn rollback_goes_past_a_revision_that_failed_to_the_newest_good_one() {
-    let world = one_site("deploy-rollback-skip", "web", None).await;
+    let world = one_site("deploy-rollback-skip", "web", as_is).await;
     let url = world.url("landing");
     let page = |text: &str| world.commit(&url, "main", &[("index.html", text)], text);
     let first = world.repo_head("landing");
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run"]).succeeds();
     let second = page("<h1>second</h1>\n");
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run"]).succeeds();
     let broken = page("<h1>broken</h1>\n");
     let mut pipeline = world.landing_pipeline().with_rollout_timeout("90s");
     pipeline.site_mut("landing").image = world.image("broken-web");
@@ -140,20 +154,20 @@ async fn rollback_goes_past_a_revision_that_failed_to_the_newest_good_one() {
     assert!(world.image_of("web").await.contains(&second));
 
     // Revisions: 1 busybox, 2 first, 4 broken, 5 second (current, was 3).
-    let output = world.berth(&["rollback", "landing", "--json"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{all}");
-    assert!(
-        world.image_of("web").await.contains(&format!(":{first}@sha256:")),
-        "the good revision before the failed one runs:\n{all}"
-    );
     let skipped = format!(
         "skipped revision 4 (commit {}…): its rollout failed and was rolled back",
         &broken[..12]
     );
-    assert!(all.contains("rollback ok   to revision 2 ("), "{all}");
-    assert!(all.contains(&skipped), "output lacks {skipped:?}:\n{all}");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let ran = world
+        .berth(["rollback", "landing", "--json"])
+        .succeeds()
+        .has("rollback ok   to revision 2 (")
+        .has(&skipped);
+    assert!(
+        world.image_of("web").await.contains(&format!(":{first}@sha256:")),
+        "the good revision before the failed one runs:\n{ran}"
+    );
+    let report = ran.json();
     crate::support::validate_against("report.schema.json", &report);
     let rollback = &report["sites"][0]["rollback"];
     assert_eq!(
@@ -165,57 +179,47 @@ async fn rollback_goes_past_a_revision_that_failed_to_the_newest_good_one() {
     assert_eq!(rollback["skipped"][0]["commit"], broken.as_str(), "{report:#}");
 
     // `--to` names any revision: the failed one is tried again, and fails again.
-    let output = world.berth(&["rollback", "landing", "--to", &broken[..10]]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("rollback warn revision 4 (commit") && all.contains("trying it, as --to asks"),
-        "{all}"
-    );
-    assert!(all.contains("ImagePullBackOff"), "{all}");
+    world
+        .berth(["rollback", "landing", "--to", &broken[..10]])
+        .fails_with(exit::SITE_FAILED)
+        .has("rollback warn revision 4 (commit")
+        .has("trying it, as --to asks")
+        .has("ImagePullBackOff");
     assert!(world.image_of("web").await.contains(&format!(":{first}@sha256:")));
 
     // Another machine (its own state dir, no run log): the lease's passed
     // record alone says berth shipped the broken image and it never passed.
-    let output = world.berth(&["rollback", "landing", "--state-dir", "other-machine"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{all}");
+    let ran = world
+        .berth(["rollback", "landing", "--state-dir", "other-machine"])
+        .succeeds()
+        .has(&format!(
+            "(commit {}…): berth shipped it, but it never passed",
+            &broken[..12]
+        ));
     assert!(
         world
             .image_of("web")
             .await
             .contains(&format!(":{second}@sha256:")),
-        "{all}"
-    );
-    assert!(
-        all.contains(&format!(
-            "(commit {}…): berth shipped it, but it never passed",
-            &broken[..12]
-        )),
-        "{all}"
+        "{ran}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_loop_is_diagnosed_and_rolled_back() {
-    let world = one_site("deploy-crash", "crash-web", None).await;
+    let world = one_site("deploy-crash", "crash-web", as_is).await;
     assert_fails_and_rolls_back(&world, &["CrashLoopBackOff", "restarted"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_that_never_gets_ready_fails_at_the_progress_deadline_and_is_rolled_back() {
-    let world = one_site("deploy-notready", "notready-web", None).await;
+    let world = one_site("deploy-notready", "notready-web", as_is).await;
     assert_fails_and_rolls_back(&world, &["exceeded its progress deadline", "NotReady"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn preflight_warns_about_recreate_and_missing_probes_and_strict_refuses() {
-    let world_body = |base: &str| deployment_body(&json!({"type": "Recreate"}), false, base);
-    let base = format!(
-        "{}/berth/base:busybox",
-        crate::support::Stack::from_env().registry
-    );
-    let world = one_site("deploy-preflight", "web", Some(world_body(&base))).await;
+    let world = one_site("deploy-preflight", "web", two_replicas(Strategy::Recreate, false)).await;
 
     world
         .assert_strict_refuses(&[
@@ -226,39 +230,30 @@ async fn preflight_warns_about_recreate_and_missing_probes_and_strict_refuses() 
         ])
         .await;
 
-    let output = world.berth(&["run"]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(
-        all.contains("preflight warn") && all.contains("strategy Recreate"),
-        "{all}"
-    );
+    world
+        .berth(["run"])
+        .succeeds()
+        .has("preflight warn")
+        .has("strategy Recreate");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_strategy_that_drops_every_pod_is_flagged() {
-    let base = format!(
-        "{}/berth/base:busybox",
-        crate::support::Stack::from_env().registry
-    );
-    let body = deployment_body(
-        &json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%", "maxSurge": 0}}),
-        true,
-        &base,
-    );
-    let world = one_site("deploy-drop", "web", Some(body)).await;
-    let output = world.berth(&["run", "--strict"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("may take every ready pod away") && all.contains("maxUnavailable: 0"),
-        "{all}"
-    );
+    let every_pod = Strategy::RollingUpdate {
+        max_unavailable: IntOrString::String("100%".into()),
+        max_surge: IntOrString::Int(0),
+    };
+    let world = one_site("deploy-drop", "web", two_replicas(every_pod, true)).await;
+    world
+        .berth(["run", "--strict"])
+        .fails_with(exit::SITE_FAILED)
+        .has("may take every ready pod away")
+        .has("maxUnavailable: 0");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_older_commit_is_refused_unless_allowed() {
-    let world = one_site("deploy-older", "web", None).await;
+    let world = one_site("deploy-older", "web", as_is).await;
     let older = world.repo_head("landing");
     let newer = world.commit(
         &world.url("landing"),
@@ -266,51 +261,133 @@ async fn an_older_commit_is_refused_unless_allowed() {
         &[("index.html", "<h1>newer</h1>\n")],
         "Newer page",
     );
-    let output = world.berth(&["ship", "landing", "--commit", &newer]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["ship", "landing", "--commit", &newer]).succeeds();
 
-    let output = world.berth(&["ship", "landing", "--commit", &older[..9]]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("is older than the deployed") && all.contains("--allow-older"),
-        "{all}"
-    );
+    world
+        .berth(["ship", "landing", "--commit", &older[..9]])
+        .fails_with(exit::SITE_FAILED)
+        .has("is older than the deployed")
+        .has("--allow-older");
     assert!(world.image_of("web").await.contains(&newer));
 
-    let output = world.berth(&["ship", "landing", "--commit", &older, "--allow-older"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world
+        .berth(["ship", "landing", "--commit", &older, "--allow-older"])
+        .succeeds();
     assert!(world.image_of("web").await.contains(&older));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_lease_makes_berth_wait_then_fail_naming_the_holder_and_a_freed_one_is_taken() {
-    let world = one_site("deploy-lease", "web", None).await;
+    let world = one_site("deploy-lease", "web", as_is).await;
     world.hold_lease("nightly-runner on build-host", 0).await;
     let generation = world.generation("web").await;
-    let output = world.berth(&["run", "--lock-wait", "3s"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("is being deployed by nightly-runner on build-host"),
-        "{all}"
-    );
+    world
+        .berth(["run", "--lock-wait", "3s"])
+        .fails_with(exit::SITE_FAILED)
+        .has("is being deployed by nightly-runner on build-host");
     assert_eq!(world.generation("web").await, generation);
 
     // Freed (as berth's release does): taken at once. A crashed holder's
     // lease expires by berth's clock (`lease::` tests).
     world.free_lease().await;
-    let output = world.berth(&["run", "--lock-wait", "3s"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run", "--lock-wait", "3s"]).succeeds();
     // Released afterwards: no holder left.
     let api: Api<Lease> = Api::namespaced(kube_client().await, &world.namespace);
     let lease = api.get("berth-web").await.unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity, None);
 }
 
+/// What happened to Deployment `web` and its lease.
+#[derive(Debug, Clone)]
+enum Happened {
+    /// The lease, held by `holder` (empty: by nobody).
+    Lease { holder: String },
+    /// The Deployment, running `image`, its rollout in `state`.
+    Deployment { image: String, state: RolloutState },
+}
+
+/// Deployment `web` and its lease, watched from the test: every version of
+/// each in the API server's order (their resourceVersions, one etcd's
+/// revisions, which grow with every write to either).
+struct Timeline {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(u64, Happened)>>>,
+    watches: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Timeline {
+    async fn watch(world: &World) -> Self {
+        use futures_util::StreamExt as _;
+        use kube::runtime::{WatchStreamExt as _, watcher};
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let client = kube_client().await;
+        let version = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| -> u64 {
+            meta.resource_version.as_deref().unwrap().parse().unwrap()
+        };
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &world.namespace);
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(client, &world.namespace);
+        let record = seen.clone();
+        let lease_watch = tokio::spawn(async move {
+            let config = watcher::Config::default().fields("metadata.name=berth-web");
+            let mut stream = watcher(leases, config).applied_objects().boxed();
+            while let Some(Ok(lease)) = stream.next().await {
+                let holder = lease
+                    .spec
+                    .and_then(|spec| spec.holder_identity)
+                    .unwrap_or_default();
+                record
+                    .lock()
+                    .unwrap()
+                    .push((version(&lease.metadata), Happened::Lease { holder }));
+            }
+        });
+        let record = seen.clone();
+        let deployment_watch = tokio::spawn(async move {
+            let config = watcher::Config::default().fields("metadata.name=web");
+            let mut stream = watcher(deployments, config).applied_objects().boxed();
+            while let Some(Ok(deployment)) = stream.next().await {
+                let happened = Happened::Deployment {
+                    image: crate::support::image_of(&deployment),
+                    state: rollout_state(&deployment),
+                };
+                record
+                    .lock()
+                    .unwrap()
+                    .push((version(&deployment.metadata), happened));
+            }
+        });
+        Self {
+            seen,
+            watches: vec![lease_watch, deployment_watch],
+        }
+    }
+
+    /// Everything seen, in the API server's order, each version once.
+    fn stop(self) -> Vec<Happened> {
+        for watch in &self.watches {
+            watch.abort();
+        }
+        let mut seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        seen.sort_by_key(|(version, _)| *version);
+        seen.dedup_by_key(|(version, _)| *version);
+        seen.into_iter().map(|(_, happened)| happened).collect()
+    }
+}
+
+/// Red when the two ships do not overlap (each must wait for the lease the
+/// test holds before either may take it), when either sets the image
+/// without holding the lease, when the lease passes on before the rollout
+/// of its holder is complete, when one ship is not ordered after the other
+/// by the lease (both must hold it, one after the other), and when the older
+/// commit runs at the end.
 #[tokio::test(flavor = "multi_thread")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "two ships, the lease and the Deployment followed from start to end, read as one story"
+)]
 async fn two_concurrent_ships_never_interleave_and_the_newer_commit_wins() {
-    let world = one_site("deploy-concurrent", "web", None).await;
+    let world = one_site("deploy-concurrent", "web", as_is).await;
+    world.wait_until_rolled_out("web").await;
     let older = world.commit(
         &world.url("landing"),
         "main",
@@ -323,20 +400,108 @@ async fn two_concurrent_ships_never_interleave_and_the_newer_commit_wins() {
         &[("index.html", "<h1>two</h1>\n")],
         "Two",
     );
-    let first = world.spawn_berth(&["ship", "landing", "--commit", &newer]);
-    let second = world.spawn_berth(&["ship", "landing", "--commit", &older]);
-    let first = first.wait_with_output().unwrap();
-    let second = second.wait_with_output().unwrap();
-    assert!(first.status.success(), "{}", text(&first));
-    // The older one either deployed before the newer (then the newer followed) or was refused.
-    let second_text = text(&second);
-    assert!(
-        second.status.success() || second_text.contains("is older than the deployed"),
-        "{second_text}"
-    );
+    // The test holds the lease, renewed, until both ships wait for it: then
+    // they overlap, and only the lease orders them.
+    let test = "the test, until both ships wait";
+    world.hold_lease(test, 0).await;
+    let timeline = Timeline::watch(&world).await;
+    // Two CI runners: each its own state folder (one folder's mirror lock
+    // would make the second wait for the first's whole run).
+    let ships = [
+        world
+            .berth(["ship", "landing", "--commit", &newer, "--state-dir", "runner-1"])
+            .spawn(),
+        world
+            .berth(["ship", "landing", "--commit", &older, "--state-dir", "runner-2"])
+            .spawn(),
+    ];
+    let waiting = tokio::task::spawn_blocking(move || {
+        let mut ships = ships;
+        for ship in &mut ships {
+            ship.wait_for(&format!("waiting for {test}"), crate::support::SPAWN_DEADLINE);
+        }
+        ships
+    });
+    tokio::pin!(waiting);
+    let ships = loop {
+        tokio::select! {
+            done = &mut waiting => {
+                break done.unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+            }
+            () = tokio::time::sleep(Duration::from_secs(5)) => world.hold_lease(test, 0).await,
+        }
+    };
+    let commits = [(ships[0].id(), newer.as_str()), (ships[1].id(), older.as_str())];
+    world.free_lease().await;
+    let [newer_ship, older_ship] = ships;
+    newer_ship.wait().exited(exit::OK);
+    // The older one deployed before the newer (then the newer followed), or
+    // came second and was refused.
+    let older_ran = older_ship.wait();
+    if !older_ran.exit_is(exit::OK) {
+        older_ran
+            .exited(exit::SITE_FAILED)
+            .has("is older than the deployed");
+    }
     assert!(
         world.image_of("web").await.contains(&newer),
         "the newer commit runs at the end"
+    );
+
+    // The Deployment and its lease, from the first look to the end.
+    let happened = timeline.stop();
+    let ship_of = |holder: &str| {
+        commits
+            .iter()
+            .find(|(pid, _)| holder.contains(&format!(", pid {pid} (")))
+            .map(|(_, commit)| *commit)
+    };
+    let mut holder = String::new();
+    let mut holders = Vec::new();
+    let mut image: Option<&String> = None;
+    // Set in the present holder's tenure: the image and its rollout's state since.
+    let mut set: Option<(&String, &RolloutState)> = None;
+    let passed_on = |holder: &str, set: Option<(&String, &RolloutState)>| {
+        if let Some((image, state)) = set {
+            assert_eq!(
+                *state,
+                RolloutState::Complete,
+                "the lease of {holder} passed on while its rollout of {image} went on: {happened:#?}"
+            );
+        }
+    };
+    for event in &happened {
+        match event {
+            Happened::Lease { holder: next } if *next != holder => {
+                passed_on(&holder, set.take());
+                holder.clone_from(next);
+                holders.push(holder.clone());
+            }
+            Happened::Lease { .. } => {}
+            Happened::Deployment { image: now, state } => {
+                if image.is_some_and(|before| before != now) {
+                    let commit = ship_of(&holder).unwrap_or_else(|| {
+                        panic!("{now} was set while {holder:?} held the lease: {happened:#?}")
+                    });
+                    assert!(
+                        now.contains(commit),
+                        "{holder} set {now}, not its commit {commit}: {happened:#?}"
+                    );
+                    set = Some((now, state));
+                }
+                if let Some((_, last)) = &mut set {
+                    *last = state;
+                }
+                image = Some(now);
+            }
+        }
+    }
+    passed_on(&holder, set.take());
+    let ships_holding: Vec<&str> = holders.iter().filter_map(|holder| ship_of(holder)).collect();
+    assert_eq!(
+        ships_holding.len(),
+        2,
+        "each ship held the lease once, one after the other: {holders:#?}"
     );
 }
 
@@ -368,17 +533,13 @@ fn token_kubeconfig(world: &World, account: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_documented_rbac_suffices_and_a_missing_verb_is_named() {
-    let world = one_site("deploy-rbac", "web", None).await;
+    let world = one_site("deploy-rbac", "web", as_is).await;
     let rbac = crate::support::repo_root().join("docs/rbac.yaml");
     let applied = world.kubectl(&["apply", "-f", rbac.to_str().unwrap()]);
     assert!(applied.status.success(), "{}", text(&applied));
     let kubeconfig = token_kubeconfig(&world, "berth");
-    let output = world.berth_with_env(&["run"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
-    assert!(
-        output.status.success(),
-        "the documented RBAC suffices: {}",
-        text(&output)
-    );
+    // The documented RBAC suffices.
+    world.berth(["run"]).env("KUBECONFIG", &kubeconfig).succeeds();
 
     // The same role without `patch` on deployments.
     let without_patch = std::fs::read_to_string(&rbac)
@@ -399,37 +560,25 @@ async fn the_documented_rbac_suffices_and_a_missing_verb_is_named() {
         "Again",
     );
     let kubeconfig = token_kubeconfig(&world, "berth-no-patch");
-    let output = world.berth_with_env(&["run"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("permission missing: berth may not `patch` deployments in namespace"),
-        "{all}"
-    );
-    assert!(all.contains("docs/rbac.yaml"), "{all}");
+    world
+        .berth(["run"])
+        .env("KUBECONFIG", &kubeconfig)
+        .fails_with(exit::SITE_FAILED)
+        .has("permission missing: berth may not `patch` deployments in namespace")
+        .has("docs/rbac.yaml");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deployment_scaled_to_zero_ships_with_nothing_to_check() {
-    let base = format!(
-        "{}/berth/base:busybox",
-        crate::support::Stack::from_env().registry
-    );
-    let mut body = deployment_body(
-        &json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}),
-        true,
-        &base,
-    );
-    body["spec"]["replicas"] = json!(0);
-    let world = one_site("deploy-zero", "web", Some(body)).await;
-    let output = world.berth(&["run", "--json"]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(
-        all.contains("0 replicas: nothing serves, nothing to check"),
-        "{all}"
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let world = one_site("deploy-zero", "web", |web| {
+        two_replicas(Strategy::one_at_a_time(), true)(web).replicas(0)
+    })
+    .await;
+    let report = world
+        .berth(["run", "--json"])
+        .succeeds()
+        .has("0 replicas: nothing serves, nothing to check")
+        .json();
     crate::support::validate_against("report.schema.json", &report);
     assert_eq!(report["sites"][0]["verification"]["replicas"], 0, "{report:#}");
     assert!(world.image_of("web").await.contains(&world.repo_head("landing")));
@@ -440,10 +589,9 @@ async fn a_deployment_scaled_to_zero_ships_with_nothing_to_check() {
 /// see that the source is not what runs, and ship sets it again.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_image_set_behind_berths_back_is_shipped_again_not_called_unchanged() {
-    let world = one_site("deploy-set-image", "web", None).await;
+    let world = one_site("deploy-set-image", "web", as_is).await;
     let first = world.repo_head("landing");
-    let output = world.berth(&["ship", "landing", "--commit", &first]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["ship", "landing", "--commit", &first]).succeeds();
     let first_image = world.image_of("web").await;
     let second = world.commit(
         &world.url("landing"),
@@ -451,22 +599,20 @@ async fn an_image_set_behind_berths_back_is_shipped_again_not_called_unchanged()
         &[("index.html", "<h1>second</h1>\n")],
         "Second page",
     );
-    let output = world.berth(&["ship", "landing", "--commit", &second]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["ship", "landing", "--commit", &second]).succeeds();
     let second_image = world.image_of("web").await;
 
     let set = world.kubectl(&["set", "image", "deployment/web", &format!("web={first_image}")]);
     assert!(set.status.success(), "{}", text(&set));
-    let plan = world.berth(&["plan", "--json"]);
-    assert!(plan.status.success(), "{}", text(&plan));
-    let entry = &crate::support::json_of(&plan)["sites"][0];
+    let plan = world.berth(["plan", "--json"]).json();
+    let entry = &plan["sites"][0];
     assert_eq!(entry["action"], "deploy", "{entry}");
     // kubectl's `Update` owns the image now, but nothing applies it again.
     assert!(!entry["preflight"].to_string().contains("helm"), "{entry}");
 
-    let output = world.berth(&["ship", "landing", "--commit", &second]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(!all.contains("unchanged"), "{all}");
-    assert_eq!(world.image_of("web").await, second_image, "{all}");
+    let ran = world
+        .berth(["ship", "landing", "--commit", &second])
+        .succeeds()
+        .lacks("unchanged");
+    assert_eq!(world.image_of("web").await, second_image, "{ran}");
 }

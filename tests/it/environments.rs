@@ -7,12 +7,12 @@
 
 use std::process::{Command, Output};
 
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Credentials, EnvironmentSpec, Notify, Pipeline, Registry, SiteEnvironmentSpec, World, http_receiver,
-    image_of, json_of, kube_client, text, validate_against,
+    Berth, Credentials, EnvironmentSpec, Notify, Pipeline, Registry, SiteEnvironmentSpec, World, exit,
+    http_receiver, image_of, kube_client, text, validate_against,
 };
 
 const GOOD: &str = "FROM berth-base:busybox\nCOPY . /www/\n";
@@ -84,19 +84,16 @@ impl Environments {
             let output = kubectl(&args);
             assert!(output.status.success(), "{}", text(&output));
         }
-        let mut body = if real_node {
-            world.real_node_deployment("web", 1, &world.stack.placeholder_image)
+        let web = if real_node {
+            world.real_node_deployment("web", &world.stack.placeholder_image)
         } else {
-            kwok_deployment(&world.busybox())
+            world.kwok_deployment("web", &world.busybox())
         };
-        world.create_deployment_json(body.clone()).await;
-        body["metadata"]["namespace"] = json!(production);
-        body["spec"]["template"]["spec"]["imagePullSecrets"] = json!([{"name": "auth-registry"}]);
-        let api: Api<k8s_openapi::api::apps::v1::Deployment> =
-            Api::namespaced(kube_client().await, &production);
-        api.create(&PostParams::default(), &serde_json::from_value(body).unwrap())
-            .await
-            .expect("create the production Deployment");
+        web.clone().create().await;
+        web.in_namespace(&production)
+            .pull_secret("auth-registry")
+            .create()
+            .await;
 
         let mut pipeline = world.landing_pipeline().with_rollout_timeout("90s");
         pipeline.site_mut("landing").dockerfile = Some("Dockerfile".into());
@@ -139,14 +136,12 @@ impl Environments {
         self.world.write_pipeline(&self.pipeline);
     }
 
-    fn berth(&self, args: &[&str]) -> Output {
-        self.world.berth_with_env(
-            args,
-            &[
-                ("PRODUCTION_REGISTRY_USER", &self.world.stack.auth_username),
-                ("PRODUCTION_REGISTRY_PASSWORD", &self.world.stack.auth_password),
-            ],
-        )
+    /// `berth ARGS...` with the production registry's credentials.
+    fn berth<const N: usize>(&self, args: [&str; N]) -> Berth {
+        self.world
+            .berth(args)
+            .env("PRODUCTION_REGISTRY_USER", &self.world.stack.auth_username)
+            .env("PRODUCTION_REGISTRY_PASSWORD", &self.world.stack.auth_password)
     }
 
     async fn production_image(&self) -> String {
@@ -166,24 +161,9 @@ impl Drop for Environments {
     }
 }
 
-/// A Deployment `web` of one replica on a kwok node.
-fn kwok_deployment(image: &str) -> Value {
-    json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "web", "image": image}]}
-            }
-        }
-    })
-}
-
-fn succeeded(output: &Output) -> Value {
-    assert!(output.status.success(), "{}", text(output));
-    let report = json_of(output);
+/// Runs `berth` to success; its `--json` report, checked against its schema.
+fn succeeded(berth: Berth) -> Value {
+    let report = berth.json();
     validate_against("report.schema.json", &report);
     report
 }
@@ -195,7 +175,7 @@ async fn staging_is_promoted_to_production_by_digest_and_a_commit_that_failed_in
     let good = stage.world.head(&stage.url, "main");
 
     // Shipped to the default environment: staging.
-    let shipped = succeeded(&stage.berth(&["ship", "landing", "--commit", &good, "--json"]));
+    let shipped = succeeded(stage.berth(["ship", "landing", "--commit", &good, "--json"]));
     assert_eq!(shipped["environment"], "staging", "{shipped:#}");
     assert_eq!(shipped["sites"][0]["action"], "deployed", "{shipped:#}");
     let staging_image = stage.staging_image().await;
@@ -206,7 +186,7 @@ async fn staging_is_promoted_to_production_by_digest_and_a_commit_that_failed_in
     );
 
     // Promoted: copied to the other registry by digest, rolled out there.
-    let promoted = succeeded(&stage.berth(&["promote", "landing", "--to", "production", "--json"]));
+    let promoted = succeeded(stage.berth(["promote", "landing", "--to", "production", "--json"]));
     assert_eq!(promoted["environment"], "production", "{promoted:#}");
     let site = &promoted["sites"][0];
     assert_eq!(site["action"], "deployed", "{promoted:#}");
@@ -252,7 +232,7 @@ async fn staging_is_promoted_to_production_by_digest_and_a_commit_that_failed_in
     );
 
     // Again: nothing to do, nothing copied.
-    let again = succeeded(&stage.berth(&["promote", "landing", "--to", "production", "--json"]));
+    let again = succeeded(stage.berth(["promote", "landing", "--to", "production", "--json"]));
     assert_eq!(again["sites"][0]["action"], "up-to-date", "{again:#}");
     assert_eq!(again["sites"][0]["promotion"]["blobs_copied"], 0, "{again:#}");
 
@@ -260,21 +240,23 @@ async fn staging_is_promoted_to_production_by_digest_and_a_commit_that_failed_in
     let broken = stage
         .world
         .commit(&stage.url, "main", &[("Dockerfile", CRASHING)], "Break it");
-    let failed = stage.berth(&["ship", "landing", "--commit", &broken, "--json"]);
-    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    stage
+        .berth(["ship", "landing", "--commit", &broken, "--json"])
+        .fails_with(exit::SITE_FAILED);
     assert_eq!(stage.staging_image().await, staging_image);
     // ...and never promoted: it did not pass there.
-    let refused = stage.berth(&[
-        "promote",
-        "landing",
-        "--to",
-        "production",
-        "--commit",
-        &broken,
-        "--json",
-    ]);
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
-    let report = json_of(&refused);
+    let report = stage
+        .berth([
+            "promote",
+            "landing",
+            "--to",
+            "production",
+            "--commit",
+            &broken,
+            "--json",
+        ])
+        .fails_with(exit::SITE_FAILED)
+        .json();
     validate_against("report.schema.json", &report);
     let error = report["sites"][0]["error"].as_str().unwrap();
     assert!(
@@ -288,9 +270,7 @@ async fn staging_is_promoted_to_production_by_digest_and_a_commit_that_failed_in
     );
 
     // plan and status show both environments side by side.
-    let status = stage.berth(&["status", "--json"]);
-    assert!(status.status.success(), "{}", text(&status));
-    let status = json_of(&status);
+    let status = stage.berth(["status", "--json"]).json();
     validate_against("status.schema.json", &status);
     let entries = status["sites"].as_array().unwrap();
     let entry = |environment: &str| {
@@ -306,16 +286,15 @@ async fn staging_is_promoted_to_production_by_digest_and_a_commit_that_failed_in
         "{status:#}"
     );
     assert_eq!(entry("production")["promote"]["change"], "same", "{status:#}");
-    let plan = stage.berth(&["plan"]);
-    assert!(plan.status.success(), "{}", text(&plan));
-    let plan = String::from_utf8_lossy(&plan.stdout);
-    assert!(
-        plan.contains("ENV") && plan.contains("production") && plan.contains("same as staging"),
-        "{plan}"
-    );
+    stage
+        .berth(["plan"])
+        .succeeds()
+        .stdout_has("ENV")
+        .stdout_has("production")
+        .stdout_has("same as staging");
 
     // History per environment: the promotion is production's, the failed ship staging's.
-    let history = json_of(&stage.berth(&["history", "landing", "--json"]));
+    let history = stage.berth(["history", "landing", "--json"]).json();
     validate_against("history.schema.json", &history);
     let environments = history["environments"].as_array().unwrap();
     let runs = |environment: &str| -> Vec<String> {
@@ -347,7 +326,7 @@ async fn staging_is_promoted_to_production_by_digest_and_a_commit_that_failed_in
 async fn a_lock_held_in_production_makes_a_promote_wait_but_not_a_ship_to_staging() {
     let stage = Environments::new("env-locks", false).await;
     let first = stage.world.head(&stage.url, "main");
-    succeeded(&stage.berth(&["ship", "landing", "--commit", &first, "--json"]));
+    succeeded(stage.berth(["ship", "landing", "--commit", &first, "--json"]));
     // Someone else holds production's lease (a promote on another machine).
     let lease = json!({
         "apiVersion": "coordination.k8s.io/v1",
@@ -366,13 +345,10 @@ async fn a_lock_held_in_production_makes_a_promote_wait_but_not_a_ship_to_stagin
     assert!(output.status.success(), "{}", text(&output));
 
     let before = stage.production_image().await;
-    let waited = stage.berth(&["promote", "landing", "--to", "production", "--lock-wait", "3s"]);
-    assert_eq!(waited.status.code(), Some(1), "{}", text(&waited));
-    assert!(
-        text(&waited).contains("berth promoting on another machine"),
-        "{}",
-        text(&waited)
-    );
+    stage
+        .berth(["promote", "landing", "--to", "production", "--lock-wait", "3s"])
+        .fails_with(exit::SITE_FAILED)
+        .has("berth promoting on another machine");
     assert_eq!(
         stage.production_image().await,
         before,
@@ -384,7 +360,7 @@ async fn a_lock_held_in_production_makes_a_promote_wait_but_not_a_ship_to_stagin
         .world
         .commit(&stage.url, "main", &[("news.html", "<p>News</p>\n")], "Add news");
     let started = std::time::Instant::now();
-    let shipped = succeeded(&stage.berth(&[
+    let shipped = succeeded(stage.berth([
         "ship",
         "landing",
         "--commit",
@@ -394,13 +370,11 @@ async fn a_lock_held_in_production_makes_a_promote_wait_but_not_a_ship_to_stagin
         "--json",
     ]));
     assert_eq!(shipped["sites"][0]["action"], "deployed", "{shipped:#}");
-    let status = stage.berth(&["status", "--env", "staging"]);
-    assert!(status.status.success(), "{}", text(&status));
-    assert!(
-        text(&status).contains(&second[..12]),
-        "staging runs the new commit: {}",
-        text(&status)
-    );
+    // Staging runs the new commit.
+    stage
+        .berth(["status", "--env", "staging"])
+        .succeeds()
+        .has(&second[..12]);
     eprintln!(
         "shipped to staging in {:.1}s while production was locked",
         started.elapsed().as_secs_f64()
@@ -411,17 +385,17 @@ async fn a_lock_held_in_production_makes_a_promote_wait_but_not_a_ship_to_stagin
 async fn an_earlier_commit_that_passed_in_staging_is_promoted_and_going_back_is_refused() {
     let stage = Environments::new("env-passed", false).await;
     let first = stage.world.head(&stage.url, "main");
-    succeeded(&stage.berth(&["ship", "landing", "--commit", &first, "--json"]));
+    succeeded(stage.berth(["ship", "landing", "--commit", &first, "--json"]));
     let first_image = stage.staging_image().await;
     let second = stage
         .world
         .commit(&stage.url, "main", &[("news.html", "<p>News</p>\n")], "Add news");
-    succeeded(&stage.berth(&["ship", "landing", "--commit", &second, "--json"]));
+    succeeded(stage.berth(["ship", "landing", "--commit", &second, "--json"]));
     let second_image = stage.staging_image().await;
     let digest = |image: &str| image.rsplit_once('@').unwrap().1.to_string();
 
     // Staging runs the second commit; the first passed there before.
-    let promoted = succeeded(&stage.berth(&[
+    let promoted = succeeded(stage.berth([
         "promote",
         "landing",
         "--to",
@@ -444,7 +418,7 @@ async fn an_earlier_commit_that_passed_in_staging_is_promoted_and_going_back_is_
     );
 
     // What staging runs now.
-    let promoted = succeeded(&stage.berth(&["promote", "landing", "--to", "production", "--json"]));
+    let promoted = succeeded(stage.berth(["promote", "landing", "--to", "production", "--json"]));
     assert_eq!(promoted["sites"][0]["commit"], second.as_str(), "{promoted:#}");
     assert!(
         stage
@@ -454,13 +428,10 @@ async fn an_earlier_commit_that_passed_in_staging_is_promoted_and_going_back_is_
     );
 
     // Back to the first: an older commit than production runs, refused...
-    let refused = stage.berth(&["promote", "landing", "--to", "production", "--commit", &first]);
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
-    assert!(
-        text(&refused).contains("is older than the deployed"),
-        "{}",
-        text(&refused)
-    );
+    stage
+        .berth(["promote", "landing", "--to", "production", "--commit", &first])
+        .fails_with(exit::SITE_FAILED)
+        .has("is older than the deployed");
     assert!(
         stage
             .production_image()
@@ -468,7 +439,7 @@ async fn an_earlier_commit_that_passed_in_staging_is_promoted_and_going_back_is_
             .ends_with(&format!("@{}", digest(&second_image)))
     );
     // ...unless asked for.
-    succeeded(&stage.berth(&[
+    succeeded(stage.berth([
         "promote",
         "landing",
         "--to",
@@ -525,15 +496,15 @@ async fn an_environments_webhook_and_a_sites_own_one_there_hear_of_a_promote_and
             stage.world.stack.auth_password.clone(),
         ),
     ];
-    let hooks: Vec<(&str, &str)> = hooks.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let wait = std::time::Duration::from_secs(10);
 
     // A ship to staging tells neither of production's webhooks.
     let head = stage.world.head(&stage.url, "main");
     succeeded(
-        &stage
+        stage
             .world
-            .berth_with_env(&["ship", "landing", "--commit", &head, "--json"], &hooks),
+            .berth(["ship", "landing", "--commit", &head, "--json"])
+            .envs(hooks.clone()),
     );
     assert!(
         production_hook
@@ -548,9 +519,10 @@ async fn an_environments_webhook_and_a_sites_own_one_there_hear_of_a_promote_and
 
     // A promote to production tells both: the environment's and the site's own.
     succeeded(
-        &stage
+        stage
             .world
-            .berth_with_env(&["promote", "landing", "--to", "production", "--json"], &hooks),
+            .berth(["promote", "landing", "--to", "production", "--json"])
+            .envs(hooks),
     );
     for (name, hook) in [("production's", &production_hook), ("the site's", &team_hook)] {
         let request = hook
@@ -598,14 +570,14 @@ async fn gc_cleans_each_environments_registry_and_keeps_what_any_environment_run
     let url = stage.url.clone();
     let ship = |page: &str| {
         let commit = stage.world.commit(&url, "main", &[("index.html", page)], page);
-        succeeded(&stage.berth(&["ship", "landing", "--commit", &commit, "--json"]));
+        succeeded(stage.berth(["ship", "landing", "--commit", &commit, "--json"]));
         commit
     };
     let one = ship("<h1>one</h1>");
-    succeeded(&stage.berth(&["promote", "landing", "--to", "production", "--json"]));
+    succeeded(stage.berth(["promote", "landing", "--to", "production", "--json"]));
     let two = ship("<h1>two</h1>");
     // Staging runs two; production still runs one (promoted), so one stays in staging's registry too.
-    let dry = json_of(&stage.berth(&["gc", "--json"]));
+    let dry = stage.berth(["gc", "--json"]).json();
     validate_against("gc.schema.json", &dry);
     let by_environment = |document: &Value, environment: &str| -> Value {
         document["sites"]
@@ -639,17 +611,15 @@ async fn gc_cleans_each_environments_registry_and_keeps_what_any_environment_run
     );
 
     let three = ship("<h1>three</h1>");
-    succeeded(&stage.berth(&["promote", "landing", "--to", "production", "--json"]));
+    succeeded(stage.berth(["promote", "landing", "--to", "production", "--json"]));
     // --env narrows the registries, not what is needed.
-    let production_only = json_of(&stage.berth(&["gc", "--env", "production", "--json"]));
+    let production_only = stage.berth(["gc", "--env", "production", "--json"]).json();
     assert_eq!(
         production_only["sites"].as_array().unwrap().len(),
         1,
         "{production_only:#}"
     );
-    let output = stage.berth(&["gc", "--delete", "--json"]);
-    assert!(output.status.success(), "{}", text(&output));
-    let done = json_of(&output);
+    let done = stage.berth(["gc", "--delete", "--json"]).json();
     let deleted = |site: &Value| -> Vec<String> {
         site["images"]
             .as_array()
@@ -666,7 +636,7 @@ async fn gc_cleans_each_environments_registry_and_keeps_what_any_environment_run
     );
     assert_eq!(deleted(&by_environment(&done, "production")), [one], "{done:#}");
     // Read again, through the auth registry's login: only three is left in each.
-    let after = json_of(&stage.berth(&["gc", "--json"]));
+    let after = stage.berth(["gc", "--json"]).json();
     for environment in ["staging", "production"] {
         let site = by_environment(&after, environment);
         let commits: Vec<&str> = site["images"]

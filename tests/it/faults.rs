@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{RolloutState, World, rollout_state, text};
+use crate::support::{FlakyRegistry, RolloutState, World, exit, rollout_state, text};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn berth_killed_mid_rollout_leaves_a_rollout_the_next_run_sees_through() {
@@ -13,12 +13,17 @@ async fn berth_killed_mid_rollout_leaves_a_rollout_the_next_run_sees_through() {
     world.copy_repo("landing");
     let base = world.busybox();
     // Pods of the new image never get ready; the progress deadline is 40 s.
-    world.create_deployment_with_deadline("web", 2, &base, 40).await;
+    world
+        .kwok_deployment("web", &base)
+        .replicas(2)
+        .progress_deadline(40)
+        .create()
+        .await;
     let mut pipeline = world.landing_pipeline();
     pipeline.site_mut("landing").image = world.image("notready-web");
     world.write_pipeline(&pipeline);
     let head = world.repo_head("landing");
-    let mut child = world.spawn_berth(&["run"]);
+    let run = world.berth(["run"]).spawn();
     // SIGKILL once berth has set the image: no rollback, no release.
     let mut set = false;
     for _ in 0..480 {
@@ -28,12 +33,10 @@ async fn berth_killed_mid_rollout_leaves_a_rollout_the_next_run_sees_through() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(set, "berth set the image");
-    std::process::Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let _ = child.wait();
+    assert!(set, "berth set the image:\n{}", run.so_far());
+    run.kill();
+    let killed = run.wait();
+    assert_eq!(killed.code(), None, "ended by SIGKILL:\n{killed}");
     assert_eq!(
         world.leases_held().await,
         1,
@@ -43,16 +46,12 @@ async fn berth_killed_mid_rollout_leaves_a_rollout_the_next_run_sees_through() {
     // The next run waits the lease out, sees the Deployment runs this source
     // without having rolled it out, waits for it, and rolls it back.
     let started = Instant::now();
-    let output = world.berth(&["run"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(all.contains("has not finished rolling it out"), "{all}");
-    assert!(all.contains("rolled back"), "{all}");
-    assert!(
-        started.elapsed() < Duration::from_secs(150),
-        "{:?}",
-        started.elapsed()
-    );
+    let ran = world
+        .berth(["run"])
+        .fails_with(exit::SITE_FAILED)
+        .has("has not finished rolling it out")
+        .has("rolled back");
+    assert!(started.elapsed() < Duration::from_secs(150), "{ran}");
     assert_eq!(world.image_of("web").await, base, "on its old image");
     assert_eq!(
         rollout_state(&world.deployment("web").await),
@@ -142,19 +141,18 @@ async fn a_full_state_folder_is_a_clear_error_and_the_next_run_works_once_there_
     let world = World::new("fault-disk").await;
     world.copy_repo("landing");
     let base = world.busybox();
-    world.create_deployment("web", 1, &base).await;
+    world.kwok_deployment("web", &base).create().await;
     let mut pipeline = world.landing_pipeline();
     pipeline.state_dir = Some(disk.path.display().to_string());
     world.write_pipeline(&pipeline);
     let filler = disk.fill(4096);
-    let output = world.berth(&["run"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains(&disk.path.display().to_string()),
-        "names the folder: {all}"
-    );
-    assert!(all.to_lowercase().contains("no space left"), "says why: {all}");
+    let ran = world
+        .berth(["run"])
+        .fails_with(exit::SITE_FAILED)
+        // Names the folder...
+        .has(&disk.path.display().to_string());
+    // ...and says why.
+    assert!(ran.all().to_lowercase().contains("no space left"), "{ran}");
     assert_eq!(
         world.image_of("web").await,
         base,
@@ -163,50 +161,8 @@ async fn a_full_state_folder_is_a_clear_error_and_the_next_run_works_once_there_
     assert_eq!(world.leases_held().await, 0);
     // Room again: the next run ships, from whatever the full disk left.
     std::fs::remove_file(filler).unwrap();
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run"]).succeeds();
     assert!(world.image_of("web").await.contains(&world.repo_head("landing")));
-}
-
-/// `tests/fixtures/flaky-registry-proxy.py` in front of the stack's open
-/// registry on a free loopback port, answering 500 to the first `count`
-/// manifest PUTs (-1: every one); stopped when dropped.
-struct FlakyRegistry {
-    child: std::process::Child,
-    address: String,
-}
-
-impl FlakyRegistry {
-    fn start(upstream: &str, count: i32) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("python3")
-            .arg(crate::support::repo_root().join("tests/fixtures/flaky-registry-proxy.py"))
-            .args([
-                &port.to_string(),
-                upstream,
-                "PUT",
-                "/manifests/",
-                &count.to_string(),
-            ])
-            .spawn()
-            .expect("start the proxy");
-        crate::support::wait_for_port(port);
-        Self {
-            child,
-            address: format!("127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for FlakyRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -214,7 +170,7 @@ async fn a_registry_answering_500_is_retried_and_never_leaves_a_deployment_on_a_
     let world = World::new("fault-registry-500").await;
     let url = world.copy_repo("landing");
     let base = world.busybox();
-    world.create_deployment("web", 1, &base).await;
+    world.kwok_deployment("web", &base).create().await;
     let path = world.image("landing");
     let status_of = |tag: &str| {
         let port = world.stack.registry_port();
@@ -224,12 +180,11 @@ async fn a_registry_answering_500_is_retried_and_never_leaves_a_deployment_on_a_
     };
 
     // Two 500s on the manifest's PUT: berth's third push goes through.
-    let flaky = FlakyRegistry::start(&world.stack.registry, 2);
+    let flaky = FlakyRegistry::failing_manifest_puts(&world.stack.registry, 2);
     let mut pipeline = world.landing_pipeline();
     pipeline.registry.address.clone_from(&flaky.address);
     world.write_pipeline(&pipeline);
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run"]).succeeds();
     let head = world.repo_head("landing");
     let image = world.image_of("web").await;
     assert!(image.contains(&head), "{image}");
@@ -243,14 +198,14 @@ async fn a_registry_answering_500_is_retried_and_never_leaves_a_deployment_on_a_
 
     // Every manifest PUT fails: the site fails after its retries, the
     // Deployment stays, and no tag of the commit is in the registry.
-    let flaky = FlakyRegistry::start(&world.stack.registry, -1);
+    let flaky = FlakyRegistry::failing_manifest_puts(&world.stack.registry, -1);
     pipeline.registry.address.clone_from(&flaky.address);
     world.write_pipeline(&pipeline);
     let second = world.commit(&url, "main", &[("index.html", "<h1>again</h1>\n")], "Again");
-    let output = world.berth(&["run"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(all.contains("failed after 3 attempts"), "{all}");
+    world
+        .berth(["run"])
+        .fails_with(exit::SITE_FAILED)
+        .has("failed after 3 attempts");
     assert_eq!(world.image_of("web").await, image, "the Deployment stays");
     assert_eq!(status_of(&second), 404, "no tag of the commit");
     assert_eq!(world.leases_held().await, 0);
@@ -287,31 +242,6 @@ fn stack_up() {
     assert!(output.status.success(), "{}", text(&output));
 }
 
-/// Spawns `berth -v run` and returns it once a line of its stderr holds `needle`,
-/// with a thread that collects the rest of its stderr.
-fn run_until(world: &World, needle: &'static str) -> (std::process::Child, std::thread::JoinHandle<String>) {
-    use std::io::BufRead as _;
-    let mut child = world.spawn_berth(&["-v", "run"]);
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let (sender, receiver) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut collected = String::new();
-        for line in stderr.lines() {
-            let line = line.unwrap();
-            if line.contains(needle) {
-                let _ = sender.send(());
-            }
-            collected.push_str(&line);
-            collected.push('\n');
-        }
-        collected
-    });
-    receiver
-        .recv_timeout(Duration::from_secs(180))
-        .unwrap_or_else(|_| panic!("berth never said {needle:?}"));
-    (child, reader)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "restarts the stack's Docker Engine: scripts/test runs it alone, after the others"]
 async fn an_engine_restarted_during_a_build_is_a_clear_error_with_nothing_pushed() {
@@ -330,18 +260,17 @@ async fn an_engine_restarted_during_a_build_is_a_clear_error_with_nothing_pushed
         "A slow build",
     );
     let base = world.busybox();
-    world.create_deployment("web", 1, &base).await;
+    world.kwok_deployment("web", &base).create().await;
     let mut pipeline = world.landing_pipeline();
     pipeline.site_mut("landing").dockerfile = Some("Dockerfile".into());
     world.write_pipeline(&pipeline);
-    let (mut child, reader) = run_until(&world, "building the image");
+    let run = world.berth(["-v", "run"]).spawn_until("building the image");
     std::thread::sleep(Duration::from_secs(3));
     kill_part("dockerd");
-    let status = child.wait().unwrap();
-    let stderr = reader.join().unwrap();
+    let ran = run.wait();
     stack_up();
-    assert!(matches!(status.code(), Some(1 | 3)), "{stderr}");
-    assert!(stderr.contains("FAIL"), "{stderr}");
+    // An Engine gone is an environment error (exit.rs), not a site's failure.
+    ran.exited(exit::ENVIRONMENT).stderr_has("FAIL");
     assert_eq!(
         world.image_of("web").await,
         base,
@@ -354,8 +283,7 @@ async fn an_engine_restarted_during_a_build_is_a_clear_error_with_nothing_pushed
     assert_eq!(pushed, 404, "nothing pushed");
     assert_eq!(world.leases_held().await, 0);
     // The Engine back, the next run ships.
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run"]).succeeds();
     assert!(world.image_of("web").await.contains(&head));
 }
 
@@ -366,11 +294,15 @@ async fn an_api_server_restarted_during_the_rollout_watch_is_reconnected_and_the
     world.copy_repo("landing");
     let base = world.busybox();
     // Pods that never get ready: the rollout really ends at its 30 s deadline.
-    world.create_deployment_with_deadline("web", 1, &base, 30).await;
+    world
+        .kwok_deployment("web", &base)
+        .progress_deadline(30)
+        .create()
+        .await;
     let mut pipeline = world.landing_pipeline();
     pipeline.site_mut("landing").image = world.image("notready-web");
     world.write_pipeline(&pipeline);
-    let (mut child, reader) = run_until(&world, "rollout to finish");
+    let run = world.berth(["-v", "run"]).spawn_until("rollout to finish");
     std::thread::sleep(Duration::from_secs(3));
     let down = Instant::now();
     kill_part("kube-apiserver");
@@ -382,11 +314,10 @@ async fn an_api_server_restarted_during_the_rollout_watch_is_reconnected_and_the
         "the API server took {:?} to come back",
         down.elapsed()
     );
-    let status = child.wait().unwrap();
-    let stderr = reader.join().unwrap();
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("exceeded its progress deadline"), "{stderr}");
-    assert!(stderr.contains("rolled back"), "{stderr}");
+    run.wait()
+        .exited(exit::SITE_FAILED)
+        .stderr_has("exceeded its progress deadline")
+        .stderr_has("rolled back");
     assert_eq!(world.image_of("web").await, base, "on its old image");
     assert_eq!(
         rollout_state(&world.deployment("web").await),

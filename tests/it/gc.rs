@@ -11,30 +11,16 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::api::{Api, ListParams};
 use serde_json::json;
 
-use crate::support::{World, git, json_of, text, validate_against};
+use crate::support::{DeploymentBuilder, OwnRegistry, Probe, World, exit, git, text, validate_against};
 
-/// A Deployment `web` on kwok's node that keeps one old ReplicaSet, so that
-/// old images are not all revisions.
-fn deployment(base: &str) -> serde_json::Value {
-    json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "replicas": 1,
-            "revisionHistoryLimit": 1,
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{
-                    "name": "web",
-                    "image": base,
-                    "ports": [{"containerPort": 8080, "name": "http"}],
-                    "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
-                    "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}
-                }]}
-            }
-        }
-    })
+/// A Deployment `web` on kwok's node, on the busybox base, that keeps
+/// `history` old ReplicaSets (so that old images are not all revisions).
+fn deployment(world: &World, history: i32) -> DeploymentBuilder {
+    world
+        .kwok_deployment("web", &world.busybox())
+        .revision_history_limit(history)
+        .readiness(Probe::http("/").every(1))
+        .pre_stop(1)
 }
 
 /// The tags of `repository` in the registry at `registry` (`host:port`), over HTTP.
@@ -78,8 +64,7 @@ fn ship_commits(world: &World, url: &str, pages: &[&str]) -> Vec<String> {
         .iter()
         .map(|page| {
             let commit = world.commit(url, "main", &[("index.html", page)], page);
-            let output = world.berth(&["ship", "landing", "--commit", &commit]);
-            assert!(output.status.success(), "{}", text(&output));
+            world.berth(["ship", "landing", "--commit", &commit]).succeeds();
             commit
         })
         .collect()
@@ -100,7 +85,7 @@ fn with_action(site: &serde_json::Value, action: &str) -> BTreeSet<String> {
 async fn gc_keeps_what_may_be_needed_and_deletes_only_the_rest() {
     let world = World::new("gc-policy").await;
     let url = world.copy_repo("landing");
-    world.create_deployment_json(deployment(&world.busybox())).await;
+    deployment(&world, 1).create().await;
     let mut pipeline = world.landing_pipeline();
     pipeline.site_mut("landing").keep_last = Some(2);
     pipeline.site_mut("landing").keep_days = Some(0);
@@ -118,8 +103,7 @@ async fn gc_keeps_what_may_be_needed_and_deletes_only_the_rest() {
         ],
     );
     // Back to five: six stays a revision (the one old ReplicaSet kept).
-    let output = world.berth(&["rollback", "landing"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["rollback", "landing"]).succeeds();
     assert!(world.image_of("web").await.contains(&commits[4]));
     wait_for_replica_sets(&world, 2).await;
     // A Git tag on two; another tool's tags: `stable` on one's image, `latest` on its own image.
@@ -141,9 +125,7 @@ async fn gc_keeps_what_may_be_needed_and_deletes_only_the_rest() {
     assert_eq!(before.len(), 8, "{before:?}");
 
     // The dry run: six images of the site; three and four go, and why each other stays.
-    let output = world.berth(&["gc", "--json"]);
-    assert!(output.status.success(), "{}", text(&output));
-    let dry = json_of(&output);
+    let dry = world.berth(["gc", "--json"]).json();
     validate_against("gc.schema.json", &dry);
     assert_eq!(dry["delete"], false);
     let site = &dry["sites"][0];
@@ -170,19 +152,14 @@ async fn gc_keeps_what_may_be_needed_and_deletes_only_the_rest() {
         before,
         "a dry run deletes nothing"
     );
-    let table = world.berth(&["gc"]);
-    assert!(
-        text(&table).contains("dry run: nothing was deleted"),
-        "{}",
-        text(&table)
-    );
+    world.berth(["gc"]).succeeds().has("dry run: nothing was deleted");
 
     // A deploy holds the lease: gc waits for it, then gives up, deleting nothing.
     world.hold_lease("berth ship on ci-runner", 0).await;
-    let output = world.berth(&["gc", "--delete", "--lock-wait", "2s"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(all.contains("berth ship on ci-runner"), "{all}");
+    world
+        .berth(["gc", "--delete", "--lock-wait", "2s"])
+        .fails_with(exit::SITE_FAILED)
+        .has("berth ship on ci-runner");
     assert_eq!(
         tags(&world.stack.registry, &path),
         before,
@@ -191,9 +168,7 @@ async fn gc_keeps_what_may_be_needed_and_deletes_only_the_rest() {
     world.free_lease().await;
 
     // --delete: exactly those two go; other tools' tags and the kept images stay.
-    let output = world.berth(&["gc", "--delete", "--json"]);
-    assert!(output.status.success(), "{}", text(&output));
-    let done = json_of(&output);
+    let done = world.berth(["gc", "--delete", "--json"]).json();
     validate_against("gc.schema.json", &done);
     assert_eq!(with_action(&done["sites"][0], "deleted"), expected, "{done:#}");
     let after = tags(&world.stack.registry, &path);
@@ -205,7 +180,7 @@ async fn gc_keeps_what_may_be_needed_and_deletes_only_the_rest() {
     assert_kept_ones_pull_and_roll_back(&world, &repository, &commits, &expected).await;
 
     // Nothing more to delete.
-    let again = json_of(&world.berth(&["gc", "--delete", "--json"]));
+    let again = world.berth(["gc", "--delete", "--json"]).json();
     assert_eq!(again["sites"][0]["deleted"], 0, "{again:#}");
 }
 
@@ -230,77 +205,20 @@ async fn assert_kept_ones_pull_and_roll_back(
         );
     }
     // berth rollback still reaches every kept revision.
-    let output = world.berth(&["rollback", "landing"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["rollback", "landing"]).succeeds();
     assert!(world.image_of("web").await.contains(&commits[5]));
-    let output = world.berth(&["rollback", "landing", "--to", &commits[4]]);
-    assert!(output.status.success(), "{}", text(&output));
+    world
+        .berth(["rollback", "landing", "--to", &commits[4]])
+        .succeeds();
     assert!(world.image_of("web").await.contains(&commits[4]));
-}
-
-/// A distribution registry of its own on a free loopback port, deletes off,
-/// stopped when dropped.
-struct NoDeleteRegistry {
-    child: std::process::Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl NoDeleteRegistry {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: false}}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = std::process::Command::new("docker-registry")
-            .args(["serve", config.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start Debian's docker-registry");
-        let mut up = false;
-        for _ in 0..100 {
-            if crate::support::http_get(port, "/v2/").is_ok_and(|(status, _)| status == 200) {
-                up = true;
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        assert!(up, "the registry without deletes answers on :{port}");
-        Self {
-            child,
-            address: format!("127.0.0.1:{port}"),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for NoDeleteRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registry_that_refuses_deletes_is_an_error_and_nothing_is_deleted() {
-    let registry = NoDeleteRegistry::start();
+    let registry = OwnRegistry::start(false);
     let world = World::new("gc-refused").await;
     let url = world.copy_repo("landing");
-    let mut body = deployment(&world.busybox());
-    body["spec"]["revisionHistoryLimit"] = json!(0);
-    world.create_deployment_json(body).await;
+    deployment(&world, 0).create().await;
     let mut pipeline = world.landing_pipeline();
     // The policy of the registry this time: one image, whatever its age.
     pipeline.registry.address.clone_from(&registry.address);
@@ -313,25 +231,22 @@ async fn a_registry_that_refuses_deletes_is_an_error_and_nothing_is_deleted() {
     let before = tags(&registry.address, &path);
     assert_eq!(before.len(), 3);
 
-    let dry = json_of(&world.berth(&["gc", "--json"]));
+    let dry = world.berth(["gc", "--json"]).json();
     assert_eq!(
         dry["sites"][0]["deleted"], 2,
         "a and b (c runs, and is the newest): {dry:#}"
     );
-    let output = world.berth(&["gc", "--delete"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(all.contains("does not allow deletes"), "{all}");
-    assert!(all.contains("storage.delete.enabled"), "{all}");
+    world
+        .berth(["gc", "--delete"])
+        .fails_with(exit::SITE_FAILED)
+        .has("does not allow deletes")
+        .has("storage.delete.enabled");
     assert_eq!(tags(&registry.address, &path), before, "nothing was deleted");
     assert_eq!(world.leases_held().await, 0, "no lease left held");
-    let unknown = world.berth(&["gc", "no-such-site"]);
-    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
-    assert!(
-        text(&unknown).contains("no site named `no-such-site`"),
-        "{}",
-        text(&unknown)
-    );
+    world
+        .berth(["gc", "no-such-site"])
+        .fails_with(exit::USAGE)
+        .has("no site named `no-such-site`");
 }
 
 /// The digest the registry at `registry` holds for `repository:tag` (curl's HEAD).
@@ -357,42 +272,26 @@ fn tag_digest(registry: &str, repository: &str, tag: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ship_whose_image_is_deleted_while_it_waits_for_the_lease_touches_nothing() {
-    use std::io::BufRead as _;
     let world = World::new("gc-race").await;
     let url = world.copy_repo("landing");
-    world.create_deployment_json(deployment(&world.busybox())).await;
+    deployment(&world, 1).create().await;
     world.write_pipeline(&world.landing_pipeline());
     let commits = ship_commits(&world, &url, &["<h1>old</h1>", "<h1>new</h1>"]);
     let running = world.image_of("web").await;
     // Shipping the old commit again finds its image in the registry and
     // waits for the lease a gc (here: the test) holds while it deletes that image.
     world.hold_lease("berth gc on nightly-runner", 0).await;
-    let mut child = world.spawn_berth(&[
-        "ship",
-        "landing",
-        "--commit",
-        &commits[0],
-        "--allow-older",
-        "--lock-wait",
-        "60s",
-    ]);
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let (sender, receiver) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut collected = String::new();
-        for line in stderr.lines() {
-            let line = line.unwrap();
-            if line.contains("waiting for berth gc on nightly-runner") {
-                let _ = sender.send(());
-            }
-            collected.push_str(&line);
-            collected.push('\n');
-        }
-        collected
-    });
-    receiver
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the ship waits for the lease");
+    let ship = world
+        .berth([
+            "ship",
+            "landing",
+            "--commit",
+            &commits[0],
+            "--allow-older",
+            "--lock-wait",
+            "60s",
+        ])
+        .spawn_until("waiting for berth gc on nightly-runner");
     let path = world.image("landing");
     let digest = tag_digest(&world.stack.registry, &path, &commits[0]);
     let deleted = std::process::Command::new("curl")
@@ -406,10 +305,9 @@ async fn a_ship_whose_image_is_deleted_while_it_waits_for_the_lease_touches_noth
         .unwrap();
     assert!(deleted.success());
     world.free_lease().await;
-    let status = child.wait().unwrap();
-    let stderr = reader.join().unwrap();
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("is no longer in the registry"), "{stderr}");
+    ship.wait()
+        .exited(exit::SITE_FAILED)
+        .has("is no longer in the registry");
     assert_eq!(
         world.image_of("web").await,
         running,

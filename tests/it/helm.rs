@@ -6,53 +6,26 @@
 //! its image.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, PostParams};
-use serde_json::json;
 
-use crate::support::{HelmSpec, World, json_of, kube_client, text, validate_against};
+use crate::support::{HelmSpec, World, validate_against};
 
-/// The `helm install web ./chart` of `helm create`'s chart, in `namespace`,
-/// on `image`: written as Helm writes it, with the field manager `helm`.
+/// The `helm install web ./chart` of `helm create`'s chart, in the world's
+/// namespace, on `image`: written as Helm writes it (the chart's labels, the
+/// release's annotations), by the field manager `helm`.
 async fn install_as_helm(world: &World, image: &str) {
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {
-            "name": "web",
-            "namespace": world.namespace,
-            "labels": {
-                "app.kubernetes.io/managed-by": "Helm",
-                "app.kubernetes.io/instance": "web",
-                "app.kubernetes.io/name": "web",
-                "helm.sh/chart": "web-0.1.0"
-            },
-            "annotations": {
-                "meta.helm.sh/release-name": "web",
-                "meta.helm.sh/release-namespace": world.namespace
-            }
-        },
-        "spec": {
-            "replicas": 2,
-            "progressDeadlineSeconds": 120,
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{
-                    "name": "web",
-                    "image": image,
-                    "ports": [{"containerPort": 8080, "name": "http"}],
-                    "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 5},
-                    "lifecycle": {"preStop": {"sleep": {"seconds": 5}}}
-                }]}
-            }
-        }
-    }))
-    .unwrap();
-    let api: Api<Deployment> = Api::namespaced(kube_client().await, &world.namespace);
-    let params = PostParams {
-        field_manager: Some("helm".into()),
-        ..PostParams::default()
-    };
-    api.create(&params, &deployment).await.expect("create deployment");
+    world
+        .kwok_deployment("web", image)
+        .replicas(2)
+        .pre_stop(5)
+        .label("app.kubernetes.io/managed-by", "Helm")
+        .label("app.kubernetes.io/instance", "web")
+        .label("app.kubernetes.io/name", "web")
+        .label("helm.sh/chart", "web-0.1.0")
+        .annotation("meta.helm.sh/release-name", "web")
+        .annotation("meta.helm.sh/release-namespace", &world.namespace)
+        .field_manager("helm")
+        .create()
+        .await;
 }
 
 /// Whether the field manager `manager` owns container `web`'s image.
@@ -102,9 +75,7 @@ async fn a_helm_release_is_flagged_and_the_upgrade_that_keeps_berths_image_is_pr
     );
 
     // plan says what run's preflight says.
-    let plan = world.berth(&["plan", "--json"]);
-    assert!(plan.status.success(), "{}", text(&plan));
-    let plan = json_of(&plan);
+    let plan = world.berth(["plan", "--json"]).json();
     validate_against("plan.schema.json", &plan);
     let findings = plan["sites"][0]["preflight"].as_array().unwrap();
     assert_eq!(findings.len(), 1, "{plan:#}");
@@ -115,10 +86,11 @@ async fn a_helm_release_is_flagged_and_the_upgrade_that_keeps_berths_image_is_pr
 
     world.assert_strict_refuses(&[&problem]).await;
 
-    let output = world.berth(&["run"]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(all.contains("preflight warn") && all.contains(&problem), "{all}");
+    let ran = world
+        .berth(["run"])
+        .succeeds()
+        .has("preflight warn")
+        .has(&problem);
     let image = world.image_of("web").await;
     let (named, digest) = image.split_once('@').unwrap();
     let repository = format!("{}/{}", world.stack.registry, world.image("landing"));
@@ -127,7 +99,7 @@ async fn a_helm_release_is_flagged_and_the_upgrade_that_keeps_berths_image_is_pr
     let keep = format!(
         "helm upgrade web CHART --namespace {namespace} --reuse-values --set-string image.repository={repository} --set-string image.tag={tag}@{digest}"
     );
-    assert!(all.contains(&format!("to keep this one: {keep}\n")), "{all}");
+    ran.has(&format!("to keep this one: {keep}\n"));
 
     // berth's patch took the image from Helm's entry; the release's marks
     // still say Helm. The site's own values keys and chart are followed.
@@ -145,14 +117,11 @@ async fn a_helm_release_is_flagged_and_the_upgrade_that_keeps_berths_image_is_pr
         &[("index.html", "<h1>second</h1>\n")],
         "Second page",
     );
-    let output = world.berth(&["run"]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(all.contains(&problem), "{all}");
+    let ran = world.berth(["run"]).succeeds().has(&problem);
     let image = world.image_of("web").await;
     let digest = image.split_once('@').unwrap().1;
     let keep = format!(
         "helm upgrade web ./charts/web --namespace {namespace} --reuse-values --set-string image.repository={repository} --set-string image.tag={second} --set-string image.digest={digest}"
     );
-    assert!(all.contains(&format!("to keep this one: {keep}\n")), "{all}");
+    ran.has(&format!("to keep this one: {keep}\n"));
 }

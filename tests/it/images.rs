@@ -1,12 +1,11 @@
 //! Build and push through the real Engine and registries: what the image holds
 //! and serves, reproducibility, refusals, credentials, a registry that goes away.
 
-use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use crate::support::{
-    BuildError, ContextBody, Credentials, ImageBuild, Pipeline, Printer, Registry, SiteSpec, Verbosity,
-    World, build_image, http_get, image_of, text,
+    BuildError, ContextBody, Credentials, FlakyRegistry, ImageBuild, OwnRegistry, Pipeline, Printer, Probe,
+    Registry, SiteSpec, Verbosity, World, build_image, exit, http_get, image_of, text,
 };
 
 /// A world with a copy of `landing` and Deployment `web` (2 replicas on the
@@ -15,7 +14,11 @@ use crate::support::{
 pub(crate) async fn landing_world(test: &str) -> World {
     let world = World::new(test).await;
     world.copy_repo("landing");
-    world.create_deployment("web", 2, &world.busybox()).await;
+    world
+        .kwok_deployment("web", &world.busybox())
+        .replicas(2)
+        .create()
+        .await;
     world
 }
 
@@ -46,13 +49,13 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
         "Drafts stay out",
     );
     world.write_pipeline(&world.landing_pipeline());
-    let output = world.berth(&["run", "--json"]);
-    assert!(output.status.success(), "{}", text(&output));
-    let context_digest = |output: &std::process::Output| {
-        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        report["sites"][0]["context_digest"].as_str().unwrap().to_string()
+    let context_digest = |report: serde_json::Value| {
+        report["sites"][0]["context_digest"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no context digest: {report:#}"))
+            .to_string()
     };
-    let first_context = context_digest(&output);
+    let first_context = context_digest(world.berth(["run", "--json"]).json());
     assert_eq!(first_context.len(), 64, "{first_context}");
     let image = image_of(&world.deployment("web").await);
 
@@ -100,25 +103,24 @@ async fn the_image_serves_the_site_honours_dockerignore_and_two_builds_give_the_
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
-    world.create_deployment_json(serde_json::json!({
-        "metadata": {"name": "web2"},
-        "spec": {"selector": {"matchLabels": {"app": "web2"}}, "template": {"metadata": {"labels": {"app": "web2"}},
-            "spec": {"containers": [{"name": "extra0", "image": "x", "readinessProbe": {"httpGet": {"path": "/", "port": 8080}}}]}}}
-    }))
-    .await;
+    world
+        .kwok_deployment("web2", "x")
+        .container("extra0")
+        .readiness(Probe::http("/").on_port(8080))
+        .create()
+        .await;
     let mut pipeline = world.landing_pipeline();
     let mut again = SiteSpec::new("again", "landing", &world.image("again"), "web2");
     again.deployment.container = "extra0".into();
     again.build_arg("BASE_IMAGE", &variant);
     pipeline.sites.push(again);
     world.write_pipeline(&pipeline);
-    let output = world.berth(&["run", "again", "--json"]);
-    assert!(output.status.success(), "{}", text(&output));
+    let again_context = context_digest(world.berth(["run", "again", "--json"]).json());
     let again = docker
         .inspect_image(&image_of(&world.deployment("web2").await))
         .await
         .unwrap();
-    assert_eq!(context_digest(&output), first_context);
+    assert_eq!(again_context, first_context);
     let (again, first) = (
         again.root_fs.unwrap().layers.unwrap(),
         inspect.root_fs.unwrap().layers.unwrap(),
@@ -149,13 +151,10 @@ async fn a_symlink_out_of_the_site_is_refused_and_nothing_is_pushed() {
     crate::support::git_commit(&work, &["-q", "-m", "Sneaky link"]);
     crate::support::git(&work, &["push", "-q", "origin", "main"]);
     world.write_pipeline(&world.landing_pipeline());
-    let output = world.berth(&["run"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("symlink `passwd.html` points outside the site"),
-        "{all}"
-    );
+    world
+        .berth(["run"])
+        .fails_with(exit::SITE_FAILED)
+        .has("symlink `passwd.html` points outside the site");
     let port = world.stack.registry_port();
     assert_eq!(
         http_get(port, &format!("/v2/{}/landing/tags/list", world.prefix))
@@ -166,18 +165,17 @@ async fn a_symlink_out_of_the_site_is_refused_and_nothing_is_pushed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[expect(
-    clippy::too_many_lines,
-    reason = "four credential sources against one registry, read as one story"
-)]
 async fn the_auth_registry_takes_docker_config_and_helper_credentials_and_names_a_wrong_password() {
     let world = landing_world("image-auth").await;
     let stack = &world.stack;
     let mut pipeline = pushing_to(&world, &stack.auth_registry, Credentials::DockerConfig);
     world.write_pipeline(&pipeline);
     let docker_config = std::env::var("BERTH_STACK_AUTH_DOCKER_CONFIG").unwrap();
-    let output = world.berth_with_env(&["run"], &[("DOCKER_CONFIG", &docker_config)]);
-    assert!(output.status.success(), "config.json auths: {}", text(&output));
+    // config.json's auths.
+    world
+        .berth(["run"])
+        .env("DOCKER_CONFIG", &docker_config)
+        .succeeds();
     assert!(image_of(&world.deployment("web").await).starts_with(&stack.auth_registry));
 
     // A credential helper, as `credHelpers` in config.json names it.
@@ -212,11 +210,11 @@ async fn the_auth_registry_takes_docker_config_and_helper_credentials_and_names_
         helper_dir.join("bin").display(),
         std::env::var("PATH").unwrap()
     );
-    let output = world.berth_with_env(
-        &["run"],
-        &[("DOCKER_CONFIG", helper_dir.to_str().unwrap()), ("PATH", &path)],
-    );
-    assert!(output.status.success(), "credential helper: {}", text(&output));
+    world
+        .berth(["run"])
+        .env("DOCKER_CONFIG", &helper_dir)
+        .env("PATH", &path)
+        .succeeds();
 
     // A private base image: the build pulls it from the auth registry with the same credentials.
     let private_base = format!("{}/{}/base", stack.auth_registry, world.prefix);
@@ -240,113 +238,72 @@ async fn the_auth_registry_takes_docker_config_and_helper_credentials_and_names_
         &[("index.html", "<h1>private base</h1>\n")],
         "Private base round",
     );
-    let output = world.berth_with_env(&["run"], &[("DOCKER_CONFIG", &docker_config)]);
-    assert!(output.status.success(), "private base image: {}", text(&output));
+    // The private base image.
+    world
+        .berth(["run"])
+        .env("DOCKER_CONFIG", &docker_config)
+        .succeeds();
 
-    // A wrong password: refused at once, naming the registry and the source, never the secret.
+    // A wrong password: refused at once (the Engine asks the registry once,
+    // no retry), naming the registry and the source, never the secret.
+    // Through a proxy that counts what the Engine asks.
+    let counting = FlakyRegistry::passing_to(&stack.auth_registry);
     let credentials = Credentials::Env {
         username_env: "REG_USER".into(),
         password_env: "REG_PASSWORD".into(),
     };
     // A new pipeline: the private base of the round before is not in it.
-    world.write_pipeline(&pushing_to(&world, &stack.auth_registry, credentials));
+    world.write_pipeline(&pushing_to(&world, &counting.address, credentials));
     world.commit(
         &world.url("landing"),
         "main",
         &[("index.html", "<h1>wrong</h1>\n")],
         "Wrong password round",
     );
-    let started = std::time::Instant::now();
-    let output = world.berth_with_env(
-        &["run"],
-        &[
-            ("REG_USER", &stack.auth_username),
-            ("REG_PASSWORD", "not-the-password-42"),
-        ],
-    );
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains(&format!("registry {} refused the push", stack.auth_registry)),
-        "{all}"
-    );
-    assert!(
-        all.contains("environment variables REG_USER and REG_PASSWORD"),
-        "{all}"
-    );
-    assert!(
-        !all.contains("not-the-password-42"),
-        "the secret never shows: {all}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "not retried: {:?}",
-        started.elapsed()
+    let ran = world
+        .berth(["run"])
+        .env("REG_USER", &stack.auth_username)
+        .env("REG_PASSWORD", "not-the-password-42")
+        .fails_with(exit::SITE_FAILED)
+        .has(&format!("registry {} refused the push", counting.address))
+        .has("environment variables REG_USER and REG_PASSWORD")
+        // The secret never shows.
+        .lacks("not-the-password-42");
+    assert_eq!(
+        counting.engine_sessions(),
+        1,
+        "a refused login is not retried: {:#?}\n{ran}",
+        counting.requests()
     );
 }
 
+/// Red when the registry never answered (then nothing here is about a
+/// registry that went away), when it was not gone before the push, when
+/// berth does not retry or calls it anything but an environment error, and
+/// when the Deployment is touched.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registry_that_goes_away_before_the_push_fails_cleanly_and_the_deployment_stays() {
     let world = landing_world("image-gone").await;
-    // A registry of this test's own, to stop.
-    let port = crate::support::free_port();
-    let root = world.dir.path().join("registry");
-    std::fs::create_dir_all(&root).unwrap();
-    let config = root.join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            root.join("data").display()
-        ),
-    )
-    .unwrap();
-    let mut registry = std::process::Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..50 {
-        if http_get(port, "/v2/").is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    world.write_pipeline(&pushing_to(
-        &world,
-        &format!("127.0.0.1:{port}"),
-        Credentials::None,
-    ));
+    // A registry of this test's own, to stop: it answers now.
+    let mut registry = OwnRegistry::start(true);
+    assert!(registry.answers(), "the registry answers before the run");
+    world.write_pipeline(&pushing_to(&world, &registry.address, Credentials::None));
     let before = image_of(&world.deployment("web").await);
-    let mut child = world.spawn_berth(&["run"]);
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut collected = String::new();
-    for line in stderr.lines() {
-        let line = line.unwrap();
-        if line.contains(" build ") && line.contains(" ok ") {
-            registry.kill().unwrap();
-            let _ = registry.wait();
-        }
-        collected.push_str(&line);
-        collected.push('\n');
-    }
-    let status = child.wait().unwrap();
-    let _ = registry.kill();
-    let _ = registry.wait();
-    assert_eq!(
-        status.code(),
-        Some(3),
-        "an unreachable registry is an environment error: {collected}"
-    );
-    assert!(
-        collected.contains("failed after 3 attempts"),
-        "retried: {collected}"
-    );
+    // The registry goes while berth builds: after the check that read it,
+    // before the push.
+    let run = world.berth(["-v", "run"]).spawn_until("building the image");
+    registry.kill();
+    let ran = run
+        .wait()
+        .exited(exit::ENVIRONMENT)
+        .stderr_has("build    ok")
+        .stderr_has("push     ..   pushing")
+        .stderr_has(&format!("cannot reach the registry of {}/", registry.address))
+        .has("failed after 3 attempts");
     assert_eq!(
         image_of(&world.deployment("web").await),
         before,
-        "the Deployment was not touched"
+        "the Deployment was not touched:\n{ran}"
     );
 }
 
@@ -368,8 +325,7 @@ async fn a_site_with_its_own_dockerfile_ships_and_an_existing_image_is_not_built
     let mut pipeline = world.landing_pipeline();
     pipeline.site_mut("landing").dockerfile = Some("Dockerfile".into());
     world.write_pipeline(&pipeline);
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run"]).succeeds();
     let image = image_of(&world.deployment("web").await);
     let docker = crate::support::docker().await;
     let (container, port) = crate::support::serve(&docker, &image).await;
@@ -379,13 +335,13 @@ async fn a_site_with_its_own_dockerfile_ships_and_an_existing_image_is_not_built
     assert!(page.contains("generator-check"), "{page}");
 
     // Rolled back and run again: the registry holds the image built from this source.
-    let output = world.berth(&["rollback", "landing"]);
-    assert!(output.status.success(), "{}", text(&output));
-    let output = world.berth(&["run"]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(all.contains("build    skip exists:"), "{all}");
-    assert!(!all.contains("context  ok"), "no context was written: {all}");
+    world.berth(["rollback", "landing"]).succeeds();
+    // No context was written.
+    world
+        .berth(["run"])
+        .succeeds()
+        .has("build    skip exists:")
+        .lacks("context  ok");
     assert_eq!(image_of(&world.deployment("web").await), image);
 }
 
@@ -394,20 +350,16 @@ async fn changed_build_inputs_never_move_a_commit_tag() {
     let world = landing_world("image-variant").await;
     let mut pipeline = world.landing_pipeline();
     world.write_pipeline(&pipeline);
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run"]).succeeds();
     let first = image_of(&world.deployment("web").await);
 
     // Same commit, other build inputs: a build arg the template does not even use.
     pipeline.site_mut("landing").build_arg("UNUSED", "1");
     world.write_pipeline(&pipeline);
-    let output = world.berth(&["run"]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(
-        all.contains("the commit's tag holds an image of other build inputs"),
-        "{all}"
-    );
+    world
+        .berth(["run"])
+        .succeeds()
+        .has("the commit's tag holds an image of other build inputs");
     let second = image_of(&world.deployment("web").await);
     let head = world.repo_head("landing");
     assert!(second.contains(&format!(":{head}-")), "{second}");
@@ -426,8 +378,7 @@ async fn changed_build_inputs_never_move_a_commit_tag() {
 async fn a_one_page_change_keeps_the_assets_layer_and_the_other_files_times() {
     let world = landing_world("image-times").await;
     world.write_pipeline(&world.landing_pipeline());
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run"]).succeeds();
     let before = image_of(&world.deployment("web").await);
     // A second later, so the new commit's time differs from the seeded ones.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -437,8 +388,7 @@ async fn a_one_page_change_keeps_the_assets_layer_and_the_other_files_times() {
         &[("index.html", "<h1>New front page</h1>\n")],
         "One page",
     );
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run"]).succeeds();
     let after = image_of(&world.deployment("web").await);
     assert_ne!(before, after);
 

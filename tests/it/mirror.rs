@@ -4,10 +4,10 @@
 //! git://, and remotes that are down.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crate::support::{
-    Background, Repo, World, free_port, git, git_commit, http_receiver, text, wait_for_port,
+    Background, Ran, Repo, World, exit, free_port, git, git_commit, http_receiver, text, wait_for_port,
 };
 
 /// Writes the pipeline of site `landing` from `repo` ([`World::one_site_pipeline`]).
@@ -29,10 +29,10 @@ fn git_token() -> String {
 }
 
 fn mirror_head(world: &World) -> String {
-    let output = world.berth(&["mirror"]);
-    assert!(output.status.success(), "{}", text(&output));
-    String::from_utf8(output.stdout)
-        .unwrap()
+    world
+        .berth(["mirror"])
+        .succeeds()
+        .stdout()
         .lines()
         .nth(1)
         .unwrap()
@@ -46,11 +46,11 @@ fn mirror_path(world: &World) -> std::path::PathBuf {
     world.dir.path().join(".berth/mirrors/landing.git")
 }
 
-/// Neither the outputs nor any file berth wrote under `.berth` hold `secret`.
-fn assert_no_secret(world: &World, outputs: &[&Output], secret: &str) {
+/// Neither the runs' outputs nor any file berth wrote under `.berth` hold `secret`.
+fn assert_no_secret(world: &World, runs: &[&Ran], secret: &str) {
     assert!(!secret.is_empty());
-    for output in outputs {
-        assert!(!text(output).contains(secret), "an output holds a secret");
+    for ran in runs {
+        assert!(!ran.all().contains(secret), "an output holds a secret");
     }
     for entry in walkdir::WalkDir::new(world.dir.path().join(".berth"))
         .into_iter()
@@ -140,13 +140,11 @@ async fn an_ssh_remote_is_mirrored_with_a_key_file_and_its_passphrase_from_the_e
             ..landing_over_ssh(&world, &url)
         },
     );
-    let output = world.berth_with_env(&["mirror"], &[no_agent]);
-    assert!(output.status.success(), "{}", text(&output));
-    assert!(
-        String::from_utf8_lossy(&output.stdout).contains(&world.head(&url, "main")),
-        "{}",
-        text(&output)
-    );
+    world
+        .berth(["mirror"])
+        .env(no_agent.0, no_agent.1)
+        .succeeds()
+        .stdout_has(&world.head(&url, "main"));
 
     // A copy locked with a passphrase, no .pub beside it, by a path relative to pipeline.toml.
     let passphrase = "correct horse battery staple";
@@ -159,33 +157,28 @@ async fn an_ssh_remote_is_mirrored_with_a_key_file_and_its_passphrase_from_the_e
             ..landing_over_ssh(&world, &url)
         },
     );
-    let unset = world.berth_with_env(&["mirror"], &[no_agent]);
-    let all = text(&unset);
-    assert_eq!(unset.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("repo `landing`") && all.contains("`TEST_SSH_PASSPHRASE`, which is not set"),
-        "{all}"
-    );
-    let wrong = world.berth_with_env(
-        &["mirror"],
-        &[no_agent, ("TEST_SSH_PASSPHRASE", "wrong passphrase 42")],
-    );
-    let all = text(&wrong);
-    assert_eq!(wrong.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("repo `landing`") && all.contains("is the passphrase in TEST_SSH_PASSPHRASE the key's?"),
-        "{all}"
-    );
-    assert!(!all.contains("wrong passphrase 42"), "{all}");
+    let unset = world
+        .berth(["mirror"])
+        .env(no_agent.0, no_agent.1)
+        .fails_with(exit::SITE_FAILED)
+        .has("repo `landing`")
+        .has("`TEST_SSH_PASSPHRASE`, which is not set");
+    let wrong = world
+        .berth(["mirror"])
+        .env(no_agent.0, no_agent.1)
+        .env("TEST_SSH_PASSPHRASE", "wrong passphrase 42")
+        .fails_with(exit::SITE_FAILED)
+        .has("repo `landing`")
+        .has("is the passphrase in TEST_SSH_PASSPHRASE the key's?")
+        .lacks("wrong passphrase 42");
 
     let second = world.commit(&url, "main", &[("index.html", "<h1>over ssh</h1>\n")], "Over ssh");
-    let output = world.berth_with_env(&["mirror"], &[no_agent, ("TEST_SSH_PASSPHRASE", passphrase)]);
-    assert!(output.status.success(), "{}", text(&output));
-    assert!(
-        String::from_utf8_lossy(&output.stdout).contains(&second),
-        "{}",
-        text(&output)
-    );
+    let output = world
+        .berth(["mirror"])
+        .env(no_agent.0, no_agent.1)
+        .env("TEST_SSH_PASSPHRASE", passphrase)
+        .succeeds()
+        .stdout_has(&second);
 
     let outputs = [&unset, &wrong, &output];
     assert_no_secret(&world, &outputs, passphrase);
@@ -203,13 +196,11 @@ async fn an_ssh_remote_is_mirrored_with_the_key_in_an_ssh_agent() {
     let url = ssh_world_repo(&world);
     configure(&world, landing_over_ssh(&world, &url));
 
-    let output = world.berth_with_env(&["mirror"], &[("SSH_AUTH_SOCK", "")]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("set ssh_key in [[repo]], or run an ssh-agent"),
-        "{all}"
-    );
+    world
+        .berth(["mirror"])
+        .env("SSH_AUTH_SOCK", "")
+        .fails_with(exit::SITE_FAILED)
+        .has("set ssh_key in [[repo]], or run an ssh-agent");
 
     let socket = world.dir.path().join("agent.sock");
     let _agent = Background::start(Command::new("ssh-agent").arg("-D").arg("-a").arg(&socket));
@@ -220,13 +211,12 @@ async fn an_ssh_remote_is_mirrored_with_the_key_in_an_ssh_agent() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let agent = socket.to_str().unwrap();
-    let output = world.berth_with_env(&["mirror"], &[("SSH_AUTH_SOCK", agent)]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("refused every key of the ssh-agent"),
-        "an empty agent: {all}"
-    );
+    // An empty agent.
+    world
+        .berth(["mirror"])
+        .env("SSH_AUTH_SOCK", agent)
+        .fails_with(exit::SITE_FAILED)
+        .has("refused every key of the ssh-agent");
 
     let added = Command::new("ssh-add")
         .arg(&world.stack.ssh_key)
@@ -234,13 +224,11 @@ async fn an_ssh_remote_is_mirrored_with_the_key_in_an_ssh_agent() {
         .output()
         .unwrap();
     assert!(added.status.success(), "{}", text(&added));
-    let output = world.berth_with_env(&["mirror"], &[("SSH_AUTH_SOCK", agent)]);
-    assert!(output.status.success(), "{}", text(&output));
-    assert!(
-        String::from_utf8_lossy(&output.stdout).contains(&world.head(&url, "main")),
-        "{}",
-        text(&output)
-    );
+    let output = world
+        .berth(["mirror"])
+        .env("SSH_AUTH_SOCK", agent)
+        .succeeds()
+        .stdout_has(&world.head(&url, "main"));
     for line in key_lines(&world.stack.ssh_key) {
         assert_no_secret(&world, &[&output], &line);
     }
@@ -262,22 +250,16 @@ async fn unknown_and_changed_host_keys_are_refused_at_once_and_hashed_known_host
 
     // No known_hosts key: ~/.ssh/known_hosts (here empty HOME) and the system's.
     configure(&world, with_key.clone());
-    let started = std::time::Instant::now();
-    let output = world.berth_with_env(&["mirror"], &[home_env]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("repo `landing`")
-            && all.contains("unknown ssh host [127.0.0.1]:")
-            && all.contains(&format!("ssh-ed25519 {fingerprint}"))
-            && all.contains(&format!("{}/.ssh/known_hosts", home.display()))
-            && all.contains("tried 1 time)"),
-        "{all}"
-    );
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(10),
-        "not retried"
-    );
+    // Refused at once: tried once, not retried.
+    world
+        .berth(["mirror"])
+        .env(home_env.0, home_env.1)
+        .fails_with(exit::SITE_FAILED)
+        .has("repo `landing`")
+        .has("unknown ssh host [127.0.0.1]:")
+        .has(&format!("ssh-ed25519 {fingerprint}"))
+        .has(&format!("{}/.ssh/known_hosts", home.display()))
+        .has("tried 1 time)");
     let refs = git(&mirror_path(&world), &["for-each-ref"]);
     assert!(refs.trim().is_empty(), "nothing fetched: {refs}");
 
@@ -301,15 +283,12 @@ async fn unknown_and_changed_host_keys_are_refused_at_once_and_hashed_known_host
             ..with_key.clone()
         },
     );
-    let output = world.berth(&["mirror"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("has CHANGED")
-            && all.contains(&fingerprint)
-            && all.contains("changed_known_hosts:1 lists another key"),
-        "{all}"
-    );
+    world
+        .berth(["mirror"])
+        .fails_with(exit::SITE_FAILED)
+        .has("has CHANGED")
+        .has(&fingerprint)
+        .has("changed_known_hosts:1 lists another key");
 
     // The right key in ~/.ssh/known_hosts, hashed as Debian's ssh does by default.
     let ssh_dir = home.join(".ssh");
@@ -325,8 +304,7 @@ async fn unknown_and_changed_host_keys_are_refused_at_once_and_hashed_known_host
     let hashed_text = std::fs::read_to_string(ssh_dir.join("known_hosts")).unwrap();
     assert!(hashed_text.starts_with("|1|"), "{hashed_text}");
     configure(&world, with_key);
-    let output = world.berth_with_env(&["mirror"], &[home_env]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["mirror"]).env(home_env.0, home_env.1).succeeds();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -370,13 +348,10 @@ async fn a_remote_that_is_down_fails_after_retries_and_leaves_the_mirror_as_it_w
 
     // The server is gone and the repo moves on meanwhile.
     let second = world.commit(&url, "main", &[("index.html", "<h1>later</h1>\n")], "Later");
-    let output = world.berth(&["mirror"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains(&format!("cannot fetch repo `landing` from {url} (tried 3 times)")),
-        "{all}"
-    );
+    world
+        .berth(["mirror"])
+        .fails_with(exit::SITE_FAILED)
+        .has(&format!("cannot fetch repo `landing` from {url} (tried 3 times)"));
     let mirrored = git(&mirror_path(&world), &["rev-parse", "refs/heads/main"]);
     assert_eq!(mirrored.trim(), first, "the mirror is as it was");
     git(&mirror_path(&world), &["fsck", "--no-progress"]);
@@ -388,13 +363,12 @@ async fn a_remote_that_is_down_fails_after_retries_and_leaves_the_mirror_as_it_w
     );
     let failing = format!("http://127.0.0.1:{http_port}/git/landing.git");
     configure(&world, landing(&failing));
-    let output = world.berth(&["mirror"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("cannot fetch repo `landing`") && all.contains("(tried 3 times)") && all.contains("503"),
-        "{all}"
-    );
+    world
+        .berth(["mirror"])
+        .fails_with(exit::SITE_FAILED)
+        .has("cannot fetch repo `landing`")
+        .has("(tried 3 times)")
+        .has("503");
     let asked: Vec<_> = requests.try_iter().map(|request| request.line).collect();
     assert_eq!(asked.len(), 3, "{asked:?}");
     let mirrored = git(&mirror_path(&world), &["rev-parse", "refs/heads/main"]);
@@ -419,21 +393,19 @@ async fn a_token_protected_remote_works_with_the_token_in_the_environment_only()
         },
     );
 
-    let output = world.berth(&["mirror"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("repo `landing`") && all.contains("no token is configured"),
-        "{all}"
-    );
+    world
+        .berth(["mirror"])
+        .fails_with(exit::SITE_FAILED)
+        .has("repo `landing`")
+        .has("no token is configured");
 
-    let output = world.berth_with_env(&["mirror"], &[("TEST_GIT_TOKEN", &token)]);
-    assert!(output.status.success(), "{}", text(&output));
+    let output = world.berth(["mirror"]).env("TEST_GIT_TOKEN", &token).succeeds();
     assert_no_secret(&world, &[&output], &token);
-    let wrong = world.berth_with_env(&["mirror"], &[("TEST_GIT_TOKEN", "wrong-token-123")]);
-    let all = text(&wrong);
-    assert_eq!(wrong.status.code(), Some(1), "{all}");
-    assert!(!all.contains("wrong-token-123"), "{all}");
+    world
+        .berth(["mirror"])
+        .env("TEST_GIT_TOKEN", "wrong-token-123")
+        .fails_with(exit::SITE_FAILED)
+        .lacks("wrong-token-123");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -480,13 +452,10 @@ async fn new_commits_force_pushes_deleted_branches_and_tags_are_followed() {
     );
 
     // A tag and an unknown commit through `plan`-free resolution: `ship --commit`.
-    let output = world.berth(&["ship", "landing", "--commit", "0000000deadbeef"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("repo `landing` has no commit `0000000deadbeef`"),
-        "{all}"
-    );
+    world
+        .berth(["ship", "landing", "--commit", "0000000deadbeef"])
+        .fails_with(exit::SITE_FAILED)
+        .has("repo `landing` has no commit `0000000deadbeef`");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -505,20 +474,17 @@ async fn a_damaged_mirror_is_cloned_again_with_a_warning() {
             std::fs::write(entry.path(), b"PACK").unwrap();
         }
     }
-    let output = world.berth(&["mirror"]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(
-        all.contains("is damaged") && all.contains("cloning it again"),
-        "{all}"
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).contains(&head));
+    world
+        .berth(["mirror"])
+        .succeeds()
+        .has("is damaged")
+        .has("cloning it again")
+        .stdout_has(&head);
 
     // A mirror folder that is not a repo at all.
     std::fs::remove_dir_all(mirror_path(&world)).unwrap();
     std::fs::create_dir_all(mirror_path(&world).join("junk")).unwrap();
-    let output = world.berth(&["mirror"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["mirror"]).succeeds();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -536,24 +502,23 @@ async fn two_processes_on_one_mirror_take_turns() {
         .open(mirrors.join("landing.lock"))
         .unwrap();
     held.lock().unwrap();
-    let mut waiting = world.spawn_berth(&["mirror"]);
+    let mut waiting = world.berth(["mirror"]).spawn();
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert!(
-        waiting.try_wait().unwrap().is_none(),
-        "berth mirrored while another process held the lock"
+        waiting.is_running(),
+        "berth mirrored while another process held the lock:\n{}",
+        waiting.so_far()
     );
     assert!(
         !mirror_path(&world).join("HEAD").exists(),
         "nothing written meanwhile"
     );
     held.unlock().unwrap();
-    let output = waiting.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", text(&output));
+    waiting.wait().exited(exit::OK);
     // Four at once end with one whole mirror.
-    let children: Vec<_> = (0..4).map(|_| world.spawn_berth(&["mirror"])).collect();
+    let children: Vec<_> = (0..4).map(|_| world.berth(["mirror"]).spawn()).collect();
     for child in children {
-        let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "{}", text(&output));
+        child.wait().exited(exit::OK);
     }
     let fsck = std::process::Command::new("git")
         .args(["fsck", "--no-progress"])
@@ -576,17 +541,17 @@ async fn a_generator_that_reads_git_history_gets_a_checkout_and_no_git_reaches_t
         "Dates from Git",
     );
 
-    let output = world.berth(&["run", "www-en", "www-de"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "Hugo needs Git history: {all}");
+    // Hugo needs Git history.
+    world
+        .berth(["run", "www-en", "www-de"])
+        .fails_with(exit::SITE_FAILED);
 
     let mut pipeline = world.example_pipeline();
     for site in ["www-en", "www-de"] {
         pipeline.site_mut(site).git_history = true;
     }
     world.write_pipeline(&pipeline);
-    let output = world.berth(&["run", "www-en", "www-de"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run", "www-en", "www-de"]).succeeds();
     let image = crate::support::image_of(&world.deployment("www-en").await);
     let listing = std::process::Command::new("docker")
         .args([
@@ -629,9 +594,8 @@ async fn a_checkout_with_history_ships_no_git_even_when_dockerignore_takes_files
     landing.build = Some("test -d .git".into());
     landing.git_history = true;
     world.write_pipeline(&pipeline);
-    world.create_deployment("web", 1, &world.busybox()).await;
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.kwok_deployment("web", &world.busybox()).create().await;
+    world.berth(["run"]).succeeds();
     let image = crate::support::image_of(&world.deployment("web").await);
     assert!(
         crate::support::image_has(&image, "/www/drafts/keep.html"),
@@ -704,10 +668,13 @@ async fn a_theme_in_a_submodule_is_exported_from_its_own_mirror() {
         ],
     );
     let url = format!("{}/{site}.git", world.stack.git_url);
-    world.create_deployment("web", 2, &world.busybox()).await;
+    world
+        .kwok_deployment("web", &world.busybox())
+        .replicas(2)
+        .create()
+        .await;
     world.write_pipeline(&world.one_site_pipeline(Repo::new("site", &url)));
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run"]).succeeds();
     let theme_css = |image: &str| {
         std::process::Command::new("docker")
             .args([
@@ -741,12 +708,8 @@ async fn a_theme_in_a_submodule_is_exported_from_its_own_mirror() {
         root.join(format!("{theme}-gone.git")),
     )
     .unwrap();
-    let output = world.berth(&["run"]);
-    assert!(
-        output.status.success(),
-        "the theme is exported from its mirror without a fetch: {}",
-        text(&output)
-    );
+    // The theme is exported from its mirror without a fetch.
+    world.berth(["run"]).succeeds();
     let css = theme_css(&crate::support::image_of(&world.deployment("web").await));
     assert!(
         String::from_utf8_lossy(&css.stdout).contains("teal"),
@@ -766,19 +729,15 @@ async fn a_repo_that_fails_does_not_stop_the_others() {
     pipeline.repos.push(Repo::new("gone-too", &missing));
     world.write_pipeline(&pipeline);
 
-    let output = world.berth(&["mirror"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(
-        stdout.contains(&format!("landing  main    {}", world.head(&url, "main"))),
-        "the good repo is mirrored and listed: {all}"
-    );
-    assert!(
-        all.contains("cannot fetch repo `gone`") && all.contains("cannot fetch repo `gone-too`"),
-        "each failure is reported: {all}"
-    );
-    assert!(all.contains("404"), "{all}");
+    world
+        .berth(["mirror"])
+        .fails_with(exit::SITE_FAILED)
+        // The good repo is mirrored and listed...
+        .stdout_has(&format!("landing  main    {}", world.head(&url, "main")))
+        // ...and each failure is reported.
+        .has("cannot fetch repo `gone`")
+        .has("cannot fetch repo `gone-too`")
+        .has("404");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -790,16 +749,16 @@ async fn export_writes_a_sites_folder_at_a_commit_into_an_empty_folder() {
     let out = world.dir.path().join("out");
 
     // Offline before any fetch: there is no mirror to read.
-    let output = world.berth(&["export", "landing", out.to_str().unwrap(), "--offline"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(all.contains("repo `landing` has no mirror yet"), "{all}");
+    world
+        .berth(["export", "landing"])
+        .arg(&out)
+        .arg("--offline")
+        .fails_with(exit::SITE_FAILED)
+        .has("repo `landing` has no mirror yet");
 
     // The branch head, fetched first; the commit goes to stdout.
-    let output = world.berth(&["export", "landing", out.to_str().unwrap()]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert_eq!(String::from_utf8(output.stdout).unwrap().trim(), first);
+    let exported = world.berth(["export", "landing"]).arg(&out).succeeds();
+    assert_eq!(exported.stdout().trim(), first, "{exported}");
     let bare = world.repo_path(&url);
     let listed = git(&bare, &["ls-tree", "-r", "--name-only", &first]);
     let mut exported: Vec<String> = walkdir::WalkDir::new(&out)
@@ -821,45 +780,36 @@ async fn export_writes_a_sites_folder_at_a_commit_into_an_empty_folder() {
     );
 
     // A folder that holds something is refused (usage error), and left as it was.
-    let output = world.berth(&["export", "landing", out.to_str().unwrap()]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(2), "{all}");
-    assert!(all.contains("is not an empty folder"), "{all}");
+    world
+        .berth(["export", "landing"])
+        .arg(&out)
+        .fails_with(exit::USAGE)
+        .has("is not an empty folder");
 
     // An older commit, from the mirror as it is (the new commit is not fetched).
     let second = world.commit(&url, "main", &[("index.html", "<h1>two</h1>\n")], "Two");
     let older = world.dir.path().join("older");
     std::fs::create_dir(&older).unwrap();
-    let output = world.berth(&[
-        "export",
-        "landing",
-        older.to_str().unwrap(),
-        "--offline",
-        "--commit",
-        &first[..10],
-    ]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert_eq!(String::from_utf8(output.stdout).unwrap().trim(), first);
-    let output = world.berth(&[
-        "export",
-        "landing",
-        world.dir.path().join("unknown").to_str().unwrap(),
-        "--offline",
-        "--commit",
-        &second,
-    ]);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "not fetched yet: {}",
-        text(&output)
-    );
+    let exported = world
+        .berth(["export", "landing"])
+        .arg(&older)
+        .args(["--offline", "--commit", &first[..10]])
+        .succeeds();
+    assert_eq!(exported.stdout().trim(), first, "{exported}");
+    // Not fetched yet.
+    world
+        .berth(["export", "landing"])
+        .arg(world.dir.path().join("unknown"))
+        .args(["--offline", "--commit", &second])
+        .fails_with(exit::SITE_FAILED);
 
     // --json: the commit written, where, and how many files; then the mirror's heads.
     let as_json = world.dir.path().join("as-json");
-    let output = world.berth(&["export", "landing", as_json.to_str().unwrap(), "--json"]);
-    let exported = crate::support::json_of(&output);
+    let exported = world
+        .berth(["export", "landing"])
+        .arg(&as_json)
+        .arg("--json")
+        .json();
     crate::support::validate_against("export.schema.json", &exported);
     assert_eq!(exported["commit"], second.as_str(), "{exported:#}");
     assert_eq!(
@@ -867,7 +817,7 @@ async fn export_writes_a_sites_folder_at_a_commit_into_an_empty_folder() {
         Some(expected.len() as u64),
         "{exported:#}"
     );
-    let mirrored = crate::support::json_of(&world.berth(&["mirror", "--json"]));
+    let mirrored = world.berth(["mirror", "--json"]).json();
     crate::support::validate_against("mirror.schema.json", &mirrored);
     assert_eq!(mirrored["repos"][0]["head"], second.as_str(), "{mirrored:#}");
     assert!(mirrored["repos"][0]["error"].is_null(), "{mirrored:#}");
@@ -892,27 +842,30 @@ async fn an_https_remote_is_checked_against_the_ca_bundle_and_takes_a_token() {
         },
     );
 
+    // A certificate refusal is not retried, and comes at once (no timeout).
     let started = std::time::Instant::now();
-    let refused = world.berth_with_env(&["mirror"], &[("TEST_GIT_TOKEN", &token)]);
-    let all = text(&refused);
-    assert_eq!(refused.status.code(), Some(1), "{all}");
+    let refused = world
+        .berth(["mirror"])
+        .env("TEST_GIT_TOKEN", &token)
+        .fails_with(exit::SITE_FAILED)
+        .has("repo `landing`")
+        .has("certificate")
+        .has("tried 1 time");
     assert!(
-        all.contains("repo `landing`") && all.contains("certificate"),
-        "{all}"
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{refused}"
     );
-    assert!(
-        all.contains("tried 1 time"),
-        "a certificate refusal is not retried: {all}"
-    );
-    assert!(started.elapsed() < std::time::Duration::from_secs(2), "{all}");
 
-    let output = world.berth_with_env(&["mirror"], &[("TEST_GIT_TOKEN", &token), ("SSL_CERT_FILE", &ca)]);
-    assert!(output.status.success(), "{}", text(&output));
     let head = world.head(
         &(std::env::var("BERTH_STACK_GIT_URL").unwrap() + "/landing.git"),
         "main",
     );
-    assert!(text(&output).contains(&head[..12]), "{}", text(&output));
+    let output = world
+        .berth(["mirror"])
+        .env("TEST_GIT_TOKEN", &token)
+        .env("SSL_CERT_FILE", &ca)
+        .succeeds()
+        .has(&head[..12]);
     assert_no_secret(&world, &[&refused, &output], &token);
 }
 
@@ -938,16 +891,14 @@ async fn a_server_that_never_answers_fails_the_fetch_after_the_timeout() {
         landing(&format!("http://127.0.0.1:{port}/git/landing.git")),
     );
     let started = std::time::Instant::now();
-    let output = world.berth_with_env(&["mirror"], &[("BERTH_GIT_TIMEOUT", "1")]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("repo `landing`")
-            && all.contains("tried 3 times")
-            && all.contains("the server sent nothing for 1 s (BERTH_GIT_TIMEOUT"),
-        "{all}"
-    );
-    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{all}");
+    let ran = world
+        .berth(["mirror"])
+        .env("BERTH_GIT_TIMEOUT", "1")
+        .fails_with(exit::SITE_FAILED)
+        .has("repo `landing`")
+        .has("tried 3 times")
+        .has("the server sent nothing for 1 s (BERTH_GIT_TIMEOUT");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{ran}");
     assert!(held.lock().unwrap().len() >= 3, "one connection per attempt");
 }
 
@@ -1020,10 +971,10 @@ async fn a_first_pack_cut_off_half_way_leaves_nothing_and_a_whole_one_is_complet
     let port = pack_cutting_proxy();
     let path = url.split("/git/").nth(1).unwrap();
     configure(&world, landing(&format!("http://127.0.0.1:{port}/git/{path}")));
-    let output = world.berth(&["mirror"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(all.contains("cannot fetch repo `landing`"), "{all}");
+    world
+        .berth(["mirror"])
+        .fails_with(exit::SITE_FAILED)
+        .has("cannot fetch repo `landing`");
     let packs = mirror_path(&world).join("objects/pack");
     let left: Vec<_> = std::fs::read_dir(&packs)
         .unwrap()
@@ -1065,8 +1016,7 @@ async fn a_first_pack_cut_off_half_way_leaves_nothing_and_a_whole_one_is_complet
     // was (refs and objects), and the next fetch works.
     let last = world.commit(&url, "main", &[("index.html", "<h1>last</h1>\n")], "Last");
     configure(&world, landing(&format!("http://127.0.0.1:{port}/git/{path}")));
-    let output = world.berth(&["mirror"]);
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    world.berth(["mirror"]).fails_with(exit::SITE_FAILED);
     assert_eq!(
         git(&mirror_path(&world), &["rev-parse", "refs/heads/main"]).trim(),
         next,
@@ -1108,14 +1058,12 @@ async fn a_first_pack_past_the_parallel_limit_is_handed_over_to_libgit2_whole() 
     git(&world.repo_path(&url), &["repack", "-adq"]);
     configure(&world, landing(&url));
 
-    let output = world.berth_with_env(&["mirror"], &[("BERTH_LOG", "berth=debug")]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(
-        all.contains("libgit2's indexer takes the first pack: it is larger than 48 MiB"),
-        "{all}"
-    );
-    assert!(!all.contains("panicked"), "{all}");
+    world
+        .berth(["mirror"])
+        .env("BERTH_LOG", "berth=debug")
+        .succeeds()
+        .has("libgit2's indexer takes the first pack: it is larger than 48 MiB")
+        .lacks("panicked");
     let packs: Vec<_> = std::fs::read_dir(mirror_path(&world).join("objects/pack"))
         .unwrap()
         .flatten()
@@ -1152,19 +1100,17 @@ async fn a_redirect_to_https_is_followed_on_the_same_host_and_refused_to_another
     let (port, requests) = http_receiver(5, Box::leak(answer.into_bytes().into_boxed_slice()));
     let redirecting = format!("http://127.0.0.1:{port}/git/{name}");
     configure(&world, landing(&redirecting));
-    let output = world.berth_with_env(&["mirror"], &[("SSL_CERT_FILE", &ca)]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(
-        all.contains(&format!(
+    let ran = world
+        .berth(["mirror"])
+        .env("SSL_CERT_FILE", &ca)
+        .succeeds()
+        .has(&format!(
             "{redirecting} redirects to https:// on 127.0.0.1; fetching from there"
-        )),
-        "{all}"
-    );
+        ));
     assert_eq!(
-        all.matches("redirects to https://").count(),
+        ran.all().matches("redirects to https://").count(),
         1,
-        "one warning: {all}"
+        "one warning: {ran}"
     );
     assert_eq!(requests.try_iter().count(), 2);
     assert_eq!(
@@ -1184,15 +1130,12 @@ async fn a_redirect_to_https_is_followed_on_the_same_host_and_refused_to_another
         &world,
         landing(&format!("http://127.0.0.1:{port}/git/landing.git")),
     );
-    let output = world.berth(&["mirror"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("(tried 1 time)")
-            && all.contains("cannot redirect from '127.0.0.1' to 'localhost'")
-            && all.contains("write the URL the server redirects to in [[repo]]"),
-        "{all}"
-    );
+    world
+        .berth(["mirror"])
+        .fails_with(exit::SITE_FAILED)
+        .has("(tried 1 time)")
+        .has("cannot redirect from '127.0.0.1' to 'localhost'")
+        .has("write the URL the server redirects to in [[repo]]");
     assert_eq!(requests.try_iter().count(), 1);
 }
 
@@ -1220,11 +1163,13 @@ async fn a_local_path_remote_with_deltas_is_mirrored_whole() {
     git(&work, &["push", "-q", "--tags", "origin", "main"]);
     configure(&world, landing(source.to_str().unwrap()));
 
-    let output = world.berth_with_env(&["mirror"], &[("BERTH_LOG", "berth=debug")]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(all.contains("libgit2's indexer takes the first pack"), "{all}");
-    assert!(!all.contains("damaged") && !all.contains("panicked"), "{all}");
+    world
+        .berth(["mirror"])
+        .env("BERTH_LOG", "berth=debug")
+        .succeeds()
+        .has("libgit2's indexer takes the first pack")
+        .lacks("damaged")
+        .lacks("panicked");
     git(
         &mirror_path(&world),
         &["fsck", "--full", "--no-progress", "--no-dangling"],

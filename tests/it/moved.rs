@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::support::{Credentials, EnvironmentSpec, Pipeline, Registry, World, image_of, json_of, text};
+use crate::support::{Credentials, EnvironmentSpec, Pipeline, Registry, World, image_of};
 
 const USER_ENV: &str = "MOVED_REGISTRY_USER";
 const PASSWORD_ENV: &str = "MOVED_REGISTRY_PASSWORD";
@@ -16,17 +16,11 @@ const PASSWORD_ENV: &str = "MOVED_REGISTRY_PASSWORD";
 async fn shipped_once(test: &str) -> (World, Pipeline, String) {
     let world = World::new(test).await;
     world.copy_repo("landing");
-    world.create_deployment("web", 1, &world.busybox()).await;
+    world.kwok_deployment("web", &world.busybox()).create().await;
     let pipeline = world.landing_pipeline();
     world.write_pipeline(&pipeline);
-    let output = world.berth(&["run", "--json"]);
-    assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(
-        json_of(&output)["sites"][0]["action"],
-        "deployed",
-        "{}",
-        text(&output)
-    );
+    let report = world.berth(["run", "--json"]).json();
+    assert_eq!(report["sites"][0]["action"], "deployed", "{report:#}");
     let commit = world.repo_head("landing");
     (world, pipeline, commit)
 }
@@ -75,14 +69,13 @@ async fn ships_to_the_new_repository(
     commit: &str,
 ) {
     world.write_pipeline(after);
-    let berth = |verb: &[&str]| {
-        world.berth_with_env(
-            &[verb, args, &["--json"]].concat(),
-            &[
-                (USER_ENV, &world.stack.auth_username),
-                (PASSWORD_ENV, &world.stack.auth_password),
-            ],
-        )
+    let berth = |verb: &str| {
+        world
+            .berth([verb])
+            .args(args)
+            .arg("--json")
+            .env(USER_ENV, &world.stack.auth_username)
+            .env(PASSWORD_ENV, &world.stack.auth_password)
     };
     let moved = format!("image moved from {from} to {to}");
     let before = world.deployment("web").await;
@@ -93,28 +86,23 @@ async fn ships_to_the_new_repository(
     );
     assert!(tags(world, to).is_empty(), "{to} holds nothing yet");
 
-    let status = berth(&["status"]);
-    assert!(status.status.success(), "{}", text(&status));
-    let status = json_of(&status);
+    let status = berth("status").json();
     crate::support::validate_against("status.schema.json", &status);
     assert_eq!(status["sites"][0]["ships_to"], to, "{status:#}");
 
-    let plan = berth(&["plan"]);
-    assert!(plan.status.success(), "{}", text(&plan));
-    let plan = json_of(&plan);
+    let plan = berth("plan").json();
     crate::support::validate_against("plan.schema.json", &plan);
     assert_eq!(plan["sites"][0]["action"], "build-and-deploy", "{plan:#}");
     assert_eq!(plan["sites"][0]["reason"], moved.as_str(), "{plan:#}");
 
-    let output = berth(&["run"]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    let report = json_of(&output);
+    let ran = berth("run")
+        .succeeds()
+        .has(&format!("{moved}: shipping it there"));
+    let report = ran.json();
     crate::support::validate_against("report.schema.json", &report);
     let site = &report["sites"][0];
-    assert_eq!(site["action"], "deployed", "{all}");
-    assert_eq!(site["reason"], moved.as_str(), "{all}");
-    assert!(all.contains(&format!("{moved}: shipping it there")), "{all}");
+    assert_eq!(site["action"], "deployed", "{ran}");
+    assert_eq!(site["reason"], moved.as_str(), "{ran}");
     let after_run = world.deployment("web").await;
     let image = image_of(&after_run);
     assert!(image.starts_with(&format!("{to}:{commit}@sha256:")), "{image}");
@@ -125,17 +113,11 @@ async fn ships_to_the_new_repository(
     assert_eq!(tags(world, to), [commit.to_string()], "pushed to {to}");
 
     // Settled: the next run and plan see the site unchanged, and status names no move.
-    let output = berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(
-        json_of(&output)["sites"][0]["action"],
-        "unchanged",
-        "{}",
-        text(&output)
-    );
-    let plan = json_of(&berth(&["plan"]));
+    let report = berth("run").json();
+    assert_eq!(report["sites"][0]["action"], "unchanged", "{report:#}");
+    let plan = berth("plan").json();
     assert_eq!(plan["sites"][0]["action"], "unchanged", "{plan:#}");
-    let status = json_of(&berth(&["status"]));
+    let status = berth("status").json();
     assert_eq!(status["sites"][0]["ships_to"], Value::Null, "{status:#}");
     assert_eq!(image_of(&world.deployment("web").await), image, "nothing changed");
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::support::{SITES, World, image_of, text};
+use crate::support::{SITES, World, exit, image_of, text};
 
 /// The generation of each example site's Deployment.
 async fn generations(world: &World) -> HashMap<&'static str, i64> {
@@ -34,8 +34,7 @@ async fn a_run_ships_every_site_then_changes_nothing_then_ships_only_what_change
     let world = World::example("pipeline").await;
 
     // 1. A full run ships every example site.
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run"]).succeeds();
     for (site, repo) in SITES {
         let head = world.repo_head(repo);
         let image = image_of(&world.deployment(site).await);
@@ -52,11 +51,9 @@ async fn a_run_ships_every_site_then_changes_nothing_then_ships_only_what_change
 
     // 2. A second run with no new commits changes nothing in the cluster.
     let before = generations(&world).await;
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    let ran = world.berth(["run"]).succeeds();
     assert_eq!(generations(&world).await, before);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(stdout.matches("unchanged").count(), 4, "{stdout}");
+    assert_eq!(ran.stdout().matches("unchanged").count(), 4, "{ran}");
 
     // 3. A new commit to one repo ships only its site; a commit outside docs/ in
     //    the product's monorepo does not ship the docs.
@@ -72,8 +69,7 @@ async fn a_run_ships_every_site_then_changes_nothing_then_ships_only_what_change
         &[("src/lantern/extra.py", "print('x')\n")],
         "Code only",
     );
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run"]).succeeds();
     let after = generations(&world).await;
     for (site, _) in SITES {
         if site == "landing" {
@@ -101,10 +97,10 @@ async fn a_broken_build_command_ships_nothing_and_the_other_sites_still_ship() {
         "Break the layout",
     );
     let before_en = image_of(&world.deployment("www-en").await);
-    let output = world.berth(&["run"]);
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
-    let all = text(&output);
-    assert!(all.contains("build command `hugo --minify` failed"), "{all}");
+    let ran = world
+        .berth(["run"])
+        .fails_with(exit::SITE_FAILED)
+        .has("build command `hugo --minify` failed");
     assert_eq!(image_of(&world.deployment("www-en").await), before_en);
     let port: u16 = world.stack.registry_port();
     let (status, _) =
@@ -112,7 +108,7 @@ async fn a_broken_build_command_ships_nothing_and_the_other_sites_still_ship() {
     assert_eq!(status, 404, "nothing was pushed for www-en");
     // The others shipped.
     let landing = image_of(&world.deployment("landing").await);
-    assert!(landing.contains(&world.repo_head("landing")), "{landing}\n{all}");
+    assert!(landing.contains(&world.repo_head("landing")), "{landing}\n{ran}");
 }
 
 /// Commits `line` appended to `path` of the website repo; returns the commit.
@@ -130,6 +126,23 @@ fn state_args(state: Option<&std::path::Path>) -> Vec<String> {
     })
 }
 
+/// Each site of a `--json` report or plan with its action, by site name.
+fn actions(document: &serde_json::Value) -> Vec<(String, String)> {
+    let mut actions: Vec<(String, String)> = document["sites"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no sites in {document:#}"))
+        .iter()
+        .map(|site| {
+            (
+                site["site"].as_str().unwrap().to_string(),
+                site["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    actions.sort();
+    actions
+}
+
 /// Two sites from one Hugo run (`public/en`, `public/de`): a commit that
 /// changes only a German post ships www-de, and www-en, whose files are the
 /// same, is up to date: nothing built, pushed or rolled out, the new commit
@@ -137,8 +150,7 @@ fn state_args(state: Option<&std::path::Path>) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rollout() {
     let world = World::example("same-files").await;
-    let output = world.berth(&["run", "www-en", "www-de"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run", "www-en", "www-de"]).succeeds();
     let english = world.deployment("www-en").await;
     let (image, generation) = (image_of(&english), english.metadata.generation.unwrap());
     let tags = registry_tags(&world, "www-en");
@@ -152,11 +164,10 @@ async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rol
             &format!("Noch ein Satz ({round})."),
             "Only a German post",
         );
-        let state = state_args(state.as_deref());
-        let mut args = vec!["www-en", "www-de", "--json"];
-        args.extend(state.iter().map(String::as_str));
+        let mut args = vec!["www-en".to_string(), "www-de".into(), "--json".into()];
+        args.extend(state_args(state.as_deref()));
         // plan says it first, with run's words.
-        let plan = crate::support::json_of(&world.berth(&[&["plan"], args.as_slice()].concat()));
+        let plan = world.berth(["plan"]).args(&args).json();
         crate::support::validate_against("plan.schema.json", &plan);
         let planned = |name: &str| {
             plan["sites"]
@@ -176,15 +187,17 @@ async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rol
                 .starts_with("same files as the running image"),
             "{plan}"
         );
-        let output = world.berth(&[&["run"], args.as_slice()].concat());
-        let all = text(&output);
-        assert!(output.status.success(), "{all}");
-        let report = crate::support::json_of(&output);
+        let ran = world
+            .berth(["run"])
+            .args(&args)
+            .succeeds()
+            .has("up to date: same files as the running image");
+        let report = ran.json();
         let sites = report["sites"].as_array().unwrap();
         let entry = |name: &str| sites.iter().find(|s| s["site"] == name).unwrap().clone();
-        assert_eq!(entry("www-de")["action"], "deployed", "{all}");
+        assert_eq!(entry("www-de")["action"], "deployed", "{ran}");
         let en = entry("www-en");
-        assert_eq!(en["action"], "up-to-date", "{all}");
+        assert_eq!(en["action"], "up-to-date", "{ran}");
         assert!(
             en["reason"]
                 .as_str()
@@ -193,10 +206,6 @@ async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rol
             "{en}"
         );
         assert_eq!(en["image"], image.as_str(), "{en}");
-        assert!(
-            all.contains("up to date: same files as the running image"),
-            "{all}"
-        );
         crate::support::validate_against("report.schema.json", &report);
 
         let english = world.deployment("www-en").await;
@@ -207,7 +216,7 @@ async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rol
             "round {round}: no rollout"
         );
         // Recorded where the next run and `status` find it.
-        let status = crate::support::json_of(&world.berth(&["status", "www-en", "--json"]));
+        let status = world.berth(["status", "www-en", "--json"]).json();
         assert_eq!(status["sites"][0]["deployed_commit"], commit.as_str(), "{status}");
         assert_eq!(
             registry_tags(&world, "www-en"),
@@ -216,15 +225,20 @@ async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rol
         );
 
         // The next run finds the commit recorded: both unchanged, nothing written.
-        let output = world.berth(&["run", "www-en", "www-de", "--json"]);
-        let report = crate::support::json_of(&output);
-        assert!(
-            report["sites"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|s| s["action"] == "unchanged"),
-            "{report}"
+        let german = world.generation("www-de").await;
+        let report = world.berth(["run", "www-en", "www-de", "--json"]).json();
+        assert_eq!(
+            actions(&report),
+            [
+                ("www-de".to_string(), "unchanged".to_string()),
+                ("www-en".to_string(), "unchanged".to_string())
+            ],
+            "round {round}: {report:#}"
+        );
+        assert_eq!(
+            (world.generation("www-en").await, world.generation("www-de").await),
+            (generation, german),
+            "round {round}: nothing written"
         );
     }
     assert_eq!(last_modified(&image, ["/"]).await, [home_modified]);
@@ -238,10 +252,10 @@ async fn a_site_whose_generated_files_did_not_change_is_up_to_date_without_a_rol
         .unwrap()
         .1
         .to_string();
-    let output = world.berth(&["ship", "www-en", "--commit", &first]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(all.contains("is older than the deployed"), "{all}");
+    world
+        .berth(["ship", "www-en", "--commit", &first])
+        .fails_with(exit::SITE_FAILED)
+        .has("is older than the deployed");
 }
 
 /// The `Last-Modified` of each of `paths`, served by one container of `image`.
@@ -272,8 +286,7 @@ async fn last_modified<const N: usize>(image: &str, paths: [&str; N]) -> [String
 #[tokio::test(flavor = "multi_thread")]
 async fn a_generated_page_that_did_not_change_keeps_its_last_modified() {
     let world = World::example("page-times").await;
-    let output = world.berth(&["run", "www-en"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run", "www-en"]).succeeds();
     let first = image_of(&world.deployment("www-en").await);
     let [home, news, mut about] = last_modified(&first, ["/", "/news/", "/about/"]).await;
     let mut previous = first.clone();
@@ -287,13 +300,11 @@ async fn a_generated_page_that_did_not_change_keeps_its_last_modified() {
             &format!("One more line ({round})."),
             "Only the English about page",
         );
-        let state = state_args(state.as_deref());
-        let mut args = vec!["run", "www-en"];
-        args.extend(state.iter().map(String::as_str));
-        let output = world.berth(&args);
-        let all = text(&output);
-        assert!(output.status.success(), "{all}");
-        assert!(!all.contains("gets the commit's time"), "{all}");
+        world
+            .berth(["run", "www-en"])
+            .args(state_args(state.as_deref()))
+            .succeeds()
+            .lacks("gets the commit's time");
         let image = image_of(&world.deployment("www-en").await);
         assert_ne!(image, first, "round {round}: www-en shipped");
         let [new_home, new_news, changed] = last_modified(&image, ["/", "/news/", "/about/"]).await;

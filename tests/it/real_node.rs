@@ -10,8 +10,8 @@ use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Load, LoadPlan, LoadResult, World, build_berth_image, http_get_at, image_of, json_of, kube_client, text,
-    validate_against,
+    DeploymentBuilder, Load, LoadPlan, LoadResult, Probe, Ran, World, build_berth_image, exit, http_get_at,
+    image_of, kube_client, text, validate_against,
 };
 
 /// The `landing` example site shipped to Deployment `web` on the real node,
@@ -31,14 +31,20 @@ enum Image<'a> {
 }
 
 impl RealSite {
-    /// `change` edits the Deployment's body before it is created.
-    async fn new(test: &str, image: &Image<'_>, change: impl FnOnce(&mut Value)) -> Self {
+    /// `change` shapes the Deployment (2 replicas, a progress deadline of
+    /// 20 s) before it is created.
+    async fn new(
+        test: &str,
+        image: &Image<'_>,
+        change: impl FnOnce(DeploymentBuilder) -> DeploymentBuilder,
+    ) -> Self {
         let world = World::new(test).await;
         let url = world.copy_repo("landing");
-        let mut body = world.real_node_deployment("web", 2, &world.stack.placeholder_image);
-        body["spec"]["progressDeadlineSeconds"] = json!(20);
-        change(&mut body);
-        world.create_deployment_json(body).await;
+        let web = world
+            .real_node_deployment("web", &world.stack.placeholder_image)
+            .replicas(2)
+            .progress_deadline(20);
+        change(web).create().await;
         let mut pipeline = world.landing_pipeline().with_rollout_timeout("90s");
         let landing = pipeline.site_mut("landing");
         match image {
@@ -109,12 +115,10 @@ impl RealSite {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_site_runs_on_the_real_node_and_berth_checks_it_is_served_through_its_service() {
-    let site = RealSite::new("real-served", &Image::Template, |_| {}).await;
+    let site = RealSite::new("real-served", &Image::Template, |web| web).await;
     let service = site.world.create_service("web", "web", json!("http")).await;
 
-    let output = site.world.berth(&["run", "--json"]);
-    assert!(output.status.success(), "{}", text(&output));
-    let report = json_of(&output);
+    let report = site.world.berth(["run", "--json"]).json();
     validate_against("report.schema.json", &report);
     let landing = &report["sites"][0];
     assert_eq!(landing["action"], "deployed", "{report:#}");
@@ -185,30 +189,24 @@ async fn a_site_runs_on_the_real_node_and_berth_checks_it_is_served_through_its_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_that_reaches_no_server_fails_the_check_and_the_site_is_rolled_back() {
     // The container declares a metrics port nothing listens on; the Service sends there.
-    let site = RealSite::new("real-noserver", &Image::Template, |body| {
-        body["spec"]["template"]["spec"]["containers"][0]["ports"] =
-            json!([{"containerPort": 8080, "name": "http"}, {"containerPort": 9090, "name": "metrics"}]);
+    let site = RealSite::new("real-noserver", &Image::Template, |web| {
+        web.ports(&[(8080, "http"), (9090, "metrics")])
     })
     .await;
     site.world.create_service("web", "web", json!("metrics")).await;
     let before = site.image().await;
 
-    let output = site.world.berth(&["run", "--json"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("Kubernetes calls it complete, but berth's check failed")
-            && all.contains("a request through Service web (port web, /)"),
-        "{all}"
-    );
-    // The proxy's own answer, at once (not kube's retries of a 503 until a timeout).
-    assert!(
-        all.contains("answered 503: error trying to reach service")
-            && all.contains("connect: connection refused"),
-        "{all}"
-    );
-    assert!(all.contains("rolled back: the previous version"), "{all}");
-    let report = json_of(&output);
+    let report = site
+        .world
+        .berth(["run", "--json"])
+        .fails_with(exit::SITE_FAILED)
+        .has("Kubernetes calls it complete, but berth's check failed")
+        .has("a request through Service web (port web, /)")
+        // The proxy's own answer, at once (not kube's retries of a 503 until a timeout).
+        .has("answered 503: error trying to reach service")
+        .has("connect: connection refused")
+        .has("rolled back: the previous version")
+        .json();
     validate_against("report.schema.json", &report);
     let check = &report["sites"][0]["verification"]["services"][0];
     assert_eq!(check["outcome"], "failed", "{report:#}");
@@ -218,24 +216,23 @@ async fn a_service_that_reaches_no_server_fails_the_check_and_the_site_is_rolled
 }
 
 /// Runs berth, expects the site to fail, be rolled back to what ran before,
-/// and kubectl to agree; returns the JSON report and the output's text.
-async fn fails_and_rolls_back(site: &RealSite, args: &[&str], expected: &[&str]) -> (Value, String) {
+/// and kubectl to agree; returns the JSON report and the run.
+async fn fails_and_rolls_back(site: &RealSite, args: &[&str], expected: &[&str]) -> (Value, Ran) {
     let before = site.image().await;
     let started = Instant::now();
-    let output = site.world.berth(args);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    for needle in expected {
-        assert!(all.contains(needle), "output lacks {needle:?}:\n{all}");
-    }
-    assert!(all.contains("rolled back: the previous version"), "{all}");
+    let ran = site
+        .world
+        .berth(args)
+        .fails_with(exit::SITE_FAILED)
+        .has_all(expected)
+        .has("rolled back: the previous version");
     assert_eq!(
         site.image().await,
         before,
         "the Deployment runs its previous image again"
     );
     site.kubectl_agrees();
-    let report = json_of(&output);
+    let report = ran.json();
     validate_against("report.schema.json", &report);
     let landing = &report["sites"][0];
     assert_eq!(landing["action"], "failed");
@@ -246,25 +243,22 @@ async fn fails_and_rolls_back(site: &RealSite, args: &[&str], expected: &[&str])
         landing["durations"]["deploy"].as_f64().unwrap_or(0.0),
         started.elapsed().as_secs_f64()
     );
-    (report, all)
+    (report, ran)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tag_the_registry_lost_is_a_real_pull_failure_and_is_rolled_back() {
     // Pulled on every start, as a cluster with `imagePullPolicy: Always` does.
-    let site = RealSite::new("real-pull", &Image::Template, |body| {
-        body["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = json!("Always");
-    })
-    .await;
+    let site = RealSite::new("real-pull", &Image::Template, |web| web.pull_policy("Always")).await;
     let first = site.world.head(&site.url, "main");
-    let first_output = site.world.berth(&["run"]);
-    assert!(first_output.status.success(), "{}", text(&first_output));
+    site.world.berth(["run"]).succeeds();
     let first_image = site.image().await;
     let second = site
         .world
         .commit(&site.url, "main", &[("news.html", "<p>News</p>\n")], "Add news");
-    let second_output = site.world.berth(&["ship", "landing", "--commit", &second]);
-    assert!(second_output.status.success(), "{}", text(&second_output));
+    site.world
+        .berth(["ship", "landing", "--commit", &second])
+        .succeeds();
 
     // The registry loses the first image (a retention policy, a clean-up by hand).
     let digest = first_image.rsplit_once('@').unwrap().1;
@@ -309,8 +303,8 @@ ENTRYPOINT ["/bin/sh", "-c", "echo 'landing: reading /etc/landing.conf'; echo 'l
     // calls it after its own 8 s grace: with the usual 20 s progress deadline
     // the deadline could win the race on a loaded node (a clean clone's CI saw
     // it), and then this test would not be about berth's fail-fast at all.
-    let site = RealSite::new("real-crash", &Image::Dockerfile(dockerfile), |body| {
-        body["spec"]["progressDeadlineSeconds"] = json!(120);
+    let site = RealSite::new("real-crash", &Image::Dockerfile(dockerfile), |web| {
+        web.progress_deadline(120)
     })
     .await;
     let (report, _) = fails_and_rolls_back(
@@ -337,9 +331,8 @@ ENTRYPOINT ["/bin/sh", "-c", "echo 'landing: reading /etc/landing.conf'; echo 'l
 #[tokio::test(flavor = "multi_thread")]
 async fn a_readiness_probe_that_gets_404_is_named_and_rolled_back() {
     // The placeholder serves /healthz; the site has no such page.
-    let site = RealSite::new("real-404", &Image::Template, |body| {
-        body["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] =
-            json!("/healthz");
+    let site = RealSite::new("real-404", &Image::Template, |web| {
+        web.readiness(Probe::http("/healthz").every(1))
     })
     .await;
     fails_and_rolls_back(
@@ -361,7 +354,7 @@ async fn a_readiness_probe_on_a_port_nothing_listens_on_is_named_and_rolled_back
 COPY . /www/
 ENTRYPOINT ["/bin/busybox", "httpd", "-f", "-p", "8081", "-h", "/www"]
 "#;
-    let site = RealSite::new("real-port", &Image::Dockerfile(dockerfile), |_| {}).await;
+    let site = RealSite::new("real-port", &Image::Dockerfile(dockerfile), |web| web).await;
     fails_and_rolls_back(
         &site,
         &["run", "--json"],
@@ -394,7 +387,8 @@ async fn the_real_node_is_apart_from_kwok_by_its_taint_and_label() {
     );
     // A Deployment that does not ask for the real node lands on kwok's.
     world
-        .create_deployment("plain", 1, &world.stack.placeholder_image)
+        .kwok_deployment("plain", &world.stack.placeholder_image)
+        .create()
         .await;
     let pods: Api<Pod> = Api::namespaced(kube_client().await, &world.namespace);
     let mut node_name = None;
@@ -427,7 +421,7 @@ async fn the_real_node_is_apart_from_kwok_by_its_taint_and_label() {
     reason = "two nights of the documented CronJob, each step checked in the order it happens"
 )]
 async fn the_documented_cronjob_runs_on_the_real_node_and_ships_the_site_two_nights() {
-    let site = RealSite::new("real-cronjob", &Image::Template, |_| {}).await;
+    let site = RealSite::new("real-cronjob", &Image::Template, |web| web).await;
     let world = &site.world;
     world.create_service("web", "web", json!("http")).await;
     let root = crate::support::repo_root();
@@ -498,9 +492,8 @@ async fn the_documented_cronjob_runs_on_the_real_node_and_ships_the_site_two_nig
         .map(Result::unwrap)
         .collect();
     let mut manifests = json!({"apiVersion": "v1", "kind": "List", "items": items});
-    let (label_key, label_value) = world.stack.real_node_label.split_once('=').unwrap();
-    let tolerations =
-        world.real_node_deployment("-", 1, "-")["spec"]["template"]["spec"]["tolerations"].clone();
+    let node_selector = serde_json::to_value(world.real_node_selector()).unwrap();
+    let tolerations = serde_json::to_value(world.real_node_tolerations()).unwrap();
     for item in manifests["items"].as_array_mut().unwrap() {
         match item["kind"].as_str().unwrap() {
             "ConfigMap" => {
@@ -522,7 +515,7 @@ async fn the_documented_cronjob_runs_on_the_real_node_and_ships_the_site_two_nig
                 let pod = &mut item["spec"]["jobTemplate"]["spec"]["template"]["spec"];
                 pod["hostNetwork"] = json!(true);
                 pod["dnsPolicy"] = json!("ClusterFirstWithHostNet");
-                pod["nodeSelector"] = json!({label_key: label_value});
+                pod["nodeSelector"] = node_selector.clone();
                 pod["tolerations"] = tolerations.clone();
                 let container = &mut pod["containers"][0];
                 container["image"] = json!(image);
@@ -603,24 +596,22 @@ async fn the_documented_cronjob_runs_on_the_real_node_and_ships_the_site_two_nig
 }
 
 /// Ships a new commit of the site on `base` (the template's `BASE_IMAGE`), on
-/// a Deployment whose pod spec `change` edits, under `plan`'s load through its
-/// Service; keeps the load on `after` berth returns (the old pods' stop).
-/// Returns berth's exit, its output and what the load saw.
+/// a Deployment `change` shapes, under `plan`'s load through its Service.
+/// The load starts before berth and stops only once berth has returned, at
+/// least `after` has passed (the old pods' preStop delay and drain), and no
+/// old pod is left: it outlasts the whole rollout, or the test fails
+/// ([`Load::stop`]). Returns berth's run and what the load saw.
 async fn ship_under_load(
     test: &str,
     base: &str,
-    change: impl FnOnce(&mut Value),
+    change: impl FnOnce(DeploymentBuilder) -> DeploymentBuilder,
     plan: &LoadPlan,
     after: std::time::Duration,
-) -> (std::process::ExitStatus, String, LoadResult) {
-    let site = RealSite::new(test, &Image::TemplateOn(base), |body| {
-        change(&mut body["spec"]["template"]["spec"]);
-    })
-    .await;
+) -> (Ran, LoadResult) {
+    let site = RealSite::new(test, &Image::TemplateOn(base), change).await;
     let service = site.world.create_service("web", "web", json!("http")).await;
     // First the site on the base (the placeholder ignores SIGTERM).
-    let first = site.world.berth(&["run"]);
-    assert!(first.status.success(), "{}", text(&first));
+    site.world.berth(["run"]).succeeds();
     // The placeholder's pods answer no slow request: the load starts without them.
     site.settle().await;
     let commit = site
@@ -629,29 +620,37 @@ async fn ship_under_load(
     let ip: std::net::IpAddr = service.spec.unwrap().cluster_ip.unwrap().parse().unwrap();
     let load = Load::start((ip, 80).into(), plan);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let output = site.world.berth(&["ship", "landing", "--commit", &commit]);
+    let shipping = Instant::now();
+    let ran = site.world.berth(["ship", "landing", "--commit", &commit]).run();
+    let shipped = shipping.elapsed();
     tokio::time::sleep(after).await;
+    site.settle().await;
     let result = load.stop();
     eprintln!(
-        "{}: {} of {} requests failed during the rollout: {:?}",
+        "{}: berth shipped in {:.1}s; the load ran {:.1}s, from before berth started until the old pods were gone \
+         ({:.1}s after berth returned): {} of {} requests failed{}",
         site.world.prefix,
+        shipped.as_secs_f64(),
+        result.ran_for.as_secs_f64(),
+        (result.ran_for.saturating_sub(shipped)).as_secs_f64() - 0.5,
         result.failures.len(),
         result.requests,
-        result.failures
+        result.failure_kinds()
     );
-    if output.status.success() {
-        assert!(site.image().await.contains(&commit));
+    if ran.exit_is(exit::OK) {
+        assert!(site.image().await.contains(&commit), "{ran}");
     }
-    (output.status, text(&output), result)
+    (ran, result)
 }
 
-/// The pod spec change of a server that exits at SIGTERM: `pre_stop` (or
-/// none), grace 15 s.
-fn stopping(pre_stop: Option<Value>) -> impl FnOnce(&mut Value) {
-    move |pod| {
-        pod["terminationGracePeriodSeconds"] = json!(15);
-        if let Some(pre_stop) = pre_stop {
-            pod["containers"][0]["lifecycle"] = json!({"preStop": pre_stop});
+/// A server that exits at SIGTERM (its pods), with `pre_stop` seconds of
+/// preStop delay (or none) and a grace period of 15 s.
+fn stopping(pre_stop: Option<i64>) -> impl FnOnce(DeploymentBuilder) -> DeploymentBuilder {
+    move |web| {
+        let web = web.grace(15);
+        match pre_stop {
+            Some(seconds) => web.pre_stop(seconds),
+            None => web,
         }
     }
 }
@@ -660,8 +659,8 @@ fn stopping(pre_stop: Option<Value>) -> impl FnOnce(&mut Value) {
 /// within their preStop delay and grace after berth returns.
 async fn ship_pages(
     test: &str,
-    change: impl FnOnce(&mut Value),
-) -> (std::process::ExitStatus, String, LoadResult) {
+    change: impl FnOnce(DeploymentBuilder) -> DeploymentBuilder,
+) -> (Ran, LoadResult) {
     let base = crate::support::Stack::from_env().stopping_base_image;
     let after = std::time::Duration::from_secs(8);
     ship_under_load(test, &base, change, &LoadPlan::pages(), after).await
@@ -669,10 +668,8 @@ async fn ship_pages(
 
 /// A shape preflight flags: berth's output names every one of `findings`, and
 /// the load lost requests in that rollout (else the test shows nothing).
-fn assert_flagged_and_lost(all: &str, findings: &[&str], load: &LoadResult) {
-    for finding in findings {
-        assert!(all.contains(finding), "{finding:?} missing from:\n{all}");
-    }
+fn assert_flagged_and_lost(ran: Ran, findings: &[&str], load: &LoadResult) {
+    ran.has_all(findings);
     assert!(
         !load.failures.is_empty(),
         "no request failed in {}: the test shows nothing",
@@ -682,9 +679,8 @@ fn assert_flagged_and_lost(all: &str, findings: &[&str], load: &LoadResult) {
 
 /// The fixed shape: berth shipped, preflight said nothing, and not one of at
 /// least `least` requests failed.
-fn assert_silent_and_lossless(status: std::process::ExitStatus, all: &str, load: &LoadResult, least: usize) {
-    assert!(status.success(), "{all}");
-    assert!(!all.contains("preflight"), "{all}");
+fn assert_silent_and_lossless(ran: Ran, load: &LoadResult, least: usize) {
+    ran.exited(exit::OK).lacks("preflight");
     assert!(load.requests > least, "{load:?}");
     assert_eq!(
         load.failures,
@@ -699,10 +695,9 @@ fn assert_silent_and_lossless(status: std::process::ExitStatus, all: &str, load:
 /// names the fix.
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_prestop_delay_a_rollout_loses_requests_and_preflight_says_so() {
-    let (status, all, load) = ship_pages("real-nostop", stopping(None)).await;
-    assert!(status.success(), "{all}");
+    let (ran, load) = ship_pages("real-nostop", stopping(None)).await;
     assert_flagged_and_lost(
-        &all,
+        ran.exited(exit::OK),
         &[
             "preflight warn",
             "has no preStop delay",
@@ -717,13 +712,11 @@ async fn without_a_prestop_delay_a_rollout_loses_requests_and_preflight_says_so(
 /// about it.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_the_recommended_prestop_delay_a_rollout_loses_no_request() {
-    let (status, all, load) = ship_pages("real-stop", |pod| {
-        stopping(Some(json!({"sleep": {"seconds": 5}})))(pod);
-        pod["containers"][0]["livenessProbe"] =
-            json!({"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1});
+    let (ran, load) = ship_pages("real-stop", |web| {
+        stopping(Some(5))(web).liveness(Probe::http("/").every(1))
     })
     .await;
-    assert_silent_and_lossless(status, &all, &load, 1000);
+    assert_silent_and_lossless(ran, &load, 1000);
 }
 
 /// A liveness probe on a port the image does not serve passes no check the
@@ -732,14 +725,12 @@ async fn with_the_recommended_prestop_delay_a_rollout_loses_no_request() {
 /// fixed probe is the test above.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_liveness_probe_on_a_port_the_image_does_not_serve_loses_requests_and_preflight_says_so() {
-    let (_, all, load) = ship_pages("real-liveness", |pod| {
-        stopping(Some(json!({"sleep": {"seconds": 5}})))(pod);
-        pod["containers"][0]["livenessProbe"] =
-            json!({"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1});
+    let (ran, load) = ship_pages("real-liveness", |web| {
+        stopping(Some(5))(web).liveness(Probe::http("/").on_port(80).every(1))
     })
     .await;
     assert_flagged_and_lost(
-        &all,
+        ran,
         &["the livenessProbe of container `web` asks port 80, but the image serves 8080"],
         &load,
     );
@@ -748,7 +739,8 @@ async fn a_liveness_probe_on_a_port_the_image_does_not_serve_loses_requests_and_
 /// Slow requests (a large file to a slow client) on a server that finishes
 /// its requests at SIGTERM, as nginx does at its graceful stop: 12 clients,
 /// each asking one that takes 6 s, started half a second apart so that at any
-/// moment some answers have just begun.
+/// moment some answers have just begun. A request fails after 15 s without
+/// a byte (its answer trickles in for 6 s).
 fn slow_requests() -> LoadPlan {
     LoadPlan {
         path: "/cgi-bin/slow?6",
@@ -756,18 +748,15 @@ fn slow_requests() -> LoadPlan {
         stagger: std::time::Duration::from_millis(500),
         interval: std::time::Duration::from_millis(100),
         timeout: std::time::Duration::from_secs(15),
-        limit: std::time::Duration::from_secs(180),
+        limit: std::time::Duration::from_secs(300),
     }
 }
 
 /// A rollout under slow requests, on a server that drains at SIGTERM, with a
 /// preStop delay of 2 s and `grace` seconds of grace.
-async fn ship_slow(test: &str, grace: i64) -> (std::process::ExitStatus, String, LoadResult) {
+async fn ship_slow(test: &str, grace: i64) -> (Ran, LoadResult) {
     let base = crate::support::Stack::from_env().draining_base_image;
-    let change = move |pod: &mut Value| {
-        pod["terminationGracePeriodSeconds"] = json!(grace);
-        pod["containers"][0]["lifecycle"] = json!({"preStop": {"sleep": {"seconds": 2}}});
-    };
+    let change = move |web: DeploymentBuilder| web.grace(grace).pre_stop(2);
     // The last old pod is deleted as berth returns: its grace, and the last
     // slow answer it owes, after that.
     let after = std::time::Duration::from_secs(u64::try_from(grace).unwrap() + 8);
@@ -778,10 +767,9 @@ async fn ship_slow(test: &str, grace: i64) -> (std::process::ExitStatus, String,
 /// kills the old pods while they still send slow answers.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_grace_period_without_room_to_drain_cuts_requests_and_preflight_says_so() {
-    let (status, all, load) = ship_slow("real-short-grace", 4).await;
-    assert!(status.success(), "{all}");
+    let (ran, load) = ship_slow("real-short-grace", 4).await;
     assert_flagged_and_lost(
-        &all,
+        ran.exited(exit::OK),
         &["terminationGracePeriodSeconds 4 is shorter than the preStop delay (2 s) plus 5 s"],
         &load,
     );
@@ -798,29 +786,23 @@ async fn a_grace_period_without_room_to_drain_cuts_requests_and_preflight_says_s
 /// The grace period preflight asks for lets every slow answer finish.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_grace_period_with_room_to_drain_cuts_no_request() {
-    let (status, all, load) = ship_slow("real-long-grace", 10).await;
-    assert_silent_and_lossless(status, &all, &load, 20);
+    let (ran, load) = ship_slow("real-long-grace", 10).await;
+    assert_silent_and_lossless(ran, &load, 20);
 }
 
 /// A probe on a port the image does not serve is known once the image is
 /// built (its EXPOSE): with --strict nothing is pushed or deployed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_probe_on_a_port_the_image_does_not_serve_is_found_after_the_build_and_strict_pushes_nothing() {
-    let site = RealSite::new("real-probe-port", &Image::Template, |body| {
-        let container = &mut body["spec"]["template"]["spec"]["containers"][0];
-        container["ports"] = json!([{"containerPort": 80, "name": "http"}]);
-        container["lifecycle"] = json!({"preStop": {"sleep": {"seconds": 5}}});
-        body["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(15);
+    let site = RealSite::new("real-probe-port", &Image::Template, |web| {
+        web.ports(&[(80, "http")]).pre_stop(5).grace(15)
     })
     .await;
     let before = site.image().await;
-    let output = site.world.berth(&["run", "--strict"]);
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("the readinessProbe of container `web` asks port 80, but the image serves 8080"),
-        "{all}"
-    );
+    site.world
+        .berth(["run", "--strict"])
+        .fails_with(exit::SITE_FAILED)
+        .has("the readinessProbe of container `web` asks port 80, but the image serves 8080");
     assert_eq!(site.image().await, before, "--strict deployed nothing");
     // Nothing was pushed: the registry does not know the repository at all.
     let tags = std::process::Command::new("curl")

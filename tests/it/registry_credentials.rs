@@ -9,7 +9,7 @@
 use base64::Engine as _;
 
 use crate::images::{landing_world, pushing_to};
-use crate::support::{Credentials, World, image_of, text};
+use crate::support::{Credentials, World, exit, image_of, text};
 
 /// A `DOCKER_CONFIG` folder of this world's, holding `config` as config.json.
 fn docker_config(world: &World, name: &str, config: &serde_json::Value) -> String {
@@ -61,10 +61,11 @@ async fn a_config_json_key_with_a_scheme_and_v1_logs_in_to_the_auth_registry() {
         "docker",
         &serde_json::json!({"auths": {key: {"auth": auth_of(&world)}}}),
     );
-    let output = world.berth_with_env(&["run"], &[("DOCKER_CONFIG", &config)]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(!all.contains(&stack.auth_password), "no secret: {all}");
+    world
+        .berth(["run"])
+        .env("DOCKER_CONFIG", &config)
+        .succeeds()
+        .lacks(&stack.auth_password);
     let image = image_of(&world.deployment("web").await);
     assert!(image.starts_with(&format!("{}/", stack.auth_registry)), "{image}");
 }
@@ -85,19 +86,17 @@ async fn a_build_pulls_its_base_from_a_registry_only_config_json_knows() {
         "docker",
         &serde_json::json!({"auths": {key: {"auth": auth_of(&world)}}}),
     );
-    let output = world.berth_with_env(&["run"], &[("DOCKER_CONFIG", &config)]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
+    world.berth(["run"]).env("DOCKER_CONFIG", &config).succeeds();
     let image = image_of(&world.deployment("web").await);
     assert!(image.starts_with(&format!("{}/", stack.registry)), "{image}");
 
     // A developer's `berth build` of a working tree gets them too.
     let checkout = world.clone_of(&world.url("landing"));
-    let output = world.berth_with_env(
-        &["build", "landing", "--source", checkout.to_str().unwrap()],
-        &[("DOCKER_CONFIG", &config)],
-    );
-    assert!(output.status.success(), "berth build: {}", text(&output));
+    world
+        .berth(["build", "landing", "--source"])
+        .arg(&checkout)
+        .env("DOCKER_CONFIG", &config)
+        .succeeds();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -148,10 +147,12 @@ esac
     pipeline.site_mut("landing").build_arg("BASE_IMAGE", &private);
     world.write_pipeline(&pipeline);
 
-    let output = world.berth_with_env(&["run"], &[("DOCKER_CONFIG", &config), ("PATH", &path)]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(!all.contains(&stack.auth_password), "no secret: {all}");
+    world
+        .berth(["run"])
+        .env("DOCKER_CONFIG", &config)
+        .env("PATH", &path)
+        .succeeds()
+        .lacks(&stack.auth_password);
     let image = image_of(&world.deployment("web").await);
     assert!(image.starts_with(&format!("{}/", stack.registry)), "{image}");
     let calls = std::fs::read_to_string(&log).unwrap();
@@ -170,24 +171,22 @@ esac
         &[("index.html", "<h1>locked</h1>\n")],
         "Locked keychain",
     );
-    let output = world.berth_with_env(&["run"], &[("DOCKER_CONFIG", &config), ("PATH", &path)]);
-    let all = text(&output);
-    assert_ne!(output.status.code(), Some(0), "{all}");
-    assert!(
-        all.contains("docker-credential-berthstore failed for") && all.contains("the keychain is locked"),
-        "{all}"
-    );
+    world
+        .berth(["run"])
+        .env("DOCKER_CONFIG", &config)
+        .env("PATH", &path)
+        .fails_with(exit::SITE_FAILED)
+        .has("docker-credential-berthstore failed for")
+        .has("the keychain is locked");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_existing_image_check_reads_the_registry_and_pulls_nothing() {
     let world = landing_world("creds-exists").await;
     world.write_pipeline(&world.landing_pipeline());
-    let output = world.berth(&["run"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["run"]).succeeds();
     let image = image_of(&world.deployment("web").await);
-    let output = world.berth(&["rollback", "landing"]);
-    assert!(output.status.success(), "{}", text(&output));
+    world.berth(["rollback", "landing"]).succeeds();
 
     // This machine forgets the image: only the registry has it now.
     let docker = crate::support::docker().await;
@@ -204,11 +203,12 @@ async fn the_existing_image_check_reads_the_registry_and_pulls_nothing() {
     docker.remove_image(tagged, Some(options), None).await.unwrap();
     assert!(docker.inspect_image(&pinned).await.is_err(), "{pinned} is gone");
 
-    let output = world.berth(&["run"]);
-    let all = text(&output);
-    assert!(output.status.success(), "{all}");
-    assert!(all.contains("build    skip exists:"), "{all}");
-    assert!(!all.contains("context  ok"), "nothing was built: {all}");
+    // Nothing was built: no context was written.
+    world
+        .berth(["run"])
+        .succeeds()
+        .has("build    skip exists:")
+        .lacks("context  ok");
     assert_eq!(image_of(&world.deployment("web").await), image);
     assert!(
         docker.inspect_image(&pinned).await.is_err(),

@@ -9,14 +9,10 @@ use bollard::query_parameters::{
     TagImageOptions,
 };
 use futures_util::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use kube::runtime::{WatchStreamExt, watcher};
 
-use crate::support::{
-    RolloutState, Stack, World, docker, http_get, kube_client, pod_problem, rollout_state, unique,
-};
+use crate::support::{RolloutState, Stack, World, docker, http_get, kube_client, pod_problem, unique};
 
 fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
@@ -236,38 +232,19 @@ fn the_stack_ssh_key_runs_git_shell_only() {
     );
 }
 
-async fn wait_for_state(
-    world: &World,
-    name: &str,
-    timeout: Duration,
-    done: impl Fn(&RolloutState) -> bool,
-) -> RolloutState {
-    let api: Api<Deployment> = Api::namespaced(kube_client().await, &world.namespace);
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher(api, config).applied_objects().boxed();
-    let result = tokio::time::timeout(timeout, async {
-        while let Some(Ok(deployment)) = stream.next().await {
-            let state = rollout_state(&deployment);
-            if done(&state) {
-                return state;
-            }
-        }
-        panic!("watch ended");
-    })
-    .await;
-    result.unwrap_or_else(|_| panic!("deployment {name} did not reach the state in {timeout:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deployment_of_three_replicas_rolls_out_by_kubectls_rule() {
     let world = World::new("smoke-rollout").await;
     world
-        .create_deployment("web", 3, "127.0.0.1:5000/smoke/web:good")
+        .kwok_deployment("web", "127.0.0.1:5000/smoke/web:good")
+        .replicas(3)
+        .create()
         .await;
-    let state = wait_for_state(&world, "web", Duration::from_secs(60), |s| {
-        !matches!(s, RolloutState::Progressing(_))
-    })
-    .await;
+    let state = world
+        .wait_for_rollout("web", Duration::from_secs(60), |s| {
+            !matches!(s, RolloutState::Progressing(_))
+        })
+        .await;
     assert_eq!(state, RolloutState::Complete);
     let deployment = world.deployment("web").await;
     assert_eq!(deployment.status.unwrap().available_replicas, Some(3));
@@ -277,12 +254,16 @@ async fn a_deployment_of_three_replicas_rolls_out_by_kubectls_rule() {
 async fn a_broken_image_sits_in_image_pull_back_off_and_exceeds_the_progress_deadline() {
     let world = World::new("smoke-broken").await;
     world
-        .create_deployment_with_deadline("web", 2, "127.0.0.1:5000/smoke/web:broken-1", 15)
+        .kwok_deployment("web", "127.0.0.1:5000/smoke/web:broken-1")
+        .replicas(2)
+        .progress_deadline(15)
+        .create()
         .await;
-    let state = wait_for_state(&world, "web", Duration::from_secs(90), |s| {
-        !matches!(s, RolloutState::Progressing(_))
-    })
-    .await;
+    let state = world
+        .wait_for_rollout("web", Duration::from_secs(90), |s| {
+            !matches!(s, RolloutState::Progressing(_))
+        })
+        .await;
     assert!(matches!(state, RolloutState::Failed(_)), "{state:?}");
     let pods: Api<Pod> = Api::namespaced(kube_client().await, &world.namespace);
     let pods = pods.list(&ListParams::default().labels("app=web")).await.unwrap();

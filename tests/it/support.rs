@@ -1,5 +1,13 @@
 //! Test support: the stack from the environment, a per-test world (temp dir,
-//! namespace, repo copies, image names) and a runner for the real `berth` binary.
+//! namespace, repo copies, image names), the one runner of the real `berth`
+//! binary ([`Berth`]), typed pipeline files ([`Pipeline`]) and Deployments
+//! ([`DeploymentBuilder`]), registries of a test's own, and a load for the
+//! zero-downtime tests.
+
+mod deployment;
+mod load;
+mod registry;
+mod run;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 // follow src/'s layout.
 pub use berth::config::CredentialSource;
 pub use berth::deploy::rollout::{RolloutState, pod_problem, rollout_state};
+/// The exit codes berth documents; tests name them, never their numbers.
+pub use berth::exit;
 use berth::image::container::create_published;
 pub use berth::image::{BuildError, ContextBody, ImageBuild, build_image};
 pub use berth::registry::push as push_image;
@@ -18,9 +28,13 @@ pub use berth::registry::{
     ApiError, Copied, CopyError, Endpoint, RegistryAuth, copy_by_digest, resolve_credentials,
 };
 pub use berth::ui::{Printer, Verbosity};
+pub use deployment::{DeploymentBuilder, IntOrString, Probe, Strategy};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, Service, Toleration};
 use kube::api::{Api, PostParams};
+pub use load::{Load, LoadPlan, LoadResult};
+pub use registry::{FlakyRegistry, OwnRegistry};
+pub use run::{Berth, Ran, SPAWN_DEADLINE};
 use serde::Serialize;
 use serde_json::json;
 
@@ -172,7 +186,11 @@ impl World {
             world.copy_repo(repo);
         }
         for (site, _) in SITES {
-            world.create_deployment(site, 2, &world.busybox()).await;
+            world
+                .kwok_deployment(site, &world.busybox())
+                .replicas(2)
+                .create()
+                .await;
         }
         world.write_pipeline(&world.example_pipeline());
         world
@@ -364,77 +382,72 @@ impl World {
         .to_string()
     }
 
-    /// Creates a Deployment serving port 8080 with a readiness probe and `RollingUpdate`,
-    /// with a progress deadline of 120 s (a loaded 2-core machine needs slack).
-    pub async fn create_deployment(&self, name: &str, replicas: i32, image: &str) {
-        self.create_deployment_with_deadline(name, replicas, image, 120)
-            .await;
+    /// A Deployment `name` of `image` on kwok's node, in this world's
+    /// namespace, to change and [`DeploymentBuilder::create`]: 1 replica,
+    /// port 8080 (`http`) probed on / every 5 s, one pod at a time, a
+    /// progress deadline of 120 s.
+    pub fn kwok_deployment(&self, name: &str, image: &str) -> DeploymentBuilder {
+        DeploymentBuilder::kwok(&self.namespace, name, image)
     }
 
-    /// The same with the progress deadline given.
-    pub async fn create_deployment_with_deadline(
+    /// The same on the real node (its nodeSelector and toleration), probed
+    /// every second, a grace period of 5 s.
+    pub fn real_node_deployment(&self, name: &str, image: &str) -> DeploymentBuilder {
+        DeploymentBuilder::real_node(
+            &self.namespace,
+            name,
+            image,
+            self.real_node_selector(),
+            self.real_node_tolerations(),
+        )
+    }
+
+    /// The nodeSelector that asks for the real node.
+    pub fn real_node_selector(&self) -> BTreeMap<String, String> {
+        let (key, value) = self.stack.real_node_label.split_once('=').unwrap();
+        BTreeMap::from([(key.to_string(), value.to_string())])
+    }
+
+    /// The tolerations of the real node's taint.
+    pub fn real_node_tolerations(&self) -> Vec<Toleration> {
+        let (key, rest) = self.stack.real_node_taint.split_once('=').unwrap();
+        let (value, effect) = rest.split_once(':').unwrap();
+        vec![Toleration {
+            key: Some(key.into()),
+            value: Some(value.into()),
+            effect: Some(effect.into()),
+            ..Toleration::default()
+        }]
+    }
+
+    /// Waits (at most `within`) until Deployment `name` is in a rollout
+    /// state `done` accepts, by `kubectl rollout status`'s rule; returns it.
+    pub async fn wait_for_rollout(
         &self,
         name: &str,
-        replicas: i32,
-        image: &str,
-        deadline_seconds: i32,
-    ) {
-        let deployment: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": {
-                "replicas": replicas,
-                "progressDeadlineSeconds": deadline_seconds,
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {"containers": [{
-                        "name": "web",
-                        "image": image,
-                        "ports": [{"containerPort": 8080, "name": "http"}],
-                        "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 5}
-                    }]}
-                }
+        within: std::time::Duration,
+        done: impl Fn(&RolloutState) -> bool,
+    ) -> RolloutState {
+        let started = std::time::Instant::now();
+        loop {
+            let state = rollout_state(&self.deployment(name).await);
+            if done(&state) {
+                return state;
             }
-        }))
-        .unwrap();
-        let api: Api<Deployment> = Api::namespaced(kube_client().await, &self.namespace);
-        api.create(&PostParams::default(), &deployment)
-            .await
-            .expect("create deployment");
+            assert!(
+                started.elapsed() < within,
+                "Deployment {name} is still {state:?} after {within:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
     }
 
-    /// The body of a Deployment `name` meant for the real node (its nodeSelector
-    /// and toleration), serving port 8080 (`http`) with a readiness probe on /
-    /// every second, RollingUpdate with maxUnavailable 0. Tests change it and
-    /// create it with [`World::create_deployment_json`].
-    pub fn real_node_deployment(&self, name: &str, replicas: i32, image: &str) -> serde_json::Value {
-        let (label_key, label_value) = self.stack.real_node_label.split_once('=').unwrap();
-        let (taint_key, rest) = self.stack.real_node_taint.split_once('=').unwrap();
-        let (taint_value, effect) = rest.split_once(':').unwrap();
-        json!({
-            "metadata": {"name": name},
-            "spec": {
-                "replicas": replicas,
-                "progressDeadlineSeconds": 120,
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {
-                        "nodeSelector": {label_key: label_value},
-                        "tolerations": [{"key": taint_key, "value": taint_value, "effect": effect}],
-                        "terminationGracePeriodSeconds": 5,
-                        "containers": [{
-                            "name": "web",
-                            "image": image,
-                            "ports": [{"containerPort": 8080, "name": "http"}],
-                            "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}
-                        }]
-                    }
-                }
-            }
+    /// Waits (at most 2 minutes) until Deployment `name` has rolled out.
+    pub async fn wait_until_rolled_out(&self, name: &str) {
+        self.wait_for_rollout(name, std::time::Duration::from_secs(120), |state| {
+            *state == RolloutState::Complete
         })
+        .await;
     }
 
     /// Creates a ClusterIP Service `name` selecting `app=<app>`, port 80 (`web`)
@@ -456,7 +469,6 @@ impl World {
         api.get(name).await.expect("deployment exists")
     }
 
-    /// The image of container `web` of Deployment `name`.
     /// Sets the image of container `web` of Deployment `name`, as `kubectl set image` does.
     pub async fn set_image(&self, name: &str, image: &str) {
         let api: Api<Deployment> = Api::namespaced(kube_client().await, &self.namespace);
@@ -471,6 +483,7 @@ impl World {
         .expect("set the image");
     }
 
+    /// The image of container `web` of Deployment `name`.
     pub async fn image_of(&self, name: &str) -> String {
         image_of(&self.deployment(name).await)
     }
@@ -481,15 +494,12 @@ impl World {
     }
 
     /// `berth run --strict` refuses Deployment `web` with every one of
-    /// `needles` in its output (exit 1), and writes nothing to it.
+    /// `needles` in its output, and writes nothing to it.
     pub async fn assert_strict_refuses(&self, needles: &[&str]) {
         let generation = self.generation("web").await;
-        let output = self.berth(&["run", "--strict"]);
-        let all = text(&output);
-        assert_eq!(output.status.code(), Some(1), "{all}");
-        for needle in needles {
-            assert!(all.contains(needle), "output lacks {needle:?}:\n{all}");
-        }
+        self.berth(["run", "--strict"])
+            .fails_with(exit::SITE_FAILED)
+            .has_all(needles);
         assert_eq!(
             self.generation("web").await,
             generation,
@@ -562,37 +572,13 @@ impl World {
             .count()
     }
 
-    /// Runs the real berth binary in the test's dir.
-    pub fn berth(&self, args: &[&str]) -> Output {
-        berth_in(self.dir.path(), args)
-    }
-
-    /// The same, with extra environment variables.
-    pub fn berth_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut command = berth_command(self.dir.path(), args);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        command.output().expect("run berth")
-    }
-
-    /// Starts the real berth binary without waiting for it.
-    pub fn spawn_berth(&self, args: &[&str]) -> std::process::Child {
-        berth_command(self.dir.path(), args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start berth")
-    }
-
-    /// Creates a Deployment from a JSON body (namespace filled in).
-    pub async fn create_deployment_json(&self, mut body: serde_json::Value) {
-        body["metadata"]["namespace"] = json!(self.namespace);
-        let deployment: Deployment = serde_json::from_value(body).unwrap();
-        let api: Api<Deployment> = Api::namespaced(kube_client().await, &self.namespace);
-        api.create(&PostParams::default(), &deployment)
-            .await
-            .expect("create deployment");
+    /// `berth ARGS...` in the test's dir ([`Berth`]: set more, then run it).
+    pub fn berth<I, S>(&self, args: I) -> Berth
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        Berth::new(args).in_dir(self.dir.path())
     }
 
     /// Runs the stack's kubectl in this test's namespace.
@@ -923,32 +909,6 @@ pub fn build_berth_image(tag: &str) {
     assert!(output.status.success(), "{}", text(&output));
 }
 
-/// Runs the real berth binary in `dir`, without colour, with plain lines.
-pub fn berth_in(dir: &Path, args: &[&str]) -> Output {
-    berth_command(dir, args).output().expect("run berth")
-}
-
-/// The real berth binary in `dir`, as a test runs it: no colour, `CI` set, none
-/// of the developer's `BERTH_*` variables.
-pub fn berth_command(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("CI", "true")
-        .env_remove("CLICOLOR_FORCE")
-        .env_remove("GITHUB_ACTIONS");
-    // A developer's BERTH_* variables (every global option has one) stay out.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("BERTH_") && !name.to_string_lossy().starts_with("BERTH_STACK_")
-        {
-            command.env_remove(name);
-        }
-    }
-    command
-}
-
 /// `git commit` in `work` as the tests' author, with `args` (`-q`, `-m MESSAGE`...).
 pub fn git_commit(work: &Path, args: &[&str]) -> String {
     let mut all = vec![
@@ -986,12 +946,6 @@ pub fn validate_against(schema_file: &str, document: &serde_json::Value) {
         .map(|e| format!("{e} at {}", e.instance_path()))
         .collect();
     assert!(errors.is_empty(), "{schema_file}: {errors:#?}\n{document:#}");
-}
-
-/// berth's `--json` document on stdout.
-pub fn json_of(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", text(output)))
 }
 
 pub fn text(output: &Output) -> String {
@@ -1168,12 +1122,17 @@ impl Background {
                 .unwrap_or_else(|e| panic!("start {command:?}: {e}")),
         )
     }
+
+    /// Kills the process and waits until it has exited.
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.stop();
     }
 }
 
@@ -1184,90 +1143,4 @@ pub async fn remove_container(docker: &bollard::Docker, name: &str) {
         ..Default::default()
     };
     docker.remove_container(name, Some(options)).await.unwrap();
-}
-
-/// What a [`Load`] asks, how many clients ask it at once, and how often.
-#[derive(Debug, Clone)]
-pub struct LoadPlan {
-    pub path: &'static str,
-    pub clients: usize,
-    /// Client `i` sends its first request `i × stagger` after the start.
-    pub stagger: std::time::Duration,
-    /// The pause of each client between two requests.
-    pub interval: std::time::Duration,
-    /// How long one request may take (to connect, and between reads).
-    pub timeout: std::time::Duration,
-    /// The load stops by itself after this.
-    pub limit: std::time::Duration,
-}
-
-impl LoadPlan {
-    /// Pages: 4 clients each asking `/` every 5 ms, 2 s allowed per request.
-    pub fn pages() -> Self {
-        Self {
-            path: "/",
-            clients: 4,
-            stagger: std::time::Duration::ZERO,
-            interval: std::time::Duration::from_millis(5),
-            timeout: std::time::Duration::from_secs(2),
-            limit: std::time::Duration::from_secs(120),
-        }
-    }
-}
-
-/// A bounded load on one address (a ClusterIP from the host): each client of
-/// the [`LoadPlan`] sends one HTTP/1.0 GET at a time, on a new connection,
-/// until stopped. Counts the requests that got no 200.
-pub struct Load {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<(usize, Vec<String>)>>,
-}
-
-/// What a [`Load`] saw.
-#[derive(Debug)]
-pub struct LoadResult {
-    pub requests: usize,
-    /// One line per failed request: what went wrong.
-    pub failures: Vec<String>,
-}
-
-impl Load {
-    pub fn start(address: std::net::SocketAddr, plan: &LoadPlan) -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let threads = (0..plan.clients)
-            .map(|client| {
-                let (stop, plan) = (stop.clone(), plan.clone());
-                std::thread::spawn(move || {
-                    let started = std::time::Instant::now();
-                    std::thread::sleep(plan.stagger * u32::try_from(client).unwrap_or(0));
-                    let (mut requests, mut failures) = (0, Vec::new());
-                    while !stop.load(Ordering::SeqCst) && started.elapsed() < plan.limit {
-                        requests += 1;
-                        match http_get_at(address, plan.path, plan.timeout) {
-                            Ok((200, _)) => {}
-                            Ok((status, _)) => failures.push(format!("answered {status}")),
-                            Err(error) => failures.push(error.to_string()),
-                        }
-                        std::thread::sleep(plan.interval);
-                    }
-                    (requests, failures)
-                })
-            })
-            .collect();
-        Self { stop, threads }
-    }
-
-    pub fn stop(self) -> LoadResult {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut result = LoadResult {
-            requests: 0,
-            failures: Vec::new(),
-        };
-        for thread in self.threads {
-            let (requests, failures) = thread.join().expect("load thread");
-            result.requests += requests;
-            result.failures.extend(failures);
-        }
-        result
-    }
 }
