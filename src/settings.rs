@@ -39,7 +39,7 @@ impl Settings {
         } else {
             let start = std::env::current_dir().map_err(|source| ConfigError::Read {
                 path: PathBuf::from("."),
-                source,
+                error: source,
             })?;
             config::find(&start).ok_or(ConfigError::NotFound { start })?
         };

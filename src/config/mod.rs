@@ -444,8 +444,8 @@ pub enum ConfigError {
     #[error("no {FILE_NAME} in {} or any folder above it; name the file with --config (or BERTH_CONFIG)", start.display())]
     NotFound { start: PathBuf },
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     /// The file was read and has problems; each says where.
     #[error("{}", render(path, diagnostics))]
     Invalid {
@@ -524,7 +524,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         Self::parse(path, &text)
     }

@@ -20,7 +20,7 @@ pub(super) const HANDED_OVER: usize = 1024 * 1024;
 pub(super) fn export_error(path: &Path, source: std::io::Error) -> MirrorError {
     MirrorError::Export {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 

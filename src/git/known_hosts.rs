@@ -26,8 +26,8 @@ use sha2::Digest as _;
 #[derive(Debug, thiserror::Error)]
 pub enum KnownHostsError {
     /// A file exists but cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
 }
 
 /// What the `known_hosts` files say about a host's key.
@@ -109,7 +109,7 @@ pub fn check(files: &[PathBuf], host: &str, port: u16, key: &[u8]) -> Result<Ver
             Err(source) => {
                 return Err(KnownHostsError::Read {
                     path: file.clone(),
-                    source,
+                    error: source,
                 });
             }
         };

@@ -93,8 +93,8 @@ pub enum MirrorError {
     #[error("mirror of repo `{repo}`: {problem}")]
     Local { repo: String, problem: LocalProblem },
     /// Writing the exported files failed.
-    #[error("cannot export to {path}: {source}")]
-    Export { path: PathBuf, source: std::io::Error },
+    #[error("cannot export to {path}: {error}")]
+    Export { path: PathBuf, error: std::io::Error },
 }
 
 /// What failed on a mirror's own disk, for [`MirrorError::Local`].

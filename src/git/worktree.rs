@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum WorktreeError {
     /// No Git repo holds the folder.
-    #[error("{} is not inside a Git working tree: {}", .path.display(), .source.message())]
-    NotInRepo { path: PathBuf, source: git2::Error },
+    #[error("{} is not inside a Git working tree: {}", .path.display(), .error.message())]
+    NotInRepo { path: PathBuf, error: git2::Error },
     /// The repo has no working tree.
     #[error("{} is a bare repo; give a working tree", .0.display())]
     Bare(PathBuf),
@@ -38,7 +38,7 @@ pub struct Copied {
 pub fn copy_site(source: &Path, site_path: &str, destination: &Path) -> Result<Copied, WorktreeError> {
     let repo = git2::Repository::discover(source).map_err(|error| WorktreeError::NotInRepo {
         path: source.to_path_buf(),
-        source: error,
+        error,
     })?;
     let workdir = repo
         .workdir()

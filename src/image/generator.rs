@@ -86,7 +86,7 @@ pub async fn run_generator(
         .spawn()
         .map_err(|source| BuildError::Spawn {
             command: command.to_string(),
-            source,
+            error: source,
         })?;
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
@@ -108,7 +108,7 @@ pub async fn run_generator(
     }
     let status = child.wait().await.map_err(|source| BuildError::Spawn {
         command: command.to_string(),
-        source,
+        error: source,
     })?;
     if status.success() {
         Ok(())

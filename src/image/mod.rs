@@ -63,8 +63,8 @@ pub enum BuildError {
         tail: String,
     },
     /// The generator command could not be started.
-    #[error("cannot run build command `{command}`: {source}")]
-    Spawn { command: String, source: std::io::Error },
+    #[error("cannot run build command `{command}`: {error}")]
+    Spawn { command: String, error: std::io::Error },
     /// The configured output folder is missing after the build.
     #[error("the site's content folder `{0}` does not exist (check `output` in pipeline.toml)")]
     NoOutput(String),
@@ -77,8 +77,8 @@ pub enum BuildError {
     )]
     SymlinkEscape { link: String, target: String },
     /// Reading the site or writing the context failed.
-    #[error("cannot write the build context ({path}): {source}")]
-    Context { path: PathBuf, source: std::io::Error },
+    #[error("cannot write the build context ({path}): {error}")]
+    Context { path: PathBuf, error: std::io::Error },
     /// The Engine refused or failed the build; its own words.
     #[error("the Docker Engine failed the build: {cause}{}", tail_text(.tail))]
     Engine { cause: BuildFailure, tail: String },
@@ -119,7 +119,7 @@ impl BuildError {
     pub(crate) fn context(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Context {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 
@@ -131,7 +131,7 @@ impl BuildError {
     /// Whether this is the writer's side of the Engine giving up on the build:
     /// the Engine's own answer is the error to show.
     pub fn is_context_not_read(&self) -> bool {
-        matches!(self, Self::Context { source, .. }
+        matches!(self, Self::Context { error: source, .. }
             if source.get_ref().and_then(|inner| inner.downcast_ref::<ContextNotRead>()).is_some())
     }
 }

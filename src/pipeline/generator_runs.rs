@@ -27,8 +27,8 @@ pub type Generated = (image::SiteFiles, Arc<image::FileTimes>);
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     /// The run's work folder could not be made.
-    #[error("cannot create a work folder in {folder}: {source}")]
-    WorkFolder { folder: String, source: std::io::Error },
+    #[error("cannot create a work folder in {folder}: {error}")]
+    WorkFolder { folder: String, error: std::io::Error },
     /// Exporting the site's folder from the mirror failed.
     #[error(transparent)]
     Export(#[from] MirrorError),
@@ -36,7 +36,7 @@ pub enum GenerateError {
     #[error(transparent)]
     Generator(#[from] BuildError),
     /// The blocking export stopped (a panic or the runtime shut down).
-    #[error("exporting stopped: {0}")]
+    #[error("exporting stopped")]
     Stopped(#[from] tokio::task::JoinError),
 }
 
@@ -151,9 +151,9 @@ impl<'a> Generator<'a> {
         let directory = tempfile::Builder::new()
             .prefix(&format!("{}-{}-", site.repo, reference::short(&synced.commit.id)))
             .tempdir_in(&self.work_dir)
-            .map_err(|source| GenerateError::WorkFolder {
+            .map_err(|error| GenerateError::WorkFolder {
                 folder: self.work_dir.display().to_string(),
-                source,
+                error,
             })?
             .keep();
         self.shared
@@ -168,7 +168,7 @@ impl<'a> Generator<'a> {
             let home = directory.join("home");
             std::fs::create_dir_all(&home).map_err(|source| GenerateError::WorkFolder {
                 folder: home.display().to_string(),
-                source,
+                error: source,
             })?;
             self.printer
                 .progress(&site.name, "generate", &format!("running `{command}`"));

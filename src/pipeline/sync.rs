@@ -45,7 +45,7 @@ pub enum SyncError {
     #[error(transparent)]
     Mirror(#[from] MirrorError),
     /// The blocking task that mirrors stopped (a panic or the runtime shut down).
-    #[error("mirroring stopped: {0}")]
+    #[error("mirroring stopped")]
     Stopped(#[from] tokio::task::JoinError),
 }
 
