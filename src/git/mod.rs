@@ -147,7 +147,8 @@ pub struct Mirror {
     git: Repository,
     /// Where this and the submodules' mirrors live.
     mirrors_dir: PathBuf,
-    _lock: File,
+    /// The mirror's file lock ([`lock`]), held from open through the fetch.
+    lock: Option<File>,
 }
 
 fn describe(commit: &git2::Commit<'_>) -> Commit {
@@ -264,8 +265,18 @@ impl Mirror {
             mirrors_dir: mirrors_dir.to_path_buf(),
             repo: repo.clone(),
             git,
-            _lock: lock,
+            lock: Some(lock),
         })
+    }
+
+    /// Lets another process fetch this mirror while this one goes on reading
+    /// it: the commits, trees and blobs it reads stay (a fetch adds objects
+    /// and moves refs; pruning removes refs, never objects). A run unlocks
+    /// once it has fetched and resolved its commit, so a second run of the
+    /// same repo (another site, another CI job, `berth serve`'s next push)
+    /// does not wait for the first one's rollout.
+    pub fn unlock(&mut self) {
+        self.lock = None;
     }
 
     /// Opens the mirror without fetching; unlike [`Mirror::open`], it must exist.

@@ -157,8 +157,10 @@ fn sync_repo(
     paths: &[String],
     printer: &Printer,
 ) -> Result<Synced, MirrorError> {
-    let mirror = sync_mirror(mirrors_dir, repo, printer)?;
+    let mut mirror = sync_mirror(mirrors_dir, repo, printer)?;
     let commit = choice.resolve(&mirror, &repo.branch)?;
+    // Fetched and resolved: the rest of the run only reads.
+    mirror.unlock();
     let trees = paths
         .iter()
         .map(|path| {
