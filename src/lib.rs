@@ -19,6 +19,7 @@ pub mod config;
 pub mod deploy;
 pub mod exit;
 pub mod files;
+pub mod forge;
 pub mod git;
 pub mod http;
 pub mod image;
@@ -26,6 +27,7 @@ pub mod image;
 pub mod pipeline;
 pub mod reference;
 pub mod registry;
+pub mod server;
 pub mod settings;
 
 pub mod ui;

@@ -11,6 +11,7 @@
 //! - `gc`: the registries.
 //! - `mirror`, `export`: the mirrors.
 //! - `build`, `preview`: a developer's working tree.
+//! - `serve`: every push shipped as it comes, from the forge's webhooks.
 //! - `validate`: the pipeline file alone.
 //!
 //! Adding a verb: its file, and its variant of [`Command`].
@@ -25,6 +26,7 @@ pub mod preview;
 pub mod promote;
 pub mod rollback;
 pub mod run;
+pub mod serve;
 pub mod ship;
 pub mod status;
 pub mod validate;
@@ -70,6 +72,9 @@ pub enum Command {
     Build(build::Args),
     /// Build a site from a working tree and serve it on a loopback port until Ctrl-C.
     Preview(preview::Args),
+    /// Ship every push within seconds: a server for the forge's webhooks, with a poll,
+    /// commit statuses, a status page, JSON and metrics.
+    Serve(serve::Args),
 }
 
 impl Command {
@@ -89,6 +94,7 @@ impl Command {
             Self::Export(args) => export::run(context, args).await,
             Self::Build(args) => build::run(context, args).await,
             Self::Preview(args) => preview::run(context, args).await,
+            Self::Serve(args) => serve::run(context, args).await,
         }
     }
 }

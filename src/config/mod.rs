@@ -50,6 +50,38 @@ pub struct Config {
     pub environment: Option<String>,
     /// Every `[[site]]` declared, whichever environments it ships to.
     pub declared_sites: Vec<Site>,
+    /// `[serve]`: what `berth serve` listens on, its webhooks' secrets, its poll.
+    pub serve: Serve,
+    /// `[forge]`: the REST API berth tells about commits; none without it.
+    pub forge: Option<Forge>,
+}
+
+/// `[serve]`: `berth serve`'s settings. Secrets are named by the environment
+/// variables that hold them.
+#[derive(Debug, Clone, Default)]
+pub struct Serve {
+    /// The address and port to listen on (`--listen` wins).
+    pub listen: Option<String>,
+    /// The variable holding the webhooks' shared secret: GitHub's and Gitea's
+    /// HMAC key, the generic endpoint's, and GitLab's token.
+    pub webhook_secret_env: Option<String>,
+    /// Per-endpoint variables, each instead of `webhook_secret_env`.
+    pub github_secret_env: Option<String>,
+    pub gitlab_token_env: Option<String>,
+    pub generic_secret_env: Option<String>,
+    /// How often every repo is asked for its branch head (default 3 minutes).
+    pub poll_interval: std::time::Duration,
+    /// The status page's public address, for the commit statuses' links.
+    pub public_url: Option<String>,
+}
+
+/// `[forge]`: the forge's REST API, as GitHub and Gitea shape it.
+#[derive(Debug, Clone)]
+pub struct Forge {
+    /// `https://api.github.com`, or Gitea's `https://HOST/api/v1`.
+    pub api: String,
+    /// The variable holding the API token (a secret: never in the file).
+    pub token_env: String,
 }
 
 /// `[[environment]]`: a cluster (and optionally a registry and a webhook)

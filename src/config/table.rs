@@ -134,9 +134,18 @@ impl<'a> TableReader<'a> {
     }
 
     pub(crate) fn duration(&mut self, checker: &mut Checker<'_>, key: &str) -> Option<Duration> {
+        self.spanned_duration(checker, key).map(Spanned::into_inner)
+    }
+
+    /// A duration (`"90s"`, `"5m"`) and where it is written.
+    pub(crate) fn spanned_duration(
+        &mut self,
+        checker: &mut Checker<'_>,
+        key: &str,
+    ) -> Option<Spanned<Duration>> {
         let text = self.string(checker, key)?;
         match humantime::parse_duration(text.get_ref()) {
-            Ok(duration) if !duration.is_zero() => Some(duration),
+            Ok(duration) if !duration.is_zero() => Some(Spanned::new(text.span(), duration)),
             Ok(_) => {
                 checker.report(
                     text.span(),

@@ -192,6 +192,59 @@ fn redact(message: &str, repo: &Repo) -> String {
     message
 }
 
+/// The commit `branch` names on `repo`'s remote, asked without fetching, as
+/// `git ls-remote` asks (one connection, no objects); `None` when the remote
+/// has no such branch. With the repo's credentials and host key checks, and
+/// no retry: a poll asks again at its next round.
+pub fn remote_branch_head(repo: &Repo, branch: &str) -> Result<Option<String>, MirrorError> {
+    if repo.url.starts_with("https://") {
+        load_ca_bundle();
+    }
+    let failed = |failure: FetchFailure| MirrorError::Fetch {
+        repo: repo.name.clone(),
+        url: repo.url.clone(),
+        attempts: 1,
+        failure,
+    };
+    let mut remote = git2::Remote::create_detached(repo.url.as_str())
+        .map_err(|error| failed(libgit2_failure(&error, repo)))?;
+    let host_key_refusal = std::cell::RefCell::new(None::<HostKeyRefusal>);
+    let mut callbacks = RemoteCallbacks::new();
+    let mut credentials = Credentials::new(repo);
+    callbacks.credentials(move |_url, username, allowed| credentials.next(username, allowed));
+    callbacks.certificate_check(|certificate, host| {
+        let Some(host_key) = certificate.as_hostkey() else {
+            return Ok(CertificateCheckStatus::CertificatePassthrough);
+        };
+        match check_host_key(repo, host_key, host) {
+            Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
+            Err(refusal) => {
+                let error = git2::Error::new(
+                    git2::ErrorCode::Certificate,
+                    git2::ErrorClass::Ssh,
+                    refusal.to_string(),
+                );
+                *host_key_refusal.borrow_mut() = Some(refusal);
+                Err(error)
+            }
+        }
+    });
+    let connected = remote.connect_auth(git2::Direction::Fetch, Some(callbacks), None);
+    let connection = match (connected, host_key_refusal.take()) {
+        (Ok(connection), _) => connection,
+        (Err(_), Some(refusal)) => return Err(failed(FetchFailure::HostKey(Box::new(refusal)))),
+        (Err(error), None) => return Err(failed(libgit2_failure(&error, repo))),
+    };
+    let wanted = format!("refs/heads/{branch}");
+    let heads = connection
+        .list()
+        .map_err(|error| failed(libgit2_failure(&error, repo)))?;
+    Ok(heads
+        .iter()
+        .find(|head| head.name() == wanted)
+        .map(|head| head.oid().to_string()))
+}
+
 /// "1 time", "3 times".
 pub(super) fn times(count: u32) -> String {
     if count == 1 {

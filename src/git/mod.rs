@@ -38,6 +38,7 @@ pub mod wildcard;
 pub mod words;
 pub mod worktree;
 
+pub use fetch::remote_branch_head;
 pub use tree::{TreeFile, TreeFileKind};
 
 use std::fs::File;
@@ -267,6 +268,19 @@ impl Mirror {
             git,
             lock: Some(lock),
         })
+    }
+
+    /// The commit `branch` names in the mirror at `mirrors_dir`, read without
+    /// its lock (refs are replaced whole, so a fetch going on meanwhile shows
+    /// the old commit or the new); `None` when there is no mirror or no such
+    /// branch yet.
+    pub fn peek_branch_head(mirrors_dir: &Path, repo: &Repo, branch: &str) -> Option<String> {
+        let git = Repository::open_bare(mirror_path(mirrors_dir, &repo.name)).ok()?;
+        let reference = git.find_reference(&format!("refs/heads/{branch}")).ok()?;
+        reference
+            .peel_to_commit()
+            .ok()
+            .map(|commit| commit.id().to_string())
     }
 
     /// Lets another process fetch this mirror while this one goes on reading

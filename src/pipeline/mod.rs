@@ -25,6 +25,7 @@ pub mod local;
 pub mod notify;
 pub mod plan;
 pub mod promote;
+pub mod realtime;
 pub mod report;
 pub mod retention;
 pub mod rollback;
@@ -195,14 +196,21 @@ impl Connections {
             options,
             interrupted: interrupted.clone(),
         };
-        let reports: Vec<SiteReport> = futures_util::stream::iter(sites.iter().map(|site| {
-            let synced = mirrored.get(&site.repo).expect("every repo was mirrored");
-            let context = &context;
-            async move { context.site(site, synced).await }
-        }))
-        .buffered(jobs.max(1))
-        .collect()
-        .await;
+        // The futures made first, each holding its own references, so that a
+        // caller may spawn the whole run.
+        let context = &context;
+        let futures: Vec<_> = sites
+            .iter()
+            .copied()
+            .map(|site| {
+                let synced = mirrored.get(&site.repo).expect("every repo was mirrored");
+                async move { context.site(site, synced).await }
+            })
+            .collect();
+        let reports: Vec<SiteReport> = futures_util::stream::iter(futures)
+            .buffered(jobs.max(1))
+            .collect()
+            .await;
         Ok(RunReport {
             environment: config.environment.clone(),
             sites: reports,

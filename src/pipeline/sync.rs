@@ -61,40 +61,46 @@ pub async fn mirror_all(
     jobs: usize,
     printer: &Printer,
 ) -> Mirrored {
-    let mut repo_names: Vec<&str> = sites.iter().map(|s| s.repo.as_str()).collect();
+    let mut repo_names: Vec<String> = sites.iter().map(|s| s.repo.clone()).collect();
     repo_names.sort_unstable();
     repo_names.dedup();
     let mirrors_dir = config.state_dir.join("mirrors");
-    futures_util::stream::iter(repo_names.into_iter().map(|name| {
-        let repo = config.repo(name).expect("validated").clone();
-        let mirrors_dir = mirrors_dir.clone();
-        let printer = printer.clone();
-        let choice = choice.clone();
-        let paths: Vec<String> = sites
-            .iter()
-            .filter(|s| s.repo == name)
-            .map(|s| s.path.clone())
-            .collect();
-        async move {
-            let started = Instant::now();
-            let name = repo.name.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                sync_repo(&mirrors_dir, &repo, &choice, &paths, &printer)
-            })
-            .await
-            .map_err(SyncError::from)
-            .and_then(|synced| synced.map_err(SyncError::from))
-            .map(|mut synced| {
-                synced.duration = started.elapsed();
-                synced
-            })
-            .map_err(Arc::new);
-            (name, result)
-        }
-    }))
-    .buffer_unordered(jobs.max(1))
-    .collect()
-    .await
+    // Owned names and paths in each future, so that a caller may spawn the
+    // whole (its futures hold no borrowed closure arguments).
+    let futures: Vec<_> = repo_names
+        .into_iter()
+        .map(|name| {
+            let repo = config.repo(&name).expect("validated").clone();
+            let mirrors_dir = mirrors_dir.clone();
+            let printer = printer.clone();
+            let choice = choice.clone();
+            let paths: Vec<String> = sites
+                .iter()
+                .filter(|s| s.repo == name)
+                .map(|s| s.path.clone())
+                .collect();
+            async move {
+                let started = Instant::now();
+                let name = repo.name.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    sync_repo(&mirrors_dir, &repo, &choice, &paths, &printer)
+                })
+                .await
+                .map_err(SyncError::from)
+                .and_then(|synced| synced.map_err(SyncError::from))
+                .map(|mut synced| {
+                    synced.duration = started.elapsed();
+                    synced
+                })
+                .map_err(Arc::new);
+                (name, result)
+            }
+        })
+        .collect();
+    futures_util::stream::iter(futures)
+        .buffer_unordered(jobs.max(1))
+        .collect()
+        .await
 }
 
 /// A mirrored repo: the commit to ship and each path's tree id.
@@ -109,6 +115,18 @@ impl Synced {
     /// The tree id of the site folder `path`, as read when the repo was mirrored.
     pub fn tree(&self, path: &str) -> Result<String, Arc<SyncError>> {
         self.trees.get(path).expect("every path was resolved").clone()
+    }
+
+    /// Whether the mirror holds any of `commits` (full ids or prefixes).
+    pub async fn contains_any(&self, commits: &[&str]) -> bool {
+        let mirror = self.mirror.clone();
+        let commits: Vec<String> = commits.iter().map(|commit| (*commit).to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let mirror = mirror.lock().expect("not poisoned");
+            commits.iter().any(|commit| mirror.resolve(commit).is_ok())
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// The deployed commit, when `commit` is an ancestor of it (an out-of-order
@@ -139,6 +157,39 @@ impl Synced {
             }
         }
     }
+}
+
+/// Per repo of `config`, the remote's branch head when it differs from the
+/// mirror's (`None` when they are the same, or the remote could not be
+/// asked: said on `printer` as a warning, and asked again at the next poll).
+/// The remotes are asked eight at a time, off the runtime; no mirror is
+/// locked or fetched.
+pub async fn remote_heads(config: &Config, printer: &Printer) -> Vec<(String, Option<String>)> {
+    let mirrors_dir = config.state_dir.join("mirrors");
+    futures_util::stream::iter(config.repos.iter().cloned().map(|repo| {
+        let mirrors_dir = mirrors_dir.clone();
+        let printer = printer.clone();
+        async move {
+            let name = repo.name.clone();
+            let moved = tokio::task::spawn_blocking(move || {
+                let remote = match crate::git::remote_branch_head(&repo, &repo.branch) {
+                    Ok(remote) => remote?,
+                    Err(error) => {
+                        printer.warning(&format!("poll: {error}"));
+                        return None;
+                    }
+                };
+                let local = Mirror::peek_branch_head(&mirrors_dir, &repo, &repo.branch);
+                (local.as_deref() != Some(remote.as_str())).then_some(remote)
+            })
+            .await
+            .unwrap_or(None);
+            (name, moved)
+        }
+    }))
+    .buffer_unordered(8)
+    .collect()
+    .await
 }
 
 /// Opens and fetches `repo`'s mirror (blocking), its warnings and progress on `printer`.

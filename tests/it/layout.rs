@@ -17,6 +17,8 @@ const LAYERS: &[&[&str]] = &[
     &["lib"],
     &["cli"],
     &["commands"],
+    // `berth serve`'s HTTP side: webhooks in, its page out.
+    &["server"],
     // What cli resolved from the global options: commands read it.
     &["settings"],
     &["pipeline"],
@@ -26,7 +28,7 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// The stages, one layer: each imports none of the others.
-const STAGES: &[&str] = &["git", "image", "registry", "deploy"];
+const STAGES: &[&str] = &["git", "image", "registry", "deploy", "forge"];
 
 /// The top-level module of each file (`lib` for lib.rs and main.rs), and the
 /// top-level modules it names through `crate::`, tests and comments left out.

@@ -20,6 +20,7 @@ mod pipeline;
 mod real_node;
 mod registry_copy;
 mod registry_credentials;
+mod serve;
 mod stack;
 mod support;
 mod validate;

@@ -5,6 +5,7 @@
 //! zero-downtime tests.
 
 mod deployment;
+pub mod forge;
 mod load;
 mod registry;
 mod run;
@@ -34,7 +35,7 @@ use k8s_openapi::api::core::v1::{Namespace, Service, Toleration};
 use kube::api::{Api, PostParams};
 pub use load::{Load, LoadPlan, LoadResult};
 pub use registry::{FlakyRegistry, OwnRegistry};
-pub use run::{Berth, Ran, SPAWN_DEADLINE};
+pub use run::{Berth, Ran, Running, SPAWN_DEADLINE};
 use serde::Serialize;
 use serde_json::json;
 
@@ -248,6 +249,8 @@ impl World {
             notify: None,
             environments: Vec::new(),
             default_environment: None,
+            serve: None,
+            forge: None,
         }
     }
 
@@ -636,6 +639,32 @@ pub struct Pipeline {
     pub notify: Option<Notify>,
     #[serde(rename = "environment", skip_serializing_if = "Vec::is_empty")]
     pub environments: Vec<EnvironmentSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serve: Option<ServeSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forge: Option<ForgeSpec>,
+}
+
+/// `[serve]`
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServeSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gitlab_token_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll_interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+}
+
+/// `[forge]`
+#[derive(Debug, Clone, Serialize)]
+pub struct ForgeSpec {
+    pub api: String,
+    pub token_env: String,
 }
 
 /// `[[environment]]`

@@ -9,13 +9,14 @@
 //! ([`Checker::document`]); each table has its own file: [`environments`]
 //! (`[[environment]]`, the cluster keys, `[notify]`), [`registry`]
 //! (`[registry]` and its credentials), [`repos`] (`[[repo]]`, its URL and ssh
-//! keys), [`sites`] (`[[site]]`, its Deployments and `helm`), and [`files`]
-//! (paths and the files they name).
+//! keys), [`sites`] (`[[site]]`, its Deployments and `helm`), [`serve`]
+//! (`[serve]` and `[forge]`), and [`files`] (paths and the files they name).
 
 mod environments;
 mod files;
 mod registry;
 mod repos;
+mod serve;
 mod sites;
 
 use std::collections::HashSet;
@@ -100,6 +101,7 @@ impl Checker<'_> {
         let environments = self.environments(&mut top, registry.as_ref(), &kubernetes, notify.as_ref());
         let environments = self.registry_for_all(registry_present, root_span.start, environments);
         let default_environment = self.default_environment(&mut top, &environments);
+        let (serve, forge) = self.serve_and_forge(&mut top);
 
         let mut repo_names = HashSet::new();
         let repos: Vec<Repo> = top
@@ -153,6 +155,8 @@ impl Checker<'_> {
             default_environment,
             environment: None,
             declared_sites: sites,
+            serve,
+            forge,
         };
         // The file as the default environment sees it.
         config.in_environment(None).ok()

@@ -118,6 +118,7 @@ pub struct DeploymentBuilder {
     grace_seconds: Option<i64>,
     strategy: Strategy,
     progress_deadline_seconds: Option<i32>,
+    min_ready_seconds: Option<i32>,
     revision_history_limit: Option<i32>,
     pull_secrets: Vec<String>,
     pull_policy: Option<String>,
@@ -146,6 +147,7 @@ impl DeploymentBuilder {
             grace_seconds: None,
             strategy: Strategy::one_at_a_time(),
             progress_deadline_seconds: Some(120),
+            min_ready_seconds: None,
             revision_history_limit: None,
             pull_secrets: Vec::new(),
             pull_policy: None,
@@ -231,6 +233,13 @@ impl DeploymentBuilder {
     /// `progressDeadlineSeconds`.
     pub fn progress_deadline(mut self, seconds: i32) -> Self {
         self.progress_deadline_seconds = Some(seconds);
+        self
+    }
+
+    /// `minReadySeconds`: how long a new pod must be ready before it counts
+    /// as available (a rollout takes at least that long).
+    pub fn min_ready_seconds(mut self, seconds: i32) -> Self {
+        self.min_ready_seconds = Some(seconds);
         self
     }
 
@@ -329,6 +338,7 @@ impl DeploymentBuilder {
             spec: DeploymentSpec {
                 replicas: Some(self.replicas),
                 progress_deadline_seconds: self.progress_deadline_seconds,
+                min_ready_seconds: self.min_ready_seconds,
                 revision_history_limit: self.revision_history_limit,
                 strategy: Some(self.strategy.to_deployment_strategy()),
                 selector: LabelSelector {

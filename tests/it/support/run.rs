@@ -319,6 +319,11 @@ impl Running {
         self.signal("-INT");
     }
 
+    /// Sends SIGTERM, as Kubernetes does to stop a pod.
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
     /// Sends SIGKILL: berth stops at once, without cleaning up.
     pub fn kill(&self) {
         self.signal("-KILL");

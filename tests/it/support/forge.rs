@@ -1,0 +1,258 @@
+//! The stack's forge (Gitea): a client of its API as the admin, its repos,
+//! webhooks and pushes, for the tests that need a real forge.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Method, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+use crate::support::{git, git_commit, unique};
+
+/// How long a webhook may take to arrive after what caused it.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn variable(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: these tests need the local stack's forge. Run \
+             `scripts/stack up && eval \"$(scripts/stack env)\"` first."
+        )
+    })
+}
+
+/// The stack's forge, as `scripts/stack env` describes it, and a client of its API.
+pub struct Forge {
+    /// `http://127.0.0.1:3000`: repos are at `URL/OWNER/NAME.git`.
+    pub url: String,
+    /// `URL/api/v1`.
+    pub api: String,
+    /// The organisation that holds the repos of `sites/`.
+    pub organisation: String,
+    /// The admin whose token this is.
+    pub user: String,
+    pub token: String,
+    pub client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Forge {
+    pub fn from_env() -> Self {
+        let token_file = variable("BERTH_STACK_FORGE_TOKEN_FILE");
+        let token = std::fs::read_to_string(&token_file)
+            .unwrap_or_else(|error| panic!("BERTH_STACK_FORGE_TOKEN_FILE={token_file}: {error}"))
+            .trim()
+            .to_string();
+        Self {
+            url: variable("BERTH_STACK_FORGE_URL"),
+            api: variable("BERTH_STACK_FORGE_API"),
+            organisation: variable("BERTH_STACK_FORGE_ORG"),
+            user: variable("BERTH_STACK_FORGE_USER"),
+            token,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// One request to the API as the admin: its status and its JSON answer
+    /// (`null` when it has no body).
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
+        let bytes = body.map_or_else(Bytes::new, |body| Bytes::from(body.to_string()));
+        let request = hyper::Request::builder()
+            .method(method.clone())
+            .uri(format!("{}{path}", self.api))
+            .header("Authorization", format!("token {}", self.token))
+            .header("Accept", "application/json")
+            .header("Content-Type", "application/json")
+            .body(Full::new(bytes))
+            .unwrap();
+        let response = self
+            .client
+            .request(request)
+            .await
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
+        let status = response.status();
+        let answer = response.into_body().collect().await.unwrap().to_bytes();
+        let value = if answer.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&answer).unwrap_or_else(|error| {
+                panic!(
+                    "{method} {path}: {status}, not JSON ({error}): {}",
+                    String::from_utf8_lossy(&answer)
+                )
+            })
+        };
+        (status, value)
+    }
+
+    /// A request that must answer `expected`; its JSON answer.
+    pub async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        expected: StatusCode,
+    ) -> Value {
+        let (status, value) = self.call(method.clone(), path, body).await;
+        assert_eq!(status, expected, "{method} {path}: {value:#}");
+        value
+    }
+
+    /// A new empty repo in the organisation, named after `prefix`: its full name.
+    pub async fn create_repo(&self, prefix: &str) -> String {
+        let name = unique(prefix);
+        let body = json!({"name": name, "default_branch": "main", "auto_init": false, "private": false});
+        let path = format!("/orgs/{}/repos", self.organisation);
+        self.expect(Method::POST, &path, Some(&body), StatusCode::CREATED)
+            .await;
+        format!("{}/{name}", self.organisation)
+    }
+
+    pub async fn delete_repo(&self, repo: &str) {
+        self.expect(
+            Method::DELETE,
+            &format!("/repos/{repo}"),
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    }
+
+    /// A webhook of Gitea's own type on `repo`, signed with `secret`, for
+    /// `events`, to a receiver on loopback.
+    pub async fn add_webhook(&self, repo: &str, port: u16, secret: &str, events: &[&str]) {
+        let body = json!({
+            "type": "gitea",
+            "active": true,
+            "events": events,
+            "config": {
+                "url": format!("http://127.0.0.1:{port}/hook"),
+                "content_type": "json",
+                "secret": secret,
+            },
+        });
+        let path = format!("/repos/{repo}/hooks");
+        self.expect(Method::POST, &path, Some(&body), StatusCode::CREATED)
+            .await;
+    }
+
+    /// A webhook of Gitea's own type on `repo`, signed with `secret`, for
+    /// `events`, to `url`.
+    pub async fn add_webhook_to(&self, repo: &str, url: &str, secret: &str, events: &[&str]) {
+        let body = json!({
+            "type": "gitea",
+            "active": true,
+            "events": events,
+            "config": {"url": url, "content_type": "json", "secret": secret},
+        });
+        let path = format!("/repos/{repo}/hooks");
+        self.expect(Method::POST, &path, Some(&body), StatusCode::CREATED)
+            .await;
+    }
+
+    /// The commit statuses of `commit` in `repo`, newest first, as Gitea lists
+    /// them (its `status` is GitHub's `state`).
+    pub async fn statuses(&self, repo: &str, commit: &str) -> Vec<Value> {
+        let path = format!("/repos/{repo}/commits/{commit}/statuses");
+        let list = self.expect(Method::GET, &path, None, StatusCode::OK).await;
+        list.as_array().cloned().unwrap_or_default()
+    }
+
+    /// A new file `path` on `repo`'s `main`, committed by the forge itself
+    /// (its contents API): the commit's id. Quicker than a push, and a push
+    /// to the forge all the same: it sends the `push` webhook.
+    pub async fn create_file(&self, repo: &str, path: &str, content: &str) -> String {
+        let body = json!({
+            "content": base64::engine::general_purpose::STANDARD.encode(content),
+            "message": format!("Add {path}"),
+            "branch": "main",
+        });
+        let answer = self
+            .expect(
+                Method::POST,
+                &format!("/repos/{repo}/contents/{path}"),
+                Some(&body),
+                StatusCode::CREATED,
+            )
+            .await;
+        answer["commit"]["sha"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no commit in {answer:#}"))
+            .to_string()
+    }
+
+    /// A pull request of `repo` from `feature` into `main`: its number.
+    pub async fn open_pull_request(&self, repo: &str) -> u64 {
+        let body = json!({"head": "feature", "base": "main", "title": "News page"});
+        let path = format!("/repos/{repo}/pulls");
+        let pull = self
+            .expect(Method::POST, &path, Some(&body), StatusCode::CREATED)
+            .await;
+        pull["number"].as_u64().expect("the pull request's number")
+    }
+
+    /// Waits until the forge has taken in the pushes of `branches`: it handles a
+    /// push after answering it (a repo first pushed to stays `empty`, and takes
+    /// no pull request, until then).
+    pub async fn wait_for_branches(&self, repo: &str, branches: &[&str]) {
+        let deadline = Instant::now() + DELIVERY_TIMEOUT;
+        loop {
+            let (_, answer) = self.call(Method::GET, &format!("/repos/{repo}"), None).await;
+            let mut ready = answer["empty"] == false;
+            for branch in branches {
+                let path = format!("/repos/{repo}/branches/{branch}");
+                ready = ready && self.call(Method::GET, &path, None).await.0 == StatusCode::OK;
+            }
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the forge took in no push of {branches:?} to {repo} within {DELIVERY_TIMEOUT:?}: {answer:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `git push` over HTTP of `refspec` from `work` to `repo`, as the admin
+    /// (its token in a header from git's environment, never in the URL).
+    pub fn push(&self, work: &Path, repo: &str, refspec: &str) {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", self.user, self.token));
+        let output = Command::new("git")
+            .args(["push", "-q", &format!("{}/{repo}.git", self.url), refspec])
+            .current_dir(work)
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env("GIT_CONFIG_VALUE_0", format!("Authorization: Basic {basic}"))
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .expect("run git push");
+        assert!(
+            output.status.success(),
+            "git push {refspec} to {repo} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// A work tree with one commit on `main` (a file `index.html`): the tree and the commit.
+pub fn work_tree() -> (tempfile::TempDir, String) {
+    let work = tempfile::tempdir().expect("temp dir");
+    git(work.path(), &["init", "-q", "-b", "main"]);
+    let head = commit(work.path(), "index.html", "<h1>first</h1>\n", "First page");
+    (work, head)
+}
+
+/// Writes `file` and commits it on the current branch: the new commit.
+pub fn commit(work: &Path, file: &str, content: &str, message: &str) -> String {
+    std::fs::write(work.join(file), content).unwrap();
+    git(work, &["add", "-A"]);
+    git_commit(work, &["-q", "-m", message]);
+    git(work, &["rev-parse", "HEAD"]).trim().to_string()
+}
