@@ -287,7 +287,10 @@ async fn a_push_to_the_forge_is_served_with_its_commit_status_page_json_and_metr
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[expect(clippy::too_many_lines, reason = "one server, every bad delivery in turn, then what it left")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one server, every bad delivery in turn, then what it left"
+)]
 async fn bad_deliveries_are_refused_and_queue_nothing() {
     let served = Served::new("serve-refuse", "1h", None).await;
     let first = git(served.work.path(), &["rev-parse", "HEAD"]).trim().to_string();

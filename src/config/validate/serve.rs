@@ -115,3 +115,129 @@ impl Checker<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError};
+
+    const SITE: &str = r#"
+[registry]
+address = "127.0.0.1:5000"
+credentials = "none"
+
+[[repo]]
+name = "www"
+url = "http://127.0.0.1:8480/git/www.git"
+
+[[site]]
+name = "www"
+repo = "www"
+image = "sites/www"
+deployment = { name = "www", container = "web" }
+"#;
+
+    fn parse(tables: &str) -> Result<Config, ConfigError> {
+        let text = format!("{SITE}\n{tables}");
+        Config::parse(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.toml"),
+            &text,
+        )
+    }
+
+    /// Each problem as `line:column key: message`.
+    fn problems(tables: &str) -> Vec<String> {
+        match parse(tables) {
+            Err(ConfigError::Invalid { diagnostics, .. }) => diagnostics
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{}:{} {}: {}",
+                        d.line,
+                        d.column,
+                        d.key.as_deref().unwrap_or("-"),
+                        d.message
+                    )
+                })
+                .collect(),
+            other => panic!("not invalid: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn serve_and_forge_are_read_and_default_without_them() {
+        let config = parse("").unwrap();
+        assert_eq!(config.serve.poll_interval, super::DEFAULT_POLL_INTERVAL);
+        assert!(config.serve.webhook_secret_env.is_none() && config.forge.is_none());
+        let config = parse(
+            r#"
+[serve]
+listen = "0.0.0.0:8484"
+webhook_secret_env = "WEBHOOK_SECRET"
+gitlab_token_env = "GITLAB_TOKEN"
+poll_interval = "1m"
+public_url = "https://berth.example.com/"
+
+[forge]
+api = "https://gitea.example.com/api/v1/"
+token_env = "FORGE_TOKEN"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.serve.listen.as_deref(), Some("0.0.0.0:8484"));
+        assert_eq!(config.serve.gitlab_token_env.as_deref(), Some("GITLAB_TOKEN"));
+        assert_eq!(config.serve.poll_interval, std::time::Duration::from_secs(60));
+        assert_eq!(
+            config.serve.public_url.as_deref(),
+            Some("https://berth.example.com")
+        );
+        let forge = config.forge.unwrap();
+        assert_eq!(forge.api, "https://gitea.example.com/api/v1");
+        assert_eq!(forge.token_env, "FORGE_TOKEN");
+    }
+
+    #[test]
+    fn each_bad_key_is_named_at_its_line() {
+        let found = problems(
+            r#"
+[serve]
+listen = "everywhere"
+webhook_secret_env = "not a name"
+poll_interval = "1s"
+public_url = "berth.example.com"
+secret = "in the file"
+
+[forge]
+api = "gitea.example.com"
+"#,
+        );
+        let expected = [
+            "18:10 serve.listen: `everywhere` is not an address and port to listen on (for example 127.0.0.1:8484)",
+            "19:22 serve.webhook_secret_env: `not a name` is not an environment variable name",
+            "20:17 serve.poll_interval: poll_interval must be at least 5s",
+            "21:14 serve.public_url: `berth.example.com` is not an http:// or https:// URL",
+        ];
+        for line in expected {
+            assert!(found.iter().any(|f| f == line), "{line} not in {found:#?}");
+        }
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with("22:1 serve.secret: unknown key")),
+            "{found:#?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with("25:7 forge.api: `gitea.example.com` is not an http")),
+            "{found:#?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f == "24:1 forge.token_env: missing key `token_env`"),
+            "{found:#?}"
+        );
+    }
+}
