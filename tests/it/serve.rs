@@ -624,3 +624,209 @@ async fn two_replicas_ship_a_push_once() {
     one.wait().exited(exit::OK);
     two.wait().exited(exit::OK);
 }
+
+/// The ClusterIP of Service `name` in `world`'s namespace.
+async fn cluster_ip(world: &World, name: &str) -> std::net::IpAddr {
+    let api: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(crate::support::kube_client().await, &world.namespace);
+    let service = api.get(name).await.unwrap();
+    service.spec.unwrap().cluster_ip.unwrap().parse().unwrap()
+}
+
+/// Waits until the site's Service answers `/` with a page holding `text`: how long it took.
+async fn page_through_service(world: &World, text: &str, within: Duration) -> Duration {
+    let address = (cluster_ip(world, "web").await, 80).into();
+    let started = Instant::now();
+    loop {
+        if let Ok((200, body)) = crate::support::http_get_at(address, "/", Duration::from_secs(2))
+            && body.contains(text)
+        {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "the site's Service never answered {text:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The documented manifests (`docs/serve/berth.yaml`, with `docs/rbac.yaml`)
+/// on the stack's real node: berth's own image serves in a pod (hostNetwork:
+/// the node's loopback reaches the forge, the registry and the Engine's TLS
+/// endpoint), the forge's webhook reaches it through its Service, and the
+/// pushed page is then served through the site's Service.
+#[tokio::test(flavor = "multi_thread")]
+#[expect(clippy::too_many_lines, reason = "the documented manifests, adapted to the stack, then one push end to end")]
+async fn the_documented_server_runs_in_the_cluster_and_a_push_is_served_through_the_sites_service() {
+    let world = World::new("serve-cluster").await;
+    let forge = Forge::from_env();
+    let repo = forge.create_repo("serve-cluster").await;
+    let (work, first) = work_tree();
+    forge.push(work.path(), &repo, "main");
+    forge.wait_for_branches(&repo, &["main"]).await;
+    world
+        .real_node_deployment("web", &world.stack.placeholder_image)
+        .create()
+        .await;
+    world.create_service("web", "web", json!("http")).await;
+    let root = crate::support::repo_root();
+    let kubectl = |args: &[&str]| {
+        let output = world.kubectl(args);
+        assert!(output.status.success(), "kubectl {args:?}: {}", crate::support::text(&output));
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+
+    // berth's image, in the registry the node pulls from.
+    let image = format!("{}/{}/berth:1", world.stack.registry, world.prefix);
+    crate::support::build_berth_image(&image);
+    let pushed = std::process::Command::new("docker")
+        .args(["push", "-q", &image])
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "{}", crate::support::text(&pushed));
+
+    // The Role, the Engine's client certificates, the secrets the manifests name.
+    let secret = crate::support::unique("hook-secret");
+    kubectl(&["apply", "-f", root.join("docs/rbac.yaml").to_str().unwrap()]);
+    let certs = std::path::PathBuf::from(std::env::var("BERTH_STACK_DOCKER_CERT_PATH").unwrap());
+    let from_file = |name: &str| format!("--from-file={name}={}", certs.join(name).display());
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "berth-docker-tls",
+        &from_file("ca.pem"),
+        &from_file("cert.pem"),
+        &from_file("key.pem"),
+    ]);
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "berth-secrets",
+        "--from-literal=registry-username=unused",
+        "--from-literal=registry-password=unused",
+        "--from-literal=git-token=unused",
+        &format!("--from-literal=webhook-secret={secret}"),
+        &format!("--from-literal=forge-token={}", forge.token),
+    ]);
+    let state = world.dir.path().join("node-state");
+    let volume = format!("{}-state", world.prefix);
+    let persistent_volume = json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": volume, "labels": {"berth.dev/test": "true"}},
+        "spec": {
+            "capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteOnce"],
+            "storageClassName": volume, "persistentVolumeReclaimPolicy": "Delete",
+            "hostPath": {"path": state.to_str().unwrap(), "type": "DirectoryOrCreate"}
+        }
+    });
+
+    // The documented manifests, with what differs in the stack.
+    let listed = kubectl(&[
+        "create",
+        "--dry-run=client",
+        "-o",
+        "json",
+        "-f",
+        root.join("docs/serve/berth.yaml").to_str().unwrap(),
+    ]);
+    let items: Vec<Value> = serde_json::Deserializer::from_str(&listed)
+        .into_iter::<Value>()
+        .map(Result::unwrap)
+        .collect();
+    let mut manifests = json!({"apiVersion": "v1", "kind": "List", "items": items});
+    // The node's loopback: a port of its own for berth's listener.
+    let port = free_port();
+    for item in manifests["items"].as_array_mut().unwrap() {
+        match item["kind"].as_str().unwrap() {
+            "ConfigMap" => {
+                let mut pipeline = world.pipeline().with_rollout_timeout("90s");
+                pipeline.state_dir = Some("/var/cache/berth".into());
+                pipeline.templates = Some("/etc/berth/templates".into());
+                pipeline.repos.push(Repo::new("site", &format!("{}/{repo}.git", forge.url)));
+                let mut site = SiteSpec::new("site", "site", &world.image("site"), "web");
+                site.build_arg("BASE_IMAGE", &world.stack.base_image)
+                    .build_arg("WEB_ROOT", "/www");
+                pipeline.sites.push(site);
+                pipeline.serve = Some(ServeSpec {
+                    listen: Some(format!("0.0.0.0:{port}")),
+                    webhook_secret_env: Some("BERTH_WEBHOOK_SECRET".into()),
+                    poll_interval: Some("1h".into()),
+                    ..ServeSpec::default()
+                });
+                pipeline.forge = Some(ForgeSpec {
+                    api: forge.api.clone(),
+                    token_env: "BERTH_FORGE_TOKEN".into(),
+                });
+                item["data"]["pipeline.toml"] = json!(pipeline.to_toml());
+            }
+            "PersistentVolumeClaim" => {
+                item["spec"]["storageClassName"] = json!(volume);
+                item["spec"]["volumeName"] = json!(volume);
+            }
+            "Deployment" => {
+                // One replica: two on the node's own network would want one port.
+                item["spec"]["replicas"] = json!(1);
+                let pod = &mut item["spec"]["template"]["spec"];
+                pod["hostNetwork"] = json!(true);
+                pod["dnsPolicy"] = json!("ClusterFirstWithHostNet");
+                pod["nodeSelector"] = serde_json::to_value(world.real_node_selector()).unwrap();
+                pod["tolerations"] = serde_json::to_value(world.real_node_tolerations()).unwrap();
+                let container = &mut pod["containers"][0];
+                container["image"] = json!(image);
+                container["ports"][0]["containerPort"] = json!(port);
+                for variable in container["env"].as_array_mut().unwrap() {
+                    if variable["name"] == "DOCKER_HOST" {
+                        variable["value"] = json!(std::env::var("BERTH_STACK_DOCKER_TLS_HOST").unwrap());
+                    }
+                }
+            }
+            "Service" => {}
+            other => panic!("docs/serve/berth.yaml has a {other} the test does not know"),
+        }
+    }
+    manifests["items"].as_array_mut().unwrap().push(persistent_volume);
+    let file = world.dir.path().join("serve.json");
+    std::fs::write(&file, manifests.to_string()).unwrap();
+    kubectl(&["create", "-f", file.to_str().unwrap()]);
+    let ready = world.kubectl(&["rollout", "status", "deployment/berth-serve", "--timeout=180s"]);
+    let logs = || {
+        crate::support::text(&world.kubectl(&["logs", "deployment/berth-serve", "--tail=200"]))
+    };
+    assert!(ready.status.success(), "berth-serve not ready: {}\n{}", crate::support::text(&ready), logs());
+
+    // At start it ships the head: the site's Service serves the first page.
+    page_through_service(&world, "first", Duration::from_secs(180)).await;
+    let _ = first;
+    // The forge's webhook to berth's Service; a push; the new page through the site's Service.
+    let berth = cluster_ip(&world, "berth-serve").await;
+    forge
+        .add_webhook_to(&repo, &format!("http://{berth}/hooks/github"), &secret, &["push"])
+        .await;
+    let pushed_at = Instant::now();
+    let second = commit(work.path(), "index.html", "<h1>second</h1>\n", "Second page");
+    forge.push(work.path(), &repo, "main");
+    page_through_service(&world, "second", Duration::from_secs(120)).await;
+    eprintln!(
+        "in the cluster: push to served through the site's Service in {:.1}s",
+        pushed_at.elapsed().as_secs_f64()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let statuses = forge.statuses(&repo, &second).await;
+        if statuses
+            .iter()
+            .any(|status| status["context"] == "berth/site" && status["status"] == "success")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no success status: {statuses:#?}\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let output = logs();
+    assert!(!output.contains(&secret), "the secret leaked into the log");
+    assert!(!output.contains(&forge.token), "the token leaked into the log");
+    kubectl(&["delete", "deployment", "berth-serve", "--wait=true"]);
+    let _ = forge
+        .call(hyper::Method::DELETE, &format!("/repos/{repo}"), None)
+        .await;
+}
