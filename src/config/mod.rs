@@ -54,6 +54,49 @@ pub struct Config {
     pub serve: Serve,
     /// `[forge]`: the REST API berth tells about commits; none without it.
     pub forge: Option<Forge>,
+    /// `[preview]`: pull requests' previews.
+    pub preview: Preview,
+}
+
+/// `[preview]`: how pull requests' previews are reached and kept.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// A host name template (`pr-{number}.{site}.preview.example.com`): with
+    /// it, each preview gets an Ingress for that host.
+    pub host: Option<String>,
+    /// The Ingress's `ingressClassName`.
+    pub ingress_class: Option<String>,
+    /// `https` (default) or `http`: the host's URL.
+    pub scheme: String,
+    /// How long a preview with no push lives (default 7 days).
+    pub ttl: std::time::Duration,
+    /// How many previews one site may have at once (default 10).
+    pub max_previews: u32,
+    /// Whether a pull request from a fork is built.
+    pub forks: ForkPolicy,
+}
+
+impl Default for Preview {
+    fn default() -> Self {
+        Self {
+            host: None,
+            ingress_class: None,
+            scheme: "https".into(),
+            ttl: validate::DEFAULT_PREVIEW_TTL,
+            max_previews: validate::DEFAULT_MAX_PREVIEWS,
+            forks: ForkPolicy::Never,
+        }
+    }
+}
+
+/// Whether a pull request from a fork is built: its generator would run
+/// someone else's code with berth's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForkPolicy {
+    /// Never (the default).
+    Never,
+    /// When a maintainer gave it this label.
+    Label(String),
 }
 
 /// `[serve]`: `berth serve`'s settings. Secrets are named by the environment
@@ -350,6 +393,10 @@ pub struct Site {
     pub build_args: BTreeMap<String, String>,
     /// The generator runs in a Git checkout with history (Hugo's `enableGitInfo`).
     pub git_history: bool,
+    /// Variables the generator is given besides berth's own: a pull
+    /// request's preview names its address here (`BERTH_BASE_URL`,
+    /// `HUGO_BASEURL`). Never in the file; a build input (its source digest).
+    pub generator_env: BTreeMap<String, String>,
     /// Repository under the registry, for example `sites/www`.
     pub image: String,
     /// Its Deployment in [`Config::environment`].

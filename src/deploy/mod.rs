@@ -34,6 +34,7 @@ pub mod helm;
 pub mod lease;
 pub mod patch;
 pub mod preflight;
+pub mod preview;
 pub mod revisions;
 pub mod rollout;
 pub mod serve;

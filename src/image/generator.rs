@@ -55,6 +55,10 @@ impl Tail {
 /// `LANG=C.UTF-8`, `TZ=UTC`, `SOURCE_DATE_EPOCH` (the commit time),
 /// `BERTH_COMMIT` and `BERTH_REPO`, so a build depends on the commit, not on
 /// whoever runs it.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the command, where it runs, and what it is told"
+)]
 pub async fn run_generator(
     command: &str,
     directory: &Path,
@@ -62,6 +66,7 @@ pub async fn run_generator(
     commit: &str,
     commit_time: i64,
     repo: &str,
+    env: &std::collections::BTreeMap<String, String>,
     printer: &Printer,
 ) -> Result<(), BuildError> {
     let mut child = tokio::process::Command::new("sh")
@@ -79,6 +84,7 @@ pub async fn run_generator(
         .env("SOURCE_DATE_EPOCH", commit_time.to_string())
         .env("BERTH_COMMIT", commit)
         .env("BERTH_REPO", repo)
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -424,6 +424,10 @@ pub fn source_digest(site: &Site, template: Option<&[u8]>, tree: &str) -> String
     for (key, value) in &site.build_args {
         hasher.update(format!("arg {key}={value}\n"));
     }
+    // Only a preview has these: every other site's digest is as before.
+    for (key, value) in &site.generator_env {
+        hasher.update(format!("env {key}={value}\n"));
+    }
     hex::encode(hasher.finalize())
 }
 

@@ -126,12 +126,13 @@ impl<'a> Generator<'a> {
     /// Exports the site's folder and runs its generator, once per (repo, commit, folder, command).
     pub async fn generate(&self, site: &Site, synced: &Synced) -> Result<Generated, Arc<GenerateError>> {
         let key = format!(
-            "{}\0{}\0{}\0{}\0{}",
+            "{}\0{}\0{}\0{}\0{}\0{:?}",
             site.repo,
             synced.commit.id,
             site.path,
             site.build.as_deref().unwrap_or(""),
-            site.git_history
+            site.git_history,
+            site.generator_env
         );
         let cell = self
             .shared
@@ -179,6 +180,7 @@ impl<'a> Generator<'a> {
                 &synced.commit.id,
                 synced.commit.time,
                 &site.repo,
+                &site.generator_env,
                 self.printer,
             )
             .await?;

@@ -70,6 +70,7 @@ pub async fn build(config: &Config, site: &Site, source: &Path, printer: &Printe
             &commit,
             i64::try_from(now).unwrap_or(0),
             &site.repo,
+            &site.generator_env,
             printer,
         )
         .await?;

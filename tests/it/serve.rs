@@ -643,7 +643,10 @@ async fn page_through_service(world: &World, text: &str, within: Duration) -> Du
         {
             return started.elapsed();
         }
-        assert!(started.elapsed() < within, "the site's Service never answered {text:?}");
+        assert!(
+            started.elapsed() < within,
+            "the site's Service never answered {text:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -654,7 +657,10 @@ async fn page_through_service(world: &World, text: &str, within: Duration) -> Du
 /// endpoint), the forge's webhook reaches it through its Service, and the
 /// pushed page is then served through the site's Service.
 #[tokio::test(flavor = "multi_thread")]
-#[expect(clippy::too_many_lines, reason = "the documented manifests, adapted to the stack, then one push end to end")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the documented manifests, adapted to the stack, then one push end to end"
+)]
 async fn the_documented_server_runs_in_the_cluster_and_a_push_is_served_through_the_sites_service() {
     let world = World::new("serve-cluster").await;
     let forge = Forge::from_env();
@@ -670,7 +676,11 @@ async fn the_documented_server_runs_in_the_cluster_and_a_push_is_served_through_
     let root = crate::support::repo_root();
     let kubectl = |args: &[&str]| {
         let output = world.kubectl(args);
-        assert!(output.status.success(), "kubectl {args:?}: {}", crate::support::text(&output));
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {}",
+            crate::support::text(&output)
+        );
         String::from_utf8_lossy(&output.stdout).to_string()
     };
 
@@ -742,7 +752,9 @@ async fn the_documented_server_runs_in_the_cluster_and_a_push_is_served_through_
                 let mut pipeline = world.pipeline().with_rollout_timeout("90s");
                 pipeline.state_dir = Some("/var/cache/berth".into());
                 pipeline.templates = Some("/etc/berth/templates".into());
-                pipeline.repos.push(Repo::new("site", &format!("{}/{repo}.git", forge.url)));
+                pipeline
+                    .repos
+                    .push(Repo::new("site", &format!("{}/{repo}.git", forge.url)));
                 let mut site = SiteSpec::new("site", "site", &world.image("site"), "web");
                 site.build_arg("BASE_IMAGE", &world.stack.base_image)
                     .build_arg("WEB_ROOT", "/www");
@@ -789,10 +801,13 @@ async fn the_documented_server_runs_in_the_cluster_and_a_push_is_served_through_
     std::fs::write(&file, manifests.to_string()).unwrap();
     kubectl(&["create", "-f", file.to_str().unwrap()]);
     let ready = world.kubectl(&["rollout", "status", "deployment/berth-serve", "--timeout=180s"]);
-    let logs = || {
-        crate::support::text(&world.kubectl(&["logs", "deployment/berth-serve", "--tail=200"]))
-    };
-    assert!(ready.status.success(), "berth-serve not ready: {}\n{}", crate::support::text(&ready), logs());
+    let logs = || crate::support::text(&world.kubectl(&["logs", "deployment/berth-serve", "--tail=200"]));
+    assert!(
+        ready.status.success(),
+        "berth-serve not ready: {}\n{}",
+        crate::support::text(&ready),
+        logs()
+    );
 
     // At start it ships the head: the site's Service serves the first page.
     page_through_service(&world, "first", Duration::from_secs(180)).await;
@@ -819,7 +834,11 @@ async fn the_documented_server_runs_in_the_cluster_and_a_push_is_served_through_
         {
             break;
         }
-        assert!(Instant::now() < deadline, "no success status: {statuses:#?}\n{}", logs());
+        assert!(
+            Instant::now() < deadline,
+            "no success status: {statuses:#?}\n{}",
+            logs()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let output = logs();

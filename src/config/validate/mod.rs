@@ -14,6 +14,7 @@
 
 mod environments;
 mod files;
+mod preview;
 mod registry;
 mod repos;
 mod serve;
@@ -32,6 +33,7 @@ use crate::config::{Config, DEFAULT_TIMEOUT, Diagnostic, Kubernetes, Repo, Site}
 use crate::reference;
 
 pub use files::{PathProblem, check_relative_path};
+pub use preview::{DEFAULT_MAX_PREVIEWS, DEFAULT_TTL as DEFAULT_PREVIEW_TTL};
 use sites::{SiteContext, Taken};
 
 /// Reads a pipeline file's text and collects every problem found in it.
@@ -80,20 +82,7 @@ impl Checker<'_> {
         let registry_table = top.table(self, "registry", false);
         let registry_present = registry_table.is_some();
         let registry = registry_table.and_then(|table| self.registry(table));
-        let defaults = Kubernetes {
-            context: None,
-            namespace: "default".into(),
-            rollout_timeout: DEFAULT_TIMEOUT,
-            kubeconfig: None,
-        };
-        let kubernetes = match top.table(self, "kubernetes", false) {
-            Some(mut table) => {
-                let kubernetes = self.cluster(&mut table, &defaults);
-                table.finish(self);
-                kubernetes
-            }
-            None => defaults,
-        };
+        let kubernetes = self.kubernetes_table(&mut top);
         let default_namespace = kubernetes.namespace.clone();
         let notify = top
             .table(self, "notify", false)
@@ -102,6 +91,7 @@ impl Checker<'_> {
         let environments = self.registry_for_all(registry_present, root_span.start, environments);
         let default_environment = self.default_environment(&mut top, &environments);
         let (serve, forge) = self.serve_and_forge(&mut top);
+        let preview = self.preview_table(&mut top);
 
         let mut repo_names = HashSet::new();
         let repos: Vec<Repo> = top
@@ -157,9 +147,28 @@ impl Checker<'_> {
             declared_sites: sites,
             serve,
             forge,
+            preview,
         };
         // The file as the default environment sees it.
         config.in_environment(None).ok()
+    }
+
+    /// `[kubernetes]`, each key left out its default.
+    fn kubernetes_table(&mut self, top: &mut TableReader<'_>) -> Kubernetes {
+        let defaults = Kubernetes {
+            context: None,
+            namespace: "default".into(),
+            rollout_timeout: DEFAULT_TIMEOUT,
+            kubeconfig: None,
+        };
+        match top.table(self, "kubernetes", false) {
+            Some(mut table) => {
+                let kubernetes = self.cluster(&mut table, &defaults);
+                table.finish(self);
+                kubernetes
+            }
+            None => defaults,
+        }
     }
 
     fn check_name(&mut self, name: &Spanned<String>, key: &str, what: &str) {

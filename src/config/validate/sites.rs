@@ -118,6 +118,7 @@ impl Checker<'_> {
             image_source,
             build_args: build_args.unwrap_or_default(),
             git_history,
+            generator_env: std::collections::BTreeMap::new(),
             image: image.into_inner(),
             deployment: default_target,
             default_namespace: keys.namespace.is_none(),
