@@ -22,6 +22,7 @@ pub mod gc;
 pub mod history;
 pub mod mirror;
 pub mod plan;
+pub mod pr;
 pub mod preview;
 pub mod promote;
 pub mod rollback;
@@ -72,6 +73,8 @@ pub enum Command {
     Build(build::Args),
     /// Build a site from a working tree and serve it on a loopback port until Ctrl-C.
     Preview(preview::Args),
+    /// Pull requests' previews: deploy, close, list, gc.
+    Pr(pr::Args),
     /// Ship every push within seconds: a server for the forge's webhooks, with a poll,
     /// commit statuses, a status page, JSON and metrics.
     Serve(serve::Args),
@@ -94,6 +97,7 @@ impl Command {
             Self::Export(args) => export::run(context, args).await,
             Self::Build(args) => build::run(context, args).await,
             Self::Preview(args) => preview::run(context, args).await,
+            Self::Pr(args) => pr::run(context, args).await,
             Self::Serve(args) => serve::run(context, args).await,
         }
     }

@@ -67,6 +67,66 @@ pub struct Status {
     pub target_url: Option<String>,
 }
 
+/// A comment of an issue or a pull request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    pub id: u64,
+    pub body: String,
+}
+
+/// How a comment was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommentWritten {
+    Created(u64),
+    Edited(u64),
+}
+
+/// A pull request as the forge tells it (GitHub's and Gitea's shape).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PullRequest {
+    pub number: u64,
+    /// Open (not closed, not merged).
+    pub open: bool,
+    pub merged: bool,
+    pub head_commit: String,
+    pub head_branch: String,
+    pub base_branch: String,
+    /// From a fork: its head is in another repository than its base.
+    pub from_fork: bool,
+    pub labels: Vec<String>,
+}
+
+impl PullRequest {
+    /// A pull request object of GitHub's (or Gitea's) API or webhook.
+    pub fn of_json(pull: &serde_json::Value) -> Self {
+        let full_name = |side: &str| {
+            pull[side]["repo"]["full_name"]
+                .as_str()
+                .map(str::to_ascii_lowercase)
+        };
+        let (head_repo, base_repo) = (full_name("head"), full_name("base"));
+        Self {
+            number: pull["number"].as_u64().unwrap_or(0),
+            open: pull["state"].as_str() == Some("open"),
+            merged: pull["merged"].as_bool().unwrap_or(false),
+            head_commit: pull["head"]["sha"].as_str().unwrap_or_default().to_string(),
+            head_branch: pull["head"]["ref"].as_str().unwrap_or_default().to_string(),
+            base_branch: pull["base"]["ref"].as_str().unwrap_or_default().to_string(),
+            // A head repository that is gone (a deleted fork) is a fork too.
+            from_fork: head_repo.is_none() || head_repo != base_repo,
+            labels: pull["labels"]
+                .as_array()
+                .map(|labels| {
+                    labels
+                        .iter()
+                        .filter_map(|label| label["name"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// A repository on the forge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repository {
@@ -156,6 +216,83 @@ impl Forge {
             .map(drop)
     }
 
+    /// The comments of issue (or pull request) `number`, oldest first.
+    pub async fn comments(&self, repository: &Repository, number: u64) -> Result<Vec<Comment>, ForgeError> {
+        let path = format!(
+            "/repos/{}/{}/issues/{number}/comments",
+            repository.owner, repository.name
+        );
+        let list = self.call(hyper::Method::GET, &path, None, "the comments").await?;
+        Ok(list
+            .as_array()
+            .map(|comments| {
+                comments
+                    .iter()
+                    .filter_map(|comment| {
+                        Some(Comment {
+                            id: comment["id"].as_u64()?,
+                            body: comment["body"].as_str().unwrap_or_default().to_string(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The comment of pull request `number` holding `marker` edited to `body`
+    /// (which holds the marker too), or a new one when there is none: one
+    /// comment per marker, edited in place on every push.
+    pub async fn put_comment(
+        &self,
+        repository: &Repository,
+        number: u64,
+        marker: &str,
+        body: &str,
+    ) -> Result<CommentWritten, ForgeError> {
+        let existing = self
+            .comments(repository, number)
+            .await?
+            .into_iter()
+            .find(|comment| comment.body.contains(marker));
+        let payload = serde_json::json!({"body": body});
+        if let Some(comment) = existing {
+            let path = format!(
+                "/repos/{}/{}/issues/comments/{}",
+                repository.owner, repository.name, comment.id
+            );
+            self.call(
+                hyper::Method::PATCH,
+                &path,
+                Some(&payload),
+                "an edit of a comment",
+            )
+            .await?;
+            Ok(CommentWritten::Edited(comment.id))
+        } else {
+            let path = format!(
+                "/repos/{}/{}/issues/{number}/comments",
+                repository.owner, repository.name
+            );
+            let created = self
+                .call(hyper::Method::POST, &path, Some(&payload), "a comment")
+                .await?;
+            Ok(CommentWritten::Created(created["id"].as_u64().unwrap_or(0)))
+        }
+    }
+
+    /// Pull request `number`: open or not, its head, where it comes from, its labels.
+    pub async fn pull_request(
+        &self,
+        repository: &Repository,
+        number: u64,
+    ) -> Result<PullRequest, ForgeError> {
+        let path = format!("/repos/{}/{}/pulls/{number}", repository.owner, repository.name);
+        let pull = self
+            .call(hyper::Method::GET, &path, None, "a pull request")
+            .await?;
+        Ok(PullRequest::of_json(&pull))
+    }
+
     /// One request to the API; its answer's JSON (`null` when empty).
     async fn call(
         &self,
@@ -232,6 +369,29 @@ mod tests {
         }
         assert!(Repository::of_url("https://host/alone.git").is_err());
         assert!(Repository::of_url("/srv/git/website.git").is_err());
+    }
+
+    #[test]
+    fn a_pull_request_says_whether_it_comes_from_a_fork() {
+        let pull = |head: &str| {
+            serde_json::json!({
+                "number": 7, "state": "open", "merged": false,
+                "head": {"sha": "abc", "ref": "feature", "repo": {"full_name": head}},
+                "base": {"ref": "main", "repo": {"full_name": "Berth/Website"}},
+                "labels": [{"name": "preview"}]
+            })
+        };
+        let own = PullRequest::of_json(&pull("berth/website"));
+        assert!(own.open && !own.from_fork);
+        assert_eq!(
+            (own.number, own.head_commit.as_str(), own.base_branch.as_str()),
+            (7, "abc", "main")
+        );
+        assert_eq!(own.labels, ["preview"]);
+        assert!(PullRequest::of_json(&pull("someone/website")).from_fork);
+        let mut gone = pull("x");
+        gone["head"]["repo"] = serde_json::Value::Null;
+        assert!(PullRequest::of_json(&gone).from_fork);
     }
 
     #[test]

@@ -333,6 +333,44 @@ impl Mirror {
     /// One fetch from the repo's URL. With it, the host of the https:// server
     /// an `http://` remote redirected libgit2 to (on the same host), if it did.
     fn fetch_once(&self, on_progress: &dyn Fn(String)) -> (Result<(), AttemptError>, Option<String>) {
+        self.fetch_refspecs(
+            &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+            true,
+            on_progress,
+        )
+    }
+
+    /// Fetches pull (or merge) request `number`'s head, as the forge keeps
+    /// it (`refs/pull/N/head` on GitHub and Gitea, `refs/merge-requests/N/head`
+    /// on GitLab), into the same refs here: a fork's commits are only there.
+    /// A remote without such refs (a plain Git server) fetches nothing.
+    pub fn fetch_change(&self, number: u64) -> Result<(), MirrorError> {
+        if self.repo.url.starts_with("https://") {
+            load_ca_bundle();
+        }
+        let refspecs = [
+            format!("+refs/pull/{number}/head:refs/pull/{number}/head"),
+            format!("+refs/merge-requests/{number}/head:refs/merge-requests/{number}/head"),
+        ];
+        let refspecs: Vec<&str> = refspecs.iter().map(String::as_str).collect();
+        match self.fetch_refspecs(&refspecs, false, &|_| {}).0 {
+            Ok(()) => Ok(()),
+            Err(AttemptError::HostKey(refusal)) => {
+                Err(self.fetch_error(1, FetchFailure::HostKey(Box::new(refusal))))
+            }
+            Err(AttemptError::Git(error)) => Err(self.fetch_error(1, libgit2_failure(&error, &self.repo))),
+        }
+    }
+
+    /// One fetch of `refspecs` from the repo's URL (pruning what they cover
+    /// when `prune`). With it, the host of the https:// server an `http://`
+    /// remote redirected libgit2 to (on the same host), if it did.
+    fn fetch_refspecs(
+        &self,
+        refspecs: &[&str],
+        prune: bool,
+        on_progress: &dyn Fn(String),
+    ) -> (Result<(), AttemptError>, Option<String>) {
         let mut remote = match self.git.find_remote("origin") {
             Ok(remote) => remote,
             Err(error) => return (Err(AttemptError::Git(error)), None),
@@ -384,16 +422,12 @@ impl Mirror {
             true
         });
         options.remote_callbacks(callbacks);
-        options.prune(FetchPrune::On);
+        options.prune(if prune { FetchPrune::On } else { FetchPrune::Off });
         options.download_tags(AutotagOption::All);
         // Redirects are followed on the remote's host only (libgit2 checks the
         // host, not the port or scheme): the repo's token is for that host alone.
         options.follow_redirects(RemoteRedirect::None);
-        let fetched = remote.fetch(
-            &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
-            Some(&mut options),
-            None,
-        );
+        let fetched = remote.fetch(refspecs, Some(&mut options), None);
         drop(options);
         let fetched = match (fetched, host_key_refusal.into_inner()) {
             (Err(_), Some(refusal)) => Err(AttemptError::HostKey(refusal)),

@@ -24,6 +24,7 @@ pub mod interrupt;
 pub mod local;
 pub mod notify;
 pub mod plan;
+pub mod preview;
 pub mod promote;
 pub mod realtime;
 pub mod report;
@@ -170,6 +171,11 @@ impl Connections {
             auth,
             plain_http,
         })
+    }
+
+    /// The cluster.
+    pub fn deployer(&self) -> &crate::deploy::Deployer {
+        &self.deployer
     }
 
     /// Ships `sites` from their repos as `mirrored`, at most `jobs` at a time.

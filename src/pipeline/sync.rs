@@ -117,6 +117,40 @@ impl Synced {
         self.trees.get(path).expect("every path was resolved").clone()
     }
 
+    /// The same mirror at `commit` (a full id or a prefix), with the tree of
+    /// `path`: for a pull request's head, fetched from `refs/pull/NUMBER/head`
+    /// (or GitLab's `refs/merge-requests/NUMBER/head`) when the branches did
+    /// not bring it.
+    pub async fn at_commit(&self, commit: &str, number: u64, path: &str) -> Result<Self, Arc<SyncError>> {
+        let mirror = self.mirror.clone();
+        let (commit, path_owned) = (commit.to_string(), path.to_string());
+        let started = Instant::now();
+        let (resolved, tree) = tokio::task::spawn_blocking(move || {
+            let mirror = mirror.lock().expect("not poisoned");
+            let resolved = if let Ok(resolved) = mirror.resolve(&commit) {
+                resolved
+            } else {
+                mirror.fetch_change(number)?;
+                mirror.resolve(&commit)?
+            };
+            let tree = mirror.tree_id(&resolved.id, &path_owned);
+            Ok::<_, MirrorError>((resolved, tree))
+        })
+        .await
+        .map_err(|error| Arc::new(SyncError::from(error)))?
+        .map_err(|error| Arc::new(SyncError::from(error)))?;
+        let trees = HashMap::from([(
+            path.to_string(),
+            tree.map_err(|error| Arc::new(SyncError::from(error))),
+        )]);
+        Ok(Self {
+            mirror: self.mirror.clone(),
+            commit: resolved,
+            trees,
+            duration: started.elapsed(),
+        })
+    }
+
     /// Whether the mirror holds any of `commits` (full ids or prefixes).
     pub async fn contains_any(&self, commits: &[&str]) -> bool {
         let mirror = self.mirror.clone();

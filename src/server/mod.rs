@@ -273,6 +273,7 @@ async fn answer(
             "ignored",
             format!("ignored: berth does not act on `{event}` events"),
         ),
+        Event::PullRequest(pull) => pull_request_answer(shared, &pull, arrived),
         Event::Push(push) => match shared.realtime.push(
             &push.repository_urls,
             &push.reference,
@@ -293,5 +294,41 @@ async fn answer(
                 format!("ignored: no site follows {reference} of {repository}"),
             ),
         },
+    }
+}
+
+/// A pull request event, handed to the pipeline: the answer.
+fn pull_request_answer(
+    shared: &Shared,
+    pull: &webhook::PullRequest,
+    arrived: Instant,
+) -> (StatusCode, &'static str, String) {
+    let close = match pull.action {
+        webhook::PullAction::Updated => None,
+        webhook::PullAction::Closed { merged } => Some(merged),
+    };
+    let event = crate::pipeline::realtime::PullRequestEvent {
+        number: pull.number,
+        repository_urls: &pull.repository_urls,
+        base_branch: &pull.base_branch,
+        head_commit: &pull.head_commit,
+        from_fork: pull.from_fork,
+        labels: &pull.labels,
+        close,
+    };
+    match shared.realtime.pull_request(&event, arrived) {
+        Hinted::Sites(sites) => (
+            StatusCode::ACCEPTED,
+            "queued",
+            format!("queued: the preview of #{} for {}", pull.number, sites.join(", ")),
+        ),
+        Hinted::NoSite {
+            repository,
+            reference,
+        } => (
+            StatusCode::ACCEPTED,
+            "ignored",
+            format!("ignored: no site follows {reference} of {repository}"),
+        ),
     }
 }

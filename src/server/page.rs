@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::pipeline::realtime::state::{Run, SiteState, Snapshot};
+use crate::pipeline::realtime::state::{PreviewState, Run, SiteState, Snapshot};
 use crate::reference;
 
 /// `text` with HTML's special characters escaped, for element text and
@@ -48,8 +48,48 @@ pub fn render(snapshot: &Snapshot) -> String {
     for site in &snapshot.sites {
         page.push_str(&row(site));
     }
-    page.push_str("</tbody>\n</table>\n</body>\n</html>\n");
+    page.push_str("</tbody>\n</table>\n");
+    if !snapshot.previews.is_empty() {
+        page.push_str(
+            "<h2>Previews</h2>\n<table>\n<thead><tr><th>Site</th><th>Pull request</th><th>Preview</th><th>Commit</th><th>Result</th></tr></thead>\n<tbody>\n",
+        );
+        for preview in &snapshot.previews {
+            page.push_str(&preview_row(preview));
+        }
+        page.push_str("</tbody>\n</table>\n");
+    }
+    page.push_str("</body>\n</html>\n");
     page
+}
+
+fn preview_row(preview: &PreviewState) -> String {
+    let link = preview.url.as_deref().map_or_else(
+        || "&ndash;".to_string(),
+        |url| {
+            format!(
+                "<a class=\"preview\" href=\"{}\">{}</a>",
+                escape(url),
+                escape(url)
+            )
+        },
+    );
+    let commit = preview.commit.as_deref().map_or_else(
+        || "&ndash;".to_string(),
+        |commit| format!("<code>{}</code>", escape(reference::short(commit))),
+    );
+    let error = preview
+        .error
+        .as_deref()
+        .map(|error| format!("<div class=\"small failed\">{}</div>", escape(error)))
+        .unwrap_or_default();
+    format!(
+        "<tr id=\"preview-{}-{}\"><td>{}</td><td>#{}</td><td>{link}</td><td>{commit}</td><td>{}{error}</td></tr>\n",
+        escape(&preview.site),
+        preview.number,
+        escape(&preview.site),
+        preview.number,
+        escape(&preview.result)
+    )
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}\
@@ -187,6 +227,15 @@ mod tests {
             started_at: "2026-12-06T09:00:00Z".into(),
             queue_depth: 1,
             sites: vec![site],
+            previews: vec![PreviewState {
+                site: "www".into(),
+                number: 12,
+                commit: Some("abcdef0123456789".into()),
+                url: Some("http://10.96.0.9/".into()),
+                result: "deployed".into(),
+                error: None,
+                at: "2026-12-06T10:06:00Z".into(),
+            }],
         });
         assert!(page.contains("<title>berth: production</title>"), "{page}");
         assert!(page.contains("<strong>www&lt;en&gt;</strong>"), "{page}");
@@ -201,5 +250,10 @@ mod tests {
         assert!(page.contains("pending (<code>fedcba987654</code>)"), "{page}");
         assert!(page.contains("1 runs"), "{page}");
         assert!(!page.contains("<pod>"), "nothing from outside unescaped");
+        assert!(
+            page.contains("<a class=\"preview\" href=\"http://10.96.0.9/\">"),
+            "{page}"
+        );
+        assert!(page.contains("<tr id=\"preview-www-12\">"), "{page}");
     }
 }

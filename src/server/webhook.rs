@@ -103,8 +103,34 @@ pub enum Event {
     Ping,
     /// Commits were pushed.
     Push(Push),
+    /// A pull (or merge) request was opened, pushed to, or closed.
+    PullRequest(PullRequest),
     /// An event berth does not act on, by name.
     Ignored(String),
+}
+
+/// What happened to a pull request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullAction {
+    /// Opened, reopened, or pushed to: build its preview.
+    Updated,
+    /// Closed or merged: its preview goes.
+    Closed { merged: bool },
+}
+
+/// A pull (or merge) request event, as a hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    pub action: PullAction,
+    pub number: u64,
+    /// The base repository, by every URL the payload gives.
+    pub repository_urls: Vec<String>,
+    /// The branch it would merge into.
+    pub base_branch: String,
+    pub head_commit: String,
+    /// Its head is in another repository (a fork).
+    pub from_fork: bool,
+    pub labels: Vec<String>,
 }
 
 /// A push, as a hint: the repository (by every URL the payload gives), the
@@ -249,6 +275,36 @@ fn github_event(event: &str, body: &[u8]) -> Result<Event, Refusal> {
                 after: if deleted { None } else { commit(&value, "/after") },
             }))
         }
+        "pull_request" => {
+            let value = json(event, body)?;
+            let action = match value["action"].as_str().unwrap_or_default() {
+                "opened" | "reopened" | "synchronize" | "synchronized" | "edited" | "labeled" => {
+                    PullAction::Updated
+                }
+                "closed" => PullAction::Closed {
+                    merged: value["pull_request"]["merged"].as_bool().unwrap_or(false),
+                },
+                other => return Ok(Event::Ignored(format!("pull_request {other}"))),
+            };
+            let pull = crate::pipeline::preview::PullRequest::of_json(&value["pull_request"]);
+            Ok(Event::PullRequest(PullRequest {
+                action,
+                number: value["number"].as_u64().unwrap_or(pull.number),
+                repository_urls: strings(
+                    &value,
+                    &[
+                        "/repository/clone_url",
+                        "/repository/ssh_url",
+                        "/repository/git_url",
+                        "/repository/html_url",
+                    ],
+                ),
+                base_branch: pull.base_branch,
+                head_commit: pull.head_commit,
+                from_fork: pull.from_fork,
+                labels: pull.labels,
+            }))
+        }
         "" => Ok(Event::Ignored("(no event header)".into())),
         other => Ok(Event::Ignored(other.to_string())),
     }
@@ -271,6 +327,46 @@ fn gitlab_event(event: &str, body: &[u8]) -> Result<Event, Refusal> {
                 ),
                 reference: value["ref"].as_str().unwrap_or_default().to_string(),
                 after: commit(&value, "/after"),
+            }))
+        }
+        "Merge Request Hook" => {
+            let value = json(event, body)?;
+            let attributes = &value["object_attributes"];
+            let action = match attributes["action"].as_str().unwrap_or_default() {
+                "open" | "reopen" | "update" => PullAction::Updated,
+                "close" => PullAction::Closed { merged: false },
+                "merge" => PullAction::Closed { merged: true },
+                other => return Ok(Event::Ignored(format!("merge request {other}"))),
+            };
+            Ok(Event::PullRequest(PullRequest {
+                action,
+                number: attributes["iid"].as_u64().unwrap_or(0),
+                repository_urls: strings(
+                    &value,
+                    &[
+                        "/project/git_http_url",
+                        "/project/git_ssh_url",
+                        "/project/web_url",
+                    ],
+                ),
+                base_branch: attributes["target_branch"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                head_commit: attributes["last_commit"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                from_fork: attributes["source_project_id"] != attributes["target_project_id"],
+                labels: value["labels"]
+                    .as_array()
+                    .map(|labels| {
+                        labels
+                            .iter()
+                            .filter_map(|label| label["title"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             }))
         }
         "" => Ok(Event::Ignored("(no event header)".into())),
@@ -547,6 +643,71 @@ mod tests {
             ),
             Err(Refusal::BadBody(..))
         ));
+    }
+
+    #[test]
+    fn pull_requests_from_github_gitea_and_gitlab_are_read_with_their_fork_and_action() {
+        let pull = r#"{"action":"synchronize","number":7,"pull_request":{"number":7,"state":"open","merged":false,"head":{"sha":"aaaa","ref":"feature","repo":{"full_name":"someone/website"}},"base":{"ref":"main","repo":{"full_name":"berth/website"}},"labels":[{"name":"preview ok"}]},"repository":{"clone_url":"http://127.0.0.1:3000/berth/website.git"}}"#;
+        let delivery = read(
+            Endpoint::GitHub,
+            Some(&secret()),
+            &headers(&[
+                ("x-github-event", "pull_request"),
+                ("x-hub-signature-256", &signed(pull)),
+            ]),
+            pull.as_bytes(),
+        )
+        .unwrap();
+        let Event::PullRequest(event) = delivery.event else {
+            panic!("a pull request")
+        };
+        assert_eq!(event.action, PullAction::Updated);
+        assert_eq!(
+            (
+                event.number,
+                event.head_commit.as_str(),
+                event.base_branch.as_str()
+            ),
+            (7, "aaaa", "main")
+        );
+        assert!(event.from_fork);
+        assert_eq!(event.labels, ["preview ok"]);
+        let closed = pull
+            .replace("synchronize", "closed")
+            .replace("\"merged\":false", "\"merged\":true");
+        let Event::PullRequest(event) = read(
+            Endpoint::GitHub,
+            Some(&secret()),
+            &headers(&[
+                ("x-github-event", "pull_request"),
+                ("x-hub-signature-256", &signed(&closed)),
+            ]),
+            closed.as_bytes(),
+        )
+        .unwrap()
+        .event
+        else {
+            panic!("a pull request")
+        };
+        assert_eq!(event.action, PullAction::Closed { merged: true });
+        let gitlab = r#"{"object_kind":"merge_request","object_attributes":{"iid":4,"action":"merge","target_branch":"main","last_commit":{"id":"bbbb"},"source_project_id":1,"target_project_id":1},"project":{"git_http_url":"https://gitlab.example/web/site.git"}}"#;
+        let Event::PullRequest(event) = read(
+            Endpoint::GitLab,
+            Some(&secret()),
+            &headers(&[
+                ("x-gitlab-event", "Merge Request Hook"),
+                ("x-gitlab-token", SECRET),
+            ]),
+            gitlab.as_bytes(),
+        )
+        .unwrap()
+        .event
+        else {
+            panic!("a merge request")
+        };
+        assert_eq!(event.action, PullAction::Closed { merged: true });
+        assert!(!event.from_fork);
+        assert_eq!(event.number, 4);
     }
 
     #[test]

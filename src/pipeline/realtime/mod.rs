@@ -30,13 +30,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::forge::{self, Forge};
+use crate::pipeline::preview::{self, PreviewAction, PreviewReport};
 use crate::pipeline::sync::{CommitChoice, mirror_all, remote_heads};
 use crate::pipeline::{Connections, DeployOptions, SiteAction, SiteReport};
 use crate::reference;
 use crate::ui::Printer;
 use metrics::Metrics;
-use queue::{Hint, Offer, Queue};
-use state::{Running, SiteState, Snapshot, States};
+use queue::{Hint, Offer, Queue, Wanted};
+use state::{PreviewState, Running, SiteState, Snapshot, States};
 
 /// How `berth serve` ships: the pipeline file's view, the deploy options, and
 /// how many sites at once.
@@ -64,6 +65,8 @@ pub struct Realtime {
     slots: Semaphore,
     queue: Mutex<Queue>,
     states: Mutex<States>,
+    /// Each preview's last run, by `site#number`.
+    previews: Mutex<std::collections::BTreeMap<String, PreviewState>>,
     metrics: Metrics,
     interrupted: Arc<AtomicBool>,
     tasks: TaskTracker,
@@ -124,6 +127,7 @@ impl Realtime {
             slots: Semaphore::new(jobs),
             queue: Mutex::new(Queue::default()),
             states: Mutex::new(states),
+            previews: Mutex::new(std::collections::BTreeMap::new()),
             metrics: Metrics::new(),
             interrupted,
             tasks: TaskTracker::new(),
@@ -151,6 +155,7 @@ impl Realtime {
             self.offer(
                 &site,
                 Hint {
+                    wanted: Wanted::Ship,
                     repo,
                     commit: None,
                     arrived,
@@ -193,6 +198,7 @@ impl Realtime {
             self.offer(
                 site,
                 Hint {
+                    wanted: Wanted::Ship,
                     repo: repo.clone(),
                     commit: after.map(str::to_string),
                     arrived,
@@ -202,21 +208,92 @@ impl Realtime {
         Hinted::Sites(sites.into_iter().map(|(site, _)| site).collect())
     }
 
-    /// A hint for `site`: a run starts now, or the site's pending run takes it.
+    /// A pull request event of `repository_urls` into `base_branch`: each
+    /// site of a `[[repo]]` with one of those URLs that follows that branch
+    /// gets its preview built (or closed). A fork's pull request is not built
+    /// unless `[preview] forks` allows it: the pull request is told why.
+    pub fn pull_request(self: &Arc<Self>, event: &PullRequestEvent<'_>, arrived: Instant) -> Hinted {
+        let config = &self.settings.config;
+        let sites: Vec<(String, String)> = config
+            .repos
+            .iter()
+            .filter(|repo| {
+                event
+                    .repository_urls
+                    .iter()
+                    .any(|url| same_repository(&repo.url, url))
+            })
+            .filter(|repo| repo.branch == event.base_branch)
+            .flat_map(|repo| preview::sites_of(config, &repo.name))
+            .map(|site| (site.name.clone(), site.repo.clone()))
+            .collect();
+        if sites.is_empty() {
+            return Hinted::NoSite {
+                repository: event.repository_urls.first().cloned().unwrap_or_default(),
+                reference: format!("pull request #{} into {}", event.number, event.base_branch),
+            };
+        }
+        let refused = match event.close {
+            None => preview::refused_fork(&config.preview.forks, event.from_fork, event.labels),
+            Some(_) => None,
+        };
+        for (site, repo) in &sites {
+            if let Some(why) = &refused {
+                let mut report = PreviewReport::refused(site, event.number, event.head_commit, why);
+                let this = Arc::clone(self);
+                self.tasks.spawn(async move {
+                    report.comment = preview::tell(&this.settings.config, &report, &this.printer).await;
+                    this.record_preview(&report);
+                });
+                continue;
+            }
+            let wanted = match event.close {
+                Some(merged) => Wanted::ClosePreview {
+                    number: event.number,
+                    merged,
+                },
+                None => Wanted::Preview { number: event.number },
+            };
+            self.offer(
+                site,
+                Hint {
+                    wanted,
+                    repo: repo.clone(),
+                    commit: Some(event.head_commit.to_string()),
+                    arrived,
+                },
+            );
+        }
+        Hinted::Sites(sites.into_iter().map(|(site, _)| site).collect())
+    }
+
+    /// A hint for `site`: a run starts now, or the site's pending run takes
+    /// it. A preview's runs queue apart from the site's (`site#number`).
     fn offer(self: &Arc<Self>, site: &str, hint: Hint) {
         if self.interrupted.load(Ordering::SeqCst) {
             return;
         }
-        if let Some(commit) = &hint.commit {
+        let key = match hint.wanted {
+            Wanted::Ship => site.to_string(),
+            Wanted::Preview { number } | Wanted::ClosePreview { number, .. } => format!("{site}#{number}"),
+        };
+        if let (Wanted::Ship, Some(commit)) = (hint.wanted, &hint.commit) {
             self.tell_forge(site, &hint.repo, commit, forge::State::Pending, "queued");
         }
-        let offer = self.queue.lock().expect("not poisoned").offer(site, hint.clone());
+        let offer = self.queue.lock().expect("not poisoned").offer(&key, hint.clone());
         match offer {
+            Offer::Start(hints) if hint.wanted != Wanted::Ship => {
+                let this = Arc::clone(self);
+                let site = site.to_string();
+                self.tasks
+                    .spawn(async move { this.preview_runs(site, key, hints).await });
+            }
             Offer::Start(hints) => {
                 let this = Arc::clone(self);
                 let site = site.to_string();
                 self.tasks.spawn(async move { this.runs(site, hints).await });
             }
+            Offer::Pending if hint.wanted != Wanted::Ship => {}
             Offer::Pending => {
                 let mut states = self.states.lock().expect("not poisoned");
                 if let Some(state) = states.get_mut(site) {
@@ -273,6 +350,97 @@ impl Realtime {
                 }
                 None => break,
             }
+        }
+    }
+
+    /// A preview's runs, one after the other while hints keep coming; each
+    /// run does what the newest hint asks (build at its commit, or close).
+    async fn preview_runs(self: Arc<Self>, site: String, key: String, mut hints: Vec<Hint>) {
+        loop {
+            if self.interrupted.load(Ordering::SeqCst) {
+                break;
+            }
+            let Some(last) = hints.last().cloned() else { break };
+            let Ok(permit) = self.slots.acquire().await else {
+                break;
+            };
+            let config = &self.settings.config;
+            let report = match last.wanted {
+                Wanted::Preview { number } => {
+                    let commit = last.commit.clone().unwrap_or_default();
+                    let request = preview::Request {
+                        site: &site,
+                        number,
+                        commit: &commit,
+                    };
+                    preview::deploy(
+                        config,
+                        &self.connections,
+                        &request,
+                        &self.settings.options,
+                        self.interrupted.clone(),
+                        &self.printer,
+                    )
+                    .await
+                }
+                Wanted::ClosePreview { number, merged } => {
+                    let why = if merged {
+                        "the pull request was merged"
+                    } else {
+                        "the pull request was closed"
+                    };
+                    match preview::close(config, &site, number, why, &self.printer).await {
+                        Ok(report) => report,
+                        Err(error) => PreviewReport::failed(&site, number, &format!("{error:#}")),
+                    }
+                }
+                Wanted::Ship => break,
+            };
+            drop(permit);
+            self.metrics
+                .ship(&format!("preview-{}", preview_word(report.action)));
+            self.record_preview(&report);
+            match self.queue.lock().expect("not poisoned").finished(&key) {
+                Some(next) => hints = next,
+                None => break,
+            }
+        }
+    }
+
+    /// A preview's last run, for the page; a closed one leaves it.
+    fn record_preview(&self, report: &PreviewReport) {
+        let key = format!("{}#{}", report.site, report.number);
+        let mut previews = self.previews.lock().expect("not poisoned");
+        if matches!(
+            report.action,
+            PreviewAction::Closed | PreviewAction::NotFound | PreviewAction::NoChange
+        ) {
+            previews.remove(&key);
+            return;
+        }
+        previews.insert(
+            key,
+            PreviewState {
+                site: report.site.clone(),
+                number: report.number,
+                commit: report.commit.clone(),
+                url: report.url.clone(),
+                result: preview_word(report.action).to_string(),
+                error: report.reason.clone(),
+                at: now_text(),
+            },
+        );
+    }
+
+    /// Sweeps previews whose pull request is closed or that expired.
+    pub async fn sweep_previews(&self) {
+        match preview::sweep(&self.settings.config, &self.printer).await {
+            Ok(reports) => {
+                for report in &reports {
+                    self.record_preview(report);
+                }
+            }
+            Err(error) => self.printer.warning(&format!("preview sweep: {error:#}")),
         }
     }
 
@@ -442,6 +610,7 @@ impl Realtime {
                 self.offer(
                     &site,
                     Hint {
+                        wanted: Wanted::Ship,
                         repo: repo.clone(),
                         commit: Some(commit.clone()),
                         arrived,
@@ -458,6 +627,7 @@ impl Realtime {
     pub async fn poll_every(self: Arc<Self>, interval: Duration) {
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sweep = Instant::now();
         loop {
             ticker.tick().await;
             if self.interrupted.load(Ordering::SeqCst) {
@@ -465,6 +635,10 @@ impl Realtime {
             }
             let took = self.poll().await;
             tracing::debug!("poll round took {:.3}s", took.as_secs_f64());
+            if last_sweep.elapsed() >= preview::SWEEP_EVERY {
+                last_sweep = Instant::now();
+                self.sweep_previews().await;
+            }
         }
     }
 
@@ -490,6 +664,13 @@ impl Realtime {
             started_at: self.started_at.clone(),
             queue_depth: self.queue.lock().expect("not poisoned").depth(),
             sites,
+            previews: self
+                .previews
+                .lock()
+                .expect("not poisoned")
+                .values()
+                .cloned()
+                .collect(),
         }
     }
 
@@ -511,6 +692,30 @@ impl Realtime {
         self.interrupted.store(true, Ordering::SeqCst);
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+/// A pull request event, as [`Realtime::pull_request`] takes it.
+pub struct PullRequestEvent<'a> {
+    pub number: u64,
+    pub repository_urls: &'a [String],
+    pub base_branch: &'a str,
+    pub head_commit: &'a str,
+    pub from_fork: bool,
+    pub labels: &'a [String],
+    /// Closed (merged or not), or opened and pushed to (`None`).
+    pub close: Option<bool>,
+}
+
+fn preview_word(action: PreviewAction) -> &'static str {
+    match action {
+        PreviewAction::Deployed => "deployed",
+        PreviewAction::Unchanged => "unchanged",
+        PreviewAction::NoChange => "no-change",
+        PreviewAction::Refused => "refused",
+        PreviewAction::Closed => "closed",
+        PreviewAction::NotFound => "not-found",
+        PreviewAction::Failed => "failed",
     }
 }
 

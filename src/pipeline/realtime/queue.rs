@@ -6,10 +6,22 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+/// What a run is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted {
+    /// Ship the site's branch head.
+    Ship,
+    /// Build and deploy pull request `number`'s preview at the hint's commit.
+    Preview { number: u64 },
+    /// Close pull request `number`'s preview.
+    ClosePreview { number: u64, merged: bool },
+}
+
 /// Why a run was asked for: a delivery's hint (a commit of a repo, perhaps),
 /// or berth's own poll or start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hint {
+    pub wanted: Wanted,
     /// The `[[repo]]` the hint is about.
     pub repo: String,
     /// The commit the delivery named (for its commit status); none from a poll.
@@ -92,6 +104,7 @@ mod tests {
 
     fn hint(commit: &str) -> Hint {
         Hint {
+            wanted: Wanted::Ship,
             repo: "website".into(),
             commit: Some(commit.into()),
             arrived: Instant::now(),
@@ -124,6 +137,7 @@ mod tests {
         assert!(matches!(queue.offer("www", hint("a")), Offer::Start(_)));
         assert!(matches!(queue.offer("docs", hint("a")), Offer::Start(_)));
         let poll = Hint {
+            wanted: Wanted::Ship,
             repo: "website".into(),
             commit: None,
             arrived: Instant::now(),

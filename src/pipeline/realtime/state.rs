@@ -21,6 +21,23 @@ pub struct Snapshot {
     /// How many runs are pending, over every site.
     pub queue_depth: usize,
     pub sites: Vec<SiteState>,
+    /// The previews this server built, by site and pull request.
+    pub previews: Vec<PreviewState>,
+}
+
+/// A pull request's preview, as `berth serve` last built it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PreviewState {
+    pub site: String,
+    pub number: u64,
+    pub commit: Option<String>,
+    /// Where it is served.
+    pub url: Option<String>,
+    /// `deployed`, `unchanged`, `refused` or `failed`.
+    pub result: String,
+    pub error: Option<String>,
+    /// When its last run ended (RFC 3339).
+    pub at: String,
 }
 
 /// One site, as `berth serve` last saw it.
