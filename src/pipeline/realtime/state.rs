@@ -33,7 +33,7 @@ pub struct PreviewState {
     pub commit: Option<String>,
     /// Where it is served.
     pub url: Option<String>,
-    /// `deployed`, `unchanged`, `refused` or `failed`.
+    /// `deployed`, `unchanged`, `no-change`, `refused`, `closed`, `not-found` or `failed`.
     pub result: String,
     pub error: Option<String>,
     /// When its last run ended (RFC 3339).
