@@ -505,39 +505,13 @@ async fn two_concurrent_ships_never_interleave_and_the_newer_commit_wins() {
     );
 }
 
-fn token_kubeconfig(world: &World, account: &str) -> std::path::PathBuf {
-    let token = world.kubectl(&["create", "token", account, "--duration", "10m"]);
-    assert!(token.status.success(), "{}", text(&token));
-    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
-    let admin = std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap();
-    let server = admin
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .unwrap()
-        .to_string();
-    let ca = admin
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
-        .unwrap()
-        .to_string();
-    let path = world.dir.path().join(format!("{account}.kubeconfig"));
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_documented_rbac_suffices_and_a_missing_verb_is_named() {
     let world = one_site("deploy-rbac", "web", as_is).await;
     let rbac = crate::support::repo_root().join("docs/rbac.yaml");
     let applied = world.kubectl(&["apply", "-f", rbac.to_str().unwrap()]);
     assert!(applied.status.success(), "{}", text(&applied));
-    let kubeconfig = token_kubeconfig(&world, "berth");
+    let kubeconfig = world.token_kubeconfig("berth");
     // The documented RBAC suffices.
     world.berth(["run"]).env("KUBECONFIG", &kubeconfig).succeeds();
 
@@ -559,7 +533,7 @@ async fn the_documented_rbac_suffices_and_a_missing_verb_is_named() {
         &[("index.html", "<h1>again</h1>\n")],
         "Again",
     );
-    let kubeconfig = token_kubeconfig(&world, "berth-no-patch");
+    let kubeconfig = world.token_kubeconfig("berth-no-patch");
     world
         .berth(["run"])
         .env("KUBECONFIG", &kubeconfig)

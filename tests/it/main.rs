@@ -17,6 +17,7 @@ mod lease;
 mod mirror;
 mod moved;
 mod pipeline;
+mod preview;
 mod real_node;
 mod registry_copy;
 mod registry_credentials;

@@ -12,80 +12,48 @@ use std::time::{Duration, Instant};
 use hmac::{KeyInit as _, Mac as _};
 use serde_json::{Value, json};
 
-use crate::support::forge::{Forge, commit, work_tree};
-use crate::support::{ForgeSpec, Repo, Running, ServeSpec, SiteSpec, World, exit, free_port, git};
+use crate::support::forge::{ForgeSite, commit};
+use crate::support::{ForgeSpec, Running, ServeSpec, SiteSpec, World, exit, free_port, git};
 
-const SECRET_ENV: &str = "SERVE_TEST_SECRET";
-const TOKEN_ENV: &str = "SERVE_TEST_FORGE_TOKEN";
 /// How long a push may take to be served on kwok's node.
 const SERVED_WITHIN: Duration = Duration::from_secs(90);
 
 /// A site `site` in a repo of its own on the stack's forge, shipped to
 /// Deployment `web` (kwok) by a `berth serve` of this world.
 struct Served {
-    world: World,
-    forge: Forge,
-    /// `org/name` on the forge.
-    repo: String,
-    /// A work tree of the repo, to commit and push from.
-    work: tempfile::TempDir,
-    secret: String,
-    port: u16,
+    site: ForgeSite,
+}
+
+impl std::ops::Deref for Served {
+    type Target = ForgeSite;
+
+    fn deref(&self) -> &ForgeSite {
+        &self.site
+    }
 }
 
 impl Served {
     /// The world, the forge's repo with its first commit pushed, the
     /// Deployment, and the pipeline file (`poll_interval`) written; no server yet.
     async fn new(test: &str, poll_interval: &str, min_ready_seconds: Option<i32>) -> Self {
-        let world = World::new(test).await;
-        let forge = Forge::from_env();
-        let repo = forge.create_repo(test).await;
-        let (work, _) = work_tree();
-        forge.push(work.path(), &repo, "main");
-        forge.wait_for_branches(&repo, &["main"]).await;
-        let mut deployment = world.kwok_deployment("web", &world.busybox());
+        let site = ForgeSite::new(test, &[]).await;
+        let mut deployment = site.world.kwok_deployment("web", &site.world.busybox());
         if let Some(seconds) = min_ready_seconds {
             deployment = deployment.min_ready_seconds(seconds);
         }
         deployment.create().await;
-        let mut pipeline = world.pipeline();
-        pipeline
-            .repos
-            .push(Repo::new("site", &format!("{}/{repo}.git", forge.url)));
+        let mut pipeline = site.pipeline(poll_interval);
         pipeline
             .sites
-            .push(SiteSpec::new("site", "site", &world.image("site"), "web"));
-        let port = free_port();
-        pipeline.serve = Some(ServeSpec {
-            listen: Some(format!("127.0.0.1:{port}")),
-            webhook_secret_env: Some(SECRET_ENV.into()),
-            poll_interval: Some(poll_interval.into()),
-            public_url: Some(format!("http://127.0.0.1:{port}")),
-            ..ServeSpec::default()
-        });
-        pipeline.forge = Some(ForgeSpec {
-            api: forge.api.clone(),
-            token_env: TOKEN_ENV.into(),
-        });
-        world.write_pipeline(&pipeline);
-        Self {
-            secret: crate::support::unique("secret"),
-            world,
-            forge,
-            repo,
-            work,
-            port,
-        }
+            .push(SiteSpec::new("site", "site", &site.world.image("site"), "web"));
+        site.world.write_pipeline(&pipeline);
+        Self { site }
     }
 
     /// Starts `berth serve` (in `state`, a folder of the world, when given),
     /// listening on `port`, until it says it serves.
     fn serve(&self, port: u16, state: Option<&str>) -> Running {
-        let mut berth = self
-            .world
-            .berth(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env(SECRET_ENV, &self.secret)
-            .env(TOKEN_ENV, &self.forge.token);
+        let mut berth = self.berth(["serve", "--listen", &format!("127.0.0.1:{port}")]);
         if let Some(state) = state {
             berth = berth.args(["--state-dir", state]);
         }
@@ -94,10 +62,7 @@ impl Served {
 
     /// The forge's webhook of Gitea's own type, to `port`'s GitHub endpoint.
     async fn hook(&self, port: u16) {
-        let url = format!("http://127.0.0.1:{port}/hooks/github");
-        self.forge
-            .add_webhook_to(&self.repo, &url, &self.secret, &["push"])
-            .await;
+        self.site.hook(port, &["push"]).await;
     }
 
     /// Commits `page` as index.html and pushes it: the new commit.
@@ -143,22 +108,6 @@ impl Served {
             .world
             .kubectl(&["get", "replicasets", "-l", "app=web", "-o", "name"]);
         String::from_utf8_lossy(&output.stdout).lines().count()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let forge = Forge::from_env();
-        let repo = self.repo.clone();
-        // The test's own repo goes; a failure to delete it is no failure of the test.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new().unwrap().block_on(async {
-                forge
-                    .call(hyper::Method::DELETE, &format!("/repos/{repo}"), None)
-                    .await
-            })
-        })
-        .join();
     }
 }
 
@@ -662,12 +611,8 @@ async fn page_through_service(world: &World, text: &str, within: Duration) -> Du
     reason = "the documented manifests, adapted to the stack, then one push end to end"
 )]
 async fn the_documented_server_runs_in_the_cluster_and_a_push_is_served_through_the_sites_service() {
-    let world = World::new("serve-cluster").await;
-    let forge = Forge::from_env();
-    let repo = forge.create_repo("serve-cluster").await;
-    let (work, first) = work_tree();
-    forge.push(work.path(), &repo, "main");
-    forge.wait_for_branches(&repo, &["main"]).await;
+    let site = ForgeSite::new("serve-cluster", &[]).await;
+    let (world, forge, repo, work) = (&site.world, &site.forge, &site.repo, &site.work);
     world
         .real_node_deployment("web", &world.stack.placeholder_image)
         .create()
@@ -749,16 +694,14 @@ async fn the_documented_server_runs_in_the_cluster_and_a_push_is_served_through_
     for item in manifests["items"].as_array_mut().unwrap() {
         match item["kind"].as_str().unwrap() {
             "ConfigMap" => {
-                let mut pipeline = world.pipeline().with_rollout_timeout("90s");
+                let mut pipeline = site.pipeline("1h").with_rollout_timeout("90s");
                 pipeline.state_dir = Some("/var/cache/berth".into());
                 pipeline.templates = Some("/etc/berth/templates".into());
-                pipeline
-                    .repos
-                    .push(Repo::new("site", &format!("{}/{repo}.git", forge.url)));
-                let mut site = SiteSpec::new("site", "site", &world.image("site"), "web");
-                site.build_arg("BASE_IMAGE", &world.stack.base_image)
+                let mut served = SiteSpec::new("site", "site", &world.image("site"), "web");
+                served
+                    .build_arg("BASE_IMAGE", &world.stack.base_image)
                     .build_arg("WEB_ROOT", "/www");
-                pipeline.sites.push(site);
+                pipeline.sites.push(served);
                 pipeline.serve = Some(ServeSpec {
                     listen: Some(format!("0.0.0.0:{port}")),
                     webhook_secret_env: Some("BERTH_WEBHOOK_SECRET".into()),
@@ -810,24 +753,23 @@ async fn the_documented_server_runs_in_the_cluster_and_a_push_is_served_through_
     );
 
     // At start it ships the head: the site's Service serves the first page.
-    page_through_service(&world, "first", Duration::from_secs(180)).await;
-    let _ = first;
+    page_through_service(world, "first", Duration::from_secs(180)).await;
     // The forge's webhook to berth's Service; a push; the new page through the site's Service.
-    let berth = cluster_ip(&world, "berth-serve").await;
+    let berth = cluster_ip(world, "berth-serve").await;
     forge
-        .add_webhook_to(&repo, &format!("http://{berth}/hooks/github"), &secret, &["push"])
+        .add_webhook_to(repo, &format!("http://{berth}/hooks/github"), &secret, &["push"])
         .await;
     let pushed_at = Instant::now();
     let second = commit(work.path(), "index.html", "<h1>second</h1>\n", "Second page");
-    forge.push(work.path(), &repo, "main");
-    page_through_service(&world, "second", Duration::from_secs(120)).await;
+    forge.push(work.path(), repo, "main");
+    page_through_service(world, "second", Duration::from_secs(120)).await;
     eprintln!(
         "in the cluster: push to served through the site's Service in {:.1}s",
         pushed_at.elapsed().as_secs_f64()
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let statuses = forge.statuses(&repo, &second).await;
+        let statuses = forge.statuses(repo, &second).await;
         if statuses
             .iter()
             .any(|status| status["context"] == "berth/site" && status["status"] == "success")
@@ -845,7 +787,4 @@ async fn the_documented_server_runs_in_the_cluster_and_a_push_is_served_through_
     assert!(!output.contains(&secret), "the secret leaked into the log");
     assert!(!output.contains(&forge.token), "the token leaked into the log");
     kubectl(&["delete", "deployment", "berth-serve", "--wait=true"]);
-    let _ = forge
-        .call(hyper::Method::DELETE, &format!("/repos/{repo}"), None)
-        .await;
 }

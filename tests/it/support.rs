@@ -4,6 +4,7 @@
 //! ([`DeploymentBuilder`]), registries of a test's own, and a load for the
 //! zero-downtime tests.
 
+pub mod browser;
 mod deployment;
 pub mod forge;
 mod load;
@@ -251,6 +252,7 @@ impl World {
             default_environment: None,
             serve: None,
             forge: None,
+            preview: None,
         }
     }
 
@@ -585,6 +587,34 @@ impl World {
     }
 
     /// Runs the stack's kubectl in this test's namespace.
+    /// A kubeconfig that is service account `account` of the namespace (a
+    /// token valid 10 minutes), on the stack's cluster.
+    pub fn token_kubeconfig(&self, account: &str) -> std::path::PathBuf {
+        let token = self.kubectl(&["create", "token", account, "--duration", "10m"]);
+        assert!(token.status.success(), "{}", text(&token));
+        let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+        let admin = std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap();
+        let server = admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .unwrap()
+            .to_string();
+        let ca = admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
+            .unwrap()
+            .to_string();
+        let path = self.dir.path().join(format!("{account}.kubeconfig"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+            ),
+        )
+        .unwrap();
+        path
+    }
+
     pub fn kubectl(&self, args: &[&str]) -> Output {
         Command::new(std::env::var("BERTH_STACK_KUBECTL").expect("BERTH_STACK_KUBECTL"))
             .arg("-n")
@@ -643,6 +673,23 @@ pub struct Pipeline {
     pub serve: Option<ServeSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forge: Option<ForgeSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewSpec>,
+}
+
+/// `[preview]`
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PreviewSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress_class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_previews: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forks: Option<String>,
 }
 
 /// `[serve]`

@@ -197,6 +197,58 @@ impl Forge {
         pull["number"].as_u64().expect("the pull request's number")
     }
 
+    /// A pull request of `repo` from `head` (`branch`, or `owner:branch` from a
+    /// fork) into `main`: its number.
+    pub async fn open_pull_request_from(&self, repo: &str, head: &str, title: &str) -> u64 {
+        let body = json!({"head": head, "base": "main", "title": title});
+        let path = format!("/repos/{repo}/pulls");
+        let pull = self
+            .expect(Method::POST, &path, Some(&body), StatusCode::CREATED)
+            .await;
+        pull["number"].as_u64().expect("the pull request's number")
+    }
+
+    /// Closes pull request `number` of `repo` (without merging).
+    pub async fn close_pull_request(&self, repo: &str, number: u64) {
+        let path = format!("/repos/{repo}/pulls/{number}");
+        self.expect(
+            Method::PATCH,
+            &path,
+            Some(&json!({"state": "closed"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+
+    /// The comments of pull request `number` of `repo`: their bodies, oldest first.
+    pub async fn comments(&self, repo: &str, number: u64) -> Vec<String> {
+        let path = format!("/repos/{repo}/issues/{number}/comments");
+        let list = self.expect(Method::GET, &path, None, StatusCode::OK).await;
+        list.as_array()
+            .map(|comments| {
+                comments
+                    .iter()
+                    .map(|comment| comment["body"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A fork of `repo` in the admin's own namespace: its full name.
+    pub async fn fork(&self, repo: &str) -> String {
+        let name = repo.rsplit('/').next().unwrap();
+        let path = format!("/repos/{repo}/forks");
+        let fork = self
+            .expect(
+                Method::POST,
+                &path,
+                Some(&json!({"name": format!("{name}-fork")})),
+                StatusCode::ACCEPTED,
+            )
+            .await;
+        fork["full_name"].as_str().expect("the fork's name").to_string()
+    }
+
     /// Waits until the forge has taken in the pushes of `branches`: it handles a
     /// push after answering it (a repo first pushed to stays `empty`, and takes
     /// no pull request, until then).
@@ -255,4 +307,105 @@ pub fn commit(work: &Path, file: &str, content: &str, message: &str) -> String {
     git(work, &["add", "-A"]);
     git_commit(work, &["-q", "-m", message]);
     git(work, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+/// The variable that holds the webhook secret in a [`ForgeSite`]'s pipeline.
+pub const SECRET_ENV: &str = "FORGE_SITE_SECRET";
+/// The variable that holds the forge's token in a [`ForgeSite`]'s pipeline.
+pub const TOKEN_ENV: &str = "FORGE_SITE_TOKEN";
+
+/// A world whose site lives in a repo of its own on the stack's forge (named
+/// after the test, deleted with it), with a work tree to commit and push from,
+/// and a webhook secret and a port for its `berth serve`.
+pub struct ForgeSite {
+    pub world: crate::support::World,
+    pub forge: Forge,
+    /// `org/name` on the forge.
+    pub repo: String,
+    /// A work tree of the repo, on branch main.
+    pub work: tempfile::TempDir,
+    pub secret: String,
+    pub port: u16,
+}
+
+impl ForgeSite {
+    /// The world and the forge's repo, its first commit (index.html) and then
+    /// one commit per `(file, content)` pushed to main.
+    pub async fn new(test: &str, files: &[(&str, &str)]) -> Self {
+        let world = crate::support::World::new(test).await;
+        let forge = Forge::from_env();
+        let repo = forge.create_repo(test).await;
+        let (work, _) = work_tree();
+        for (file, content) in files {
+            commit(work.path(), file, content, &format!("Add {file}"));
+        }
+        forge.push(work.path(), &repo, "main");
+        forge.wait_for_branches(&repo, &["main"]).await;
+        Self {
+            secret: unique("secret"),
+            world,
+            forge,
+            repo,
+            work,
+            port: crate::support::free_port(),
+        }
+    }
+
+    /// The world's pipeline with the repo as `[[repo]] site`, `[serve]` on
+    /// the port (its secret in [`SECRET_ENV`]) and `[forge]` (its token in
+    /// [`TOKEN_ENV`]); the caller adds the site and writes it.
+    pub fn pipeline(&self, poll_interval: &str) -> crate::support::Pipeline {
+        let mut pipeline = self.world.pipeline();
+        pipeline.repos.push(crate::support::Repo::new(
+            "site",
+            &format!("{}/{}.git", self.forge.url, self.repo),
+        ));
+        pipeline.serve = Some(crate::support::ServeSpec {
+            listen: Some(format!("127.0.0.1:{}", self.port)),
+            webhook_secret_env: Some(SECRET_ENV.into()),
+            poll_interval: Some(poll_interval.into()),
+            public_url: Some(format!("http://127.0.0.1:{}", self.port)),
+            ..crate::support::ServeSpec::default()
+        });
+        pipeline.forge = Some(crate::support::ForgeSpec {
+            api: self.forge.api.clone(),
+            token_env: TOKEN_ENV.into(),
+        });
+        pipeline
+    }
+
+    /// berth with the webhook secret and the forge's token in its environment.
+    pub fn berth<I, S>(&self, args: I) -> crate::support::Berth
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.world
+            .berth(args)
+            .env(SECRET_ENV, &self.secret)
+            .env(TOKEN_ENV, &self.forge.token)
+    }
+
+    /// The forge's webhook of Gitea's own type for `events`, to `port`'s
+    /// GitHub endpoint.
+    pub async fn hook(&self, port: u16, events: &[&str]) {
+        let url = format!("http://127.0.0.1:{port}/hooks/github");
+        self.forge
+            .add_webhook_to(&self.repo, &url, &self.secret, events)
+            .await;
+    }
+}
+
+impl Drop for ForgeSite {
+    fn drop(&mut self) {
+        let forge = Forge::from_env();
+        let repo = self.repo.clone();
+        // The test's own repo goes; a failure to delete it is no failure of the test.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(async { forge.call(Method::DELETE, &format!("/repos/{repo}"), None).await })
+        })
+        .join();
+    }
 }
