@@ -285,7 +285,9 @@ impl Deployer {
             .map_err(|error| api_error(error, "patch", "deployments", namespace, name))
     }
 
-    /// Every preview in `namespace` (of `site` when given).
+    /// Every preview in `namespace` (of `site` when given). One already
+    /// being deleted (its pods still in their grace period) is gone as far
+    /// as berth is concerned: not listed, so not swept twice.
     pub async fn previews(&self, namespace: &str, site: Option<&str>) -> Result<Vec<Found>, DeployError> {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
         let selector = match site {
@@ -299,6 +301,7 @@ impl Deployer {
         Ok(list
             .items
             .into_iter()
+            .filter(|deployment| deployment.metadata.deletion_timestamp.is_none())
             .map(|deployment| {
                 let labels = deployment.metadata.labels.clone().unwrap_or_default();
                 let annotations = deployment.metadata.annotations.clone().unwrap_or_default();
