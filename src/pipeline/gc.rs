@@ -443,6 +443,16 @@ async fn gather(
     for image in [deployed.image, deployed.shipped_image].into_iter().flatten() {
         needed.running.push((place.to_string(), image));
     }
+    // A pull request's preview runs an image of the site's repository too,
+    // for as long as the preview lives.
+    for preview in deployer
+        .previews(&site.deployment.namespace, Some(&site.name))
+        .await?
+    {
+        if let Some(image) = preview.image {
+            needed.previews.push((preview.number, image));
+        }
+    }
     for revision in deployer.history_of(&deployment, &site.deployment).await? {
         if let Some(image) = revision.image {
             needed

@@ -3,7 +3,8 @@
 //! need it, tested on fixtures.
 //!
 //! An image stays when any of these holds (each is a [`Reason`]):
-//! 1. a Deployment of the pipeline runs it now, in any environment;
+//! 1. a Deployment of the pipeline runs it now, in any environment, or a
+//!    pull request's preview of the site does;
 //! 2. one of a Deployment's ReplicaSet revisions names it (what `berth
 //!    rollback` can go back to);
 //! 3. its commit is a branch head or a tag of the repo's mirror;
@@ -55,6 +56,8 @@ pub struct Needed {
     pub revisions: Vec<(String, i64, String)>,
     /// `(ref name, commit)` of each branch head and tag.
     pub refs: Vec<(String, String)>,
+    /// `(pull request number, image reference)` each preview runs.
+    pub previews: Vec<(u64, String)>,
 }
 
 /// Why an image stays.
@@ -67,6 +70,8 @@ pub enum Reason {
     Revision { environment: String, revision: i64 },
     /// Its commit is this branch head or tag.
     Ref { name: String },
+    /// The preview of this pull request runs it.
+    Preview { number: u64 },
     /// It is the `rank`-th newest (1 is the newest) of `keep_last`.
     Newest { rank: usize, keep_last: u32 },
     /// It is younger than `keep_days`.
@@ -100,6 +105,7 @@ impl std::fmt::Display for Reason {
                     .or_else(|| name.strip_prefix("refs/tags/").map(|tag| format!("tag {tag}")))
                     .unwrap_or_else(|| name.clone())
             ),
+            Self::Preview { number } => write!(formatter, "preview of #{number}"),
             Self::Newest { rank, keep_last } => write!(formatter, "newest {rank} of {keep_last}"),
             Self::Young { days, keep_days } => {
                 write!(formatter, "{days} days old, under keep_days {keep_days}")
@@ -191,6 +197,11 @@ pub fn verdicts(
                     reasons.push(Reason::Running {
                         environment: environment.clone(),
                     });
+                }
+            }
+            for (number, image) in &needed.previews {
+                if names(image, candidate, repository) {
+                    reasons.push(Reason::Preview { number: *number });
                 }
             }
             for (environment, revision, image) in &needed.revisions {
@@ -318,8 +329,8 @@ mod tests {
     }
 
     #[test]
-    fn running_revisions_and_refs_keep_old_images() {
-        let candidates: Vec<Candidate> = (1..=6).map(|n| image(n, 100 + u64::from(n))).collect();
+    fn running_revisions_refs_and_previews_keep_old_images() {
+        let candidates: Vec<Candidate> = (1..=7).map(|n| image(n, 100 + u64::from(n))).collect();
         let needed = Needed {
             running: vec![
                 (
@@ -344,6 +355,8 @@ mod tests {
                 ("refs/heads/main".into(), commit(6)),
                 ("refs/tags/v1".into(), commit(6)),
             ],
+            // A pull request's preview runs an old image of this repository.
+            previews: vec![(7, format!("{REPOSITORY}:{}@{}", commit(7), digest(7)))],
         };
         let policy = Retention { last: 1, days: 0 };
         let verdicts = verdicts(&candidates, REPOSITORY, &needed, policy, now());
@@ -356,6 +369,7 @@ mod tests {
                 "03 revision 2",
                 "05 running in staging",
                 "06 head of main, tag v1",
+                "07 preview of #7",
             ]
         );
         assert!(

@@ -257,7 +257,8 @@ async fn a_pull_request_gets_a_preview_its_comment_is_edited_on_a_push_and_a_clo
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_close_whose_webhook_was_lost_is_swept_by_pr_gc_and_pr_list_shows_the_preview_until_then() {
+async fn a_close_whose_webhook_was_lost_is_swept_by_pr_gc_and_until_then_pr_list_shows_the_preview_and_gc_keeps_its_image()
+ {
     let previewed = Previewed::new("preview-sweep", PreviewSpec::default()).await;
     // Production, by hand (no server: no webhook reaches anybody).
     previewed.berth(["run"]).succeeds();
@@ -286,6 +287,21 @@ async fn a_close_whose_webhook_was_lost_is_swept_by_pr_gc_and_pr_list_shows_the_
     let listed = previewed.berth(["pr", "list", "--json"]).succeeds().json();
     crate::support::validate_against("pr-list.schema.json", &listed);
     assert_eq!(listed["previews"][0]["number"], number, "{listed:#}");
+    // While the preview lives, gc keeps its image, and says so.
+    let kept = previewed.berth(["gc", "--json"]).succeeds().json();
+    let image = kept["sites"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|image| image["commit"] == head.as_str())
+        .unwrap_or_else(|| panic!("no image of {head}: {kept:#}"));
+    assert!(
+        image["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(format!("preview of #{number}"))),
+        "{image:#}"
+    );
     // The pull request is closed with nobody listening; the sweep finds it.
     previewed.forge.close_pull_request(&previewed.repo, number).await;
     let preview = format!("web-pr-{number}");
