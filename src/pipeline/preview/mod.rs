@@ -134,15 +134,26 @@ impl PreviewReport {
     }
 }
 
-/// The forge of `config`, with its token from the environment; `None` (and
-/// why, for the report) without `[forge]` or without the token.
-pub fn forge_of(config: &Config) -> Result<Forge, String> {
-    let Some(declared) = &config.forge else {
-        return Err("no [forge] in the pipeline file".into());
-    };
+/// Why berth has no forge to write the comment and status to.
+#[derive(Debug, thiserror::Error)]
+pub enum NoForge {
+    /// The pipeline file has no `[forge]` table (a plain Git remote).
+    #[error("no [forge] in the pipeline file")]
+    NotDeclared,
+    /// `[forge] token_env` names a variable that is unset or empty.
+    #[error("{0} is not set")]
+    TokenUnset(String),
+    /// `[forge] api` is not a URL berth can talk to.
+    #[error(transparent)]
+    Invalid(#[from] forge::ForgeError),
+}
+
+/// The forge of `config`, with its token from the environment.
+pub fn forge_of(config: &Config) -> Result<Forge, NoForge> {
+    let declared = config.forge.as_ref().ok_or(NoForge::NotDeclared)?;
     match std::env::var(&declared.token_env) {
-        Ok(token) if !token.is_empty() => Forge::new(&declared.api, token).map_err(|error| error.to_string()),
-        _ => Err(format!("{} is not set", declared.token_env)),
+        Ok(token) if !token.is_empty() => Ok(Forge::new(&declared.api, token)?),
+        _ => Err(NoForge::TokenUnset(declared.token_env.clone())),
     }
 }
 
@@ -223,7 +234,7 @@ pub async fn deploy(
         printer.stage(request.site, "preview", Status::Failed, &format!("{error:#}"));
     }
     report.seconds = started.elapsed().as_secs_f64();
-    report.comment = tell_forge(config, &report, printer).await;
+    report.comment = tell(config, &report, printer).await;
     report
 }
 
@@ -424,7 +435,7 @@ pub async fn close(
             format!("#{number}: no preview {name} to close")
         },
     );
-    report.comment = tell_forge(config, &report, printer).await;
+    report.comment = tell(config, &report, printer).await;
     Ok(report)
 }
 
@@ -508,10 +519,6 @@ pub async fn sweep(config: &Config, printer: &Printer) -> anyhow::Result<Vec<Pre
 /// The pull request's comment and the commit status, with `[forge]`: what
 /// became of the comment (for the report).
 pub async fn tell(config: &Config, report: &PreviewReport, printer: &Printer) -> String {
-    tell_forge(config, report, printer).await
-}
-
-async fn tell_forge(config: &Config, report: &PreviewReport, printer: &Printer) -> String {
     let forge = match forge_of(config) {
         Ok(forge) => forge,
         Err(why) => return format!("not written: {why}"),
