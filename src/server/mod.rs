@@ -274,26 +274,38 @@ async fn answer(
             format!("ignored: berth does not act on `{event}` events"),
         ),
         Event::PullRequest(pull) => pull_request_answer(shared, &pull, arrived),
-        Event::Push(push) => match shared.realtime.push(
-            &push.repository_urls,
-            &push.reference,
-            push.after.as_deref(),
-            arrived,
-        ) {
-            Hinted::Sites(sites) => (
-                StatusCode::ACCEPTED,
-                "queued",
-                format!("queued: {}", sites.join(", ")),
-            ),
-            Hinted::NoSite {
-                repository,
-                reference,
-            } => (
-                StatusCode::ACCEPTED,
-                "ignored",
-                format!("ignored: no site follows {reference} of {repository}"),
-            ),
-        },
+        Event::Push(push) => {
+            let hinted = shared.realtime.push(
+                &push.repository_urls,
+                &push.reference,
+                push.after.as_deref(),
+                arrived,
+            );
+            hinted_answer(hinted, |sites| sites.join(", "))
+        }
+    }
+}
+
+/// The answer to a push or pull request handed to the pipeline: what was
+/// queued (`queued` names it), or why nothing was.
+fn hinted_answer(
+    hinted: Hinted,
+    queued: impl FnOnce(&[String]) -> String,
+) -> (StatusCode, &'static str, String) {
+    match hinted {
+        Hinted::Sites(sites) => (
+            StatusCode::ACCEPTED,
+            "queued",
+            format!("queued: {}", queued(&sites)),
+        ),
+        Hinted::NoSite {
+            repository,
+            reference,
+        } => (
+            StatusCode::ACCEPTED,
+            "ignored",
+            format!("ignored: no site follows {reference} of {repository}"),
+        ),
     }
 }
 
@@ -316,19 +328,7 @@ fn pull_request_answer(
         labels: &pull.labels,
         close,
     };
-    match shared.realtime.pull_request(&event, arrived) {
-        Hinted::Sites(sites) => (
-            StatusCode::ACCEPTED,
-            "queued",
-            format!("queued: the preview of #{} for {}", pull.number, sites.join(", ")),
-        ),
-        Hinted::NoSite {
-            repository,
-            reference,
-        } => (
-            StatusCode::ACCEPTED,
-            "ignored",
-            format!("ignored: no site follows {reference} of {repository}"),
-        ),
-    }
+    hinted_answer(shared.realtime.pull_request(&event, arrived), |sites| {
+        format!("the preview of #{} for {}", pull.number, sites.join(", "))
+    })
 }

@@ -47,9 +47,10 @@ pub struct Request<'a> {
     pub commit: &'a str,
 }
 
-/// What became of a preview request.
+/// What became of a preview request. Its word (in JSON, metrics and the
+/// status page) is [`PreviewAction::word`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(into = "&'static str")]
 pub enum PreviewAction {
     /// Built (or found) and rolled out, and its check passed.
     Deployed,
@@ -64,6 +65,28 @@ pub enum PreviewAction {
     /// There was none to close.
     NotFound,
     Failed,
+}
+
+impl PreviewAction {
+    /// The action's one word, as `--json`, `/metrics` and `berth serve`'s
+    /// page say it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Deployed => "deployed",
+            Self::Unchanged => "unchanged",
+            Self::NoChange => "no-change",
+            Self::Refused => "refused",
+            Self::Closed => "closed",
+            Self::NotFound => "not-found",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl From<PreviewAction> for &'static str {
+    fn from(action: PreviewAction) -> Self {
+        action.word()
+    }
 }
 
 /// What `berth pr deploy` or `close` did for one site (`--json`: berth.pr/v1).
@@ -126,6 +149,13 @@ impl PreviewReport {
             reason: Some(why.to_string()),
             ..Self::new(site, number)
         }
+    }
+
+    /// Ends the request with `action` for `why`, said on the site's line.
+    fn end(&mut self, action: PreviewAction, why: String, status: Status, printer: &Printer) {
+        printer.stage(&self.site, "preview", status, &why);
+        self.action = action;
+        self.reason = Some(why);
     }
 
     /// Whether berth failed at what it was asked (exit 1).
@@ -229,9 +259,12 @@ pub async fn deploy(
     )
     .await
     {
-        report.action = PreviewAction::Failed;
-        report.reason = Some(format!("{error:#}"));
-        printer.stage(request.site, "preview", Status::Failed, &format!("{error:#}"));
+        report.end(
+            PreviewAction::Failed,
+            format!("{error:#}"),
+            Status::Failed,
+            printer,
+        );
     }
     report.seconds = started.elapsed().as_secs_f64();
     report.comment = tell(config, &report, printer).await;
@@ -269,15 +302,6 @@ async fn deploy_steps(
     report.name = Some(name.clone());
     report.namespace = Some(site.deployment.namespace.clone());
     if head_content.digest == base_content.digest {
-        report.action = PreviewAction::NoChange;
-        report.reason = Some(format!(
-            "the pull request does not change the files of site `{}` (the same as {} on {})",
-            site.name,
-            reference::short(&base.commit.id),
-            config
-                .repo(&site.repo)
-                .map_or("its branch", |repo| repo.branch.as_str())
-        ));
         if deployer.delete_preview(&site.deployment.namespace, &name).await? {
             printer.stage(
                 &site.name,
@@ -286,12 +310,15 @@ async fn deploy_steps(
                 &format!("{name} deleted: no change left to preview"),
             );
         }
-        printer.stage(
-            &site.name,
-            "preview",
-            Status::Skipped,
-            report.reason.as_deref().unwrap_or_default(),
+        let why = format!(
+            "the pull request does not change the files of site `{}` (the same as {} on {})",
+            site.name,
+            reference::short(&base.commit.id),
+            config
+                .repo(&site.repo)
+                .map_or("its branch", |repo| repo.branch.as_str())
         );
+        report.end(PreviewAction::NoChange, why, Status::Skipped, printer);
         return Ok(());
     }
     // 3. Room for it, then its objects and its address.
@@ -300,17 +327,11 @@ async fn deploy_steps(
         .await?;
     let others = previews.iter().filter(|found| found.name != name).count();
     if others >= config.preview.max_previews as usize {
-        report.action = PreviewAction::Refused;
-        report.reason = Some(format!(
+        let why = format!(
             "site `{}` has {others} previews already ([preview] max_previews = {}); close one first",
             site.name, config.preview.max_previews
-        ));
-        printer.stage(
-            &site.name,
-            "preview",
-            Status::Failed,
-            report.reason.as_deref().unwrap_or_default(),
         );
+        report.end(PreviewAction::Refused, why, Status::Failed, printer);
         return Ok(());
     }
     let source = deployer.read(&site.deployment).await?;

@@ -397,8 +397,7 @@ impl Realtime {
                 Wanted::Ship => break,
             };
             drop(permit);
-            self.metrics
-                .ship(&format!("preview-{}", preview_word(report.action)));
+            self.metrics.ship(&format!("preview-{}", report.action.word()));
             self.record_preview(&report);
             match self.queue.lock().expect("not poisoned").finished(&key) {
                 Some(next) => hints = next,
@@ -425,7 +424,7 @@ impl Realtime {
                 number: report.number,
                 commit: report.commit.clone(),
                 url: report.url.clone(),
-                result: preview_word(report.action).to_string(),
+                result: report.action.word().to_string(),
                 error: report.reason.clone(),
                 at: now_text(),
             },
@@ -705,18 +704,6 @@ pub struct PullRequestEvent<'a> {
     pub labels: &'a [String],
     /// Closed (merged or not), or opened and pushed to (`None`).
     pub close: Option<bool>,
-}
-
-fn preview_word(action: PreviewAction) -> &'static str {
-    match action {
-        PreviewAction::Deployed => "deployed",
-        PreviewAction::Unchanged => "unchanged",
-        PreviewAction::NoChange => "no-change",
-        PreviewAction::Refused => "refused",
-        PreviewAction::Closed => "closed",
-        PreviewAction::NotFound => "not-found",
-        PreviewAction::Failed => "failed",
-    }
 }
 
 /// How a run of a site ended.
