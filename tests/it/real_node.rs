@@ -9,9 +9,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
+use crate::support::in_cluster::InCluster;
 use crate::support::{
-    DeploymentBuilder, Load, LoadPlan, LoadResult, Probe, Ran, World, build_berth_image, exit, http_get_at,
-    image_of, kube_client, text, validate_against,
+    DeploymentBuilder, Load, LoadPlan, LoadResult, Probe, Ran, World, exit, http_get_at, image_of,
+    kube_client, text, validate_against,
 };
 
 /// The `landing` example site shipped to Deployment `web` on the real node,
@@ -424,74 +425,17 @@ async fn the_documented_cronjob_runs_on_the_real_node_and_ships_the_site_two_nig
     let site = RealSite::new("real-cronjob", &Image::Template, |web| web).await;
     let world = &site.world;
     world.create_service("web", "web", json!("http")).await;
-    let root = crate::support::repo_root();
-    let kubectl = |args: &[&str]| {
-        let output = world.kubectl(args);
-        assert!(output.status.success(), "kubectl {args:?}: {}", text(&output));
-        String::from_utf8_lossy(&output.stdout).to_string()
-    };
-
-    // berth's image, in the registry the node pulls from.
-    let image = format!("{}/{}/berth:1", world.stack.registry, world.prefix);
-    build_berth_image(&image);
-    let pushed = std::process::Command::new("docker")
-        .args(["push", "-q", &image])
-        .output()
-        .unwrap();
-    assert!(pushed.status.success(), "{}", text(&pushed));
-
-    // What the manifests expect to find: the Role, the Engine's client
-    // certificates, the secrets named in env (unused by this pipeline).
-    kubectl(&["apply", "-f", root.join("docs/rbac.yaml").to_str().unwrap()]);
-    let certs = std::path::PathBuf::from(std::env::var("BERTH_STACK_DOCKER_CERT_PATH").unwrap());
-    let from_file = |name: &str| format!("--from-file={name}={}", certs.join(name).display());
-    kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "berth-docker-tls",
-        &from_file("ca.pem"),
-        &from_file("cert.pem"),
-        &from_file("key.pem"),
-    ]);
-    kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "berth-secrets",
-        "--from-literal=registry-username=unused",
-        "--from-literal=registry-password=unused",
-        "--from-literal=git-token=unused",
-    ]);
-
-    // A volume for the claim: a folder of this test's on the node.
-    let state = world.dir.path().join("node-state");
-    let volume = format!("{}-state", world.prefix);
-    let persistent_volume = json!({
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": volume, "labels": {"berth.dev/test": "true"}},
-        "spec": {
-            "capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteOnce"],
-            "storageClassName": volume, "persistentVolumeReclaimPolicy": "Delete",
-            "hostPath": {"path": state.to_str().unwrap(), "type": "DirectoryOrCreate"}
-        }
-    });
-
-    // The documented manifests, with what differs in the stack.
-    let listed = kubectl(&[
-        "create",
-        "--dry-run=client",
-        "-o",
-        "json",
-        "-f",
-        root.join("docs/cronjob/berth.yaml").to_str().unwrap(),
-    ]);
-    // One JSON document per object; the test writes them back as one List.
-    let items: Vec<Value> = serde_json::Deserializer::from_str(&listed)
-        .into_iter::<Value>()
-        .map(Result::unwrap)
-        .collect();
-    let mut manifests = json!({"apiVersion": "v1", "kind": "List", "items": items});
+    let kubectl = |args: &[&str]| world.kubectl_ok(args);
+    // What the manifests expect to find: berth's image, the Role, the
+    // Engine's client certificates, the secrets named in env (unused by this
+    // pipeline), a volume for the claim; and the documented manifests.
+    let InCluster {
+        image,
+        state,
+        volume,
+        persistent_volume,
+        mut manifests,
+    } = world.in_cluster("docs/cronjob/berth.yaml", &[]);
     let node_selector = serde_json::to_value(world.real_node_selector()).unwrap();
     let tolerations = serde_json::to_value(world.real_node_tolerations()).unwrap();
     for item in manifests["items"].as_array_mut().unwrap() {

@@ -13,6 +13,7 @@ use hmac::{KeyInit as _, Mac as _};
 use serde_json::{Value, json};
 
 use crate::support::forge::{ForgeSite, commit};
+use crate::support::in_cluster::InCluster;
 use crate::support::{ForgeSpec, Running, ServeSpec, SiteSpec, World, exit, free_port, git};
 
 /// How long a push may take to be served on kwok's node.
@@ -618,77 +619,23 @@ async fn the_documented_server_runs_in_the_cluster_and_a_push_is_served_through_
         .create()
         .await;
     world.create_service("web", "web", json!("http")).await;
-    let root = crate::support::repo_root();
-    let kubectl = |args: &[&str]| {
-        let output = world.kubectl(args);
-        assert!(
-            output.status.success(),
-            "kubectl {args:?}: {}",
-            crate::support::text(&output)
-        );
-        String::from_utf8_lossy(&output.stdout).to_string()
-    };
-
-    // berth's image, in the registry the node pulls from.
-    let image = format!("{}/{}/berth:1", world.stack.registry, world.prefix);
-    crate::support::build_berth_image(&image);
-    let pushed = std::process::Command::new("docker")
-        .args(["push", "-q", &image])
-        .output()
-        .unwrap();
-    assert!(pushed.status.success(), "{}", crate::support::text(&pushed));
-
-    // The Role, the Engine's client certificates, the secrets the manifests name.
+    let kubectl = |args: &[&str]| world.kubectl_ok(args);
+    // berth's image, the Role, the Engine's client certificates, the secrets
+    // the manifests name, a volume for the claim, and the documented manifests.
     let secret = crate::support::unique("hook-secret");
-    kubectl(&["apply", "-f", root.join("docs/rbac.yaml").to_str().unwrap()]);
-    let certs = std::path::PathBuf::from(std::env::var("BERTH_STACK_DOCKER_CERT_PATH").unwrap());
-    let from_file = |name: &str| format!("--from-file={name}={}", certs.join(name).display());
-    kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "berth-docker-tls",
-        &from_file("ca.pem"),
-        &from_file("cert.pem"),
-        &from_file("key.pem"),
-    ]);
-    kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "berth-secrets",
-        "--from-literal=registry-username=unused",
-        "--from-literal=registry-password=unused",
-        "--from-literal=git-token=unused",
-        &format!("--from-literal=webhook-secret={secret}"),
-        &format!("--from-literal=forge-token={}", forge.token),
-    ]);
-    let state = world.dir.path().join("node-state");
-    let volume = format!("{}-state", world.prefix);
-    let persistent_volume = json!({
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": volume, "labels": {"berth.dev/test": "true"}},
-        "spec": {
-            "capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteOnce"],
-            "storageClassName": volume, "persistentVolumeReclaimPolicy": "Delete",
-            "hostPath": {"path": state.to_str().unwrap(), "type": "DirectoryOrCreate"}
-        }
-    });
-
-    // The documented manifests, with what differs in the stack.
-    let listed = kubectl(&[
-        "create",
-        "--dry-run=client",
-        "-o",
-        "json",
-        "-f",
-        root.join("docs/serve/berth.yaml").to_str().unwrap(),
-    ]);
-    let items: Vec<Value> = serde_json::Deserializer::from_str(&listed)
-        .into_iter::<Value>()
-        .map(Result::unwrap)
-        .collect();
-    let mut manifests = json!({"apiVersion": "v1", "kind": "List", "items": items});
+    let InCluster {
+        image,
+        volume,
+        persistent_volume,
+        mut manifests,
+        ..
+    } = world.in_cluster(
+        "docs/serve/berth.yaml",
+        &[
+            format!("webhook-secret={secret}"),
+            format!("forge-token={}", forge.token),
+        ],
+    );
     // The node's loopback: a port of its own for berth's listener.
     let port = free_port();
     for item in manifests["items"].as_array_mut().unwrap() {

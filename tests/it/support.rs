@@ -7,6 +7,7 @@
 pub mod browser;
 mod deployment;
 pub mod forge;
+pub mod in_cluster;
 mod load;
 mod registry;
 mod run;
