@@ -63,7 +63,7 @@ pub const IMAGE_ANNOTATION: &str = "berth.dev/image";
 /// serves, times left out (`image::content_digest`).
 pub const CONTENT_DIGEST_ANNOTATION: &str = "berth.dev/content-digest";
 /// Annotation on a Deployment's lease: the images that rolled out there and
-/// passed berth's check, newest first ([`Passed`]), which `berth promote`
+/// passed berth's verification, newest first ([`Passed`]), which `berth promote`
 /// may take to another environment.
 pub const PASSED_ANNOTATION: &str = "berth.dev/passed";
 /// How many passed images a lease remembers.
@@ -174,7 +174,7 @@ pub enum DeployError {
     /// The API server could not be reached.
     #[error("cannot reach the Kubernetes API server: {0}")]
     Unreachable(ClusterUnreachable),
-    /// The rollout failed, or what it serves failed berth's check; the
+    /// The rollout failed, or what it serves failed berth's verification; the
     /// Deployment was rolled back (or not, as said).
     #[error("rollout of {image} failed: {reason}{}", rollback_text(rolled_back.as_ref()))]
     RolloutFailed {
@@ -212,9 +212,9 @@ pub enum RolloutReason {
     /// Kubernetes did not complete it, or berth stopped waiting.
     #[error(transparent)]
     Wait(Box<wait::RolloutFailure>),
-    /// Kubernetes called it complete, and berth's check of what it serves
+    /// Kubernetes called it complete, and berth's verification of what it serves
     /// failed, as the check says it.
-    #[error("Kubernetes calls it complete, but berth's check failed: {0}")]
+    #[error("Kubernetes calls it complete, but berth's verification failed: {0}")]
     Check(String),
 }
 
@@ -258,7 +258,7 @@ fn list(findings: &[preflight::Finding]) -> String {
 #[derive(Debug, Clone)]
 pub struct RolledBack {
     pub image: String,
-    /// Why berth's check of the previous version failed too, if it did (a
+    /// Why berth's verification of the previous version failed too, if it did (a
     /// Service that answers nothing answers nothing for either version).
     pub check_failure: Option<String>,
 }
@@ -274,7 +274,7 @@ fn rollback_text(rolled_back: Option<&Result<RolledBack, patch::RollbackFailure>
             image,
             check_failure: Some(failure),
         })) => format!(
-            "\nrolled back: the previous version ({image}) runs again, but berth's check of it failed too: {failure}"
+            "\nrolled back: the previous version ({image}) runs again, but berth's verification of it failed too: {failure}"
         ),
         Some(Err(error)) => format!("\nrolling back failed too: {error}"),
     }
@@ -353,7 +353,7 @@ impl Deployed {
     }
 }
 
-/// An image that rolled out on a Deployment and passed berth's check.
+/// An image that rolled out on a Deployment and passed berth's verification.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Passed {
     pub commit: String,
@@ -393,7 +393,7 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     UpToDate,
-    /// Rolled out, and what is served passed berth's check.
+    /// Rolled out, and what is served passed berth's verification.
     RolledOut(Verification),
 }
 

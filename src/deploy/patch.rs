@@ -176,7 +176,7 @@ impl Deployer {
     }
 
     /// Sets the previous image and annotations back and waits for that rollout;
-    /// returns why berth's check of it failed, if it did. A lost `lock`
+    /// returns why berth's verification of it failed, if it did. A lost `lock`
     /// stops it (before the patch, or during the wait).
     pub(super) async fn roll_back(
         &self,

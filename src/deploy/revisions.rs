@@ -2,7 +2,7 @@
 //! time) for `berth history`, and the revision `berth rollback` returns to.
 //!
 //! Which revision that is, is a pure decision ([`choose`], [`named`]) over
-//! the revisions newest first, the images that passed berth's check on the
+//! the revisions newest first, the images that passed berth's verification on the
 //! Deployment (its lease's `berth.dev/passed` record) and the images berth's
 //! run log records as failed. The lease decides what is good: it is shared by
 //! every machine that ships the site, while the run log is one state dir's,
@@ -58,7 +58,7 @@ pub enum Skip {
     /// passed record does not name it.
     Failed,
     /// berth set it after the lease's passed record began ([`record_since`]),
-    /// and the record does not name its image: its rollout or its check
+    /// and the record does not name its image: its rollout or its verification
     /// failed, on whichever machine shipped it.
     NeverPassed,
 }
@@ -90,7 +90,7 @@ impl std::fmt::Display for Skipped {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Basis {
-    /// Its image passed berth's check on this Deployment.
+    /// Its image passed berth's verification on this Deployment.
     Passed,
     /// berth has no record of it (set before berth, or by someone else): a
     /// candidate, as `kubectl rollout undo` would take it.
@@ -106,7 +106,7 @@ pub struct RollbackChoice {
     pub target: Revision,
     pub revision: i64,
     pub basis: Basis,
-    /// When the target's image passed berth's check, if the lease says it did.
+    /// When the target's image passed berth's verification, if the lease says it did.
     pub passed_at: Option<String>,
     /// With `--to`: what berth knows against the named revision, which it
     /// tries anyway.
@@ -121,7 +121,9 @@ impl RollbackChoice {
         let image = self.target.image.as_deref().unwrap_or("-");
         let mut text = format!("to revision {} ({image})", self.revision);
         match (self.basis, &self.passed_at) {
-            (Basis::Passed, Some(at)) => text.push_str(&format!(", which passed berth's check at {at}")),
+            (Basis::Passed, Some(at)) => {
+                text.push_str(&format!(", which passed berth's verification at {at}"))
+            }
             (Basis::Unknown, _) => {
                 text.push_str(", which berth has no record of (set before berth, or by someone else)");
             }
@@ -194,7 +196,7 @@ fn verdict(past: &Past, current_image: Option<&str>, passed: &[Passed], failed: 
     if past.set_by_berth() && covered(past, record_since(passed)) {
         return Verdict::Skip(
             Skip::NeverPassed,
-            "berth shipped it, but it never passed berth's check (the Deployment's passed record does not name it)"
+            "berth shipped it, but it never passed berth's verification (the Deployment's passed record does not name it)"
                 .into(),
         );
     }
@@ -219,7 +221,7 @@ fn current_image(pasts: &[Past]) -> Option<&str> {
 }
 
 /// The revision `berth rollback` (without `--to`) returns to: the newest
-/// earlier one whose image passed berth's check, or that berth has no record
+/// earlier one whose image passed berth's verification, or that berth has no record
 /// of; each newer one it passes over is said with why. `pasts` are the
 /// Deployment's revisions newest first (the current one marked), `passed`
 /// the lease's record, `failed` the run log's failed runs of the site, oldest

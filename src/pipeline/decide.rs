@@ -197,7 +197,8 @@ pub fn promotable(source: &Source<'_>, commit: Option<&str>) -> Result<Promotabl
             deployment,
             commit: asked.to_string(),
             history: if source.revisions.iter().any(|r| matches(r)) {
-                "ran there but did not pass berth's check (its rollout failed or was rolled back)".into()
+                "ran there but did not pass berth's verification (its rollout failed or was rolled back)"
+                    .into()
             } else {
                 "never ran there".into()
             },

@@ -1,5 +1,5 @@
 //! `berth rollback`'s steps: the site's Deployment back to the newest
-//! earlier revision that passed berth's check (or that berth has no record
+//! earlier revision that passed berth's verification (or that berth has no record
 //! of), passing over the ones berth knows failed and saying why
 //! ([`crate::deploy::revisions::choose`]), or to the newest earlier one that ran
 //! a given commit, failed or not; under its lease, waited for and verified

@@ -260,7 +260,7 @@ async fn staging_is_promoted_to_production_by_digest_and_a_commit_that_failed_in
     validate_against("report.schema.json", &report);
     let error = report["sites"][0]["error"].as_str().unwrap();
     assert!(
-        error.contains("did not pass berth's check") && error.contains(&broken),
+        error.contains("did not pass berth's verification") && error.contains(&broken),
         "{error}"
     );
     assert_eq!(

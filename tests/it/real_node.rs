@@ -1,6 +1,6 @@
 //! The deploy stage on the stack's real node (kubelet, containerd): pods pull
 //! berth's images, run them, probe them and serve. Failures here are the real
-//! ones kwok only fakes, and berth's check of what is served runs against real
+//! ones kwok only fakes, and berth's verification of what is served runs against real
 //! Services through the API server's Service proxy.
 
 use std::time::Instant;
@@ -201,7 +201,7 @@ async fn a_service_that_reaches_no_server_fails_the_check_and_the_site_is_rolled
         .world
         .berth(["run", "--json"])
         .fails_with(exit::SITE_FAILED)
-        .has("Kubernetes calls it complete, but berth's check failed")
+        .has("Kubernetes calls it complete, but berth's verification failed")
         .has("a request through Service web (port web, /)")
         // The proxy's own answer, at once (not kube's retries of a 503 until a timeout).
         .has("answered 503: error trying to reach service")

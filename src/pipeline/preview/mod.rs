@@ -1,4 +1,4 @@
-//! A pull request's preview: built, deployed, checked and announced on the
+//! A pull request's preview: built, deployed, verified and announced on the
 //! pull request; closed; listed; swept when its pull request is closed or it
 //! sat idle past `[preview] ttl`.
 //!
@@ -13,7 +13,7 @@
 //!    ([`crate::deploy::preview`]); its address (the `[preview] host`, else
 //!    its Service's ClusterIP).
 //! 4. The site shipped to the preview's Deployment through the pipeline's own
-//!    stages (check, image, push, deploy under the lease, the check of what is
+//!    stages (check, image, push, deploy under the lease, the verification of what is
 //!    served, roll back), its generator told the address (`BERTH_BASE_URL`,
 //!    `HUGO_BASEURL`), a build input like any other.
 //! 5. With `[forge]`: the pull request's comment (one per site, edited in
@@ -52,7 +52,7 @@ pub struct Request<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(into = "&'static str")]
 pub enum PreviewAction {
-    /// Built (or found) and rolled out, and its check passed.
+    /// Built (or found) and rolled out, and its verification passed.
     Deployed,
     /// The preview already served this commit.
     Unchanged,
@@ -102,8 +102,8 @@ pub struct PreviewReport {
     pub action: PreviewAction,
     /// Why it was refused, failed, or made no preview.
     pub reason: Option<String>,
-    /// berth's check of what is served.
-    pub check: Option<String>,
+    /// berth's verification of what is served.
+    pub verification: Option<String>,
     pub image: Option<String>,
     pub changed_pages: Vec<ChangedPage>,
     pub expires: Option<String>,
@@ -124,7 +124,7 @@ impl PreviewReport {
             url: None,
             action: PreviewAction::Failed,
             reason: None,
-            check: None,
+            verification: None,
             image: None,
             changed_pages: Vec::new(),
             expires: None,
@@ -392,7 +392,7 @@ async fn deploy_steps(
         .await?;
     let site_report = shipped.sites.into_iter().next().expect("one site shipped");
     report.image.clone_from(&site_report.image);
-    report.check = site_report
+    report.verification = site_report
         .verification
         .as_ref()
         .map(crate::deploy::verify::Verification::summary);
@@ -404,8 +404,8 @@ async fn deploy_steps(
             PreviewAction::Failed
         }
     };
-    if report.action == PreviewAction::Unchanged && report.check.is_none() {
-        report.check = Some("serves this commit already".into());
+    if report.action == PreviewAction::Unchanged && report.verification.is_none() {
+        report.verification = Some("serves this commit already".into());
     }
     printer.stage(
         &site.name,
@@ -561,7 +561,7 @@ pub async fn tell(config: &Config, report: &PreviewReport, printer: &Printer) ->
                 site: &report.site,
                 url: &url,
                 commit: report.commit.as_deref().unwrap_or_default(),
-                check: report.check.as_deref().unwrap_or("-"),
+                verification: report.verification.as_deref().unwrap_or("-"),
                 pages: &report.changed_pages,
                 expires: report.expires.as_deref().unwrap_or("-"),
             });

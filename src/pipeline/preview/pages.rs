@@ -80,8 +80,8 @@ pub struct Serving<'a> {
     pub site: &'a str,
     pub url: &'a str,
     pub commit: &'a str,
-    /// berth's check of what is served, in its words.
-    pub check: &'a str,
+    /// berth's verification of what is served, in its words.
+    pub verification: &'a str,
     pub pages: &'a [ChangedPage],
     /// When it expires unless pushed to again (RFC 3339).
     pub expires: &'a str,
@@ -90,12 +90,12 @@ pub struct Serving<'a> {
 /// The comment of a preview that serves.
 pub fn serving_comment(serving: &Serving<'_>) -> String {
     let mut text = format!(
-        "{}\n### berth preview of `{}`\n\n**{}**\n\n| | |\n|---|---|\n| commit | `{}` |\n| check | {} |\n| expires | {} (each push renews it) |\n",
+        "{}\n### berth preview of `{}`\n\n**{}**\n\n| | |\n|---|---|\n| commit | `{}` |\n| verification | {} |\n| expires | {} (each push renews it) |\n",
         marker(serving.site),
         serving.site,
         serving.url,
         short(serving.commit),
-        serving.check.replace('|', "\\|").replace('\n', " "),
+        serving.verification.replace('|', "\\|").replace('\n', " "),
         serving.expires
     );
     let pages: Vec<&ChangedPage> = serving.pages.iter().filter(|page| is_page(&page.path)).collect();
@@ -204,7 +204,7 @@ mod tests {
     }
 
     #[test]
-    fn the_comment_names_the_address_commit_check_pages_and_expiry_behind_its_marker() {
+    fn the_comment_names_the_address_commit_verification_pages_and_expiry_behind_its_marker() {
         let pages = vec![
             ChangedPage {
                 path: "/posts/b/index.html".into(),
@@ -226,7 +226,7 @@ mod tests {
             site: "www",
             url: "http://10.96.0.9/",
             commit: "0123456789abcdef0123",
-            check: "1 ready pod runs sha256:aaaa; Service www-pr-3 answered 200 on /",
+            verification: "1 ready pod runs sha256:aaaa; Service www-pr-3 answered 200 on /",
             pages: &pages,
             expires: "2026-12-13T10:00:00Z",
         });
