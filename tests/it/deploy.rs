@@ -503,6 +503,10 @@ async fn two_concurrent_ships_never_interleave_and_the_newer_commit_wins() {
         2,
         "each ship held the lease once, one after the other: {holders:#?}"
     );
+    assert_ne!(
+        ships_holding[0], ships_holding[1],
+        "the two tenures were the two ships, not one ship twice: {holders:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

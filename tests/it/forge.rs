@@ -6,87 +6,22 @@
 //! are written and read back in GitHub's shape. Each test makes a repo of its
 //! own in the stack's organisation and deletes it at the end.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hmac::{KeyInit as _, Mac as _};
 use hyper::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::forge::{DELIVERY_TIMEOUT, Forge, commit, work_tree};
-use crate::support::{Stack, git, unique};
+use crate::support::{Request as Delivery, Stack, git, http_receiver, unique};
 
-/// One request a [`receiver`] got: its headers and its body, byte for byte.
-struct Delivery {
-    /// Each header's name (lowercase) and value, in the order sent.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// When its last byte arrived.
-    arrived: Instant,
-}
-
-impl Delivery {
-    fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("a webhook's body is JSON")
-    }
-}
-
-/// An HTTP server on loopback that answers 200 to every request and hands each
-/// on, headers and exact body; its port.
+/// Every request answered 200 (Gitea's deliveries, as many as come).
 fn receiver() -> (u16, mpsc::Receiver<Delivery>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (sender, deliveries) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let mut stream = stream.unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            let mut headers = Vec::new();
-            loop {
-                let mut header = String::new();
-                reader.read_line(&mut header).unwrap();
-                let header = header.trim_end();
-                if header.is_empty() {
-                    break;
-                }
-                let (name, value) = header.split_once(':').expect("a header line has a colon");
-                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-            }
-            let length: usize = headers
-                .iter()
-                .find(|(name, _)| name == "content-length")
-                .map_or(0, |(_, value)| value.parse().unwrap());
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let arrived = Instant::now();
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            if sender
-                .send(Delivery {
-                    headers,
-                    body,
-                    arrived,
-                })
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    (port, deliveries)
+    http_receiver(
+        usize::MAX,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
 }
 
 /// The first delivery of `event` (by its `X-GitHub-Event`) within
@@ -123,15 +58,15 @@ fn assert_github_headers(delivery: &Delivery, secret: &str) {
         .expect("an X-Hub-Signature-256 header");
     assert_eq!(
         header,
-        signature(secret, &delivery.body),
+        signature(secret, delivery.body.as_bytes()),
         "the signature of the body with the secret"
     );
     assert_ne!(
         header,
-        signature("not-the-secret", &delivery.body),
+        signature("not-the-secret", delivery.body.as_bytes()),
         "another secret's signature"
     );
-    let mut changed = delivery.body.clone();
+    let mut changed = delivery.body.clone().into_bytes();
     changed.push(b'\n');
     assert_ne!(
         header,

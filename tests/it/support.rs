@@ -1124,11 +1124,31 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// One request an [`http_receiver`] got.
+/// One request an [`http_receiver`] got: its line, headers and body, byte
+/// for byte.
 pub struct Request {
     /// `GET /path HTTP/1.1`
     pub line: String,
+    /// Each header's name (lowercase) and value, in the order sent.
+    pub headers: Vec<(String, String)>,
     pub body: String,
+    /// When its last byte arrived.
+    pub arrived: std::time::Instant,
+}
+
+impl Request {
+    /// The value of header `name` (any case), if it was sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).expect("the request's body is JSON")
+    }
 }
 
 /// An HTTP server on loopback for `answers` requests, each answered with
@@ -1147,23 +1167,30 @@ pub fn http_receiver(answers: usize, response: &'static [u8]) -> (u16, std::sync
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut line = String::new();
             reader.read_line(&mut line).unwrap();
-            let mut length = 0;
+            let mut headers = Vec::new();
             loop {
                 let mut header = String::new();
                 reader.read_line(&mut header).unwrap();
-                if header.trim().is_empty() {
+                let header = header.trim_end();
+                if header.is_empty() {
                     break;
                 }
-                if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap();
-                }
+                let (name, value) = header.split_once(':').expect("a header line has a colon");
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
             }
+            let length: usize = headers
+                .iter()
+                .find(|(name, _)| name == "content-length")
+                .map_or(0, |(_, value)| value.parse().unwrap());
             let mut body = vec![0; length];
             reader.read_exact(&mut body).unwrap();
+            let arrived = std::time::Instant::now();
             stream.write_all(response).unwrap();
             let request = Request {
                 line: line.trim().to_string(),
+                headers,
                 body: String::from_utf8(body).unwrap(),
+                arrived,
             };
             if sender.send(request).is_err() {
                 break;
