@@ -1,8 +1,10 @@
-//! The forge, told what berth does with its commits: commit statuses through
-//! the REST API GitHub and Gitea share (`POST /repos/{owner}/{repo}/statuses/{sha}`,
-//! GitHub's at `https://api.github.com`, Gitea's under `/api/v1`), with a token
-//! from the environment. A stage: the pipeline decides what to say, this says
-//! it. The token never shows in an error, a log line or `Debug`.
+//! The forge, told what berth does with its commits, through the REST API
+//! GitHub and Gitea share (GitHub's at `https://api.github.com`, Gitea's under
+//! `/api/v1`), with a token from the environment: commit statuses
+//! (`POST /repos/{owner}/{repo}/statuses/{sha}`), a pull request's comment
+//! (made once, then edited in place) and the pull request's own state. A
+//! stage: the pipeline decides what to say, this says it. The token never
+//! shows in an error, a log line or `Debug`.
 
 use std::time::Duration;
 
