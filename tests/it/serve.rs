@@ -402,7 +402,8 @@ async fn a_burst_of_pushes_is_served_at_its_last_commit_with_at_most_two_rollout
     running.wait_for("rolled out", SERVED_WITHIN);
     served.hook(served.port).await;
     let before = served.rollouts();
-    // Five pushes within a second: five commits made by the forge itself.
+    // Five pushes, five commits made by the forge itself as fast as it takes
+    // them (about 0.5 s each here), all while the first push's rollout goes on.
     let mut last = String::new();
     let started = Instant::now();
     for n in 1..=5 {
