@@ -122,7 +122,7 @@ impl RollbackChoice {
         let mut text = format!("to revision {} ({image})", self.revision);
         match (self.basis, &self.passed_at) {
             (Basis::Passed, Some(at)) => {
-                text.push_str(&format!(", which passed berth's verification at {at}"))
+                text.push_str(&format!(", which passed berth's verification at {at}"));
             }
             (Basis::Unknown, _) => {
                 text.push_str(", which berth has no record of (set before berth, or by someone else)");
