@@ -1,6 +1,6 @@
 //! `berth serve` against the stack's real forge (Gitea) and cluster: a push
 //! to the forge reaches berth as Gitea's own signed webhook, is shipped, and
-//! gets its commit status; bad deliveries are refused and queue nothing; a
+//! gets its commit status (failure, and why, when its ship fails); bad deliveries are refused and queue nothing; a
 //! burst leaves one pending run; the poll catches a lost delivery; SIGTERM
 //! lets the rollout in flight finish; a server killed mid-rollout sees it
 //! through when started again; two replicas ship a push once.
@@ -387,6 +387,76 @@ async fn bad_deliveries_are_refused_and_queue_nothing() {
             "{result}: {metrics}"
         );
     }
+    running.terminate();
+    running.wait().exited(exit::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_whose_ship_fails_gets_a_failure_status_and_the_deployment_keeps_its_image() {
+    // The site's generator fails on a commit that adds a file `broken`.
+    let site = ForgeSite::new("serve-fail", &[]).await;
+    site.world
+        .kwok_deployment("web", &site.world.busybox())
+        .create()
+        .await;
+    let mut pipeline = site.pipeline("1h");
+    let mut spec = SiteSpec::new("site", "site", &site.world.image("site"), "web");
+    spec.build = Some("if [ -e broken ]; then echo 'the page is broken' >&2; exit 3; fi".into());
+    pipeline.sites.push(spec);
+    site.world.write_pipeline(&pipeline);
+    let served = Served { site };
+    let first = git(served.work.path(), &["rev-parse", "HEAD"]).trim().to_string();
+    let mut running = served.serve(served.port, None);
+    served.served(&first, &running).await;
+    running.wait_for("rolled out", SERVED_WITHIN);
+    served.hook(served.port).await;
+
+    let broken = commit(served.work.path(), "broken", "x", "A broken page");
+    served.forge.push(served.work.path(), &served.repo, "main");
+    // The forge is told: failure, in the generator's words, linking the page.
+    let deadline = Instant::now() + SERVED_WITHIN;
+    let status = loop {
+        let statuses = served.forge.statuses(&served.repo, &broken).await;
+        if let Some(status) = statuses
+            .iter()
+            .find(|status| status["context"] == "berth/site" && status["status"] != "pending")
+        {
+            break status.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no final status on {broken}: {statuses:#?}\nberth said:\n{}",
+            running.so_far()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(status["status"], "failure", "{status:#}");
+    assert_eq!(
+        status["target_url"],
+        format!("http://127.0.0.1:{}/#site-site", served.port),
+        "{status:#}"
+    );
+    assert!(
+        status["description"]
+            .as_str()
+            .is_some_and(|words| !words.is_empty()),
+        "the failure says why: {status:#}"
+    );
+    // The page's JSON says it failed, and why; the Deployment still runs the first commit.
+    let sites = Served::sites(served.port);
+    let site = &sites["sites"][0];
+    assert_eq!(site["last"]["result"], "failed", "{sites:#}");
+    assert!(
+        site["last"]["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("the page is broken")),
+        "{sites:#}"
+    );
+    assert_eq!(site["deployed_commit"], first.as_str(), "{sites:#}");
+    assert!(
+        served.world.image_of("web").await.contains(&first),
+        "a failed ship leaves the Deployment on its image"
+    );
     running.terminate();
     running.wait().exited(exit::OK);
 }
