@@ -1,9 +1,10 @@
 //! `berth serve` against the stack's real forge (Gitea) and cluster: a push
 //! to the forge reaches berth as Gitea's own signed webhook, is shipped, and
-//! gets its commit status (failure, and why, when its ship fails); bad deliveries are refused and queue nothing; a
-//! burst leaves one pending run; the poll catches a lost delivery; SIGTERM
-//! lets the rollout in flight finish; a server killed mid-rollout sees it
-//! through when started again; two replicas ship a push once.
+//! gets its commit status (failure, and why, when its ship fails); bad
+//! deliveries are refused and queue nothing; a burst leaves one pending run;
+//! the poll catches a lost delivery; SIGTERM lets the rollout in flight
+//! finish; a server killed mid-rollout sees it through when started again;
+//! two replicas ship a push once.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -37,6 +38,16 @@ impl Served {
     /// The world, the forge's repo with its first commit pushed, the
     /// Deployment, and the pipeline file (`poll_interval`) written; no server yet.
     async fn new(test: &str, poll_interval: &str, min_ready_seconds: Option<i32>) -> Self {
+        Self::with_site(test, poll_interval, min_ready_seconds, |_| {}).await
+    }
+
+    /// As [`Served::new`], with the site's entry changed by `edit` first.
+    async fn with_site(
+        test: &str,
+        poll_interval: &str,
+        min_ready_seconds: Option<i32>,
+        edit: impl FnOnce(&mut SiteSpec),
+    ) -> Self {
         let site = ForgeSite::new(test, &[]).await;
         let mut deployment = site.world.kwok_deployment("web", &site.world.busybox());
         if let Some(seconds) = min_ready_seconds {
@@ -44,9 +55,9 @@ impl Served {
         }
         deployment.create().await;
         let mut pipeline = site.pipeline(poll_interval);
-        pipeline
-            .sites
-            .push(SiteSpec::new("site", "site", &site.world.image("site"), "web"));
+        let mut spec = SiteSpec::new("site", "site", &site.world.image("site"), "web");
+        edit(&mut spec);
+        pipeline.sites.push(spec);
         site.world.write_pipeline(&pipeline);
         Self { site }
     }
@@ -102,13 +113,16 @@ impl Served {
         serde_json::from_str(&body).unwrap()
     }
 
-    /// How many ReplicaSets Deployment `web` has had: one per rollout, and
-    /// the first.
-    fn rollouts(&self) -> usize {
-        let output = self
-            .world
-            .kubectl(&["get", "replicasets", "-l", "app=web", "-o", "name"]);
-        String::from_utf8_lossy(&output.stdout).lines().count()
+    /// Deployment `web`'s revision, which its controller raises by one for
+    /// each rollout (the first is 1): the difference of two readings is how
+    /// many rollouts came between them.
+    async fn revision(&self) -> u64 {
+        let deployment = self.world.deployment("web").await;
+        let annotations = deployment.metadata.annotations.unwrap_or_default();
+        annotations
+            .get("deployment.kubernetes.io/revision")
+            .and_then(|revision| revision.parse().ok())
+            .unwrap_or_else(|| panic!("Deployment web has no revision: {annotations:?}"))
     }
 }
 
@@ -394,17 +408,10 @@ async fn bad_deliveries_are_refused_and_queue_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_push_whose_ship_fails_gets_a_failure_status_and_the_deployment_keeps_its_image() {
     // The site's generator fails on a commit that adds a file `broken`.
-    let site = ForgeSite::new("serve-fail", &[]).await;
-    site.world
-        .kwok_deployment("web", &site.world.busybox())
-        .create()
-        .await;
-    let mut pipeline = site.pipeline("1h");
-    let mut spec = SiteSpec::new("site", "site", &site.world.image("site"), "web");
-    spec.build = Some("if [ -e broken ]; then echo 'the page is broken' >&2; exit 3; fi".into());
-    pipeline.sites.push(spec);
-    site.world.write_pipeline(&pipeline);
-    let served = Served { site };
+    let served = Served::with_site("serve-fail", "1h", None, |spec| {
+        spec.build = Some("if [ -e broken ]; then echo 'the page is broken' >&2; exit 3; fi".into());
+    })
+    .await;
     let first = git(served.work.path(), &["rev-parse", "HEAD"]).trim().to_string();
     let mut running = served.serve(served.port, None);
     served.served(&first, &running).await;
@@ -471,7 +478,7 @@ async fn a_burst_of_pushes_is_served_at_its_last_commit_with_at_most_two_rollout
     served.served(&first, &running).await;
     running.wait_for("rolled out", SERVED_WITHIN);
     served.hook(served.port).await;
-    let before = served.rollouts();
+    let before = served.revision().await;
     // Five pushes, five commits made by the forge itself as fast as it takes
     // them (about 0.5 s each here), all while the first push's rollout goes on.
     let mut last = String::new();
@@ -515,7 +522,7 @@ async fn a_burst_of_pushes_is_served_at_its_last_commit_with_at_most_two_rollout
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert_eq!(sites["sites"][0]["deployed_commit"], last.as_str(), "{sites:#}");
-    let rollouts = served.rollouts() - before;
+    let rollouts = served.revision().await - before;
     assert!(
         (1..=2).contains(&rollouts),
         "{rollouts} rollouts for a burst of 5 pushes"
@@ -610,7 +617,7 @@ async fn two_replicas_ship_a_push_once() {
     served.served(&first, &one).await;
     // The first runs may have raced for the Deployment's lease: both end.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = served.rollouts();
+    let before = served.revision().await;
     // Each replica gets the delivery (a forge that redelivers, or both behind one address).
     served.hook(served.port).await;
     served.hook(other_port).await;
@@ -631,7 +638,7 @@ async fn two_replicas_ship_a_push_once() {
         assert!(Instant::now() < deadline, "both replicas did not run {pushed}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert_eq!(served.rollouts() - before, 1, "one rollout for one push");
+    assert_eq!(served.revision().await - before, 1, "one rollout for one push");
     let results: Vec<Value> = [served.port, other_port]
         .iter()
         .map(|port| Served::sites(*port)["sites"][0]["history"][0]["result"].clone())
