@@ -443,6 +443,13 @@ pub struct Deployer {
     /// The same cluster without kube's retries of 429/503/504: through the
     /// Service proxy a 503 is the answer (the pod refused), to report at once.
     proxy_client: kube::Client,
+    /// The same cluster, for watches only. A watch's connection closes when
+    /// berth stops reading it; on `client`, the next request then opened a
+    /// new one, and its first answer came 40 ms late (a resumed TLS session,
+    /// and kube's connections leave Nagle's algorithm on: 47 ms against 3 ms
+    /// for the ReplicaSets read after each rollout). Watching on a client of
+    /// its own leaves `client`'s connection open.
+    watch_client: kube::Client,
     timeout: Duration,
 }
 
@@ -487,11 +494,13 @@ impl Deployer {
         let mut proxy_config = config.clone();
         proxy_config.default_retry = false;
         let unreachable = |error| DeployError::Unreachable(ClusterUnreachable::Kube(error));
+        let watch_client = kube::Client::try_from(config.clone()).map_err(unreachable)?;
         let client = kube::Client::try_from(config).map_err(unreachable)?;
         let proxy_client = kube::Client::try_from(proxy_config).map_err(unreachable)?;
         Ok(Self {
             client,
             proxy_client,
+            watch_client,
             timeout,
         })
     }

@@ -48,7 +48,7 @@ impl Deployer {
         printer: &Printer,
     ) -> Result<Deployment, RolloutFailure> {
         let started = Instant::now();
-        let api = self.deployments(&target.namespace);
+        let api: Api<Deployment> = Api::namespaced(self.watch_client.clone(), &target.namespace);
         let config = watcher::Config::default().fields(&format!("metadata.name={}", target.name));
         let mut stream = watcher(api, config).applied_objects().boxed();
         let mut last_message = String::new();
