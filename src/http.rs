@@ -33,6 +33,10 @@ where
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
+    // Each write goes out at once, as curl's and Go's do: with Nagle's
+    // algorithm a request written in two parts (its headers, then its body)
+    // can wait for the server's delayed acknowledgement, 40 ms on Linux.
+    http.set_nodelay(true);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(ClientError::NoRoots)?
