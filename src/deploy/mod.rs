@@ -448,7 +448,9 @@ pub struct Deployer {
     /// new one, and its first answer came 40 ms late (a resumed TLS session,
     /// and kube's connections leave Nagle's algorithm on: 47 ms against 3 ms
     /// for the ReplicaSets read after each rollout). Watching on a client of
-    /// its own leaves `client`'s connection open.
+    /// its own leaves `client`'s connection open. A kubeconfig whose user
+    /// runs a command for its credentials (`exec`, `auth-provider`) shares
+    /// `client`: each client runs that command itself, which costs more.
     watch_client: kube::Client,
     timeout: Duration,
 }
@@ -494,8 +496,13 @@ impl Deployer {
         let mut proxy_config = config.clone();
         proxy_config.default_retry = false;
         let unreachable = |error| DeployError::Unreachable(ClusterUnreachable::Kube(error));
-        let watch_client = kube::Client::try_from(config.clone()).map_err(unreachable)?;
-        let client = kube::Client::try_from(config).map_err(unreachable)?;
+        let runs_a_command = config.auth_info.exec.is_some() || config.auth_info.auth_provider.is_some();
+        let client = kube::Client::try_from(config.clone()).map_err(unreachable)?;
+        let watch_client = if runs_a_command {
+            client.clone()
+        } else {
+            kube::Client::try_from(config).map_err(unreachable)?
+        };
         let proxy_client = kube::Client::try_from(proxy_config).map_err(unreachable)?;
         Ok(Self {
             client,
