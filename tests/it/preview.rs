@@ -343,18 +343,17 @@ async fn a_forks_pull_request_is_not_built_and_its_status_says_why() {
         .forge
         .open_pull_request_from(&previewed.repo, &format!("{owner}:feature"), "From a fork")
         .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let statuses = previewed.statuses(&head).await;
-        if let Some(status) = statuses.first() {
-            break status.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no berth/preview status on the fork's commit"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let status = previewed
+        .forge
+        .wait_for_status(
+            &previewed.repo,
+            &head,
+            "berth/preview",
+            |_| true,
+            Duration::from_secs(60),
+            String::new,
+        )
+        .await;
     assert_eq!(status["status"], "failure", "{status:#}");
     assert!(
         status["description"]

@@ -177,21 +177,17 @@ async fn a_push_to_the_forge_is_served_with_its_commit_status_page_json_and_metr
     assert!(took < SERVED_WITHIN);
 
     // The forge's commit status: pending while queued, then success, linking the page.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let statuses = served.forge.statuses(&served.repo, &second).await;
-        if let Some(status) = statuses
-            .iter()
-            .find(|status| status["context"] == "berth/site" && status["status"] == "success")
-        {
-            break status.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no success status on {second}: {statuses:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let status = served
+        .forge
+        .wait_for_status(
+            &served.repo,
+            &second,
+            "berth/site",
+            |status| status["status"] == "success",
+            Duration::from_secs(20),
+            || running.so_far(),
+        )
+        .await;
     assert_eq!(
         status["target_url"],
         format!("http://127.0.0.1:{}/#site-site", served.port),
@@ -421,22 +417,17 @@ async fn a_push_whose_ship_fails_gets_a_failure_status_and_the_deployment_keeps_
     let broken = commit(served.work.path(), "broken", "x", "A broken page");
     served.forge.push(served.work.path(), &served.repo, "main");
     // The forge is told: failure, in the generator's words, linking the page.
-    let deadline = Instant::now() + SERVED_WITHIN;
-    let status = loop {
-        let statuses = served.forge.statuses(&served.repo, &broken).await;
-        if let Some(status) = statuses
-            .iter()
-            .find(|status| status["context"] == "berth/site" && status["status"] != "pending")
-        {
-            break status.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no final status on {broken}: {statuses:#?}\nberth said:\n{}",
-            running.so_far()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let status = served
+        .forge
+        .wait_for_status(
+            &served.repo,
+            &broken,
+            "berth/site",
+            |status| status["status"] != "pending",
+            SERVED_WITHIN,
+            || running.so_far(),
+        )
+        .await;
     assert_eq!(status["status"], "failure", "{status:#}");
     assert_eq!(
         status["target_url"],
@@ -792,22 +783,16 @@ async fn the_documented_server_runs_in_the_cluster_and_a_push_is_served_through_
         "in the cluster: push to served through the site's Service in {:.1}s",
         pushed_at.elapsed().as_secs_f64()
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let statuses = forge.statuses(repo, &second).await;
-        if statuses
-            .iter()
-            .any(|status| status["context"] == "berth/site" && status["status"] == "success")
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no success status: {statuses:#?}\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    forge
+        .wait_for_status(
+            repo,
+            &second,
+            "berth/site",
+            |status| status["status"] == "success",
+            Duration::from_secs(30),
+            &logs,
+        )
+        .await;
     let output = logs();
     assert!(!output.contains(&secret), "the secret leaked into the log");
     assert!(!output.contains(&forge.token), "the token leaked into the log");

@@ -164,6 +164,36 @@ impl Forge {
         list.as_array().cloned().unwrap_or_default()
     }
 
+    /// The newest status of `commit` in `repo` named `context` that `wanted`
+    /// takes, asked for every 300 ms until `within` has passed; the failure
+    /// lists the commit's statuses and what `said` returns (a server's output).
+    pub async fn wait_for_status(
+        &self,
+        repo: &str,
+        commit: &str,
+        context: &str,
+        wanted: impl Fn(&Value) -> bool,
+        within: Duration,
+        said: impl Fn() -> String,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let statuses = self.statuses(repo, commit).await;
+            if let Some(status) = statuses
+                .iter()
+                .find(|status| status["context"] == context && wanted(status))
+            {
+                return status.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such {context} status on {commit} within {within:?}: {statuses:#?}\n{}",
+                said()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// A new file `path` on `repo`'s `main`, committed by the forge itself
     /// (its contents API): the commit's id. Quicker than a push, and a push
     /// to the forge all the same: it sends the `push` webhook.
